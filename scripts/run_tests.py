@@ -1,0 +1,86 @@
+"""Test runner behind ``./run.sh test [unit|integration|performance] [--fast] [pytest args]``.
+
+Runs pytest with coverage and writes, under ``tests/results/``:
+``junit.xml``, ``coverage/`` (HTML), ``coverage.json`` and ``latest_test_results.json``
+(counts, duration, failing test ids). The exit code is pytest's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "tests" / "results"
+SUITES = ("unit", "integration", "performance")
+
+
+def summarize(junit: Path, exit_code: int, duration: float, command: list[str]) -> dict[str, object]:
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    failing: list[str] = []
+    if junit.is_file():
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
+            if case.find("failure") is not None:
+                counts["failed"] += 1
+                failing.append(test_id)
+            elif case.find("error") is not None:
+                counts["errors"] += 1
+                failing.append(test_id)
+            elif case.find("skipped") is not None:
+                counts["skipped"] += 1
+            else:
+                counts["passed"] += 1
+    return {
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "exit_code": exit_code,
+        "duration_seconds": round(duration, 2),
+        **counts,
+        "total": sum(counts.values()),
+        "failing": failing,
+        "command": command,
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = list(argv)
+    targets = []
+    while args and args[0] in SUITES:
+        targets.append(f"tests/{args.pop(0)}")
+    marker = []
+    if "--fast" in args:
+        args.remove("--fast")
+        marker = ["-m", "not slow"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    junit = RESULTS / "junit.xml"
+    junit.unlink(missing_ok=True)
+    command = [
+        sys.executable, "-m", "pytest",
+        *(targets or ["tests"]),
+        *marker,
+        f"--junitxml={junit}",
+        "--cov=src", "--cov=migrations", "--cov=scripts",
+        f"--cov-report=html:{RESULTS / 'coverage'}",
+        f"--cov-report=json:{RESULTS / 'coverage.json'}",
+        "--cov-report=term:skip-covered",
+        *args,
+    ]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    started = time.monotonic()
+    exit_code = subprocess.call(command, cwd=ROOT, env=env)
+    summary = summarize(junit, exit_code, time.monotonic() - started, command[1:])
+    (RESULTS / "latest_test_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"results: {summary['passed']} passed, {summary['failed']} failed, {summary['errors']} errors, "
+          f"{summary['skipped']} skipped in {summary['duration_seconds']} s -> tests/results/", file=sys.stderr)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

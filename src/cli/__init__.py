@@ -1,0 +1,1 @@
+"""Command-line interface: ``./run.sh <command>`` dispatches here through ``src/main.py``."""

@@ -1,0 +1,115 @@
+"""The ``./run.sh`` command group, its shared state and its error handling."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from functools import cached_property
+from typing import Any
+
+import click
+from rich.console import Console
+
+from core.config import Settings, load_settings
+from core.exceptions import DataProcessorError
+from core.logging import setup_logging
+
+# Exit codes of the CLI (sysexits-style where one exists).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class App:
+    """What commands share: settings, the store and the console, each built on first use."""
+
+    def __init__(self, debug: bool = False) -> None:
+        self.debug = debug
+        self.console = Console(highlight=False, soft_wrap=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    @cached_property
+    def settings(self) -> Settings:
+        settings = load_settings()
+        if self.debug:
+            settings.log_level = "DEBUG"
+        setup_logging(settings, console=True)
+        return settings
+
+    @cached_property
+    def store(self) -> Any:
+        from core.store import Store
+
+        return Store(self.settings)
+
+
+class CommandGroup(click.Group):
+    """Lists commands in the order they were added; an unknown command prints the help."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.commands[name]
+            if command.hidden:
+                continue
+            sub = click.Context(command, info_name=name, parent=ctx)
+            usage = " ".join([name, *command.collect_usage_pieces(sub)]).replace(" [OPTIONS]", "")
+            options = [o.opts[-1] for o in command.params if isinstance(o, click.Option) and o.opts[-1] != "--help"]
+            if options:
+                usage += " [" + "|".join(options) + "]"
+            rows.append((usage, command.get_short_help_str(limit=200)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows, col_max=40)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands:
+            click.echo(f"Unknown command '{args[0]}'.\n", err=True)
+            click.echo(ctx.get_help(), err=True)
+            ctx.exit(EXIT_USAGE)
+        return super().resolve_command(ctx, args)
+
+
+@click.group(
+    cls=CommandGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """data-processor: ETL/ELT pipelines into ClickHouse, with nothing to babysit.
+
+    Usage: ./run.sh COMMAND [ARGS]...  (./run.sh COMMAND --help for details)
+    """
+    ctx.obj = App(debug=debug)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; framework errors become one line on stderr."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        result = cli.main(args=args, prog_name="./run.sh", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        return EXIT_FAILED
+    except DataProcessorError as exc:
+        if debug or logging.getLogger("dp").isEnabledFor(logging.DEBUG):
+            logging.getLogger("dp").exception("Command failed")
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    return result if isinstance(result, int) else EXIT_OK

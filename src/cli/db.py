@@ -1,0 +1,88 @@
+"""Commands about the installation and the store: check, setup_db, drop_db, test."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+from rich.table import Table
+
+from cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
+from core.config import PROJECT_ROOT
+from core.health import healthy, run_checks
+
+_STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+
+
+@cli.command("help")
+@click.pass_context
+def help_command(ctx: click.Context) -> None:
+    """Show every command with its arguments."""
+    click.echo(ctx.parent.get_help() if ctx.parent else ctx.get_help())
+
+
+@cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (for monitoring).")
+@pass_app
+def check(app: App, as_json: bool) -> int:
+    """Check Python, dependencies, config, directories and the store (exit 1 if unhealthy)."""
+    results, settings = run_checks()
+    ok = healthy(results)
+    if as_json:
+        click.echo(json.dumps({"healthy": ok, "checks": [r.as_dict() for r in results]}, indent=2))
+        return EXIT_OK if ok else EXIT_FAILED
+    table = Table(title="data-processor health", title_justify="left")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    for r in results:
+        table.add_row(r.name, f"[{_STYLE[r.status]}]{r.status.upper()}[/]", r.detail)
+    app.console.print(table)
+    if settings is not None:
+        config = Table(title="configuration (secrets masked)", title_justify="left")
+        config.add_column("variable")
+        config.add_column("value", overflow="fold")
+        for name, value in settings.display().items():
+            config.add_row(name, value)
+        app.console.print(config)
+    app.console.print("[green]healthy[/]" if ok else "[bold red]unhealthy[/]: fix the FAIL lines above")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+@cli.command("setup_db")
+@pass_app
+def setup_db(app: App) -> None:
+    """Create the database (safe to run again)."""
+    created = app.store.create_database()
+    verb = "Created" if created else "Database already exists:"
+    app.console.print(f"{verb} '{app.store.database}' in {app.store.description}")
+
+
+@cli.command("drop_db")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required when not interactive).")
+@pass_app
+def drop_db(app: App, yes: bool) -> int:
+    """Drop the database and everything in it, then create it empty."""
+    database = app.settings.database
+    if not yes:
+        if not sys.stdin.isatty():
+            app.err.print(f"error: drop_db deletes every table in '{database}'; "
+                          "not on a terminal, so pass --yes to confirm")
+            return EXIT_USAGE
+        click.confirm(f"Drop database '{database}' in {app.store.description} and all its tables?", abort=True)
+    app.store.drop_database()
+    app.store.create_database()
+    app.console.print(f"Dropped and recreated '{database}'")
+    return EXIT_OK
+
+
+@cli.command("test", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                      "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def test(args: tuple[str, ...]) -> None:
+    """Run the test suite: [unit|integration|performance] [--fast] [pytest args]."""
+    script = PROJECT_ROOT / "scripts" / "run_tests.py"
+    # exec, not fork: this process may already have loaded chdb.
+    os.execv(sys.executable, [sys.executable, str(script), *args])

@@ -1,0 +1,1 @@
+"""Framework foundation: configuration, logging, errors and the ClickHouse store."""

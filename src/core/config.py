@@ -1,0 +1,240 @@
+"""Configuration: one validated settings object read from the environment and ``.env``.
+
+The environment wins over ``.env``; ``.env`` wins over the defaults. Every invalid value fails
+with one line naming the variable, the bad value and where it came from, e.g.
+``CLICKHOUSE_PORT must be an integer between 1 and 65535, got 'abc' (from .env)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.exceptions import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ENV_FILE = PROJECT_ROOT / ".env"
+MASK = "***"
+
+# Variable names whose values are secrets wherever they appear (pipeline variables included).
+_SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)", re.I)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# What a valid value looks like, used in error messages ("X must be <this>, got ...").
+_EXPECTED: dict[str, str] = {
+    "clickhouse_port": "an integer between 1 and 65535",
+    "clickhouse_secure": "true or false",
+    "clickhouse_database": "a plain identifier (letters, digits, underscore)",
+    "clickhouse_cluster": "a plain identifier (letters, digits, underscore)",
+    "clickhouse_url": "a URL like http://user:password@host:8123/database or chdb:///path",
+    "log_level": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+    "log_format": "'text' or 'json'",
+    "log_max_bytes": "an integer of at least 1024 (bytes)",
+    "log_backup_count": "an integer between 0 and 1000",
+    "timeout": "a number of seconds greater than 0",
+    "batch_size": "an integer between 1 and 10000000",
+    "store_lock_timeout": "a number of seconds, 0 or more",
+    "run_history_ttl_days": "an integer number of days between 1 and 36500",
+}
+
+
+class Settings(BaseSettings):
+    """Every setting the framework reads. Field ``x_y`` is the environment variable ``X_Y``."""
+
+    model_config = SettingsConfigDict(
+        env_file=DEFAULT_ENV_FILE,
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    clickhouse_host: str | None = None
+    clickhouse_port: int = Field(8123, ge=1, le=65535)
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = "data_warehouse"
+    clickhouse_secure: bool = False
+    clickhouse_url: SecretStr | None = None
+    clickhouse_cluster: str | None = None
+
+    data_dir: Path = Path("data")
+    log_dir: Path = Path("logs")
+    run_dir: Path = Path("run")
+    pipelines_dir: Path = Path("src/pipelines")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    log_backup_count: int = Field(5, ge=0, le=1000)
+
+    timeout: float = Field(30.0, gt=0)
+    batch_size: int = Field(100_000, ge=1, le=10_000_000)
+    store_lock_timeout: float = Field(120.0, ge=0)
+    run_history_ttl_days: int = Field(180, ge=1, le=36500)
+
+    _env_path: Path | None = PrivateAttr(default=None)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() if value.strip().upper() in _LEVELS else value.strip().lower()
+
+    @field_validator("clickhouse_database", "clickhouse_cluster")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError("not an identifier")
+        return value
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        if parts.scheme not in {"http", "https", "clickhouse", "chdb"}:
+            raise ValueError("unsupported scheme")
+        if parts.scheme != "chdb" and not parts.hostname:
+            raise ValueError("no host")
+        return value
+
+    @field_validator("data_dir", "log_dir", "run_dir", "pipelines_dir")
+    @classmethod
+    def _under_project(cls, value: Path) -> Path:
+        # Relative paths are relative to the project, not to the caller's working directory:
+        # cron and deploy scripts start from elsewhere.
+        value = value.expanduser()
+        return value if value.is_absolute() else PROJECT_ROOT / value
+
+    # ---- derived -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str | None:
+        return self.clickhouse_url.get_secret_value() if self.clickhouse_url else None
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the store is the in-process chdb engine (no server configured)."""
+        if self.url:
+            return urlsplit(self.url).scheme == "chdb"
+        return not self.clickhouse_host
+
+    @property
+    def store_path(self) -> Path:
+        """Directory of the embedded store."""
+        if self.url and urlsplit(self.url).scheme == "chdb":
+            return Path(urlsplit(self.url).path)
+        return self.data_dir / "clickhouse"
+
+    @property
+    def database(self) -> str:
+        """The database the framework works in (from the URL path when it names one)."""
+        if self.url and not self.is_embedded:
+            name = urlsplit(self.url).path.strip("/")
+            if name:
+                return name
+        return self.clickhouse_database
+
+    @property
+    def store_description(self) -> str:
+        """Where the store is, safe to print (no password)."""
+        if self.is_embedded:
+            return f"embedded chdb://{self.store_path}"
+        if self.url:
+            return mask_url(self.url)
+        scheme = "https" if self.clickhouse_secure else "http"
+        return f"{scheme}://{self.clickhouse_user}@{self.clickhouse_host}:{self.clickhouse_port}"
+
+    @cached_property
+    def _dotenv(self) -> dict[str, str]:
+        env_file = self._env_path
+        if env_file is None or not env_file.is_file():
+            return {}
+        return {k: v for k, v in dotenv_values(env_file).items() if v is not None}
+
+    def extra(self, name: str, default: str | None = None) -> str | None:
+        """A pipeline-specific variable (e.g. ``API_KEY``): environment first, then ``.env``."""
+        if name in os.environ:
+            return os.environ[name]
+        return self._dotenv.get(name, default)
+
+    def secret_values(self) -> set[str]:
+        """Every configured value that must never be printed or logged."""
+        secrets = {self.clickhouse_password.get_secret_value()}
+        if self.url:
+            secrets.add(urlsplit(self.url).password or "")
+        for source in (self._dotenv, os.environ):
+            secrets.update(v for k, v in source.items() if _SECRET_NAME.search(k))
+        return {s for s in secrets if s and len(s) >= 3}
+
+    def display(self) -> dict[str, str]:
+        """The framework's settings by variable name, secrets masked, for ``check``."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                text = mask_url(raw) if name == "clickhouse_url" else (MASK if raw else "")
+            else:
+                text = "" if value is None else str(value)
+            shown[name.upper()] = text
+        return shown
+
+
+_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def env_file_path() -> Path:
+    """The ``.env`` file in use: ``$ENV_FILE`` when set, else ``.env`` in the project."""
+    return Path(os.environ["ENV_FILE"]) if os.environ.get("ENV_FILE") else DEFAULT_ENV_FILE
+
+
+def load_settings(env_file: Path | str | None = None) -> Settings:
+    """Read and validate the settings, raising :class:`ConfigError` with one line per problem."""
+    env_path = Path(env_file) if env_file else env_file_path()
+    try:
+        settings = Settings(_env_file=env_path)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, env_path)) from None
+    settings._env_path = env_path
+    return settings
+
+
+def _describe(exc: ValidationError, env_path: Path | None) -> str:
+    file_values = dotenv_values(env_path) if env_path and env_path.is_file() else {}
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        var = field.upper()
+        if var in os.environ:
+            source = "environment"
+        elif var in file_values or var.lower() in file_values:
+            source = env_path.name if env_path else ".env"
+        else:
+            source = "default"
+        value = error.get("input")
+        shown = MASK if _SECRET_NAME.search(var) or var == "CLICKHOUSE_URL" else value
+        expected = _EXPECTED.get(field, error["msg"].lower())
+        problems.append(f"{var} must be {expected}, got {shown!r} (from {source})")
+    return "; ".join(problems)

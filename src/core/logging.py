@@ -1,0 +1,174 @@
+"""Logging: system log, one log per job, console output, JSON or text, rotation, redaction.
+
+Files (under ``LOG_DIR``):
+
+- ``system/application.log``: everything the framework logs;
+- ``jobs/<job>.log``: the records of one pipeline's runs (also in the system log);
+- ``cron.log``: what scheduled invocations print (written by the cron entry's redirection).
+
+Records inside a run carry ``job`` and ``run_id`` (set with :func:`run_context`). Every
+configured secret is replaced by ``***`` in every record, whatever the handler.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import logging.handlers
+import sys
+import traceback
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.config import MASK, Settings
+from core.exceptions import ConfigError
+
+ROOT_LOGGER = "dp"
+
+_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("job", default=None)
+_run_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_id", default=None)
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A framework logger (``dp.<name>``)."""
+    return logging.getLogger(f"{ROOT_LOGGER}.{name}")
+
+
+@contextmanager
+def run_context(job: str, run_id: str | None = None) -> Iterator[None]:
+    """Tag every record logged inside the block with the job name and run id."""
+    job_token = _job.set(job)
+    run_token = _run_id.set(run_id)
+    try:
+        yield
+    finally:
+        _job.reset(job_token)
+        _run_id.reset(run_token)
+
+
+class _ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job = getattr(record, "job", None) or _job.get()
+        record.run_id = getattr(record, "run_id", None) or _run_id.get()
+        return True
+
+
+class _JobFilter(logging.Filter):
+    """Lets through only the records of one job (for ``jobs/<job>.log``)."""
+
+    def __init__(self, job: str) -> None:
+        super().__init__()
+        self.job = job
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "job", None) == self.job
+
+
+class _Redactor:
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first so a secret containing another is masked whole.
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        return text
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-01-01 12:00:00 INFO  [job run_id] message`` with secrets masked."""
+
+    def __init__(self, redact: _Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(tag)s%(message)s", "%Y-%m-%d %H:%M:%S")
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        job, run_id = getattr(record, "job", None), getattr(record, "run_id", None)
+        record.tag = f"[{job}{' ' + run_id if run_id else ''}] " if job else ""
+        return self.redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp (ISO-8601 UTC), level, logger, message, job, run_id,
+    exception."""
+
+    def __init__(self, redact: _Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": self.redact(record.getMessage()),
+        }
+        for key in ("job", "run_id"):
+            if getattr(record, key, None):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exception"] = self.redact("".join(traceback.format_exception(*record.exc_info)))
+        return json.dumps(entry, default=str)
+
+
+def _file_handler(path: Path, settings: Settings) -> logging.Handler:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=settings.log_max_bytes, backupCount=settings.log_backup_count, encoding="utf-8"
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"LOG_DIR {settings.log_dir} is not writable: cannot open {path} ({exc.strerror})"
+        ) from None
+    return handler
+
+
+def _formatter(settings: Settings, json_format: bool) -> logging.Formatter:
+    redact = _Redactor(settings.secret_values())
+    return JsonFormatter(redact) if json_format else TextFormatter(redact)
+
+
+def setup_logging(settings: Settings, console: bool = True) -> logging.Logger:
+    """Configure the ``dp`` logger tree: system log file and (optionally) the console.
+
+    Safe to call again (handlers are replaced, not added twice).
+    """
+    root = logging.getLogger(ROOT_LOGGER)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(settings.log_level)
+    root.propagate = False
+    root.filters = [_ContextFilter()]
+
+    system = _file_handler(settings.log_dir / "system" / "application.log", settings)
+    system.setFormatter(_formatter(settings, settings.log_format == "json"))
+    system.addFilter(_ContextFilter())
+    root.addHandler(system)
+
+    if console:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(_formatter(settings, json_format=False))
+        stream.addFilter(_ContextFilter())
+        root.addHandler(stream)
+    return root
+
+
+def attach_job_log(settings: Settings, job: str) -> logging.Handler:
+    """Start writing ``jobs/<job>.log``; returns the handler to pass to :func:`detach`."""
+    handler = _file_handler(settings.log_dir / "jobs" / f"{job}.log", settings)
+    handler.setFormatter(_formatter(settings, settings.log_format == "json"))
+    handler.addFilter(_ContextFilter())
+    handler.addFilter(_JobFilter(job))
+    logging.getLogger(ROOT_LOGGER).addHandler(handler)
+    return handler
+
+
+def detach(handler: logging.Handler) -> None:
+    """Stop and close a handler added by :func:`attach_job_log`."""
+    logging.getLogger(ROOT_LOGGER).removeHandler(handler)
+    handler.close()

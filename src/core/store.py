@@ -1,0 +1,303 @@
+"""The ClickHouse store: the one place that builds a client, for the embedded engine or a server.
+
+With no ``CLICKHOUSE_HOST``/``CLICKHOUSE_URL`` the store is ClickHouse itself running in-process
+(chdb) on ``DATA_DIR/clickhouse``; otherwise a ClickHouse server over HTTP(S). Both are driven by
+the same ``clickhouse-connect`` client, so the rest of the framework never knows which.
+
+An on-disk chdb store admits one process at a time. Every process therefore takes an exclusive
+file lock (``DATA_DIR/clickhouse.lock``) before opening it and releases it shortly after its last
+use (``linger``), so several processes doing short operations take turns instead of failing.
+A process that has to wait logs for whom; after ``STORE_LOCK_TIMEOUT`` seconds it gives up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from core.config import Settings
+from core.exceptions import StoreError, StoreLockTimeout
+from core.locks import FileLock
+from core.logging import get_logger
+from core.validators import quote_identifier
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+    from clickhouse_connect.driver.client import Client
+
+log = get_logger("store")
+
+# Seconds an idle embedded store stays open after its last use: long enough that a stream of
+# batches does not pay the open cost (~0.05 s) each time, short enough that other processes
+# get their turn quickly.
+DEFAULT_LINGER = 0.5
+
+# chdb's own words when another process has the directory open.
+_BUSY_MARKERS = ("Error initializing EmbeddedServer", "Cannot lock file")
+
+
+class Store:
+    """Access to the configured ClickHouse for this process.
+
+    Use the helpers (:meth:`command`, :meth:`query_rows`, :meth:`insert_arrow`, ...) or hold a
+    raw client for a block with :meth:`session`. Table names without a dot are taken to be in
+    the configured database.
+    """
+
+    def __init__(self, settings: Settings, linger: float = DEFAULT_LINGER) -> None:
+        self.settings = settings
+        self.database = settings.database
+        self.linger = linger
+        self._mutex = threading.RLock()
+        self._client: Client | None = None
+        self._users = 0
+        self._timer: threading.Timer | None = None
+        self._lock = FileLock(settings.data_dir / "clickhouse.lock") if settings.is_embedded else None
+        atexit.register(self.close)
+
+    @property
+    def description(self) -> str:
+        return self.settings.store_description
+
+    # ---- connection lifecycle ----------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[Client]:
+        """A live client for the duration of the block (re-entrant, thread-safe)."""
+        with self._mutex:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._client is None:
+                self._client = self._open()
+            self._users += 1
+            client = self._client
+        try:
+            yield client
+        finally:
+            with self._mutex:
+                self._users -= 1
+                if self._users == 0 and self._lock is not None:
+                    self._release_later()
+
+    def _release_later(self) -> None:
+        if self.linger <= 0:
+            self._close_if_idle()
+            return
+        self._timer = threading.Timer(self.linger, self._close_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _close_if_idle(self) -> None:
+        with self._mutex:
+            if self._users == 0:
+                self._disconnect()
+
+    def close(self) -> None:
+        """Close the client and release the store lock (waits for no one)."""
+        with self._mutex:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._disconnect()
+
+    def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _open(self) -> Client:
+        import clickhouse_connect
+
+        if self._lock is None:
+            try:
+                client = clickhouse_connect.get_client(**self._server_args())
+            except Exception as exc:
+                raise StoreError(f"Cannot connect to ClickHouse at {self.description}: {_short(exc)}") from None
+            self._use_database(client)
+            return client
+
+        path = self.settings.store_path
+        timeout = self.settings.store_lock_timeout
+        deadline = time.monotonic() + timeout
+        waited = False
+
+        def waiting(holder: str) -> None:
+            nonlocal waited
+            waited = True
+            log.warning("Waiting for the embedded store %s: it is in use by %s (giving up after %.0f s)",
+                        path, holder, timeout)
+
+        if not self._lock.acquire(timeout, on_wait=waiting):
+            raise StoreLockTimeout(
+                f"The embedded store {path} is still in use by {self._lock.holder()} after {timeout:.0f} s "
+                f"(STORE_LOCK_TIMEOUT); wait for that process to finish or stop it"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            client = self._open_embedded(deadline)
+        except BaseException:
+            self._lock.release()
+            raise
+        if waited:
+            log.info("Got the embedded store %s", path)
+        self._use_database(client)
+        return client
+
+    def _open_embedded(self, deadline: float) -> Client:
+        import clickhouse_connect
+
+        path = self.settings.store_path
+        reported = False
+        while True:
+            try:
+                return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+            except Exception as exc:
+                busy = any(marker in str(exc) for marker in _BUSY_MARKERS)
+                if not busy:
+                    raise StoreError(f"Cannot open the embedded store {path}: {_short(exc)}") from None
+                # Our lock is free but chdb says the directory is open: a process outside the
+                # framework (a notebook, a script) holds it.
+                if time.monotonic() >= deadline:
+                    raise StoreLockTimeout(
+                        f"The embedded store {path} is open in a process that is not data-processor "
+                        f"(a notebook or script using chdb on it?); close it and try again"
+                    ) from None
+                if not reported:
+                    log.warning("Waiting for the embedded store %s: another program has it open", path)
+                    reported = True
+                time.sleep(0.2)
+
+    def _server_args(self) -> dict[str, Any]:
+        s = self.settings
+        common = {"connect_timeout": s.timeout, "send_receive_timeout": max(s.timeout, 300)}
+        if s.url:
+            return {"dsn": s.url, **common}
+        return {
+            "host": s.clickhouse_host,
+            "port": s.clickhouse_port,
+            "username": s.clickhouse_user,
+            "password": s.clickhouse_password.get_secret_value(),
+            "secure": s.clickhouse_secure,
+            **common,
+        }
+
+    def _use_database(self, client: Client) -> None:
+        # A missing database is normal before setup_db: queries then use qualified names.
+        try:
+            if client.command(f"EXISTS DATABASE {quote_identifier(self.database)}") in (1, "1"):
+                client.database = self.database
+        except Exception as exc:
+            client.close()
+            raise StoreError(f"ClickHouse at {self.description} does not answer: {_short(exc)}") from None
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    def table(self, name: str) -> str:
+        """The quoted, database-qualified name of a table."""
+        if "." in name:
+            db, _, tbl = name.partition(".")
+            return f"{quote_identifier(db)}.{quote_identifier(tbl)}"
+        return f"{quote_identifier(self.database)}.{quote_identifier(name)}"
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None,
+                settings: dict[str, Any] | None = None) -> Any:
+        """Run DDL or a statement returning at most a single value."""
+        with self.session() as client, _errors(sql):
+            return client.command(sql, parameters=parameters, settings=settings)
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.session() as client, _errors(sql):
+            return list(client.query(sql, parameters=parameters).result_rows)
+
+    def query_dicts(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.session() as client, _errors(sql):
+            result = client.query(sql, parameters=parameters)
+            return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+
+    def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
+        with self.session() as client, _errors(sql):
+            return client.query_df(sql, parameters=parameters)
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        with self.session() as client, _errors(sql):
+            return client.query_arrow(sql, parameters=parameters)
+
+    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> int:
+        """Insert an Arrow table; returns the number of rows written."""
+        with self.session() as client, _errors(f"INSERT INTO {table}"):
+            client.insert_arrow(self.table(table), data, settings=settings)
+        return data.num_rows
+
+    def insert_df(self, table: str, data: pd.DataFrame, settings: dict[str, Any] | None = None) -> int:
+        """Insert a pandas DataFrame; returns the number of rows written."""
+        with self.session() as client, _errors(f"INSERT INTO {table}"):
+            client.insert_df(self.table(table), data, settings=settings)
+        return len(data)
+
+    def insert_rows(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> int:
+        with self.session() as client, _errors(f"INSERT INTO {table}"):
+            client.insert(self.table(table), rows, column_names=list(columns))
+        return len(rows)
+
+    def database_exists(self) -> bool:
+        return self.command(f"EXISTS DATABASE {quote_identifier(self.database)}") in (1, "1")
+
+    def table_exists(self, name: str) -> bool:
+        return self.command(f"EXISTS TABLE {self.table(name)}") in (1, "1")
+
+    def list_tables(self) -> list[dict[str, Any]]:
+        """Tables of the configured database: name, engine, rows (``None`` for views)."""
+        return self.query_dicts(
+            "SELECT name, engine, total_rows AS rows FROM system.tables "
+            "WHERE database = {db:String} ORDER BY name",
+            {"db": self.database},
+        )
+
+    def server_version(self) -> str:
+        with self.session() as client:
+            return str(client.server_version)
+
+    def create_database(self) -> bool:
+        """Create the configured database; returns False when it already existed."""
+        existed = self.database_exists()
+        self.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(self.database)}")
+        with self.session() as client:
+            client.database = self.database
+        return not existed
+
+    def drop_database(self) -> None:
+        with self.session() as client:
+            client.database = "default"
+        self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500] + ("..." if len(text) > 500 else "")
+
+
+@contextmanager
+def _errors(sql: str) -> Iterator[None]:
+    """Turn driver errors into :class:`StoreError` naming the statement."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        if not isinstance(exc, ClickHouseError):
+            raise
+        statement = " ".join(sql.split())
+        statement = statement[:200] + ("..." if len(statement) > 200 else "")
+        raise StoreError(f"ClickHouse error: {_short(exc)} (while running: {statement})") from exc

@@ -1,0 +1,11 @@
+"""Entry point of ``./run.sh``: builds the command group and runs it."""
+
+from __future__ import annotations
+
+import sys
+
+from cli import db  # noqa: F401  (registers its commands)
+from cli.app import run
+
+if __name__ == "__main__":
+    sys.exit(run())

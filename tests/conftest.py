@@ -1,0 +1,86 @@
+"""Shared test fixtures: isolated settings, a real embedded store, the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+if str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+from core.config import Settings, load_settings  # noqa: E402
+from core.store import Store  # noqa: E402
+
+# Variables a developer's shell or .env could set that must not leak into tests.
+_FRAMEWORK_VARS = [name.upper() for name in Settings.model_fields] + ["ENV_FILE"]
+
+
+def require_tool(name: str) -> str:
+    """Path of a system tool; skip when absent, but fail under CI where it must be installed."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path:
+        return path
+    message = f"system tool '{name}' is not installed"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message} (required under CI: .ci/run must install it)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def project_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for one test: its own data, logs, run dir and an empty .env file."""
+    for name in _FRAMEWORK_VARS:
+        monkeypatch.delenv(name, raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text("")
+    values = {
+        "ENV_FILE": str(env_file),
+        "DATA_DIR": str(tmp_path / "data"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "RUN_DIR": str(tmp_path / "run"),
+        "STORE_LOCK_TIMEOUT": "60",
+    }
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+@pytest.fixture
+def settings(project_env: dict[str, str]) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    """The real embedded engine on a fresh directory, database created, released after the test."""
+    s = Store(settings, linger=0)
+    s.create_database()
+    yield s
+    s.close()
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.update(extra or {})
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``./run.sh``'s Python CLI in a new process (never a fork of this one)."""
+    return subprocess.run(
+        [sys.executable, str(SRC / "main.py"), *args],
+        env=cli_env(env), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        input=input, stdin=None if input is not None else subprocess.DEVNULL,
+    )
