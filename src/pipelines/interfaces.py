@@ -1,0 +1,161 @@
+"""The three component interfaces and the run context they receive.
+
+- An **extractor** yields batches for a run (bounded in size: ``context.settings.batch_size``).
+- A **transformer** maps a batch to a batch (or ``None`` to drop it).
+- A **loader** consumes batches and makes them visible only in :meth:`Loader.commit`, so a failed
+  run leaves nothing half-written where the destination allows it.
+
+A batch is a ``pyarrow.Table`` or a ``pandas.DataFrame``. Arrow stays Arrow unless user code asks
+for pandas (see :func:`to_arrow` / :func:`to_pandas`).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Union
+
+import pandas as pd
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.store import Store
+    from record.state import RunState
+
+Batch = Union[pa.Table, pd.DataFrame]
+
+
+def batch_rows(batch: Batch) -> int:
+    return batch.num_rows if isinstance(batch, pa.Table) else len(batch)
+
+
+def to_arrow(batch: Batch) -> pa.Table:
+    """The batch as an Arrow table (no copy when it already is one)."""
+    if isinstance(batch, pa.Table):
+        return batch
+    return pa.Table.from_pandas(batch, preserve_index=False)
+
+
+def to_pandas(batch: Batch) -> pd.DataFrame:
+    """The batch as a pandas DataFrame (no copy when it already is one)."""
+    if isinstance(batch, pd.DataFrame):
+        return batch
+    return batch.to_pandas()
+
+
+@dataclass
+class RunContext:
+    """Everything a component may need during one run of one pipeline.
+
+    ``start``/``end`` bound the run's data interval: ``start`` inclusive, ``end`` exclusive,
+    timezone-aware (UTC).
+    """
+
+    run_id: str
+    pipeline: str
+    start: datetime
+    end: datetime
+    logger: logging.Logger
+    settings: Settings
+    store: Store
+    state: RunState
+    trigger: str = "manual"
+    attempt: int = 1
+    table_name: str | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Settings:
+        """Alias of ``settings`` (pipelines read their own variables with ``config.extra()``)."""
+        return self.settings
+
+    @property
+    def start_date(self) -> str:
+        return self.start.strftime("%Y-%m-%d")
+
+    @property
+    def end_date(self) -> str:
+        return self.end.strftime("%Y-%m-%d")
+
+    def template_values(self) -> dict[str, str]:
+        """Values for ``{placeholders}`` in URLs, paths and queries."""
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "start_date": self.start_date,
+            "end_date": self.end_date,
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+        }
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add to a run counter (e.g. ``rows_quarantined``); counters end up in the run record."""
+        self.counters[counter] = self.counters.get(counter, 0) + n
+
+    def quarantine(self, rows: list[dict[str, Any]]) -> None:
+        """Set bad input rows aside (``_dp_quarantine``) instead of failing the run.
+
+        Each row: ``source`` (file, URL, table), ``line`` (int or None), ``raw`` (the input as
+        text) and ``error`` (why it was rejected).
+        """
+        from record.quarantine import write_quarantine
+
+        if rows:
+            write_quarantine(self, rows)
+            self.count("rows_quarantined", len(rows))
+
+
+class Component(ABC):
+    """Common base: a human name for logs and ``list``."""
+
+    kind = "component"
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class Extractor(Component):
+    kind = "extractor"
+
+    @abstractmethod
+    def extract(self, context: RunContext) -> Iterator[Batch]:
+        """Yield the run's data in batches of at most ``context.settings.batch_size`` rows."""
+
+    #: True when the extractor reads only the run's interval (it uses ``context.start/end``),
+    #: so re-running an interval reproduces it; such pipelines can be backfilled.
+    interval_aware: bool = False
+
+
+class Transformer(Component):
+    kind = "transformer"
+
+    @abstractmethod
+    def transform(self, batch: Batch, context: RunContext) -> Batch | None:
+        """Return the transformed batch, or ``None`` to drop it."""
+
+
+class Loader(Component):
+    kind = "loader"
+
+    #: Target table name, when the loader writes one (shown by ``list``, used by backfill checks).
+    table: str | None = None
+
+    def begin(self, context: RunContext) -> None:  # noqa: B027  (optional hook)
+        """Prepare for a run (e.g. create a staging table). Called once, before the first batch."""
+
+    @abstractmethod
+    def write(self, batch: Batch, context: RunContext) -> int:
+        """Write one batch (not yet visible where avoidable); return the rows written."""
+
+    def commit(self, context: RunContext) -> None:  # noqa: B027  (optional hook)
+        """Make the run's rows visible. Called once, after the last batch, only on success."""
+
+    def rollback(self, context: RunContext) -> None:  # noqa: B027  (optional hook)
+        """Undo or clean up after a failed run (drop staging). Must not raise."""

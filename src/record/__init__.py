@@ -1,0 +1,1 @@
+"""What runs leave behind in ClickHouse: run history, incremental state, quarantined rows."""

@@ -1,0 +1,82 @@
+"""The framework's own tables, created idempotently by the framework (not by user migrations)."""
+
+from __future__ import annotations
+
+from core.store import Store
+
+RUNS_TABLE = "_dp_runs"
+STATE_TABLE = "_dp_state"
+QUARANTINE_TABLE = "_dp_quarantine"
+
+_UTC_MS = "DateTime64(3, 'UTC')"
+
+
+def _ddl(store: Store, ttl_days: int) -> list[str]:
+    return [
+        # Run history: one row per state change of a run; the newest version wins (FINAL).
+        f"""CREATE TABLE IF NOT EXISTS {store.table(RUNS_TABLE)} (
+            run_id String,
+            pipeline LowCardinality(String),
+            interval_start {_UTC_MS},
+            interval_end {_UTC_MS},
+            trigger LowCardinality(String),
+            status LowCardinality(String),
+            reason LowCardinality(String),
+            attempt UInt16,
+            started_at {_UTC_MS},
+            finished_at Nullable({_UTC_MS}),
+            duration_seconds Float64,
+            rows_extracted UInt64,
+            rows_loaded UInt64,
+            rows_quarantined UInt64,
+            error String,
+            host LowCardinality(String),
+            pid UInt32,
+            lock_file String,
+            version UInt64
+        ) ENGINE = ReplacingMergeTree(version)
+        PARTITION BY toYYYYMM(started_at)
+        ORDER BY (pipeline, run_id)
+        TTL toDateTime(started_at) + INTERVAL {ttl_days} DAY""",
+        # Incremental cursors: a value per (pipeline, key); the newest write wins.
+        f"""CREATE TABLE IF NOT EXISTS {store.table(STATE_TABLE)} (
+            pipeline LowCardinality(String),
+            key String,
+            value String,
+            deleted UInt8 DEFAULT 0,
+            updated_at DateTime64(6, 'UTC'),
+            run_id String
+        ) ENGINE = ReplacingMergeTree(updated_at)
+        ORDER BY (pipeline, key)""",
+        # Rows rejected by an extractor or a validation transformer, with the reason.
+        f"""CREATE TABLE IF NOT EXISTS {store.table(QUARANTINE_TABLE)} (
+            pipeline LowCardinality(String),
+            run_id String,
+            source String,
+            line Nullable(UInt64),
+            raw String,
+            error String,
+            quarantined_at {_UTC_MS} DEFAULT now64(3, 'UTC')
+        ) ENGINE = MergeTree
+        PARTITION BY toYYYYMM(quarantined_at)
+        ORDER BY (pipeline, run_id)
+        TTL toDateTime(quarantined_at) + INTERVAL {ttl_days} DAY""",
+    ]
+
+
+def ensure_framework_tables(store: Store) -> None:
+    """Create the database and the framework tables when missing (cheap when they exist)."""
+    if not store.database_exists():
+        store.create_database()
+    ttl_days = store.settings.run_history_ttl_days
+    for statement in _ddl(store, ttl_days):
+        store.command(statement)
+    # Keep the retention in step with RUN_HISTORY_TTL_DAYS when it changes.
+    for table in (RUNS_TABLE, QUARANTINE_TABLE):
+        ddl = store.command(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": store.database, "t": table},
+        )
+        if f"toIntervalDay({ttl_days})" not in str(ddl):
+            column = "started_at" if table == RUNS_TABLE else "quarantined_at"
+            store.command(f"ALTER TABLE {store.table(table)} MODIFY TTL toDateTime({column}) + INTERVAL {ttl_days} DAY")
