@@ -84,3 +84,27 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
         env=cli_env(env), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         input=input, stdin=None if input is not None else subprocess.DEVNULL,
     )
+
+
+@pytest.fixture
+def make_context(store: Store):
+    """Build a RunContext for calling components directly (the runner builds them for real runs)."""
+    from datetime import UTC, datetime, timedelta
+
+    from core.logging import get_logger
+    from pipelines.interfaces import RunContext
+    from record.state import RunState
+    from record.tables import ensure_framework_tables
+
+    ensure_framework_tables(store)
+
+    def build(pipeline: str = "test_pipeline", start: datetime | None = None, end: datetime | None = None,
+              run_id: str = "run-test-1", table_name: str | None = None) -> RunContext:
+        start = start or datetime(2026, 1, 15, tzinfo=UTC)
+        return RunContext(
+            run_id=run_id, pipeline=pipeline, start=start, end=end or start + timedelta(days=1),
+            logger=get_logger(f"job.{pipeline}"), settings=store.settings, store=store,
+            state=RunState(store, pipeline), table_name=table_name,
+        )
+
+    return build
