@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from functools import cached_property
 from typing import Any
@@ -23,8 +24,10 @@ class App:
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
-        self.console = Console(highlight=False, soft_wrap=False)
-        self.err = Console(stderr=True, highlight=False)
+        # Off a terminal (pipes, cron, CI) tables get room instead of rich's 80-column default.
+        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
+        self.console = Console(highlight=False, soft_wrap=False, width=width)
+        self.err = Console(stderr=True, highlight=False, width=width)
 
     @cached_property
     def settings(self) -> Settings:

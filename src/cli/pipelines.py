@@ -1,0 +1,208 @@
+"""Commands about pipelines: list, cron_run, runs, state."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+from rich.table import Table
+
+from cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
+from core.exceptions import DataProcessorError, UsageError
+from core.models import RunRecord
+from pipelines.pipeline_registry import PipelineSpec, Registry, get_registry
+from runner.intervals import Interval, day_interval, parse_date, parse_interval
+
+_STATUS_STYLE = {"success": "green", "failed": "bold red", "crashed": "bold red", "running": "cyan"}
+
+
+def registry(app: App) -> Registry:
+    return get_registry(app.settings.pipelines_dir)
+
+
+def next_run(spec: PipelineSpec, now: datetime | None = None) -> datetime | None:
+    """The next time the pipeline's schedule fires (in its time zone, returned in UTC)."""
+    if not spec.entry.schedule:
+        return None
+    from croniter import croniter
+
+    zone = ZoneInfo(spec.entry.timezone) if spec.entry.timezone else datetime.now().astimezone().tzinfo
+    start = (now or datetime.now(UTC)).astimezone(zone)
+    return croniter(spec.entry.schedule, start).get_next(datetime).astimezone(UTC)
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _styled(status: str) -> str:
+    return f"[{_STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _history(app: App, reader: Any, *args: Any) -> Any:
+    """Read run history; before setup_db (or with the store busy) there is simply none to show."""
+    from record.tables import ensure_framework_tables
+
+    try:
+        ensure_framework_tables(app.store)
+        return reader(app.store, *args)
+    except DataProcessorError as exc:
+        app.err.print(f"[yellow]warning:[/] run history unavailable: {exc}")
+        return None
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def list_pipelines(app: App, as_json: bool) -> int:
+    """List discovered pipelines: schedule, next run, table, last run (and broken modules)."""
+    from record.history import last_runs
+
+    reg = registry(app)
+    last: dict[str, RunRecord] = (_history(app, last_runs) or {}) if reg.pipelines else {}
+    if as_json:
+        click.echo(json.dumps({
+            "pipelines": [{
+                "name": s.name, "description": s.entry.description, "schedule": s.entry.schedule,
+                "next_run": (n.isoformat() if (n := next_run(s)) else None), "table": s.table_name,
+                "source": s.source, "backfillable": s.pipeline.interval_aware,
+                "last_run": last[s.name].model_dump(mode="json") if s.name in last else None,
+            } for s in reg.pipelines.values()],
+            "broken": [{"source": b.source, "name": b.name, "error": b.error} for b in reg.broken],
+        }, indent=2))
+        return EXIT_OK
+    if not reg.pipelines and not reg.broken:
+        app.console.print(f"No pipelines found: add a *_pipeline.py module to {app.settings.pipelines_dir}")
+        return EXIT_OK
+    table = Table(title=f"{len(reg.pipelines)} pipeline(s) in {app.settings.pipelines_dir}", title_justify="left")
+    for column in ("name", "description", "schedule", "next run", "table", "last run", "status", "rows"):
+        table.add_column(column, overflow="fold")
+    for spec in reg.pipelines.values():
+        run = last.get(spec.name)
+        schedule = spec.entry.schedule or "-"
+        if spec.entry.timezone:
+            schedule += f" ({spec.entry.timezone})"
+        table.add_row(spec.name, spec.entry.description, schedule, _when(next_run(spec)), spec.table_name or "-",
+                      _when(run.started_at) if run else "never", _styled(run.status) if run else "",
+                      f"{run.rows_loaded:,}" if run else "")
+    app.console.print(table)
+    if reg.broken:
+        broken = Table(title="broken (fix these; the pipelines above still run)", title_justify="left")
+        broken.add_column("module")
+        broken.add_column("error", overflow="fold")
+        for b in reg.broken:
+            broken.add_row(b.source, b.error)
+        app.console.print(broken)
+    return EXIT_OK
+
+
+def resolve_interval(spec: PipelineSpec, date: str | None, start: str | None, end: str | None) -> Interval | None:
+    if date and (start or end):
+        raise UsageError("use either --date or --start/--end, not both")
+    if bool(start) != bool(end):
+        raise UsageError("--start and --end go together")
+    if date:
+        return day_interval(parse_date(date))
+    if start and end:
+        return parse_interval(start, end)
+    return None
+
+
+@cli.command("cron_run")
+@click.argument("name")
+@click.option("--date", help="Run for this day (YYYY-MM-DD).")
+@click.option("--start", help="Interval start (ISO date or date-time, UTC unless a zone is given).")
+@click.option("--end", help="Interval end, exclusive.")
+@click.option("--trigger", type=click.Choice(["manual", "cron", "backfill", "scheduler"]), default="manual",
+              show_default=True, help="Recorded in the run history.")
+@pass_app
+def cron_run(app: App, name: str, date: str | None, start: str | None, end: str | None, trigger: str) -> int:
+    """Run one pipeline for one data interval (default: the current day or hour)."""
+    from runner.runner import run_pipeline
+
+    spec = registry(app).get(name)
+    interval = resolve_interval(spec, date, start, end)
+    result = run_pipeline(spec, app.settings, app.store, interval, trigger=trigger)
+    log_file = app.settings.log_dir / "jobs" / f"{name}.log"
+    if result.status == "success":
+        app.console.print(
+            f"[green]success[/] {name} {result.interval.label}: {result.rows_loaded:,} rows loaded "
+            f"({result.rows_extracted:,} extracted) in {result.duration_seconds:.2f} s, run {result.run_id}")
+    else:
+        app.err.print(f"[bold red]{result.status}[/] {name} {result.interval.label} ({result.reason}): {result.error}")
+        app.err.print(f"details: {log_file} (run {result.run_id})")
+    return result.exit_code
+
+
+@cli.command("runs")
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000), help="How many runs.")
+@click.option("--status", type=click.Choice(["running", "success", "failed", "crashed"]), help="Only this status.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bool) -> int:
+    """Show recent runs (newest first); runs whose process died are marked crashed."""
+    from record.history import list_runs, mark_crashed
+
+    if _history(app, mark_crashed, name) is None:
+        return EXIT_FAILED
+    records: list[RunRecord] = list_runs(app.store, name, status, limit)
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        return EXIT_OK
+    if not records:
+        app.console.print("No runs recorded" + (f" for '{name}'" if name else "") + (f" with status {status}" if status else ""))
+        return EXIT_OK
+    table = Table(title="runs, newest first", title_justify="left")
+    for column in ("run_id", "pipeline", "interval", "trigger", "status", "started", "duration", "rows", "error"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        interval = Interval(r.interval_start.replace(tzinfo=UTC), r.interval_end.replace(tzinfo=UTC)).label
+        status_text = _styled(r.status) + (f" ({r.reason})" if r.reason and r.reason != "error" else "")
+        table.add_row(r.run_id, r.pipeline, interval, r.trigger, status_text, _when(r.started_at),
+                      f"{r.duration_seconds:.1f} s" if r.finished_at else "", f"{r.rows_loaded:,}",
+                      r.error[:200])
+    app.console.print(table)
+    return EXIT_OK
+
+
+@cli.command("state")
+@click.argument("name")
+@click.option("--reset", is_flag=True, help="Forget the pipeline's state (its next run starts from scratch).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required with --reset when not interactive).")
+@pass_app
+def state(app: App, name: str, reset: bool, yes: bool) -> int:
+    """Show (or --reset) a pipeline's incremental state, e.g. its cursor."""
+    from record.state import read_state_rows, reset_state
+    from record.tables import ensure_framework_tables
+
+    registry(app).get(name)
+    ensure_framework_tables(app.store)
+    if reset:
+        if not yes:
+            if not sys.stdin.isatty():
+                app.err.print("error: --reset forgets the pipeline's cursor; not on a terminal, so pass --yes")
+                return EXIT_USAGE
+            click.confirm(f"Forget the state of '{name}' (its next run re-reads from the start)?", abort=True)
+        count = reset_state(app.store, name)
+        app.console.print(f"Reset {count} state value(s) of '{name}'")
+        return EXIT_OK
+    rows = read_state_rows(app.store, name)
+    if not rows:
+        app.console.print(f"'{name}' has no state")
+        return EXIT_OK
+    table = Table(title=f"state of {name}", title_justify="left")
+    for column in ("key", "value", "updated", "run_id"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["key"], row["value"], _when(row["updated"]), row["run_id"])
+    app.console.print(table)
+    return EXIT_OK

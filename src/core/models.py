@@ -1,0 +1,83 @@
+"""Pydantic models for what users write (registry entries) and what runs record (run records)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Granularity = Literal["day", "hour"]
+RunStatus = Literal["running", "success", "failed", "crashed"]
+Trigger = Literal["manual", "cron", "backfill", "scheduler"]
+
+
+class PipelineEntry(BaseModel):
+    """One entry of a module's ``PIPELINE_REGISTRY``, as in the Quick Start::
+
+        {'pipeline': ..., 'description': ..., 'schedule': '0 * * * *', 'table_name': 'my_data'}
+
+    plus optional keys: ``retries``, ``retry_delay``, ``timeout``, ``granularity``,
+    ``timezone``, ``freshness_hours``, ``enabled``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    pipeline: Any
+    description: str = ""
+    schedule: str | None = None
+    table_name: str | None = None
+    retries: int = Field(0, ge=0, le=20)
+    retry_delay: float = Field(10.0, ge=0, le=3600)
+    timeout: float | None = Field(None, gt=0)
+    granularity: Granularity = "day"
+    timezone: str | None = None
+    freshness_hours: float | None = Field(None, gt=0)
+    enabled: bool = True
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from croniter import croniter
+
+        value = " ".join(value.split())
+        if not croniter.is_valid(value):
+            raise ValueError(f"invalid cron expression '{value}'")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}'") from None
+        return value
+
+
+class RunRecord(BaseModel):
+    """One run as stored in ``_dp_runs`` (the newest version of its row)."""
+
+    run_id: str
+    pipeline: str
+    interval_start: datetime
+    interval_end: datetime
+    trigger: str
+    status: RunStatus
+    reason: str = ""
+    attempt: int = 1
+    started_at: datetime
+    finished_at: datetime | None = None
+    duration_seconds: float = 0.0
+    rows_extracted: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    error: str = ""
+    host: str = ""
+    pid: int = 0
+    lock_file: str = ""

@@ -1,0 +1,1 @@
+"""Pipelines: the component interfaces, factories, discovery and your *_pipeline.py modules."""

@@ -1,0 +1,98 @@
+"""Pipelines: an extractor, zero or more transformers and a loader, streamed batch by batch.
+
+Building a pipeline does no I/O, so importing a pipeline module is always cheap and safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.exceptions import PipelineError
+from pipelines.interfaces import Extractor, Loader, RunContext, Transformer, batch_rows
+
+
+@dataclass
+class RunStats:
+    """What one run moved through each stage."""
+
+    batches: int = 0
+    rows_extracted: int = 0
+    rows_transformed: int = 0
+    rows_loaded: int = 0
+
+
+class Pipeline:
+    """Extract -> transform (chained, in order) -> load, one batch at a time."""
+
+    def __init__(self, extractor: Extractor, loader: Loader, transformers: Sequence[Transformer] = (),
+                 name: str | None = None) -> None:
+        for role, component, kind in (("extractor", extractor, Extractor), ("loader", loader, Loader)):
+            if not isinstance(component, kind):
+                raise PipelineError(f"Pipeline {name!r}: {role} must be a {kind.__name__}, "
+                                    f"got {type(component).__name__}")
+        for transformer in transformers:
+            if not isinstance(transformer, Transformer):
+                raise PipelineError(f"Pipeline {name!r}: transformers must be Transformer objects, "
+                                    f"got {type(transformer).__name__}")
+        self.extractor = extractor
+        self.transformers = list(transformers)
+        self.loader = loader
+        self.name = name or extractor.name
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name!r}>"
+
+    @property
+    def interval_aware(self) -> bool:
+        """True when a run reads and writes only its data interval (so it can be backfilled)."""
+        return bool(self.extractor.interval_aware and getattr(self.loader, "interval_scoped", False))
+
+    def run(self, context: RunContext) -> RunStats:
+        """Stream the run's batches into the loader and commit; roll back on any failure."""
+        stats = RunStats()
+        log = context.logger
+        self.loader.begin(context)
+        try:
+            for batch in self.extractor.extract(context):
+                stats.batches += 1
+                rows = batch_rows(batch)
+                stats.rows_extracted += rows
+                context.counters["rows_extracted"] = stats.rows_extracted
+                for transformer in self.transformers:
+                    transformed = transformer.transform(batch, context)
+                    if transformed is None:
+                        break
+                    batch = transformed
+                else:
+                    rows = batch_rows(batch)
+                    stats.rows_transformed += rows
+                    if rows:
+                        stats.rows_loaded += self.loader.write(batch, context)
+                        context.counters["rows_loaded"] = stats.rows_loaded
+                    log.debug("batch %d: %d rows loaded (%d so far)", stats.batches, rows, stats.rows_loaded)
+            self.loader.commit(context)
+        except BaseException:
+            try:
+                self.loader.rollback(context)
+            except Exception:  # rollback must not hide the original error
+                log.exception("Loader %s failed to clean up after the error above", self.loader.name)
+            raise
+        return stats
+
+
+def create_etl_pipeline(extractor: Extractor, transformer: Transformer | Sequence[Transformer] | None,
+                        loader: Loader, name: str | None = None) -> Pipeline:
+    """A pipeline that transforms each batch; ``transformer`` may be one or a list (applied in order)."""
+    if transformer is None:
+        transformers: Sequence[Transformer] = ()
+    elif isinstance(transformer, Transformer):
+        transformers = (transformer,)
+    else:
+        transformers = tuple(transformer)
+    return Pipeline(extractor, loader, transformers, name)
+
+
+def create_el_pipeline(extractor: Extractor, loader: Loader, name: str | None = None) -> Pipeline:
+    """A pipeline that loads what it extracts, unchanged (ELT: transform later in ClickHouse)."""
+    return Pipeline(extractor, loader, (), name)

@@ -1,0 +1,192 @@
+"""Discovery: every ``*_pipeline.py`` under ``PIPELINES_DIR`` is imported and its entries registered.
+
+A module contributes pipelines through ``get_pipeline_registry()`` or a module-level
+``PIPELINE_REGISTRY`` dict ``{name: {'pipeline': ..., 'description': ..., 'schedule': ...,
+'table_name': ...}}``. A module that fails to import, or an invalid entry, is recorded as broken
+with its error; it never hides the other pipelines.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.config import PROJECT_ROOT
+from core.exceptions import DiscoveryError, PipelineNotFound
+from core.models import PipelineEntry
+from pipelines.pipeline_factory import Pipeline
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_SRC = PROJECT_ROOT / "src"
+
+
+@dataclass
+class PipelineSpec:
+    """A registered pipeline: its name, validated entry and the module that defined it."""
+
+    name: str
+    entry: PipelineEntry
+    source: str
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.entry.pipeline
+
+    @property
+    def table_name(self) -> str | None:
+        return self.entry.table_name or getattr(self.pipeline.loader, "table", None)
+
+
+@dataclass
+class Broken:
+    """A module or entry that could not be registered, and why."""
+
+    source: str
+    error: str
+    name: str | None = None
+
+
+@dataclass
+class Registry:
+    pipelines: dict[str, PipelineSpec] = field(default_factory=dict)
+    broken: list[Broken] = field(default_factory=list)
+
+    def get(self, name: str) -> PipelineSpec:
+        """The pipeline called ``name``; a clear error when it is broken or unknown."""
+        if name in self.pipelines:
+            return self.pipelines[name]
+        for broken in self.broken:
+            if broken.name == name:
+                raise DiscoveryError(f"Pipeline '{name}' cannot run: {broken.error}")
+        known = ", ".join(sorted(self.pipelines)) or "none"
+        hint = f"; broken modules: {', '.join(b.source for b in self.broken)}" if self.broken else ""
+        raise PipelineNotFound(f"No pipeline named '{name}' (known: {known}){hint}")
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _module_name(path: Path) -> str:
+    # Inside src/ a module gets its package name (so it can import its neighbours the usual way);
+    # elsewhere a private, collision-free name.
+    try:
+        return ".".join(path.relative_to(_SRC).with_suffix("").parts)
+    except ValueError:
+        return f"_dp_pipelines.{abs(hash(str(path.parent))):x}.{path.stem}"
+
+
+def _import(path: Path) -> ModuleType:
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _import_error(path: Path, exc: BaseException) -> str:
+    """``file.py:12: NameError: name 'x' is not defined`` (the deepest line in that file)."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename) == path:
+            line = frame.lineno
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line = exc.lineno
+    where = f"{_display(path)}:{line}" if line else _display(path)
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _entries(module: ModuleType) -> dict[str, Any]:
+    getter = getattr(module, "get_pipeline_registry", None)
+    entries = getter() if callable(getter) else getattr(module, "PIPELINE_REGISTRY", None)
+    if entries is None:
+        raise TypeError("defines neither get_pipeline_registry() nor PIPELINE_REGISTRY")
+    if not isinstance(entries, dict):
+        raise TypeError(f"its pipeline registry must be a dict, got {type(entries).__name__}")
+    return entries
+
+
+def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
+    where = f"pipeline '{name}' in {source}"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise DiscoveryError(f"{where}: the name must use letters, digits, '_', '-' or '.'")
+    if not isinstance(raw, dict):
+        raise DiscoveryError(f"{where}: the entry must be a dict, got {type(raw).__name__}")
+    if "pipeline" not in raw:
+        raise DiscoveryError(f"{where}: missing 'pipeline' (the object create_etl_pipeline() returns)")
+    try:
+        entry = PipelineEntry(**raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise DiscoveryError(f"{where}: {problems}") from None
+    if not isinstance(entry.pipeline, Pipeline):
+        raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
+                             f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
+    return entry
+
+
+def discover(pipelines_dir: Path) -> Registry:
+    """Import every ``*_pipeline.py`` under ``pipelines_dir`` (sorted) and register its entries."""
+    registry = Registry()
+    if str(_SRC) not in sys.path:
+        sys.path.insert(0, str(_SRC))
+    if not pipelines_dir.is_dir():
+        return registry
+    owners: dict[str, str] = {}
+    duplicates: set[str] = set()
+    for path in sorted(pipelines_dir.rglob("*_pipeline.py")):
+        if any(part.startswith((".", "__")) for part in path.relative_to(pipelines_dir).parts):
+            continue
+        source = _display(path)
+        try:
+            entries = _entries(_import(path))
+        except Exception as exc:  # a broken module must not hide the others
+            registry.broken.append(Broken(source, _import_error(path, exc)))
+            continue
+        for name, raw in entries.items():
+            if name in owners:
+                duplicates.add(name)
+                registry.broken.append(Broken(
+                    source, f"pipeline name '{name}' is defined in both {owners[name]} and {source}", name))
+                continue
+            owners[name] = source
+            try:
+                registry.pipelines[name] = PipelineSpec(name, _validate(name, raw, source), source)
+            except DiscoveryError as exc:
+                registry.broken.append(Broken(source, str(exc), name))
+    for name in duplicates:  # neither definition runs until the clash is resolved
+        registry.pipelines.pop(name, None)
+    return registry
+
+
+# The pipeline registry: the one piece of process-wide state (discovery runs once per process).
+_REGISTRIES: dict[Path, Registry] = {}
+
+
+def get_registry(pipelines_dir: Path, refresh: bool = False) -> Registry:
+    """The registry for ``pipelines_dir``, discovered on first use."""
+    key = pipelines_dir.resolve()
+    if refresh or key not in _REGISTRIES:
+        _REGISTRIES[key] = discover(key)
+    return _REGISTRIES[key]

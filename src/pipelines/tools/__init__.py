@@ -1,0 +1,1 @@
+"""Reusable pipeline components: extractors, transformers and loaders."""

@@ -1,0 +1,1 @@
+"""Loaders: where batches go (ClickHouse, console, files)."""

@@ -1,0 +1,303 @@
+"""ClickHouse loader: Arrow batches into a MergeTree table, with idempotent write modes.
+
+Every mode writes the run's batches into a private staging table (``_dp_stage_<table>_<run>``,
+created ``AS`` the target so structure, partition key and ORDER BY match) and touches the target
+only in :meth:`commit`, so a failed run leaves the target as it was:
+
+``interval`` (default when ``time_column`` is given)
+    The run's slice ``[start, end)`` of ``time_column`` is replaced as a whole. Every partition
+    the slice touches is rebuilt in staging (rows of that partition outside the slice are copied
+    in) and swapped in with ``REPLACE PARTITION``, atomically per partition; a partition left
+    with no rows is dropped. With daily partitions and daily runs nothing is copied. Re-running
+    an interval, a retry or a backfill twice gives exactly the same rows.
+``append``
+    The staged partitions are attached to the target (``ATTACH PARTITION ... FROM``, no copy).
+    Each staged batch carries an ``insert_deduplication_token`` (run id + attempt + batch).
+``replace``
+    The staged table becomes the target with ``EXCHANGE TABLES`` (atomic); the old data is dropped.
+``merge``
+    A ReplacingMergeTree on ``primary_key`` with ``version_column``: staged partitions are attached;
+    ClickHouse keeps the newest version of each key at merge time, so readers use ``FINAL``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from core.exceptions import LoadError
+from core.locks import FileLock
+from core.validators import is_identifier, quote_identifier
+from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
+from pipelines.tools.loaders.clickhouse_schema import check_compatible, clickhouse_type
+
+Mode = Literal["interval", "append", "replace", "merge"]
+MODES = ("interval", "append", "replace", "merge")
+RUN_ID_COLUMN = "_dp_run_id"
+STAGING_PREFIX = "_dp_stage_"
+# Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases.
+_INSERT_SETTINGS = {"async_insert": 0}
+
+
+class ClickHouseLoader(Loader):
+    """Writes batches to ``table`` in the configured database; see the module doc for the modes."""
+
+    def __init__(self, table: str, mode: Mode | None = None, *, time_column: str | None = None,
+                 order_by: str | list[str] | None = None, partition_by: str | None = None,
+                 primary_key: str | list[str] | None = None, version_column: str | None = None,
+                 run_id_column: str | None = RUN_ID_COLUMN, name: str | None = None) -> None:
+        super().__init__(name or f"ClickHouse {table}")
+        mode = mode or ("interval" if time_column else "append")
+        where = f"ClickHouse loader for '{table}'"
+        if mode not in MODES:
+            raise LoadError(f"{where}: mode must be one of {', '.join(MODES)}, got '{mode}'")
+        if not is_identifier(table):
+            raise LoadError(f"{where}: the table name must be a plain identifier")
+        if mode == "interval" and not time_column:
+            raise LoadError(f"{where}: mode 'interval' needs time_column (the column that places a row "
+                            "in a run's interval)")
+        if mode == "merge" and not primary_key:
+            raise LoadError(f"{where}: mode 'merge' needs primary_key (and usually version_column)")
+        self.table = table
+        self.mode: Mode = mode
+        self.time_column = time_column
+        self.primary_key = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
+        self.version_column = version_column
+        default_order = self.primary_key or ([time_column] if time_column else [])
+        self.order_by = [order_by] if isinstance(order_by, str) else list(order_by or default_order)
+        self.partition_by = partition_by or (f"toDate({quote_identifier(time_column)})" if time_column else None)
+        self.run_id_column = run_id_column
+        # Runs of different intervals write disjoint slices, so they may run side by side.
+        self.interval_scoped = mode == "interval"
+        self._reset()
+
+    def _reset(self) -> None:
+        self._staging: str | None = None
+        self._columns: dict[str, str] = {}
+        self._batch_no = 0
+        self._rows = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def begin(self, context: RunContext) -> None:
+        self._reset()
+        store = context.store
+        if store.table_exists(self.table):
+            self._columns = self._table_columns(context, self.table)
+            self._create_staging(context)
+
+    def write(self, batch: Batch, context: RunContext) -> int:
+        data = to_arrow(batch)
+        if data.num_rows == 0:
+            return 0
+        if self.run_id_column and (not self._columns or self.run_id_column in self._columns):
+            data = _with_constant(data, self.run_id_column, context.run_id)
+        if not self._columns:
+            self._create_target(context, data)
+            self._create_staging(context)
+        self._evolve(context, data)
+        if self.mode == "interval":
+            self._check_interval(data, context)
+        self._batch_no += 1
+        token = f"{context.run_id}-{context.attempt}-{self._batch_no}"
+        assert self._staging is not None
+        context.store.insert_arrow(self._staging, data,
+                                   settings={**_INSERT_SETTINGS, "insert_deduplication_token": token})
+        self._rows += data.num_rows
+        return data.num_rows
+
+    def commit(self, context: RunContext) -> None:
+        store = context.store
+        if not self._columns:
+            if self.mode in ("interval", "replace") and store.table_exists(self.table):
+                self._columns = self._table_columns(context, self.table)
+                self._create_staging(context)
+            else:
+                context.logger.info("No rows and no table '%s' yet: nothing to load", self.table)
+                return
+        # Commits that rebuild a partition must not interleave (two hourly runs of one day).
+        lock = FileLock(context.settings.run_dir / "locks" / f"table-{store.database}.{self.table}.lock")
+        if not lock.acquire(context.settings.store_lock_timeout, note=f"commit of run {context.run_id}"):
+            raise LoadError(f"Timed out waiting for another run's commit to {self.table} ({lock.holder()})")
+        try:
+            getattr(self, f"_commit_{self.mode}")(context)
+        finally:
+            lock.release()
+            self._drop_staging(context)
+
+    def rollback(self, context: RunContext) -> None:
+        self._drop_staging(context)
+
+    # ---- commits -----------------------------------------------------------------------
+
+    def _commit_append(self, context: RunContext) -> None:
+        for partition in self._partitions(context, self._staging_name):
+            context.store.command(f"ALTER TABLE {context.store.table(self.table)} "
+                                  f"ATTACH PARTITION ID '{partition}' FROM {context.store.table(self._staging_name)}")
+        context.logger.info("Appended %d rows to %s", self._rows, self.table)
+
+    _commit_merge = _commit_append
+
+    def _commit_replace(self, context: RunContext) -> None:
+        store = context.store
+        store.command(f"EXCHANGE TABLES {store.table(self.table)} AND {store.table(self._staging_name)}")
+        context.logger.info("Replaced %s with %d rows (EXCHANGE TABLES)", self.table, self._rows)
+
+    def _commit_interval(self, context: RunContext) -> None:
+        store = context.store
+        target, staging = store.table(self.table), store.table(self._staging_name)
+        column = quote_identifier(self.time_column or "")
+        in_slice = (f"{column} >= toDateTime64({{start:String}}, 6, 'UTC') "
+                    f"AND {column} < toDateTime64({{end:String}}, 6, 'UTC')")
+        bounds = {"start": context.start.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                  "end": context.end.strftime("%Y-%m-%d %H:%M:%S.%f")}
+        touched = sorted(
+            {p for (p,) in store.query_rows(f"SELECT DISTINCT _partition_id FROM {target} WHERE {in_slice}", bounds)}
+            | set(self._partitions(context, self._staging_name))
+        )
+        kept = 0
+        for partition in touched:
+            # Rebuild the whole partition in staging: the slice's new rows are there already;
+            # copy the partition's rows outside the slice (none when partitions align with runs).
+            store.command(
+                f"INSERT INTO {staging} SELECT * FROM {target} WHERE _partition_id = {{p:String}} AND NOT ({in_slice})",
+                {**bounds, "p": partition}, settings={**_INSERT_SETTINGS,
+                                                      "insert_deduplication_token": f"{context.run_id}-keep-{partition}"},
+            )
+        staged = set(self._partitions(context, self._staging_name))
+        for partition in touched:
+            if partition in staged:
+                store.command(f"ALTER TABLE {target} REPLACE PARTITION ID '{partition}' FROM {staging}")
+            else:
+                # Nothing left in this partition: the slice is empty on purpose (ClickHouse refuses
+                # REPLACE PARTITION from an empty source, and an empty result must not be a no-op).
+                store.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
+        kept = store.command(f"SELECT count() FROM {staging}") - self._rows
+        context.logger.info("Replaced interval %s..%s of %s: %d rows loaded, %d partition(s) swapped%s",
+                            bounds["start"], bounds["end"], self.table, self._rows, len(touched),
+                            f", {kept} rows outside the interval kept" if kept else "")
+
+    # ---- helpers -----------------------------------------------------------------------
+
+    @property
+    def _staging_name(self) -> str:
+        assert self._staging is not None
+        return self._staging
+
+    def _table_columns(self, context: RunContext, table: str) -> dict[str, str]:
+        rows = context.store.query_rows(
+            "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+            "ORDER BY position", {"db": context.store.database, "t": table})
+        return dict(rows)
+
+    def _partitions(self, context: RunContext, table: str) -> list[str]:
+        return [p for (p,) in context.store.query_rows(
+            "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} "
+            "AND active", {"db": context.store.database, "t": table})]
+
+    def _create_target(self, context: RunContext, data: pa.Table) -> None:
+        store = context.store
+        missing = [c for c in [*self.order_by, *( [self.time_column] if self.time_column else [])]
+                   if re.fullmatch(r"\w+", c) and c not in data.column_names]
+        if missing:
+            raise LoadError(f"Cannot create table '{self.table}': the data has no column {', '.join(map(repr, missing))} "
+                            f"(columns: {', '.join(data.column_names)})")
+        columns = ",\n    ".join(
+            f"{quote_identifier(f.name)} {clickhouse_type(f, nullable=data.column(f.name).null_count > 0 and f.name not in self.order_by)}"
+            for f in data.schema
+        )
+        if self.mode == "merge":
+            engine = f"ReplacingMergeTree({quote_identifier(self.version_column)})" if self.version_column \
+                else "ReplacingMergeTree"
+        else:
+            engine = "MergeTree"
+        order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in self.order_by) or ""
+        ddl = (f"CREATE TABLE IF NOT EXISTS {store.table(self.table)} (\n    {columns}\n) ENGINE = {engine}\n"
+               + (f"PARTITION BY {self.partition_by}\n" if self.partition_by else "")
+               + f"ORDER BY ({order})\n"
+               + "SETTINGS non_replicated_deduplication_window = 1000")
+        store.command(ddl)
+        context.logger.info("Created table %s from the first batch's schema (%s mode)", self.table, self.mode)
+        self._columns = self._table_columns(context, self.table)
+
+    def _create_staging(self, context: RunContext) -> None:
+        store = context.store
+        name = f"{STAGING_PREFIX}{self.table}_{re.sub(r'[^A-Za-z0-9_]', '_', context.run_id)}"
+        store.command(f"DROP TABLE IF EXISTS {store.table(name)}")
+        store.command(f"CREATE TABLE {store.table(name)} AS {store.table(self.table)}")
+        self._staging = name
+
+    def _drop_staging(self, context: RunContext) -> None:
+        if self._staging is not None:
+            name, self._staging = self._staging, None
+            try:
+                context.store.command(f"DROP TABLE IF EXISTS {context.store.table(name)} SYNC")
+            except Exception:
+                context.logger.warning("Could not drop staging table %s; ./run.sh clean removes it", name)
+
+    def _evolve(self, context: RunContext, data: pa.Table) -> None:
+        """Add columns the data has and the table lacks; refuse incompatible types."""
+        store = context.store
+        for field in data.schema:
+            existing = self._columns.get(field.name)
+            if existing is not None:
+                check_compatible(field.name, existing, field, self.table)
+                continue
+            new_type = clickhouse_type(field, nullable=True)
+            for table in (self.table, self._staging_name):
+                store.command(f"ALTER TABLE {store.table(table)} ADD COLUMN IF NOT EXISTS "
+                              f"{quote_identifier(field.name)} {new_type}")
+            self._columns[field.name] = new_type
+            context.logger.warning("Schema evolution: added column %s %s to %s", field.name, new_type, self.table)
+
+    def _check_interval(self, data: pa.Table, context: RunContext) -> None:
+        column = self.time_column or ""
+        if column not in data.column_names:
+            raise LoadError(f"Loader for '{self.table}' (interval mode): the data has no time column '{column}' "
+                            f"(columns: {', '.join(data.column_names)})")
+        values = data.column(column)
+        if pa.types.is_date(values.type):
+            values = pc.cast(values, pa.timestamp("s"))
+        if pa.types.is_timestamp(values.type) and values.type.tz is None:
+            values = pc.assume_timezone(values, "UTC")
+        if not pa.types.is_timestamp(values.type):
+            raise LoadError(f"Loader for '{self.table}': time column '{column}' must be a date or timestamp, "
+                            f"got {values.type}")
+        start = pa.scalar(context.start, type=pa.timestamp("us", tz="UTC"))
+        end = pa.scalar(context.end, type=pa.timestamp("us", tz="UTC"))
+        values = pc.cast(values, pa.timestamp("us", tz="UTC"))
+        outside = pc.or_kleene(pc.less(values, start), pc.greater_equal(values, end))
+        bad = pc.sum(pc.fill_null(outside, True)).as_py() or 0
+        if bad:
+            first = pc.filter(values, pc.fill_null(outside, True))[0]
+            raise LoadError(
+                f"Loader for '{self.table}': {bad} row(s) have {column} outside the run's interval "
+                f"[{context.start.isoformat()}, {context.end.isoformat()}) (first: {first.as_py()}); "
+                "an interval run may only write its own slice: filter the source by {start}/{end}")
+
+
+def _with_constant(data: pa.Table, column: str, value: str) -> pa.Table:
+    array = pa.repeat(pa.scalar(value, pa.string()), data.num_rows)
+    if column in data.column_names:
+        return data.set_column(data.column_names.index(column), column, array)
+    return data.append_column(column, array)
+
+
+def create_clickhouse_loader(table: str, mode: Mode | None = None, *, time_column: str | None = None,
+                             order_by: str | list[str] | None = None, partition_by: str | None = None,
+                             primary_key: str | list[str] | None = None, version_column: str | None = None,
+                             run_id_column: str | None = RUN_ID_COLUMN, name: str | None = None) -> ClickHouseLoader:
+    """Load into ClickHouse table ``table`` (in ``CLICKHOUSE_DATABASE``).
+
+    ``mode``: ``interval`` (default when ``time_column`` is set), ``append`` (default otherwise),
+    ``replace`` or ``merge``. A missing table is created from the first batch (MergeTree, ORDER BY
+    ``order_by``, PARTITION BY ``partition_by``, by default ``toDate(time_column)``); new columns
+    in the data are added to it. ``run_id_column`` (``_dp_run_id``) records which run wrote a row
+    when the table has that column (tables created here do); ``None`` turns it off.
+    """
+    return ClickHouseLoader(table, mode, time_column=time_column, order_by=order_by, partition_by=partition_by,
+                            primary_key=primary_key, version_column=version_column, run_id_column=run_id_column,
+                            name=name)

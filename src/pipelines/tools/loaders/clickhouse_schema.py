@@ -1,0 +1,96 @@
+"""Arrow <-> ClickHouse column types: table creation from a batch, schema evolution, conflicts."""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+
+from core.exceptions import LoadError
+
+
+def clickhouse_type(field: pa.Field, nullable: bool) -> str:
+    """The ClickHouse type for an Arrow field (``Nullable(...)`` when ``nullable``)."""
+    base = _base_type(field.type, field.name)
+    if nullable and not base.startswith(("Array(", "LowCardinality(")):
+        return f"Nullable({base})"
+    if nullable and base.startswith("LowCardinality("):
+        return f"LowCardinality(Nullable({base[len('LowCardinality('):-1]}))"
+    return base
+
+
+def _base_type(t: pa.DataType, column: str) -> str:
+    if pa.types.is_boolean(t):
+        return "Bool"
+    if pa.types.is_integer(t):
+        return ("UInt" if pa.types.is_unsigned_integer(t) else "Int") + str(t.bit_width)
+    if pa.types.is_float16(t) or pa.types.is_float32(t):
+        return "Float32"
+    if pa.types.is_floating(t):
+        return "Float64"
+    if pa.types.is_decimal(t):
+        return f"Decimal({t.precision}, {t.scale})"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "String"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "String"
+    if pa.types.is_timestamp(t):
+        scale = {"s": 0, "ms": 3, "us": 6, "ns": 9}[t.unit]
+        return f"DateTime64({scale}, 'UTC')" if scale else "DateTime('UTC')"
+    if pa.types.is_date(t):
+        return "Date32"
+    if pa.types.is_dictionary(t):
+        return f"LowCardinality({_base_type(t.value_type, column)})"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"Array({_base_type(t.value_type, column)})"
+    if pa.types.is_null(t):
+        return "String"
+    raise LoadError(f"Column '{column}' has Arrow type {t}, which has no ClickHouse column type here: "
+                    "flatten it or cast it to a string first")
+
+
+# Families a value can move between without loss or surprise.
+def _family(clickhouse: str) -> str:
+    inner = clickhouse
+    for wrapper in ("Nullable", "LowCardinality"):
+        match = re.fullmatch(rf"{wrapper}\((.*)\)", inner)
+        if match:
+            inner = match.group(1)
+    inner = re.sub(r"\(.*\)$", "", inner)
+    if inner.startswith(("Int", "UInt")):
+        return "int"
+    if inner.startswith(("Float", "Decimal")):
+        return "number"
+    if inner in ("String", "FixedString", "Enum8", "Enum16", "UUID", "IPv4", "IPv6"):
+        return "string"
+    if inner.startswith("DateTime"):
+        return "datetime"
+    if inner.startswith("Date"):
+        return "date"
+    if inner == "Bool":
+        return "bool"
+    if inner.startswith("Array"):
+        return "array"
+    return inner.lower()
+
+
+_ACCEPTS = {
+    "int": {"int", "bool"},
+    "number": {"int", "number", "bool"},
+    "string": {"string"},
+    "datetime": {"datetime", "date"},
+    "date": {"date", "datetime"},
+    "bool": {"bool", "int"},
+    "array": {"array"},
+}
+
+
+def check_compatible(column: str, table_type: str, field: pa.Field, table: str) -> None:
+    """Raise LoadError when data of ``field``'s type cannot go into a ``table_type`` column."""
+    if pa.types.is_null(field.type):
+        return
+    data_type = _base_type(field.type, column)
+    target, source = _family(table_type), _family(data_type)
+    if source not in _ACCEPTS.get(target, {target}):
+        raise LoadError(f"Column '{column}' of {table} is {table_type} but the data has {field.type} "
+                        f"({data_type}); cast it in a transformer or migrate the column")

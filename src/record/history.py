@@ -1,0 +1,108 @@
+"""Run history in ClickHouse (``_dp_runs``): one row version per state change of a run.
+
+The table is a ReplacingMergeTree on ``(pipeline, run_id)`` with a ``version`` column, so a run's
+newest version wins; readers use ``FINAL``. A TTL (``RUN_HISTORY_TTL_DAYS``) keeps it bounded.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from core.locks import FileLock
+from core.logging import get_logger
+from core.models import RunRecord
+from core.store import Store
+from record.tables import RUNS_TABLE
+
+log = get_logger("history")
+
+_COLUMNS = list(RunRecord.model_fields) + ["version"]
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def record_run(store: Store, record: RunRecord) -> None:
+    """Store the current state of a run (a new version of its row)."""
+    row = [getattr(record, column) for column in _COLUMNS[:-1]] + [time.time_ns()]
+    store.insert_rows(RUNS_TABLE, [row], _COLUMNS)
+
+
+def _select(where: str = "1", order: str = "started_at DESC", limit: int | None = None) -> str:
+    columns = ", ".join(f"`{c}`" for c in RunRecord.model_fields)
+    sql = f"SELECT {columns} FROM {{table}} FINAL WHERE {where} ORDER BY {order}"
+    return sql + (f" LIMIT {int(limit)}" if limit else "")
+
+
+def _records(store: Store, sql: str, parameters: dict[str, Any] | None = None) -> list[RunRecord]:
+    return [RunRecord(**row) for row in store.query_dicts(sql.replace("{table}", store.table(RUNS_TABLE)),
+                                                          parameters)]
+
+
+def list_runs(store: Store, pipeline: str | None = None, status: str | None = None,
+              limit: int = 20) -> list[RunRecord]:
+    """Most recent runs first, optionally for one pipeline and/or one status."""
+    clauses, params = [], {}
+    if pipeline:
+        clauses.append("pipeline = {p:String}")
+        params["p"] = pipeline
+    if status:
+        clauses.append("status = {s:String}")
+        params["s"] = status
+    return _records(store, _select(" AND ".join(clauses) or "1", limit=limit), params)
+
+
+def get_run(store: Store, run_id: str) -> RunRecord | None:
+    found = _records(store, _select("run_id = {r:String}"), {"r": run_id})
+    return found[0] if found else None
+
+
+def last_runs(store: Store) -> dict[str, RunRecord]:
+    """The most recent run of each pipeline."""
+    sql = _select(order="pipeline, started_at DESC") + " LIMIT 1 BY pipeline"
+    return {r.pipeline: r for r in _records(store, sql)}
+
+
+def last_success(store: Store) -> dict[str, RunRecord]:
+    """The most recent successful run of each pipeline."""
+    sql = _select("status = 'success'", order="pipeline, finished_at DESC") + " LIMIT 1 BY pipeline"
+    return {r.pipeline: r for r in _records(store, sql)}
+
+
+def interval_runs(store: Store, pipeline: str, since: Any = None) -> list[RunRecord]:
+    """Every run of a pipeline (oldest interval first), for coverage and backfill planning."""
+    where = "pipeline = {p:String}" + (" AND interval_start >= {since:DateTime64(3, 'UTC')}" if since else "")
+    params: dict[str, Any] = {"p": pipeline}
+    if since:
+        params["since"] = since
+    return _records(store, _select(where, order="interval_start, started_at"), params)
+
+
+def mark_crashed(store: Store, pipeline: str | None = None) -> list[RunRecord]:
+    """Mark ``running`` runs of this host whose process is gone as ``crashed``.
+
+    A run holds its lock file for as long as its process lives (kill -9 included), so a free
+    lock (or one now held by another run) proves the run is dead. Runs of other hosts are left
+    alone: their locks cannot be checked from here.
+    """
+    where = "status = 'running' AND host = {h:String}" + (" AND pipeline = {p:String}" if pipeline else "")
+    crashed = []
+    for run in _records(store, _select(where), {"h": this_host(), "p": pipeline or ""}):
+        lock = FileLock(Path(run.lock_file))
+        if run.lock_file and not lock.is_free() and lock.holder_pid() == run.pid:
+            continue  # still alive
+        finished = time.time()
+        update = run.model_copy(update={
+            "status": "crashed", "reason": "process gone",
+            "error": run.error or f"process {run.pid} ended without recording an outcome (killed or crashed)",
+            "finished_at": None, "duration_seconds": max(0.0, finished - run.started_at.timestamp()),
+        })
+        record_run(store, update)
+        log.warning("Run %s of %s was left 'running' by process %d, which is gone: marked crashed",
+                    run.run_id, run.pipeline, run.pid)
+        crashed.append(update)
+    return crashed

@@ -1,0 +1,1 @@
+"""Running pipelines: data intervals, locks, retries, timeouts and the run record."""

@@ -1,0 +1,81 @@
+"""Data intervals: the slice of time a run is responsible for (start inclusive, end exclusive, UTC)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from core.exceptions import UsageError
+from core.models import Granularity
+
+_STEP = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
+
+
+@dataclass(frozen=True, order=True)
+class Interval:
+    start: datetime
+    end: datetime
+
+    @property
+    def label(self) -> str:
+        """``2026-01-15`` for a whole day, ``2026-01-15T13:00`` for an hour, else ``start/end``."""
+        if self.end - self.start == _STEP["day"] and self.start.hour == self.start.minute == 0:
+            return self.start.strftime("%Y-%m-%d")
+        if self.end - self.start == _STEP["hour"] and self.start.minute == 0:
+            return self.start.strftime("%Y-%m-%dT%H:%M")
+        return f"{self.start.isoformat()}/{self.end.isoformat()}"
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+def _floor(moment: datetime, granularity: Granularity) -> datetime:
+    moment = moment.astimezone(UTC)
+    if granularity == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def current_interval(granularity: Granularity, now: datetime | None = None) -> Interval:
+    """The interval of the given granularity that contains ``now`` (today, or this hour)."""
+    start = _floor(now or datetime.now(UTC), granularity)
+    return Interval(start, start + _STEP[granularity])
+
+
+def day_interval(day: date) -> Interval:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return Interval(start, start + _STEP["day"])
+
+
+def parse_date(text: str, option: str = "--date") -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} must be a date like 2026-01-31, got '{text}'") from None
+
+
+def parse_moment(text: str, option: str) -> datetime:
+    """An ISO date or date-time; naive values are UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{option} must be an ISO date or date-time like 2026-01-31T00:00, got '{text}'") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_interval(start: str, end: str) -> Interval:
+    interval = Interval(parse_moment(start, "--start"), parse_moment(end, "--end"))
+    if interval.end <= interval.start:
+        raise UsageError(f"--end ({end}) must be after --start ({start})")
+    return interval
+
+
+def split(first: datetime, last: datetime, granularity: Granularity) -> list[Interval]:
+    """Consecutive intervals of ``granularity`` covering ``[first, last)``, oldest first."""
+    step = _STEP[granularity]
+    cursor = _floor(first, granularity)
+    intervals = []
+    while cursor < last:
+        intervals.append(Interval(cursor, cursor + step))
+        cursor += step
+    return intervals

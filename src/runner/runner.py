@@ -1,0 +1,257 @@
+"""The runner: one run of one pipeline for one data interval, recorded from start to outcome.
+
+- A kernel lock per pipeline (per pipeline and interval when the loader owns only the interval's
+  slice) prevents overlapping runs; it dies with the process, kill -9 included.
+- The run is recorded in ``_dp_runs`` as ``running`` before any work, then ``success`` or
+  ``failed`` (with reason: error, timeout, interrupted, killed). A run whose process vanished is
+  marked ``crashed`` by the next run or ``runs`` listing.
+- Transient errors are retried (exponential backoff with jitter, capped); the loader commits
+  only at the end, so a retry starts from a clean slate.
+- Everything is logged to ``logs/jobs/<pipeline>.log`` with the run id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from core.config import Settings
+from core.exceptions import AlreadyRunning, RunTimeout, TransientError
+from core.locks import FileLock
+from core.logging import attach_job_log, detach, get_logger, run_context
+from core.models import RunRecord
+from core.store import Store
+from pipelines.interfaces import RunContext
+from pipelines.pipeline_factory import RunStats
+from pipelines.pipeline_registry import PipelineSpec
+from record.history import mark_crashed, record_run, this_host
+from record.state import RunState
+from record.tables import ensure_framework_tables
+from runner.intervals import Interval, current_interval
+
+EXIT_SUCCESS, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+MAX_RETRY_DELAY = 300.0
+
+
+class RunInterrupted(BaseException):  # noqa: N818  (BaseException: user code must not swallow it)
+    """The run was asked to stop (SIGTERM from ``kill``, SIGINT from Ctrl-C)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    pipeline: str
+    interval: Interval
+    status: str
+    reason: str = ""
+    error: str = ""
+    attempts: int = 1
+    rows_extracted: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    duration_seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "success":
+            return EXIT_SUCCESS
+        return EXIT_INTERRUPTED if self.reason == "interrupted" else EXIT_FAILED
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: ``20260115T130501-3fa9c2d1``."""
+    return f"{(now or datetime.now(UTC)):%Y%m%dT%H%M%S}-{os.urandom(4).hex()}"
+
+
+def lock_path(settings: Settings, spec: PipelineSpec, interval: Interval) -> Path:
+    """Per pipeline; per pipeline and interval when runs of different intervals cannot collide."""
+    locks = settings.run_dir / "locks"
+    if getattr(spec.pipeline.loader, "interval_scoped", False):
+        return locks / f"{spec.name}@{interval.start:%Y%m%dT%H%M%S}.lock"
+    return locks / f"{spec.name}.lock"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: our TransientError, timeouts, connection errors, HTTP 429/5xx."""
+    import httpx
+
+    if isinstance(exc, TransientError | httpx.TransportError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 429 or exc.response.status_code >= 500
+    return False
+
+
+def retry_delay(attempt: int, base: float) -> float:
+    """Exponential backoff with +-20% jitter, capped at 5 minutes."""
+    return min(MAX_RETRY_DELAY, base * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+
+
+@contextmanager
+def _signals(timeout: float | None) -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into RunInterrupted and an elapsed timeout into RunTimeout."""
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted("killed")
+
+    def on_int(signum: int, frame: FrameType | None) -> None:
+        raise RunInterrupted("interrupted")
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise RunTimeout(f"the run exceeded its timeout of {timeout:g} s")
+
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can only be handled in the main thread
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM)}
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_int)
+    if timeout:
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _error_text(exc: BaseException, settings: Settings) -> str:
+    text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RunTimeout) else str(exc)
+    for secret in settings.secret_values():
+        text = text.replace(secret, "***")
+    return text[:4000]
+
+
+class _PidFile:
+    """``RUN_DIR/pids/<run_id>.json`` while the run lives (``ps`` and ``kill`` read these)."""
+
+    def __init__(self, settings: Settings, record: RunRecord) -> None:
+        self.path = settings.run_dir / "pids" / f"{record.run_id}.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        info = {
+            "pid": os.getpid(), "run_id": record.run_id, "pipeline": record.pipeline,
+            "interval_start": record.interval_start.isoformat(), "interval_end": record.interval_end.isoformat(),
+            "trigger": record.trigger, "started_at": record.started_at.isoformat(), "lock_file": record.lock_file,
+            "cmdline": sys.argv,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.rename(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
+                 trigger: str = "manual") -> RunResult:
+    """Run ``spec`` for ``interval`` (default: the current interval of its granularity)."""
+    entry = spec.entry
+    interval = interval or current_interval(entry.granularity)
+    lock = FileLock(lock_path(settings, spec, interval))
+    run_id = new_run_id()
+    if not lock.try_acquire(f"run_id={run_id} pipeline={spec.name} interval={interval.label}"):
+        raise AlreadyRunning(f"Pipeline '{spec.name}' is already running for {interval.label} "
+                             f"({lock.holder()}); not starting a second run")
+    job_log = attach_job_log(settings, spec.name)
+    log = get_logger(f"job.{spec.name}")
+    try:
+        with run_context(spec.name, run_id):
+            return _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
+    finally:
+        detach(job_log)
+        lock.release()
+
+
+def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval, trigger: str,
+                run_id: str, lock: FileLock, log: Any) -> RunResult:
+    entry = spec.entry
+    started = time.monotonic()
+    ensure_framework_tables(store)
+    mark_crashed(store, spec.name)
+    record = RunRecord(
+        run_id=run_id, pipeline=spec.name, interval_start=interval.start, interval_end=interval.end,
+        trigger=trigger, status="running", started_at=datetime.now(UTC), host=this_host(), pid=os.getpid(),
+        lock_file=str(lock.path),
+    )
+    record_run(store, record)
+    pid_file = _PidFile(settings, record)
+    log.info("Run %s started: pipeline %s, interval %s, trigger %s", run_id, spec.name, interval, trigger)
+    state = RunState(store, spec.name)
+    stats = RunStats()
+    context: RunContext | None = None
+    outcome: dict[str, Any] = {"status": "failed", "reason": "error", "error": ""}
+    attempt = 0
+    try:
+        with _signals(entry.timeout):
+            while True:
+                attempt += 1
+                context = RunContext(
+                    run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
+                    settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
+                    table_name=spec.table_name,
+                )
+                try:
+                    stats = spec.pipeline.run(context)
+                    state.commit(run_id)
+                    outcome = {"status": "success", "reason": "", "error": ""}
+                    break
+                except Exception as exc:
+                    state.discard()
+                    if is_transient(exc) and attempt <= entry.retries:
+                        delay = retry_delay(attempt, entry.retry_delay)
+                        log.warning("Attempt %d of %d failed with a transient error (%s); retrying in %.1f s",
+                                    attempt, entry.retries + 1, _error_text(exc, settings), delay)
+                        record_run(store, record.model_copy(update={"attempt": attempt + 1}))
+                        time.sleep(delay)
+                        continue
+                    raise
+    except RunTimeout as exc:
+        log.error("Run %s stopped: %s", run_id, exc)
+        outcome = {"status": "failed", "reason": "timeout", "error": str(exc)}
+    except RunInterrupted as exc:
+        log.error("Run %s stopped: %s", run_id, "killed (SIGTERM)" if exc.reason == "killed" else "interrupted")
+        outcome = {"status": "failed", "reason": exc.reason, "error": f"run {exc.reason}"}
+    except Exception as exc:
+        log.exception("Run %s failed on attempt %d: %s", run_id, attempt, _error_text(exc, settings))
+        outcome = {"status": "failed", "reason": "error", "error": _error_text(exc, settings)}
+    finally:
+        pid_file.remove()
+    counters = context.counters if context else {}
+    duration = time.monotonic() - started
+    final = record.model_copy(update={
+        **outcome, "attempt": max(attempt, 1), "finished_at": datetime.now(UTC), "duration_seconds": duration,
+        "rows_extracted": stats.rows_extracted if outcome["status"] == "success" else counters.get("rows_extracted", 0),
+        "rows_loaded": stats.rows_loaded if outcome["status"] == "success" else 0,
+        "rows_quarantined": counters.get("rows_quarantined", 0),
+    })
+    record_run(store, final)
+    if final.status == "success":
+        log.info("Run %s succeeded in %.2f s: %d rows extracted, %d transformed, %d loaded in %d batches%s",
+                 run_id, duration, stats.rows_extracted, stats.rows_transformed, stats.rows_loaded, stats.batches,
+                 f", {final.rows_quarantined} quarantined" if final.rows_quarantined else "")
+    else:
+        log.error("Run %s %s after %.2f s (%s): %s", run_id, final.status, duration, final.reason, final.error)
+    return RunResult(
+        run_id=run_id, pipeline=spec.name, interval=interval, status=final.status, reason=final.reason,
+        error=final.error, attempts=final.attempt, rows_extracted=final.rows_extracted,
+        rows_loaded=final.rows_loaded, rows_quarantined=final.rows_quarantined, duration_seconds=duration,
+    )
