@@ -62,8 +62,12 @@ def settings(project_env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 def store(settings: Settings) -> Iterator[Store]:
-    """The real embedded engine on a fresh directory, database created, released after the test."""
-    s = Store(settings, linger=0)
+    """The real embedded engine on a fresh directory, database created, released after the test.
+
+    Call ``store.close()`` before starting a process that needs the store: it is kept open
+    briefly after each use (as in production) so that a test's statements don't reopen it.
+    """
+    s = Store(settings)
     s.create_database()
     yield s
     s.close()
@@ -72,6 +76,7 @@ def store(settings: Settings) -> Iterator[Store]:
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.setdefault("COLUMNS", "400")  # wide tables: assertions look for whole cells
     env.update(extra or {})
     return env
 
@@ -108,3 +113,26 @@ def make_context(store: Store):
         )
 
     return build
+
+
+@pytest.fixture
+def pipelines_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, project_env: dict[str, str]) -> Path:
+    """An empty PIPELINES_DIR for this test (write *_pipeline.py files into it)."""
+    directory = tmp_path / "pipelines"
+    directory.mkdir()
+    monkeypatch.setenv("PIPELINES_DIR", str(directory))
+    project_env["PIPELINES_DIR"] = str(directory)
+    return directory
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.05, what: str = "condition"):
+    """Poll until ``predicate()`` is truthy; fail the test after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")

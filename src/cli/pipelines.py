@@ -150,9 +150,10 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
 @pass_app
 def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bool) -> int:
     """Show recent runs (newest first); runs whose process died are marked crashed."""
-    from record.history import list_runs, mark_crashed
+    from record.history import list_runs
+    from runner.runner import reap_dead_runs
 
-    if _history(app, mark_crashed, name) is None:
+    if _history(app, reap_dead_runs, name) is None:
         return EXIT_FAILED
     records: list[RunRecord] = list_runs(app.store, name, status, limit)
     if as_json:

@@ -35,6 +35,7 @@ from core.store import Store
 from pipelines.interfaces import RunContext
 from pipelines.pipeline_factory import RunStats
 from pipelines.pipeline_registry import PipelineSpec
+from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
 from record.history import mark_crashed, record_run, this_host
 from record.state import RunState
 from record.tables import ensure_framework_tables
@@ -161,6 +162,15 @@ class _PidFile:
         self.path.unlink(missing_ok=True)
 
 
+def reap_dead_runs(store: Store, pipeline: str | None = None) -> list[RunRecord]:
+    """Mark runs whose process is gone as crashed and drop the staging tables they left."""
+    crashed = mark_crashed(store, pipeline)
+    for dead in crashed:
+        for table in drop_staging_of(store, dead.run_id):
+            get_logger("runner").warning("Dropped staging table %s left by crashed run %s", table, dead.run_id)
+    return crashed
+
+
 def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
                  trigger: str = "manual") -> RunResult:
     """Run ``spec`` for ``interval`` (default: the current interval of its granularity)."""
@@ -186,7 +196,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
     entry = spec.entry
     started = time.monotonic()
     ensure_framework_tables(store)
-    mark_crashed(store, spec.name)
+    reap_dead_runs(store, spec.name)
     record = RunRecord(
         run_id=run_id, pipeline=spec.name, interval_start=interval.start, interval_end=interval.end,
         trigger=trigger, status="running", started_at=datetime.now(UTC), host=this_host(), pid=os.getpid(),

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 
 from core.exceptions import LoadError
 from core.locks import FileLock
+from core.store import Store
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
 from pipelines.tools.loaders.clickhouse_schema import check_compatible, clickhouse_type
@@ -277,6 +278,17 @@ class ClickHouseLoader(Loader):
                 f"Loader for '{self.table}': {bad} row(s) have {column} outside the run's interval "
                 f"[{context.start.isoformat()}, {context.end.isoformat()}) (first: {first.as_py()}); "
                 "an interval run may only write its own slice: filter the source by {start}/{end}")
+
+
+def drop_staging_of(store: Store, run_id: str) -> list[str]:
+    """Drop staging tables a dead run left behind; returns their names."""
+    suffix = "_" + re.sub(r"[^A-Za-z0-9_]", "_", run_id)
+    names = [name for (name,) in store.query_rows(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {p:String}) "
+        "AND endsWith(name, {s:String})", {"db": store.database, "p": STAGING_PREFIX, "s": suffix})]
+    for name in names:
+        store.command(f"DROP TABLE IF EXISTS {store.table(name)} SYNC")
+    return names
 
 
 def _with_constant(data: pa.Table, column: str, value: str) -> pa.Table:
