@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
 
-import pandas as pd
 import pyarrow as pa
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from core.config import Settings
     from core.store import Store
     from record.state import RunState
 
-Batch = Union[pa.Table, pd.DataFrame]
+Batch = Union[pa.Table, "pd.DataFrame"]
 
 
 def batch_rows(batch: Batch) -> int:
@@ -42,9 +43,9 @@ def to_arrow(batch: Batch) -> pa.Table:
 
 def to_pandas(batch: Batch) -> pd.DataFrame:
     """The batch as a pandas DataFrame (no copy when it already is one)."""
-    if isinstance(batch, pd.DataFrame):
-        return batch
-    return batch.to_pandas()
+    if isinstance(batch, pa.Table):
+        return batch.to_pandas()
+    return batch
 
 
 @dataclass
