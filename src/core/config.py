@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     log_dir: Path = Path("logs")
     run_dir: Path = Path("run")
     pipelines_dir: Path = Path("src/pipelines")
+    migrations_dir: Path = Path("migrations/sql")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -110,7 +111,7 @@ class Settings(BaseSettings):
             raise ValueError("no host")
         return value
 
-    @field_validator("data_dir", "log_dir", "run_dir", "pipelines_dir")
+    @field_validator("data_dir", "log_dir", "run_dir", "pipelines_dir", "migrations_dir")
     @classmethod
     def _under_project(cls, value: Path) -> Path:
         # Relative paths are relative to the project, not to the caller's working directory:

@@ -70,6 +70,12 @@ class MigrationError(DataProcessorError):
     """A migration file is invalid or a migration statement failed."""
 
 
+class MigrationLocked(MigrationError):
+    """Another ``migrate`` holds the migration lock (exit code 75, EX_TEMPFAIL)."""
+
+    exit_code = 75
+
+
 class UsageError(DataProcessorError):
     """The command line was wrong (exit code 2)."""
 

@@ -94,6 +94,21 @@ def check_store(settings: Settings) -> list[CheckResult]:
     return results
 
 
+def check_migrations(settings: Settings) -> CheckResult:
+    """Pending migrations warn ("run ./run.sh migrate"); failed or edited applied ones fail."""
+    from core.migrations import Migrator, summarize
+    from core.store import Store
+
+    store = Store(settings, linger=0)
+    try:
+        status, detail = summarize(Migrator(settings, store).status())
+    except DataProcessorError as exc:
+        return CheckResult("migrations", "fail", str(exc))
+    finally:
+        store.close()
+    return CheckResult("migrations", status, detail)  # type: ignore[arg-type]
+
+
 def run_checks() -> tuple[list[CheckResult], Settings | None]:
     """Every check, in order; a configuration error still reports the checks that need none."""
     results = [check_python(), check_dependencies()]
@@ -106,7 +121,10 @@ def run_checks() -> tuple[list[CheckResult], Settings | None]:
     source = f"environment and {env_file}" if env_file.is_file() else "environment only, no .env file"
     results.append(CheckResult("config", "ok", f"valid ({source})"))
     results.extend(check_directories(settings))
-    results.extend(check_store(settings))
+    store_results = check_store(settings)
+    results.extend(store_results)
+    if store_results[0].status == "ok":
+        results.append(check_migrations(settings))
     return results, settings
 
 
