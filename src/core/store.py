@@ -13,10 +13,12 @@ A process that has to wait logs for whom; after ``STORE_LOCK_TIMEOUT`` seconds i
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
@@ -250,8 +252,11 @@ class Store:
         return len(data)
 
     def insert_rows(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> int:
+        """Insert a few Python rows (framework records). Sent as JSONEachRow: unlike the Arrow
+        and pandas paths, this does not import pandas, which would cost a CLI call ~0.4 s."""
+        body = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), default=_json_value) for row in rows)
         with self.session() as client, _errors(f"INSERT INTO {table}"):
-            client.insert(self.table(table), rows, column_names=list(columns))
+            client.raw_insert(self.table(table), list(columns), insert_block=body.encode(), fmt="JSONEachRow")
         return len(rows)
 
     def database_exists(self) -> bool:
@@ -284,6 +289,16 @@ class Store:
         with self.session() as client:
             client.database = "default"
         self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in ClickHouse: {value!r}")
 
 
 def _insert_in_process(client: Client, table: str, data: pa.Table, settings: dict[str, Any] | None) -> bool:
