@@ -162,6 +162,22 @@ class _PidFile:
         self.path.unlink(missing_ok=True)
 
 
+def bootstrap_store(store: Store, settings: Settings) -> None:
+    """A store that was never migrated (a fresh clone, a new server database) gets its database
+    and the project's migrations before its first run, so the first ``cron_run`` just works.
+    A store that has been migrated once is never migrated implicitly again."""
+    from core.migrations import MIGRATIONS_TABLE, Migrator
+
+    if store.database_exists() and store.table_exists(MIGRATIONS_TABLE):
+        return
+    if store.create_database():
+        get_logger("runner").info("Created database '%s' in %s", store.database, store.description)
+    result = Migrator(settings, store).migrate()
+    if result.applied:
+        get_logger("runner").info("New store: applied %d migration(s): %s", len(result.applied),
+                                  ", ".join(a.file for a in result.applied))
+
+
 def reap_dead_runs(store: Store, pipeline: str | None = None) -> list[RunRecord]:
     """Mark runs whose process is gone as crashed and drop the staging tables they left."""
     crashed = mark_crashed(store, pipeline)
@@ -195,6 +211,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                 run_id: str, lock: FileLock, log: Any) -> RunResult:
     entry = spec.entry
     started = time.monotonic()
+    bootstrap_store(store, settings)
     ensure_framework_tables(store)
     reap_dead_runs(store, spec.name)
     record = RunRecord(
