@@ -1,0 +1,428 @@
+"""File extractor: CSV/TSV, JSON, JSON Lines and Parquet, plain, gzip or zstd, one file or a glob.
+
+    create_file_extractor("data/{start_date}/*.csv.gz", types={"amount": "float"}, malformed="skip")
+
+Reading streams: CSV through Arrow's incremental reader, Parquet record batch by record batch,
+JSON Lines in chunks of lines; only JSON documents (one array per file) are read whole. Malformed
+input either fails naming the file and line (``malformed="error"``, the default) or is set aside
+in ``_dp_quarantine`` with the reason (``malformed="skip"``).
+"""
+
+from __future__ import annotations
+
+import glob as globmod
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from core.config import PROJECT_ROOT
+from core.exceptions import ConfigError, ExtractError
+from pipelines.interfaces import Extractor, RunContext
+from pipelines.tools.arrow_types import arrow_type
+from pipelines.tools.extractors.http_extractor import render
+from pipelines.tools.extractors.json_records import (
+    ArrowJsonReader,
+    Batcher,
+    FastPathUnavailable,
+    flatten_records,
+    records_from_arrow,
+    rows_to_table,
+)
+
+_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl",
+            ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_INTERVAL = re.compile(r"\{(start|end|start_date|end_date)\}")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_CSV_BLOCK = 8 << 20  # bytes per CSV block: fewer, larger Arrow batches
+_JSONL_CHUNK_BYTES = 8 << 20
+_QUARANTINE_FLUSH = 10_000
+_CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to ([\w\[\], ]+): "
+                         r"invalid value '(.*)'")
+
+
+def _suffixes(path: str) -> tuple[str | None, str | None]:
+    """(format, compression) from a file name such as ``x.csv.gz``."""
+    name = Path(path).name.lower()
+    compression = None
+    for ext, kind in _COMPRESSION.items():
+        if name.endswith(ext):
+            compression, name = kind, name[: -len(ext)]
+            break
+    return _FORMATS.get(Path(name).suffix), compression
+
+
+def _open(path: Path, compression: str | None) -> IO[bytes]:
+    if compression == "gzip":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+class FileExtractor(Extractor):
+    """Reads files matching a path or glob (see :func:`create_file_extractor`)."""
+
+    def __init__(self, path: str | Path, *, format: str | None = None, columns: Sequence[str] | None = None,
+                 types: Mapping[str, Any] | None = None, malformed: str = "error", allow_empty: bool = False,
+                 name: str | None = None, delimiter: str | None = None, header: bool = True,
+                 column_names: Sequence[str] | None = None, encoding: str = "utf8",
+                 compression: str | None = None, flatten: bool = True, explode: str | None = None,
+                 batch_size: int | None = None) -> None:
+        self.path = str(path)
+        super().__init__(name or f"file:{Path(self.path).name}")
+        inferred, inferred_compression = _suffixes(self.path)
+        self.format = (format or inferred or "").lower()
+        if self.format == "ndjson":
+            self.format = "jsonl"
+        if self.format not in {"csv", "tsv", "json", "jsonl", "parquet"}:
+            raise ConfigError(f"file extractor {self.name!r}: cannot tell the format of {self.path!r}; "
+                              "pass format='csv'|'tsv'|'json'|'jsonl'|'parquet'")
+        self.compression = compression or inferred_compression
+        if self.compression not in {None, "gzip", "zstd"}:
+            raise ConfigError(f"file extractor {self.name!r}: compression must be 'gzip' or 'zstd'")
+        if malformed not in {"error", "skip"}:
+            raise ConfigError(f"file extractor {self.name!r}: malformed must be 'error' or 'skip', got {malformed!r}")
+        self.malformed = malformed
+        self.columns = list(columns) if columns else None
+        self.types = {col: arrow_type(t, f"file extractor {self.name!r}: column {col!r}")
+                      for col, t in (types or {}).items()}
+        self.allow_empty = allow_empty
+        self.delimiter = delimiter or ("\t" if self.format == "tsv" else ",")
+        self.header = header
+        self.column_names = list(column_names) if column_names else None
+        self.encoding = encoding
+        self.flatten = flatten
+        self.explode = explode
+        self.batch_size = batch_size
+        self.interval_aware = bool(_INTERVAL.search(self.path))
+
+    # ---- files ---------------------------------------------------------------------------------
+
+    def files(self, context: RunContext) -> list[Path]:
+        """The files this run reads, sorted (an empty match is an error unless allow_empty)."""
+        pattern = render(self.path, context.template_values())
+        full = Path(pattern).expanduser()
+        if not full.is_absolute():
+            full = PROJECT_ROOT / full
+        if _GLOB_CHARS.search(pattern):
+            found = sorted(Path(p) for p in globmod.glob(str(full), recursive=True) if Path(p).is_file())
+        else:
+            found = [full] if full.is_file() else []
+        if not found and not self.allow_empty:
+            raise ExtractError(f"{self.name}: no file matches {full}" +
+                               (f" (pattern {self.path!r})" if pattern != self.path else "") +
+                               "; pass allow_empty=True if an empty interval is normal")
+        return found
+
+    def extract(self, context: RunContext) -> Iterator[pa.Table]:
+        size = self.batch_size or context.settings.batch_size
+        batcher = Batcher(size)
+        files = self.files(context)
+        if not files:
+            context.logger.info("%s: no file matches %s (allowed)", self.name, self.path)
+        reader = {"csv": self._csv, "tsv": self._csv, "json": self._json, "jsonl": self._jsonl,
+                  "parquet": self._parquet}[self.format]
+        for path in files:
+            _, compression = _suffixes(str(path))
+            compression = self.compression if self.compression is not None else compression
+            rows = 0
+            try:
+                for table in reader(path, compression, size, context):
+                    table = self._apply_types(table, path)
+                    rows += table.num_rows
+                    yield from batcher.add(table)
+            except (OSError, EOFError) as exc:
+                raise ExtractError(f"{self.name}: cannot read {path}: {exc}") from None
+            except Exception as exc:
+                if "zstd" in type(exc).__module__ or type(exc).__name__ == "ZstdError":
+                    raise ExtractError(f"{self.name}: cannot read {path}: {exc}") from None
+                raise
+            context.count("files_read", 1)
+            context.logger.info("%s: %d rows from %s", self.name, rows, path)
+        yield from batcher.flush()
+
+    def _apply_types(self, table: pa.Table, path: Path) -> pa.Table:
+        if self.columns:
+            missing = [c for c in self.columns if c not in table.column_names]
+            if missing:
+                raise ExtractError(f"{self.name}: {path} has no column {', '.join(map(repr, missing))} "
+                                   f"(it has {', '.join(table.column_names)})")
+            table = table.select(self.columns)
+        for column, type_ in self.types.items():
+            if column not in table.column_names:
+                raise ExtractError(f"{self.name}: {path} has no column {column!r} to convert "
+                                   f"(it has {', '.join(table.column_names)})")
+            i = table.column_names.index(column)
+            if table.schema.field(i).type == type_:
+                continue
+            try:
+                table = table.set_column(i, column, table.column(i).cast(type_))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise ExtractError(f"{self.name}: {path}: column {column!r} cannot be read as {type_}: {exc}") \
+                    from None
+        return table
+
+    # ---- quarantine ----------------------------------------------------------------------------
+
+    def _reject(self, context: RunContext, pending: list[dict[str, Any]], path: Path, line: int | None,
+                raw: str, error: str) -> None:
+        if self.malformed == "error":
+            where = f"line {line}" if line is not None else "a row"
+            raise ExtractError(f"{self.name}: {path} {where}: {error}: {raw[:200]!r}")
+        pending.append({"source": str(path), "line": line, "raw": raw, "error": error})
+        if len(pending) >= _QUARANTINE_FLUSH:
+            self._flush(context, pending)
+
+    @staticmethod
+    def _flush(context: RunContext, pending: list[dict[str, Any]]) -> None:
+        if pending:
+            context.quarantine(list(pending))
+            context.logger.warning("quarantined %d malformed row(s) (first: %s line %s: %s)", len(pending),
+                                   pending[0]["source"], pending[0]["line"], pending[0]["error"])
+            pending.clear()
+
+    # ---- formats -------------------------------------------------------------------------------
+
+    def _csv(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
+        pending: list[dict[str, Any]] = []
+        bad: list[Any] = []
+
+        def on_invalid(row: Any) -> str:
+            bad.append(row)
+            return "skip" if self.malformed == "skip" else "error"
+
+        read_options = pcsv.ReadOptions(block_size=_CSV_BLOCK, encoding=self.encoding, use_threads=False,
+                                        column_names=self.column_names,
+                                        autogenerate_column_names=not self.header and not self.column_names)
+        if self.column_names and self.header:
+            read_options.skip_rows = 1
+        parse_options = pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid)
+        convert_options = pcsv.ConvertOptions(column_types=self.types or None,
+                                              include_columns=self.columns or None)
+        source = pa.input_stream(str(path), compression=compression)
+        try:
+            try:
+                reader = pcsv.open_csv(source, read_options=read_options, parse_options=parse_options,
+                                       convert_options=convert_options)
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV file" in str(exc):
+                    return
+                raise self._csv_error(path, exc, bad, self._header(path, compression)) from None
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except pa.ArrowInvalid as exc:
+                    raise self._csv_error(path, exc, bad, reader.schema.names) from None
+                for row in bad:
+                    self._reject(context, pending, path, row.number, row.text,
+                                 f"expected {row.expected_columns} columns, got {row.actual_columns}")
+                bad.clear()
+                if batch.num_rows:
+                    yield pa.Table.from_batches([batch])
+            for row in bad:
+                self._reject(context, pending, path, row.number, row.text,
+                             f"expected {row.expected_columns} columns, got {row.actual_columns}")
+        finally:
+            source.close()
+            self._flush(context, pending)
+
+    def _header(self, path: Path, compression: str | None) -> list[str] | None:
+        """The column names, for an error raised before the reader had a schema (best effort)."""
+        if self.column_names:
+            return list(self.columns or self.column_names)
+        if self.columns:
+            return list(self.columns)
+        try:
+            with _open(path, compression) as fh:
+                first = io.BufferedReader(fh).readline().decode(self.encoding, errors="replace").rstrip("\r\n")
+        except Exception:  # noqa: BLE001 (best effort: the error is shown without names)
+            return None
+        import csv
+
+        row = next(csv.reader([first], delimiter=self.delimiter), [])
+        return row if self.header else [f"f{i}" for i in range(len(row))]
+
+    def _csv_error(self, path: Path, exc: Exception, bad: list[Any],
+                   names: list[str] | None = None) -> ExtractError:
+        if bad:
+            row = bad[-1]
+            return ExtractError(f"{self.name}: {path} line {row.number}: expected {row.expected_columns} columns, "
+                                f"got {row.actual_columns}: {row.text[:200]!r} (malformed='skip' sets such rows "
+                                "aside)")
+        message = str(exc).replace("\n", " ")
+        match = _CONVERSION.search(message)
+        if match and names is not None:
+            index, line, type_name, value = match.groups()
+            column = names[int(index)] if int(index) < len(names) else f"#{index}"
+            hint = "" if column in self.types else \
+                f" (its type was guessed from the first rows; set it with types={{{column!r}: ...}})"
+            return ExtractError(f"{self.name}: {path} line {line}: column {column!r} cannot be read as "
+                                f"{type_name}: invalid value {value!r}{hint}")
+        return ExtractError(f"{self.name}: {path}: {message}")
+
+    def _parquet(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
+        if compression:
+            with _open(path, compression) as fh:
+                source: Any = pa.BufferReader(fh.read())
+        else:
+            source = str(path)
+        try:
+            parquet = pq.ParquetFile(source)
+        except pa.ArrowInvalid as exc:
+            raise ExtractError(f"{self.name}: {path} is not a readable Parquet file: {exc}") from None
+        try:
+            for batch in parquet.iter_batches(batch_size=size, columns=self.columns, use_threads=True):
+                yield pa.Table.from_batches([batch])
+        except pa.ArrowInvalid as exc:
+            raise ExtractError(f"{self.name}: {path}: {exc}") from None
+        finally:
+            parquet.close()
+
+    def _json(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
+        """A JSON document: an array of records (or an object holding one, read whole)."""
+        with _open(path, compression) as fh:
+            content = fh.read()
+        if not content.strip():
+            return
+        if self.explode is None:
+            try:
+                doc = ArrowJsonReader().read(b'{"d":' + content + b"}")
+                column = doc.column("d")
+                if pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type):
+                    items = column.combine_chunks()
+                    structs = items.flatten()
+                    if not items.null_count and not structs.null_count:
+                        yield from self._slices(records_from_arrow(pa.Table.from_struct_array(structs),
+                                                                   flatten=self.flatten), size)
+                        return
+            except FastPathUnavailable:
+                pass
+        try:
+            data = json.loads(content)
+        except (ValueError, UnicodeDecodeError) as exc:
+            line = getattr(exc, "lineno", None)
+            raise ExtractError(f"{self.name}: {path}" + (f" line {line}" if line else "") +
+                               f" is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+        if not isinstance(data, list):
+            raise ExtractError(f"{self.name}: {path}: expected a JSON array of records, found a JSON "
+                               f"{type(data).__name__} (use format='jsonl' for one record per line)")
+        pending: list[dict[str, Any]] = []
+        good = []
+        for index, record in enumerate(data):
+            if isinstance(record, dict):
+                good.append(record)
+            else:
+                self._reject(context, pending, path, None, json.dumps(record),
+                             f"element {index} is {type(record).__name__}, expected a JSON object")
+        self._flush(context, pending)
+        for start in range(0, len(good), size):
+            yield rows_to_table(flatten_records(good[start:start + size], flatten=self.flatten,
+                                                explode=self.explode))
+
+    @staticmethod
+    def _slices(table: pa.Table, size: int) -> Iterator[pa.Table]:
+        for start in range(0, table.num_rows, size):
+            yield table.slice(start, size)
+
+    def _jsonl(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
+        pending: list[dict[str, Any]] = []
+        reader = ArrowJsonReader()
+        chunk: list[bytes] = []
+        chunk_bytes = 0
+        first_line = 1
+        line_no = 0
+        try:
+            with _open(path, compression) as raw:
+                stream = io.BufferedReader(raw, 1 << 20) if not isinstance(raw, io.BufferedReader) else raw
+                for line in stream:
+                    line_no += 1
+                    if not chunk:
+                        first_line = line_no
+                    chunk.append(line)
+                    chunk_bytes += len(line)
+                    if len(chunk) >= size or chunk_bytes >= _JSONL_CHUNK_BYTES:
+                        table = self._jsonl_chunk(chunk, first_line, path, reader, context, pending)
+                        chunk, chunk_bytes = [], 0
+                        if table.num_rows:
+                            yield table
+                if chunk:
+                    table = self._jsonl_chunk(chunk, first_line, path, reader, context, pending)
+                    if table.num_rows:
+                        yield table
+        finally:
+            self._flush(context, pending)
+
+    def _jsonl_chunk(self, lines: list[bytes], first_line: int, path: Path, reader: ArrowJsonReader,
+                     context: RunContext, pending: list[dict[str, Any]]) -> pa.Table:
+        if self.explode is None:
+            try:
+                data = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+                if data.strip():
+                    return records_from_arrow(reader.read(data), flatten=self.flatten)
+                return pa.table({})
+            except FastPathUnavailable:
+                pass
+        records = []
+        for offset, line in enumerate(lines):
+            if not line.strip():
+                continue
+            number = first_line + offset
+            text = line.decode(self.encoding, errors="replace").rstrip("\r\n")
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                self._reject(context, pending, path, number, text, f"invalid JSON: {getattr(exc, 'msg', exc)}")
+                continue
+            if not isinstance(record, dict):
+                self._reject(context, pending, path, number, text,
+                             f"expected a JSON object, found a JSON {type(record).__name__}")
+                continue
+            records.append(record)
+        return rows_to_table(flatten_records(records, flatten=self.flatten, explode=self.explode))
+
+
+def create_file_extractor(path: str | Path, *, format: str | None = None, columns: Sequence[str] | None = None,
+                          types: Mapping[str, Any] | None = None, malformed: str = "error",
+                          allow_empty: bool = False, name: str | None = None, delimiter: str | None = None,
+                          header: bool = True, column_names: Sequence[str] | None = None,
+                          encoding: str = "utf8", compression: str | None = None, flatten: bool = True,
+                          explode: str | None = None, batch_size: int | None = None) -> FileExtractor:
+    """An extractor reading CSV/TSV, JSON (array), JSON Lines or Parquet files.
+
+    Args:
+        path: a file or glob (``**`` allowed), relative to the project root unless absolute; may use
+            ``{start}``, ``{end}``, ``{start_date}``, ``{end_date}`` (then the extractor is
+            interval-aware). Files are read in sorted order.
+        format: ``csv``, ``tsv``, ``json``, ``jsonl`` or ``parquet``; default from the extension
+            (``.csv``, ``.tsv``, ``.json``, ``.jsonl``/``.ndjson``, ``.parquet``), after removing
+            ``.gz``/``.zst``, which select gzip/zstd decompression (or pass ``compression``).
+        columns: keep only these columns (in this order).
+        types: ``{column: type}`` (``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"datetime"``,
+            ``"date"``, ``"decimal(p,s)"`` or a pyarrow type). For CSV the types are used while
+            parsing (otherwise Arrow infers them from the first block).
+        malformed: ``"error"`` (default): a malformed row fails the run naming file and line;
+            ``"skip"``: such rows go to ``_dp_quarantine`` (source, line, raw text, reason) and are
+            counted in the run's ``rows_quarantined``.
+        allow_empty: an empty match is not an error (the run extracts nothing).
+        delimiter, header, column_names, encoding: CSV options (``header=False`` without
+            ``column_names`` names the columns ``f0``, ``f1``...).
+        flatten, explode: JSON options, as for the HTTP extractor.
+        batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
+    """
+    return FileExtractor(path, format=format, columns=columns, types=types, malformed=malformed,
+                         allow_empty=allow_empty, name=name, delimiter=delimiter, header=header,
+                         column_names=column_names, encoding=encoding, compression=compression,
+                         flatten=flatten, explode=explode, batch_size=batch_size)
