@@ -1,0 +1,1 @@
+"""Extractors: where batches come from (HTTP APIs, databases, files)."""

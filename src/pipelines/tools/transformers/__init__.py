@@ -1,0 +1,1 @@
+"""Transformers: batch -> batch (lambda, type casts, column operations, validation)."""

@@ -1,0 +1,97 @@
+"""The seed's Quick Start module, verbatim, and the shipped example pipeline, end to end."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, run_cli
+from core.config import load_settings
+from core.store import Store
+
+SEED_MODULE = (Path(__file__).parents[1] / "fixtures" / "seed_quick_start_pipeline.py.txt").read_text()
+
+
+class _Api(BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).requests.append(self.path)
+        body = json.dumps([{"id": 1, "name": "alpha", "score": 9.5}, {"id": 2, "name": "beta", "score": 7.0}]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def api():
+    _Api.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", _Api
+    server.shutdown()
+
+
+def test_the_seed_quick_start_module_runs_as_written(pipelines_dir: Path, api) -> None:
+    base, handler = api
+    assert "https://api.example.com/data" in SEED_MODULE
+    (pipelines_dir / "my_pipeline.py").write_text(SEED_MODULE.replace("https://api.example.com", base))
+    listed = run_cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "my_pipeline" in listed.stdout and "My custom data pipeline" in listed.stdout
+    assert "0 * * * *" in listed.stdout and "my_data" in listed.stdout
+    assert handler.requests == []  # discovering (importing) the module touched no network
+    result = run_cli("cron_run", "my_pipeline")
+    assert result.returncode == 0, result.stderr
+    assert handler.requests == ["/data"]
+    assert "My Console Loader schema: id int64, name large_string, score double, processed_at timestamp" in result.stdout
+    assert "alpha" in result.stdout and "beta" in result.stdout
+    assert "My Console Loader: 2 rows" in result.stdout
+    assert "success my_pipeline" in result.stdout and "2 rows loaded (2 extracted)" in result.stdout
+
+
+def _expected_rows(day: date) -> int:
+    return sum(1 for i in range(3000) if (i + day.toordinal()) % 11 != 0)
+
+
+def test_the_example_pipeline_bootstraps_a_fresh_store(project_env, monkeypatch) -> None:
+    monkeypatch.delenv("PIPELINES_DIR", raising=False)
+    day = date(2026, 1, 15)
+    for _ in range(2):  # the second run replaces the day: same rows, no duplicates
+        result = run_cli("cron_run", "example_pipeline", "--date", day.isoformat())
+        assert result.returncode == 0, result.stderr
+        assert f"success example_pipeline 2026-01-15: {_expected_rows(day):,} rows loaded (3,000 extracted)" \
+            in result.stdout
+    assert run_cli("cron_run", "example_pipeline", "--date", "2026-01-16").returncode == 0
+    store = Store(load_settings())
+    try:
+        assert store.query_rows("SELECT event_date, count(), uniqExact(event_id), uniqExact(_dp_run_id) "
+                                "FROM example_events GROUP BY 1 ORDER BY 1") == [
+            (day, _expected_rows(day), _expected_rows(day), 1),
+            (date(2026, 1, 16), _expected_rows(date(2026, 1, 16)), _expected_rows(date(2026, 1, 16)), 1)]
+        ddl = store.command("SELECT create_table_query FROM system.tables WHERE name = 'example_events' "
+                            "AND database = currentDatabase()")
+        assert "PARTITION BY event_date" in ddl  # defined by the shipped migration, not guessed
+        [(total, minimum, maximum)] = store.query_rows(
+            "SELECT round(sum(amount), 2), min(event_time), max(event_time) FROM example_events "
+            "WHERE event_date = '2026-01-15'")
+        assert total > 0 and minimum.date() == maximum.date() == day
+    finally:
+        store.close()
+    runs = json.loads(run_cli("runs", "example_pipeline", "--json").stdout)
+    assert [r["status"] for r in runs] == ["success"] * 3
+    log = (Path(project_env["LOG_DIR"]) / "jobs" / "example_pipeline.log").read_text()
+    assert "New store: applied 1 migration(s): 0001_create_example_events.sql" in log
+    assert log.count("succeeded in") == 3
+    status = run_cli("migrate_status")
+    assert status.returncode == 0, status.stdout
+    assert (ROOT / "data" / "samples" / "orders_day.csv").is_file()
