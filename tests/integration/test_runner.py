@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, run_cli, wait_for
+from conftest import ROOT, SRC, cli_env, run_cli, serve, wait_for
 from core.config import load_settings
 from core.store import Store
 
@@ -220,11 +219,8 @@ class _Flaky(BaseHTTPRequestHandler):
 @pytest.fixture
 def flaky_server():
     _Flaky.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Flaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/data", _Flaky
-    server.shutdown()
+    with serve(_Flaky) as base:
+        yield f"{base}/data", _Flaky
 
 
 def test_transient_errors_are_retried_then_succeed(module: Path, db: Store, flaky_server, project_env) -> None:

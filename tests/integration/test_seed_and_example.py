@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, serve
 from core.config import load_settings
 from core.store import Store
 
@@ -35,10 +34,8 @@ class _Api(BaseHTTPRequestHandler):
 @pytest.fixture
 def api():
     _Api.requests = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}", _Api
-    server.shutdown()
+    with serve(_Api) as base:
+        yield base, _Api
 
 
 def test_the_seed_quick_start_module_runs_as_written(pipelines_dir: Path, api) -> None:
