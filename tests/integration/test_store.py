@@ -83,12 +83,12 @@ _HOLDER = textwrap.dedent("""
     store = Store(load_settings())
     with store.session():
         print("holding", flush=True)
-        time.sleep(float(sys.argv[1]))
+        sys.stdin.readline()  # hold until the test says so (or kills us)
 """)
 
 
-def _hold_store(seconds: float) -> subprocess.Popen[str]:
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(seconds)], env=cli_env(), cwd=SRC,
+def _hold_store() -> subprocess.Popen[str]:
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER], env=cli_env(), cwd=SRC, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "holding"
@@ -96,7 +96,7 @@ def _hold_store(seconds: float) -> subprocess.Popen[str]:
 
 
 def test_a_held_store_times_out_with_the_holders_pid(project_env, monkeypatch) -> None:
-    holder = _hold_store(30)
+    holder = _hold_store()
     try:
         result = run_cli("setup_db", env={"STORE_LOCK_TIMEOUT": "1"})
     finally:
@@ -110,14 +110,23 @@ def test_a_held_store_times_out_with_the_holders_pid(project_env, monkeypatch) -
 
 
 def test_a_waiting_process_gets_the_store_when_it_is_released(project_env) -> None:
-    holder = _hold_store(2)
-    started = time.monotonic()
-    result = run_cli("setup_db", env={"STORE_LOCK_TIMEOUT": "60"})
-    holder.wait()
-    assert result.returncode == 0, result.stderr
-    assert "Waiting for the embedded store" in result.stderr
-    assert "Got the embedded store" in result.stderr
-    assert time.monotonic() - started < 30
+    holder = _hold_store()
+    waiter = subprocess.Popen([sys.executable, str(SRC / "main.py"), "setup_db"],
+                              env=cli_env({"STORE_LOCK_TIMEOUT": "60"}), cwd=SRC, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert waiter.stderr is not None and holder.stdin is not None
+    first_line = waiter.stderr.readline()  # blocks until the waiter reports that it waits
+    assert f"Waiting for the embedded store {project_env['DATA_DIR']}/clickhouse: it is in use by pid {holder.pid}" \
+        in first_line
+    released = time.monotonic()
+    holder.stdin.write("release\n")
+    holder.stdin.flush()
+    out, err = waiter.communicate(timeout=60)
+    holder.wait(timeout=30)
+    assert waiter.returncode == 0, err
+    assert "Got the embedded store" in err
+    assert "Created 'data_warehouse'" in out
+    assert time.monotonic() - released < 30
 
 
 def test_store_opened_outside_the_framework_is_reported(settings, project_env) -> None:
