@@ -202,8 +202,10 @@ say "preflight ok: $(probe python | cut -d' ' -f2- | sed 's/^/Python /'), rsync,
 # Runtime state and secrets stay on the server: excluded from the transfer and protected from
 # --delete. Caches are excluded (and thus also kept on the server) so they never show as changes.
 FILTERS=(
-    'P /.env' 'P /.venv' 'P /data' 'P /logs' 'P /run'
-    '- /.env' '- /.venv' '- /data' '- /logs' '- /run'
+    # data/ holds the server's store: never sent, never deleted; only the shipped samples go.
+    '+ /data/' '+ /data/samples/***' 'P /data/*' '- /data/*'
+    'P /.env' 'P /.venv' 'P /logs' 'P /run'
+    '- /.env' '- /.venv' '- /logs' '- /run'
     '- /tests/results' '- /.git' '- /benchmarks/results'
     '- __pycache__' '- *.py[cod]' '- .pytest_cache' '- .ruff_cache' '- .mypy_cache'
     '- /.coverage' '- /.coverage.*' '- /htmlcov' '- .DS_Store' '- *.swp'

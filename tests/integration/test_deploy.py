@@ -168,8 +168,10 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
             continue
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target / name)
-    shutil.rmtree(target / "data", ignore_errors=True)  # runtime state only (samples are not shipped)
-    (target / "data").mkdir()
+    # Only the shipped samples: a developer's local store under data/ is no part of a checkout.
+    for entry in (target / "data").iterdir() if (target / "data").is_dir() else []:
+        if entry.name != "samples":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     (target / "src" / "pipelines" / "deploy_probe_pipeline.py").write_text(PROBE_PIPELINE)
     return target
 
@@ -260,7 +262,7 @@ def test_first_deploy_ships_files_creates_env_venv_and_database(deployed: Deploy
                                                                server: Server) -> None:
     remote, out = deployed.remote, deployed.first.stdout
     for name in ("run.sh", "deploy.sh", "requirements.txt", "src/main.py", "env.example",
-                 "src/pipelines/deploy_probe_pipeline.py"):
+                 "src/pipelines/deploy_probe_pipeline.py", "data/samples/orders_day.csv"):
         assert (remote / name).read_bytes() == (source / name).read_bytes(), name
     assert os.access(remote / "run.sh", os.X_OK)
     # Nothing local-only or runtime was shipped.
@@ -274,7 +276,7 @@ def test_first_deploy_ships_files_creates_env_venv_and_database(deployed: Deploy
         hashlib.sha256((source / "requirements.txt").read_bytes()).hexdigest()
     facts = summary(out)
     assert facts["venv"] == "created"
-    shipped = [p for p in source.rglob("*") if p.is_file() and p.relative_to(source).parts[0] != "data"]
+    shipped = [p for p in source.rglob("*") if p.is_file()]
     assert facts["files"].startswith(f"{len(shipped)} transferred, 0 deleted")
     # The database lives in the remote directory's own data/, not in the caller's DATA_DIR.
     assert facts["database"] == f"Created 'data_warehouse' in embedded chdb://{remote}/data/clickhouse"
