@@ -106,7 +106,11 @@ def run_checks() -> tuple[list[CheckResult], Settings | None]:
     source = f"environment and {env_file}" if env_file.is_file() else "environment only, no .env file"
     results.append(CheckResult("config", "ok", f"valid ({source})"))
     results.extend(check_directories(settings))
-    results.extend(check_store(settings))
+    store_results = check_store(settings)
+    results.extend(store_results)
+    from ops.health import operations_checks  # pipelines, cron block, data freshness
+
+    results.extend(operations_checks(settings, store_ok=all(r.status != "fail" for r in store_results)))
     return results, settings
 
 
