@@ -123,12 +123,22 @@ def resolve_interval(spec: PipelineSpec, date: str | None, start: str | None, en
 @click.option("--end", help="Interval end, exclusive.")
 @click.option("--trigger", type=click.Choice(["manual", "cron", "backfill", "scheduler"]), default="manual",
               show_default=True, help="Recorded in the run history.")
+@click.option("--if-due", is_flag=True, hidden=True,
+              help="Run only if the schedule is due (in the pipeline's zone) at the minute this process started.")
 @pass_app
-def cron_run(app: App, name: str, date: str | None, start: str | None, end: str | None, trigger: str) -> int:
+def cron_run(app: App, name: str, date: str | None, start: str | None, end: str | None, trigger: str,
+             if_due: bool) -> int:
     """Run one pipeline for one data interval (default: the current day or hour)."""
     from runner.runner import run_pipeline
 
     spec = registry(app).get(name)
+    if if_due:  # cron entries of pipelines in another time zone fire at candidate times (see ops.schedule)
+        from ops.schedule import started_minute_due
+
+        due, message = started_minute_due(spec)
+        if not due:
+            app.console.print(message)
+            return EXIT_OK
     interval = resolve_interval(spec, date, start, end)
     result = run_pipeline(spec, app.settings, app.store, interval, trigger=trigger)
     log_file = app.settings.log_dir / "jobs" / f"{name}.log"

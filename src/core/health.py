@@ -125,6 +125,9 @@ def run_checks() -> tuple[list[CheckResult], Settings | None]:
     results.extend(store_results)
     if store_results[0].status == "ok":
         results.append(check_migrations(settings))
+    from ops.health import operations_checks  # pipelines, cron block, data freshness
+
+    results.extend(operations_checks(settings, store_ok=all(r.status != "fail" for r in store_results)))
     return results, settings
 
 

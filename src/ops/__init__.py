@@ -1,0 +1,1 @@
+"""Operations: cron entries, the foreground scheduler, process management and health checks."""

@@ -1,0 +1,393 @@
+"""The project's block in the user's crontab: what the registry wants, what is installed, syncing.
+
+Everything the framework writes lives between two marker lines naming the project directory::
+
+    # BEGIN data-processor /srv/data-processor
+    ...
+    # END data-processor /srv/data-processor
+
+Lines outside the block (the user's own entries, other projects' blocks) are never changed. The
+real ``crontab`` command reads and writes the table; a write happens only when the block's text
+changes, under a per-user lock so two projects syncing at once cannot lose each other's update.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.config import PROJECT_ROOT, Settings
+from core.exceptions import DataProcessorError
+from core.locks import FileLock
+from ops.schedule import CronPlan, ScheduleError, cron_zone, translate
+from pipelines.pipeline_registry import PipelineSpec, Registry
+
+MARKER = "data-processor"
+MAINTENANCE = "clean"            # the block's housekeeping entry (not a pipeline)
+MAINTENANCE_SPEC = "17 4 * * *"  # daily, off the hour when most schedules fire
+LOCK_TIMEOUT = 30.0
+
+
+class CronError(DataProcessorError):
+    """The crontab cannot be read or written, or an entry cannot be built."""
+
+
+def begin_marker(root: Path = PROJECT_ROOT) -> str:
+    return f"# BEGIN {MARKER} {root}"
+
+
+def end_marker(root: Path = PROJECT_ROOT) -> str:
+    return f"# END {MARKER} {root}"
+
+
+# ---- the crontab command ---------------------------------------------------------------------
+
+def crontab_command() -> str | None:
+    """Path of ``crontab``; ``CRONTAB_COMMAND`` may name another path to the real binary."""
+    configured = os.environ.get("CRONTAB_COMMAND")
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    return shutil.which("crontab") or next((p for p in ("/usr/bin/crontab", "/bin/crontab") if os.access(p, os.X_OK)),
+                                           None)
+
+
+def _require_crontab() -> str:
+    command = crontab_command()
+    if command is None:
+        raise CronError("the 'crontab' command is not installed (Debian/Ubuntu: apt-get install cron); "
+                        "on hosts without cron run ./run.sh scheduler instead")
+    return command
+
+
+def read_crontab() -> str:
+    """The user's crontab as text ('' when the user has none)."""
+    command = _require_crontab()
+    result = subprocess.run([command, "-l"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode == 0:
+        return result.stdout
+    message = (result.stderr or result.stdout).strip()
+    if "no crontab for" in message:
+        return ""
+    raise CronError(f"crontab -l failed: {message or f'exit code {result.returncode}'}")
+
+
+def write_crontab(text: str) -> None:
+    """Replace the user's crontab with ``text`` (validated by ``crontab`` itself); '' removes it."""
+    command = _require_crontab()
+    if not text.strip():
+        # Nothing left (the block was all there was): remove the table rather than install an
+        # empty one, so the user is back to "no crontab".
+        result = subprocess.run([command, "-r"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0 and "no crontab for" not in (result.stderr + result.stdout):
+            raise CronError(f"crontab -r failed: {(result.stderr or result.stdout).strip()}")
+        return
+    if text and not text.endswith("\n"):
+        text += "\n"  # cron ignores a last line without a newline
+    result = subprocess.run([command, "-"], input=text, capture_output=True, text=True)
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().replace("\n", " ")
+        raise CronError(f"crontab refused the new table: {message or f'exit code {result.returncode}'}")
+
+
+def _lock() -> FileLock:
+    """One lock per user for read-modify-write of the crontab (shared by every project)."""
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+    return FileLock(base / f"data-processor-crontab-{os.getuid()}.lock")
+
+
+# ---- the block ------------------------------------------------------------------------------
+
+@dataclass
+class Entry:
+    """One pipeline's lines in the block: a comment naming it, then one or more cron lines."""
+
+    name: str
+    comment: str
+    lines: list[str] = field(default_factory=list)
+
+    def text(self) -> list[str]:
+        return [self.comment, *self.lines]
+
+
+_COMMENT = re.compile(r"^# (pipeline|maintenance) (\S+?)(?::|$)")
+
+
+def split_block(text: str, root: Path = PROJECT_ROOT) -> tuple[list[str], list[str] | None, list[str]]:
+    """(lines before, the block's inner lines or None when absent, lines after)."""
+    lines = text.splitlines()
+    begin, end = begin_marker(root), end_marker(root)
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == begin)
+    except StopIteration:
+        return lines, None, []
+    stop = next((i for i in range(start + 1, len(lines)) if lines[i].strip() == end), None)
+    if stop is None:
+        raise CronError(f"the crontab has '{begin}' without its '{end}' line; fix it with crontab -e")
+    return lines[:start], lines[start + 1:stop], lines[stop + 1:]
+
+
+def parse_entries(inner: list[str]) -> dict[str, Entry]:
+    """The block's entries by pipeline name (the maintenance entry under ``MAINTENANCE``)."""
+    entries: dict[str, Entry] = {}
+    current: Entry | None = None
+    for line in inner:
+        match = _COMMENT.match(line)
+        if match:
+            current = Entry(match.group(2) if match.group(1) == "pipeline" else MAINTENANCE, line)
+            entries[current.name] = current
+        elif current is not None and line.strip() and not line.startswith("#"):
+            current.lines.append(line)
+    return entries
+
+
+def render_block(entries: dict[str, Entry], root: Path = PROJECT_ROOT) -> list[str]:
+    """The block's lines, pipelines sorted by name, housekeeping last; [] when nothing is scheduled."""
+    pipelines = [entries[name] for name in sorted(entries) if name != MAINTENANCE]
+    if not pipelines:
+        return []
+    lines = [begin_marker(root),
+             "# Managed by ./run.sh setup_cron / remove_cron: edits inside this block are overwritten."]
+    for entry in pipelines:
+        lines.extend(entry.text())
+    if MAINTENANCE in entries:
+        lines.extend(entries[MAINTENANCE].text())
+    lines.append(end_marker(root))
+    return lines
+
+
+def replace_block(text: str, block: list[str], root: Path = PROJECT_ROOT) -> str:
+    """``text`` with this project's block replaced by ``block`` (appended when absent)."""
+    before, inner, after = split_block(text, root)
+    if inner is None:
+        while before and not before[-1].strip() and not block:
+            before.pop()
+        joined = before + ([""] if before and before[-1].strip() and block else []) + block
+    else:
+        joined = before + block + after
+        if not block:  # drop the blank separator we added when the block was appended
+            while joined and not joined[-1].strip():
+                joined.pop()
+    return "\n".join(joined) + ("\n" if joined else "")
+
+
+# ---- what the registry wants ----------------------------------------------------------------
+
+def _escape(command: str) -> str:
+    # In a crontab line an unescaped % ends the command (the rest becomes its stdin).
+    return command.replace("%", r"\%")
+
+
+def command_line(settings: Settings, args: list[str], root: Path = PROJECT_ROOT) -> str:
+    """``cd <project> && [ENV_FILE=...] <project>/run.sh ARGS >> <LOG_DIR>/cron.log 2>&1``.
+
+    ``run.sh`` uses the project's ``.venv`` and ``.env`` by itself, so cron's bare environment
+    (HOME and PATH=/usr/bin:/bin) is enough. When this process was given ``ENV_FILE`` (another
+    settings file than the project's ``.env``) the entry passes it on.
+    """
+    for path in (root, settings.log_dir):
+        if "\n" in str(path):
+            raise CronError(f"cannot write a cron entry for a path containing a newline: {path!r}")
+    env_file = os.environ.get("ENV_FILE")
+    prefix = f"ENV_FILE={shlex.quote(str(Path(env_file).resolve()))} " if env_file else ""
+    log = settings.log_dir.resolve() / "cron.log"
+    command = (f"cd {shlex.quote(str(root))} && {prefix}{shlex.quote(str(root / 'run.sh'))} "
+               f"{' '.join(shlex.quote(a) for a in args)} >> {shlex.quote(str(log))} 2>&1")
+    return _escape(command)
+
+
+def plan_for(spec: PipelineSpec) -> CronPlan:
+    assert spec.entry.schedule
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(spec.entry.timezone) if spec.entry.timezone else None
+    return translate(spec.entry.schedule, zone, cron_zone())
+
+
+def pipeline_entry(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROOT) -> Entry:
+    """The entry for one scheduled pipeline."""
+    if not spec.entry.schedule:
+        raise CronError(f"pipeline '{spec.name}' has no schedule; set 'schedule' in its entry in {spec.source}")
+    try:
+        plan = plan_for(spec)
+    except ScheduleError as exc:
+        raise CronError(f"pipeline '{spec.name}': {exc}") from None
+    args = ["cron_run", spec.name, "--trigger", "cron"] + (["--if-due"] if plan.guarded else [])
+    command = command_line(settings, args, root)
+    zone = f" {spec.entry.timezone}" if spec.entry.timezone else ""
+    comment = f"# pipeline {spec.name}: {spec.entry.schedule}{zone}" + (f" ({plan.note})" if plan.note else "")
+    return Entry(spec.name, comment, [f"{spec_} {command}" for spec_ in plan.specs])
+
+
+def maintenance_entry(settings: Settings, root: Path = PROJECT_ROOT) -> Entry:
+    command = command_line(settings, ["clean", "--quiet"], root)
+    return Entry(MAINTENANCE, "# maintenance clean: stale pid files, leftover staging tables, old logs",
+                 [f"{MAINTENANCE_SPEC} {command}"])
+
+
+def scheduled(registry: Registry) -> list[PipelineSpec]:
+    """Pipelines cron should run: a schedule and ``enabled`` (the default)."""
+    return [s for s in registry.pipelines.values() if s.entry.schedule and s.entry.enabled]
+
+
+@dataclass
+class Wanted:
+    entries: dict[str, Entry]
+    errors: dict[str, str]  # pipeline -> why it has no entry
+
+
+def wanted_entries(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> Wanted:
+    entries: dict[str, Entry] = {}
+    errors: dict[str, str] = {}
+    for spec in scheduled(registry):
+        try:
+            entries[spec.name] = pipeline_entry(spec, settings, root)
+        except CronError as exc:
+            errors[spec.name] = str(exc)
+    if entries:
+        entries[MAINTENANCE] = maintenance_entry(settings, root)
+    return Wanted(entries, errors)
+
+
+# ---- operations -----------------------------------------------------------------------------
+
+@dataclass
+class SyncResult:
+    changed: bool
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)      # unknown names kept because modules are broken
+    errors: dict[str, str] = field(default_factory=dict)
+    entries: dict[str, Entry] = field(default_factory=dict)
+
+
+def _apply(update: Callable[[dict[str, Entry]], SyncResult], root: Path = PROJECT_ROOT) -> SyncResult:
+    """Read the crontab, let ``update(installed entries) -> SyncResult`` decide, write if changed."""
+    lock = _lock()
+    if not lock.acquire(LOCK_TIMEOUT, note=f"crontab update by {root}"):
+        raise CronError(f"another process has been updating the crontab for {LOCK_TIMEOUT:.0f} s "
+                        f"({lock.holder()}); try again")
+    try:
+        text = read_crontab()
+        _, inner, _ = split_block(text, root)
+        installed = parse_entries(inner or [])
+        result = update(dict(installed))
+        new_text = replace_block(text, render_block(result.entries, root), root)
+        result.changed = new_text != text
+        if result.changed:
+            write_crontab(new_text)
+        return result
+    finally:
+        lock.release()
+
+
+def _diff(installed: dict[str, Entry], wanted: dict[str, Entry], result: SyncResult) -> None:
+    for name, entry in wanted.items():
+        if name == MAINTENANCE:
+            continue
+        if name not in installed:
+            result.added.append(name)
+        elif installed[name].text() != entry.text():
+            result.updated.append(name)
+
+
+def sync_all(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> SyncResult:
+    """Make the block hold exactly the registry's scheduled pipelines.
+
+    While some modules are broken their pipelines are unknown, so installed entries of unknown
+    pipelines are kept (a syntax error must not unschedule a pipeline silently).
+    """
+    wanted = wanted_entries(registry, settings, root)
+
+    def update(installed: dict[str, Entry]) -> SyncResult:
+        result = SyncResult(False, errors=wanted.errors)
+        entries = dict(wanted.entries)
+        _diff(installed, entries, result)
+        for name, entry in installed.items():
+            if name in entries or name == MAINTENANCE:
+                continue
+            if registry.broken and name not in registry.pipelines:
+                entries[name] = entry
+                result.kept.append(name)
+            elif name in wanted.errors:
+                entries[name] = entry  # keep the old entry rather than drop it over a bad schedule
+                result.kept.append(name)
+            else:
+                result.removed.append(name)
+        if any(name != MAINTENANCE for name in entries) and MAINTENANCE not in entries:
+            entries[MAINTENANCE] = maintenance_entry(settings, root)
+        result.entries = entries
+        return result
+
+    return _apply(update, root)
+
+
+def install_one(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROOT) -> SyncResult:
+    """Install or update one pipeline's entry; the block's other entries stay as they are."""
+    if not spec.entry.enabled:
+        raise CronError(f"pipeline '{spec.name}' is disabled ('enabled': False in {spec.source}); "
+                        f"not installing it (./run.sh remove_cron {spec.name} removes an old entry)")
+    entry = pipeline_entry(spec, settings, root)
+
+    def update(installed: dict[str, Entry]) -> SyncResult:
+        result = SyncResult(False)
+        _diff(installed, {spec.name: entry}, result)
+        installed[spec.name] = entry
+        installed[MAINTENANCE] = maintenance_entry(settings, root)
+        result.entries = installed
+        return result
+
+    return _apply(update, root)
+
+
+def remove(name: str | None, root: Path = PROJECT_ROOT) -> SyncResult:
+    """Remove one pipeline's entry, or (``name=None``) the whole block."""
+
+    def update(installed: dict[str, Entry]) -> SyncResult:
+        result = SyncResult(False)
+        if name is None:
+            result.removed = [n for n in installed if n != MAINTENANCE]
+            result.entries = {}
+        else:
+            if name in installed:
+                result.removed.append(name)
+            installed.pop(name, None)
+            result.entries = installed
+        return result
+
+    return _apply(update, root)
+
+
+@dataclass
+class Status:
+    """Installed versus wanted, per pipeline: ok, missing, changed, extra."""
+
+    block_installed: bool
+    rows: list[tuple[str, str, list[str], list[str]]]  # (name, state, wanted lines, installed lines)
+    errors: dict[str, str]
+
+    @property
+    def in_sync(self) -> bool:
+        return all(state == "ok" for _, state, _, _ in self.rows) and not self.errors
+
+
+def status(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> Status:
+    wanted = wanted_entries(registry, settings, root)
+    _, inner, _ = split_block(read_crontab(), root)
+    installed = parse_entries(inner or [])
+    rows = []
+    for name in sorted(set(wanted.entries) | set(installed), key=lambda n: (n == MAINTENANCE, n)):
+        want, have = wanted.entries.get(name), installed.get(name)
+        if want and have:
+            state = "ok" if want.text() == have.text() else "changed"
+        else:
+            state = "missing" if want else "extra"
+        rows.append((name, state, want.lines if want else [], have.lines if have else []))
+    return Status(inner is not None, rows, wanted.errors)

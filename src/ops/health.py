@@ -1,0 +1,124 @@
+"""Operational checks for ``./run.sh check``: pipeline modules, the cron block, data freshness.
+
+Called from :func:`core.health.run_checks` (the one list of checks) after the store checks.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from core.config import Settings
+from core.exceptions import DataProcessorError
+from core.health import CheckResult
+from pipelines.pipeline_registry import PipelineSpec, Registry, get_registry
+
+FRESHNESS_STORE_WAIT = 10.0  # seconds check waits for a busy embedded store before giving up
+
+
+def check_pipelines(registry: Registry) -> CheckResult:
+    if registry.broken:
+        detail = "; ".join(b.error for b in registry.broken)
+        return CheckResult("pipelines", "fail", f"{len(registry.broken)} broken: {detail}")
+    scheduled = sum(1 for s in registry.pipelines.values() if s.entry.schedule and s.entry.enabled)
+    return CheckResult("pipelines", "ok", f"{len(registry.pipelines)} pipeline(s) import, {scheduled} scheduled")
+
+
+def check_cron(registry: Registry, settings: Settings) -> CheckResult:
+    from ops import cron
+
+    if cron.crontab_command() is None:
+        return CheckResult("cron", "warn", "no crontab command (apt-get install cron), so nothing is scheduled "
+                                           "by cron; use ./run.sh scheduler on this host")
+    try:
+        state = cron.status(registry, settings)
+    except DataProcessorError as exc:
+        return CheckResult("cron", "fail", str(exc))
+    wanted = [name for name, st, _, _ in state.rows if st != "extra" and name != cron.MAINTENANCE]
+    if not state.block_installed:
+        if not wanted and not state.errors:
+            return CheckResult("cron", "ok", "no scheduled pipelines, no cron block")
+        return CheckResult("cron", "warn", f"no cron block installed yet for {len(wanted)} scheduled pipeline(s): "
+                                           "run ./run.sh setup_cron --all (or use ./run.sh scheduler)")
+    problems = [f"{name} {st}" for name, st, _, _ in state.rows if st != "ok"]
+    problems += [f"{name}: {error}" for name, error in state.errors.items()]
+    if problems:
+        return CheckResult("cron", "fail", "cron block out of sync with the pipelines (" + "; ".join(problems)
+                           + "): run ./run.sh setup_cron --all")
+    return CheckResult("cron", "ok", f"cron block in sync: {len(wanted)} pipeline(s)")
+
+
+def freshness_limit(spec: PipelineSpec, now: datetime) -> tuple[datetime, str]:
+    """The oldest acceptable start of the last successful run, and how it was derived.
+
+    Default: two schedule periods before now, the period being the gap between the schedule's
+    last two fire times (croniter, in the pipeline's zone), so one missed or failed run is
+    tolerated and two are not; ``freshness_hours`` overrides it.
+    """
+    if spec.entry.freshness_hours:
+        hours = spec.entry.freshness_hours
+        return now - timedelta(hours=hours), f"freshness_hours {hours:g}"
+    from croniter import croniter
+
+    from ops.schedule import local_zone
+
+    zone = ZoneInfo(spec.entry.timezone) if spec.entry.timezone else local_zone()
+    fires = croniter(spec.entry.schedule, now.astimezone(zone))
+    last = fires.get_prev(datetime)
+    period = last - fires.get_prev(datetime)
+    return now - 2 * period, f"two periods of '{spec.entry.schedule}' = {_age(2 * period)}"
+
+
+def _age(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
+
+
+def check_freshness(registry: Registry, settings: Settings, now: datetime | None = None) -> list[CheckResult]:
+    from core.store import Store
+    from record.history import last_success
+    from record.tables import ensure_framework_tables
+
+    specs = [s for s in registry.pipelines.values() if s.entry.schedule and s.entry.enabled]
+    if not specs:
+        return []
+    now = now or datetime.now(UTC)
+    busy_settings = settings.model_copy(update={"store_lock_timeout": min(settings.store_lock_timeout,
+                                                                          FRESHNESS_STORE_WAIT)})
+    store = Store(busy_settings, linger=0)
+    try:
+        if not store.database_exists():
+            return [CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db")]
+        ensure_framework_tables(store)
+        last = last_success(store)
+    except DataProcessorError as exc:
+        return [CheckResult("freshness", "warn", f"run history unavailable: {exc}")]
+    finally:
+        store.close()
+    results = []
+    for spec in sorted(specs, key=lambda s: s.name):
+        name = f"fresh:{spec.name}"
+        limit, rule = freshness_limit(spec, now)
+        run = last.get(spec.name)
+        if run is None:
+            results.append(CheckResult(name, "warn", f"never ran successfully (freshness: {rule})"))
+            continue
+        started = run.started_at.replace(tzinfo=UTC) if run.started_at.tzinfo is None else run.started_at
+        if started < limit:
+            results.append(CheckResult(
+                name, "fail", f"stale: last success {started:%Y-%m-%d %H:%M} UTC ({_age(now - started)} ago, "
+                              f"run {run.run_id}); expected one since {limit:%Y-%m-%d %H:%M} UTC (freshness: {rule}); "
+                              f"see ./run.sh runs {spec.name}"))
+        else:
+            results.append(CheckResult(name, "ok", f"last success {_age(now - started)} ago "
+                                                   f"({started:%Y-%m-%d %H:%M} UTC, {run.rows_loaded:,} rows)"))
+    return results
+
+
+def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckResult]:
+    """Pipelines, cron and freshness, in that order (freshness needs the store: skipped without it)."""
+    registry = get_registry(settings.pipelines_dir)
+    results = [check_pipelines(registry), check_cron(registry, settings)]
+    if store_ok:
+        results.extend(check_freshness(registry, settings))
+    return results

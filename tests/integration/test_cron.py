@@ -1,0 +1,230 @@
+"""Cron entries against the real ``crontab`` command, and an installed entry run the way cron runs it.
+
+The user's crontab is real: the fixture saves it and, afterwards, puts this project's block back
+as it was (other lines are never touched by the code under test, and the tests check that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, require_tool, run_cli
+
+MODULE = textwrap.dedent('''
+    import pyarrow as pa
+    from pipelines.interfaces import Extractor
+    from pipelines.pipeline_factory import create_el_pipeline
+    from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+    class Rows(Extractor):
+        def extract(self, context):
+            yield pa.table({"n": [1, 2, 3]})
+
+    def pipe(table):
+        return create_el_pipeline(Rows("rows"), create_clickhouse_loader(table), table)
+
+    PIPELINE_REGISTRY = {
+        "hours": {"pipeline": pipe("hours_t"), "schedule": "0 2 * * *", "description": "daily at 2"},
+        "berlin": {"pipeline": pipe("berlin_t"), "schedule": "BERLIN_SCHEDULE", "timezone": "Europe/Berlin"},
+        "manual": {"pipeline": pipe("manual_t")},
+        "paused": {"pipeline": pipe("paused_t"), "schedule": "0 5 * * *", "enabled": False},
+    }
+''')
+
+OTHER = ("MAILTO=''\n# my own backup\n5 4 * * * /usr/local/bin/backup --all\n"
+         "# BEGIN data-processor /srv/other-project\n0 1 * * * /srv/other-project/run.sh cron_run x\n"
+         "# END data-processor /srv/other-project\n")
+
+
+class Crontab:
+    """The real crontab through a logging wrapper (so tests can count writes)."""
+
+    def __init__(self, real: str, wrapper: Path, calls: Path) -> None:
+        self.real, self.wrapper, self.calls = real, wrapper, calls
+        self.rewritten = False  # set when a test wrote lines outside the block: restore all of it
+
+    def read(self) -> str:
+        result = subprocess.run([self.real, "-l"], capture_output=True, text=True)
+        return result.stdout if result.returncode == 0 else ""
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            subprocess.run([self.real, "-"], input=text, text=True, check=True)
+        else:
+            subprocess.run([self.real, "-r"], capture_output=True)
+
+    def block(self) -> list[str]:
+        from ops.cron import split_block
+
+        return split_block(self.read(), ROOT)[1] or []
+
+    def writes(self) -> int:
+        lines = self.calls.read_text().splitlines() if self.calls.exists() else []
+        return sum(1 for line in lines if line.strip() in ("-", "-r"))
+
+
+@pytest.fixture
+def crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from ops.cron import _lock, begin_marker, end_marker, replace_block, split_block
+
+    real = require_tool("crontab")
+    calls = tmp_path / "crontab-calls"
+    wrapper = tmp_path / "crontab"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("CRONTAB_COMMAND", str(wrapper))
+    tab = Crontab(real, wrapper, calls)
+    saved = tab.read()
+    _, saved_inner, _ = split_block(saved, ROOT)
+    yield tab
+    # Put this project's block back as it was; everything else is left as it is now (unless the
+    # test itself wrote other lines: then the whole saved table comes back).
+    lock = _lock()
+    assert lock.acquire(30)
+    try:
+        current = tab.read()
+        block = [begin_marker(ROOT), *saved_inner, end_marker(ROOT)] if saved_inner is not None else []
+        restored = saved if tab.rewritten else replace_block(current, block, ROOT)
+        if restored != current:
+            tab.write(restored)
+    finally:
+        lock.release()
+
+
+@pytest.fixture
+def module(pipelines_dir: Path) -> Path:
+    not_now = (datetime.now(UTC).minute + 30) % 60  # never due while the test runs
+    (pipelines_dir / "test_pipeline.py").write_text(MODULE.replace("BERLIN_SCHEDULE", f"{not_now} 3 * * *"))
+    return pipelines_dir
+
+
+def test_setup_cron_all_syncs_only_its_block(crontab: Crontab, module: Path, project_env) -> None:
+    before = crontab.read()
+    crontab.rewritten = True
+    crontab.write(OTHER + before)
+    result = run_cli("setup_cron", "--all")
+    assert result.returncode == 0, result.stderr
+    assert "added hours" in result.stdout and "added berlin" in result.stdout
+    assert "crontab updated: 2 pipeline(s)" in result.stdout
+    text = crontab.read()
+    assert text.startswith(OTHER + before)  # the user's lines and the other project's block are intact
+    block = crontab.block()
+    log = Path(project_env["LOG_DIR"]) / "cron.log"
+    env_file = Path(project_env["ENV_FILE"])
+    assert f"0 2 * * * cd {ROOT} && ENV_FILE={env_file} {ROOT}/run.sh cron_run hours --trigger cron >> {log} 2>&1" \
+        in block
+    assert "# pipeline hours: 0 2 * * *" in block
+    berlin = [line for line in block if "cron_run berlin" in line]
+    assert len(berlin) == 1 and berlin[0].split()[1] == "1,2" and "--if-due" in berlin[0]
+    assert not any("manual" in line or "paused" in line for line in block)
+    assert any(line.startswith("17 4 * * * ") and "run.sh clean --quiet" in line for line in block)
+
+    writes = crontab.writes()
+    again = run_cli("setup_cron", "--all")
+    assert again.returncode == 0 and "crontab unchanged: 2 pipeline(s) already in sync" in again.stdout
+    assert crontab.writes() == writes  # identical content: crontab - was not even called
+    assert crontab.read() == text
+    status = run_cli("cron_status")
+    assert status.returncode == 0 and "in sync" in status.stdout
+
+    # A pipeline removed from the code: out of sync (status and check), then its entry goes.
+    (module / "test_pipeline.py").write_text(MODULE.replace('"berlin"', '"#berlin"').replace(
+        '    "#berlin": {"pipeline": pipe("berlin_t"), "schedule": "BERLIN_SCHEDULE", "timezone": "Europe/Berlin"},\n',
+        ""))
+    status = run_cli("cron_status", "--json")
+    assert status.returncode == 1
+    states = {e["name"]: e["state"] for e in json.loads(status.stdout)["entries"]}
+    assert states == {"hours": "ok", "berlin": "extra", "clean": "ok"}
+    check = json.loads(run_cli("check", "--json").stdout)
+    cron_check = next(c for c in check["checks"] if c["name"] == "cron")
+    assert cron_check["status"] == "fail" and "berlin extra" in cron_check["detail"] and check["healthy"] is False
+    synced = run_cli("setup_cron", "--all")
+    assert synced.returncode == 0 and "removed berlin" in synced.stdout
+    assert not any("berlin" in line for line in crontab.block())
+
+    removed = run_cli("remove_cron", "hours")
+    assert removed.returncode == 0 and "removed hours" in removed.stdout
+    assert crontab.block() == [] and crontab.read() == OTHER + before  # no pipeline left: no block at all
+    assert run_cli("remove_cron", "hours").stdout.strip() == "'hours' has no cron entry; nothing removed"
+
+
+def test_setup_one_and_bad_input(crontab: Crontab, module: Path) -> None:
+    one = run_cli("setup_cron", "hours")
+    assert one.returncode == 0 and "added hours" in one.stdout
+    assert [line.split(" cd ")[0] for line in crontab.block() if not line.startswith("#")] == \
+        ["0 2 * * *", "17 4 * * *"]
+    no_schedule = run_cli("setup_cron", "manual")
+    assert no_schedule.returncode == 1
+    assert "error: pipeline 'manual' has no schedule; set 'schedule' in its entry in" in no_schedule.stderr
+    paused = run_cli("setup_cron", "paused")
+    assert paused.returncode == 1 and "pipeline 'paused' is disabled" in paused.stderr
+    unknown = run_cli("setup_cron", "nope")
+    assert unknown.returncode == 2 and "No pipeline named 'nope'" in unknown.stderr
+    assert run_cli("setup_cron").returncode == 2
+    assert "give a pipeline NAME or --all" in run_cli("setup_cron", "hours", "--all").stderr
+    assert run_cli("remove_cron").returncode == 2
+    gone = run_cli("remove_cron", "--all")
+    assert gone.returncode == 0 and "removed hours" in gone.stdout and crontab.block() == []
+
+
+def test_broken_module_keeps_its_pipelines_entries(crontab: Crontab, module: Path) -> None:
+    (module / "extra_pipeline.py").write_text(MODULE.replace("BERLIN_SCHEDULE", "0 3 * * *").replace('"hours"', '"extra"').replace('"berlin"', '"b2"')
+                                              .replace('"manual"', '"m2"').replace('"paused"', '"p2"'))
+    assert run_cli("setup_cron", "--all").returncode == 0
+    (module / "extra_pipeline.py").write_text("import nowhere_to_be_found\n")
+    result = run_cli("setup_cron", "--all")
+    assert result.returncode == 1
+    assert "warning: kept the entry of 'extra'" in result.stderr
+    assert "error: broken pipeline module" in result.stderr and "No module named 'nowhere_to_be_found'" in result.stderr
+    assert any("cron_run extra " in line for line in crontab.block())
+    check = json.loads(run_cli("check", "--json").stdout)
+    pipelines = next(c for c in check["checks"] if c["name"] == "pipelines")
+    assert pipelines["status"] == "fail" and "extra_pipeline.py:1: ModuleNotFoundError" in pipelines["detail"]
+
+
+def test_without_crontab_command(module: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CRONTAB_COMMAND", str(tmp_path / "no-such-crontab"))
+    result = run_cli("setup_cron", "--all")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: the 'crontab' command is not installed (Debian/Ubuntu: apt-get install "
+                                     "cron); on hosts without cron run ./run.sh scheduler instead")
+    check = json.loads(run_cli("check", "--json").stdout)
+    cron_check = next(c for c in check["checks"] if c["name"] == "cron")
+    assert cron_check["status"] == "warn" and "use ./run.sh scheduler" in cron_check["detail"]
+
+
+@pytest.mark.slow
+def test_installed_entry_runs_like_cron_runs_it(crontab: Crontab, module: Path, project_env) -> None:
+    """No cron daemon here: run the installed command as cron would, with /bin/sh -c and only
+    HOME and PATH=/usr/bin:/bin (no venv, no exported settings: they come from ENV_FILE)."""
+    env_file = Path(project_env["ENV_FILE"])
+    env_file.write_text("".join(f"{k}={project_env[k]}\n" for k in
+                                ("DATA_DIR", "LOG_DIR", "RUN_DIR", "PIPELINES_DIR", "STORE_LOCK_TIMEOUT")))
+    assert run_cli("setup_cron", "--all").returncode == 0
+    commands = {}
+    for line in crontab.block():
+        if not line.startswith("#"):
+            fields = line.split(None, 5)
+            commands[fields[5].split(" cron_run ")[-1].split()[0] if "cron_run" in line else "clean"] = fields[5]
+    minimal = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/bin:/bin"}
+    for name in ("hours", "berlin"):
+        done = subprocess.run(["/bin/sh", "-c", commands[name]], env=minimal, cwd="/", capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout == "" and done.stderr == ""  # all output went to cron.log
+    runs = json.loads(run_cli("runs", "--json").stdout)
+    assert [(r["pipeline"], r["trigger"], r["status"], r["rows_loaded"]) for r in runs] == [
+        ("hours", "cron", "success", 3)]
+    cron_log = (Path(project_env["LOG_DIR"]) / "cron.log").read_text()
+    assert f"success hours {datetime.now(UTC):%Y-%m-%d}: 3 rows loaded" in cron_log
+    assert f"Run {runs[0]['run_id']} started: pipeline hours" in cron_log
+    assert "berlin: not due at " in cron_log and "Europe/Berlin (schedule '" in cron_log  # --if-due said no
+    cleaned = subprocess.run(["/bin/sh", "-c", commands["clean"]], env=minimal, capture_output=True, timeout=120)
+    assert cleaned.returncode == 0
