@@ -58,7 +58,8 @@ class CommandGroup(click.Group):
                 continue
             sub = click.Context(command, info_name=name, parent=ctx)
             usage = " ".join([name, *command.collect_usage_pieces(sub)]).replace(" [OPTIONS]", "")
-            options = [o.opts[-1] for o in command.params if isinstance(o, click.Option) and o.opts[-1] != "--help"]
+            options = [o.opts[-1] for o in command.params
+                       if isinstance(o, click.Option) and not o.hidden and o.opts[-1] != "--help"]
             if options:
                 usage += " [" + "|".join(options) + "]"
             rows.append((usage, command.get_short_help_str(limit=200)))
