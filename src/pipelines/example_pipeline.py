@@ -12,6 +12,9 @@ Each run replaces exactly its own day (loader mode ``interval``), so re-running 
 duplicates rows.
 """
 
+from datetime import date
+
+import numpy as np
 import pandas as pd
 
 from pipelines.pipeline_factory import create_etl_pipeline
@@ -22,12 +25,21 @@ from pipelines.tools.transformers.transformers import create_lambda_transformer
 PIPELINE_REGISTRY = {}
 
 
+# Share of the sample's orders that happen on each weekday (Monday first): busier weekends.
+_WEEKDAY_SHARE = (0.80, 0.78, 0.79, 0.82, 0.88, 0.95, 0.99)
+
+
+def kept(rows: np.ndarray, day: date) -> np.ndarray:
+    """Which sample rows happen on ``day``: a fixed pseudo-random pick, so re-runs match."""
+    draws = np.random.default_rng(day.toordinal()).random(int(rows.max(initial=-1)) + 1)
+    return draws[rows] < _WEEKDAY_SHARE[day.weekday()]
+
+
 def place_orders_on_run_day(df: pd.DataFrame, context) -> pd.DataFrame:
-    """Date the sample's orders into the run's day; vary the volume a little from day to day."""
+    """Date the sample's orders into the run's day; the volume varies by weekday."""
     day = pd.Timestamp(context.start)
     ordinal = day.toordinal()
-    keep = (df.index.to_series() + ordinal) % 11 != 0  # deterministic per day: re-runs match
-    df = df[keep.to_numpy()]
+    df = df[kept(df.index.to_numpy(), day.date())]
     out = pd.DataFrame({
         "event_id": ordinal * 10_000 + df.index.to_numpy(),
         "event_time": day + pd.to_timedelta(df["time_of_day"].astype(str)),
