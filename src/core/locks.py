@@ -49,15 +49,19 @@ class FileLock:
         note: str = "",
         on_wait: Callable[[str], None] | None = None,
         poll: float = 0.05,
+        on_poll: Callable[[], None] | None = None,
     ) -> bool:
         """Wait up to ``timeout`` seconds for the lock. ``on_wait(holder)`` is called once when
-        the lock is busy (and every 10 s after), with a description of the holder."""
+        the lock is busy (and every 10 s after), with a description of the holder; ``on_poll()``
+        each time it is found busy."""
         deadline = time.monotonic() + timeout
         next_report = 0.0
         while not self.try_acquire(note):
             now = time.monotonic()
             if now >= deadline:
                 return False
+            if on_poll:
+                on_poll()
             if on_wait and now >= next_report:
                 on_wait(self.holder())
                 next_report = now + 10

@@ -7,6 +7,8 @@ the same ``clickhouse-connect`` client, so the rest of the framework never knows
 An on-disk chdb store admits one process at a time. Every process therefore takes an exclusive
 file lock (``DATA_DIR/clickhouse.lock``) before opening it and releases it shortly after its last
 use (``linger``), so several processes doing short operations take turns instead of failing.
+While no other process waits (a waiting process touches ``DATA_DIR/clickhouse.lock.waiting``),
+an idle store stays open up to ``MAX_IDLE`` seconds, so a run's batches do not reopen it.
 A process that has to wait logs for whom; after ``STORE_LOCK_TIMEOUT`` seconds it gives up.
 """
 
@@ -14,9 +16,10 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -38,6 +41,12 @@ log = get_logger("store")
 # batches does not pay the open cost (~0.05 s) each time, short enough that other processes
 # get their turn quickly.
 DEFAULT_LINGER = 0.5
+# ...and while no other framework process is waiting for it (waiters touch a marker file), an
+# idle store stays open up to this long: a run whose batches arrive every second or two (an API,
+# a parser) would otherwise close and reopen it (~0.2 s of CPU) for every batch.
+MAX_IDLE = 5.0
+_WAIT_CHECK = 0.1  # seconds between looks at the marker while idle past the linger
+_WAITER_RECENT = 0.3  # a marker touched this recently means a process is waiting now
 
 # chdb's own words when another process has the directory open.
 _BUSY_MARKERS = ("Error initializing EmbeddedServer", "Cannot lock file")
@@ -60,6 +69,8 @@ class Store:
         self._users = 0
         self._timer: threading.Timer | None = None
         self._lock = FileLock(settings.data_dir / "clickhouse.lock") if settings.is_embedded else None
+        self._waiting_marker = settings.data_dir / "clickhouse.lock.waiting"
+        self._idle_since = 0.0
         atexit.register(self.close)
 
     @property
@@ -91,14 +102,41 @@ class Store:
         if self.linger <= 0:
             self._close_if_idle()
             return
-        self._timer = threading.Timer(self.linger, self._close_if_idle)
+        self._idle_since = time.monotonic()
+        self._arm(self.linger)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._close_if_idle)
         self._timer.daemon = True
         self._timer.start()
 
     def _close_if_idle(self) -> None:
         with self._mutex:
-            if self._users == 0:
-                self._disconnect()
+            if self._users != 0 or self._client is None:
+                return
+            idle = time.monotonic() - self._idle_since
+            if self.linger > 0 and idle < max(MAX_IDLE, self.linger) and not self._someone_waits():
+                self._arm(_WAIT_CHECK)
+                return
+            self._disconnect()
+
+    def _someone_waits(self) -> bool:
+        try:
+            return time.time() - self._waiting_marker.stat().st_mtime < _WAITER_RECENT
+        except OSError:
+            return False
+
+    def _signal_waiting(self) -> None:
+        """Tell the holder that this process waits (it then releases at its next idle moment)."""
+        try:
+            os.utime(self._waiting_marker)
+        except FileNotFoundError:
+            try:
+                self._waiting_marker.touch()
+            except OSError:
+                pass
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Close the client and release the store lock (waits for no one)."""
@@ -139,7 +177,7 @@ class Store:
             log.warning("Waiting for the embedded store %s: it is in use by %s (giving up after %.0f s)",
                         path, holder, timeout)
 
-        if not self._lock.acquire(timeout, on_wait=waiting):
+        if not self._lock.acquire(timeout, on_wait=waiting, on_poll=self._signal_waiting):
             raise StoreLockTimeout(
                 f"The embedded store {path} is still in use by {self._lock.holder()} after {timeout:.0f} s "
                 f"(STORE_LOCK_TIMEOUT); wait for that process to finish or stop it"
@@ -234,15 +272,20 @@ class Store:
         with self.session() as client, _errors(sql):
             return client.query_arrow(sql, parameters=parameters)
 
-    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None) -> int:
+    def insert_arrow(self, table: str, data: pa.Table, settings: dict[str, Any] | None = None,
+                     constants: Mapping[str, str] | None = None) -> int:
         """Insert an Arrow table; returns the number of rows written.
 
         On the embedded engine the table is read in-process by ClickHouse (``Python()`` table
         function, no serialisation), which measured ~20% faster than ``insert_arrow``.
+        ``constants`` are string columns with one value for every row (e.g. the run id): on the
+        embedded engine ClickHouse fills them in the ``SELECT``, so no per-row column is built
+        in Python; for a server they are appended to the Arrow table.
         """
         with self.session() as client, _errors(f"INSERT INTO {table}"):
-            if not (self.settings.is_embedded and _insert_in_process(client, self.table(table), data, settings)):
-                client.insert_arrow(self.table(table), data, settings=settings)
+            if not (self.settings.is_embedded
+                    and _insert_in_process(client, self.table(table), data, settings, constants or {})):
+                client.insert_arrow(self.table(table), _with_constants(data, constants or {}), settings=settings)
         return data.num_rows
 
     def insert_df(self, table: str, data: pd.DataFrame, settings: dict[str, Any] | None = None) -> int:
@@ -301,20 +344,36 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in ClickHouse: {value!r}")
 
 
-def _insert_in_process(client: Client, table: str, data: pa.Table, settings: dict[str, Any] | None) -> bool:
+def _insert_in_process(client: Client, table: str, data: pa.Table, settings: dict[str, Any] | None,
+                       constants: Mapping[str, str]) -> bool:
     """Insert through chdb's own connection; False when this client has none (then use the API)."""
     handle = getattr(getattr(client, "_backend", None), "_handle", None)
     conn = getattr(handle, "conn", None)
     if conn is None or not hasattr(handle, "lock"):
         return False
-    columns = ", ".join(quote_identifier(name) for name in data.column_names)
+    names = [name for name in data.column_names if name not in constants]
+    columns = ", ".join(quote_identifier(name) for name in [*names, *constants])
+    values = ", ".join([*(quote_identifier(name) for name in names), *(_setting_literal(v) for v in constants.values())])
     options = ", ".join(f"{key} = {_setting_literal(value)}" for key, value in (settings or {}).items())
     # chdb's Python() table function finds the Arrow table by its variable name in this frame.
     dp_arrow_batch = data  # noqa: F841
-    sql = f"INSERT INTO {table} ({columns}) SELECT {columns} FROM Python(dp_arrow_batch)"
+    sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM Python(dp_arrow_batch)"
     with handle.lock:
         conn.query(sql + (f" SETTINGS {options}" if options else ""))
     return True
+
+
+def _with_constants(data: pa.Table, constants: Mapping[str, str]) -> pa.Table:
+    """``data`` with each constant as a string column (replacing a column of the same name)."""
+    import pyarrow as pa
+
+    for name, value in constants.items():
+        array = pa.array([value] * data.num_rows, type=pa.string())
+        if name in data.column_names:
+            data = data.set_column(data.column_names.index(name), name, array)
+        else:
+            data = data.append_column(name, array)
+    return data
 
 
 def _setting_literal(value: Any) -> str:

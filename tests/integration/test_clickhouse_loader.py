@@ -169,3 +169,19 @@ def test_bad_loader_configuration_is_refused_at_construction() -> None:
         create_clickhouse_loader("t", "merge")
     with pytest.raises(LoadError, match="table name must be a plain identifier"):
         create_clickhouse_loader("bad name; DROP")
+
+
+def test_interval_check_edges_and_a_run_id_column_in_the_data(store: Store, make_context) -> None:
+    loader = create_clickhouse_loader("events", time_column="ts")
+    last = DAY + timedelta(days=1) - timedelta(microseconds=1)
+    edges = pa.table({"ts": pa.array([DAY, last], pa.timestamp("us", tz="UTC")), "v": [1, 2], "name": ["a", "b"],
+                      "_dp_run_id": ["not", "mine"]})
+    run(make_context, loader, edges, run_id="edge")
+    # The run id is the run's, whatever the data had in that column.
+    assert store.query_rows("SELECT v, _dp_run_id FROM events ORDER BY v") == [(1, "edge"), (2, "edge")]
+    for bad, first in ((DAY + timedelta(days=1), "2026-03-11 00:00:00+00:00"), (None, "None")):
+        batch = pa.table({"ts": pa.array([DAY, bad], pa.timestamp("us", tz="UTC")), "v": [3, 4], "name": ["c", "d"]})
+        with pytest.raises(LoadError, match=r"1 row\(s\) have ts outside the run's interval") as err:
+            run(make_context, loader, batch, run_id="bad")
+        assert f"(first: {first})" in str(err.value)
+    assert store.query_rows("SELECT count() FROM events") == [(2,)]

@@ -148,3 +148,21 @@ def test_store_opened_outside_the_framework_is_reported(settings, project_env) -
         other.kill()
         other.wait()
     assert "is open in a process that is not data-processor" in str(err.value)
+
+
+def test_an_idle_store_stays_open_until_another_process_waits(settings, project_env, monkeypatch) -> None:
+    import core.store
+
+    # Past its linger, an idle store is kept while nobody waits (a run's next batch would
+    # otherwise reopen it); a waiting process gets it at once, long before MAX_IDLE.
+    monkeypatch.setattr(core.store, "MAX_IDLE", 600.0)
+    store = Store(settings)
+    store.create_database()
+    time.sleep(core.store.DEFAULT_LINGER + 0.5)
+    assert store._client is not None
+    started = time.monotonic()
+    result = run_cli("setup_db", env={"STORE_LOCK_TIMEOUT": "60"})
+    assert result.returncode == 0, result.stderr
+    assert store._client is None
+    assert time.monotonic() - started < 60
+    store.close()

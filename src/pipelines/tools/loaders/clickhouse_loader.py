@@ -23,6 +23,7 @@ only in :meth:`commit`, so a failed run leaves the target as it was:
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Literal
 
 import pyarrow as pa
@@ -41,6 +42,7 @@ RUN_ID_COLUMN = "_dp_run_id"
 STAGING_PREFIX = "_dp_stage_"
 # Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases.
 _INSERT_SETTINGS = {"async_insert": 0}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ClickHouseLoader(Loader):
@@ -94,10 +96,15 @@ class ClickHouseLoader(Loader):
         data = to_arrow(batch)
         if data.num_rows == 0:
             return 0
+        # The run id is a constant column: ClickHouse fills it during the insert (no 100k-row
+        # string column built per batch in Python); a column of that name in the data is replaced.
+        constants: dict[str, str] = {}
         if self.run_id_column and (not self._columns or self.run_id_column in self._columns):
-            data = _with_constant(data, self.run_id_column, context.run_id)
+            if self.run_id_column in data.column_names:
+                data = data.drop_columns([self.run_id_column])
+            constants[self.run_id_column] = context.run_id
         if not self._columns:
-            self._create_target(context, data)
+            self._create_target(context, data, constant_columns=list(constants))
             self._create_staging(context)
         self._evolve(context, data)
         if self.mode == "interval":
@@ -105,7 +112,7 @@ class ClickHouseLoader(Loader):
         self._batch_no += 1
         token = f"{context.run_id}-{context.attempt}-{self._batch_no}"
         assert self._staging is not None
-        context.store.insert_arrow(self._staging, data,
+        context.store.insert_arrow(self._staging, data, constants=constants,
                                    settings={**_INSERT_SETTINGS, "insert_deduplication_token": token})
         self._rows += data.num_rows
         return data.num_rows
@@ -199,7 +206,7 @@ class ClickHouseLoader(Loader):
             "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} "
             "AND active", {"db": context.store.database, "t": table})]
 
-    def _create_target(self, context: RunContext, data: pa.Table) -> None:
+    def _create_target(self, context: RunContext, data: pa.Table, constant_columns: list[str]) -> None:
         store = context.store
         missing = [c for c in [*self.order_by, *( [self.time_column] if self.time_column else [])]
                    if re.fullmatch(r"\w+", c) and c not in data.column_names]
@@ -210,6 +217,7 @@ class ClickHouseLoader(Loader):
             f"{quote_identifier(f.name)} {clickhouse_type(f, nullable=data.column(f.name).null_count > 0 and f.name not in self.order_by)}"
             for f in data.schema
         )
+        columns += "".join(f",\n    {quote_identifier(name)} String" for name in constant_columns)
         if self.mode == "merge":
             engine = f"ReplacingMergeTree({quote_identifier(self.version_column)})" if self.version_column \
                 else "ReplacingMergeTree"
@@ -267,9 +275,15 @@ class ClickHouseLoader(Loader):
         if not pa.types.is_timestamp(values.type):
             raise LoadError(f"Loader for '{self.table}': time column '{column}' must be a date or timestamp, "
                             f"got {values.type}")
+        values = pc.cast(values, pa.timestamp("us", tz="UTC"))
+        # The common case (every row inside) with min/max on integers: comparing against Python
+        # scalars would make pyarrow import pandas (~0.5 s per run) for nothing.
+        micros = pc.min_max(values.cast(pa.int64()))
+        low, high = micros["min"].as_py(), micros["max"].as_py()
+        if values.null_count == 0 and low is not None and _micros(context.start) <= low and high < _micros(context.end):
+            return
         start = pa.scalar(context.start, type=pa.timestamp("us", tz="UTC"))
         end = pa.scalar(context.end, type=pa.timestamp("us", tz="UTC"))
-        values = pc.cast(values, pa.timestamp("us", tz="UTC"))
         outside = pc.or_kleene(pc.less(values, start), pc.greater_equal(values, end))
         bad = pc.sum(pc.fill_null(outside, True)).as_py() or 0
         if bad:
@@ -291,11 +305,10 @@ def drop_staging_of(store: Store, run_id: str) -> list[str]:
     return names
 
 
-def _with_constant(data: pa.Table, column: str, value: str) -> pa.Table:
-    array = pa.repeat(pa.scalar(value, pa.string()), data.num_rows)
-    if column in data.column_names:
-        return data.set_column(data.column_names.index(column), column, array)
-    return data.append_column(column, array)
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact: no float rounding)."""
+    delta = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def create_clickhouse_loader(table: str, mode: Mode | None = None, *, time_column: str | None = None,
