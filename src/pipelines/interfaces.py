@@ -110,6 +110,20 @@ class RunContext:
             self.count("rows_quarantined", len(rows))
 
 
+@dataclass(frozen=True)
+class SqlSource:
+    """A source ClickHouse can read by itself, e.g. ``file('/data/x.parquet', 'Parquet')``.
+
+    When a pipeline has no transformers and runs on the embedded engine, an extractor that can
+    describe its input this way lets the loader insert with one ``INSERT ... SELECT``: no Python
+    in the data path. ``schema`` is the Arrow schema of the rows (nullable where nulls occur).
+    """
+
+    expression: str
+    schema: pa.Schema
+    description: str
+
+
 class Component(ABC):
     """Common base: a human name for logs and ``list``."""
 
@@ -133,6 +147,11 @@ class Extractor(Component):
     #: so re-running an interval reproduces it; such pipelines can be backfilled.
     interval_aware: bool = False
 
+    def sql_source(self, context: RunContext) -> SqlSource | None:
+        """The run's input as a ClickHouse table expression, when ClickHouse can read it itself
+        (optional fast path; ``None``: stream batches through :meth:`extract`)."""
+        return None
+
 
 class Transformer(Component):
     kind = "transformer"
@@ -154,6 +173,11 @@ class Loader(Component):
     @abstractmethod
     def write(self, batch: Batch, context: RunContext) -> int:
         """Write one batch (not yet visible where avoidable); return the rows written."""
+
+    def write_sql(self, source: SqlSource, context: RunContext) -> int | None:
+        """Load ``source`` with one statement instead of batches (optional fast path); return the
+        rows written, or ``None`` when this loader cannot (then the batches are streamed)."""
+        return None
 
     def commit(self, context: RunContext) -> None:  # noqa: B027  (optional hook)
         """Make the run's rows visible. Called once, after the last batch, only on success."""

@@ -54,23 +54,8 @@ class Pipeline:
         log = context.logger
         self.loader.begin(context)
         try:
-            for batch in self.extractor.extract(context):
-                stats.batches += 1
-                rows = batch_rows(batch)
-                stats.rows_extracted += rows
-                context.counters["rows_extracted"] = stats.rows_extracted
-                for transformer in self.transformers:
-                    transformed = transformer.transform(batch, context)
-                    if transformed is None:
-                        break
-                    batch = transformed
-                else:
-                    rows = batch_rows(batch)
-                    stats.rows_transformed += rows
-                    if rows:
-                        stats.rows_loaded += self.loader.write(batch, context)
-                        context.counters["rows_loaded"] = stats.rows_loaded
-                    log.debug("batch %d: %d rows loaded (%d so far)", stats.batches, rows, stats.rows_loaded)
+            if not self._push_down(context, stats):
+                self._stream(context, stats)
             self.loader.commit(context)
         except BaseException:
             try:
@@ -79,6 +64,44 @@ class Pipeline:
                 log.exception("Loader %s failed to clean up after the error above", self.loader.name)
             raise
         return stats
+
+    def _push_down(self, context: RunContext, stats: RunStats) -> bool:
+        """Let ClickHouse read the source itself when nothing in Python needs the rows."""
+        if self.transformers or not context.settings.is_embedded:
+            return False
+        source = self.extractor.sql_source(context)
+        if source is None:
+            return False
+        rows = self.loader.write_sql(source, context)
+        if rows is None:
+            return False
+        stats.batches = 1
+        stats.rows_extracted = stats.rows_transformed = stats.rows_loaded = rows
+        context.counters["rows_extracted"] = context.counters["rows_loaded"] = rows
+        context.logger.info("ClickHouse read %s itself: %d rows, no Python in the data path",
+                            source.description, rows)
+        return True
+
+    def _stream(self, context: RunContext, stats: RunStats) -> None:
+        """Extract -> transformers -> loader.write, one batch at a time."""
+        log = context.logger
+        for batch in self.extractor.extract(context):
+            stats.batches += 1
+            rows = batch_rows(batch)
+            stats.rows_extracted += rows
+            context.counters["rows_extracted"] = stats.rows_extracted
+            for transformer in self.transformers:
+                transformed = transformer.transform(batch, context)
+                if transformed is None:
+                    break
+                batch = transformed
+            else:
+                rows = batch_rows(batch)
+                stats.rows_transformed += rows
+                if rows:
+                    stats.rows_loaded += self.loader.write(batch, context)
+                    context.counters["rows_loaded"] = stats.rows_loaded
+                log.debug("batch %d: %d rows loaded (%d so far)", stats.batches, rows, stats.rows_loaded)
 
 
 def create_etl_pipeline(extractor: Extractor, transformer: Transformer | Sequence[Transformer] | None,

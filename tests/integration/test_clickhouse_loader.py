@@ -10,7 +10,7 @@ import pytest
 from core.exceptions import LoadError
 from core.store import Store
 from pipelines.interfaces import Extractor
-from pipelines.pipeline_factory import create_el_pipeline
+from pipelines.pipeline_factory import create_el_pipeline, create_etl_pipeline
 from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
@@ -185,3 +185,40 @@ def test_interval_check_edges_and_a_run_id_column_in_the_data(store: Store, make
             run(make_context, loader, batch, run_id="bad")
         assert f"(first: {first})" in str(err.value)
     assert store.query_rows("SELECT count() FROM events") == [(2,)]
+
+
+def test_parquet_files_are_read_by_clickhouse_itself(store: Store, make_context, tmp_path, caplog) -> None:
+    import pyarrow.parquet as pq
+
+    from pipelines.tools.extractors.file_extractor import create_file_extractor
+    from pipelines.tools.transformers.transformers import create_lambda_transformer
+
+    caplog.set_level("INFO", logger="dp")
+    day_rows = hourly(DAY, 24, value=2).append_column("note", pa.array([None] * 23 + ["x"]))
+    pq.write_table(day_rows, tmp_path / "day.parquet")
+    loader = create_clickhouse_loader("pushed", time_column="ts")
+    context = make_context(start=DAY, run_id="push-1")
+    stats = create_el_pipeline(create_file_extractor(tmp_path / "day.parquet"), loader, "p").run(context)
+    assert (stats.batches, stats.rows_extracted, stats.rows_loaded) == (1, 24, 24)
+    assert "ClickHouse read day.parquet itself: 24 rows" in caplog.text
+    assert store.query_rows("SELECT count(), sum(v), countIf(note IS NULL), any(_dp_run_id) FROM pushed") == \
+        [(24, 48, 23, "push-1")]
+    columns = dict(store.query_rows("SELECT name, type FROM system.columns WHERE table = 'pushed' "
+                                    "AND database = currentDatabase()"))
+    assert columns["note"] == "Nullable(String)" and columns["v"] == "Int64"
+
+    # Rows outside the interval fail exactly as on the streaming path; the table is unchanged.
+    pq.write_table(hourly(DAY + timedelta(hours=23), 3), tmp_path / "late.parquet")
+    with pytest.raises(LoadError, match=r"2 row\(s\) have ts outside the run's interval"):
+        create_el_pipeline(create_file_extractor(tmp_path / "late.parquet"), loader, "p").run(
+            make_context(start=DAY, run_id="push-2"))
+    assert store.query_rows("SELECT count() FROM pushed") == [(24,)]
+    assert staging_tables(store) == []
+
+    # With a transformer the rows go through Python, batch by batch.
+    caplog.clear()
+    double = create_lambda_transformer(lambda df: df.assign(v=df["v"] * 2), "double")
+    create_etl_pipeline(create_file_extractor(tmp_path / "day.parquet"), double, loader, "p").run(
+        make_context(start=DAY, run_id="push-3"))
+    assert "itself" not in caplog.text
+    assert store.query_rows("SELECT count(), sum(v) FROM pushed") == [(24, 96)]

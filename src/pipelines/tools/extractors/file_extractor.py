@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
-from pipelines.interfaces import Extractor, RunContext
+from pipelines.interfaces import Extractor, RunContext, SqlSource
 from pipelines.tools.arrow_types import arrow_type
 from pipelines.tools.extractors.http_extractor import render
 from pipelines.tools.extractors.json_records import (
@@ -47,6 +47,25 @@ _JSONL_CHUNK_BYTES = 8 << 20
 _QUARANTINE_FLUSH = 10_000
 _CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to ([\w\[\], ]+): "
                          r"invalid value '(.*)'")
+
+
+# Characters that would change the meaning of a path inside file('...'): globs, lists, quotes.
+_UNSAFE_IN_SQL = re.compile(r"[*?{}\[\],'\\]")
+
+
+def _parquet_null_columns(files: list[Path]) -> set[str]:
+    """Columns that hold nulls, from the files' statistics (a column without them counts as nullable)."""
+    nullable: set[str] = set()
+    for path in files:
+        meta = pq.ParquetFile(path).metadata
+        for group in range(meta.num_row_groups):
+            row_group = meta.row_group(group)
+            for i in range(row_group.num_columns):
+                column = row_group.column(i)
+                stats = column.statistics
+                if stats is None or not stats.has_null_count or stats.null_count:
+                    nullable.add(column.path_in_schema.split(".")[0])
+    return nullable
 
 
 def _suffixes(path: str) -> tuple[str | None, str | None]:
@@ -106,6 +125,27 @@ class FileExtractor(Extractor):
         self.explode = explode
         self.batch_size = batch_size
         self.interval_aware = bool(_INTERVAL.search(self.path))
+
+    # ---- ClickHouse reads it itself ------------------------------------------------------------
+
+    def sql_source(self, context: RunContext) -> SqlSource | None:
+        """Plain Parquet files (no column selection, types, flattening or exploding) as
+        ``file(...)``, so an EL pipeline on the embedded engine needs no Python per row."""
+        if (self.format != "parquet" or self.compression or self.columns or self.types or self.explode
+                or self.column_names):
+            return None
+        files = self.files(context)
+        if not files or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
+            return None
+        schemas = [pq.read_schema(f) for f in files]
+        if any(s != schemas[0] for s in schemas[1:]) or any(
+                pa.types.is_nested(field.type) for field in schemas[0]):
+            return None  # nested columns are flattened in Python; mixed files are read one by one
+        nulls = _parquet_null_columns(files)
+        schema = pa.schema([field.with_nullable(field.name in nulls) for field in schemas[0]])
+        paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
+        return SqlSource(f"file('{paths}', 'Parquet')", schema,
+                         files[0].name if len(files) == 1 else f"{len(files)} Parquet files")
 
     # ---- files ---------------------------------------------------------------------------------
 

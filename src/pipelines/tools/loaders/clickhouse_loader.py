@@ -23,6 +23,7 @@ only in :meth:`commit`, so a failed run leaves the target as it was:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -33,7 +34,7 @@ from core.exceptions import LoadError
 from core.locks import FileLock
 from core.store import Store
 from core.validators import is_identifier, quote_identifier
-from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
+from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, to_arrow
 from pipelines.tools.loaders.clickhouse_schema import check_compatible, clickhouse_type
 
 Mode = Literal["interval", "append", "replace", "merge"]
@@ -104,7 +105,8 @@ class ClickHouseLoader(Loader):
                 data = data.drop_columns([self.run_id_column])
             constants[self.run_id_column] = context.run_id
         if not self._columns:
-            self._create_target(context, data, constant_columns=list(constants))
+            self._create_target(context, data.schema, lambda name: data.column(name).null_count > 0,
+                                constant_columns=list(constants))
             self._create_staging(context)
         self._evolve(context, data)
         if self.mode == "interval":
@@ -116,6 +118,36 @@ class ClickHouseLoader(Loader):
                                    settings={**_INSERT_SETTINGS, "insert_deduplication_token": token})
         self._rows += data.num_rows
         return data.num_rows
+
+    def write_sql(self, source: SqlSource, context: RunContext) -> int | None:
+        """Load a source ClickHouse reads itself with one ``INSERT ... SELECT`` into staging."""
+        store = context.store
+        schema = pa.schema([f for f in source.schema if f.name != self.run_id_column])
+        constants: dict[str, str] = {}
+        if self.run_id_column and (not self._columns or self.run_id_column in self._columns):
+            constants[self.run_id_column] = context.run_id
+        if not self._columns:
+            self._create_target(context, schema, lambda name: schema.field(name).nullable,
+                                constant_columns=list(constants))
+            self._create_staging(context)
+        self._evolve(context, schema.empty_table())
+        if self.mode == "interval" and self.time_column not in schema.names:
+            raise LoadError(f"Loader for '{self.table}' (interval mode): the data has no time column "
+                            f"'{self.time_column}' (columns: {', '.join(schema.names)})")
+        staging = store.table(self._staging_name)
+        targets = [quote_identifier(n) for n in [*schema.names, *constants]]
+        values = [quote_identifier(n) for n in schema.names] + [_sql_string(v) for v in constants.values()]
+        store.command(f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} FROM {source.expression}",
+                      settings={**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"})
+        if self.mode == "interval":
+            in_slice, bounds = self._slice(context)
+            column = quote_identifier(self.time_column or "")
+            [(bad, first)] = store.query_rows(
+                f"SELECT count(), min({column}) FROM {staging} WHERE NOT ({in_slice}) OR {column} IS NULL", bounds)
+            if bad:
+                raise LoadError(self._outside_message(bad, context, first))
+        self._rows = int(store.command(f"SELECT count() FROM {staging}"))
+        return self._rows
 
     def commit(self, context: RunContext) -> None:
         store = context.store
@@ -157,11 +189,7 @@ class ClickHouseLoader(Loader):
     def _commit_interval(self, context: RunContext) -> None:
         store = context.store
         target, staging = store.table(self.table), store.table(self._staging_name)
-        column = quote_identifier(self.time_column or "")
-        in_slice = (f"{column} >= toDateTime64({{start:String}}, 6, 'UTC') "
-                    f"AND {column} < toDateTime64({{end:String}}, 6, 'UTC')")
-        bounds = {"start": context.start.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                  "end": context.end.strftime("%Y-%m-%d %H:%M:%S.%f")}
+        in_slice, bounds = self._slice(context)
         touched = sorted(
             {p for (p,) in store.query_rows(f"SELECT DISTINCT _partition_id FROM {target} WHERE {in_slice}", bounds)}
             | set(self._partitions(context, self._staging_name))
@@ -190,6 +218,19 @@ class ClickHouseLoader(Loader):
 
     # ---- helpers -----------------------------------------------------------------------
 
+    def _slice(self, context: RunContext) -> tuple[str, dict[str, str]]:
+        """SQL condition (with its parameters) for rows inside the run's interval."""
+        column = quote_identifier(self.time_column or "")
+        condition = (f"{column} >= toDateTime64({{start:String}}, 6, 'UTC') "
+                     f"AND {column} < toDateTime64({{end:String}}, 6, 'UTC')")
+        return condition, {"start": context.start.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                           "end": context.end.strftime("%Y-%m-%d %H:%M:%S.%f")}
+
+    def _outside_message(self, bad: int, context: RunContext, first: object) -> str:
+        return (f"Loader for '{self.table}': {bad} row(s) have {self.time_column} outside the run's interval "
+                f"[{context.start.isoformat()}, {context.end.isoformat()}) (first: {first}); "
+                "an interval run may only write its own slice: filter the source by {start}/{end}")
+
     @property
     def _staging_name(self) -> str:
         assert self._staging is not None
@@ -206,16 +247,17 @@ class ClickHouseLoader(Loader):
             "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} "
             "AND active", {"db": context.store.database, "t": table})]
 
-    def _create_target(self, context: RunContext, data: pa.Table, constant_columns: list[str]) -> None:
+    def _create_target(self, context: RunContext, schema: pa.Schema, has_nulls: Callable[[str], bool],
+                       constant_columns: list[str]) -> None:
         store = context.store
         missing = [c for c in [*self.order_by, *( [self.time_column] if self.time_column else [])]
-                   if re.fullmatch(r"\w+", c) and c not in data.column_names]
+                   if re.fullmatch(r"\w+", c) and c not in schema.names]
         if missing:
             raise LoadError(f"Cannot create table '{self.table}': the data has no column {', '.join(map(repr, missing))} "
-                            f"(columns: {', '.join(data.column_names)})")
+                            f"(columns: {', '.join(schema.names)})")
         columns = ",\n    ".join(
-            f"{quote_identifier(f.name)} {clickhouse_type(f, nullable=data.column(f.name).null_count > 0 and f.name not in self.order_by)}"
-            for f in data.schema
+            f"{quote_identifier(f.name)} {clickhouse_type(f, nullable=has_nulls(f.name) and f.name not in self.order_by)}"
+            for f in schema
         )
         columns += "".join(f",\n    {quote_identifier(name)} String" for name in constant_columns)
         if self.mode == "merge":
@@ -288,10 +330,11 @@ class ClickHouseLoader(Loader):
         bad = pc.sum(pc.fill_null(outside, True)).as_py() or 0
         if bad:
             first = pc.filter(values, pc.fill_null(outside, True))[0]
-            raise LoadError(
-                f"Loader for '{self.table}': {bad} row(s) have {column} outside the run's interval "
-                f"[{context.start.isoformat()}, {context.end.isoformat()}) (first: {first.as_py()}); "
-                "an interval run may only write its own slice: filter the source by {start}/{end}")
+            raise LoadError(self._outside_message(bad, context, first.as_py()))
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def drop_staging_of(store: Store, run_id: str) -> list[str]:
