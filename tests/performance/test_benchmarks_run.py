@@ -1,0 +1,42 @@
+"""The benchmark scripts still run and report (tiny sizes; the figures themselves live in docs/).
+
+Performance is measured by the scripts in benchmarks/, never asserted as timings here: these
+tests only keep the scripts from rotting as the framework changes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, cli_env
+
+pytestmark = pytest.mark.slow
+
+
+def run_benchmark(*args: str, timeout: float = 600) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=cli_env(), capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_discovery_benchmark_reports_ratios() -> None:
+    out = run_benchmark("benchmarks/discovery_speed.py", "--modules", "3", "--repeat", "1")
+    assert " help (CLI start-up)" in out and " list, 3 pipeline modules" in out
+    assert "ms per module" in out
+
+
+def test_backfill_benchmark_reports_seconds_per_interval() -> None:
+    out = run_benchmark("benchmarks/backfill_overhead.py", "--days", "3", "--no-parallel")
+    assert "per interval" in out
+
+
+def test_load_benchmark_runs_the_framework_steps() -> None:
+    # dlt is not a product dependency: only the framework and ClickHouse steps run here.
+    out = run_benchmark("benchmarks/load_throughput.py", "--rows", "20000", "--batch-size", "5000",
+                        "--steps", "clickhouse_file", "insert_arrow_loop", "framework_append",
+                        "framework_interval", "framework_http")
+    assert "rows/s" in out or "rows_per_second" in out
