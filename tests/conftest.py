@@ -153,3 +153,19 @@ def serve(handler: type) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def db(project_env: dict[str, str]) -> Iterator[Store]:
+    """The test's embedded store for checking what CLI processes wrote (see :func:`rows`)."""
+    store = Store(load_settings(), linger=0)
+    yield store
+    store.close()
+
+
+def rows(store: Store, sql: str) -> list[tuple]:
+    """Query, then release the embedded store at once so the next CLI process can open it."""
+    try:
+        return store.query_rows(sql)
+    finally:
+        store.close()

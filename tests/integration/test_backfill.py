@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, run_cli, wait_for
-from core.config import load_settings
+from conftest import ROOT, SRC, cli_env, rows, run_cli, wait_for
 from core.store import Store
 
 MODULE = textwrap.dedent('''
@@ -77,20 +76,6 @@ FIVE = ("--start", "2025-03-01", "--end", "2025-03-05")
 def module(pipelines_dir: Path) -> Path:
     (pipelines_dir / "test_pipeline.py").write_text(MODULE)
     return pipelines_dir
-
-
-@pytest.fixture
-def db(project_env) -> Store:
-    store = Store(load_settings(), linger=0)
-    yield store
-    store.close()
-
-
-def rows(store: Store, sql: str) -> list[tuple]:
-    try:
-        return store.query_rows(sql)
-    finally:
-        store.close()  # let the next CLI process have the embedded store
 
 
 def runs(pipeline: str) -> list[dict]:
