@@ -108,7 +108,7 @@ class ClickHouseLoader(Loader):
             self._create_target(context, data.schema, lambda name: data.column(name).null_count > 0,
                                 constant_columns=list(constants))
             self._create_staging(context)
-        self._evolve(context, data)
+        self._evolve(context, data.schema)
         if self.mode == "interval":
             self._check_interval(data, context)
         self._batch_no += 1
@@ -130,7 +130,7 @@ class ClickHouseLoader(Loader):
             self._create_target(context, schema, lambda name: schema.field(name).nullable,
                                 constant_columns=list(constants))
             self._create_staging(context)
-        self._evolve(context, schema.empty_table())
+        self._evolve(context, schema)
         if self.mode == "interval" and self.time_column not in schema.names:
             raise LoadError(f"Loader for '{self.table}' (interval mode): the data has no time column "
                             f"'{self.time_column}' (columns: {', '.join(schema.names)})")
@@ -289,10 +289,10 @@ class ClickHouseLoader(Loader):
             except Exception:
                 context.logger.warning("Could not drop staging table %s; ./run.sh clean removes it", name)
 
-    def _evolve(self, context: RunContext, data: pa.Table) -> None:
+    def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
         """Add columns the data has and the table lacks; refuse incompatible types."""
         store = context.store
-        for field in data.schema:
+        for field in schema:
             existing = self._columns.get(field.name)
             if existing is not None:
                 check_compatible(field.name, existing, field, self.table)
