@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
 import subprocess
@@ -169,3 +170,19 @@ def rows(store: Store, sql: str) -> list[tuple]:
         return store.query_rows(sql)
     finally:
         store.close()
+
+
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """Base for test HTTP handlers: ``send_json(data, status)`` and no request logging."""
+
+    def send_json(self, data: object, status: int = 200) -> None:
+        import json
+
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass

@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, rows, run_cli, serve, wait_for
+from conftest import ROOT, SRC, JsonHandler, cli_env, rows, run_cli, serve, wait_for
 from core.store import Store
 
 MODULE = textwrap.dedent('''
@@ -180,7 +179,7 @@ def test_timeout_fails_the_run_with_reason_timeout(module: Path) -> None:
     assert run["status"] == "failed" and run["reason"] == "timeout"
 
 
-class _Flaky(BaseHTTPRequestHandler):
+class _Flaky(JsonHandler):
     failures = 2
     calls = 0
 
@@ -191,14 +190,7 @@ class _Flaky(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"busy")
             return
-        body = json.dumps([1, 2, 3]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json([1, 2, 3])
 
 
 @pytest.fixture

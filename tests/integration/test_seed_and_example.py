@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli, serve
+from conftest import ROOT, JsonHandler, run_cli, serve
 from core.config import load_settings
 from core.store import Store
 
 SEED_MODULE = (Path(__file__).parents[1] / "fixtures" / "seed_quick_start_pipeline.py.txt").read_text()
 
 
-class _Api(BaseHTTPRequestHandler):
+class _Api(JsonHandler):
     requests: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802
         type(self).requests.append(self.path)
-        body = json.dumps([{"id": 1, "name": "alpha", "score": 9.5}, {"id": 2, "name": "beta", "score": 7.0}]).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json([{"id": 1, "name": "alpha", "score": 9.5}, {"id": 2, "name": "beta", "score": 7.0}])
 
 
 @pytest.fixture
