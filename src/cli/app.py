@@ -37,6 +37,13 @@ class App:
         setup_logging(settings, console=True)
         return settings
 
+    @property
+    def registry(self) -> Any:
+        """The pipelines discovered in ``PIPELINES_DIR`` (discovery runs once per process)."""
+        from pipelines.pipeline_registry import get_registry
+
+        return get_registry(self.settings.pipelines_dir)
+
     @cached_property
     def store(self) -> Any:
         from core.store import Store

@@ -14,7 +14,6 @@ import click
 from rich.table import Table
 
 from cli.app import EXIT_OK, App, cli, pass_app
-from cli.pipelines import registry
 from core.exceptions import UsageError
 from core.logging import ROOT_LOGGER
 from pipelines.pipeline_registry import PipelineSpec
@@ -195,7 +194,7 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
     policy: bf.Policy = "all" if force else (rerun or "default")  # type: ignore[assignment]
     first, last = bf.day_window(days, parse_date(start, "--start") if start else None,
                                 parse_date(end, "--end") if end else None)
-    reg = registry(app)
+    reg = app.registry
     specs = bf.select_pipelines(reg, names)
     if not specs:
         app.console.print("No pipeline can be backfilled" + (":" if reg.pipelines else " (no pipelines found)"))
@@ -236,7 +235,7 @@ def backfill_worker(app: App) -> int:
     # Sibling workers wait for the embedded store while this one holds it: hand it over 0.1 s
     # after each burst of statements (e.g. while extracting) instead of the default 0.5 s.
     store = Store(app.settings, linger=WORKER_STORE_LINGER)
-    return bf.serve_worker(app.settings, registry(app), store)
+    return bf.serve_worker(app.settings, app.registry, store)
 
 
 def _interval_text(interval: Interval | None) -> str:
@@ -250,7 +249,7 @@ def _interval_text(interval: Interval | None) -> str:
 @pass_app
 def backfill_list(app: App, days: int, as_json: bool) -> int:
     """Pipelines that can be backfilled, and how much of the last --days days they have loaded."""
-    reg = registry(app)
+    reg = app.registry
     first, last = bf.day_window(days, None, None)
     able = [s for s in reg.pipelines.values() if bf.why_not_backfillable(s) is None]
     rows = []
@@ -299,7 +298,7 @@ def backfill_list(app: App, days: int, as_json: bool) -> int:
 
 
 def _count_pipelines(app: App, names: Sequence[str]) -> list[PipelineSpec]:
-    reg = registry(app)
+    reg = app.registry
     if names:
         specs = [reg.get(n) for n in dict.fromkeys(names)]
         for spec in specs:

@@ -11,11 +11,6 @@ from rich.table import Table
 from cli.app import EXIT_FAILED, EXIT_OK, App, cli, pass_app
 from core.config import PROJECT_ROOT
 from core.exceptions import UsageError
-from pipelines.pipeline_registry import Registry, get_registry
-
-
-def _registry(app: App) -> Registry:
-    return get_registry(app.settings.pipelines_dir)
 
 
 def _elapsed(seconds: float) -> str:
@@ -37,7 +32,7 @@ def setup_cron(app: App, name: str | None, all_: bool) -> int:
 
     if bool(name) == all_:
         raise UsageError("give a pipeline NAME or --all")
-    registry = _registry(app)
+    registry = app.registry
     if all_:
         result = cron.sync_all(registry, app.settings)
     else:
@@ -89,7 +84,7 @@ def cron_status(app: App, as_json: bool) -> int:
     """Show installed versus wanted crontab entries (exit 1 when out of sync)."""
     from ops import cron
 
-    registry = _registry(app)
+    registry = app.registry
     state = cron.status(registry, app.settings)
     if as_json:
         click.echo(json.dumps({
@@ -135,7 +130,7 @@ def scheduler(app: App, grace: float, once: bool, now_text: str | None, tick: fl
 
     if now_text and not once:
         raise UsageError("--now goes with --once")
-    registry = _registry(app)
+    registry = app.registry
     sched = Scheduler(app.settings, registry, grace=grace, clock=Clock(tick=tick))
     if once:
         moment = datetime.now(UTC)
@@ -208,7 +203,7 @@ def kill(app: App, name: str | None, grace: float) -> int:
     for r in stale:
         app.err.print(f"[yellow]skipped[/] stale pid file {r.path.name}: {r.problem} (./run.sh clean removes it)")
     if not outcomes:
-        unknown = bool(name) and name not in _registry(app).pipelines  # a typo deserves a hint
+        unknown = bool(name) and name not in app.registry.pipelines  # a typo deserves a hint
         app.console.print("No pipeline is running" + (f" for '{name}'" if name else "")
                           + (" (no pipeline has that name)" if unknown else ""))
         return EXIT_OK

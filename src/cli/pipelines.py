@@ -14,14 +14,10 @@ from rich.table import Table
 from cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
 from core.exceptions import DataProcessorError, UsageError
 from core.models import RunRecord
-from pipelines.pipeline_registry import PipelineSpec, Registry, get_registry
+from pipelines.pipeline_registry import PipelineSpec
 from runner.intervals import Interval, day_interval, parse_date, parse_interval
 
 _STATUS_STYLE = {"success": "green", "failed": "bold red", "crashed": "bold red", "running": "cyan"}
-
-
-def registry(app: App) -> Registry:
-    return get_registry(app.settings.pipelines_dir)
 
 
 def next_run(spec: PipelineSpec, now: datetime | None = None) -> datetime | None:
@@ -66,7 +62,7 @@ def list_pipelines(app: App, as_json: bool) -> int:
     """List discovered pipelines: schedule, next run, table, last run (and broken modules)."""
     from record.history import last_runs
 
-    reg = registry(app)
+    reg = app.registry
     last: dict[str, RunRecord] = (_history(app, last_runs) or {}) if reg.pipelines else {}
     if as_json:
         click.echo(json.dumps({
@@ -131,7 +127,7 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
     """Run one pipeline for one data interval (default: the current day or hour)."""
     from runner.runner import run_pipeline
 
-    spec = registry(app).get(name)
+    spec = app.registry.get(name)
     if if_due:  # cron entries of pipelines in another time zone fire at candidate times (see ops.schedule)
         from ops.schedule import started_minute_due
 
@@ -195,7 +191,7 @@ def state(app: App, name: str, reset: bool, yes: bool) -> int:
     from record.state import read_state_rows, reset_state
     from record.tables import ensure_framework_tables
 
-    registry(app).get(name)
+    app.registry.get(name)
     ensure_framework_tables(app.store)
     if reset:
         if not yes:
