@@ -53,21 +53,6 @@ _CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion erro
 _UNSAFE_IN_SQL = re.compile(r"[*?{}\[\],'\\]")
 
 
-def _parquet_null_columns(files: list[Path]) -> set[str]:
-    """Columns that hold nulls, from the files' statistics (a column without them counts as nullable)."""
-    nullable: set[str] = set()
-    for path in files:
-        meta = pq.ParquetFile(path).metadata
-        for group in range(meta.num_row_groups):
-            row_group = meta.row_group(group)
-            for i in range(row_group.num_columns):
-                column = row_group.column(i)
-                stats = column.statistics
-                if stats is None or not stats.has_null_count or stats.null_count:
-                    nullable.add(column.path_in_schema.split(".")[0])
-    return nullable
-
-
 def _suffixes(path: str) -> tuple[str | None, str | None]:
     """(format, compression) from a file name such as ``x.csv.gz``."""
     name = Path(path).name.lower()
@@ -141,8 +126,9 @@ class FileExtractor(Extractor):
         if any(s != schemas[0] for s in schemas[1:]) or any(
                 pa.types.is_nested(field.type) for field in schemas[0]):
             return None  # nested columns are flattened in Python; mixed files are read one by one
-        nulls = _parquet_null_columns(files)
-        schema = pa.schema([field.with_nullable(field.name in nulls) for field in schemas[0]])
+        # The files' declared nullability (not whether these files happen to hold NULLs): a table
+        # created from a first file without NULLs must still take the next file's NULLs.
+        schema = schemas[0]
         paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
         return SqlSource(f"file('{paths}', 'Parquet')", schema,
                          files[0].name if len(files) == 1 else f"{len(files)} Parquet files")

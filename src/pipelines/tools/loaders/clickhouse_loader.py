@@ -2,7 +2,16 @@
 
 Every mode writes the run's batches into a private staging table (``_dp_stage_<table>_<run>``,
 created ``AS`` the target so structure, partition key and ORDER BY match) and touches the target
-only in :meth:`commit`, so a failed run leaves the target as it was:
+only in :meth:`commit`, so a failed run leaves the target as it was. A missing target is created at
+commit too (from the staging table's structure), and changes of structure (added columns,
+``widen_to_nullable``) are made to the staging table during the run and to the target at commit.
+Under the commit lock the target is looked at again: when another run created or changed it
+meanwhile, the run's rows are re-staged into its structure first.
+
+Columns the loader creates are ``Nullable`` unless the source declares them non-null; key columns
+(``time_column``, ``order_by``, ``partition_by``) are not, and a NULL in one fails the run. A NULL
+never becomes a type's default (``insert_null_as_default=0``, ``input_format_null_as_default=0`` on
+every insert): a NULL for a non-Nullable column fails the run naming the column and the row.
 
 ``interval`` (default when ``time_column`` is given)
     The run's slice ``[start, end)`` of ``time_column`` is replaced as a whole. Every partition
@@ -23,26 +32,37 @@ only in :meth:`commit`, so a failed run leaves the target as it was:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.exceptions import LoadError
+from core.exceptions import LoadError, StoreError
 from core.locks import FileLock
 from core.store import Store
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, to_arrow
-from pipelines.tools.loaders.clickhouse_schema import check_compatible, clickhouse_type
+from pipelines.tools.loaders.clickhouse_schema import (
+    NULL_INTO_NON_NULLABLE,
+    can_be_nullable,
+    check_compatible,
+    clickhouse_type,
+    first_null,
+    is_nullable,
+    nullable_type,
+    referenced_columns,
+)
 
 Mode = Literal["interval", "append", "replace", "merge"]
 MODES = ("interval", "append", "replace", "merge")
 RUN_ID_COLUMN = "_dp_run_id"
 STAGING_PREFIX = "_dp_stage_"
-# Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases.
-_INSERT_SETTINGS = {"async_insert": 0}
+# Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases. A NULL
+# must never become a type's default: ``input_format_null_as_default`` covers format inserts
+# (the server path), ``insert_null_as_default`` every ``INSERT ... SELECT`` (chdb's Python(), the
+# Parquet push-down, partition rebuilds); both then fail with Code 349.
+_INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -52,7 +72,8 @@ class ClickHouseLoader(Loader):
     def __init__(self, table: str, mode: Mode | None = None, *, time_column: str | None = None,
                  order_by: str | list[str] | None = None, partition_by: str | None = None,
                  primary_key: str | list[str] | None = None, version_column: str | None = None,
-                 run_id_column: str | None = RUN_ID_COLUMN, name: str | None = None) -> None:
+                 run_id_column: str | None = RUN_ID_COLUMN, widen_to_nullable: bool = False,
+                 name: str | None = None) -> None:
         super().__init__(name or f"ClickHouse {table}")
         mode = mode or ("interval" if time_column else "append")
         where = f"ClickHouse loader for '{table}'"
@@ -74,13 +95,14 @@ class ClickHouseLoader(Loader):
         self.order_by = [order_by] if isinstance(order_by, str) else list(order_by or default_order)
         self.partition_by = partition_by or (f"toDate({quote_identifier(time_column)})" if time_column else None)
         self.run_id_column = run_id_column
+        self.widen_to_nullable = widen_to_nullable
         # Runs of different intervals write disjoint slices, so they may run side by side.
         self.interval_scoped = mode == "interval"
         self._reset()
 
     def _reset(self) -> None:
         self._staging: str | None = None
-        self._columns: dict[str, str] = {}
+        self._columns: dict[str, str] = {}  # the staging table's columns (the target's at commit)
         self._batch_no = 0
         self._rows = 0
 
@@ -88,33 +110,25 @@ class ClickHouseLoader(Loader):
 
     def begin(self, context: RunContext) -> None:
         self._reset()
-        store = context.store
-        if store.table_exists(self.table):
-            self._columns = self._table_columns(context, self.table)
-            self._create_staging(context)
+        if context.store.table_exists(self.table):
+            self._stage_like_target(context)
 
     def write(self, batch: Batch, context: RunContext) -> int:
         data = to_arrow(batch)
         if data.num_rows == 0:
             return 0
-        # The run id is a constant column: ClickHouse fills it during the insert (no 100k-row
-        # string column built per batch in Python); a column of that name in the data is replaced.
-        constants: dict[str, str] = {}
-        if self.run_id_column and (not self._columns or self.run_id_column in self._columns):
-            if self.run_id_column in data.column_names:
-                data = data.drop_columns([self.run_id_column])
-            constants[self.run_id_column] = context.run_id
-        if not self._columns:
-            self._create_target(context, data.schema, lambda name: data.column(name).null_count > 0,
-                                constant_columns=list(constants))
-            self._create_staging(context)
+        if self.run_id_column in data.column_names:
+            data = data.drop_columns([self.run_id_column])
+        self._ensure_staging(context, data.schema)
         self._evolve(context, data.schema)
+        self._check_nulls(context, data)
         if self.mode == "interval":
             self._check_interval(data, context)
         self._batch_no += 1
         token = f"{context.run_id}-{context.attempt}-{self._batch_no}"
-        assert self._staging is not None
-        context.store.insert_arrow(self._staging, data, constants=constants,
+        # The run id is a constant column: ClickHouse fills it during the insert (no 100k-row
+        # string column built per batch in Python); a column of that name in the data is replaced.
+        context.store.insert_arrow(self._staging_name, data, constants=self._constants(context),
                                    settings={**_INSERT_SETTINGS, "insert_deduplication_token": token})
         self._rows += data.num_rows
         return data.num_rows
@@ -123,27 +137,34 @@ class ClickHouseLoader(Loader):
         """Load a source ClickHouse reads itself with one ``INSERT ... SELECT`` into staging."""
         store = context.store
         schema = pa.schema([f for f in source.schema if f.name != self.run_id_column])
-        constants: dict[str, str] = {}
-        if self.run_id_column and (not self._columns or self.run_id_column in self._columns):
-            constants[self.run_id_column] = context.run_id
-        if not self._columns:
-            self._create_target(context, schema, lambda name: schema.field(name).nullable,
-                                constant_columns=list(constants))
-            self._create_staging(context)
+        self._ensure_staging(context, schema)
         self._evolve(context, schema)
         if self.mode == "interval" and self.time_column not in schema.names:
             raise LoadError(f"Loader for '{self.table}' (interval mode): the data has no time column "
                             f"'{self.time_column}' (columns: {', '.join(schema.names)})")
         staging = store.table(self._staging_name)
+        constants = self._constants(context)
         targets = [quote_identifier(n) for n in [*schema.names, *constants]]
         values = [quote_identifier(n) for n in schema.names] + [_sql_string(v) for v in constants.values()]
-        store.command(f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} FROM {source.expression}",
-                      settings={**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"})
+        insert = (f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} "
+                  f"FROM {source.expression}")
+        settings = {**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
+        while True:
+            try:
+                store.command(insert, settings=settings)
+                break
+            except StoreError as exc:
+                column = self._null_column(exc)
+                if column is None:
+                    raise
+                where = self._first_null_in_source(context, source, column)
+                self._null_into(context, column, self._columns[column], where)  # widens or raises
+                store.command(f"TRUNCATE TABLE {staging}")
         if self.mode == "interval":
             in_slice, bounds = self._slice(context)
             column = quote_identifier(self.time_column or "")
             [(bad, first)] = store.query_rows(
-                f"SELECT count(), min({column}) FROM {staging} WHERE NOT ({in_slice}) OR {column} IS NULL", bounds)
+                f"SELECT count(), min({column}) FROM {staging} WHERE NOT ({in_slice})", bounds)
             if bad:
                 raise LoadError(self._outside_message(bad, context, first))
         self._rows = int(store.command(f"SELECT count() FROM {staging}"))
@@ -151,18 +172,20 @@ class ClickHouseLoader(Loader):
 
     def commit(self, context: RunContext) -> None:
         store = context.store
-        if not self._columns:
-            if self.mode in ("interval", "replace") and store.table_exists(self.table):
-                self._columns = self._table_columns(context, self.table)
-                self._create_staging(context)
-            else:
-                context.logger.info("No rows and no table '%s' yet: nothing to load", self.table)
-                return
-        # Commits that rebuild a partition must not interleave (two hourly runs of one day).
+        # Commits that rebuild a partition must not interleave (two hourly runs of one day), and
+        # two first runs must not both create the table.
         lock = FileLock(context.settings.run_dir / "locks" / f"table-{store.database}.{self.table}.lock")
         if not lock.acquire(context.settings.store_lock_timeout, note=f"commit of run {context.run_id}"):
             raise LoadError(f"Timed out waiting for another run's commit to {self.table} ({lock.holder()})")
         try:
+            if self._staging is None:
+                if self.mode not in ("interval", "replace") or not store.table_exists(self.table):
+                    context.logger.info("No rows and no table '%s' yet: nothing to load", self.table)
+                    return
+                self._stage_like_target(context)  # an empty interval or snapshot empties its slice
+            self._publish_structure(context)
+            if self.mode == "interval":
+                self._warn_unaligned(context)
             getattr(self, f"_commit_{self.mode}")(context)
         finally:
             lock.release()
@@ -194,7 +217,6 @@ class ClickHouseLoader(Loader):
             {p for (p,) in store.query_rows(f"SELECT DISTINCT _partition_id FROM {target} WHERE {in_slice}", bounds)}
             | set(self._partitions(context, self._staging_name))
         )
-        kept = 0
         for partition in touched:
             # Rebuild the whole partition in staging: the slice's new rows are there already;
             # copy the partition's rows outside the slice (none when partitions align with runs).
@@ -216,7 +238,178 @@ class ClickHouseLoader(Loader):
                             bounds["start"], bounds["end"], self.table, self._rows, len(touched),
                             f", {kept} rows outside the interval kept" if kept else "")
 
+    # ---- structure: staging during the run, the target at commit ------------------------
+
+    def _ensure_staging(self, context: RunContext, schema: pa.Schema) -> None:
+        """The run's staging table, before its first rows: like the target, or from the data."""
+        if self._staging is not None:
+            return
+        if context.store.table_exists(self.table):  # another run created it since begin()
+            self._stage_like_target(context)
+            return
+        names = list(schema.names)
+        missing = [c for c in [*self.order_by, *([self.time_column] if self.time_column else [])]
+                   if re.fullmatch(r"\w+", c) and c not in names]
+        if missing:
+            raise LoadError(f"Cannot create table '{self.table}': the data has no column {', '.join(map(repr, missing))} "
+                            f"(columns: {', '.join(names)})")
+        keys = self._keys(names)
+        columns = [(f.name, clickhouse_type(f, nullable=f.nullable and f.name not in keys)) for f in schema]
+        if self.run_id_column:
+            columns.append((self.run_id_column, "String"))
+        name = self._staging_table_name(context)
+        context.store.command(f"DROP TABLE IF EXISTS {context.store.table(name)}")
+        context.store.command(self._create_ddl(context, name, columns))
+        self._staging = name
+        self._columns = self._table_columns(context, name)
+
+    def _create_ddl(self, context: RunContext, name: str, columns: list[tuple[str, str]]) -> str:
+        body = ",\n    ".join(f"{quote_identifier(column)} {type_}" for column, type_ in columns)
+        if self.mode == "merge":
+            engine = f"ReplacingMergeTree({quote_identifier(self.version_column)})" if self.version_column \
+                else "ReplacingMergeTree"
+        else:
+            engine = "MergeTree"
+        order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in self.order_by) or ""
+        return (f"CREATE TABLE {context.store.table(name)} (\n    {body}\n) ENGINE = {engine}\n"
+                + (f"PARTITION BY {self.partition_by}\n" if self.partition_by else "")
+                + f"ORDER BY ({order})\n"
+                + "SETTINGS non_replicated_deduplication_window = 1000")
+
+    def _stage_like_target(self, context: RunContext, again: bool = False) -> None:
+        store = context.store
+        name = self._staging_table_name(context, again)
+        store.command(f"DROP TABLE IF EXISTS {store.table(name)}")
+        store.command(f"CREATE TABLE {store.table(name)} AS {store.table(self.table)}")
+        self._staging = name
+        self._columns = self._table_columns(context, name)
+
+    def _publish_structure(self, context: RunContext) -> None:
+        """Under the commit lock: create the target, or bring it and the staging table in line."""
+        store = context.store
+        if not store.table_exists(self.table):
+            store.command(f"CREATE TABLE {store.table(self.table)} AS {store.table(self._staging_name)}")
+            context.logger.info("Created table %s (%s mode) from the run's data", self.table, self.mode)
+            return
+        target = self._table_columns(context, self.table)
+        for column, type_ in self._columns.items():
+            old = target.get(column)
+            if old is None:
+                store.command(f"ALTER TABLE {store.table(self.table)} ADD COLUMN IF NOT EXISTS "
+                              f"{quote_identifier(column)} {type_}")
+                context.logger.warning("Schema evolution: added column %s %s to %s", column, type_, self.table)
+            elif old != type_ and is_nullable(type_) and nullable_type(old) == type_:
+                store.command(f"ALTER TABLE {store.table(self.table)} MODIFY COLUMN {quote_identifier(column)} {type_}")
+        target = self._table_columns(context, self.table)
+        if list(target.items()) != list(self._columns.items()) and self.mode != "replace":
+            self._restage(context)
+
+    def _restage(self, context: RunContext) -> None:
+        """Another run created or changed the target meanwhile: move the rows into its structure."""
+        store = context.store
+        old, names = self._staging_name, list(self._columns)
+        self._staging = None
+        self._stage_like_target(context, again=old == self._staging_table_name(context))
+        columns = ", ".join(quote_identifier(n) for n in names)
+        try:
+            store.command(f"INSERT INTO {store.table(self._staging_name)} ({columns}) "
+                          f"SELECT {columns} FROM {store.table(old)}",
+                          settings={**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-restage"})
+        except StoreError as exc:
+            column = self._null_column(exc)
+            if column is None:
+                raise
+            raise LoadError(self._null_message(column, self._columns[column], "the run's data (re-staged into "
+                            f"{self.table}, which another run created or changed meanwhile)")) from None
+        finally:
+            store.command(f"DROP TABLE IF EXISTS {store.table(old)} SYNC")
+        context.logger.info("Table %s was created or changed by another run meanwhile: re-staged %d rows into "
+                            "its structure", self.table, self._rows)
+
+    def _warn_unaligned(self, context: RunContext) -> None:
+        """Partitions not aligned with the run's interval make every run copy rows: say so."""
+        store = context.store
+        key = str(store.command("SELECT partition_key FROM system.tables WHERE database = {db:String} "
+                                "AND name = {t:String}", {"db": store.database, "t": self.table}) or "")
+        column = self.time_column or ""
+        used = referenced_columns([key], list(self._columns))
+        if not key or used != {column}:
+            context.logger.warning(
+                "Partitions of %s (%s) are not derived from the time column %s: each run rebuilds every "
+                "partition its interval touches, copying their other rows", self.table, key or "none", column)
+            return
+        type_ = self._columns[column].replace("'", "\\'")
+        edge = timedelta(microseconds=1)
+        moments = [context.start - edge, context.start, context.end - edge, context.end]
+        values = ", ".join(f"'{m.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'" for m in moments)
+        [(before, first, last, after)] = store.query_rows(
+            f"SELECT groupArray(p)[1], groupArray(p)[2], groupArray(p)[3], groupArray(p)[4] FROM ("
+            f"SELECT toString({key}) AS p FROM (SELECT CAST(parseDateTime64BestEffort(arrayJoin([{values}]), 6, 'UTC') "
+            f", '{type_}') AS {quote_identifier(column)}))")
+        if before == first or last == after:
+            context.logger.warning(
+                "Partitions of %s (%s) are coarser than the run's interval [%s, %s): each run copies the rest "
+                "of its partition(s); partition by the interval (e.g. toDate(%s) for daily runs) to avoid it",
+                self.table, key, context.start.isoformat(), context.end.isoformat(), column)
+
+    # ---- NULLs ---------------------------------------------------------------------------
+
+    def _keys(self, names: list[str]) -> set[str]:
+        """Columns ClickHouse sorts or partitions by (never Nullable)."""
+        exprs = [*self.order_by, self.partition_by or "", self.time_column or "", self.version_column or ""]
+        return referenced_columns(exprs, names)
+
+    def _check_nulls(self, context: RunContext, data: pa.Table) -> None:
+        """A NULL for a column that cannot hold it: widen (opt-in) or fail naming the row."""
+        for name in data.column_names:
+            values = data.column(name)
+            type_ = self._columns.get(name)
+            if not values.null_count or type_ is None or is_nullable(type_) or not can_be_nullable(type_):
+                continue
+            where = f"row {self._rows + first_null(values) + 1} of the run's data"
+            if name in self._keys([name]):
+                where += f" ({values.null_count} NULL(s) in that batch)"
+            self._null_into(context, name, type_, where)
+
+    def _null_into(self, context: RunContext, column: str, type_: str, where: str) -> None:
+        if column in self._keys([column]):
+            raise LoadError(f"Loader for '{self.table}': key column '{column}' (ORDER BY/PARTITION BY) is NULL in "
+                            f"{where}; a key column cannot hold NULL: fill or filter it in a transformer")
+        if not self.widen_to_nullable:
+            raise LoadError(self._null_message(column, type_, where))
+        widened = nullable_type(type_)
+        context.store.command(f"ALTER TABLE {context.store.table(self._staging_name)} MODIFY COLUMN "
+                              f"{quote_identifier(column)} {widened}")
+        self._columns[column] = widened
+        context.logger.warning("Schema evolution: column %s of %s widened to %s (%s is NULL; widen_to_nullable=True)",
+                               column, self.table, widened, where)
+
+    def _null_message(self, column: str, type_: str, where: str) -> str:
+        return (f"Loader for '{self.table}': column '{column}' is {type_} (not Nullable) but is NULL in {where}; "
+                "a NULL is never stored as a default: make the column Nullable (a migration, or the loader's "
+                "widen_to_nullable=True) or fill it in a transformer")
+
+    @staticmethod
+    def _null_column(exc: StoreError) -> str | None:
+        match = NULL_INTO_NON_NULLABLE.search(str(exc))
+        return match.group(2) if match else None
+
+    def _first_null_in_source(self, context: RunContext, source: SqlSource, column: str) -> str:
+        try:
+            [(path, row)] = context.store.query_rows(
+                f"SELECT _file, _row_number FROM {source.expression} WHERE {quote_identifier(column)} IS NULL "
+                "ORDER BY _file, _row_number LIMIT 1")
+            return f"row {int(row) + 1} of {path}"
+        except (StoreError, ValueError):  # a source without those virtual columns
+            return source.description
+
     # ---- helpers -----------------------------------------------------------------------
+
+    def _constants(self, context: RunContext) -> dict[str, str]:
+        """Columns with one value for the whole run (the run id, when the table records it)."""
+        if self.run_id_column and self.run_id_column in self._columns:
+            return {self.run_id_column: context.run_id}
+        return {}
 
     def _slice(self, context: RunContext) -> tuple[str, dict[str, str]]:
         """SQL condition (with its parameters) for rows inside the run's interval."""
@@ -236,6 +429,10 @@ class ClickHouseLoader(Loader):
         assert self._staging is not None
         return self._staging
 
+    def _staging_table_name(self, context: RunContext, again: bool = False) -> str:
+        # Ends with the run id, so a crashed run's leftovers are found (drop_staging_of).
+        return f"{STAGING_PREFIX}{self.table}{'_restaged' if again else ''}_{re.sub(r'[^A-Za-z0-9_]', '_', context.run_id)}"
+
     def _table_columns(self, context: RunContext, table: str) -> dict[str, str]:
         rows = context.store.query_rows(
             "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
@@ -247,40 +444,6 @@ class ClickHouseLoader(Loader):
             "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} "
             "AND active", {"db": context.store.database, "t": table})]
 
-    def _create_target(self, context: RunContext, schema: pa.Schema, has_nulls: Callable[[str], bool],
-                       constant_columns: list[str]) -> None:
-        store = context.store
-        missing = [c for c in [*self.order_by, *( [self.time_column] if self.time_column else [])]
-                   if re.fullmatch(r"\w+", c) and c not in schema.names]
-        if missing:
-            raise LoadError(f"Cannot create table '{self.table}': the data has no column {', '.join(map(repr, missing))} "
-                            f"(columns: {', '.join(schema.names)})")
-        columns = ",\n    ".join(
-            f"{quote_identifier(f.name)} {clickhouse_type(f, nullable=has_nulls(f.name) and f.name not in self.order_by)}"
-            for f in schema
-        )
-        columns += "".join(f",\n    {quote_identifier(name)} String" for name in constant_columns)
-        if self.mode == "merge":
-            engine = f"ReplacingMergeTree({quote_identifier(self.version_column)})" if self.version_column \
-                else "ReplacingMergeTree"
-        else:
-            engine = "MergeTree"
-        order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in self.order_by) or ""
-        ddl = (f"CREATE TABLE IF NOT EXISTS {store.table(self.table)} (\n    {columns}\n) ENGINE = {engine}\n"
-               + (f"PARTITION BY {self.partition_by}\n" if self.partition_by else "")
-               + f"ORDER BY ({order})\n"
-               + "SETTINGS non_replicated_deduplication_window = 1000")
-        store.command(ddl)
-        context.logger.info("Created table %s from the first batch's schema (%s mode)", self.table, self.mode)
-        self._columns = self._table_columns(context, self.table)
-
-    def _create_staging(self, context: RunContext) -> None:
-        store = context.store
-        name = f"{STAGING_PREFIX}{self.table}_{re.sub(r'[^A-Za-z0-9_]', '_', context.run_id)}"
-        store.command(f"DROP TABLE IF EXISTS {store.table(name)}")
-        store.command(f"CREATE TABLE {store.table(name)} AS {store.table(self.table)}")
-        self._staging = name
-
     def _drop_staging(self, context: RunContext) -> None:
         if self._staging is not None:
             name, self._staging = self._staging, None
@@ -290,7 +453,7 @@ class ClickHouseLoader(Loader):
                 context.logger.warning("Could not drop staging table %s; ./run.sh clean removes it", name)
 
     def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
-        """Add columns the data has and the table lacks; refuse incompatible types."""
+        """Add columns the data has and the staging table lacks; refuse incompatible types."""
         store = context.store
         for field in schema:
             existing = self._columns.get(field.name)
@@ -298,11 +461,9 @@ class ClickHouseLoader(Loader):
                 check_compatible(field.name, existing, field, self.table)
                 continue
             new_type = clickhouse_type(field, nullable=True)
-            for table in (self.table, self._staging_name):
-                store.command(f"ALTER TABLE {store.table(table)} ADD COLUMN IF NOT EXISTS "
-                              f"{quote_identifier(field.name)} {new_type}")
+            store.command(f"ALTER TABLE {store.table(self._staging_name)} ADD COLUMN IF NOT EXISTS "
+                          f"{quote_identifier(field.name)} {new_type}")
             self._columns[field.name] = new_type
-            context.logger.warning("Schema evolution: added column %s %s to %s", field.name, new_type, self.table)
 
     def _check_interval(self, data: pa.Table, context: RunContext) -> None:
         column = self.time_column or ""
@@ -357,7 +518,8 @@ def _micros(moment: datetime) -> int:
 def create_clickhouse_loader(table: str, mode: Mode | None = None, *, time_column: str | None = None,
                              order_by: str | list[str] | None = None, partition_by: str | None = None,
                              primary_key: str | list[str] | None = None, version_column: str | None = None,
-                             run_id_column: str | None = RUN_ID_COLUMN, name: str | None = None) -> ClickHouseLoader:
+                             run_id_column: str | None = RUN_ID_COLUMN, widen_to_nullable: bool = False,
+                             name: str | None = None) -> ClickHouseLoader:
     """Load into ClickHouse table ``table`` (in ``CLICKHOUSE_DATABASE``).
 
     ``mode``: ``interval`` (default when ``time_column`` is set), ``append`` (default otherwise),
@@ -365,7 +527,12 @@ def create_clickhouse_loader(table: str, mode: Mode | None = None, *, time_colum
     ``order_by``, PARTITION BY ``partition_by``, by default ``toDate(time_column)``); new columns
     in the data are added to it. ``run_id_column`` (``_dp_run_id``) records which run wrote a row
     when the table has that column (tables created here do); ``None`` turns it off.
+
+    Created columns are ``Nullable`` unless the source declares them non-null; key columns
+    (``time_column``, ``order_by``, ``partition_by``) never are. A NULL for a non-Nullable column
+    fails the run naming the column and the first such row; ``widen_to_nullable=True`` instead
+    makes such a (non-key) column ``Nullable`` (logged).
     """
     return ClickHouseLoader(table, mode, time_column=time_column, order_by=order_by, partition_by=partition_by,
                             primary_key=primary_key, version_column=version_column, run_id_column=run_id_column,
-                            name=name)
+                            widen_to_nullable=widen_to_nullable, name=name)

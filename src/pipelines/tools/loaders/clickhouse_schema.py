@@ -94,3 +94,45 @@ def check_compatible(column: str, table_type: str, field: pa.Field, table: str) 
     if source not in _ACCEPTS.get(target, {target}):
         raise LoadError(f"Column '{column}' of {table} is {table_type} but the data has {field.type} "
                         f"({data_type}); cast it in a transformer or migrate the column")
+
+
+# ---- nullability -------------------------------------------------------------------------------
+
+def is_nullable(clickhouse: str) -> bool:
+    """True when a column of this type can hold NULL."""
+    return clickhouse.startswith("Nullable(") or clickhouse.startswith("LowCardinality(Nullable(")
+
+
+def can_be_nullable(clickhouse: str) -> bool:
+    """ClickHouse has no ``Nullable(Array(...))``: an array column cannot hold NULL at all."""
+    inner = clickhouse[len("LowCardinality("):-1] if clickhouse.startswith("LowCardinality(") else clickhouse
+    return not inner.startswith(("Array(", "Map(", "Tuple("))
+
+
+def nullable_type(clickhouse: str) -> str:
+    """``T`` widened to hold NULL (``Nullable(T)``, ``LowCardinality(Nullable(T))``)."""
+    if is_nullable(clickhouse):
+        return clickhouse
+    if clickhouse.startswith("LowCardinality("):
+        return f"LowCardinality(Nullable({clickhouse[len('LowCardinality('):-1]}))"
+    return f"Nullable({clickhouse})"
+
+
+def referenced_columns(expressions: list[str], names: list[str]) -> set[str]:
+    """Which of ``names`` the SQL ``expressions`` (ORDER BY, PARTITION BY...) mention."""
+    text = " ".join(expressions)
+    words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)) | set(re.findall(r"`([^`]+)`", text))
+    return {name for name in names if name in words}
+
+
+def first_null(column: pa.ChunkedArray) -> int:
+    """Offset of the first NULL in a column that has one."""
+    offset = 0
+    for chunk in column.chunks:
+        if chunk.null_count:
+            return offset + chunk.is_null().to_pylist().index(True)
+        offset += len(chunk)
+    raise ValueError("no NULL in the column")
+
+
+NULL_INTO_NON_NULLABLE = re.compile(r"Code: 349\b.*?(?:destination column|for column) (`?)([^\s`:]+)\1", re.S)
