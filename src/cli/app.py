@@ -17,6 +17,8 @@ from core.logging import setup_logging
 
 # Exit codes of the CLI (sysexits-style where one exists).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Commands that work without valid settings (check reports a bad configuration as a FAIL line).
+_WITHOUT_SETTINGS = {"help", "check", "test"}
 
 
 class App:
@@ -96,6 +98,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = App(debug=debug)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
+    elif ctx.invoked_subcommand not in _WITHOUT_SETTINGS and not ctx.resilient_parsing:
+        ctx.obj.settings  # a bad configuration stops the command here, whatever it would catch later
 
 
 pass_app = click.make_pass_decorator(App)

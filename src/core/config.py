@@ -211,9 +211,31 @@ def env_file_path() -> Path:
     return Path(os.environ["ENV_FILE"]) if os.environ.get("ENV_FILE") else DEFAULT_ENV_FILE
 
 
+def check_env_file(env_path: Path, named: bool) -> None:
+    """A settings file named explicitly must exist (a missing one would silently switch the
+    destination to a fresh embedded store), and every line must parse."""
+    if not env_path.is_file():
+        if named:
+            raise ConfigError(f"ENV_FILE names {env_path}, which does not exist; restore the settings file or point "
+                              "ENV_FILE at the right one (unset ENV_FILE to use the project's .env)")
+        return
+    from dotenv.parser import parse_stream
+
+    try:
+        with env_path.open(encoding="utf-8") as stream:
+            bad = [binding.original for binding in parse_stream(stream) if binding.error]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{env_path} cannot be read: {exc}") from None
+    if bad:
+        # python-dotenv only warns and skips such a line: a setting would silently fall back.
+        raise ConfigError(f"{env_path} " + "; ".join(
+            f"line {o.line} cannot be parsed (expected NAME=value): {o.string.strip()[:120]!r}" for o in bad))
+
+
 def load_settings(env_file: Path | str | None = None) -> Settings:
     """Read and validate the settings, raising :class:`ConfigError` with one line per problem."""
     env_path = Path(env_file) if env_file else env_file_path()
+    check_env_file(env_path, named=bool(env_file or os.environ.get("ENV_FILE")))
     try:
         settings = Settings(_env_file=env_path)  # type: ignore[call-arg]
     except ValidationError as exc:

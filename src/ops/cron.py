@@ -188,13 +188,14 @@ def command_line(settings: Settings, args: list[str], root: Path = PROJECT_ROOT)
     """``cd <project> && [ENV_FILE=...] <project>/run.sh ARGS >> <LOG_DIR>/cron.log 2>&1``.
 
     ``run.sh`` uses the project's ``.venv`` and ``.env`` by itself, so cron's bare environment
-    (HOME and PATH=/usr/bin:/bin) is enough. When this process was given ``ENV_FILE`` (another
-    settings file than the project's ``.env``) the entry passes it on.
+    (HOME and PATH=/usr/bin:/bin) is enough. The entry names its settings file: ``ENV_FILE`` when
+    this process was given one, else the project's ``.env`` when it exists, so a settings file
+    deleted or moved later fails the run instead of switching it to a fresh embedded store.
     """
     for path in (root, settings.log_dir):
         if "\n" in str(path):
             raise CronError(f"cannot write a cron entry for a path containing a newline: {path!r}")
-    env_file = os.environ.get("ENV_FILE")
+    env_file = os.environ.get("ENV_FILE") or (str(root / ".env") if (root / ".env").is_file() else None)
     prefix = f"ENV_FILE={shlex.quote(str(Path(env_file).resolve()))} " if env_file else ""
     log = settings.log_dir.resolve() / "cron.log"
     command = (f"cd {shlex.quote(str(root))} && {prefix}{shlex.quote(str(root / 'run.sh'))} "
