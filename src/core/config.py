@@ -19,13 +19,11 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.exceptions import ConfigError
+from core.redaction import MASK, is_secret_variable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV_FILE = PROJECT_ROOT / ".env"
-MASK = "***"
 
-# Variable names whose values are secrets wherever they appear (pipeline variables included).
-_SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIALS?)", re.I)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # What a valid value looks like, used in error messages ("X must be <this>, got ...").
@@ -177,7 +175,7 @@ class Settings(BaseSettings):
         if self.url:
             secrets.add(urlsplit(self.url).password or "")
         for source in (self._dotenv, os.environ):
-            secrets.update(v for k, v in source.items() if _SECRET_NAME.search(k))
+            secrets.update(v for k, v in source.items() if is_secret_variable(k))
         return {s for s in secrets if s and len(s) >= 3}
 
     def display(self) -> dict[str, str]:
@@ -257,7 +255,7 @@ def _describe(exc: ValidationError, env_path: Path | None) -> str:
         else:
             source = "default"
         value = error.get("input")
-        shown = MASK if _SECRET_NAME.search(var) or var == "CLICKHOUSE_URL" else value
+        shown = MASK if is_secret_variable(var) or var == "CLICKHOUSE_URL" else value
         expected = _EXPECTED.get(field, error["msg"].lower())
         problems.append(f"{var} must be {expected}, got {shown!r} (from {source})")
     return "; ".join(problems)

@@ -6,8 +6,10 @@ Files (under ``LOG_DIR``):
 - ``jobs/<job>.log``: the records of one pipeline's runs (also in the system log);
 - ``cron.log``: what scheduled invocations print (written by the cron entry's redirection).
 
-Records inside a run carry ``job`` and ``run_id`` (set with :func:`run_context`). Every
-configured secret is replaced by ``***`` in every record, whatever the handler.
+Records inside a run carry ``job`` and ``run_id`` (set with :func:`run_context`), in every thread
+the run starts (:func:`in_run_context`). Every configured secret, every value a run registered as
+secret (:func:`add_secrets`) and secret-looking URL parameters and headers are replaced by ``***``
+in every record, whatever the handler (see ``core.redaction``).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import logging
 import logging.handlers
 import sys
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.config import MASK, Settings
+from core.config import Settings
 from core.exceptions import ConfigError
+from core.redaction import Redactor
 
 ROOT_LOGGER = "dp"
 
@@ -67,21 +70,10 @@ class _JobFilter(logging.Filter):
         return getattr(record, "job", None) == self.job
 
 
-class _Redactor:
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first so a secret containing another is masked whole.
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, MASK)
-        return text
-
-
 class TextFormatter(logging.Formatter):
     """``2026-01-01 12:00:00 INFO  [job run_id] message`` with secrets masked."""
 
-    def __init__(self, redact: _Redactor) -> None:
+    def __init__(self, redact: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(tag)s%(message)s", "%Y-%m-%d %H:%M:%S")
         self.redact = redact
 
@@ -95,7 +87,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: timestamp (ISO-8601 UTC), level, logger, message, job, run_id,
     exception."""
 
-    def __init__(self, redact: _Redactor) -> None:
+    def __init__(self, redact: Redactor) -> None:
         super().__init__()
         self.redact = redact
 
@@ -127,8 +119,44 @@ def _file_handler(path: Path, settings: Settings) -> logging.Handler:
     return handler
 
 
+def _redactor(settings: Settings) -> Redactor:
+    """The process's redactor, shared by every handler (kept on the ``dp`` logger, which the
+    logging module makes process-wide anyway); a run adds what it learns with add_secrets()."""
+    root = logging.getLogger(ROOT_LOGGER)
+    redactor: Redactor | None = getattr(root, "dp_redactor", None)
+    if redactor is None:
+        redactor = Redactor()
+        root.dp_redactor = redactor  # type: ignore[attr-defined]
+    redactor.add(settings.secret_values())
+    return redactor
+
+
+def add_secrets(values: Iterable[str]) -> None:
+    """Mask these values in every log record from now on (e.g. a header's token)."""
+    redactor: Redactor | None = getattr(logging.getLogger(ROOT_LOGGER), "dp_redactor", None)
+    if redactor is not None:
+        redactor.add(values)
+
+
+def redact(text: str, settings: Settings | None = None) -> str:
+    """``text`` as the logs would show it (run history and errors use this too)."""
+    redactor: Redactor | None = getattr(logging.getLogger(ROOT_LOGGER), "dp_redactor", None)
+    if redactor is None:
+        redactor = Redactor(settings.secret_values() if settings else ())
+    elif settings is not None:
+        redactor.add(settings.secret_values())
+    return redactor(text)
+
+
+def in_run_context(target: Callable[..., object]) -> Callable[..., object]:
+    """``target`` wrapped to run in the caller's context (job, run id): for threads a run starts,
+    so their records reach the run's job log."""
+    context = contextvars.copy_context()
+    return lambda *args, **kwargs: context.run(target, *args, **kwargs)
+
+
 def _formatter(settings: Settings, json_format: bool) -> logging.Formatter:
-    redact = _Redactor(settings.secret_values())
+    redact = _redactor(settings)
     return JsonFormatter(redact) if json_format else TextFormatter(redact)
 
 

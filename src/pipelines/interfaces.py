@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
@@ -92,6 +92,12 @@ class RunContext:
             "run_id": self.run_id,
             "pipeline": self.pipeline,
         }
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Mask these values (a token, a header's value) in the run's logs, errors and history."""
+        from core.logging import add_secrets
+
+        add_secrets(values)
 
     def count(self, counter: str, n: int = 1) -> None:
         """Add to a run counter (e.g. ``rows_quarantined``); counters end up in the run record."""

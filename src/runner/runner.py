@@ -29,7 +29,7 @@ from typing import Any
 from core.config import Settings
 from core.exceptions import AlreadyRunning, RunTimeout, TransientError
 from core.locks import FileLock
-from core.logging import attach_job_log, detach, get_logger, run_context
+from core.logging import attach_job_log, detach, get_logger, redact, run_context
 from core.models import RunRecord
 from core.store import Store
 from pipelines.interfaces import RunContext
@@ -137,9 +137,7 @@ def _signals(timeout: float | None) -> Iterator[None]:
 
 def _error_text(exc: BaseException, settings: Settings) -> str:
     text = f"{type(exc).__name__}: {exc}" if not isinstance(exc, RunTimeout) else str(exc)
-    for secret in settings.secret_values():
-        text = text.replace(secret, "***")
-    return text[:4000]
+    return redact(text, settings)[:4000]
 
 
 class _PidFile:

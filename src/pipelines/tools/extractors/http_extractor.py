@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit, urlunsplit
 
 import httpx
 import pyarrow as pa
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from core.config import MASK
 from core.exceptions import ConfigError, ExtractError, TransientError
+from core.logging import in_run_context
+from core.redaction import Redactor, header_secrets, param_secrets
 from pipelines.interfaces import Extractor, RunContext
 from pipelines.tools.extractors.json_records import (
     ArrowJsonReader,
@@ -46,7 +47,6 @@ from pipelines.tools.extractors.json_records import (
 
 _PLACEHOLDER = re.compile(r"\{(start|end|start_date|end_date|run_id|pipeline)\}")
 _INTERVAL_PLACEHOLDER = re.compile(r"\{(start|end|start_date|end_date)\}")
-_SECRET_PARAM = re.compile(r"(pass|secret|token|api_?key|apikey|key|signature|sig|auth|credential)", re.I)
 _LINK_NEXT = re.compile(r'<([^>]*)>\s*;[^,]*\brel="?next"?', re.I)
 _PAGINATION_TYPES = {"page", "offset", "cursor", "next_url"}
 _STOP = object()
@@ -158,6 +158,8 @@ class HttpExtractor(Extractor):
         self.prefetch = prefetch
         self.interval_aware = _uses_interval([url, self.params, json_body])
         self._last_request = 0.0
+        self._redactor = Redactor()
+        self._secret_params: set[str] = set()
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -270,7 +272,8 @@ class HttpExtractor(Extractor):
             except BaseException as exc:  # handed to the consumer, raised there
                 put(exc)
 
-        thread = threading.Thread(target=produce, name=f"http-extract-{self.name}", daemon=True)
+        # The thread runs in the run's logging context: its lines reach the run's job log.
+        thread = threading.Thread(target=in_run_context(produce), name=f"http-extract-{self.name}", daemon=True)
         thread.start()
         try:
             while True:
@@ -290,12 +293,16 @@ class HttpExtractor(Extractor):
     def _pages(self, context: RunContext) -> Iterator[_Page]:
         values = context.template_values()
         auth_headers, auth_params, secrets = self._auth_parts(context)
-        self._secrets = {s for s in secrets if s}
-        self._secret_params = set(auth_params)
         url: str | None = render(self.url, values)
         base_params = {k: _render_any(v, values) for k, v in self.params.items()}
         body = _render_any(self.json_body, values)
         headers = {"Accept": "application/json", **self.headers, **auth_headers}
+        # Every value this run sends as a secret is masked wherever it appears (an error body
+        # quoting the request back, the logs, the run's error in _dp_runs).
+        secrets |= header_secrets(headers) | param_secrets(url or "", {**base_params, **auth_params})
+        self._redactor = Redactor(secrets)
+        self._secret_params = set(auth_params)
+        context.add_secrets(secrets)
         reader = ArrowJsonReader()
         p = self.pagination
         kind = p["type"] if p else None
@@ -489,28 +496,18 @@ class HttpExtractor(Extractor):
     # ---- secrets -----------------------------------------------------------------------------
 
     def _redact(self, text: str) -> str:
-        for secret in sorted(getattr(self, "_secrets", ()), key=len, reverse=True):
-            text = text.replace(secret, MASK)
-        return text
+        return self._redactor(text)
 
     def _snippet(self, response: httpx.Response) -> str:
         try:
-            text = response.content[:400].decode("utf-8", errors="replace")
+            text = response.content[:4000].decode("utf-8", errors="replace")
         except Exception:  # noqa: BLE001 (a body we cannot read is shown as empty)
             text = ""
         return self._redact(text)[:200]
 
     def _safe_url(self, url: str, params: Mapping[str, Any] | None = None) -> str:
         """The URL with its query (plus ``params``), secret values masked, no userinfo password."""
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True) + [(k, str(v)) for k, v in (params or {}).items()]
-        secret_names = getattr(self, "_secret_params", set())
-        masked = [(k, MASK if (k in secret_names or _SECRET_PARAM.search(k)) else v) for k, v in query]
-        netloc = parts.netloc
-        if parts.password:
-            netloc = netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
-        text = urlunsplit(parts._replace(netloc=netloc, query=urlencode(masked, safe="{}*")))
-        return self._redact(text)
+        return self._redactor.url(url, params, self._secret_params)
 
 
 class _Envelope:
