@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from core.config import Settings
     from core.store import Store
+    from record.quarantine import RunQuarantine
     from record.state import RunState
 
 Batch = Union[pa.Table, "pd.DataFrame"]
@@ -68,6 +69,8 @@ class RunContext:
     attempt: int = 1
     table_name: str | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    #: The run's rejected rows, published with the run (the runner passes one per run).
+    quarantined: RunQuarantine | None = None
 
     @property
     def config(self) -> Settings:
@@ -107,13 +110,17 @@ class RunContext:
         """Set bad input rows aside (``_dp_quarantine``) instead of failing the run.
 
         Each row: ``source`` (file, URL, table), ``line`` (int or None), ``raw`` (the input as
-        text) and ``error`` (why it was rejected).
+        text) and ``error`` (why it was rejected). The rows are staged with the run and become
+        visible when it succeeds, replacing what earlier runs of the interval set aside.
         """
-        from record.quarantine import write_quarantine
+        if not rows:
+            return
+        if self.quarantined is None:
+            from record.quarantine import RunQuarantine
 
-        if rows:
-            write_quarantine(self, rows)
-            self.count("rows_quarantined", len(rows))
+            self.quarantined = RunQuarantine(self.store, self.pipeline, self.run_id, self.start, self.end)
+        self.quarantined.add(rows)
+        self.count("rows_quarantined", len(rows))
 
 
 @dataclass(frozen=True)

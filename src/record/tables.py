@@ -56,7 +56,9 @@ def _ddl(store: Store, ttl_days: int) -> list[str]:
             line Nullable(UInt64),
             raw String,
             error String,
-            quarantined_at {_UTC_MS} DEFAULT now64(3, 'UTC')
+            quarantined_at {_UTC_MS} DEFAULT now64(3, 'UTC'),
+            interval_start {_UTC_MS},
+            interval_end {_UTC_MS}
         ) ENGINE = MergeTree
         PARTITION BY toYYYYMM(quarantined_at)
         ORDER BY (pipeline, run_id)
@@ -78,6 +80,9 @@ def ensure_framework_tables(store: Store) -> None:
     ttl_days = store.settings.run_history_ttl_days
     for statement in _ddl(store, ttl_days):
         store.command(statement)
+    # Stores created before quarantine was kept per interval.
+    for column in ("interval_start", "interval_end"):
+        store.command(f"ALTER TABLE {store.table(QUARANTINE_TABLE)} ADD COLUMN IF NOT EXISTS {column} {_UTC_MS}")
     # Keep the retention in step with RUN_HISTORY_TTL_DAYS when it changes.
     for table in (RUNS_TABLE, QUARANTINE_TABLE):
         ddl = store.command(

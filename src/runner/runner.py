@@ -37,6 +37,7 @@ from pipelines.pipeline_factory import RunStats
 from pipelines.pipeline_registry import PipelineSpec
 from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
 from record.history import mark_crashed, record_run, this_host
+from record.quarantine import RunQuarantine
 from record.state import RunState
 from record.tables import ensure_framework_tables
 from runner.intervals import Interval, current_interval
@@ -140,6 +141,14 @@ def _error_text(exc: BaseException, settings: Settings) -> str:
     return redact(text, settings)[:4000]
 
 
+def _discard_quietly(quarantined: RunQuarantine, log: Any) -> None:
+    """Drop a failed run's staged quarantine rows (nothing after a commit); never raises."""
+    try:
+        quarantined.discard()
+    except Exception as exc:  # noqa: BLE001 (the run's outcome matters more; clean drops leftovers)
+        log.warning("Could not drop the run's staged quarantine rows: %s", exc)
+
+
 class _PidFile:
     """``RUN_DIR/pids/<run_id>.json`` while the run lives (``ps`` and ``kill`` read these)."""
 
@@ -221,6 +230,9 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
     pid_file = _PidFile(settings, record)
     log.info("Run %s started: pipeline %s, interval %s, trigger %s", run_id, spec.name, interval, trigger)
     state = RunState(store, spec.name)
+    # Rejected rows replace the interval's earlier ones only when the pipeline owns its interval.
+    owns_interval = spec.pipeline.extractor.interval_aware or getattr(spec.pipeline.loader, "interval_scoped", False)
+    quarantined = RunQuarantine(store, spec.name, run_id, interval.start, interval.end, owns_interval)
     stats = RunStats()
     context: RunContext | None = None
     outcome: dict[str, Any] = {"status": "failed", "reason": "error", "error": ""}
@@ -232,15 +244,17 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                 context = RunContext(
                     run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
                     settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
-                    table_name=spec.table_name,
+                    table_name=spec.table_name, quarantined=quarantined,
                 )
                 try:
                     stats = spec.pipeline.run(context)
                     state.commit(run_id)
+                    quarantined.commit()
                     outcome = {"status": "success", "reason": "", "error": ""}
                     break
                 except Exception as exc:
                     state.discard()
+                    quarantined.discard()
                     if is_transient(exc) and attempt <= entry.retries:
                         delay = retry_delay(attempt, entry.retry_delay)
                         log.warning("Attempt %d of %d failed with a transient error (%s); retrying in %.1f s",
@@ -260,6 +274,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
         outcome = {"status": "failed", "reason": "error", "error": _error_text(exc, settings)}
     finally:
         pid_file.remove()
+        _discard_quietly(quarantined, log)
     counters = context.counters if context else {}
     duration = time.monotonic() - started
     final = record.model_copy(update={

@@ -24,6 +24,9 @@ def read(extractor, context) -> pa.Table:
 
 
 def quarantined(context) -> list[tuple]:
+    """The run's rejected rows once the run commits them (the runner does that on success)."""
+    if context.quarantined is not None:
+        context.quarantined.commit()
     return context.store.query_rows(
         "SELECT source, line, raw, error FROM _dp_quarantine WHERE run_id = {r:String} ORDER BY source, line",
         {"r": context.run_id})

@@ -46,7 +46,9 @@ MODULE = textwrap.dedent('''
             yield pa.table({"ts": pa.array(ts, pa.timestamp("us", tz="UTC")), "v": list(range(days))})
 
     def csv(malformed="skip"):
-        return create_file_extractor(DATA + "/orders.csv", malformed=malformed, types={"amount": "float"})
+        extractor = create_file_extractor(DATA + "/orders.csv", malformed=malformed, types={"amount": "float"})
+        extractor.interval_aware = True  # each day reads "its" file: the pipeline owns its interval
+        return extractor
 
     def http(retries, prefetch=True):
         return create_http_extractor(os.environ.get("TEST_URL", "http://127.0.0.1:9") + "/items", retries=retries,
