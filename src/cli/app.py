@@ -105,6 +105,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
 pass_app = click.make_pass_decorator(App)
 
 
+def _unwritable(exc: OSError) -> DataProcessorError | None:
+    """A directory setting that cannot be written, as one line naming it (else None)."""
+    from core.config import unwritable_directory
+
+    try:
+        return unwritable_directory(exc, load_settings())
+    except DataProcessorError:
+        return None
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; framework errors become one line on stderr."""
     args = sys.argv[1:] if argv is None else argv
@@ -127,4 +137,10 @@ def run(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
+    except OSError as exc:
+        problem = _unwritable(exc)
+        if problem is None:
+            raise
+        click.echo(f"error: {problem}", err=True)
+        return EXIT_FAILED
     return result if isinstance(result, int) else EXIT_OK

@@ -204,6 +204,19 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def unwritable_directory(exc: OSError, settings: Settings) -> ConfigError | None:
+    """The error naming the setting when ``exc`` is about a path under DATA_DIR, RUN_DIR or
+    LOG_DIR (a directory that cannot be created or written); ``None`` for any other error."""
+    filename = str(exc.filename or "")
+    for var, directory in (("DATA_DIR", settings.data_dir), ("RUN_DIR", settings.run_dir),
+                           ("LOG_DIR", settings.log_dir)):
+        if filename == str(directory) or filename.startswith(str(directory) + os.sep) \
+                or str(directory).startswith(filename + os.sep):
+            return ConfigError(f"{var} {directory} is not writable ({exc.strerror or type(exc).__name__}: "
+                               f"{filename}); fix its permissions or point {var} elsewhere")
+    return None
+
+
 def env_file_path() -> Path:
     """The ``.env`` file in use: ``$ENV_FILE`` when set, else ``.env`` in the project."""
     return Path(os.environ["ENV_FILE"]) if os.environ.get("ENV_FILE") else DEFAULT_ENV_FILE

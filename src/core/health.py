@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
-from core.config import PROJECT_ROOT, Settings, env_file_path, load_settings
+from core.config import PROJECT_ROOT, Settings, env_file_path, load_settings, unwritable_directory
 from core.exceptions import DataProcessorError
 
 Status = Literal["ok", "warn", "fail"]
@@ -83,6 +83,11 @@ def check_store(settings: Settings) -> list[CheckResult]:
         exists = store.database_exists()
     except DataProcessorError as exc:
         return [CheckResult("store", "fail", str(exc))]
+    except OSError as exc:  # DATA_DIR or RUN_DIR cannot be written: a FAIL line, not a traceback
+        problem = unwritable_directory(exc, settings)
+        if problem is None:
+            raise
+        return [CheckResult("store", "fail", str(problem))]
     finally:
         store.close()
     results = [CheckResult("store", "ok", f"ClickHouse {version}, {settings.store_description}")]

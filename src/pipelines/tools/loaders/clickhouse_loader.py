@@ -62,7 +62,10 @@ STAGING_PREFIX = "_dp_stage_"
 # must never become a type's default: ``input_format_null_as_default`` covers format inserts
 # (the server path), ``insert_null_as_default`` every ``INSERT ... SELECT`` (chdb's Python(), the
 # Parquet push-down, partition rebuilds); both then fail with Code 349.
-_INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0}
+# Every insert goes to the run's staging table, so one touching many partitions (a year of daily
+# partitions in one load) is normal there: no limit (the default of 100 would fail it).
+_INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0,
+                    "max_partitions_per_insert_block": 0}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
