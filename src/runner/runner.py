@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from core.config import Settings
-from core.exceptions import AlreadyRunning, RunTimeout, TransientError
+from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, TransientError
 from core.locks import FileLock
 from core.logging import attach_job_log, detach, get_logger, redact, run_context
 from core.models import RunRecord
@@ -270,7 +270,11 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
         log.error("Run %s stopped: %s", run_id, "killed (SIGTERM)" if exc.reason == "killed" else "interrupted")
         outcome = {"status": "failed", "reason": exc.reason, "error": f"run {exc.reason}"}
     except Exception as exc:
-        log.exception("Run %s failed on attempt %d: %s", run_id, attempt, _error_text(exc, settings))
+        # An expected error (bad input, a refused load) is one line; a traceback only for a bug
+        # somewhere, or with --debug.
+        expected = isinstance(exc, DataProcessorError) and settings.log_level != "DEBUG"
+        log.error("Run %s failed on attempt %d: %s", run_id, attempt, _error_text(exc, settings),
+                  exc_info=not expected)
         outcome = {"status": "failed", "reason": "error", "error": _error_text(exc, settings)}
     finally:
         pid_file.remove()

@@ -21,7 +21,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -89,6 +89,22 @@ def _dig(obj: Any, path: str | None) -> Any:
             return None
         obj = obj.get(part)
     return obj
+
+
+class _Stopped(Exception):  # noqa: N818
+    """The consumer went away (the run ended or was killed) during a retry backoff."""
+
+
+def _backoff_sleep(stop: threading.Event | None) -> Callable[[float], None]:
+    """A backoff sleep that ends at once when ``stop`` is set (SIGTERM/SIGINT on the run)."""
+
+    def sleep(seconds: float) -> None:
+        if stop is None:
+            time.sleep(seconds)  # the main thread: a signal interrupts it by itself
+        elif stop.wait(seconds):
+            raise _Stopped()
+
+    return sleep
 
 
 class _Retryable(Exception):
@@ -265,7 +281,7 @@ class HttpExtractor(Extractor):
 
         def produce() -> None:
             try:
-                for page in self._pages(context):
+                for page in self._pages(context, stop):
                     if not put(page):
                         return
                 put(_STOP)
@@ -290,7 +306,7 @@ class HttpExtractor(Extractor):
     def _timeout(self, context: RunContext) -> float:
         return float(self.timeout if self.timeout is not None else context.settings.timeout)
 
-    def _pages(self, context: RunContext) -> Iterator[_Page]:
+    def _pages(self, context: RunContext, stop: threading.Event | None = None) -> Iterator[_Page]:
         values = context.template_values()
         auth_headers, auth_params, secrets = self._auth_parts(context)
         url: str | None = render(self.url, values)
@@ -326,7 +342,7 @@ class HttpExtractor(Extractor):
                 elif kind == "cursor" and cursor is not None:
                     params[p["cursor_param"]] = cursor
                 params.update(auth_params)
-                response = self._request(client, context, url, params, headers, body)
+                response = self._request(client, context, url, params, headers, body, stop)
                 pages += 1
                 table, envelope = self._parse(response, reader)
                 n = table.num_rows
@@ -401,7 +417,7 @@ class HttpExtractor(Extractor):
         return wait_exponential_jitter(multiplier=self.backoff, max=self.max_backoff, jitter=self.backoff)(state)
 
     def _request(self, client: httpx.Client, context: RunContext, url: str, params: dict[str, Any],
-                 headers: dict[str, str], body: Any) -> httpx.Response:
+                 headers: dict[str, str], body: Any, stop: threading.Event | None = None) -> httpx.Response:
         safe = self._safe_url(url, params)
         # httpx replaces a URL's query with ``params``: merge them so both are sent.
         parts = urlsplit(url)
@@ -432,7 +448,8 @@ class HttpExtractor(Extractor):
             return response
 
         retrying = Retrying(stop=stop_after_attempt(self.retries + 1), wait=self._wait,
-                            retry=retry_if_exception_type(_Retryable), before_sleep=before_sleep, reraise=True)
+                            retry=retry_if_exception_type(_Retryable), before_sleep=before_sleep, reraise=True,
+                            sleep=_backoff_sleep(stop))
         try:
             response = retrying(attempt)
         except _Retryable as exc:
