@@ -201,3 +201,20 @@ def test_bad_configuration() -> None:
         create_file_extractor("a.csv", malformed="ignore")
     with pytest.raises(ConfigError, match="unknown type 'integr'"):
         create_file_extractor("a.csv", types={"id": "integr"})
+
+
+def test_naive_datetimes_mean_utc_in_every_format(tmp_path: Path, make_context) -> None:
+    """``datetime`` is UTC: a timestamp without an offset is read as UTC wall time (as the type
+    transformer does), one with an offset is converted, whatever the file format."""
+    expected = [datetime(2026, 1, 15, 10, 0, tzinfo=UTC), datetime(2026, 1, 15, 11, 30, tzinfo=UTC),
+                datetime(2026, 1, 15, 8, 0, tzinfo=UTC)]
+    (tmp_path / "a.csv").write_text("id,at\n1,2026-01-15 10:00:00\n2,2026-01-15T11:30:00\n3,2026-01-15T10:00:00+02:00\n")
+    (tmp_path / "a.jsonl").write_text('{"id": 1, "at": "2026-01-15 10:00:00"}\n{"id": 2, "at": "2026-01-15T11:30:00"}\n'
+                                      '{"id": 3, "at": "2026-01-15T10:00:00+02:00"}\n')
+    naive = pa.array([datetime(2026, 1, 15, 10), datetime(2026, 1, 15, 11, 30), datetime(2026, 1, 15, 8)],
+                     pa.timestamp("us"))
+    pq.write_table(pa.table({"id": [1, 2, 3], "at": naive}), tmp_path / "a.parquet")
+    for name in ("a.csv", "a.jsonl", "a.parquet"):
+        table = read(create_file_extractor(tmp_path / name, types={"at": "datetime"}), make_context())
+        assert table.schema.field("at").type == pa.timestamp("us", tz="UTC"), name
+        assert table.column("at").to_pylist() == expected, name

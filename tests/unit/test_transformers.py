@@ -201,6 +201,7 @@ def test_quarantine_moves_bad_rows_aside(make_context) -> None:
     out = t.transform(table, context)
     assert out.column("id").to_pylist() == [1]
     assert context.counters["rows_quarantined"] == 3
+    context.quarantined.commit()  # the runner commits the rejected rows with the run
     rows = context.store.query_rows("SELECT source, line, raw, error FROM _dp_quarantine "
                                     "WHERE run_id = 'run-q' ORDER BY line")
     assert [(r[0], r[1]) for r in rows] == [("orders check", 1), ("orders check", 2), ("orders check", 3)]

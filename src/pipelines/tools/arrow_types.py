@@ -1,4 +1,9 @@
-"""Type names accepted by extractors (``types=``) and the type transformer, as Arrow types."""
+"""Type names accepted by extractors (``types=``) and the type transformer, as Arrow types.
+
+One rule for time everywhere: ``datetime`` is a UTC timestamp; a value without an offset (a naive
+string, a Parquet timestamp without a time zone) is UTC wall time, a value with an offset is
+converted to UTC.
+"""
 
 from __future__ import annotations
 
@@ -44,3 +49,31 @@ def arrow_type(spec: Any, where: str = "type") -> pa.DataType:
                 pass
     raise ConfigError(f"{where}: unknown type {spec!r}; use one of int, float, str, bool, datetime, date, "
                       "decimal(p,s) or a pyarrow type")
+
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, ValueError)
+
+
+def parse_utc_timestamps(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """ISO-8601 strings (``T`` or space, optional fraction and offset; no offset means UTC)."""
+    try:
+        return column.cast(target)  # strings with an offset or Z
+    except _CAST_ERRORS:
+        pass
+    try:  # naive strings: read as UTC wall time
+        return column.cast(pa.timestamp(target.unit)).cast(target)
+    except _CAST_ERRORS:
+        pass
+    # Mixed forms (some with offsets, some without): pandas parses them (this column only).
+    import pandas as pd
+
+    values = pd.to_datetime(pd.Series(column.to_pylist(), dtype="object"), utc=True, format="ISO8601")
+    return pa.chunked_array([pa.array(values, type=pa.timestamp("us", tz="UTC"))]).cast(target)
+
+
+def convert_column(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """``column`` as ``target``, timestamps by the rule above (a plain cast otherwise)."""
+    if pa.types.is_timestamp(target) and target.tz is not None and (
+            pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return parse_utc_timestamps(column, target)
+    return column.cast(target)

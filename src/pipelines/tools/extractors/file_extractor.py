@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource
-from pipelines.tools.arrow_types import arrow_type
+from pipelines.tools.arrow_types import arrow_type, convert_column
 from pipelines.tools.extractors.http_extractor import render
 from pipelines.tools.extractors.json_records import (
     ArrowJsonReader,
@@ -193,8 +193,8 @@ class FileExtractor(Extractor):
             if table.schema.field(i).type == type_:
                 continue
             try:
-                table = table.set_column(i, column, table.column(i).cast(type_))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                table = table.set_column(i, column, convert_column(table.column(i), type_))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, ValueError) as exc:
                 raise ExtractError(f"{self.name}: {path}: column {column!r} cannot be read as {type_}: {exc}") \
                     from None
         return table
@@ -234,7 +234,10 @@ class FileExtractor(Extractor):
         if self.column_names and self.header:
             read_options.skip_rows = 1
         parse_options = pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid)
-        convert_options = pcsv.ConvertOptions(column_types=self.types or None,
+        # Zoned timestamp columns are parsed after reading (Arrow's CSV parser refuses a value
+        # without an offset for them; naive means UTC here, see arrow_types).
+        csv_types = {c: pa.string() if pa.types.is_timestamp(t) and t.tz else t for c, t in self.types.items()}
+        convert_options = pcsv.ConvertOptions(column_types=csv_types or None,
                                               include_columns=self.columns or None)
         source = pa.input_stream(str(path), compression=compression)
         try:

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from core.exceptions import ConfigError, TransformError
 from pipelines.interfaces import Batch, RunContext, Transformer, batch_rows, to_arrow, to_pandas
-from pipelines.tools.arrow_types import arrow_type
+from pipelines.tools.arrow_types import arrow_type, parse_utc_timestamps
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, ValueError)
 
@@ -105,32 +105,17 @@ def _cast_column(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArra
             raise pa.ArrowInvalid("not a boolean")
         return pc.if_else(pc.is_null(lowered), pa.scalar(None, pa.bool_()), is_true)
     if pa.types.is_timestamp(target) and text:
-        return _parse_datetimes(column, target)
+        return parse_utc_timestamps(column, target)
     if pa.types.is_date(target) and text:
         try:
             return column.cast(target)
         except _CAST_ERRORS:
-            return _parse_datetimes(column, pa.timestamp("us", tz="UTC")).cast(target, safe=False)
+            return parse_utc_timestamps(column, pa.timestamp("us", tz="UTC")).cast(target, safe=False)
     if pa.types.is_date(target) and pa.types.is_timestamp(source):
         return column.cast(target, safe=False)  # drops the time of day (UTC for zoned timestamps)
     if (pa.types.is_integer(target) or pa.types.is_floating(target) or pa.types.is_decimal(target)) and text:
         return pc.utf8_trim_whitespace(column).cast(target)
     return column.cast(target)
-
-
-def _parse_datetimes(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
-    """ISO-8601 strings (``T`` or space, optional fraction and offset; no offset means UTC)."""
-    try:
-        return column.cast(target)  # strings with an offset or Z
-    except _CAST_ERRORS:
-        pass
-    try:  # naive strings: read as UTC wall time
-        return column.cast(pa.timestamp(target.unit)).cast(target)
-    except _CAST_ERRORS:
-        pass
-    # Mixed forms (some with offsets, some without): pandas parses them (this column only).
-    values = pd.to_datetime(pd.Series(column.to_pylist(), dtype="object"), utc=True, format="ISO8601")
-    return pa.chunked_array([pa.array(values, type=pa.timestamp("us", tz="UTC"))]).cast(target)
 
 
 def _first_bad(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, Any] | None:
