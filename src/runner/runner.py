@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any
 
 from core.config import Settings
-from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, TransientError
+from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, TransientError
 from core.locks import FileLock
 from core.logging import attach_job_log, detach, get_logger, redact, run_context
 from core.models import RunRecord
@@ -208,10 +208,33 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
     log = get_logger(f"job.{spec.name}")
     try:
         with run_context(spec.name, run_id):
-            return _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
+            try:
+                return _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
+            except StoreLockTimeout as exc:
+                return _record_lock_timeout(spec, store, interval, trigger, run_id, lock, log, exc)
     finally:
         detach(job_log)
         lock.release()
+
+
+def _record_lock_timeout(spec: PipelineSpec, store: Store, interval: Interval, trigger: str, run_id: str,
+                         lock: FileLock, log: Any, exc: StoreLockTimeout) -> RunResult:
+    """The run gave up waiting for the embedded store: record it as failed when the store frees
+    up within another STORE_LOCK_TIMEOUT (otherwise say that it could not be recorded)."""
+    log.error("Run %s gave up waiting for the embedded store: %s; recording it as failed", run_id, exc)
+    now = datetime.now(UTC)
+    record = RunRecord(
+        run_id=run_id, pipeline=spec.name, interval_start=interval.start, interval_end=interval.end,
+        trigger=trigger, status="failed", reason="store_lock_timeout", error=str(exc)[:4000], started_at=now,
+        finished_at=now, host=this_host(), pid=os.getpid(), lock_file=str(lock.path),
+    )
+    try:
+        ensure_framework_tables(store)
+        record_run(store, record)
+    except StoreLockTimeout:
+        log.error("Run %s could not be recorded in the run history: the store is still busy", run_id)
+    return RunResult(run_id=run_id, pipeline=spec.name, interval=interval, status="failed",
+                     reason="store_lock_timeout", error=record.error)
 
 
 def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval, trigger: str,

@@ -191,3 +191,45 @@ def test_an_expected_input_error_is_one_line_without_traceback(module: Path, pro
     assert "Traceback" not in job_log(project_env, "orders_strict")
     debug = run_cli("--debug", "cron_run", "orders_strict", "--date", "2026-01-15")
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
+HOLDER = textwrap.dedent('''
+    import pathlib, sys, time
+    sys.path.insert(0, sys.argv[1])
+    from core.config import load_settings
+    from core.store import Store
+    store = Store(load_settings())
+    release = pathlib.Path(sys.argv[2])
+    with store.session():
+        pathlib.Path(sys.argv[3]).write_text("holding")
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    store.close()
+''')
+
+
+@pytest.mark.slow
+def test_a_run_that_gives_up_waiting_for_the_store_is_recorded(module: Path, project_env, tmp_path: Path) -> None:
+    assert run_cli("setup_db").returncode == 0
+    release, holding = tmp_path / "release", tmp_path / "holding"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(SRC), str(release), str(holding)],
+                              env=cli_env(), cwd=ROOT)
+    try:
+        wait_for(holding.exists, what="the holder to take the store")
+        run = subprocess.Popen([sys.executable, str(SRC / "main.py"), "cron_run", "orders", "--date", "2026-01-15"],
+                               env=cli_env({"STORE_LOCK_TIMEOUT": "3"}), cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        log = Path(project_env["LOG_DIR"]) / "jobs" / "orders.log"
+        wait_for(lambda: log.exists() and "gave up waiting for the embedded store" in log.read_text(),
+                 what="the run to give up")
+        release.write_text("go")  # the store is free again: the failed run can now be recorded
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        release.write_text("go")
+        holder.wait(timeout=60)
+    assert run.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    [record] = runs_json("orders")
+    assert record["status"] == "failed" and record["reason"] == "store_lock_timeout"
+    assert "STORE_LOCK_TIMEOUT" in record["error"]
