@@ -196,3 +196,32 @@ def test_partitions_not_aligned_with_the_interval_are_warned_about(store: Store,
     other = create_clickhouse_loader("by_v", time_column="ts", partition_by="v")
     run(make_context, other, at([0], v=[1]))
     assert "Partitions of by_v (v) are not derived from the time column ts" in caplog.text
+
+
+def test_widening_on_the_push_down(store: Store, make_context, tmp_path) -> None:
+    _existing_non_nullable(store)
+    pq.write_table(at([0, 1, 2], pressure=[1.5, None, 2.5]), tmp_path / "day.parquet")
+    loader = create_clickhouse_loader("strict", time_column="ts", widen_to_nullable=True)
+    create_el_pipeline(create_file_extractor(tmp_path / "day.parquet"), loader, "p").run(
+        make_context(start=DAY, run_id="push-1"))
+    assert store.query_rows("SELECT pressure FROM strict ORDER BY ts") == [(1.5,), (None,), (2.5,)]
+    assert column_types(store, "strict")["pressure"] == "Nullable(Float64)"
+
+
+def test_re_staging_into_a_table_that_cannot_take_the_nulls_fails(store: Store, make_context) -> None:
+    """Run A stages a NULL (its own new table would be Nullable); run B creates the table with a
+    column its source declares non-null. A's commit must fail, not store a default."""
+    first = create_clickhouse_loader("race", time_column="ts")
+    context_a = make_context(start=DAY, run_id="run-a")
+    first.begin(context_a)
+    first.write(at([0, 1], v=[1, None]), context_a)
+    day2 = DAY + timedelta(days=1)
+    schema = pa.schema([pa.field("ts", pa.timestamp("us", tz="UTC"), nullable=False),
+                        pa.field("v", pa.int64(), nullable=False)])
+    run(make_context, create_clickhouse_loader("race", time_column="ts"),
+        pa.table({"ts": [day2], "v": [10]}, schema=schema), start=day2, run_id="run-b")
+    with pytest.raises(LoadError, match=r"column 'v' is Int64 \(not Nullable\) but is NULL in the run's data "
+                                        r"\(re-staged into race"):
+        first.commit(context_a)
+    assert store.query_rows("SELECT toDate(ts), v FROM race") == [(day2.date(), 10)]
+    assert not [t for t in tables(store) if t.startswith("_dp_stage_")]

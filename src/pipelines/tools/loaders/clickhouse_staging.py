@@ -116,7 +116,8 @@ class StagedStructure:
                 store.command(f"ALTER TABLE {store.table(self.table)} ADD COLUMN IF NOT EXISTS "
                               f"{quote_identifier(column)} {type_}")
                 context.logger.warning("Schema evolution: added column %s %s to %s", column, type_, self.table)
-            elif old != type_ and is_nullable(type_) and nullable_type(old) == type_:
+            elif self.widen_to_nullable and old != type_ and is_nullable(type_) and nullable_type(old) == type_:
+                # Widened in staging by this run (opt-in); without the opt-in a NULL fails re-staging.
                 store.command(f"ALTER TABLE {store.table(self.table)} MODIFY COLUMN {quote_identifier(column)} {type_}")
         target = self._table_columns(context, self.table)
         if list(target.items()) != list(self._columns.items()) and self.mode != "replace":
