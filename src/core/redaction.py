@@ -46,6 +46,14 @@ def is_secret_variable(name: str) -> bool:
     return bool(_SECRET_VARIABLE.search(name))
 
 
+def mask_url(url: str) -> str:
+    """The URL with the password of its userinfo (``user:password@``) replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)))
+
+
 def is_secret_header(name: str) -> bool:
     """True for a header whose value must never be shown (see the module doc)."""
     lowered = name.strip().lower()
@@ -92,10 +100,7 @@ class Redactor:
         names = {n.lower() for n in secret_names}
         query = parse_qsl(parts.query, keep_blank_values=True) + [(k, str(v)) for k, v in (params or {}).items()]
         masked = [(k, MASK if (k.lower() in names or is_secret_param(k)) else v) for k, v in query]
-        netloc = parts.netloc
-        if parts.password:
-            netloc = netloc.replace(f":{parts.password}@", f":{MASK}@", 1)
-        return self(urlunsplit(parts._replace(netloc=netloc, query=urlencode(masked, safe="{}*"))))
+        return self(mask_url(urlunsplit(parts._replace(query=urlencode(masked, safe="{}*")))))
 
 
 def header_secrets(headers: Mapping[str, str]) -> set[str]:
