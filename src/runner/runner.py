@@ -3,8 +3,8 @@
 - A kernel lock per pipeline (per pipeline and interval when the loader owns only the interval's
   slice) prevents overlapping runs; it dies with the process, kill -9 included.
 - The run is recorded in ``_dp_runs`` as ``running`` before any work, then ``success`` or
-  ``failed`` (with reason: error, timeout, interrupted, killed). A run whose process vanished is
-  marked ``crashed`` by the next run or ``runs`` listing.
+  ``failed`` (with reason: error, timeout, interrupted, killed, store_lock_timeout). A run whose
+  process vanished is marked ``crashed`` by the next run or ``runs`` listing.
 - Transient errors are retried (exponential backoff with jitter, capped); the loader commits
   only at the end, so a retry starts from a clean slate.
 - Everything is logged to ``logs/jobs/<pipeline>.log`` with the run id.
@@ -298,7 +298,8 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
         expected = isinstance(exc, DataProcessorError) and settings.log_level != "DEBUG"
         log.error("Run %s failed on attempt %d: %s", run_id, attempt, _error_text(exc, settings),
                   exc_info=not expected)
-        outcome = {"status": "failed", "reason": "error", "error": _error_text(exc, settings)}
+        reason = "store_lock_timeout" if isinstance(exc, StoreLockTimeout) else "error"
+        outcome = {"status": "failed", "reason": reason, "error": _error_text(exc, settings)}
     finally:
         pid_file.remove()
         _discard_quietly(quarantined, log)
