@@ -216,8 +216,8 @@ class StagedStructure:
     def _first_null_in_source(self, context: RunContext, source: SqlSource, column: str) -> str:
         try:
             [(path, row)] = context.store.query_rows(
-                f"SELECT _file, _row_number FROM {source.expression} WHERE {quote_identifier(column)} IS NULL "
-                "ORDER BY _file, _row_number LIMIT 1")
+                f"SELECT _path, _row_number FROM {source.expression} WHERE {quote_identifier(column)} IS NULL "
+                "ORDER BY _path, _row_number LIMIT 1")
             return f"row {int(row) + 1} of {path}"
         except (StoreError, ValueError):  # a source without those virtual columns
             return source.description
