@@ -95,10 +95,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
     Usage: ./run.sh COMMAND [ARGS]...  (./run.sh COMMAND --help for details)
     """
+    wants_help = isinstance(ctx.obj, dict) and ctx.obj.get("help")
     ctx.obj = App(debug=debug)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
-    elif ctx.invoked_subcommand not in _WITHOUT_SETTINGS and not ctx.resilient_parsing:
+    elif ctx.invoked_subcommand not in _WITHOUT_SETTINGS and not wants_help:
         ctx.obj.settings  # a bad configuration stops the command here, whatever it would catch later
 
 
@@ -120,7 +121,8 @@ def run(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        result = cli.main(args=args, prog_name="./run.sh", standalone_mode=False)
+        result = cli.main(args=args, prog_name="./run.sh", standalone_mode=False,
+                          obj={"help": "-h" in args or "--help" in args})
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:
