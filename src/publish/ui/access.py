@@ -78,7 +78,7 @@ class StoreGate:
         if not self._turn.acquire(timeout=self.wait):
             return self._snapshot(key, "another page is reading it")
         try:
-            if self.embedded and key in self._snapshots and self._other_waits():
+            if self.embedded and key in self._snapshots and self._other_waits() and not self._lock_file.is_free():
                 return self._snapshot(key, self._holder() + "; another process is waiting for it")
             try:
                 with self.store.session():

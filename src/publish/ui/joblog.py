@@ -87,9 +87,10 @@ def run_log(settings: Settings, pipeline: str, run_id: str, started_at: datetime
     tail = LogTail(base, lines[-limit:], max(0, len(lines) - limit))
     if not lines:
         oldest = _first_moment(files[0])
-        started = (started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)).astimezone().replace(tzinfo=None)
+        moment = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
+        started = moment.astimezone().replace(tzinfo=None, microsecond=0)  # log lines have whole seconds
         kept = f"oldest kept record: {oldest:%Y-%m-%d %H:%M:%S}" if oldest else "no records"
-        if oldest is not None and oldest > started:
+        if oldest is not None and oldest >= started:
             tail.note = f"the log rotated past this run's lines ({kept} in {base} and its rotated copies)"
         else:
             tail.note = f"no lines of this run in {base} ({kept})"
