@@ -244,14 +244,17 @@ def test_busy_store_shows_the_last_snapshot_within_the_bound(project: Project) -
 def test_a_run_completes_while_the_page_reloads_in_a_loop(project: Project) -> None:
     ui = UiServer(project)
     timings: list[tuple[float, int]] = []
+    busy: list[str] = []  # who held the store when a page showed its snapshot
     stop = threading.Event()
 
     def reload() -> None:
         while not stop.is_set() and len(timings) < 2000:
             for path in ("/", "/coverage?days=7", "/metrics"):
                 started = time.monotonic()
-                status = httpx.get(ui.url + path, timeout=30).status_code
-                timings.append((time.monotonic() - started, status))
+                answer = httpx.get(ui.url + path, timeout=30)
+                timings.append((time.monotonic() - started, answer.status_code))
+                if "store busy" in answer.text:
+                    busy.append(re.search(r"as of \d\d:\d\d UTC, store busy \(([^)]*)\)", answer.text).group(1))
 
     thread = threading.Thread(target=reload, daemon=True)
     thread.start()
@@ -269,6 +272,8 @@ def test_a_run_completes_while_the_page_reloads_in_a_loop(project: Project) -> N
     assert run_seconds < 30
     assert len(timings) >= 6, timings
     assert {status for _, status in timings} == {200}
+    # a snapshot names the run holding the store (or the holder's pid when it is not a known run)
+    assert all(re.fullmatch(r"run \S+ of days|in use by pid \d+ \(.*", text) for text in busy), busy
     slowest = max(seconds for seconds, _ in timings)
     assert slowest < 3.5, f"a page took {slowest:.1f} s (bound: 1.5 s wait + the read)"
 
@@ -299,3 +304,24 @@ def test_ui_password_requires_basic_auth_everywhere_and_never_shows(project: Pro
     finally:
         err = ui.stop()
     assert secret not in err
+
+
+# ---- optional data: check results ------------------------------------------------------------
+
+def test_check_results_are_read_when_the_table_exists(store: Store) -> None:
+    from publish.ui import data
+    from record.tables import ensure_framework_tables
+
+    ensure_framework_tables(store)
+    assert data.failing_checks(store) == {} and data.run_checks(store, "r1") == []  # no _dp_checks yet
+    store.command(f"CREATE TABLE {store.table('_dp_checks')} (pipeline String, check String, status String, "
+                  "run_id String, checked_at DateTime64(3, 'UTC'), detail String) ENGINE = MergeTree ORDER BY pipeline")
+    store.insert_rows("_dp_checks", [
+        ["orders", "not_null", "fail", "r1", "2026-03-01 10:00:00.000", "3 NULL ids"],
+        ["orders", "not_null", "ok", "r2", "2026-03-02 10:00:00.000", ""],      # fixed since
+        ["orders", "row_count", "fail", "r2", "2026-03-02 10:00:00.000", "0 rows"],
+        ["users", "unique", "ok", "r3", "2026-03-02 10:00:00.000", ""],
+    ], ["pipeline", "check", "status", "run_id", "checked_at", "detail"])
+    assert data.failing_checks(store) == {"orders": ["row_count"]}
+    checks = data.run_checks(store, "r1")
+    assert [(c["check"], c["status"], c["detail"]) for c in checks] == [("not_null", "fail", "3 NULL ids")]
