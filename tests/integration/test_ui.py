@@ -325,3 +325,20 @@ def test_check_results_are_read_when_the_table_exists(store: Store) -> None:
     assert data.failing_checks(store) == {"orders": ["row_count"]}
     checks = data.run_checks(store, "r1")
     assert [(c["check"], c["status"], c["detail"]) for c in checks] == [("not_null", "fail", "3 NULL ids")]
+
+
+def test_a_server_that_does_not_answer_gives_503_not_a_traceback(project: Project) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ui = UiServer(project, CLICKHOUSE_HOST="127.0.0.1", CLICKHOUSE_PORT=str(port), CLICKHOUSE_PASSWORD="pw-not-shown")
+    try:
+        page = ui.get("/")
+        assert page.status_code == 503
+        assert f"unavailable: Cannot connect to ClickHouse at http://default@127.0.0.1:{port}" in page.text
+        assert "pw-not-shown" not in page.text and "Traceback" not in page.text
+        assert ui.get("/metrics").status_code == 503
+    finally:
+        ui.stop()

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from core.config import Settings
-from core.exceptions import StoreLockTimeout
+from core.exceptions import StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.store import Store
 
@@ -85,6 +85,8 @@ class StoreGate:
                     value = reader(self.store)
             except StoreLockTimeout:
                 return self._snapshot(key, self._holder())
+            except StoreError as exc:  # a server down, a store that cannot be opened
+                return self._snapshot(key, f"unavailable: {exc}")
             finally:
                 self._our_wait_ended = time.time()
                 self.store.close()

@@ -75,6 +75,8 @@ class StatusPage:
             run = row.last_run
             if run is not None and run.status == "running" and pid and run.pid == pid:
                 return f"store busy (run {run.run_id} of {row.name})"
+        if reading.busy.startswith("unavailable"):
+            return f"store {self.redact(reading.busy)}"
         return f"store busy ({self.redact(reading.busy)})"
 
 
