@@ -73,6 +73,10 @@ def test_error_text_with_script_tag_shows_as_text(server: UiServer, project: Pro
         html = server.get(path).text
         assert "<script>alert" not in html, path
         assert "&lt;script&gt;alert(" in html, path
+    for path in ("/rows?pipeline=<script>x</script>", "/runs/<script>x</script>", "/coverage?days=<script>"):
+        answer = server.get(path)
+        assert answer.status_code in (400, 404), path
+        assert "<script>x" not in answer.text and "<script>" not in answer.text, path
 
 
 def test_coverage_grid_colours_intervals_and_links_cells_to_runs(server: UiServer, project: Project) -> None:

@@ -107,7 +107,7 @@ def create_app(page: StatusPage) -> Flask:
     @app.after_request
     def _headers(response: Response) -> Response:
         response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
-                                                       "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+                                                       "style-src 'self'; frame-ancestors 'none'")
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store" if not request.path.startswith("/static/") else "max-age=3600"
         return response
@@ -118,6 +118,7 @@ def create_app(page: StatusPage) -> Flask:
         return html, 503, {"Retry-After": "5"}
 
     _routes(app, page)
+    _detail_routes(app, page)
     return app
 
 
@@ -163,6 +164,9 @@ def _routes(app: Flask, page: StatusPage) -> None:
         reading = page.gate.read(f"rows:{days}:{wanted}", read)
         return _view("rows.html", page, reading, days=days, wanted=wanted, charts=_chart_data(reading.value))
 
+
+
+def _detail_routes(app: Flask, page: StatusPage) -> None:
     @app.get("/runs/<run_id>")
     def run(run_id: str) -> str:
         from record.history import get_run
