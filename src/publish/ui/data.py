@@ -99,7 +99,8 @@ class RowCounts:
     computed_at: float
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive values from the store are UTC)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -119,12 +120,12 @@ def freshness(spec: PipelineSpec, success: RunRecord | None, now: datetime) -> F
     limit, rule = freshness_limit(spec, now)
     if success is None:
         return Freshness("never", None, rule)
-    state = "stale" if _utc(success.started_at) < limit else "fresh"
+    state = "stale" if as_utc(success.started_at) < limit else "fresh"
     return Freshness(state, _age(success, now), rule)
 
 
 def _age(run: RunRecord | None, now: datetime) -> float | None:
-    return None if run is None else max(0.0, (now - _utc(run.started_at)).total_seconds())
+    return None if run is None else max(0.0, (now - as_utc(run.started_at)).total_seconds())
 
 
 def failure_counts(store: Store) -> dict[str, int]:
@@ -217,7 +218,7 @@ def _row(spec: PipelineSpec, intervals: Sequence[Interval], runs: Sequence[RunRe
     starts = [i.start for i in intervals]
     touching: list[list[RunRecord]] = [[] for _ in intervals]
     for run in runs:
-        begin, end = _utc(run.interval_start), _utc(run.interval_end)
+        begin, end = as_utc(run.interval_start), as_utc(run.interval_end)
         first = max(0, bisect.bisect_right(starts, begin) - 1)
         for index in range(first, len(intervals)):
             if intervals[index].start >= end:

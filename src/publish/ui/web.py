@@ -47,10 +47,10 @@ def _window(days: int) -> tuple[date, date]:
 class StatusPage:
     """State shared by the requests: the gate to the store, the registry, the counts cache."""
 
-    def __init__(self, settings: Settings, registry: Callable[[], Registry], wait: float | None = None) -> None:
+    def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
         self.settings = settings
         self.registry = registry
-        self.gate = StoreGate(settings) if wait is None else StoreGate(settings, wait)
+        self.gate = StoreGate(settings)
         self.counts = data.CountsCache()
         self.password = settings.ui_password.get_secret_value()
         self.secrets = sorted(settings.secret_values(), key=len, reverse=True)
@@ -209,16 +209,12 @@ def _chart_data(counts: list[data.RowCounts]) -> list[dict[str, Any]]:
 
 # ---- formatting (Jinja filters) ------------------------------------------------------------
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def _when(moment: datetime | None) -> str:
-    return "" if moment is None else _utc(moment).strftime("%Y-%m-%d %H:%M")
+    return "" if moment is None else data.as_utc(moment).strftime("%Y-%m-%d %H:%M")
 
 
 def _hhmm(moment: datetime) -> str:
-    return _utc(moment).strftime("%H:%M")
+    return data.as_utc(moment).strftime("%H:%M")
 
 
 def _age(seconds: float | None) -> str:
