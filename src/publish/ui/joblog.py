@@ -59,7 +59,8 @@ def _first_moment(path: Path) -> datetime | None:
                 return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S")
             if line.startswith("{"):
                 try:
-                    return datetime.fromisoformat(json.loads(line)["timestamp"]).astimezone().replace(tzinfo=None)
+                    moment = datetime.fromisoformat(json.loads(line)["timestamp"]).astimezone()
+                    return moment.replace(tzinfo=None, microsecond=0)
                 except (ValueError, KeyError):
                     continue
     return None
@@ -85,15 +86,17 @@ def run_log(settings: Settings, pipeline: str, run_id: str, started_at: datetime
                 if ours:
                     lines.append(line.rstrip("\n"))
     tail = LogTail(base, lines[-limit:], max(0, len(lines) - limit))
+    oldest = _first_moment(files[0])
+    moment = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
+    started = moment.astimezone().replace(tzinfo=None, microsecond=0)  # log lines have whole seconds
+    rotated = oldest is not None and oldest > started  # the kept logs begin after the run began
+    kept = f"oldest kept record: {oldest:%Y-%m-%d %H:%M:%S}" if oldest else "no records"
     if not lines:
-        oldest = _first_moment(files[0])
-        moment = started_at if started_at.tzinfo else started_at.replace(tzinfo=UTC)
-        started = moment.astimezone().replace(tzinfo=None, microsecond=0)  # log lines have whole seconds
-        kept = f"oldest kept record: {oldest:%Y-%m-%d %H:%M:%S}" if oldest else "no records"
-        if oldest is not None and oldest >= started:
-            tail.note = f"the log rotated past this run's lines ({kept} in {base} and its rotated copies)"
-        else:
-            tail.note = f"no lines of this run in {base} ({kept})"
+        tail.note = (f"the log rotated past this run's lines ({kept} in {base} and its rotated copies)"
+                     if rotated or (oldest is not None and oldest == started)
+                     else f"no lines of this run in {base} ({kept})")
+    elif rotated:
+        tail.note = f"the first lines of this run may have rotated away ({kept})"
     elif tail.truncated:
         tail.note = f"the last {len(tail.lines)} of {len(lines)} lines"
     return tail
