@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(100_000, ge=1, le=10_000_000)
     store_lock_timeout: float = Field(120.0, ge=0)
     run_history_ttl_days: int = Field(180, ge=1, le=36500)
+    # Password of the status page (./run.sh ui) when it listens on another address than 127.0.0.1.
+    ui_password: SecretStr = SecretStr("")
 
     _env_path: Path | None = PrivateAttr(default=None)
 

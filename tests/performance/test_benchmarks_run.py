@@ -40,3 +40,8 @@ def test_load_benchmark_runs_the_framework_steps() -> None:
                         "--steps", "clickhouse_file", "insert_arrow_loop", "framework_append",
                         "framework_interval", "framework_http")
     assert "rows/s" in out or "rows_per_second" in out
+
+
+def test_ui_benchmark_renders_every_page() -> None:
+    out = run_benchmark("benchmarks/ui_render.py", "--pipelines", "3", "--runs", "300", "--days", "10", "--repeat", "1")
+    assert "/coverage?days=10 (grid)" in out and "x" in out and "baseline" in out

@@ -1,0 +1,64 @@
+"""The ``ui`` command: serve the read-only status page and ``/metrics``."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+from types import FrameType
+
+import click
+
+from cli.app import EXIT_OK, App, cli, pass_app
+from core.exceptions import UsageError
+
+UI_THREADS = 4
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@cli.command("ui")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port, printed at start-up).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; another than 127.0.0.1 requires UI_PASSWORD.")
+@pass_app
+def ui(app: App, port: int, host: str) -> int:
+    """Serve the status page (pipelines, coverage, rows per day, runs) and /metrics, read-only."""
+    from waitress import create_server
+
+    from publish.ui.web import StatusPage, create_app
+
+    settings = app.settings
+    protected = bool(settings.ui_password.get_secret_value())
+    if not is_loopback(host) and not protected:
+        raise UsageError(f"--host {host} makes the status page reachable from other machines: set UI_PASSWORD "
+                         "(in .env or the environment) to require HTTP basic auth, or keep the default 127.0.0.1")
+    page = StatusPage(settings, lambda: app.registry)
+    server = create_server(create_app(page), host=host, port=port, threads=UI_THREADS, ident="data-processor")
+    shown = f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host
+    app.err.print(f"Status page on http://{shown}:{server.effective_port}/ (read-only, metrics at /metrics; "
+                  f"store: {settings.store_description})")
+    app.err.print("HTTP basic auth required (UI_PASSWORD, any user name), also for /metrics" if protected
+                  else "No password: reachable from this machine only" if is_loopback(host) else "")
+    app.err.print("Ctrl-C to stop")
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        page.gate.close()
+    return EXIT_OK

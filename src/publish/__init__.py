@@ -1,0 +1,1 @@
+"""Publishing what the framework knows: the status web page and its metrics."""

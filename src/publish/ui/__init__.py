@@ -1,0 +1,1 @@
+"""The status web page (./run.sh ui) and its /metrics."""

@@ -1,0 +1,235 @@
+"""The status page: a read-only Flask application over the read model (:mod:`publish.ui.data`).
+
+Pages are rendered on the server (tables work with JavaScript off; Jinja escapes every value);
+the only script draws the rows-per-day charts with uPlot, served from this package like every
+other asset. Served by waitress: one process, a few threads (chdb hangs in a forked child).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from flask import Flask, Response, abort, render_template, request
+
+from core.config import Settings
+from pipelines.pipeline_registry import Registry
+from publish.ui import data, metrics
+from publish.ui.access import Reading, StoreBusy, StoreGate
+from publish.ui.joblog import run_log
+
+MAX_GRID_DAYS = 366
+MAX_HOURLY_DAYS = 14
+DEFAULT_GRID_DAYS = 30
+DEFAULT_CHART_DAYS = 14
+REFRESH_CHOICES = (0, 10, 30, 60, 300)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        abort(400, f"{name} must be a whole number, got {raw[:40]!r}")
+    if not low <= value <= high:
+        abort(400, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _window(days: int) -> tuple[date, date]:
+    """The ``days`` days up to today (UTC): today is shown too, it is what runs write now."""
+    today = datetime.now(UTC).date()
+    return today - timedelta(days=days - 1), today
+
+
+class StatusPage:
+    """State shared by the requests: the gate to the store, the registry, the counts cache."""
+
+    def __init__(self, settings: Settings, registry: Callable[[], Registry]) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.gate = StoreGate(settings)
+        self.counts = data.CountsCache()
+        self.password = settings.ui_password.get_secret_value()
+        self.secrets = sorted(settings.secret_values(), key=len, reverse=True)
+
+    def redact(self, text: Any) -> str:
+        text = "" if text is None else str(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def overview(self) -> Reading:
+        registry = self.registry()
+        return self.gate.read("overview", lambda store: data.overview(store, registry))
+
+    def busy_text(self, reading: Reading) -> str:
+        """``store busy (run X)``: the run holding the store when it is one we know."""
+        if not reading.busy:
+            return ""
+        pid = self.gate.holder_pid()
+        last = self.gate.last("overview")
+        for row in (last.value if last else []):
+            run = row.last_run
+            if run is not None and run.status == "running" and pid and run.pid == pid:
+                return f"store busy (run {run.run_id} of {row.name})"
+        if reading.busy.startswith("unavailable"):
+            return f"store {self.redact(reading.busy)}"
+        return f"store busy ({self.redact(reading.busy)})"
+
+
+def _authorised(page: StatusPage) -> bool:
+    if not page.password:
+        return True
+    auth = request.authorization
+    given = (auth.password or "") if auth is not None else ""
+    return hmac.compare_digest(given.encode(), page.password.encode())
+
+
+def create_app(page: StatusPage) -> Flask:
+    """The Flask application of the status page."""
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 1024
+    app.jinja_env.filters.update(when=_when, hhmm=_hhmm, age=_age, num=_num, seconds=_seconds, redact=page.redact)
+    app.jinja_env.globals.update(STATES=data.STATES, REFRESH_CHOICES=REFRESH_CHOICES)
+
+    @app.before_request
+    def _guard() -> Response | None:
+        if request.method not in ("GET", "HEAD"):
+            abort(405)
+        if not _authorised(page):
+            return Response("authentication required (UI_PASSWORD)\n", 401,
+                            {"WWW-Authenticate": 'Basic realm="data-processor", charset="UTF-8"'})
+        return None
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; "
+                                                       "style-src 'self'; frame-ancestors 'none'")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Cache-Control"] = "no-store" if not request.path.startswith("/static/") else "max-age=3600"
+        return response
+
+    @app.errorhandler(StoreBusy)
+    def _busy(exc: StoreBusy) -> tuple[str, int, dict[str, str]]:
+        html = render_template("busy.html", holder=page.redact(exc.holder), refresh=5)
+        return html, 503, {"Retry-After": "5"}
+
+    _routes(app, page)
+    _detail_routes(app, page)
+    return app
+
+
+def _view(template: str, page: StatusPage, reading: Reading, **context: Any) -> str:
+    refresh = request.args.get("refresh", "")
+    return render_template(template, reading=reading, busy=page.busy_text(reading),
+                           refresh=int(refresh) if refresh.isdigit() and int(refresh) in REFRESH_CHOICES else 0,
+                           args=request.args, **context)
+
+
+def _routes(app: Flask, page: StatusPage) -> None:
+    @app.get("/")
+    def pipelines() -> str:
+        registry = page.registry()
+        return _view("pipelines.html", page, page.overview(), broken=registry.broken)
+
+    @app.get("/coverage")
+    def coverage() -> str:
+        hourly = request.args.get("hourly") == "1"
+        days = _int_arg("days", 3 if hourly else DEFAULT_GRID_DAYS, 1, MAX_HOURLY_DAYS if hourly else MAX_GRID_DAYS)
+        first, last = _window(days)
+        registry = page.registry()
+        reading = page.gate.read(f"coverage:{days}:{hourly}",
+                                 lambda store: data.coverage_grid(store, registry, first, last, hourly))
+        return _view("coverage.html", page, reading, days=days, hourly=hourly, first=first, last=last)
+
+    @app.get("/rows")
+    def rows() -> str:
+        days = _int_arg("days", DEFAULT_CHART_DAYS, 1, MAX_GRID_DAYS)
+        first, last = _window(days)
+        registry = page.registry()
+        wanted = request.args.get("pipeline", "")
+        specs = [s for s in data.counted_specs(registry) if not wanted or s.name == wanted]
+        if wanted and not specs:
+            abort(404, f"no pipeline named {wanted!r} loads a ClickHouse table")
+
+        def read(store: Any) -> list[data.RowCounts]:
+            from record.history import last_runs
+
+            newest = last_runs(store) if data.has_history(store) else {}
+            return [page.counts.get(store, spec, first, last, newest.get(spec.name)) for spec in specs]
+
+        reading = page.gate.read(f"rows:{days}:{wanted}", read)
+        return _view("rows.html", page, reading, days=days, wanted=wanted, charts=_chart_data(reading.value))
+
+
+
+def _detail_routes(app: Flask, page: StatusPage) -> None:
+    @app.get("/runs/<run_id>")
+    def run(run_id: str) -> str:
+        from record.history import get_run
+
+        def read(store: Any) -> tuple[Any, list[dict[str, Any]]]:
+            if not data.has_history(store):
+                return None, []
+            return get_run(store, run_id), data.run_checks(store, run_id)
+
+        reading = page.gate.read(f"run:{run_id}", read)
+        record, checks = reading.value
+        if record is None:
+            abort(404, f"no run {run_id!r} in the run history")
+        tail = run_log(page.settings, record.pipeline, record.run_id, record.started_at)
+        return _view("run.html", page, reading, run=record, checks=checks, log=tail)
+
+    @app.get("/metrics")
+    def metrics_page() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        reading = page.overview()
+        return Response(metrics.render(reading.value, reading.as_of, reading.stale), 200,
+                        {"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _chart_data(counts: list[data.RowCounts]) -> list[dict[str, Any]]:
+    """Per chart, the series uPlot draws (x: day as Unix seconds)."""
+    charts = []
+    for item in counts:
+        if not item.days:
+            continue
+        charts.append({
+            "pipeline": item.pipeline,
+            "x": [datetime(d.day.year, d.day.month, d.day.day, tzinfo=UTC).timestamp() for d in item.days],
+            "table": [d.rows for d in item.days],
+            "reported": [d.reported for d in item.days],
+        })
+    return charts
+
+
+# ---- formatting (Jinja filters) ------------------------------------------------------------
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else data.as_utc(moment).strftime("%Y-%m-%d %H:%M")
+
+
+def _hhmm(moment: datetime) -> str:
+    return data.as_utc(moment).strftime("%H:%M")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 172800 else f"{seconds / 86400:.1f} days"
+
+
+def _seconds(value: float | None) -> str:
+    return "" if value is None else (f"{value:.2f} s" if value < 60 else _age(value))
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
