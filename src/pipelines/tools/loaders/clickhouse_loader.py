@@ -138,7 +138,7 @@ class ClickHouseLoader(Loader):
         targets = [quote_identifier(n) for n in [*schema.names, *constants]]
         values = [quote_identifier(n) for n in schema.names] + [_sql_string(v) for v in constants.values()]
         store.command(f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} FROM {source.expression}",
-                      settings={**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"})
+                      source.parameters or None, settings={**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"})
         if self.mode == "interval":
             in_slice, bounds = self._slice(context)
             column = quote_identifier(self.time_column or "")
