@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from core.config import PROJECT_ROOT
 from core.logging import get_logger
+from runner.backfill import Listener, Outcome, Step
 from runner.intervals import Interval, current_interval, split
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) 
     The one place readiness is decided: it reads the run history (``record.history``) today.
     """
     from record.history import interval_runs, list_runs
-    from runner.backfill import History
+    from runner.backfill import History  # its coverage sweep, over complete runs only
 
     if not upstream.pipeline.interval_aware:
         last = list_runs(store, upstream.name, status="success", limit=1)
@@ -293,3 +294,49 @@ def run_downstream(store: Store, registry: Registry, succeeded: Sequence[Succeed
                 failed.setdefault(name, []).append(interval)
                 echo(f"downstream {name} {interval.label}: failed (exit {code}); see ./run.sh runs {name}")
     return failures
+
+
+# ---- backfills ------------------------------------------------------------------------------
+
+def prepare_backfill(store: Store, registry: Registry, steps: Sequence[Step]) -> tuple[list[Step], list[str]]:
+    """The plan in dependency order, with the intervals of downstream pipelines that are not
+    ready (and that no upstream step of this backfill re-loads) refused: turned into skips whose
+    ``why`` says which upstream. Returns the steps and one line per refused interval."""
+    rank = {name: i for i, name in enumerate(in_dependency_order(registry, {s.pipeline for s in steps}))}
+    ordered = sorted(steps, key=lambda s: rank[s.pipeline])  # stable: oldest first within a pipeline
+    reloaded = [s for s in ordered if s.action == "run"]
+    refused: list[str] = []
+    result: list[Step] = []
+    for step in ordered:
+        depends = step.spec.entry.depends_on
+        if step.action == "run" and depends and not any(
+                s.pipeline in depends and s.interval.start < step.interval.end and s.interval.end > step.interval.start
+                for s in reloaded):
+            reasons = unready_reasons(store, registry, step.spec, step.interval)
+            if reasons:
+                why = "refused: upstream not ready: " + "; ".join(reasons)
+                refused.append(f"{step.pipeline} {step.interval.label}: upstream not ready: {'; '.join(reasons)}")
+                step = Step(step.spec, step.interval, "skip", why, step.state)
+        result.append(step)
+    return result, refused
+
+
+class SuccessRecorder(Listener):
+    """Passes a backfill's progress on to ``inner`` and remembers the intervals that succeeded."""
+
+    def __init__(self, inner: Listener) -> None:
+        self.inner = inner
+        self.succeeded: list[Succeeded] = []
+        self.ran: list[tuple[str, Interval]] = []
+
+    def started(self, total: int) -> None:
+        self.inner.started(total)
+
+    def running(self, steps: Sequence[Step]) -> None:
+        self.inner.running(steps)
+
+    def finished(self, step: Step, outcome: Outcome) -> None:
+        self.ran.append((step.pipeline, step.interval))
+        if outcome.status == "success":
+            self.succeeded.append(Succeeded(step.pipeline, step.interval))
+        self.inner.finished(step, outcome)
