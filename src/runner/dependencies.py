@@ -234,10 +234,10 @@ def _candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[
     for name in spec.entry.depends_on:
         interval_aware = registry.pipelines[name].pipeline.interval_aware
         for interval in touched.get(name, []):
-            # An upstream that is not interval-aware re-read everything up to now.
-            found.update(i for i in split(interval.start, interval.end if interval_aware else now, granularity)
-                         if i.end <= now)
-            if not interval_aware:
+            if interval_aware:  # (an interval not ended yet is reported as not ready)
+                found.update(split(interval.start, interval.end, granularity))
+            else:  # it re-read everything up to now: the intervals that ended since its interval began
+                found.update(i for i in split(interval.start, now, granularity) if i.end <= now)
                 found.add(_last_complete(granularity, now))
     ordered = sorted(found)
     if ordered and not spec.pipeline.interval_aware:
