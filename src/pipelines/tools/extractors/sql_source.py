@@ -26,7 +26,7 @@ discovery naming the file and line.
 
 from __future__ import annotations
 
-import inspect
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,10 +92,12 @@ def compile_query(sql: str, source: str = "<sql>") -> tuple[str, set[str]]:
 def _caller_dir() -> Path:
     """The directory of the module that called the factory (where its .sql file lives)."""
     here = Path(__file__).resolve()
-    for frame in inspect.stack()[1:]:
-        path = Path(frame.filename).resolve()
+    frame = sys._getframe(1)  # not inspect.stack(): that reads every frame's source lines
+    while frame is not None:
+        path = Path(frame.f_code.co_filename).resolve()
         if path != here:
             return path.parent
+        frame = frame.f_back
     return Path.cwd()
 
 
