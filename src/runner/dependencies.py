@@ -105,8 +105,9 @@ def downstream_of(registry: Registry, name: str) -> list[str]:
 
 
 def in_dependency_order(registry: Registry, names: Iterable[str]) -> list[str]:
-    """``names`` sorted so that every pipeline comes after its upstreams (ties by name)."""
-    wanted, done, order = set(names), set(), []
+    """``names`` ordered so that every pipeline comes after its upstreams (otherwise as given)."""
+    given = list(dict.fromkeys(names))
+    wanted, done, order = set(given), set(), []
 
     def place(name: str) -> None:
         if name in done:
@@ -118,7 +119,7 @@ def in_dependency_order(registry: Registry, names: Iterable[str]) -> list[str]:
         if name in wanted:
             order.append(name)
 
-    for name in sorted(wanted):
+    for name in given:
         place(name)
     return order
 
@@ -132,7 +133,7 @@ def all_downstream(registry: Registry, roots: Iterable[str]) -> list[str]:
             if down not in seen:
                 seen.add(down)
                 todo.append(down)
-    return in_dependency_order(registry, seen)
+    return in_dependency_order(registry, sorted(seen))
 
 
 def tree_lines(registry: Registry, name: str | None = None) -> list[str]:
@@ -302,7 +303,7 @@ def prepare_backfill(store: Store, registry: Registry, steps: Sequence[Step]) ->
     """The plan in dependency order, with the intervals of downstream pipelines that are not
     ready (and that no upstream step of this backfill re-loads) refused: turned into skips whose
     ``why`` says which upstream. Returns the steps and one line per refused interval."""
-    rank = {name: i for i, name in enumerate(in_dependency_order(registry, {s.pipeline for s in steps}))}
+    rank = {name: i for i, name in enumerate(in_dependency_order(registry, (s.pipeline for s in steps)))}
     ordered = sorted(steps, key=lambda s: rank[s.pipeline])  # stable: oldest first within a pipeline
     reloaded = [s for s in ordered if s.action == "run"]
     refused: list[str] = []

@@ -330,3 +330,15 @@ def test_list_and_graph_show_dependencies(module: Path) -> None:
     assert one.splitlines()[:5] == [f"daily  (day, interval, {source})", "  reads from (depends_on):",
                                     f"  └── raw  (day, interval, {source})", "  runs after it:",
                                     f"  └── monthly  (day, replace, {source})"]
+
+
+def test_a_backfill_of_upstream_and_downstream_runs_them_in_dependency_order(module: Path, db: Store) -> None:
+    result = run_cli("backfill", "daily", "raw", "--start", "2025-03-01", "--end", "2025-03-02")
+    assert result.returncode == 0, result.stderr
+    assert "refused" not in result.stderr  # raw's re-loaded days make daily's days ready in this backfill
+    order = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("[")]
+    assert order == ["raw", "raw", "daily", "daily"]
+    assert "downstream daily" not in result.stdout  # ran in the backfill itself, not again
+    assert result.stdout.count("downstream monthly") == 1
+    assert daily(db) == [(DAY1, "a", 3, 9), (DAY1, "b", 3, 12), (DAY2, "a", 3, 9), (DAY2, "b", 3, 12)]
+    assert monthly(db) == [(date(2025, 3, 1), "a", 6, 18), (date(2025, 3, 1), "b", 6, 24)]
