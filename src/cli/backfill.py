@@ -18,6 +18,7 @@ from core.exceptions import UsageError
 from core.logging import ROOT_LOGGER
 from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
+from runner import dependencies as deps
 from runner.intervals import Interval, parse_date
 
 WORKER_STORE_LINGER = 0.1
@@ -179,9 +180,11 @@ def _print_summary(app: App, report: bf.Report) -> None:
               help="Run up to N intervals at once, each in a new process (helps when extraction dominates; "
                    "see docs/backfill.md).")
 @click.option("--continue-on-error", is_flag=True, help="Go on past a failed interval (default: stop at it).")
+@click.option("--no-downstream", is_flag=True, help="Do not re-run the pipelines that depend on the re-loaded ones.")
 @pass_app
 def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: str | None, hourly: bool,
-             rerun: str | None, force: bool, dry_run: bool, parallel: int, continue_on_error: bool) -> int:
+             rerun: str | None, force: bool, dry_run: bool, parallel: int, continue_on_error: bool,
+             no_downstream: bool) -> int:
     """Run pipelines over past days (default: the 7 complete days before today, UTC), oldest first.
 
     Without JOBS: every pipeline that supports intervals. Intervals with a successful run are
@@ -203,6 +206,9 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
         return EXIT_OK
     store = app.store
     steps = bf.plan(store, specs, first, last, policy=policy, hourly=hourly, dry_run=dry_run)
+    steps, refused = deps.prepare_backfill(store, reg, steps)  # depends_on: order, unready intervals
+    for line in refused:
+        app.err.print(f"[yellow]refused[/] {line}")
     if dry_run:
         _print_plan(app, steps)
         return EXIT_OK
@@ -213,17 +219,20 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
         app.err.print("note: the embedded store admits one process at a time, so --parallel pays off only when "
                       "extracting an interval takes seconds (remote APIs, databases); see docs/backfill.md")
     listener: bf.Listener = _Bar(app) if app.console.is_terminal else _Lines(app)
+    recorder = deps.SuccessRecorder(listener)
     started = time.monotonic()
     with _quiet_console(app):
         try:
             report = bf.execute(steps, app.settings, store, parallel=parallel, continue_on_error=continue_on_error,
-                                listener=listener)
+                                listener=recorder)
         finally:
             if isinstance(listener, _Bar):
                 listener.stop()
     report.seconds = time.monotonic() - started
     _print_summary(app, report)
-    return report.exit_code
+    if not no_downstream and not report.stopped:  # reported, never folded into the exit code (as cron_run)
+        deps.run_downstream(store, reg, recorder.succeeded, app.console.print, already=recorder.ran)
+    return report.exit_code or (1 if refused else 0)
 
 
 @cli.command("backfill_worker", hidden=True)

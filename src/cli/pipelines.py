@@ -69,7 +69,7 @@ def list_pipelines(app: App, as_json: bool) -> int:
             "pipelines": [{
                 "name": s.name, "description": s.entry.description, "schedule": s.entry.schedule,
                 "next_run": (n.isoformat() if (n := next_run(s)) else None), "table": s.table_name,
-                "source": s.source, "backfillable": s.pipeline.interval_aware,
+                "source": s.source, "backfillable": s.pipeline.interval_aware, "depends_on": s.entry.depends_on,
                 "last_run": last[s.name].model_dump(mode="json") if s.name in last else None,
             } for s in reg.pipelines.values()],
             "broken": [{"source": b.source, "name": b.name, "error": b.error} for b in reg.broken],
@@ -79,7 +79,7 @@ def list_pipelines(app: App, as_json: bool) -> int:
         app.console.print(f"No pipelines found: add a *_pipeline.py module to {app.settings.pipelines_dir}")
         return EXIT_OK
     table = Table(title=f"{len(reg.pipelines)} pipeline(s) in {app.settings.pipelines_dir}", title_justify="left")
-    for column in ("name", "description", "schedule", "next run", "table", "last run", "status", "rows"):
+    for column in ("name", "description", "schedule", "next run", "table", "depends on", "last run", "status", "rows"):
         table.add_column(column, overflow="fold")
     for spec in reg.pipelines.values():
         run = last.get(spec.name)
@@ -87,6 +87,7 @@ def list_pipelines(app: App, as_json: bool) -> int:
         if spec.entry.timezone:
             schedule += f" ({spec.entry.timezone})"
         table.add_row(spec.name, spec.entry.description, schedule, _when(next_run(spec)), spec.table_name or "-",
+                      ", ".join(spec.entry.depends_on) or "-",
                       _when(run.started_at) if run else "never", _styled(run.status) if run else "",
                       f"{run.rows_loaded:,}" if run else "")
     app.console.print(table)
@@ -117,13 +118,14 @@ def resolve_interval(spec: PipelineSpec, date: str | None, start: str | None, en
 @click.option("--date", help="Run for this day (YYYY-MM-DD).")
 @click.option("--start", help="Interval start (ISO date or date-time, UTC unless a zone is given).")
 @click.option("--end", help="Interval end, exclusive.")
-@click.option("--trigger", type=click.Choice(["manual", "cron", "backfill", "scheduler"]), default="manual",
-              show_default=True, help="Recorded in the run history.")
+@click.option("--trigger", type=click.Choice(["manual", "cron", "backfill", "scheduler", "upstream"]),
+              default="manual", show_default=True, help="Recorded in the run history.")
+@click.option("--no-downstream", is_flag=True, help="Do not run the pipelines that depend on this one afterwards.")
 @click.option("--if-due", is_flag=True, hidden=True,
               help="Run only if the schedule is due (in the pipeline's zone) at the minute this process started.")
 @pass_app
 def cron_run(app: App, name: str, date: str | None, start: str | None, end: str | None, trigger: str,
-             if_due: bool) -> int:
+             no_downstream: bool, if_due: bool) -> int:
     """Run one pipeline for one data interval (default: the current day or hour)."""
     from runner.runner import run_pipeline
 
@@ -145,6 +147,11 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
     else:
         app.err.print(f"[bold red]{result.status}[/] {name} {result.interval.label} ({result.reason}): {result.error}")
         app.err.print(f"details: {log_file} (run {result.run_id})")
+    if result.status == "success" and not no_downstream:  # after run_pipeline released its locks
+        from runner.dependencies import Succeeded, run_downstream
+
+        # Downstream outcomes are reported, never folded into this run's exit code.
+        run_downstream(app.store, app.registry, [Succeeded(name, result.interval)], app.console.print)
     return result.exit_code
 
 

@@ -59,6 +59,7 @@ DEFAULT_LOCK_TIMEOUT = 600.0
 _FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)(?P<down>\.down)?\.sql$")
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEREDOC = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+PLACEHOLDER_PATTERN = _PLACEHOLDER  # also read by SQL pipelines (pipelines.tools.extractors.sql_source)
 KNOWN_PLACEHOLDERS = ("database", "cluster")
 
 

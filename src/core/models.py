@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Granularity = Literal["day", "hour"]
 RunStatus = Literal["running", "success", "failed", "crashed"]
-Trigger = Literal["manual", "cron", "backfill", "scheduler"]
+Trigger = Literal["manual", "cron", "backfill", "scheduler", "upstream"]
 
 
 class PipelineEntry(BaseModel):
@@ -19,7 +19,8 @@ class PipelineEntry(BaseModel):
         {'pipeline': ..., 'description': ..., 'schedule': '0 * * * *', 'table_name': 'my_data'}
 
     plus optional keys: ``retries``, ``retry_delay``, ``timeout``, ``granularity``,
-    ``timezone``, ``freshness_hours``, ``enabled``.
+    ``timezone``, ``freshness_hours``, ``enabled``, ``depends_on`` (the pipelines whose tables this
+    one reads: it runs after them, see docs/sql-pipelines.md).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -35,6 +36,12 @@ class PipelineEntry(BaseModel):
     timezone: str | None = None
     freshness_hours: float | None = Field(None, gt=0)
     enabled: bool = True
+    depends_on: list[str] = Field(default_factory=list)
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("schedule")
     @classmethod

@@ -264,6 +264,12 @@ class Store:
             result = client.query(sql, parameters=parameters)
             return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
 
+    def query(self, sql: str, parameters: dict[str, Any] | None = None,
+              settings: dict[str, Any] | None = None) -> Any:
+        """Any statement, with query settings; the clickhouse-connect result (rows fetched)."""
+        with self.session() as client, _errors(sql):
+            return client.query(sql, parameters=parameters, settings=settings)
+
     def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
         with self.session() as client, _errors(sql):
             return client.query_df(sql, parameters=parameters)

@@ -121,4 +121,7 @@ def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckRe
     results = [check_pipelines(registry), check_cron(registry, settings)]
     if store_ok:
         results.extend(check_freshness(registry, settings))
+        from ops.materialized_views import check_materialized_views
+
+        results.extend(check_materialized_views(registry, settings))
     return results

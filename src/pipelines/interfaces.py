@@ -129,12 +129,14 @@ class SqlSource:
 
     When a pipeline has no transformers and runs on the embedded engine, an extractor that can
     describe its input this way lets the loader insert with one ``INSERT ... SELECT``: no Python
-    in the data path. ``schema`` is the Arrow schema of the rows (nullable where nulls occur).
+    in the data path. ``schema`` is the Arrow schema of the rows (nullable where nulls occur);
+    ``parameters`` are the values of ``{name:Type}`` query parameters in ``expression``.
     """
 
     expression: str
     schema: pa.Schema
     description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 class Component(ABC):
@@ -159,6 +161,10 @@ class Extractor(Component):
     #: True when the extractor reads only the run's interval (it uses ``context.start/end``),
     #: so re-running an interval reproduces it; such pipelines can be backfilled.
     interval_aware: bool = False
+
+    #: True when :meth:`sql_source` reads only tables of the store itself (a SQL pipeline), so
+    #: the push-down works on a server too; ``file(...)`` sources are the embedded engine's only.
+    reads_store: bool = False
 
     def sql_source(self, context: RunContext) -> SqlSource | None:
         """The run's input as a ClickHouse table expression, when ClickHouse can read it itself

@@ -67,7 +67,7 @@ class Pipeline:
 
     def _push_down(self, context: RunContext, stats: RunStats) -> bool:
         """Let ClickHouse read the source itself when nothing in Python needs the rows."""
-        if self.transformers or not context.settings.is_embedded:
+        if self.transformers or not (context.settings.is_embedded or self.extractor.reads_store):
             return False
         source = self.extractor.sql_source(context)
         if source is None:

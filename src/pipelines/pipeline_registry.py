@@ -177,6 +177,9 @@ def discover(pipelines_dir: Path) -> Registry:
                 registry.broken.append(Broken(source, str(exc), name))
     for name in duplicates:  # neither definition runs until the clash is resolved
         registry.pipelines.pop(name, None)
+    from runner.dependencies import check_graph  # depends_on: unknown names and cycles are broken
+
+    check_graph(registry)
     return registry
 
 

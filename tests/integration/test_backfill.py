@@ -190,7 +190,9 @@ def test_a_failing_day_stops_the_backfill_unless_told_to_go_on(module: Path, db:
 
 def test_dry_run_changes_nothing(module: Path, db: Store) -> None:
     def snapshot() -> tuple:
-        tables = rows(db, "SELECT name, total_rows FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+        # (ReplacingMergeTree tables shrink when background merges collapse row versions)
+        tables = rows(db, "SELECT name, if(engine LIKE 'Replacing%', NULL, total_rows) FROM system.tables "
+                          "WHERE database = currentDatabase() ORDER BY name")
         return (tables, rows(db, "SELECT * FROM _dp_runs ORDER BY run_id, version"), content(db, "days_t"))
 
     # Before anything exists: no database, no tables created by a dry run.

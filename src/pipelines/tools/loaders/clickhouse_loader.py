@@ -136,7 +136,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         settings = {**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
         while True:
             try:
-                store.command(insert, settings=settings)
+                store.command(insert, source.parameters or None, settings=settings)
                 break
             except StoreError as exc:
                 column = self._null_column(exc)

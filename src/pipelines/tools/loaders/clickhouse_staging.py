@@ -217,7 +217,7 @@ class StagedStructure:
         try:
             [(path, row)] = context.store.query_rows(
                 f"SELECT _path, _row_number FROM {source.expression} WHERE {quote_identifier(column)} IS NULL "
-                "ORDER BY _path, _row_number LIMIT 1")
+                "ORDER BY _path, _row_number LIMIT 1", source.parameters or None)
             return f"row {int(row) + 1} of {path}"
         except (StoreError, ValueError):  # a source without those virtual columns
             return source.description

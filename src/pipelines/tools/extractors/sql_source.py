@@ -1,0 +1,185 @@
+"""SQL pipelines: the T of ELT, run inside ClickHouse.
+
+A SQL pipeline's source is a ClickHouse ``SELECT`` over other tables of the store. The run never
+moves rows through Python: the loader stages them with ``INSERT INTO <staging> SELECT ... FROM
+(<your query>)`` and commits in its mode, exactly as for loaded data (so in ``interval`` mode a
+derived table is rebuilt per interval, idempotently).
+
+The run's placeholders become typed query parameters, never pasted text:
+
+============== ============================ ==============================
+placeholder    ClickHouse parameter          value
+============== ============================ ==============================
+``{start}``    ``DateTime64(6, 'UTC')``     interval start (inclusive)
+``{end}``      ``DateTime64(6, 'UTC')``     interval end (exclusive)
+``{start_date}`` ``Date``                   day of ``start``
+``{end_date}`` ``Date``                     day of ``end``
+``{run_id}``   ``String``                   the run id
+``{pipeline}`` ``String``                   the pipeline name
+============== ============================ ==============================
+
+The query is read with the migrations' SQL tokenizer, so braces inside string literals,
+quoted identifiers and comments are left alone; ``{{name}}`` is a literal ``{name}`` and
+ClickHouse's own ``{name:Type}`` parameters pass through. Any other ``{word}`` is an error at
+discovery naming the file and line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from core.exceptions import MigrationError, PipelineError
+from core.migrations import PLACEHOLDER_PATTERN, render_statement, split_statements
+from pipelines.interfaces import Extractor, Loader, RunContext, SqlSource
+
+#: The run's placeholders and the ClickHouse type each is bound as.
+PARAMETER_TYPES = {
+    "start": "DateTime64(6, 'UTC')",
+    "end": "DateTime64(6, 'UTC')",
+    "start_date": "Date",
+    "end_date": "Date",
+    "run_id": "String",
+    "pipeline": "String",
+}
+_TIME_PLACEHOLDERS = {"start", "end", "start_date", "end_date"}
+# Prefixed so they cannot collide with a user's own {name:Type} parameters.
+_PREFIX = "dp_"
+
+
+def parameter_values(context: RunContext, names: set[str]) -> dict[str, str]:
+    """The values of the placeholders ``names`` for this run, as ClickHouse parses them."""
+    values = {
+        "start": context.start.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "end": context.end.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "start_date": context.start_date,
+        "end_date": context.end_date,
+        "run_id": context.run_id,
+        "pipeline": context.pipeline,
+    }
+    return {_PREFIX + name: values[name] for name in names}
+
+
+def compile_query(sql: str, source: str = "<sql>") -> tuple[str, set[str]]:
+    """The query with placeholders turned into typed parameters, and the placeholders it uses.
+
+    Raises :class:`PipelineError` naming ``source`` (and the line) for an unknown placeholder,
+    an unterminated quote, more than one statement or a statement that is not a query.
+    """
+    try:
+        statements = split_statements(sql, source)
+        if len(statements) != 1:
+            raise PipelineError(f"{source}: a SQL pipeline needs exactly one SELECT statement, "
+                                f"found {len(statements)}")
+        statement = statements[0]
+        used = {match.group(2) for seg in statement.segments if seg.kind in ("code", "ident")
+                for match in PLACEHOLDER_PATTERN.finditer(seg.text) if match.group(2) in PARAMETER_TYPES}
+        bound = {name: "{" + _PREFIX + name + ":" + kind + "}" for name, kind in PARAMETER_TYPES.items()}
+        rendered = render_statement(statement, bound, source).sql
+    except MigrationError as exc:
+        raise PipelineError(str(exc)) from None
+    first = rendered.lstrip("(").split(None, 1)[0].upper() if rendered.strip() else ""
+    if first not in ("SELECT", "WITH"):
+        raise PipelineError(f"{source} line {statement.line}: a SQL pipeline's source must be a SELECT "
+                            f"(or WITH ... SELECT) query, got '{first or 'nothing'}'")
+    return rendered, used
+
+
+def _caller_dir() -> Path:
+    """The directory of the module that called the factory (where its .sql file lives)."""
+    here = Path(__file__).resolve()
+    frame = sys._getframe(1)  # not inspect.stack(): that reads every frame's source lines
+    while frame is not None:
+        path = Path(frame.f_code.co_filename).resolve()
+        if path != here:
+            return path.parent
+        frame = frame.f_back
+    return Path.cwd()
+
+
+def read_sql_file(path: str | Path, base: Path) -> tuple[str, str]:
+    """The text of a ``.sql`` file (relative paths: next to the calling module) and its display name."""
+    full = Path(path).expanduser()
+    if not full.is_absolute():
+        full = base / full
+    if not full.is_file():
+        raise PipelineError(f"SQL file {full} does not exist")
+    return full.read_text(encoding="utf-8"), str(full)
+
+
+class SqlExtractor(Extractor):
+    """A ClickHouse query over the store's tables as a pipeline source (see the module doc).
+
+    With the ClickHouse loader and no transformers the rows never leave ClickHouse, on the
+    embedded engine and on a server. Other loaders (console, files) receive the result in Arrow
+    batches.
+    """
+
+    #: The query reads the store's own tables, so the push-down works on a server too.
+    reads_store = True
+
+    def __init__(self, sql: str, source: str = "<sql>", name: str | None = None) -> None:
+        super().__init__(name or "SQL query")
+        self.sql = sql
+        self.source = source
+        self.query, self.placeholders = compile_query(sql, source)
+        # A query bounded by the run's interval re-computes exactly that interval.
+        self.interval_aware = bool(self.placeholders & _TIME_PLACEHOLDERS)
+
+    def parameters(self, context: RunContext) -> dict[str, str]:
+        return parameter_values(context, self.placeholders)
+
+    def schema(self, context: RunContext) -> pa.Schema:
+        """The query's columns as ClickHouse reports them (no rows are read)."""
+        empty = context.store.query_arrow(f"SELECT * FROM ({self.query}) LIMIT 0", self.parameters(context))
+        return empty.schema
+
+    def sql_source(self, context: RunContext) -> SqlSource | None:
+        return SqlSource(f"({self.query})", self.schema(context), f"the query of {self.source}",
+                         parameters=self.parameters(context))
+
+    def extract(self, context: RunContext) -> Iterator[pa.Table]:
+        """The result in Arrow batches (only when the loader cannot insert it with SQL itself)."""
+        size = context.settings.batch_size
+        with context.store.session() as client:
+            with client.query_arrow_stream(self.query, parameters=self.parameters(context),
+                                           settings={"max_block_size": size}) as stream:
+                for batch in stream:
+                    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+                    if table.num_rows:
+                        yield table
+
+
+def create_sql_extractor(sql: str | None = None, *, sql_file: str | Path | None = None,
+                         name: str | None = None) -> SqlExtractor:
+    """A source that is a ClickHouse ``SELECT``: inline ``sql`` or ``sql_file`` (relative to the
+    calling module's directory)."""
+    if (sql is None) == (sql_file is None):
+        raise PipelineError("create_sql_extractor: give either sql or sql_file")
+    if sql_file is not None:
+        sql, source = read_sql_file(sql_file, _caller_dir())
+    else:
+        source = f"SQL of {name}" if name else "<sql>"
+    assert sql is not None
+    return SqlExtractor(sql, source, name)
+
+
+def create_sql_pipeline(sql: str | None = None, loader: Loader | None = None, *, sql_file: str | Path | None = None,
+                        name: str | None = None) -> Any:
+    """A pipeline whose source is a ClickHouse query over other tables, run inside ClickHouse.
+
+    ``sql`` (or ``sql_file``, a ``.sql`` file next to the module) is one ``SELECT`` using
+    ``{start}``, ``{end}``, ``{start_date}``, ... (bound as typed parameters); ``loader`` is
+    usually ``create_clickhouse_loader(table, mode='interval', time_column=...)``. List the
+    pipelines that write the tables it reads in the entry's ``depends_on``.
+    """
+    from pipelines.pipeline_factory import create_el_pipeline
+
+    if loader is None:
+        raise PipelineError(f"create_sql_pipeline({name or ''}): a loader is required "
+                            "(e.g. create_clickhouse_loader('daily_totals', time_column='day'))")
+    return create_el_pipeline(create_sql_extractor(sql, sql_file=sql_file, name=name), loader, name=name)

@@ -1,0 +1,343 @@
+"""Dependencies between pipelines (``depends_on``): the graph, readiness and downstream runs.
+
+A pipeline lists in ``depends_on`` the pipelines that write the tables it reads. Then:
+
+- **Readiness.** An interval of the downstream pipeline is *ready* when every upstream is complete
+  for it (:func:`upstream_complete`): an interval-aware upstream has successful runs covering the
+  interval, each *complete* (it started at or after the end of its own interval, so it saw all
+  of it); an upstream that is not interval-aware (e.g. a cursor-appended raw table) has a success
+  that started at or after the interval's end. A success that started before its interval ended
+  (today's run) never makes a downstream interval ready.
+- **Downstream runs.** When upstream runs succeed, :func:`run_downstream` runs the downstream
+  pipelines' ready intervals after the upstream released its locks, in dependency order, each as
+  a new process (``cron_run ... --trigger upstream --no-downstream``; never a fork). Several
+  upstream intervals touching one downstream interval give one run of it (coalesced); a
+  downstream that is not interval-aware (it recomputes everything) runs once, for its newest
+  interval.
+- **The graph.** :func:`check_graph` (at discovery) turns unknown names and cycles into broken
+  entries naming the modules.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from core.config import PROJECT_ROOT
+from core.logging import get_logger
+from runner.backfill import Listener, Outcome, Step
+from runner.intervals import Interval, current_interval, split
+
+if TYPE_CHECKING:
+    from core.models import RunRecord
+    from core.store import Store
+    from pipelines.pipeline_registry import PipelineSpec, Registry
+
+log = get_logger("dependencies")
+
+
+# ---- the graph ------------------------------------------------------------------------------
+
+def check_graph(registry: Registry) -> None:
+    """Move pipelines with a dependency cycle or an unknown (or broken) upstream to ``broken``."""
+    from pipelines.pipeline_registry import Broken
+
+    specs = registry.pipelines
+    for cycle in _cycles(registry):
+        path = " -> ".join(f"{name} ({specs[name].source})" for name in [*cycle, cycle[0]])
+        for name in cycle:
+            if name in specs:
+                registry.broken.append(Broken(specs.pop(name).source, f"dependency cycle: {path}", name))
+    changed = True
+    while changed:  # a pipeline whose upstream was just removed is broken too
+        changed = False
+        for name, spec in list(specs.items()):
+            missing = [up for up in spec.entry.depends_on if up not in specs]
+            if missing:
+                registry.broken.append(Broken(spec.source, _unknown_message(registry, spec, missing[0]), name))
+                del specs[name]
+                changed = True
+
+
+def _unknown_message(registry: Registry, spec: PipelineSpec, upstream: str) -> str:
+    where = f"pipeline '{spec.name}' in {spec.source}"
+    broken = next((b for b in registry.broken if b.name == upstream), None)
+    if broken is not None:
+        return f"{where} depends on '{upstream}' ({broken.source}), which is broken: {broken.error}"
+    known = ", ".join(sorted(n for n in registry.pipelines if n != spec.name)) or "none"
+    return f"{where}: depends_on names '{upstream}', which is not a pipeline (known: {known})"
+
+
+def _cycles(registry: Registry) -> list[list[str]]:
+    """Each dependency cycle once (depth-first search; a self-dependency is a cycle of one)."""
+    specs = registry.pipelines
+    state: dict[str, str] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(name: str) -> None:
+        state[name] = "open"
+        stack.append(name)
+        for up in specs[name].entry.depends_on:
+            if up not in specs:
+                continue
+            if state.get(up) == "open":
+                found.append(stack[stack.index(up):])
+            elif up not in state:
+                visit(up)
+        stack.pop()
+        state[name] = "done"
+
+    for name in sorted(specs):
+        if name not in state:
+            visit(name)
+    return found
+
+
+def downstream_of(registry: Registry, name: str) -> list[str]:
+    """The pipelines that list ``name`` in ``depends_on`` (sorted)."""
+    return sorted(n for n, s in registry.pipelines.items() if name in s.entry.depends_on)
+
+
+def in_dependency_order(registry: Registry, names: Iterable[str]) -> list[str]:
+    """``names`` ordered so that every pipeline comes after its upstreams (otherwise as given)."""
+    given = list(dict.fromkeys(names))
+    wanted, done, order = set(given), set(), []
+
+    def place(name: str) -> None:
+        if name in done:
+            return
+        done.add(name)
+        for up in sorted(registry.pipelines[name].entry.depends_on):
+            if up in registry.pipelines:
+                place(up)
+        if name in wanted:
+            order.append(name)
+
+    for name in given:
+        place(name)
+    return order
+
+
+def all_downstream(registry: Registry, roots: Iterable[str]) -> list[str]:
+    """Every pipeline downstream of ``roots`` (transitively), in dependency order."""
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        for down in downstream_of(registry, todo.pop()):
+            if down not in seen:
+                seen.add(down)
+                todo.append(down)
+    return in_dependency_order(registry, sorted(seen))
+
+
+def tree_lines(registry: Registry, name: str | None = None) -> list[str]:
+    """The dependency tree as text: every root and what runs after it, or one pipeline's
+    upstreams and downstreams."""
+
+    def describe(spec: PipelineSpec) -> str:
+        mode = getattr(spec.pipeline.loader, "mode", None) or type(spec.pipeline.loader).__name__
+        return f"{spec.name}  ({spec.entry.granularity}, {mode}, {spec.source})"
+
+    def walk(current: str, prefix: str, nexts: Callable[[str], list[str]], lines: list[str]) -> None:
+        children = nexts(current)
+        for i, child in enumerate(children):
+            last = i == len(children) - 1
+            lines.append(prefix + ("└── " if last else "├── ") + describe(registry.pipelines[child]))
+            walk(child, prefix + ("    " if last else "│   "), nexts, lines)
+
+    def upstreams(n: str) -> list[str]:
+        return sorted(u for u in registry.pipelines[n].entry.depends_on if u in registry.pipelines)
+
+    lines: list[str] = []
+    if name is not None:
+        spec = registry.get(name)
+        lines.append(describe(spec))
+        if upstreams(name):
+            lines.append("  reads from (depends_on):")
+            walk(name, "  ", upstreams, lines)
+        lines.append("  runs after it:" if downstream_of(registry, name) else "  nothing depends on it")
+        walk(name, "  ", lambda n: downstream_of(registry, n), lines)
+        return lines
+    for root in sorted(n for n in registry.pipelines if not upstreams(n)):
+        lines.append(describe(registry.pipelines[root]))
+        walk(root, "", lambda n: downstream_of(registry, n), lines)
+    return lines
+
+
+# ---- readiness ------------------------------------------------------------------------------
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def is_complete(run: RunRecord) -> bool:
+    """A success that started after its interval ended saw all of it (today's run did not)."""
+    return run.status == "success" and _utc(run.started_at) >= _utc(run.interval_end)
+
+
+def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) -> tuple[bool, str]:
+    """Is ``upstream`` complete for ``interval``? (and why not, for the user).
+
+    The one place readiness is decided: it reads the run history (``record.history``) today.
+    """
+    from record.history import interval_runs, list_runs
+    from runner.backfill import History  # its coverage sweep, over complete runs only
+
+    if not upstream.pipeline.interval_aware:
+        last = list_runs(store, upstream.name, status="success", limit=1)
+        if last and _utc(last[0].started_at) >= interval.end:
+            return True, ""
+        seen = f"its last success started {_utc(last[0].started_at):%Y-%m-%d %H:%M} UTC" if last else "it never succeeded"
+        return False, (f"upstream '{upstream.name}' (not interval-aware) has no success started at or after "
+                       f"{interval.end:%Y-%m-%d %H:%M} UTC ({seen})")
+    runs = [r for r in interval_runs(store, upstream.name) if is_complete(r)]
+    if History(runs).covered(interval):
+        return True, ""
+    return False, f"upstream '{upstream.name}' has no complete successful run covering {interval.label}"
+
+
+def unready_reasons(store: Store, registry: Registry, spec: PipelineSpec, interval: Interval) -> list[str]:
+    """Why ``interval`` of ``spec`` is not ready (empty: ready)."""
+    reasons = []
+    for name in spec.entry.depends_on:
+        ready, why = upstream_complete(store, registry.get(name), interval)
+        if not ready:
+            reasons.append(why)
+    return reasons
+
+
+# ---- downstream runs ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Succeeded:
+    """An upstream run that succeeded (what triggers its downstream)."""
+
+    pipeline: str
+    interval: Interval
+
+
+def _last_complete(granularity: str, now: datetime) -> Interval:
+    current = current_interval(granularity, now)  # type: ignore[arg-type]
+    return split(current.start - timedelta(seconds=1), current.start, granularity)[-1]  # type: ignore[arg-type]
+
+
+def _candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[Interval]],
+                now: datetime) -> list[Interval]:
+    """The intervals of ``spec`` that its upstreams' runs in this cascade may have made ready."""
+    granularity = spec.entry.granularity
+    found: set[Interval] = set()
+    for name in spec.entry.depends_on:
+        interval_aware = registry.pipelines[name].pipeline.interval_aware
+        for interval in touched.get(name, []):
+            if interval_aware:  # (an interval not ended yet is reported as not ready)
+                found.update(split(interval.start, interval.end, granularity))
+            else:  # it re-read everything up to now: the intervals that ended since its interval began
+                found.update(i for i in split(interval.start, now, granularity) if i.end <= now)
+                found.add(_last_complete(granularity, now))
+    ordered = sorted(found)
+    if ordered and not spec.pipeline.interval_aware:
+        return ordered[-1:]  # it recomputes everything: one run, for the newest interval
+    return ordered
+
+
+def cron_run_command(name: str, interval: Interval) -> list[str]:
+    """A new process (never a fork) running one downstream interval."""
+    return [sys.executable, str(PROJECT_ROOT / "src" / "main.py"), "cron_run", name,
+            "--start", interval.start.isoformat(), "--end", interval.end.isoformat(),
+            "--trigger", "upstream", "--no-downstream"]
+
+
+def run_downstream(store: Store, registry: Registry, succeeded: Sequence[Succeeded], echo: Callable[[str], None],
+                   already: Iterable[tuple[str, Interval]] = (), now: datetime | None = None) -> int:
+    """Run the downstream pipelines of ``succeeded``, in dependency order; returns how many failed.
+
+    Each ready interval runs once in a new process; an interval that is not ready is reported
+    and skipped; a failure skips what depends on that interval. ``already`` lists (pipeline,
+    interval) pairs that ran anyway (a backfill's own steps) and are not run again.
+    """
+    now = now or datetime.now(UTC)
+    touched: dict[str, list[Interval]] = {}
+    for run in succeeded:
+        touched.setdefault(run.pipeline, []).append(run.interval)
+    done = set(already)
+    failed: dict[str, list[Interval]] = {}
+    failures = 0
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")]))
+    for name in all_downstream(registry, touched):
+        spec = registry.pipelines[name]
+        if not spec.entry.enabled:
+            continue
+        for interval in _candidates(registry, spec, touched, now):
+            if (name, interval) in done:
+                continue
+            broken_up = [u for u in spec.entry.depends_on
+                         if any(i.start < interval.end and i.end > interval.start for i in failed.get(u, []))]
+            reasons = [f"upstream '{u}' failed" for u in broken_up] or unready_reasons(store, registry, spec, interval)
+            if reasons:
+                echo(f"downstream {name} {interval.label}: not ready, not run ({'; '.join(reasons)})")
+                continue
+            store.close()  # the child needs the embedded store
+            echo(f"downstream {name} {interval.label}: running (trigger upstream)")
+            code = subprocess.run(cron_run_command(name, interval), env=env, cwd=PROJECT_ROOT,
+                                  stdin=subprocess.DEVNULL, check=False).returncode
+            done.add((name, interval))
+            if code == 0:
+                touched.setdefault(name, []).append(interval)
+            else:
+                failures += 1
+                failed.setdefault(name, []).append(interval)
+                echo(f"downstream {name} {interval.label}: failed (exit {code}); see ./run.sh runs {name}")
+    return failures
+
+
+# ---- backfills ------------------------------------------------------------------------------
+
+def prepare_backfill(store: Store, registry: Registry, steps: Sequence[Step]) -> tuple[list[Step], list[str]]:
+    """The plan in dependency order, with the intervals of downstream pipelines that are not
+    ready (and that no upstream step of this backfill re-loads) refused: turned into skips whose
+    ``why`` says which upstream. Returns the steps and one line per refused interval."""
+    rank = {name: i for i, name in enumerate(in_dependency_order(registry, (s.pipeline for s in steps)))}
+    ordered = sorted(steps, key=lambda s: rank[s.pipeline])  # stable: oldest first within a pipeline
+    reloaded = [s for s in ordered if s.action == "run"]
+    refused: list[str] = []
+    result: list[Step] = []
+    for step in ordered:
+        depends = step.spec.entry.depends_on
+        if step.action == "run" and depends and not any(
+                s.pipeline in depends and s.interval.start < step.interval.end and s.interval.end > step.interval.start
+                for s in reloaded):
+            reasons = unready_reasons(store, registry, step.spec, step.interval)
+            if reasons:
+                why = "refused: upstream not ready: " + "; ".join(reasons)
+                refused.append(f"{step.pipeline} {step.interval.label}: upstream not ready: {'; '.join(reasons)}")
+                step = Step(step.spec, step.interval, "skip", why, step.state)
+        result.append(step)
+    return result, refused
+
+
+class SuccessRecorder(Listener):
+    """Passes a backfill's progress on to ``inner`` and remembers the intervals that succeeded."""
+
+    def __init__(self, inner: Listener) -> None:
+        self.inner = inner
+        self.succeeded: list[Succeeded] = []
+        self.ran: list[tuple[str, Interval]] = []
+
+    def started(self, total: int) -> None:
+        self.inner.started(total)
+
+    def running(self, steps: Sequence[Step]) -> None:
+        self.inner.running(steps)
+
+    def finished(self, step: Step, outcome: Outcome) -> None:
+        self.ran.append((step.pipeline, step.interval))
+        if outcome.status == "success":
+            self.succeeded.append(Succeeded(step.pipeline, step.interval))
+        self.inner.finished(step, outcome)

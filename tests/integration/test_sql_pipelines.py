@@ -1,0 +1,344 @@
+"""SQL pipelines and depends_on, end to end through the real CLI in new processes, on both engines.
+
+The server is ClickHouse's own HTTP handler from the chdb wheel (clickhouse-local listening on
+127.0.0.1, see docs/architecture and the measured notes): the framework talks to it over HTTP
+exactly as to clickhouse-server.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import rows, run_cli, wait_for
+from core.store import Store
+
+SERVER = textwrap.dedent('''
+    import os, sys
+    data, http_port, tcp_port = sys.argv[1], sys.argv[2], sys.argv[3]
+    from chdb import _chdb  # imported before changing into the directory whose config.xml it reads
+    os.chdir(data)
+    with open("config.xml", "w") as f:
+        f.write(f"<clickhouse><http_port>{http_port}</http_port><tcp_port>{tcp_port}</tcp_port>"
+                "<listen_host>127.0.0.1</listen_host></clickhouse>")
+    # The listeners live while this query runs; the process is stopped with a signal.
+    _chdb.query("SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; SELECT sleepEachRow(1) FROM numbers(1000000) "
+                "SETTINGS max_block_size = 1 FORMAT Null", "TabSeparated", path=os.path.join(data, "db"))
+''')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as response:
+            return response.read().strip() == b"Ok."
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    directory = tmp_path_factory.mktemp("clickhouse_server")
+    (directory / "server.py").write_text(SERVER)
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, str(directory / "server.py"), str(directory), str(port),
+                                str(_free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(port) or process.poll() is not None, timeout=60, what="the ClickHouse server")
+        assert process.poll() is None, "the ClickHouse server process exited"
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(params=["embedded", "server"], autouse=True)
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, project_env: dict[str, str]) -> str:
+    """Every test runs on the embedded engine and on a server (a database of its own there)."""
+    if request.param == "server":
+        port = request.getfixturevalue("server_port")
+        for key, value in {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port),
+                           "CLICKHOUSE_DATABASE": f"t_{uuid.uuid4().hex[:12]}"}.items():
+            monkeypatch.setenv(key, value)
+            project_env[key] = value
+    return request.param
+
+MODULE = textwrap.dedent('''
+    import os
+    from datetime import timedelta
+    import pyarrow as pa
+    from pipelines.interfaces import Extractor
+    from pipelines.pipeline_factory import create_el_pipeline
+    from pipelines.tools.extractors.sql_source import create_sql_pipeline
+    from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+    class Raw(Extractor):
+        """6 events per interval; v = 1..6 plus OFFSET; cat a (odd v) / b (even v)."""
+        interval_aware = True
+        def extract(self, context):
+            if context.start_date == os.environ.get("FAIL_DAY"):
+                raise ValueError(f"no raw file for {context.start_date}")
+            step = (context.end - context.start) / 6
+            offset = int(os.environ.get("OFFSET", "0"))
+            yield pa.table({"ts": pa.array([context.start + step * i for i in range(6)], pa.timestamp("ms", tz="UTC")),
+                            "cat": ["a" if i % 2 == 0 else "b" for i in range(6)],
+                            "v": [i + 1 + offset for i in range(6)]})
+
+    class Appended(Extractor):
+        """Reads whatever is there now (not interval-aware), appended."""
+        def extract(self, context):
+            yield pa.table({"n": [1, 2, 3]})
+
+    DAILY = """
+        SELECT toDate(ts) AS day, cat, count() AS n, sum(v) AS total
+        FROM raw_t
+        WHERE ts >= {start} AND ts < {end} AND cat != '{end}'   -- a literal brace in a string stays
+        GROUP BY day, cat
+    """
+    MONTHLY = "SELECT toStartOfMonth(day) AS month, cat, sum(n) AS n, sum(total) AS total FROM daily_t GROUP BY month, cat"
+
+    def day_loader(table):
+        return create_clickhouse_loader(table, mode="interval", time_column="day")
+
+    PIPELINE_REGISTRY = {
+        "raw": {"pipeline": create_el_pipeline(Raw(), create_clickhouse_loader("raw_t", time_column="ts"), "raw")},
+        "daily": {"pipeline": create_sql_pipeline(DAILY, day_loader("daily_t"), name="daily"), "depends_on": ["raw"]},
+        "monthly": {"pipeline": create_sql_pipeline(MONTHLY, create_clickhouse_loader("monthly_t", mode="replace"),
+                                                    name="monthly"), "depends_on": "daily"},
+        "hourly_raw": {"pipeline": create_el_pipeline(Raw(), create_clickhouse_loader("hraw_t", time_column="ts"),
+                                                      "hourly_raw"), "granularity": "hour"},
+        "hourly_daily": {"pipeline": create_sql_pipeline(DAILY.replace("raw_t", "hraw_t"), day_loader("hdaily_t"),
+                                                         name="hourly_daily"), "depends_on": ["hourly_raw"]},
+        "appended": {"pipeline": create_el_pipeline(Appended(), create_clickhouse_loader("app_t"), "appended")},
+        "from_appended": {"pipeline": create_sql_pipeline(
+            "SELECT {start_date} AS day, count() AS n FROM app_t", day_loader("fromapp_t"), name="from_appended"),
+            "depends_on": ["appended"]},
+    }
+''')
+
+DAY1, DAY2 = date(2025, 3, 1), date(2025, 3, 2)
+
+
+@pytest.fixture
+def module(pipelines_dir: Path) -> Path:
+    (pipelines_dir / "chain_pipeline.py").write_text(MODULE)
+    return pipelines_dir
+
+
+def cron(name: str, day: date | None = None, *args: str, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return run_cli("cron_run", name, *(("--date", day.isoformat()) if day else ()), *args, env=env)
+
+
+def runs(pipeline: str) -> list[dict]:
+    result = run_cli("runs", pipeline, "--json", "--limit", "1000")
+    assert result.returncode == 0, result.stderr
+    return sorted(json.loads(result.stdout), key=lambda r: r["started_at"])
+
+
+def daily(db: Store, table: str = "daily_t") -> list[tuple]:
+    return rows(db, f"SELECT day, cat, n, total FROM {table} ORDER BY day, cat")
+
+
+def monthly(db: Store) -> list[tuple]:
+    return rows(db, "SELECT month, cat, n, total FROM monthly_t ORDER BY month, cat")
+
+
+def test_an_upstream_day_runs_both_summaries_with_exact_rows(module: Path, db: Store) -> None:
+    for day in (DAY1, DAY2):
+        result = cron("raw", day)
+        assert result.returncode == 0, result.stderr
+        assert f"success raw {day}: 6 rows loaded" in result.stdout
+        assert f"downstream daily {day}: running (trigger upstream)" in result.stdout
+        assert f"success daily {day}: 2 rows loaded" in result.stdout
+        assert f"success monthly {day}: 2 rows loaded" in result.stdout
+        # dependency order: raw, then daily, then monthly
+        assert result.stdout.index("success raw") < result.stdout.index("success daily") \
+            < result.stdout.index("success monthly")
+    assert daily(db) == [(DAY1, "a", 3, 9), (DAY1, "b", 3, 12), (DAY2, "a", 3, 9), (DAY2, "b", 3, 12)]
+    assert monthly(db) == [(date(2025, 3, 1), "a", 6, 18), (date(2025, 3, 1), "b", 6, 24)]
+    assert [(r["trigger"], r["interval_start"][:10]) for r in runs("daily")] == [
+        ("upstream", "2025-03-01"), ("upstream", "2025-03-02")]
+    assert [r["trigger"] for r in runs("monthly")] == ["upstream", "upstream"]
+    log = (Path(module.parent / "logs" / "jobs" / "daily.log")).read_text()
+    assert "no Python in the data path" in log
+
+    again = cron("raw", DAY1, env={"OFFSET": "10"})  # re-running a raw day updates both summaries
+    assert again.returncode == 0, again.stderr
+    assert daily(db) == [(DAY1, "a", 3, 39), (DAY1, "b", 3, 42), (DAY2, "a", 3, 9), (DAY2, "b", 3, 12)]
+    assert monthly(db) == [(date(2025, 3, 1), "a", 6, 48), (date(2025, 3, 1), "b", 6, 54)]
+    assert len(runs("daily")) == 3
+
+
+def test_a_failed_upstream_day_leaves_the_summaries_as_they_were(module: Path, db: Store) -> None:
+    assert cron("raw", DAY1).returncode == 0
+    before = (daily(db), monthly(db))
+    failed = cron("raw", DAY1, env={"FAIL_DAY": DAY1.isoformat(), "OFFSET": "10"})
+    assert failed.returncode == 1
+    assert "downstream" not in failed.stdout
+    assert (daily(db), monthly(db)) == before
+    assert len(runs("daily")) == 1 and len(runs("monthly")) == 1
+
+
+def test_no_downstream_runs_only_the_upstream(module: Path, db: Store) -> None:
+    result = cron("raw", DAY1, "--no-downstream")
+    assert result.returncode == 0, result.stderr
+    assert "downstream" not in result.stdout
+    assert runs("daily") == []
+
+
+def test_a_failing_downstream_does_not_change_the_upstream_exit_code(module: Path, db: Store) -> None:
+    (module / "bad_pipeline.py").write_text(textwrap.dedent('''
+        from pipelines.tools.extractors.sql_source import create_sql_pipeline
+        from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+        PIPELINE_REGISTRY = {"bad": {"pipeline": create_sql_pipeline(
+            "SELECT toDate({start}) AS day, throwIf(count() > 0, 'bad data') AS x FROM raw_t",
+            create_clickhouse_loader("bad_t", mode="interval", time_column="day"), name="bad"),
+            "depends_on": ["raw"]}}
+    '''))
+    result = cron("raw", DAY1)
+    assert result.returncode == 0, result.stderr
+    assert f"downstream bad {DAY1}: failed (exit 1); see ./run.sh runs bad" in result.stdout
+    assert f"success daily {DAY1}" in result.stdout  # the others still ran
+    [bad] = runs("bad")
+    assert bad["status"] == "failed" and "bad data" in bad["error"] and bad["trigger"] == "upstream"
+
+
+def test_an_incomplete_upstream_never_makes_a_downstream_interval_ready(module: Path, db: Store) -> None:
+    result = cron("raw")  # today: a success that started before the interval ended
+    assert result.returncode == 0, result.stderr
+    today = datetime.now(UTC).date()
+    assert (f"downstream daily {today}: not ready, not run (upstream 'raw' has no complete successful run "
+            f"covering {today})") in result.stdout
+    assert runs("daily") == []
+    refused = run_cli("backfill", "daily", "--start", DAY1.isoformat(), "--end", DAY2.isoformat())
+    assert refused.returncode == 1
+    assert (f"refused daily {DAY1}: upstream not ready: upstream 'raw' has no complete successful run "
+            f"covering {DAY1}") in refused.stderr
+    assert f"refused daily {DAY2}" in refused.stderr
+    assert runs("daily") == []
+
+
+def test_an_hourly_upstream_makes_its_day_ready_once_all_24_hours_are_complete(module: Path, db: Store) -> None:
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    for hour in range(23):
+        h = start + timedelta(hours=hour)
+        result = cron("hourly_raw", None, "--start", h.isoformat(), "--end", (h + timedelta(hours=1)).isoformat())
+        assert result.returncode == 0, result.stderr
+        assert "downstream hourly_daily 2025-03-01: not ready" in result.stdout
+    assert runs("hourly_daily") == []
+    last = cron("hourly_raw", None, "--start", (start + timedelta(hours=23)).isoformat(),
+                "--end", (start + timedelta(days=1)).isoformat())
+    assert "success hourly_daily 2025-03-01: 2 rows loaded" in last.stdout
+    assert daily(db, "hdaily_t") == [(DAY1, "a", 72, 216), (DAY1, "b", 72, 288)]
+    assert len(runs("hourly_daily")) == 1
+
+
+def test_backfill_of_an_upstream_reruns_each_downstream_interval_once(module: Path, db: Store) -> None:
+    result = run_cli("backfill", "hourly_raw", "--start", "2025-03-01", "--end", "2025-03-02", "--hourly")
+    assert result.returncode == 0, result.stderr
+    assert "48 interval(s) to run" in result.stderr
+    # 48 hours re-loaded, two days: one downstream run per day (coalesced), in order
+    assert result.stdout.count("downstream hourly_daily") == 2
+    assert [r["interval_start"][:10] for r in runs("hourly_daily")] == ["2025-03-01", "2025-03-02"]
+    assert daily(db, "hdaily_t") == [(DAY1, "a", 72, 216), (DAY1, "b", 72, 288),
+                                     (DAY2, "a", 72, 216), (DAY2, "b", 72, 288)]
+    skipped = run_cli("backfill", "raw", "--start", "2025-03-01", "--end", "2025-03-02", "--no-downstream")
+    assert skipped.returncode == 0 and "downstream" not in skipped.stdout
+    assert runs("daily") == []
+    both = run_cli("backfill", "raw", "--start", "2025-03-01", "--end", "2025-03-02", "--force", env={"OFFSET": "10"})
+    assert both.returncode == 0, both.stderr
+    assert [r["interval_start"][:10] for r in runs("daily")] == ["2025-03-01", "2025-03-02"]
+    assert len(runs("monthly")) == 1  # it recomputes everything: once, after the last day
+    assert monthly(db) == [(date(2025, 3, 1), "a", 6, 78), (date(2025, 3, 1), "b", 6, 84)]
+
+
+def test_backfill_of_a_downstream_runs_its_ready_days_and_refuses_the_others(module: Path, db: Store) -> None:
+    assert run_cli("backfill", "raw", "--start", "2025-03-01", "--end", "2025-03-01", "--no-downstream").returncode == 0
+    result = run_cli("backfill", "daily", "--start", "2025-03-01", "--end", "2025-03-02", "--no-downstream")
+    assert result.returncode == 1
+    assert "refused daily 2025-03-02: upstream not ready: upstream 'raw' has no complete successful run" \
+        in result.stderr
+    assert "success daily 2025-03-01: 2 rows loaded" in result.stdout
+    assert daily(db) == [(DAY1, "a", 3, 9), (DAY1, "b", 3, 12)]
+
+
+def test_a_non_interval_upstream_is_ready_for_intervals_that_ended_before_its_success(module: Path, db: Store) -> None:
+    result = cron("appended")
+    assert result.returncode == 0, result.stderr
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert f"success from_appended {yesterday}: 1 rows loaded" in result.stdout
+    assert rows(db, "SELECT day, n FROM fromapp_t") == [(yesterday, 3)]
+    too_early = run_cli("backfill", "from_appended", "--start", yesterday.isoformat(), "--force", "--dry-run")
+    assert "refused" not in too_early.stderr  # the success started after yesterday ended
+
+
+def test_cycles_and_unknown_names_are_discovery_errors_naming_the_modules(pipelines_dir: Path) -> None:
+    sql = "SELECT 1 AS x"
+    for name, deps in (("a", ["b"]), ("b", ["a"]), ("c", ["nope"]), ("d", ["c"])):
+        (pipelines_dir / f"{name}_pipeline.py").write_text(textwrap.dedent(f'''
+            from pipelines.tools.extractors.sql_source import create_sql_pipeline
+            from pipelines.tools.loaders.console_loader import create_console_loader
+            PIPELINE_REGISTRY = {{"{name}": {{"pipeline": create_sql_pipeline("{sql}", create_console_loader()),
+                                 "depends_on": {deps!r}}}}}
+        '''))
+    listed = run_cli("list", "--json")
+    data = json.loads(listed.stdout)
+    assert data["pipelines"] == []
+    errors = {b["name"]: b["error"] for b in data["broken"]}
+    directory = str(pipelines_dir)
+    assert errors["a"] == (f"dependency cycle: a ({directory}/a_pipeline.py) -> b ({directory}/b_pipeline.py) "
+                           f"-> a ({directory}/a_pipeline.py)")
+    assert errors["b"] == errors["a"]
+    assert errors["c"] == f"pipeline 'c' in {directory}/c_pipeline.py: depends_on names 'nope', which is not a " \
+                          "pipeline (known: d)"
+    assert errors["d"].startswith(f"pipeline 'd' in {directory}/d_pipeline.py depends on 'c' "
+                                  f"({directory}/c_pipeline.py), which is broken")
+    run = run_cli("cron_run", "a")
+    assert run.returncode == 1 and "error: Pipeline 'a' cannot run: dependency cycle" in run.stderr
+
+
+def test_list_and_graph_show_dependencies(module: Path) -> None:
+    listed = json.loads(run_cli("list", "--json").stdout)
+    assert {p["name"]: p["depends_on"] for p in listed["pipelines"]}["monthly"] == ["daily"]
+    graph = run_cli("graph")
+    assert graph.returncode == 0, graph.stderr
+    source = f"{module}/chain_pipeline.py"
+    assert (f"raw  (day, interval, {source})\n"
+            f"└── daily  (day, interval, {source})\n"
+            f"    └── monthly  (day, replace, {source})\n") in graph.stdout
+    one = run_cli("graph", "daily").stdout
+    assert one.splitlines()[:5] == [f"daily  (day, interval, {source})", "  reads from (depends_on):",
+                                    f"  └── raw  (day, interval, {source})", "  runs after it:",
+                                    f"  └── monthly  (day, replace, {source})"]
+
+
+def test_a_backfill_of_upstream_and_downstream_runs_them_in_dependency_order(module: Path, db: Store) -> None:
+    result = run_cli("backfill", "daily", "raw", "--start", "2025-03-01", "--end", "2025-03-02")
+    assert result.returncode == 0, result.stderr
+    assert "refused" not in result.stderr  # raw's re-loaded days make daily's days ready in this backfill
+    order = [line.split()[2] for line in result.stdout.splitlines() if line.startswith("[")]
+    assert order == ["raw", "raw", "daily", "daily"]
+    assert "downstream daily" not in result.stdout  # ran in the backfill itself, not again
+    assert result.stdout.count("downstream monthly") == 1
+    assert daily(db) == [(DAY1, "a", 3, 9), (DAY1, "b", 3, 12), (DAY2, "a", 3, 9), (DAY2, "b", 3, 12)]
+    assert monthly(db) == [(date(2025, 3, 1), "a", 6, 18), (date(2025, 3, 1), "b", 6, 24)]
