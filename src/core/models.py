@@ -19,7 +19,9 @@ class PipelineEntry(BaseModel):
         {'pipeline': ..., 'description': ..., 'schedule': '0 * * * *', 'table_name': 'my_data'}
 
     plus optional keys: ``retries``, ``retry_delay``, ``timeout``, ``granularity``,
-    ``timezone``, ``freshness_hours``, ``enabled``.
+    ``timezone``, ``freshness_hours``, ``enabled``, ``checks`` (data checks run on each run's
+    staged rows before they are published, see ``audit``) and ``alerts`` (per-pipeline alert
+    settings overriding ``.env``, see ``ops.alerts``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -35,6 +37,8 @@ class PipelineEntry(BaseModel):
     timezone: str | None = None
     freshness_hours: float | None = Field(None, gt=0)
     enabled: bool = True
+    checks: Any = None
+    alerts: dict[str, Any] | None = None
 
     @field_validator("schedule")
     @classmethod

@@ -201,10 +201,14 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
     log = get_logger(f"job.{spec.name}")
     try:
         with run_context(spec.name, run_id):
-            return _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
+            result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
     finally:
         detach(job_log)
         lock.release()
+    from ops.alerts.dispatch import notify_run
+
+    notify_run(spec, settings, store, result, trigger)  # after the run; releases the store before sending
+    return result
 
 
 def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval, trigger: str,
@@ -234,7 +238,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                 context = RunContext(
                     run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
                     settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
-                    table_name=spec.table_name,
+                    table_name=spec.table_name, checks=spec.entry.checks or [],
                 )
                 try:
                     stats = spec.pipeline.run(context)

@@ -30,6 +30,8 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from audit.run import audit_staged
+from audit.staged import Staged
 from core.exceptions import LoadError
 from core.locks import FileLock
 from core.store import Store
@@ -48,6 +50,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class ClickHouseLoader(Loader):
     """Writes batches to ``table`` in the configured database; see the module doc for the modes."""
+
+    supports_checks = True
 
     def __init__(self, table: str, mode: Mode | None = None, *, time_column: str | None = None,
                  order_by: str | list[str] | None = None, partition_by: str | None = None,
@@ -163,6 +167,8 @@ class ClickHouseLoader(Loader):
         if not lock.acquire(context.settings.store_lock_timeout, note=f"commit of run {context.run_id}"):
             raise LoadError(f"Timed out waiting for another run's commit to {self.table} ({lock.holder()})")
         try:
+            # Write-audit-publish: data checks see the staged slice before anything is published.
+            audit_staged(context, Staged(self.table, self._staging_name, self.mode, self.time_column, self.primary_key))
             getattr(self, f"_commit_{self.mode}")(context)
         finally:
             lock.release()
