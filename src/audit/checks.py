@@ -94,12 +94,13 @@ class Check:
 class FunctionCheck(Check):
     """A check made from a function by :func:`data_check`."""
 
-    def __init__(self, function: Callable[..., Any], kind: str, arguments: dict[str, Any], *,
+    def __init__(self, function: Callable[..., Any], kind: str, bound: inspect.BoundArguments, *,
                  name: str | None = None, severity: Severity = "error") -> None:
         self.kind = kind  # type: ignore[misc]  (per instance: one class serves every function)
         super().__init__(name=name, severity=severity)
         self.function = function
-        self.arguments = arguments
+        self.bound = bound  # the declared arguments, the first (the audit) left as None
+        self.arguments = dict(list(bound.arguments.items())[1:])
 
     def columns(self) -> list[str]:
         found: list[str] = []
@@ -112,7 +113,7 @@ class FunctionCheck(Check):
         return found
 
     def evaluate(self, audit: Audit) -> Outcome:
-        result = self.function(audit, **self.arguments)
+        result = self.function(audit, *self.bound.args[1:], **self.bound.kwargs)
         if isinstance(result, Outcome):
             return result
         if isinstance(result, str):
@@ -149,9 +150,8 @@ def data_check(function: Callable[..., Any] | None = None, *, kind: str | None =
             except TypeError as exc:
                 raise CheckDefinitionError(f"check '{name or label}': {exc}") from None
             bound.apply_defaults()
-            arguments = dict(list(bound.arguments.items())[1:])
-            check = FunctionCheck(fn, label, arguments, name=name, severity=severity)
-            problem = _column_problem(arguments) or (validate(arguments) if validate else None)
+            check = FunctionCheck(fn, label, bound, name=name, severity=severity)
+            problem = _column_problem(check.arguments) or (validate(check.arguments) if validate else None)
             if problem:
                 raise CheckDefinitionError(f"check '{check.name}': {problem}")
             return check

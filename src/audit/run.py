@@ -76,13 +76,13 @@ def start_checks(context: RunContext, loader: Loader) -> None:
     the target table when it exists (columns, and the SQL parsed and planned by ClickHouse)."""
     checks: list[Check] = list(getattr(context, "checks", None) or [])
     table = getattr(loader, "table", None)
-    if not checks or not table:
+    if not getattr(loader, "supports_checks", False) or not table:
         return
     store = context.store
     for kept in kept_tables_of(store, context.pipeline, context.start):
         store.command(f"DROP TABLE IF EXISTS {store.table(kept)} SYNC")
         context.logger.info("Dropped %s, kept by an earlier failed run of this interval", kept)
-    if not store.table_exists(table):
+    if not checks or not store.table_exists(table):
         return  # the first run creates it: the checks are validated on the staged rows instead
     columns = _columns_of(context, table)
     audit = Audit(context, Staged(table, table, getattr(loader, "mode", "append")), columns)
@@ -102,8 +102,9 @@ def _run_one(context: RunContext, check: Check, staged: Staged, columns: dict[st
     try:
         outcome = check.evaluate(Audit(context, staged, columns))
         status = "pass" if outcome.passed else "fail"
-    except DataProcessorError as exc:
-        outcome, status = Outcome(1, [], f"the check could not run: {exc}"), "error"
+    except Exception as exc:  # a broken check blocks publishing like a failing one
+        text = str(exc) if isinstance(exc, DataProcessorError) else f"{type(exc).__name__}: {exc}"
+        outcome, status = Outcome(1, [], f"the check could not run: {text}"), "error"
     return CheckResult(
         run_id=context.run_id, pipeline=context.pipeline, interval_start=context.start, interval_end=context.end,
         check_name=check.name, kind=check.kind, severity=check.severity, status=status, failing=outcome.failing,
