@@ -122,6 +122,15 @@ def summary(results: list[CheckResult]) -> str:
     return ", ".join(parts) + (f"; {passed} passed" if passed else "")
 
 
+def latest_by_pipeline(store: Store) -> dict[str, list[CheckResult]]:
+    """The results of each pipeline's most recently checked run."""
+    ensure_checks_table(store)
+    table = store.table(CHECKS_TABLE)
+    runs = [run_id for (run_id,) in store.query_rows(
+        f"SELECT argMax(run_id, checked_at) FROM {table} GROUP BY pipeline")]
+    return {results[0].pipeline: results for results in results_of_runs(store, runs).values()}
+
+
 def kept_tables_of(store: Store, pipeline: str, interval_start: datetime) -> list[str]:
     """Staged tables kept by failed runs of this pipeline and interval (dropped by its next run)."""
     ensure_checks_table(store)

@@ -34,7 +34,7 @@ def check_cron(registry: Registry, settings: Settings) -> CheckResult:
         state = cron.status(registry, settings)
     except DataProcessorError as exc:
         return CheckResult("cron", "fail", str(exc))
-    wanted = [name for name, st, _, _ in state.rows if st != "extra" and name != cron.MAINTENANCE]
+    wanted = [name for name, st, _, _ in state.rows if st != "extra" and name not in cron.HOUSEKEEPING]
     if not state.block_installed:
         if not wanted and not state.errors:
             return CheckResult("cron", "ok", "no scheduled pipelines, no cron block")
@@ -115,10 +115,34 @@ def check_freshness(registry: Registry, settings: Settings, now: datetime | None
     return results
 
 
+def check_data_checks(settings: Settings) -> list[CheckResult]:
+    """One line per pipeline whose latest checked run had a failing data check (``./run.sh checks``)."""
+    from audit.results import latest_by_pipeline, summary
+    from core.store import Store
+
+    store = Store(settings.model_copy(update={"store_lock_timeout": min(settings.store_lock_timeout,
+                                                                        FRESHNESS_STORE_WAIT)}), linger=0)
+    try:
+        if not store.database_exists():
+            return []
+        latest = latest_by_pipeline(store)
+    except DataProcessorError as exc:
+        return [CheckResult("data checks", "warn", f"results unavailable: {exc}")]
+    finally:
+        store.close()
+    results = []
+    for pipeline, found in sorted(latest.items()):
+        if any(r.status != "pass" for r in found):
+            results.append(CheckResult(f"checks:{pipeline}", "warn",
+                                       f"{summary(found)} (run {found[0].run_id}; ./run.sh checks {pipeline})"))
+    return results
+
+
 def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckResult]:
-    """Pipelines, cron and freshness, in that order (freshness needs the store: skipped without it)."""
+    """Pipelines, cron, freshness and data checks (the last two need the store: skipped without it)."""
     registry = get_registry(settings.pipelines_dir)
     results = [check_pipelines(registry), check_cron(registry, settings)]
     if store_ok:
         results.extend(check_freshness(registry, settings))
+        results.extend(check_data_checks(settings))
     return results

@@ -159,21 +159,24 @@ def notify_backfill(settings: Settings, store: Store, report: Any) -> None:
 def notify_freshness(settings: Settings, store: Store, registry: Any, results: list[Any]) -> list[AlertEvent]:
     """Stale / fresh-again alerts from ``check``'s freshness results (``fresh:<pipeline>``)."""
     events: list[tuple[list[Channel], AlertEvent]] = []
-    for result in results:
-        if not result.name.startswith("fresh:"):
-            continue
-        name = result.name.removeprefix("fresh:")
-        spec = registry.pipelines.get(name)
-        pipeline_settings = for_pipeline(settings, spec.entry.alerts if spec else None)
-        channels = configured(pipeline_settings) if pipeline_settings else []
-        if not channels:
-            continue
-        key = f"{name}:stale"
-        stale = AlertEvent("stale", name, result.detail, key=key)
-        fresh = AlertEvent("fresh", name, result.detail, key=key)
-        event = _condition(store, pipeline_settings, stale, result.status == "fail", fresh)
-        if event:
-            events.append((channels, event))
+    try:
+        for result in results:
+            if not result.name.startswith("fresh:"):
+                continue
+            name = result.name.removeprefix("fresh:")
+            spec = registry.pipelines.get(name)
+            pipeline_settings = for_pipeline(settings, spec.entry.alerts if spec else None)
+            channels = configured(pipeline_settings) if pipeline_settings else []
+            if not channels:
+                continue
+            key = f"{name}:stale"
+            stale = AlertEvent("stale", name, result.detail, key=key)
+            fresh = AlertEvent("fresh", name, result.detail, key=key)
+            event = _condition(store, pipeline_settings, stale, result.status == "fail", fresh)
+            if event:
+                events.append((channels, event))
+    except Exception as exc:  # the health check itself must still report
+        log.warning("Freshness alerts skipped: %s", exc)
     for channels, event in events:
         send(store, channels, [event])
     return [event for _, event in events]
