@@ -223,6 +223,9 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
                 listener.stop()
     report.seconds = time.monotonic() - started
     _print_summary(app, report)
+    from ops.alerts.dispatch import notify_backfill
+
+    notify_backfill(app.settings, store, report)  # one summary alert when intervals failed
     return report.exit_code
 
 

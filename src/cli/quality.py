@@ -67,13 +67,13 @@ def alert_test(app: App, channel: str | None, pipeline: str | None) -> int:
             return EXIT_FAILED
     outcome = send_test(settings, channel)
     if not outcome:
-        which = f"the {channel} channel is" if channel else "no alert channel is"
-        app.err.print(f"error: {which} not configured: set ALERT_WEBHOOK_URL, ALERT_SMTP_HOST with ALERT_EMAIL_TO, "
+        which = f"the {channel} channel is not configured" if channel else "no alert channel is configured"
+        app.err.print(f"error: {which}: set ALERT_WEBHOOK_URL, ALERT_SMTP_HOST with ALERT_EMAIL_TO, "
                       "or ALERT_COMMAND in .env (see docs/checks-and-alerts.md)")
         return EXIT_FAILED
     for _, (where, error) in outcome.items():
         if error:
-            app.err.print(f"[bold red]failed[/] {where}: {error}")
+            app.err.print(f"[bold red]failed[/] {error}")
         else:
             app.console.print(f"[green]sent[/] {where}")
     return EXIT_FAILED if any(error for _, error in outcome.values()) else EXIT_OK

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     alert_smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     alert_smtp_user: str | None = None
     alert_smtp_password: SecretStr = SecretStr("")
+    alert_smtp_ca_file: Path | None = None
     alert_email_from: str | None = None
     alert_email_to: str | None = None
     alert_command: str | None = None

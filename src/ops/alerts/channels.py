@@ -87,6 +87,7 @@ class Email(Channel):
         self.sender = settings.alert_email_from or f"data-processor@{self.host}"
         self.to = [a.strip() for a in (settings.alert_email_to or "").split(",") if a.strip()]
         self.timeout = settings.alert_timeout
+        self.ca_file = str(settings.alert_smtp_ca_file) if settings.alert_smtp_ca_file else None
 
     def describe(self) -> str:
         return f"email to {', '.join(self.to)} via {self.host}:{self.port} ({self.security})"
@@ -96,14 +97,15 @@ class Email(Channel):
         message["Subject"], message["From"], message["To"] = event.title, self.sender, ", ".join(self.to)
         message.set_content(event.text())
         try:
+            # Certificates are verified (against ALERT_SMTP_CA_FILE when set, e.g. a private CA).
+            context = ssl.create_default_context(cafile=self.ca_file)
             if self.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                                      context=ssl.create_default_context())
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
             else:
                 smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             with smtp:
                 if self.security == "starttls":
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
                 if self.user:
                     smtp.login(self.user, self.password)
                 smtp.send_message(message)

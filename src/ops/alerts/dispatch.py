@@ -19,6 +19,7 @@ from ops.alerts.channels import Channel, configured
 from ops.alerts.config import for_pipeline
 from ops.alerts.events import AlertEvent
 from ops.alerts.state import decide, read_state, record_delivery
+from record.tables import RUNS_TABLE
 
 log = get_logger("alerts")
 
@@ -71,17 +72,24 @@ def notify_run(spec: Any, settings: Settings, store: Store, result: Any, trigger
     """Alerts for one finished run (not for backfill intervals: a backfill sends one summary)."""
     if trigger == "backfill":
         return
-    try:
-        pipeline_settings = for_pipeline(settings, spec.entry.alerts)
-        channels = configured(pipeline_settings) if pipeline_settings else []
-        if not channels:
-            return
-        events = _run_events(store, pipeline_settings, spec, result)
-    except Exception as exc:  # alerting must never fail a run
-        log.warning("Alerts for run %s skipped: %s", result.run_id, exc)
+    pipeline_settings = for_pipeline(settings, spec.entry.alerts)
+    channels = configured(pipeline_settings) if pipeline_settings else []
+    if not channels or pipeline_settings is None:
         return
-    if events:
-        send(store, channels, events)
+    from core.logging import attach_job_log, detach, run_context
+
+    job_log = attach_job_log(settings, spec.name)  # deliveries and their failures go to the run's job log
+    try:
+        with run_context(spec.name, result.run_id):
+            try:
+                events = _run_events(store, pipeline_settings, spec, result)
+            except Exception as exc:  # alerting must never fail a run
+                log.warning("Alerts for run %s skipped: %s", result.run_id, exc)
+                return
+            if events:
+                send(store, channels, events)
+    finally:
+        detach(job_log)
 
 
 def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> list[AlertEvent]:
@@ -91,8 +99,8 @@ def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> lis
     state = read_state_safe(store, key)
     since = state.updated_at if state else datetime.now(UTC) - timedelta(days=1)
     for run_id, error in store.query_rows(
-            "SELECT run_id, error FROM {runs} FINAL WHERE pipeline = {p:String} AND status = 'crashed' "
-            "AND started_at > {s:DateTime64(3, 'UTC')} ORDER BY started_at".replace("{runs}", store.table("_dp_runs")),
+            f"SELECT run_id, error FROM {store.table(RUNS_TABLE)} FINAL WHERE pipeline = {{p:String}} "
+            "AND status = 'crashed' AND started_at > {s:DateTime64(3, 'UTC')} ORDER BY started_at",
             {"p": name, "s": since}):
         crashed = AlertEvent("run_crashed", name, f"run {run_id} crashed: {error}", key=key, run_id=run_id)
         if found := _condition(store, settings, crashed, True):
