@@ -22,6 +22,7 @@ TOKEN = "T0KEN-s3cret-path"
 
 MODULE = textwrap.dedent('''
     import os
+    import time
     from datetime import timedelta
     import pyarrow as pa
     from audit import in_range
@@ -34,6 +35,8 @@ MODULE = textwrap.dedent('''
         def extract(self, context):
             if os.environ.get("FAIL"):
                 raise RuntimeError("source is down")
+            if os.environ.get("SLOW"):
+                time.sleep(60)
             ids = [1, 1000] if os.environ.get("BAD_ID") else [1, 2]
             ts = [context.start + timedelta(hours=h) for h in range(len(ids))]
             yield pa.table({"ts": pa.array(ts, pa.timestamp("ms", tz="UTC")), "id": pa.array(ids, pa.int64())})
@@ -137,6 +140,24 @@ def test_n_failures_alert_once_then_one_recovery(project) -> None:
         # A failing data check is an alert of its own kind, under the same condition.
         assert cron_run(BAD_ID="1", **env).returncode == 1
         assert kinds(receiver)[-1] == "check_failed" and "range(id): 1 failing row(s)" in receiver.posts[-1]["summary"]
+
+
+def test_a_crashed_run_alerts_when_detected_then_recovers(project) -> None:
+    import signal
+
+    from conftest import wait_for
+
+    with webhook() as (receiver, url):
+        env = cli_env({"ALERT_WEBHOOK_URL": url, "SLOW": "1"})
+        victim = subprocess.Popen([sys.executable, str(SRC / "main.py"), "cron_run", "feed", "--date", "2026-03-10"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pids = Path(project["RUN_DIR"]) / "pids"
+        wait_for(lambda: pids.is_dir() and list(pids.glob("*.json")), what="the run's pid file")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
+        assert cron_run("feed", day="2026-03-11", ALERT_WEBHOOK_URL=url).returncode == 0
+    assert kinds(receiver) == ["run_crashed", "recovered"]
+    assert "ended without recording an outcome" in receiver.posts[0]["summary"]
 
 
 def test_email_over_smtp_alerts_once_and_on_recovery(project) -> None:
