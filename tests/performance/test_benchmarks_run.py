@@ -40,3 +40,8 @@ def test_load_benchmark_runs_the_framework_steps() -> None:
                         "--steps", "clickhouse_file", "insert_arrow_loop", "framework_append",
                         "framework_interval", "framework_http")
     assert "rows/s" in out or "rows_per_second" in out
+
+
+def test_check_benchmark_reports_ratios() -> None:
+    out = run_benchmark("benchmarks/check_overhead.py", "--rows", "2000", "--repeat", "1")
+    assert "7 built-in checks" in out and "of no checks" in out and "check unique(id)" in out
