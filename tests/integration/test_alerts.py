@@ -47,6 +47,8 @@ MODULE = textwrap.dedent('''
     PIPELINE_REGISTRY = {
         "feed": {"pipeline": feed("feed_t"), "schedule": "0 * * * *", "checks": [in_range("id", max=100)]},
         "quiet": {"pipeline": feed("quiet_t"), "alerts": {"enabled": False}},
+        "watched": {"pipeline": feed("watched_t"), "checks": [in_range("id", max=100, severity="warn")],
+                    "alerts": {"on_warn": True}},
         "own": {"pipeline": feed("own_t"),
                 "alerts": {"webhook_url": os.environ.get("OWN_WEBHOOK", "http://127.0.0.1:9/none"),
                            "webhook_format": "slack"}},
@@ -251,6 +253,16 @@ def test_formats_overrides_and_turning_alerts_off(project) -> None:
     assert attachment["content"]["body"][0]["text"] == "[data-processor] Run failed: feed"
 
 
+def test_warn_checks_alert_when_configured(project) -> None:
+    with webhook() as (receiver, url):
+        for bad in ("1", "1", ""):
+            assert cron_run("watched", BAD_ID=bad, ALERT_WEBHOOK_URL=url).returncode == 0  # warn: published
+        assert cron_run("feed", ALERT_WEBHOOK_URL=url).returncode == 0  # on_warn is off by default
+    assert kinds(receiver) == ["check_warned", "recovered"]
+    assert receiver.posts[0]["summary"] == "check range(id): 1 failing row(s)"
+    assert receiver.posts[1]["summary"] == "check range(id) passes again"
+
+
 def test_command_channel_gets_the_event_on_stdin(project, tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     script = tmp_path / "notify.py"
@@ -320,6 +332,8 @@ def test_alert_test_reports_each_channel(project) -> None:
         sent = run_cli("alert_test", env={"ALERT_WEBHOOK_URL": url})
         assert sent.returncode == 0 and f"sent webhook {url.split('/hooks')[0]}/*** (json)" in sent.stdout
         assert TOKEN not in sent.stdout + sent.stderr
+        shown = run_cli("check", env={"ALERT_WEBHOOK_URL": url}).stdout
+        assert "ALERT_WEBHOOK_URL" in shown and f"{url.split('/hooks')[0]}/***" in shown and TOKEN not in shown
     assert kinds(receiver) == ["test"] and receiver.paths == [f"/hooks/{TOKEN}"]
     with webhook(status=500) as (_, url):
         failed = run_cli("alert_test", "webhook", env={"ALERT_WEBHOOK_URL": url})
