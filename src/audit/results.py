@@ -87,17 +87,11 @@ def _read(store: Store, where: str, params: dict[str, Any], limit: int) -> list[
     return [CheckResult(**row) for row in found]
 
 
-def read_results(store: Store, pipeline: str | None = None, status: str | None = None,
+def read_results(store: Store, pipeline: str | None = None, failed: bool = False,
                  limit: int = 50) -> list[CheckResult]:
-    """Newest results first, optionally of one pipeline and/or one status."""
-    clauses, params = ["1"], {}
-    if pipeline:
-        clauses.append("pipeline = {p:String}")
-        params["p"] = pipeline
-    if status:
-        clauses.append("status = {s:String}")
-        params["s"] = status
-    return _read(store, " AND ".join(clauses), params, limit)
+    """Newest results first, optionally of one pipeline, optionally only those that did not pass."""
+    where = ("pipeline = {p:String}" if pipeline else "1") + (" AND status != 'pass'" if failed else "")
+    return _read(store, where, {"p": pipeline or ""}, limit)
 
 
 def results_of_runs(store: Store, run_ids: list[str]) -> dict[str, list[CheckResult]]:

@@ -27,8 +27,7 @@ def checks(app: App, name: str | None, limit: int, failed: bool, as_json: bool) 
     if name:
         app.registry.get(name)
     ensure_framework_tables(app.store)
-    results = [r for r in read_results(app.store, name, limit=limit if not failed else 100_000)
-               if not failed or r.status != "pass"][:limit]
+    results = read_results(app.store, name, failed=failed, limit=limit)
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in results], indent=2))
         return EXIT_OK

@@ -96,7 +96,7 @@ def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> lis
     name, key = spec.name, f"{spec.name}:failing"
     interval = result.interval.label
     events: list[AlertEvent] = []
-    state = read_state_safe(store, key)
+    state = read_state(store, key)
     since = state.updated_at if state else datetime.now(UTC) - timedelta(days=1)
     for run_id, error in store.query_rows(
             f"SELECT run_id, error FROM {store.table(RUNS_TABLE)} FINAL WHERE pipeline = {{p:String}} "
@@ -119,13 +119,6 @@ def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> lis
     if settings.alert_on_warn:
         events.extend(_warn_events(store, settings, name, result.run_id, interval))
     return events
-
-
-def read_state_safe(store: Store, key: str) -> Any:
-    from ops.alerts.state import ensure_alert_tables
-
-    ensure_alert_tables(store)
-    return read_state(store, key)
 
 
 def _warn_events(store: Store, settings: Settings, pipeline: str, run_id: str, interval: str) -> list[AlertEvent]:

@@ -50,6 +50,7 @@ def ensure_alert_tables(store: Store) -> None:
 
 
 def read_state(store: Store, key: str) -> ConditionState | None:
+    ensure_alert_tables(store)
     rows = store.query_rows(
         f"SELECT key, firing, since, last_sent_at, updated_at FROM {store.table(ALERTS_TABLE)} FINAL "
         "WHERE key = {k:String}", {"k": key})
@@ -88,7 +89,7 @@ def decide(store: Store, key: str, pipeline: str, firing: bool, event: str, run_
     now = datetime.now(UTC)
     if _action(read_state(store, key), firing, remind, now) is None:
         return None  # the common case, decided without a lock
-    with store.session(), _decision_lock(store, key) as held:
+    with store.session(), DecisionLock(store, key) as held:
         if not held:
             return None  # another process is deciding this very condition: it sends
         state = read_state(store, key)
@@ -102,7 +103,7 @@ def decide(store: Store, key: str, pipeline: str, firing: bool, event: str, run_
         return action
 
 
-class _decision_lock:  # noqa: N801  (used as a context manager)
+class DecisionLock:
     """Server mode: a ``_dp_locks`` claim per condition; embedded: the held session is the lock."""
 
     def __init__(self, store: Store, key: str) -> None:
