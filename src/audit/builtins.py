@@ -149,7 +149,8 @@ class Unique(Check):
         mode = audit.staged.mode
         parts = [f"SELECT {key} FROM {audit.staging}" + (" FINAL" if mode == "merge" else "")]
         if mode == "interval":
-            parts.append(f"SELECT {key} FROM {audit.table} WHERE NOT ({audit.in_slice()}) AND ({key}) IN ({staged_keys})")
+            parts.append(f"SELECT {key} FROM {audit.table} "
+                         f"WHERE NOT ({audit.in_slice()}) AND ({key}) IN ({staged_keys})")
         elif mode == "append":
             parts.append(f"SELECT {key} FROM {audit.table} WHERE ({key}) IN ({staged_keys})")
         elif mode == "merge":
@@ -187,7 +188,8 @@ class Freshness(Check):
         newest = newest if newest.tzinfo else newest.replace(tzinfo=UTC)
         if newest < limit:
             return Outcome(1, [{"newest": newest.isoformat()}],
-                           f"newest {self.column} {newest:%Y-%m-%d %H:%M:%S} is older than {limit:%Y-%m-%d %H:%M:%S} UTC "
+                           f"newest {self.column} {newest:%Y-%m-%d %H:%M:%S} is older than "
+                           f"{limit:%Y-%m-%d %H:%M:%S} UTC "
                            f"({self.max_age} before {reference:%Y-%m-%d %H:%M:%S})")
         return Outcome(0, [], f"newest {self.column} {newest:%Y-%m-%d %H:%M:%S} UTC")
 
@@ -215,7 +217,8 @@ class Sql(Check):
             raise CheckDefinitionError(f"check '{self.name}': unknown placeholder(s) {', '.join(unknown)} (use "
                                        f"{{staging}}, {{table}}, {', '.join('{' + p + '}' for p in PARAMETER_TYPES)})")
         if "{staging}" not in query and "{table}" not in query:
-            raise CheckDefinitionError(f"check '{self.name}': the query must read {{staging}} (the run's rows) or {{table}}")
+            raise CheckDefinitionError(f"check '{self.name}': the query must read {{staging}} (the run's rows) "
+                                       "or {table}")
         self.query = query.strip().rstrip(";")
         self.returns = returns
 

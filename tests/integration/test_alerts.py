@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -71,10 +72,8 @@ class Receiver:
                 receiver.posts.append(body)
                 receiver.paths.append(self.path)
                 time.sleep(receiver.delay)
-                try:
+                with contextlib.suppress(OSError):  # the client may have given up (timeout)
                     self.send_json({"ok": receiver.status < 300}, receiver.status)
-                except OSError:
-                    pass  # the client gave up (timeout)
 
         self.handler = Handler
 
@@ -343,11 +342,10 @@ def test_alert_test_reports_each_channel(project) -> None:
 def test_bad_alert_settings_are_refused(project, pipelines_dir: Path) -> None:
     bad = run_cli("check", env={"ALERT_WEBHOOK_URL": "ftp://example.com/x"})
     assert bad.returncode == 1 and "ALERT_WEBHOOK_URL must be an http(s) URL, got '***'" in bad.stdout
-    (pipelines_dir / "other_pipeline.py").write_text(MODULE.replace('"quiet": {"pipeline": feed("quiet_t"), '
-                                                                    '"alerts": {"enabled": False}}',
-                                                                    '"loud": {"pipeline": feed("loud_t"), '
-                                                                    '"alerts": {"webhok_url": "x"}}')
-                                                     .replace('"feed": {', '"feed2": {').replace('"own": {', '"own2": {'))
+    other = (MODULE.replace('"quiet": {"pipeline": feed("quiet_t"), "alerts": {"enabled": False}}',
+                            '"loud": {"pipeline": feed("loud_t"), "alerts": {"webhok_url": "x"}}')
+             .replace('"feed": {', '"feed2": {').replace('"own": {', '"own2": {').replace('"watched": {', '"w2": {'))
+    (pipelines_dir / "other_pipeline.py").write_text(other)
     broken = {b["name"]: b["error"] for b in json.loads(run_cli("list", "--json").stdout)["broken"]}
     assert "pipeline 'loud': unknown alerts setting(s) webhok_url" in broken["loud"]
 

@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
-from audit import (Check, Outcome, accepted_values, data_check, freshness, in_range, not_null, row_count, sql,
-                   unique)
+from audit import Check, Outcome, accepted_values, data_check, freshness, in_range, not_null, row_count, sql, unique
 from audit.results import read_results
 from core.exceptions import CheckDefinitionError, CheckFailed
 from core.store import Store
@@ -33,8 +32,8 @@ class Rows(Extractor):
         yield self.table
 
 
-def orders(ids: list, *, day: datetime = DAY, status: list[str] | None = None,
-           amount: list[float] | None = None, email: list[str] | None = None, version: list[int] | None = None) -> pa.Table:
+def orders(ids: list, *, day: datetime = DAY, status: list[str] | None = None, amount: list[float] | None = None,
+           email: list[str] | None = None, version: list[int] | None = None) -> pa.Table:
     n = len(ids)
     columns = {
         "ts": pa.array([day + timedelta(hours=i % 24) for i in range(n)], pa.timestamp("ms", tz="UTC")),

@@ -43,7 +43,8 @@ MODULE = textwrap.dedent('''
         return f"SELECT * FROM {audit.staging} WHERE {audit.q(column)} <= 0"
 
     PIPELINE_REGISTRY = {
-        "orders": {"pipeline": create_el_pipeline(Orders(), create_clickhouse_loader("orders_t", time_column="ts"), "o"),
+        "orders": {"pipeline": create_el_pipeline(Orders(), create_clickhouse_loader("orders_t", time_column="ts"),
+                                                  "o"),
                    "checks": [not_null("id"), unique("id", severity="warn"), positive("amount")]},
         "typo": {"pipeline": create_el_pipeline(Orders(), create_clickhouse_loader("typo_t", time_column="ts"), "t"),
                  "checks": [not_null("idd")]},

@@ -11,7 +11,8 @@ from core.exceptions import ConfigError
 
 # Entry keys (the setting's name without ``alert_``) a pipeline may override, and ``enabled``.
 OVERRIDABLE = ("webhook_url", "webhook_format", "smtp_host", "smtp_port", "smtp_security", "smtp_user",
-               "smtp_password", "smtp_ca_file", "email_from", "email_to", "command", "timeout", "remind_hours", "on_warn")
+               "smtp_password", "smtp_ca_file", "email_from", "email_to", "command", "timeout", "remind_hours",
+               "on_warn")
 
 
 def validate_overrides(pipeline: str, alerts: dict[str, Any] | None) -> None:
