@@ -33,9 +33,9 @@ def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
     results, settings = run_checks()
     ok = healthy(results)
     if alert and settings is not None:
-        from ops.alerts.dispatch import notify_freshness
+        from ops.alerts.dispatch import notify_health
 
-        notify_freshness(settings, app.store, app.registry, results)
+        notify_health(settings, app.store, app.registry, results)
     if quiet:
         for r in results:
             if r.status != "ok":

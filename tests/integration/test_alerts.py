@@ -156,7 +156,10 @@ def test_a_crashed_run_alerts_when_detected_then_recovers(project) -> None:
         wait_for(lambda: pids.is_dir() and list(pids.glob("*.json")), what="the run's pid file")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
+        run_cli("check", "--alert", "--quiet", env={"ALERT_WEBHOOK_URL": url})  # the cron entry finds it
+        assert kinds(receiver) == ["run_crashed"]
         assert cron_run("feed", day="2026-03-11", ALERT_WEBHOOK_URL=url).returncode == 0
+        run_cli("check", "--alert", "--quiet", env={"ALERT_WEBHOOK_URL": url})
     assert kinds(receiver) == ["run_crashed", "recovered"]
     assert "ended without recording an outcome" in receiver.posts[0]["summary"]
 

@@ -92,19 +92,27 @@ def notify_run(spec: Any, settings: Settings, store: Store, result: Any, trigger
         detach(job_log)
 
 
-def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> list[AlertEvent]:
-    name, key = spec.name, f"{spec.name}:failing"
-    interval = result.interval.label
-    events: list[AlertEvent] = []
+def _crash_events(store: Store, settings: Settings, name: str) -> list[AlertEvent]:
+    """Runs of ``name`` marked crashed since its failing condition last changed (or the last day)."""
+    key = f"{name}:failing"
     state = read_state(store, key)
     since = state.updated_at if state else datetime.now(UTC) - timedelta(days=1)
+    events = []
+    # ``version`` is when the row was written, i.e. when the run was found dead.
     for run_id, error in store.query_rows(
             f"SELECT run_id, error FROM {store.table(RUNS_TABLE)} FINAL WHERE pipeline = {{p:String}} "
-            "AND status = 'crashed' AND started_at > {s:DateTime64(3, 'UTC')} ORDER BY started_at",
-            {"p": name, "s": since}):
+            "AND status = 'crashed' AND version > {v:UInt64} ORDER BY started_at",
+            {"p": name, "v": int(since.timestamp() * 1e9)}):
         crashed = AlertEvent("run_crashed", name, f"run {run_id} crashed: {error}", key=key, run_id=run_id)
         if found := _condition(store, settings, crashed, True):
             events.append(found)
+    return events
+
+
+def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> list[AlertEvent]:
+    name, key = spec.name, f"{spec.name}:failing"
+    interval = result.interval.label
+    events = _crash_events(store, settings, name)
     recovery = AlertEvent("recovered", name, f"run {result.run_id} succeeded after earlier failures "
                           f"({result.rows_loaded:,} rows)", key=key, run_id=result.run_id, interval=interval)
     if result.status == "success":
@@ -157,27 +165,31 @@ def notify_backfill(settings: Settings, store: Store, report: Any) -> None:
     send(store, channels, [event])
 
 
-def notify_freshness(settings: Settings, store: Store, registry: Any, results: list[Any]) -> list[AlertEvent]:
-    """Stale / fresh-again alerts from ``check``'s freshness results (``fresh:<pipeline>``)."""
+def notify_health(settings: Settings, store: Store, registry: Any, results: list[Any]) -> list[AlertEvent]:
+    """``check --alert``: runs found crashed, and stale / fresh-again data (``fresh:<pipeline>`` results)."""
+    from record.tables import ensure_framework_tables
+    from runner.runner import reap_dead_runs
+
+    freshness = {r.name.removeprefix("fresh:"): r for r in results if r.name.startswith("fresh:")}
     events: list[tuple[list[Channel], AlertEvent]] = []
     try:
-        for result in results:
-            if not result.name.startswith("fresh:"):
-                continue
-            name = result.name.removeprefix("fresh:")
-            spec = registry.pipelines.get(name)
-            pipeline_settings = for_pipeline(settings, spec.entry.alerts if spec else None)
+        if not store.database_exists():
+            return []
+        ensure_framework_tables(store)
+        reap_dead_runs(store)
+        for name, spec in registry.pipelines.items():
+            pipeline_settings = for_pipeline(settings, spec.entry.alerts)
             channels = configured(pipeline_settings) if pipeline_settings else []
-            if not channels:
+            if not channels or pipeline_settings is None:
                 continue
-            key = f"{name}:stale"
-            stale = AlertEvent("stale", name, result.detail, key=key)
-            fresh = AlertEvent("fresh", name, result.detail, key=key)
-            event = _condition(store, pipeline_settings, stale, result.status == "fail", fresh)
-            if event:
-                events.append((channels, event))
+            found = _crash_events(store, pipeline_settings, name)
+            if name in freshness:
+                result, key = freshness[name], f"{name}:stale"
+                stale, fresh = (AlertEvent(kind, name, result.detail, key=key) for kind in ("stale", "fresh"))
+                found += filter(None, [_condition(store, pipeline_settings, stale, result.status == "fail", fresh)])
+            events.extend((channels, event) for event in found)
     except Exception as exc:  # the health check itself must still report
-        log.warning("Freshness alerts skipped: %s", exc)
+        log.warning("Health alerts skipped: %s", exc)
     for channels, event in events:
         send(store, channels, [event])
     return [event for _, event in events]
