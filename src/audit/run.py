@@ -82,16 +82,20 @@ def start_checks(context: RunContext, loader: Loader) -> None:
     for kept in kept_tables_of(store, context.pipeline, context.start):
         store.command(f"DROP TABLE IF EXISTS {store.table(kept)} SYNC")
         context.logger.info("Dropped %s, kept by an earlier failed run of this interval", kept)
-    if not checks or not store.table_exists(table):
-        return  # the first run creates it: the checks are validated on the staged rows instead
-    columns = _columns_of(context, table)
+    if not checks:
+        return
+    # Without the table yet (the first run creates it) only the syntax can be checked now; the
+    # columns are checked on the staged rows before anything is published.
+    exists = store.table_exists(table)
+    columns = _columns_of(context, table) if exists else {}
     audit = Audit(context, Staged(table, table, getattr(loader, "mode", "append")), columns)
     for check in checks:
-        _check_columns(context, check, columns, table)
+        if exists:
+            _check_columns(context, check, columns, table)
         explain = check.sql_to_explain(audit)
         if explain:
             try:
-                store.query_rows(f"EXPLAIN {explain}", audit.params)
+                store.query_rows(f"EXPLAIN {'' if exists else 'SYNTAX '}{explain}", audit.params)
             except StoreError as exc:
                 raise CheckDefinitionError(f"pipeline '{context.pipeline}', check '{check.name}': the query "
                                            f"does not run on table '{table}': {exc}") from None

@@ -241,3 +241,10 @@ def test_bad_definitions_fail_at_run_start_naming_pipeline_check_and_column(stor
 def test_invalid_declarations_are_refused_when_written(make, message: str) -> None:
     with pytest.raises(CheckDefinitionError, match=message):
         make()
+
+
+def test_sql_that_does_not_parse_fails_at_run_start_even_before_the_table_exists(store: Store, make_context) -> None:
+    loader = create_clickhouse_loader("fresh_table", time_column="ts")
+    with pytest.raises(CheckDefinitionError, match=r"check 'broken': the query does not run.*Syntax error"):
+        run(make_context, loader, orders([1]), [sql("SELECT * FRM {staging}", name="broken")])
+    assert store.query_rows("EXISTS TABLE fresh_table") == [(0,)]  # failed before any data moved
