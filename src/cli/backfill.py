@@ -232,6 +232,9 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
     _print_summary(app, report)
     if not no_downstream and not report.stopped:  # reported, never folded into the exit code (as cron_run)
         deps.run_downstream(store, reg, recorder.succeeded, app.console.print, already=recorder.ran)
+    from ops.alerts.dispatch import notify_backfill
+
+    notify_backfill(app.settings, store, report)  # one summary alert when intervals failed
     return report.exit_code or (1 if refused else 0)
 
 

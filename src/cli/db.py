@@ -25,11 +25,22 @@ def help_command(ctx: click.Context) -> None:
 
 @cli.command("check")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (for monitoring).")
+@click.option("--alert", is_flag=True, help="Send alerts for stale data (and when it is fresh again).")
+@click.option("--quiet", is_flag=True, help="Print only what is not OK (for cron).")
 @pass_app
-def check(app: App, as_json: bool) -> int:
+def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
     """Check Python, dependencies, config, directories and the store (exit 1 if unhealthy)."""
     results, settings = run_checks()
     ok = healthy(results)
+    if alert and settings is not None:
+        from ops.alerts.dispatch import notify_health
+
+        notify_health(settings, app.store, app.registry, results)
+    if quiet:
+        for r in results:
+            if r.status != "ok":
+                app.console.print(f"{r.status.upper()} {r.name}: {r.detail}")
+        return EXIT_OK if ok else EXIT_FAILED
     if as_json:
         click.echo(json.dumps({"healthy": ok, "checks": [r.as_dict() for r in results]}, indent=2))
         return EXIT_OK if ok else EXIT_FAILED

@@ -49,7 +49,7 @@ def setup_cron(app: App, name: str | None, all_: bool) -> int:
             app.err.print(f"error: {error}")
     for broken in registry.broken:
         app.err.print(f"error: broken pipeline module {broken.source}: {broken.error}")
-    pipelines = [n for n in result.entries if n != cron.MAINTENANCE]
+    pipelines = [n for n in result.entries if n not in cron.HOUSEKEEPING]
     if result.changed:
         app.console.print(f"crontab updated: {len(pipelines)} pipeline(s) in the block for {PROJECT_ROOT}")
     else:

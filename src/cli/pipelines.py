@@ -169,21 +169,26 @@ def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bo
     if _history(app, reap_dead_runs, name) is None:
         return EXIT_FAILED
     records: list[RunRecord] = list_runs(app.store, name, status, limit)
+    from audit.results import results_of_runs, summary
+
+    checked = results_of_runs(app.store, [r.run_id for r in records])
     if as_json:
-        click.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        click.echo(json.dumps([{**r.model_dump(mode="json"), "checks": summary(checked.get(r.run_id, []))}
+                               for r in records], indent=2))
         return EXIT_OK
     if not records:
         app.console.print("No runs recorded" + (f" for '{name}'" if name else "") + (f" with status {status}" if status else ""))
         return EXIT_OK
     table = Table(title="runs, newest first", title_justify="left")
-    for column in ("run_id", "pipeline", "interval", "trigger", "status", "started", "duration", "rows", "error"):
+    for column in ("run_id", "pipeline", "interval", "trigger", "status", "started", "duration", "rows", "checks",
+                   "error"):
         table.add_column(column, overflow="fold")
     for r in records:
         interval = Interval(r.interval_start.replace(tzinfo=UTC), r.interval_end.replace(tzinfo=UTC)).label
         status_text = _styled(r.status) + (f" ({r.reason})" if r.reason and r.reason != "error" else "")
         table.add_row(r.run_id, r.pipeline, interval, r.trigger, status_text, _when(r.started_at),
                       f"{r.duration_seconds:.1f} s" if r.finished_at else "", f"{r.rows_loaded:,}",
-                      r.error[:200])
+                      summary(checked.get(r.run_id, [])), r.error[:300])
     app.console.print(table)
     return EXIT_OK
 

@@ -19,7 +19,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.exceptions import ConfigError
-from core.redaction import MASK, is_secret_variable, mask_url
+from core.redaction import MASK, is_secret_variable, mask_url, mask_webhook
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENV_FILE = PROJECT_ROOT / ".env"
@@ -41,6 +41,14 @@ _EXPECTED: dict[str, str] = {
     "batch_size": "an integer between 1 and 10000000",
     "store_lock_timeout": "a number of seconds, 0 or more",
     "run_history_ttl_days": "an integer number of days between 1 and 36500",
+    "alert_webhook_url": "an http(s) URL",
+    "alert_webhook_format": "one of slack, teams, json",
+    "alert_smtp_port": "an integer between 1 and 65535",
+    "alert_smtp_security": "one of starttls, ssl, none",
+    "alert_timeout": "a number of seconds between 0 and 60 (exclusive of 0)",
+    "alert_remind_hours": "a number of hours, 0 (never) or more",
+    "alert_on_warn": "true or false",
+    "check_cron_schedule": "a cron expression like '*/15 * * * *'",
 }
 
 
@@ -83,6 +91,23 @@ class Settings(BaseSettings):
     # Password of the status page (./run.sh ui) when it listens on another address than 127.0.0.1.
     ui_password: SecretStr = SecretStr("")
 
+    # Alerts (ops.alerts): channels, and how often a condition that stays bad is repeated.
+    alert_webhook_url: SecretStr | None = None
+    alert_webhook_format: Literal["slack", "teams", "json"] = "json"
+    alert_smtp_host: str | None = None
+    alert_smtp_port: int = Field(587, ge=1, le=65535)
+    alert_smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    alert_smtp_user: str | None = None
+    alert_smtp_password: SecretStr = SecretStr("")
+    alert_smtp_ca_file: Path | None = None
+    alert_email_from: str | None = None
+    alert_email_to: str | None = None
+    alert_command: str | None = None
+    alert_timeout: float = Field(5.0, gt=0, le=60)
+    alert_remind_hours: float = Field(24.0, ge=0)
+    alert_on_warn: bool = False
+    check_cron_schedule: str | None = None
+
     _env_path: Path | None = PrivateAttr(default=None)
 
     @field_validator("log_level", "log_format", mode="before")
@@ -98,6 +123,22 @@ class Settings(BaseSettings):
         if value is not None and not _IDENTIFIER.match(value):
             raise ValueError("not an identifier")
         return value
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and urlsplit(value.get_secret_value()).scheme not in {"http", "https"}:
+            raise ValueError("not an http(s) URL")
+        return value
+
+    @field_validator("check_cron_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        from croniter import croniter
+
+        if value is not None and not croniter.is_valid(" ".join(value.split())):
+            raise ValueError("invalid cron expression")
+        return " ".join(value.split()) if value else None
 
     @field_validator("clickhouse_url")
     @classmethod
@@ -173,7 +214,9 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> set[str]:
         """Every configured value that must never be printed or logged."""
-        secrets = {self.clickhouse_password.get_secret_value()}
+        secrets = {self.clickhouse_password.get_secret_value(), self.alert_smtp_password.get_secret_value()}
+        if self.alert_webhook_url:
+            secrets.add(self.alert_webhook_url.get_secret_value())
         if self.url:
             secrets.add(urlsplit(self.url).password or "")
         for source in (self._dotenv, os.environ):
@@ -187,7 +230,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 raw = value.get_secret_value()
-                text = mask_url(raw) if name == "clickhouse_url" else (MASK if raw else "")
+                text = mask_url(raw) if name == "clickhouse_url" else mask_webhook(raw) if name == "alert_webhook_url" \
+                    else (MASK if raw else "")
             else:
                 text = "" if value is None else str(value)
             shown[name.upper()] = text
@@ -261,7 +305,7 @@ def _describe(exc: ValidationError, env_path: Path | None) -> str:
         else:
             source = "default"
         value = error.get("input")
-        shown = MASK if is_secret_variable(var) or var == "CLICKHOUSE_URL" else value
+        shown = MASK if is_secret_variable(var) or var in ("CLICKHOUSE_URL", "ALERT_WEBHOOK_URL") else value
         expected = _EXPECTED.get(field, error["msg"].lower())
         problems.append(f"{var} must be {expected}, got {shown!r} (from {source})")
     return "; ".join(problems)

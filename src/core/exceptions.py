@@ -80,3 +80,11 @@ class UsageError(DataProcessorError):
     """The command line was wrong (exit code 2)."""
 
     exit_code = 2
+
+
+class CheckDefinitionError(PipelineError):
+    """A data check is declared wrongly (unknown column, SQL that does not parse, ...)."""
+
+
+class CheckFailed(PipelineError):
+    """A data check of severity ``error`` failed: the run's rows were not published."""

@@ -20,7 +20,9 @@ class PipelineEntry(BaseModel):
 
     plus optional keys: ``retries``, ``retry_delay``, ``timeout``, ``granularity``,
     ``timezone``, ``freshness_hours``, ``enabled``, ``depends_on`` (the pipelines whose tables this
-    one reads: it runs after them, see docs/sql-pipelines.md).
+    one reads: it runs after them, see docs/sql-pipelines.md), ``checks`` (data checks run on each
+    run's staged rows before they are published, see ``audit``) and ``alerts`` (per-pipeline alert
+    settings overriding ``.env``, see ``ops.alerts``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -37,6 +39,8 @@ class PipelineEntry(BaseModel):
     freshness_hours: float | None = Field(None, gt=0)
     enabled: bool = True
     depends_on: list[str] = Field(default_factory=list)
+    checks: Any = None
+    alerts: dict[str, Any] | None = None
 
     @field_validator("depends_on", mode="before")
     @classmethod

@@ -54,6 +54,14 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", f":{MASK}@", 1)))
 
 
+def mask_webhook(url: str) -> str:
+    """Scheme and host of a webhook URL; its path and query (where the token lives) masked."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}/{MASK}"
+
+
 def is_secret_header(name: str) -> bool:
     """True for a header whose value must never be shown (see the module doc)."""
     lowered = name.strip().lower()

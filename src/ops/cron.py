@@ -32,6 +32,8 @@ from pipelines.pipeline_registry import PipelineSpec, Registry
 MARKER = "data-processor"
 MAINTENANCE = "clean"            # the block's housekeeping entry (not a pipeline)
 MAINTENANCE_SPEC = "17 4 * * *"  # daily, off the hour when most schedules fire
+HEALTH = "check"                 # optional entry: ./run.sh check --alert on CHECK_CRON_SCHEDULE
+HOUSEKEEPING = (MAINTENANCE, HEALTH)
 LOCK_TIMEOUT = 30.0
 
 
@@ -140,7 +142,7 @@ def parse_entries(inner: list[str]) -> dict[str, Entry]:
     for line in inner:
         match = _COMMENT.match(line)
         if match:
-            current = Entry(match.group(2) if match.group(1) == "pipeline" else MAINTENANCE, line)
+            current = Entry(match.group(2), line)
             entries[current.name] = current
         elif current is not None and line.strip() and not line.startswith("#"):
             current.lines.append(line)
@@ -149,15 +151,16 @@ def parse_entries(inner: list[str]) -> dict[str, Entry]:
 
 def render_block(entries: dict[str, Entry], root: Path = PROJECT_ROOT) -> list[str]:
     """The block's lines, pipelines sorted by name, housekeeping last; [] when nothing is scheduled."""
-    pipelines = [entries[name] for name in sorted(entries) if name != MAINTENANCE]
+    pipelines = [entries[name] for name in sorted(entries) if name not in HOUSEKEEPING]
     if not pipelines:
         return []
     lines = [begin_marker(root),
              "# Managed by ./run.sh setup_cron / remove_cron: edits inside this block are overwritten."]
     for entry in pipelines:
         lines.extend(entry.text())
-    if MAINTENANCE in entries:
-        lines.extend(entries[MAINTENANCE].text())
+    for name in (HEALTH, MAINTENANCE):
+        if name in entries:
+            lines.extend(entries[name].text())
     lines.append(end_marker(root))
     return lines
 
@@ -232,6 +235,16 @@ def maintenance_entry(settings: Settings, root: Path = PROJECT_ROOT) -> Entry:
                  [f"{MAINTENANCE_SPEC} {command}"])
 
 
+def housekeeping(settings: Settings, root: Path = PROJECT_ROOT) -> dict[str, Entry]:
+    """The clean entry, and the health check that alerts on stale data when CHECK_CRON_SCHEDULE is set."""
+    entries = {MAINTENANCE: maintenance_entry(settings, root)}
+    if settings.check_cron_schedule:
+        command = command_line(settings, ["check", "--alert", "--quiet"], root)
+        entries[HEALTH] = Entry(HEALTH, f"# maintenance {HEALTH}: health and freshness, alerts on stale data",
+                                [f"{settings.check_cron_schedule} {command}"])
+    return entries
+
+
 def scheduled(registry: Registry) -> list[PipelineSpec]:
     """Pipelines cron should run: a schedule and ``enabled`` (the default)."""
     return [s for s in registry.pipelines.values() if s.entry.schedule and s.entry.enabled]
@@ -252,7 +265,7 @@ def wanted_entries(registry: Registry, settings: Settings, root: Path = PROJECT_
         except CronError as exc:
             errors[spec.name] = str(exc)
     if entries:
-        entries[MAINTENANCE] = maintenance_entry(settings, root)
+        entries.update(housekeeping(settings, root))
     return Wanted(entries, errors)
 
 
@@ -322,7 +335,7 @@ def sync_all(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) 
                 result.kept.append(name)
             else:
                 result.removed.append(name)
-        if any(name != MAINTENANCE for name in entries) and MAINTENANCE not in entries:
+        if any(name not in HOUSEKEEPING for name in entries) and MAINTENANCE not in entries:
             entries[MAINTENANCE] = maintenance_entry(settings, root)
         result.entries = entries
         return result
@@ -341,7 +354,7 @@ def install_one(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROO
         result = SyncResult(False)
         _diff(installed, {spec.name: entry}, result)
         installed[spec.name] = entry
-        installed[MAINTENANCE] = maintenance_entry(settings, root)
+        installed.update(housekeeping(settings, root))
         result.entries = installed
         return result
 
@@ -354,7 +367,7 @@ def remove(name: str | None, root: Path = PROJECT_ROOT) -> SyncResult:
     def update(installed: dict[str, Entry]) -> SyncResult:
         result = SyncResult(False)
         if name is None:
-            result.removed = [n for n in installed if n != MAINTENANCE]
+            result.removed = [n for n in installed if n not in HOUSEKEEPING]
             result.entries = {}
         else:
             if name in installed:
@@ -384,7 +397,7 @@ def status(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) ->
     _, inner, _ = split_block(read_crontab(), root)
     installed = parse_entries(inner or [])
     rows = []
-    for name in sorted(set(wanted.entries) | set(installed), key=lambda n: (n == MAINTENANCE, n)):
+    for name in sorted(set(wanted.entries) | set(installed), key=lambda n: (n in HOUSEKEEPING, n)):
         want, have = wanted.entries.get(name), installed.get(name)
         if want and have:
             state = "ok" if want.text() == have.text() else "changed"

@@ -1,4 +1,5 @@
-"""Operational checks for ``./run.sh check``: pipeline modules, the cron block, data freshness.
+"""Operational checks for ``./run.sh check``: pipeline modules, the cron block, data freshness,
+failing data checks.
 
 Called from :func:`core.health.run_checks` (the one list of checks) after the store checks.
 """
@@ -6,12 +7,16 @@ Called from :func:`core.health.run_checks` (the one list of checks) after the st
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from core.config import Settings
 from core.exceptions import DataProcessorError
 from core.health import CheckResult
 from pipelines.pipeline_registry import PipelineSpec, Registry, get_registry
+
+if TYPE_CHECKING:
+    from core.store import Store
 
 FRESHNESS_STORE_WAIT = 10.0  # seconds check waits for a busy embedded store before giving up
 
@@ -34,7 +39,7 @@ def check_cron(registry: Registry, settings: Settings) -> CheckResult:
         state = cron.status(registry, settings)
     except DataProcessorError as exc:
         return CheckResult("cron", "fail", str(exc))
-    wanted = [name for name, st, _, _ in state.rows if st != "extra" and name != cron.MAINTENANCE]
+    wanted = [name for name, st, _, _ in state.rows if st != "extra" and name not in cron.HOUSEKEEPING]
     if not state.block_installed:
         if not wanted and not state.errors:
             return CheckResult("cron", "ok", "no scheduled pipelines, no cron block")
@@ -74,8 +79,15 @@ def _age(delta: timedelta) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
 
 
-def check_freshness(registry: Registry, settings: Settings, now: datetime | None = None) -> list[CheckResult]:
+def _patient_store(settings: Settings) -> Store:
+    """A store that waits at most FRESHNESS_STORE_WAIT for a busy embedded engine, then gives up."""
     from core.store import Store
+
+    return Store(settings.model_copy(update={"store_lock_timeout": min(settings.store_lock_timeout,
+                                                                       FRESHNESS_STORE_WAIT)}), linger=0)
+
+
+def check_freshness(registry: Registry, settings: Settings, now: datetime | None = None) -> list[CheckResult]:
     from record.history import last_success
     from record.tables import ensure_framework_tables
 
@@ -83,9 +95,7 @@ def check_freshness(registry: Registry, settings: Settings, now: datetime | None
     if not specs:
         return []
     now = now or datetime.now(UTC)
-    busy_settings = settings.model_copy(update={"store_lock_timeout": min(settings.store_lock_timeout,
-                                                                          FRESHNESS_STORE_WAIT)})
-    store = Store(busy_settings, linger=0)
+    store = _patient_store(settings)
     try:
         if not store.database_exists():
             return [CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db")]
@@ -115,8 +125,29 @@ def check_freshness(registry: Registry, settings: Settings, now: datetime | None
     return results
 
 
+def check_data_checks(settings: Settings) -> list[CheckResult]:
+    """One line per pipeline whose latest checked run had a failing data check (``./run.sh checks``)."""
+    from audit.results import latest_by_pipeline, summary
+
+    store = _patient_store(settings)
+    try:
+        if not store.database_exists():
+            return []
+        latest = latest_by_pipeline(store)
+    except DataProcessorError as exc:
+        return [CheckResult("data checks", "warn", f"results unavailable: {exc}")]
+    finally:
+        store.close()
+    results = []
+    for pipeline, found in sorted(latest.items()):
+        if any(r.status != "pass" for r in found):
+            results.append(CheckResult(f"checks:{pipeline}", "warn",
+                                       f"{summary(found)} (run {found[0].run_id}; ./run.sh checks {pipeline})"))
+    return results
+
+
 def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckResult]:
-    """Pipelines, cron and freshness, in that order (freshness needs the store: skipped without it)."""
+    """Pipelines, cron, freshness and data checks (the last two need the store: skipped without it)."""
     registry = get_registry(settings.pipelines_dir)
     results = [check_pipelines(registry), check_cron(registry, settings)]
     if store_ok:
@@ -124,4 +155,5 @@ def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckRe
         from ops.materialized_views import check_materialized_views
 
         results.extend(check_materialized_views(registry, settings))
+        results.extend(check_data_checks(settings))
     return results

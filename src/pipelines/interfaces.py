@@ -71,6 +71,8 @@ class RunContext:
     counters: dict[str, int] = field(default_factory=dict)
     #: The run's rejected rows, published with the run (the runner passes one per run).
     quarantined: RunQuarantine | None = None
+    #: The pipeline's data checks (``audit``), run by a staging loader just before it publishes.
+    checks: list[Any] = field(default_factory=list)
 
     @property
     def config(self) -> Settings:
@@ -185,6 +187,9 @@ class Loader(Component):
 
     #: Target table name, when the loader writes one (shown by ``list``, used by backfill checks).
     table: str | None = None
+    #: True when the loader stages a run's rows in ClickHouse and calls ``audit.run.audit_staged``
+    #: before publishing them, so the pipeline may declare data checks.
+    supports_checks: bool = False
 
     def begin(self, context: RunContext) -> None:  # noqa: B027  (optional hook)
         """Prepare for a run (e.g. create a staging table). Called once, before the first batch."""

@@ -50,8 +50,11 @@ class Pipeline:
 
     def run(self, context: RunContext) -> RunStats:
         """Stream the run's batches into the loader and commit; roll back on any failure."""
+        from audit.run import start_checks
+
         stats = RunStats()
         log = context.logger
+        start_checks(context, self.loader)  # bad check definitions fail here, before any data moves
         self.loader.begin(context)
         try:
             if not self._push_down(context, stats):

@@ -143,7 +143,21 @@ def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
     if not isinstance(entry.pipeline, Pipeline):
         raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
                              f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
+    _declared_extras(name, entry, where)
     return entry
+
+
+def _declared_extras(name: str, entry: PipelineEntry, where: str) -> None:
+    """Data checks and alert settings are validated here, when the pipeline is built."""
+    from audit.run import resolve_checks
+    from core.exceptions import DataProcessorError
+    from ops.alerts.config import validate_overrides
+
+    try:
+        entry.checks = resolve_checks(name, entry.checks, entry.pipeline.loader)
+        validate_overrides(name, entry.alerts)
+    except DataProcessorError as exc:
+        raise DiscoveryError(f"{where}: {exc}") from None
 
 
 def discover(pipelines_dir: Path) -> Registry:

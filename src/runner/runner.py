@@ -209,12 +209,16 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
     try:
         with run_context(spec.name, run_id):
             try:
-                return _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
+                result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
             except StoreLockTimeout as exc:
-                return _record_lock_timeout(spec, store, interval, trigger, run_id, lock, log, exc)
+                result = _record_lock_timeout(spec, store, interval, trigger, run_id, lock, log, exc)
     finally:
         detach(job_log)
         lock.release()
+    from ops.alerts.dispatch import notify_run
+
+    notify_run(spec, settings, store, result, trigger)  # after the run; releases the store before sending
+    return result
 
 
 def _record_lock_timeout(spec: PipelineSpec, store: Store, interval: Interval, trigger: str, run_id: str,
@@ -267,7 +271,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                 context = RunContext(
                     run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
                     settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
-                    table_name=spec.table_name, quarantined=quarantined,
+                    table_name=spec.table_name, quarantined=quarantined, checks=spec.entry.checks or [],
                 )
                 try:
                     stats = spec.pipeline.run(context)

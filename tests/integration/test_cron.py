@@ -228,3 +228,24 @@ def test_installed_entry_runs_like_cron_runs_it(crontab: Crontab, module: Path, 
     assert "berlin: not due at " in cron_log and "Europe/Berlin (schedule '" in cron_log  # --if-due said no
     cleaned = subprocess.run(["/bin/sh", "-c", commands["clean"]], env=minimal, capture_output=True, timeout=120)
     assert cleaned.returncode == 0
+
+
+def test_a_check_entry_that_alerts_on_stale_data(crontab: Crontab, module: Path, project_env) -> None:
+    env_file = Path(project_env["ENV_FILE"])
+    env_file.write_text("CHECK_CRON_SCHEDULE='*/15 * * * *'\n")
+    result = run_cli("setup_cron", "--all")
+    assert result.returncode == 0 and "added check" in result.stdout
+    assert "crontab updated: 2 pipeline(s)" in result.stdout
+    block = crontab.block()
+    log = Path(project_env["LOG_DIR"]) / "cron.log"
+    assert "# maintenance check: health and freshness, alerts on stale data" in block
+    assert f"*/15 * * * * cd {ROOT} && ENV_FILE={env_file} {ROOT}/run.sh check --alert --quiet >> {log} 2>&1" in block
+    assert block[-3].startswith("*/15 ") and block[-1].startswith("17 4 * * * ")  # check, then clean, last
+    status = run_cli("cron_status", "--json")
+    assert status.returncode == 0
+    assert {e["name"]: e["state"] for e in json.loads(status.stdout)["entries"]}["check"] == "ok"
+    assert "cron block in sync: 2 pipeline(s)" in run_cli("check").stdout
+    env_file.write_text("")
+    removed = run_cli("setup_cron", "--all")
+    assert removed.returncode == 0 and "removed check" in removed.stdout
+    assert not any("check --alert" in line for line in crontab.block())

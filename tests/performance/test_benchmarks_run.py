@@ -45,3 +45,13 @@ def test_load_benchmark_runs_the_framework_steps() -> None:
 def test_ui_benchmark_renders_every_page() -> None:
     out = run_benchmark("benchmarks/ui_render.py", "--pipelines", "3", "--runs", "300", "--days", "10", "--repeat", "1")
     assert "/coverage?days=10 (grid)" in out and "x" in out and "baseline" in out
+
+
+def test_check_benchmark_reports_ratios() -> None:
+    out = run_benchmark("benchmarks/check_overhead.py", "--rows", "2000", "--repeat", "1")
+    assert "7 built-in checks" in out and "of no checks" in out and "check unique(id)" in out
+
+
+def test_alert_benchmark_reports_each_channel() -> None:
+    out = run_benchmark("benchmarks/alert_overhead.py", "--repeat", "1")
+    assert "webhook hanging (ALERT_TIMEOUT=1)" in out and "run itself" in out

@@ -38,6 +38,8 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from audit.run import audit_staged
+from audit.staged import Staged
 from core.exceptions import LoadError, StoreError
 from core.locks import FileLock
 from core.store import Store
@@ -53,6 +55,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 class ClickHouseLoader(StagedStructure, Loader):
     """Writes batches to ``table`` in the configured database; see the module doc for the modes."""
+
+    supports_checks = True
 
     def __init__(self, table: str, mode: Mode | None = None, *, time_column: str | None = None,
                  order_by: str | list[str] | None = None, partition_by: str | None = None,
@@ -168,6 +172,9 @@ class ClickHouseLoader(StagedStructure, Loader):
                     context.logger.info("No rows and no table '%s' yet: nothing to load", self.table)
                     return
                 self._stage_like_target(context)  # an empty interval or snapshot empties its slice
+            # Write-audit-publish: data checks see the staged slice before the target changes at all
+            # (a first run's target is created only once its checks pass).
+            audit_staged(context, Staged(self.table, self._staging_name, self.mode, self.time_column, self.primary_key))
             self._publish_structure(context)
             if self.mode == "interval":
                 self._warn_unaligned(context)

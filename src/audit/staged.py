@@ -1,0 +1,100 @@
+"""What a check sees: the run's staged rows, the target table, the interval, typed parameters."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from audit.checks import Outcome
+from core.validators import quote_identifier
+
+if TYPE_CHECKING:
+    from pipelines.interfaces import RunContext
+
+SAMPLE_ROWS = 5
+# Interval placeholders of a `sql` check and the ClickHouse types they are bound as.
+PARAMETER_TYPES = {
+    "start": "DateTime64(6, 'UTC')", "end": "DateTime64(6, 'UTC')",
+    "start_date": "Date", "end_date": "Date", "run_id": "String", "pipeline": "String",
+}
+_WRAPPER = re.compile(r"^(?:LowCardinality|Nullable)\((.*)\)$")
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A loader's staged rows, handed to the checks just before it publishes them.
+
+    ``mode`` is the ClickHouse loader's write mode (``interval``, ``append``, ``replace``,
+    ``merge``); ``time_column`` bounds the slice in interval mode; ``primary_key`` is the merge key.
+    """
+
+    target: str
+    staging: str
+    mode: str = "append"
+    time_column: str | None = None
+    primary_key: list[str] = field(default_factory=list)
+
+
+class Audit:
+    """Handed to every check: names to use in SQL and helpers that run it.
+
+    ``audit.staging`` / ``audit.table`` are quoted, database-qualified names of the staged rows
+    and of the target; ``audit.params`` binds ``{start:DateTime64(6, 'UTC')}`` and the others in
+    :data:`PARAMETER_TYPES`.
+    """
+
+    def __init__(self, context: RunContext, staged: Staged, columns: dict[str, str]) -> None:
+        self.context = context
+        self.staged = staged
+        self.store = context.store
+        self.staging = self.store.table(staged.staging)
+        #: False on a pipeline's first run: the target is created only once the checks pass, so
+        #: ``table`` is then an empty set of the staged structure.
+        self.target_exists = self.store.table_exists(staged.target)
+        self.table = (self.store.table(staged.target) if self.target_exists
+                      else f"(SELECT * FROM {self.staging} WHERE 0)")
+        self.column_types = columns
+        self.params: dict[str, Any] = {
+            "start": _utc(context.start), "end": _utc(context.end),
+            "start_date": context.start.date(), "end_date": context.end.date(),
+            "run_id": context.run_id, "pipeline": context.pipeline,
+        }
+
+    @staticmethod
+    def q(column: str) -> str:
+        """A quoted column name."""
+        return quote_identifier(column)
+
+    def base_type(self, column: str) -> str:
+        """The column's ClickHouse type without Nullable/LowCardinality (for typed parameters)."""
+        kind = self.column_types[column]
+        while match := _WRAPPER.match(kind):
+            kind = match.group(1)
+        return kind
+
+    def in_slice(self) -> str:
+        """SQL condition: a target row lies in the run's interval (interval mode)."""
+        column = self.q(self.staged.time_column or "")
+        return f"{column} >= {{start:DateTime64(6, 'UTC')}} AND {column} < {{end:DateTime64(6, 'UTC')}}"
+
+    def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        rows = self.store.query_rows(sql, {**self.params, **(params or {})})
+        return rows[0][0] if rows and rows[0] else None
+
+    def failing_rows(self, sql: str, params: dict[str, Any] | None = None) -> Outcome:
+        """Count the rows of ``sql`` and keep a few of them as the sample."""
+        bound = {**self.params, **(params or {})}
+        count = int(self.store.query_rows(f"SELECT count() FROM ({sql})", bound)[0][0])
+        sample = self.store.query_dicts(f"SELECT * FROM ({sql}) LIMIT {SAMPLE_ROWS}", bound) if count else []
+        return Outcome(count, [_jsonable(row) for row in sample], f"{count} failing row(s)" if count else "")
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(row, default=str))

@@ -1,0 +1,1 @@
+"""Alerts: events about runs and data, sent to webhooks, email or a command, de-duplicated in ClickHouse."""

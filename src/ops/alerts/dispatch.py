@@ -1,0 +1,204 @@
+"""Turning outcomes into alerts: decide (in ClickHouse), release the store, send, record.
+
+Called after a run has finished and recorded its outcome. The decision needs the store; the
+sending does not, so the embedded store is released before any channel is contacted (another
+process waiting for it is not held up by a slow webhook). A channel that fails is logged and
+recorded in ``_dp_alert_log``; nothing here ever raises into the run.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from core.config import Settings
+from core.exceptions import DataProcessorError
+from core.logging import get_logger
+from core.store import Store
+from ops.alerts.channels import Channel, configured
+from ops.alerts.config import for_pipeline
+from ops.alerts.events import AlertEvent
+from ops.alerts.state import decide, read_state, record_delivery
+from record.tables import RUNS_TABLE
+
+log = get_logger("alerts")
+
+
+def _remind(settings: Settings) -> timedelta | None:
+    return timedelta(hours=settings.alert_remind_hours) if settings.alert_remind_hours else None
+
+
+def send(store: Store | None, channels: list[Channel], events: list[AlertEvent]) -> dict[str, str]:
+    """Send every event to every channel; returns channel -> error ('' when delivered). Never raises."""
+    if store is not None:
+        store.close()  # release the embedded store before talking to the network
+    errors: dict[str, str] = {}
+    for event in events:
+        for channel in channels:
+            try:
+                channel.send(event)
+                errors[channel.name] = ""
+                log.info("Alert %s for %s sent to %s", event.kind, event.pipeline, channel.describe())
+            except Exception as exc:  # a channel never fails the run
+                errors[channel.name] = str(exc)[:500]
+                log.warning("Alert %s for %s not delivered: %s", event.kind, event.pipeline, exc)
+            if store is not None:
+                try:
+                    record_delivery(store, event.key, event.pipeline, event.kind, channel.describe(),
+                                    errors[channel.name])
+                except DataProcessorError as exc:
+                    log.warning("Could not record the alert delivery: %s", exc)
+    if store is not None:
+        store.close()
+    return errors
+
+
+def _condition(store: Store, settings: Settings, event: AlertEvent, firing: bool,
+               recovery: AlertEvent | None = None) -> AlertEvent | None:
+    """The event to send for this condition's new state, after de-duplication."""
+    action = decide(store, event.key, event.pipeline, firing, event.kind, event.run_id, _remind(settings))
+    if action == "alert":
+        return event
+    if action == "reminder":
+        event.details["reminder"] = True
+        event.summary = f"still failing: {event.summary}"
+        return event
+    if action == "recovered":
+        return recovery
+    return None
+
+
+def notify_run(spec: Any, settings: Settings, store: Store, result: Any, trigger: str) -> None:
+    """Alerts for one finished run (not for backfill intervals: a backfill sends one summary)."""
+    if trigger == "backfill":
+        return
+    pipeline_settings = for_pipeline(settings, spec.entry.alerts)
+    channels = configured(pipeline_settings) if pipeline_settings else []
+    if not channels or pipeline_settings is None:
+        return
+    from core.logging import attach_job_log, detach, run_context
+
+    job_log = attach_job_log(settings, spec.name)  # deliveries and their failures go to the run's job log
+    try:
+        with run_context(spec.name, result.run_id):
+            try:
+                events = _run_events(store, pipeline_settings, spec, result)
+            except Exception as exc:  # alerting must never fail a run
+                log.warning("Alerts for run %s skipped: %s", result.run_id, exc)
+                return
+            if events:
+                send(store, channels, events)
+    finally:
+        detach(job_log)
+
+
+def _crash_events(store: Store, settings: Settings, name: str) -> list[AlertEvent]:
+    """Runs of ``name`` marked crashed since its failing condition last changed (or the last day)."""
+    key = f"{name}:failing"
+    state = read_state(store, key)
+    since = state.updated_at if state else datetime.now(UTC) - timedelta(days=1)
+    events = []
+    # ``version`` is when the row was written, i.e. when the run was found dead.
+    for run_id, error in store.query_rows(
+            f"SELECT run_id, error FROM {store.table(RUNS_TABLE)} FINAL WHERE pipeline = {{p:String}} "
+            "AND status = 'crashed' AND version > {v:UInt64} ORDER BY started_at",
+            {"p": name, "v": int(since.timestamp() * 1e9)}):
+        crashed = AlertEvent("run_crashed", name, f"run {run_id} crashed: {error}", key=key, run_id=run_id)
+        if found := _condition(store, settings, crashed, True):
+            events.append(found)
+    return events
+
+
+def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> list[AlertEvent]:
+    name, key = spec.name, f"{spec.name}:failing"
+    interval = result.interval.label
+    events = _crash_events(store, settings, name)
+    recovery = AlertEvent("recovered", name, f"run {result.run_id} succeeded after earlier failures "
+                          f"({result.rows_loaded:,} rows)", key=key, run_id=result.run_id, interval=interval)
+    if result.status == "success":
+        if found := _condition(store, settings, recovery, False, recovery):
+            events.append(found)
+    else:
+        kind = "check_failed" if result.error.startswith("CheckFailed") else "run_failed"
+        failed = AlertEvent(kind, name, f"{result.status} ({result.reason}): {result.error[:1000]}", key=key,
+                            run_id=result.run_id, interval=interval)
+        if found := _condition(store, settings, failed, True):
+            events.append(found)
+    if settings.alert_on_warn:
+        events.extend(_warn_events(store, settings, name, result.run_id, interval))
+    return events
+
+
+def _warn_events(store: Store, settings: Settings, pipeline: str, run_id: str, interval: str) -> list[AlertEvent]:
+    from audit.results import results_of_runs
+
+    events = []
+    for result in results_of_runs(store, [run_id]).get(run_id, []):
+        if result.severity != "warn":
+            continue
+        key = f"{pipeline}:warn:{result.check_name}"
+        warned = AlertEvent("check_warned", pipeline, f"check {result.check_name}: {result.detail}", key=key,
+                            run_id=run_id, interval=interval)
+        passed = AlertEvent("recovered", pipeline, f"check {result.check_name} passes again", key=key,
+                            run_id=run_id, interval=interval)
+        if found := _condition(store, settings, warned, result.status != "pass", passed):
+            events.append(found)
+    return events
+
+
+def notify_backfill(settings: Settings, store: Store, report: Any) -> None:
+    """One summary when a backfill had failed intervals (never one alert per interval)."""
+    try:
+        channels = configured(settings)
+        if not channels or not report.failed:
+            return
+        lines = []
+        for pipeline, tally in report.tallies.items():
+            for step, outcome in tally.failed[:20]:
+                lines.append(f"{pipeline} {step.interval.label}: {outcome.error[:200]}")
+        names = ", ".join(p for p, t in report.tallies.items() if t.failed)
+        event = AlertEvent("backfill_failed", names, f"{report.failed} interval(s) failed, {report.ran} ran:\n"
+                           + "\n".join(lines), key=f"backfill:{names}", details={"failed": report.failed})
+    except Exception as exc:
+        log.warning("Backfill alert skipped: %s", exc)
+        return
+    send(store, channels, [event])
+
+
+def notify_health(settings: Settings, store: Store, registry: Any, results: list[Any]) -> list[AlertEvent]:
+    """``check --alert``: runs found crashed, and stale / fresh-again data (``fresh:<pipeline>`` results)."""
+    from record.tables import ensure_framework_tables
+    from runner.runner import reap_dead_runs
+
+    freshness = {r.name.removeprefix("fresh:"): r for r in results if r.name.startswith("fresh:")}
+    events: list[tuple[list[Channel], AlertEvent]] = []
+    try:
+        if not store.database_exists():
+            return []
+        ensure_framework_tables(store)
+        reap_dead_runs(store)
+        for name, spec in registry.pipelines.items():
+            pipeline_settings = for_pipeline(settings, spec.entry.alerts)
+            channels = configured(pipeline_settings) if pipeline_settings else []
+            if not channels or pipeline_settings is None:
+                continue
+            found = _crash_events(store, pipeline_settings, name)
+            if name in freshness:
+                result, key = freshness[name], f"{name}:stale"
+                stale, fresh = (AlertEvent(kind, name, result.detail, key=key) for kind in ("stale", "fresh"))
+                found += filter(None, [_condition(store, pipeline_settings, stale, result.status == "fail", fresh)])
+            events.extend((channels, event) for event in found)
+    except Exception as exc:  # the health check itself must still report
+        log.warning("Health alerts skipped: %s", exc)
+    for channels, event in events:
+        send(store, channels, [event])
+    return [event for _, event in events]
+
+
+def send_test(settings: Settings, channel: str | None = None) -> dict[str, tuple[str, str]]:
+    """Send a test event to every configured channel (or one); channel -> (description, error)."""
+    channels = [c for c in configured(settings) if channel in (None, c.name)]
+    event = AlertEvent("test", "alert_test", "a test alert from ./run.sh alert_test: this channel works",
+                       key="test")
+    errors = send(None, channels, [event])
+    return {c.name: (c.describe(), errors.get(c.name, "")) for c in channels}
