@@ -242,15 +242,25 @@ def _interval_text(interval: Interval | None) -> str:
     return interval.label if interval else "never"
 
 
+def _window(days: int | None, start: str | None, end: str | None, default_days: int) -> tuple[Any, Any]:
+    """The days a coverage command looks at: DAYS back from today or --start/--end (no cap)."""
+    return bf.day_window(days if days is not None or start else default_days,
+                         parse_date(start, "--start") if start else None,
+                         parse_date(end, "--end") if end else None, max_days=None)
+
+
 @cli.command("backfill_list")
-@click.option("--days", default=30, show_default=True, type=click.IntRange(1, bf.MAX_DAYS),
-              help="Coverage of the DAYS complete days before today (UTC).")
+@click.option("--days", type=click.IntRange(1), help="Coverage of the DAYS complete days before today (UTC; "
+                                                      "default 30).")
+@click.option("--start", help="First day (YYYY-MM-DD, UTC) instead of --days.")
+@click.option("--end", help="Last day, INCLUSIVE (default: yesterday).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
-def backfill_list(app: App, days: int, as_json: bool) -> int:
-    """Pipelines that can be backfilled, and how much of the last --days days they have loaded."""
+def backfill_list(app: App, days: int | None, start: str | None, end: str | None, as_json: bool) -> int:
+    """Pipelines that can be backfilled, and how much of the window (last --days days) they have loaded."""
     reg = app.registry
-    first, last = bf.day_window(days, None, None)
+    first, last = _window(days, start, end, 30)
+    days = (last - first).days + 1
     able = [s for s in reg.pipelines.values() if bf.why_not_backfillable(s) is None]
     rows = []
     for spec in able:
@@ -265,7 +275,7 @@ def backfill_list(app: App, days: int, as_json: bool) -> int:
             "pipelines": [{
                 "name": spec.name, "granularity": spec.entry.granularity, "table": spec.table_name,
                 "enabled": spec.entry.enabled, "intervals": total, "done": s.done, "failed": s.failed,
-                "running": s.running, "missing": s.missing,
+                "running": s.running, "incomplete": s.incomplete, "missing": s.missing,
                 "last_done": last_done.label if last_done else None,
             } for spec, total, s, last_done in rows],
             "not_backfillable": [{"name": spec.name, "reason": why} for spec, why in others],
@@ -276,15 +286,16 @@ def backfill_list(app: App, days: int, as_json: bool) -> int:
     else:
         table = Table(title=f"backfillable pipelines: coverage of {first}..{last} ({days} days, UTC)",
                       title_justify="left")
-        for column in ("pipeline", "granularity", "table", "intervals", "done", "failed", "missing", "last done"):
-            table.add_column(column, overflow="fold", justify="right" if column in ("intervals", "done", "failed",
-                                                                                    "missing") else "left")
+        numbers = ("intervals", "done", "failed", "incomplete", "missing")
+        for column in ("pipeline", "granularity", "table", *numbers, "last done"):
+            table.add_column(column, overflow="fold", justify="right" if column in numbers else "left")
         for spec, total, s, last_done in rows:
             missing = s.missing + s.running
             table.add_row(
                 spec.name + ("" if spec.entry.enabled else " (disabled)"), spec.entry.granularity,
                 spec.table_name or "-", str(total), f"[green]{s.done}[/]" if s.done == total else str(s.done),
-                f"[bold red]{s.failed}[/]" if s.failed else "0", f"[yellow]{missing}[/]" if missing else "0",
+                f"[bold red]{s.failed}[/]" if s.failed else "0",
+                f"[yellow]{s.incomplete}[/]" if s.incomplete else "0", f"[yellow]{missing}[/]" if missing else "0",
                 _interval_text(last_done))
         app.console.print(table)
     if others:
@@ -309,8 +320,11 @@ def _count_pipelines(app: App, names: Sequence[str]) -> list[PipelineSpec]:
     return [s for s in reg.pipelines.values() if getattr(s.pipeline.loader, "table", None)]
 
 
-def day_status(rows: int, reported: int | None, has_run: bool, comparable: bool) -> str:
-    """ok, no data, mismatch, no run (rows but no successful run recorded) or n/a."""
+def day_status(rows: int, reported: int | None, has_run: bool, comparable: bool, incomplete: bool = False) -> str:
+    """ok, no data, mismatch, incomplete (only a run that started before the day ended), no run
+    (rows but no successful run recorded) or n/a."""
+    if comparable and not has_run and incomplete:
+        return "incomplete"
     if comparable and has_run and reported is not None and reported != rows:
         return "mismatch"
     if rows == 0:
@@ -322,21 +336,25 @@ def day_status(rows: int, reported: int | None, has_run: bool, comparable: bool)
     return "ok"
 
 
-_DAY_STYLE = {"ok": "green", "no data": "yellow", "mismatch": "bold red", "no run": "yellow", "n/a": "dim"}
+_DAY_STYLE = {"ok": "green", "no data": "yellow", "mismatch": "bold red", "no run": "yellow", "n/a": "dim",
+              "incomplete": "yellow"}
 
 
 @cli.command("backfill_counts")
 @click.argument("days_and_jobs", nargs=-1, metavar="[DAYS] [JOBS]...")
+@click.option("--start", help="First day (YYYY-MM-DD, UTC) instead of DAYS.")
+@click.option("--end", help="Last day, INCLUSIVE (default: yesterday).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
-def backfill_counts(app: App, days_and_jobs: tuple[str, ...], as_json: bool) -> int:
+def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: str | None,
+                    as_json: bool) -> int:
     """Rows per day in each pipeline's table (last DAYS complete days, default 7) beside what runs loaded.
 
     Days with no data, or whose rows differ from what the successful run(s) reported loading,
     are highlighted (only interval-mode tables can be compared: their runs own whole days).
     """
     days, names = split_days_and_jobs(days_and_jobs)
-    first, last = bf.day_window(days, None, None)
+    first, last = _window(days, start, end, bf.DEFAULT_DAYS)
     specs = _count_pipelines(app, names)
     store = app.store
     result = []
@@ -346,14 +364,15 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], as_json: bool) -> 
         time_column = getattr(loader, "time_column", None)
         comparable = bool(getattr(loader, "interval_scoped", False))
         total, per_day = bf.table_counts(store, table_name, time_column, first, last)
-        reported = bf.reported_rows_by_day(bf.read_history(store, spec.name, create=False), first, last) \
-            if comparable else {}
+        history = bf.read_history(store, spec.name, create=False)
+        reported = bf.reported_rows_by_day(history, first, last) if comparable else {}
+        partly = bf.incomplete_days(history, first, last) if comparable else set()
         day_rows = []
         if time_column:
             for day in bf.days_between(first, last):
                 rows = per_day.get(day, 0)
                 has_run = day in reported
-                status = day_status(rows, reported.get(day), has_run, comparable)
+                status = day_status(rows, reported.get(day), has_run, comparable, day in partly)
                 day_rows.append({"date": day.isoformat(), "rows": rows,
                                  "reported": reported.get(day) if comparable else None, "status": status})
         result.append({"pipeline": spec.name, "table": table_name, "time_column": time_column,
@@ -383,7 +402,7 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], as_json: bool) -> 
             reported = "-" if day["reported"] is None else f"{day['reported']:,}"
             table.add_row(day["date"], f"{day['rows']:,}", reported, f"[{style}]{day['status']}[/]")
         app.console.print(table)
-        flagged = [d for d in item["days"] if d["status"] in ("no data", "mismatch")]
+        flagged = [d for d in item["days"] if d["status"] in ("no data", "mismatch", "incomplete")]
         if flagged:
             app.console.print(f"  [yellow]{len(flagged)} day(s) need a look[/]: "
                               + ", ".join(f"{d['date']} ({d['status']})" for d in flagged))

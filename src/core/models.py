@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,7 +19,8 @@ class PipelineEntry(BaseModel):
         {'pipeline': ..., 'description': ..., 'schedule': '0 * * * *', 'table_name': 'my_data'}
 
     plus optional keys: ``retries``, ``retry_delay``, ``timeout``, ``granularity``,
-    ``timezone``, ``freshness_hours``, ``enabled``.
+    ``timezone``, ``freshness_hours``, ``enabled``, and for interval-aware pipelines
+    ``lookback``, ``refresh_current``, ``allow_empty``, ``start_date`` (see docs/backfill.md).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -35,6 +36,13 @@ class PipelineEntry(BaseModel):
     timezone: str | None = None
     freshness_hours: float | None = Field(None, gt=0)
     enabled: bool = True
+    # Interval rules (docs/backfill.md): re-load N complete intervals before the owned ones on
+    # every scheduled run; also load the interval in progress; let 0 rows replace existing rows;
+    # never plan intervals before this day.
+    lookback: int = Field(0, ge=0, le=1000)
+    refresh_current: bool = False
+    allow_empty: bool = False
+    start_date: date | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -81,3 +89,13 @@ class RunRecord(BaseModel):
     host: str = ""
     pid: int = 0
     lock_file: str = ""
+
+    @property
+    def incomplete(self) -> bool:
+        """A success that started before its interval ended: it loaded part of the interval at most,
+        so it never counts as done (derived from the record, no status of its own)."""
+        return self.status == "success" and _utc(self.started_at) < _utc(self.interval_end)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -6,7 +6,6 @@ Called from :func:`core.health.run_checks` (the one list of checks) after the st
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from core.config import Settings
 from core.exceptions import DataProcessorError
@@ -60,9 +59,9 @@ def freshness_limit(spec: PipelineSpec, now: datetime) -> tuple[datetime, str]:
         return now - timedelta(hours=hours), f"freshness_hours {hours:g}"
     from croniter import croniter
 
-    from ops.schedule import local_zone
+    from ops.schedule import pipeline_zone
 
-    zone = ZoneInfo(spec.entry.timezone) if spec.entry.timezone else local_zone()
+    zone = pipeline_zone(spec)
     fires = croniter(spec.entry.schedule, now.astimezone(zone))
     last = fires.get_prev(datetime)
     period = last - fires.get_prev(datetime)

@@ -143,6 +143,11 @@ def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
     if not isinstance(entry.pipeline, Pipeline):
         raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
                              f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
+    for key in ("lookback", "refresh_current"):
+        if getattr(entry, key) and not entry.pipeline.interval_aware:
+            raise DiscoveryError(f"{where}: {key} needs an interval-aware pipeline (an extractor with "
+                                 "interval_aware = True and the ClickHouse loader in mode 'interval'): its runs "
+                                 "would not own an interval to re-load")
     return entry
 
 

@@ -93,7 +93,7 @@ def today_utc() -> date:
 
 
 def day_window(days: int | None, start: date | None, end: date | None,
-               today: date | None = None) -> tuple[date, date]:
+               today: date | None = None, max_days: int | None = MAX_DAYS) -> tuple[date, date]:
     """First and last day (both inclusive) to backfill.
 
     ``days`` N means the N complete days before today (UTC): today is still being written and
@@ -112,12 +112,13 @@ def day_window(days: int | None, start: date | None, end: date | None,
         last = end or today - timedelta(days=1)
         if last < start:
             raise UsageError(f"--end ({last}) is before --start ({start})")
-        if (last - start).days + 1 > MAX_DAYS:
-            raise UsageError(f"{(last - start).days + 1} days is more than {MAX_DAYS}; backfill in smaller ranges")
+        if max_days and (last - start).days + 1 > max_days:
+            raise UsageError(f"{(last - start).days + 1} days is more than {max_days}; backfill in smaller ranges")
         return start, last
     days = DEFAULT_DAYS if days is None else days
-    if not 1 <= days <= MAX_DAYS:
-        raise UsageError(f"DAYS must be between 1 and {MAX_DAYS}, got {days}")
+    if days < 1 or (max_days and days > max_days):
+        raise UsageError(f"DAYS must be between 1 and {max_days}, got {days}" if max_days
+                         else f"DAYS must be at least 1, got {days}")
     return today - timedelta(days=days), today - timedelta(days=1)
 
 
@@ -148,7 +149,7 @@ def _utc(moment: datetime) -> datetime:
 class Coverage:
     """The state of one interval in the run history."""
 
-    state: Literal["done", "failed", "running", "partial", "missing"]
+    state: Literal["done", "failed", "running", "incomplete", "partial", "missing"]
     why: str
     run: RunRecord | None = None
 
@@ -173,7 +174,8 @@ class History:
     def __init__(self, runs: Sequence[RunRecord]) -> None:
         self.runs = sorted(runs, key=lambda r: _utc(r.started_at))
         self._successes = sorted(
-            ((_utc(r.interval_start), _utc(r.interval_end), r) for r in self.runs if r.status == "success"),
+            ((_utc(r.interval_start), _utc(r.interval_end), r) for r in self.runs
+             if r.status == "success" and not r.incomplete),
             key=lambda t: t[0])
 
     def _overlapping(self, interval: Interval) -> list[RunRecord]:
@@ -214,6 +216,10 @@ class History:
                 what = run.status if run.status == "crashed" else f"failed ({run.reason or 'error'})"
                 error = f": {run.error.splitlines()[0][:160]}" if run.error else ""
                 return Coverage("failed", f"run {run.run_id} {what}{error}", run)
+            if run.incomplete:
+                return Coverage("incomplete", f"run {run.run_id} started before the interval ended "
+                                              f"({_utc(run.started_at):%Y-%m-%d %H:%M} UTC), so it loaded part "
+                                              "of it at most", run)
         if overlapping:
             return Coverage("partial", "only part of it was loaded by successful runs", overlapping[-1])
         return Coverage("missing", "never run", None)
@@ -262,6 +268,8 @@ def decide(coverage: Coverage, policy: Policy) -> tuple[Literal["run", "skip"], 
         return "skip", f"{coverage.why}; --rerun failed retries only failed or crashed intervals"
     if coverage.state == "failed":
         return "run", "retry: " + coverage.why
+    if coverage.state == "incomplete":
+        return "run", "incomplete: " + coverage.why
     return "run", coverage.why
 
 
@@ -631,6 +639,7 @@ class CoverageSummary:
     done: int = 0
     failed: int = 0
     running: int = 0
+    incomplete: int = 0
     missing: int = 0
     last_done: Interval | None = None
 
@@ -646,6 +655,8 @@ def summarize_coverage(history: History, intervals: Sequence[Interval]) -> Cover
             summary.failed += 1
         elif state == "running":
             summary.running += 1
+        elif state == "incomplete":
+            summary.incomplete += 1
         else:
             summary.missing += 1
     return summary
@@ -653,7 +664,7 @@ def summarize_coverage(history: History, intervals: Sequence[Interval]) -> Cover
 
 def last_done_interval(history: History) -> Interval | None:
     """The newest interval a successful run loaded (any time, not only the window)."""
-    done = [r for r in history.runs if r.status == "success"]
+    done = [r for r in history.runs if r.status == "success" and not r.incomplete]
     if not done:
         return None
     run = max(done, key=lambda r: _utc(r.interval_start))
@@ -671,7 +682,7 @@ def reported_rows_by_day(history: History, first: date, last: date) -> dict[date
     slices: dict[date, list[tuple[datetime, datetime, int]]] = {}
     spanning: set[date] = set()
     window_start, window_end = _midnight(first), _midnight(last + timedelta(days=1))
-    successes = sorted((r for r in history.runs if r.status == "success"),
+    successes = sorted((r for r in history.runs if r.status == "success" and not r.incomplete),
                        key=lambda r: _utc(r.finished_at or r.started_at))
     for run in successes:
         start, end = _utc(run.interval_start), _utc(run.interval_end)
@@ -690,6 +701,16 @@ def reported_rows_by_day(history: History, first: date, last: date) -> dict[date
     for day in spanning:
         result[day] = None
     return result
+
+
+def incomplete_days(history: History, first: date, last: date) -> set[date]:
+    """Days of ``first..last`` that an incomplete success touched (it loaded part of them at most)."""
+    days = set()
+    for run in history.runs:
+        if run.incomplete:
+            days.update(d for d in days_between(max(first, _utc(run.interval_start).date()),
+                                                min(last, (_utc(run.interval_end) - timedelta(microseconds=1)).date())))
+    return days
 
 
 def table_counts(store: Store, table: str, time_column: str | None, first: date,

@@ -39,7 +39,7 @@ from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
 from record.history import mark_crashed, record_run, this_host
 from record.state import RunState
 from record.tables import ensure_framework_tables
-from runner.intervals import Interval, current_interval
+from runner.intervals import Interval, last_complete_interval
 
 EXIT_SUCCESS, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 MAX_RETRY_DELAY = 300.0
@@ -189,9 +189,9 @@ def reap_dead_runs(store: Store, pipeline: str | None = None) -> list[RunRecord]
 
 def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
                  trigger: str = "manual") -> RunResult:
-    """Run ``spec`` for ``interval`` (default: the current interval of its granularity)."""
+    """Run ``spec`` for ``interval`` (default: the last complete interval of its granularity)."""
     entry = spec.entry
-    interval = interval or current_interval(entry.granularity)
+    interval = interval or last_complete_interval(entry.granularity)
     lock = FileLock(lock_path(settings, spec, interval))
     run_id = new_run_id()
     if not lock.try_acquire(f"run_id={run_id} pipeline={spec.name} interval={interval.label}"):
@@ -234,7 +234,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                 context = RunContext(
                     run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
                     settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
-                    table_name=spec.table_name,
+                    table_name=spec.table_name, allow_empty=entry.allow_empty,
                 )
                 try:
                     stats = spec.pipeline.run(context)

@@ -323,11 +323,11 @@ def test_backfill_list_shows_coverage(module: Path) -> None:
     assert set(by_name) == {"days", "days_copy", "slow", "hourly"}
     assert by_name["days"] | {} == {
         "name": "days", "granularity": "day", "table": "days_t", "enabled": True, "intervals": 10, "done": 3,
-        "failed": 1, "running": 0, "missing": 6, "last_done": (today - timedelta(days=1)).isoformat()}
+        "failed": 1, "running": 0, "incomplete": 0, "missing": 6, "last_done": (today - timedelta(days=1)).isoformat()}
     assert by_name["hourly"]["intervals"] == 240 and by_name["hourly"]["last_done"] is None
     assert {p["name"] for p in data["not_backfillable"]} == {"appender", "reads_all"}
     human = run_cli("backfill_list", "--days", "10")
-    assert "│ days      │ day         │ days_t   │        10 │    3 │      1 │       6 │ " \
+    assert "│ days      │ day         │ days_t   │        10 │    3 │      1 │          0 │       6 │ " \
            f"{(today - timedelta(days=1)).isoformat()}" in human.stdout
     assert "not backfillable" in human.stdout and "mode 'append'" in human.stdout
 

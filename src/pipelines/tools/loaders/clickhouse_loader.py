@@ -163,6 +163,7 @@ class ClickHouseLoader(Loader):
         if not lock.acquire(context.settings.store_lock_timeout, note=f"commit of run {context.run_id}"):
             raise LoadError(f"Timed out waiting for another run's commit to {self.table} ({lock.holder()})")
         try:
+            self._refuse_empty_replacement(context)
             getattr(self, f"_commit_{self.mode}")(context)
         finally:
             lock.release()
@@ -170,6 +171,29 @@ class ClickHouseLoader(Loader):
 
     def rollback(self, context: RunContext) -> None:
         self._drop_staging(context)
+
+    def _refuse_empty_replacement(self, context: RunContext) -> None:
+        """0 rows must not silently replace existing rows: a source outage looks exactly like that.
+
+        Only replacing modes can wipe (``interval``: the slice; ``replace``: the whole table);
+        the pipeline's ``allow_empty=True`` (``context.allow_empty``) says an empty result is real.
+        """
+        if self._rows or context.allow_empty or self.mode not in ("interval", "replace"):
+            return
+        from runner.intervals import Interval
+
+        store = context.store
+        label = Interval(context.start, context.end).label
+        if self.mode == "interval":
+            in_slice, bounds = self._slice(context)
+            held = int(store.command(f"SELECT count() FROM {store.table(self.table)} WHERE {in_slice}", bounds))
+            what = f"which holds {held:,} rows"
+        else:
+            held = int(store.command(f"SELECT count() FROM {store.table(self.table)}"))
+            what = f"which would replace all {held:,} rows of {self.table}"
+        if held:
+            raise LoadError(f"source returned 0 rows for {label}, {what}; set allow_empty=True "
+                            "if an empty interval is real")
 
     # ---- commits -----------------------------------------------------------------------
 
