@@ -18,6 +18,7 @@ from core.exceptions import UsageError
 from core.logging import ROOT_LOGGER
 from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
+from runner import coverage as cov
 from runner.intervals import Interval, parse_date
 
 WORKER_STORE_LINGER = 0.1
@@ -176,8 +177,8 @@ def _print_summary(app: App, report: bf.Report) -> None:
 @click.option("--force", is_flag=True, help="Same as --rerun all.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (pipeline, interval, run/skip and why); change nothing.")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32),
-              help="Run up to N intervals at once, each in a new process (helps when extraction dominates; "
-                   "see docs/backfill.md).")
+              help="Run up to N intervals at once, each in a new process, on a ClickHouse server (on the embedded "
+                   "store backfills run sequentially; see docs/backfill.md).")
 @click.option("--continue-on-error", is_flag=True, help="Go on past a failed interval (default: stop at it).")
 @pass_app
 def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: str | None, hourly: bool,
@@ -208,10 +209,13 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
         return EXIT_OK
     to_run = sum(1 for s in steps if s.action == "run")
     app.err.print(f"backfill {first}..{last} ({', '.join(s.name for s in specs)}): {to_run} interval(s) to run, "
-                  f"{len(steps) - to_run} skipped" + (f", up to {parallel} at a time" if parallel > 1 else ""))
-    if parallel > 1 and app.settings.is_embedded and to_run > 1:
-        app.err.print("note: the embedded store admits one process at a time, so --parallel pays off only when "
-                      "extracting an interval takes seconds (remote APIs, databases); see docs/backfill.md")
+                  f"{len(steps) - to_run} skipped"
+                  + (f", up to {parallel} at a time" if parallel > 1 and not app.settings.is_embedded else ""))
+    if parallel > 1 and app.settings.is_embedded:
+        # Workers would only take turns on the store's lock: measured 1.6-1.75x slower than one process.
+        app.err.print(f"note: --parallel {parallel} runs sequentially on the embedded store (it admits one process "
+                      "at a time); point CLICKHOUSE_HOST at a server to run intervals in parallel")
+        parallel = 1
     listener: bf.Listener = _Bar(app) if app.console.is_terminal else _Lines(app)
     started = time.monotonic()
     with _quiet_console(app):
@@ -257,27 +261,33 @@ def _window(days: int | None, start: str | None, end: str | None, default_days: 
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
 def backfill_list(app: App, days: int | None, start: str | None, end: str | None, as_json: bool) -> int:
-    """Pipelines that can be backfilled, and how much of the window (last --days days) they have loaded."""
+    """Pipelines that can be backfilled, and how much of the window (last --days days) they have loaded.
+
+    Without --days/--start a pipeline with a ``start_date`` is shown from that day.
+    """
     reg = app.registry
     first, last = _window(days, start, end, 30)
+    window_given = days is not None or start is not None
     days = (last - first).days + 1
     able = [s for s in reg.pipelines.values() if bf.why_not_backfillable(s) is None]
     rows = []
     for spec in able:
-        history = bf.read_history(app.store, spec.name, create=False)
-        intervals = bf.intervals_for(spec, first, last, hourly=True)
-        summary = bf.summarize_coverage(history, intervals)
-        rows.append((spec, len(intervals), summary, bf.last_done_interval(history)))
+        own_first = first if window_given else spec.entry.start_date or first
+        own_first = max(own_first, spec.entry.start_date or own_first)
+        history = cov.read_history(app.store, spec.name, create=False, first=own_first, last=last)
+        intervals = bf.intervals_for(spec, own_first, last, hourly=True)
+        summary = cov.summarize_coverage(history, intervals)
+        rows.append((spec, own_first, len(intervals), summary, cov.last_done_interval(history)))
     others = [(s, bf.why_not_backfillable(s)) for s in reg.pipelines.values() if s not in able]
     if as_json:
         click.echo(json.dumps({
             "first_day": first.isoformat(), "last_day": last.isoformat(),
             "pipelines": [{
                 "name": spec.name, "granularity": spec.entry.granularity, "table": spec.table_name,
-                "enabled": spec.entry.enabled, "intervals": total, "done": s.done, "failed": s.failed,
-                "running": s.running, "incomplete": s.incomplete, "missing": s.missing,
-                "last_done": last_done.label if last_done else None,
-            } for spec, total, s, last_done in rows],
+                "enabled": spec.entry.enabled, "first_day": own_first.isoformat(), "intervals": total,
+                "done": s.done, "failed": s.failed, "running": s.running, "incomplete": s.incomplete,
+                "missing": s.missing, "last_done": last_done.label if last_done else None,
+            } for spec, own_first, total, s, last_done in rows],
             "not_backfillable": [{"name": spec.name, "reason": why} for spec, why in others],
         }, indent=2))
         return EXIT_OK
@@ -289,10 +299,11 @@ def backfill_list(app: App, days: int | None, start: str | None, end: str | None
         numbers = ("intervals", "done", "failed", "incomplete", "missing")
         for column in ("pipeline", "granularity", "table", *numbers, "last done"):
             table.add_column(column, overflow="fold", justify="right" if column in numbers else "left")
-        for spec, total, s, last_done in rows:
+        for spec, own_first, total, s, last_done in rows:
             missing = s.missing + s.running
             table.add_row(
-                spec.name + ("" if spec.entry.enabled else " (disabled)"), spec.entry.granularity,
+                spec.name + ("" if spec.entry.enabled else " (disabled)")
+                + (f" (from {own_first})" if own_first != first else ""), spec.entry.granularity,
                 spec.table_name or "-", str(total), f"[green]{s.done}[/]" if s.done == total else str(s.done),
                 f"[bold red]{s.failed}[/]" if s.failed else "0",
                 f"[yellow]{s.incomplete}[/]" if s.incomplete else "0", f"[yellow]{missing}[/]" if missing else "0",
@@ -340,6 +351,39 @@ _DAY_STYLE = {"ok": "green", "no data": "yellow", "mismatch": "bold red", "no ru
               "incomplete": "yellow"}
 
 
+MONTHLY_AFTER_DAYS = 62  # longer ranges are summarised per month on the terminal (--json: every day)
+FLAGGED_SHOWN = 20
+
+
+def _days_table(days: Sequence[dict[str, Any]]) -> Table:
+    table = Table(title_justify="left", show_edge=False)
+    for column in ("day", "rows in table", "rows loaded by runs", "status"):
+        table.add_column(column, justify="left" if column in ("day", "status") else "right")
+    for day in days:
+        style = _DAY_STYLE[day["status"]]
+        reported = "-" if day["reported"] is None else f"{day['reported']:,}"
+        table.add_row(day["date"], f"{day['rows']:,}", reported, f"[{style}]{day['status']}[/]")
+    return table
+
+
+def _months_table(days: Sequence[dict[str, Any]]) -> Table:
+    """One row per month: days, rows in the table and reported by runs, days per status."""
+    months: dict[str, list[dict[str, Any]]] = {}
+    for day in days:
+        months.setdefault(day["date"][:7], []).append(day)
+    table = Table(title="per month (--json for every day)", title_justify="left", show_edge=False)
+    for column in ("month", "days", "rows in table", "rows loaded by runs", "days by status"):
+        table.add_column(column, justify="left" if column in ("month", "days by status") else "right")
+    for month, items in months.items():
+        statuses: dict[str, int] = {}
+        for day in items:
+            statuses[day["status"]] = statuses.get(day["status"], 0) + 1
+        reported = sum(d["reported"] or 0 for d in items)
+        table.add_row(month, str(len(items)), f"{sum(d['rows'] for d in items):,}", f"{reported:,}",
+                      ", ".join(f"[{_DAY_STYLE[k]}]{n} {k}[/]" for k, n in sorted(statuses.items())))
+    return table
+
+
 @cli.command("backfill_counts")
 @click.argument("days_and_jobs", nargs=-1, metavar="[DAYS] [JOBS]...")
 @click.option("--start", help="First day (YYYY-MM-DD, UTC) instead of DAYS.")
@@ -364,9 +408,9 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None,
         time_column = getattr(loader, "time_column", None)
         comparable = bool(getattr(loader, "interval_scoped", False))
         total, per_day = bf.table_counts(store, table_name, time_column, first, last)
-        history = bf.read_history(store, spec.name, create=False)
-        reported = bf.reported_rows_by_day(history, first, last) if comparable else {}
-        partly = bf.incomplete_days(history, first, last) if comparable else set()
+        history = cov.read_history(store, spec.name, create=False, first=first, last=last)
+        reported = cov.reported_rows_by_day(history, first, last) if comparable else {}
+        partly = cov.incomplete_days(history, first, last) if comparable else set()
         day_rows = []
         if time_column:
             for day in bf.days_between(first, last):
@@ -394,17 +438,13 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None,
         if not item["time_column"]:
             app.console.print("  (no time column: rows per day are not known)")
             continue
-        table = Table(title_justify="left", show_edge=False)
-        for column in ("day", "rows in table", "rows loaded by runs", "status"):
-            table.add_column(column, justify="left" if column in ("day", "status") else "right")
-        for day in item["days"]:
-            style = _DAY_STYLE[day["status"]]
-            reported = "-" if day["reported"] is None else f"{day['reported']:,}"
-            table.add_row(day["date"], f"{day['rows']:,}", reported, f"[{style}]{day['status']}[/]")
-        app.console.print(table)
+        app.console.print(_days_table(item["days"]) if len(item["days"]) <= MONTHLY_AFTER_DAYS
+                          else _months_table(item["days"]))
         flagged = [d for d in item["days"] if d["status"] in ("no data", "mismatch", "incomplete")]
         if flagged:
-            app.console.print(f"  [yellow]{len(flagged)} day(s) need a look[/]: "
-                              + ", ".join(f"{d['date']} ({d['status']})" for d in flagged))
+            shown = ", ".join(f"{d['date']} ({d['status']})" for d in flagged[:FLAGGED_SHOWN])
+            more = f" ... and {len(flagged) - FLAGGED_SHOWN} more (--json lists every day)" \
+                if len(flagged) > FLAGGED_SHOWN else ""
+            app.console.print(f"  [yellow]{len(flagged)} day(s) need a look[/]: {shown}{more}")
     return EXIT_OK
 

@@ -36,6 +36,7 @@ from pipelines.interfaces import RunContext
 from pipelines.pipeline_factory import RunStats
 from pipelines.pipeline_registry import PipelineSpec
 from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
+from record.coverage import record_coverage
 from record.history import mark_crashed, record_run, this_host
 from record.state import RunState
 from record.tables import ensure_framework_tables
@@ -271,6 +272,8 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
         "rows_quarantined": counters.get("rows_quarantined", 0),
     })
     record_run(store, final)
+    if spec.pipeline.interval_aware:
+        record_coverage(store, final)  # a complete success: its interval is done, for good
     if final.status == "success":
         log.info("Run %s succeeded in %.2f s: %d rows extracted, %d transformed, %d loaded in %d batches%s",
                  run_id, duration, stats.rows_extracted, stats.rows_transformed, stats.rows_loaded, stats.batches,
