@@ -63,12 +63,7 @@ class Covered:
     run_id: str
     trigger: str
     rows_loaded: int
-    started_at: datetime
-    finished_at: datetime | None
-
-    @property
-    def when(self) -> datetime:
-        return self.finished_at or self.started_at
+    when: float  # when its run finished (epoch seconds): the newest run of an interval wins
 
 
 def record_coverage(store: Store, run: RunRecord) -> None:
@@ -91,10 +86,14 @@ def read_coverage(store: Store, pipeline: str, start: datetime | None = None,
     if start is not None and end is not None:
         where += " AND interval_start < {end:DateTime64(3, 'UTC')} AND interval_end > {start:DateTime64(3, 'UTC')}"
         params |= {"start": start, "end": end}
-    sql = (f"SELECT interval_start, interval_end, run_id, trigger, rows_loaded, started_at, finished_at "
+    # Sorted by ClickHouse; "when" as a number: a datetime per value costs ~10 us in Python, and a
+    # 400-day listing of an hourly pipeline reads ~10,000 rows.
+    sql = (f"SELECT interval_start, interval_end, run_id, trigger, rows_loaded, "
+           f"toUnixTimestamp64Milli(coalesce(finished_at, started_at)) "
            f"FROM {store.table(COVERAGE_TABLE)} FINAL WHERE {where} ORDER BY interval_start, interval_end")
-    return [Covered(_utc(s), _utc(e), r, t, int(n), _utc(a), _utc(f) if f else None)
-            for s, e, r, t, n, a, f in store.query_rows(sql, params)]
+    utc = UTC
+    return [Covered(s.replace(tzinfo=utc), e.replace(tzinfo=utc), r, t, n, w / 1000)
+            for s, e, r, t, n, w in store.query_rows(sql, params)]
 
 
 def newest_covered(store: Store, pipeline: str) -> tuple[datetime, datetime] | None:

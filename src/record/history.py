@@ -73,10 +73,14 @@ def last_success(store: Store) -> dict[str, RunRecord]:
     return {r.pipeline: r for r in _records(store, sql)}
 
 
-def uncovering_runs(store: Store, pipeline: str, start: Any = None, end: Any = None) -> list[RunRecord]:
-    """The runs of a pipeline that are not complete successes (failed, crashed, running, incomplete),
-    overlapping ``[start, end)`` when given: what coverage needs besides ``_dp_coverage``."""
-    where = "pipeline = {p:String} AND NOT (status = 'success' AND started_at >= interval_end)"
+def window_runs(store: Store, pipeline: str, start: Any = None, end: Any = None,
+                complete: bool = False) -> list[RunRecord]:
+    """The runs of a pipeline overlapping ``[start, end)`` (all without bounds), oldest interval first.
+
+    Without ``complete`` only those that are not complete successes (failed, crashed, running,
+    incomplete): what coverage questions need besides ``_dp_coverage``.
+    """
+    where = "pipeline = {p:String}" + ("" if complete else " AND NOT (status = 'success' AND started_at >= interval_end)")
     params: dict[str, Any] = {"p": pipeline}
     if start is not None and end is not None:
         where += " AND interval_start < {end:DateTime64(3, 'UTC')} AND interval_end > {start:DateTime64(3, 'UTC')}"

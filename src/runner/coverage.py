@@ -46,7 +46,7 @@ class Coverage:
 
 def covered_by(run: RunRecord) -> Covered:
     return Covered(_utc(run.interval_start), _utc(run.interval_end), run.run_id, run.trigger, run.rows_loaded,
-                   _utc(run.started_at), _utc(run.finished_at) if run.finished_at else None)
+                   _utc(run.finished_at or run.started_at).timestamp())
 
 
 def _alive(run: RunRecord) -> bool:
@@ -62,8 +62,8 @@ def _alive(run: RunRecord) -> bool:
 class _Index:
     """Items with ``[start, end)``, sorted by start: which overlap an interval (bisect, no scan)."""
 
-    def __init__(self, items: Sequence[Any], start: Any, end: Any) -> None:
-        self.items = sorted(items, key=lambda x: (start(x), end(x)))
+    def __init__(self, items: Sequence[Any], start: Any, end: Any, presorted: bool = False) -> None:
+        self.items = list(items) if presorted else sorted(items, key=lambda x: (start(x), end(x)))
         self.starts = [start(x) for x in self.items]
         self.end = end
         self.span = max((end(x) - start(x) for x in self.items), default=timedelta(0))
@@ -83,15 +83,17 @@ class History:
 
     def __init__(self, runs: Sequence[RunRecord], covered: Sequence[Covered] | None = None,
                  newest: Interval | None = None) -> None:
-        if covered is None:
-            covered = [covered_by(r) for r in runs if r.status == "success" and not r.incomplete]
+        if covered is None:  # derived from the runs: several successes of one interval may be there
+            covered = sorted((covered_by(r) for r in runs if r.status == "success" and not r.incomplete),
+                             key=lambda c: c.when)
+        # read_coverage returns one row per interval sorted by start; re-sorting sorted data is O(n)
+        by_when = list(covered)
+        self.covered = sorted(by_when, key=lambda c: (c.start, c.end))
         self.runs = [r for r in runs if not (r.status == "success" and not r.incomplete)]
-        self.covered = sorted(covered, key=lambda c: (c.start, c.end))
         self.newest = newest or (Interval(*max(((c.start, c.end) for c in self.covered))) if self.covered else None)
-        self._exact: dict[tuple[datetime, datetime], Covered] = {}
-        for c in sorted(self.covered, key=lambda c: c.when):
-            self._exact[(c.start, c.end)] = c  # the newest success of an interval wins
-        self._covered = _Index(self.covered, lambda c: c.start, lambda c: c.end)
+        # the newest success of an interval wins (later items overwrite earlier ones)
+        self._exact: dict[tuple[datetime, datetime], Covered] = {(c.start, c.end): c for c in by_when}
+        self._covered = _Index(self.covered, lambda c: c.start, lambda c: c.end, presorted=True)
         self._runs = _Index(self.runs, lambda r: _utc(r.interval_start), lambda r: _utc(r.interval_end))
         self._merged = _merge([(c.start, c.end) for c in self.covered])
         self._merged_starts = [s for s, _ in self._merged]
@@ -154,17 +156,21 @@ def read_history(store: Store, pipeline: str, *, create: bool, first: date | Non
     With ``create=False`` nothing is written (no tables yet: an empty history).
     """
     from record.coverage import COVERAGE_TABLE, newest_covered, read_coverage
-    from record.history import uncovering_runs
+    from record.history import window_runs
     from record.tables import RUNS_TABLE, ensure_framework_tables
 
     if create:
         ensure_framework_tables(store)
-    elif not (store.database_exists() and store.table_exists(RUNS_TABLE) and store.table_exists(COVERAGE_TABLE)):
+    elif not (store.database_exists() and store.table_exists(RUNS_TABLE)):
         return History([])
     start = _midnight(first) if first else None
     end = _midnight(last + timedelta(days=1)) if last else None
+    if not store.table_exists(COVERAGE_TABLE):
+        # A store from before the coverage table, read without writing: derive it from the runs
+        # (the next run or backfill creates the table and fills it from the history).
+        return History(window_runs(store, pipeline, start, end, complete=True))
     newest = newest_covered(store, pipeline)
-    return History(uncovering_runs(store, pipeline, start, end), read_coverage(store, pipeline, start, end),
+    return History(window_runs(store, pipeline, start, end), read_coverage(store, pipeline, start, end),
                    Interval(*newest) if newest else None)
 
 
