@@ -94,8 +94,9 @@ class RunRecord(BaseModel):
     def incomplete(self) -> bool:
         """A success that started before its interval ended: it loaded part of the interval at most,
         so it never counts as done (derived from the record, no status of its own)."""
-        return self.status == "success" and _utc(self.started_at) < _utc(self.interval_end)
+        return self.status == "success" and as_utc(self.started_at) < as_utc(self.interval_end)
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime (ClickHouse returns naive UTC values for ``DateTime64(3, 'UTC')``)."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

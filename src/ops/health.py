@@ -6,6 +6,7 @@ Called from :func:`core.health.run_checks` (the one list of checks) after the st
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from core.config import Settings
 from core.exceptions import DataProcessorError
@@ -75,6 +76,7 @@ def _age(delta: timedelta) -> str:
 
 def check_freshness(registry: Registry, settings: Settings, now: datetime | None = None) -> list[CheckResult]:
     from core.store import Store
+    from record.coverage import last_loads
     from record.history import last_success
     from record.tables import ensure_framework_tables
 
@@ -86,10 +88,14 @@ def check_freshness(registry: Registry, settings: Settings, now: datetime | None
                                                                           FRESHNESS_STORE_WAIT)})
     store = Store(busy_settings, linger=0)
     try:
-        if not store.database_exists():
-            return [CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db")]
-        ensure_framework_tables(store)
-        last = last_success(store)
+        with store.session():  # one engine open for all the queries (each open reads every table's parts)
+            if not store.database_exists():
+                return [CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db")]
+            ensure_framework_tables(store)
+            last: dict[str, Any] = last_success(store)
+            # Interval-aware pipelines: what the coverage remembers (it outlives the run history).
+            last |= {name: load for name, load in last_loads(store).items()
+                     if name in registry.pipelines and registry.pipelines[name].pipeline.interval_aware}
     except DataProcessorError as exc:
         return [CheckResult("freshness", "warn", f"run history unavailable: {exc}")]
     finally:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from core.models import RunRecord
+from core.models import RunRecord, as_utc
 from core.store import Store
 
 COVERAGE_TABLE = "_dp_coverage"
@@ -75,9 +75,6 @@ def record_coverage(store: Store, run: RunRecord) -> None:
     store.insert_rows(COVERAGE_TABLE, [row], _COLUMNS)
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
 
 def read_coverage(store: Store, pipeline: str, start: datetime | None = None,
                   end: datetime | None = None) -> list[Covered]:
@@ -101,4 +98,21 @@ def newest_covered(store: Store, pipeline: str) -> tuple[datetime, datetime] | N
     rows: list[Any] = store.query_rows(
         f"SELECT interval_start, interval_end FROM {store.table(COVERAGE_TABLE)} FINAL WHERE pipeline = {{p:String}} "
         "ORDER BY interval_start DESC LIMIT 1", {"p": pipeline})
-    return (_utc(rows[0][0]), _utc(rows[0][1])) if rows else None
+    return (as_utc(rows[0][0]), as_utc(rows[0][1])) if rows else None
+
+
+@dataclass(frozen=True)
+class LastLoad:
+    """The newest complete successful run of a pipeline, as coverage remembers it."""
+
+    run_id: str
+    started_at: datetime
+    rows_loaded: int
+
+
+def last_loads(store: Store) -> dict[str, LastLoad]:
+    """Per pipeline, the complete success that started last (freshness; outlives the run history)."""
+    rows = store.query_rows(
+        f"SELECT pipeline, argMax(run_id, started_at), max(started_at), argMax(rows_loaded, started_at) "
+        f"FROM {store.table(COVERAGE_TABLE)} FINAL GROUP BY pipeline")
+    return {p: LastLoad(r, as_utc(s), int(n)) for p, r, s, n in rows}

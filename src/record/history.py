@@ -80,7 +80,9 @@ def window_runs(store: Store, pipeline: str, start: Any = None, end: Any = None,
     Without ``complete`` only those that are not complete successes (failed, crashed, running,
     incomplete): what coverage questions need besides ``_dp_coverage``.
     """
-    where = "pipeline = {p:String}" + ("" if complete else " AND NOT (status = 'success' AND started_at >= interval_end)")
+    where = "pipeline = {p:String}"
+    if not complete:
+        where += " AND NOT (status = 'success' AND started_at >= interval_end)"
     params: dict[str, Any] = {"p": pipeline}
     if start is not None and end is not None:
         where += " AND interval_start < {end:DateTime64(3, 'UTC')} AND interval_end > {start:DateTime64(3, 'UTC')}"

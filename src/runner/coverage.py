@@ -19,16 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.locks import FileLock
-from core.models import RunRecord
+from core.models import RunRecord, as_utc
 from core.store import Store
 from record.coverage import Covered
 from runner.intervals import Interval
 
 State = Literal["done", "failed", "running", "incomplete", "partial", "missing"]
 
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _midnight(day: date) -> datetime:
@@ -45,8 +42,8 @@ class Coverage:
 
 
 def covered_by(run: RunRecord) -> Covered:
-    return Covered(_utc(run.interval_start), _utc(run.interval_end), run.run_id, run.trigger, run.rows_loaded,
-                   _utc(run.finished_at or run.started_at).timestamp())
+    return Covered(as_utc(run.interval_start), as_utc(run.interval_end), run.run_id, run.trigger, run.rows_loaded,
+                   as_utc(run.finished_at or run.started_at).timestamp())
 
 
 def _alive(run: RunRecord) -> bool:
@@ -94,7 +91,7 @@ class History:
         # the newest success of an interval wins (later items overwrite earlier ones)
         self._exact: dict[tuple[datetime, datetime], Covered] = {(c.start, c.end): c for c in by_when}
         self._covered = _Index(self.covered, lambda c: c.start, lambda c: c.end, presorted=True)
-        self._runs = _Index(self.runs, lambda r: _utc(r.interval_start), lambda r: _utc(r.interval_end))
+        self._runs = _Index(self.runs, lambda r: as_utc(r.interval_start), lambda r: as_utc(r.interval_end))
         self._merged = _merge([(c.start, c.end) for c in self.covered])
         self._merged_starts = [s for s, _ in self._merged]
 
@@ -111,7 +108,7 @@ class History:
             covering = self._covered.overlapping(interval)
             names = ", ".join(c.run_id for c in covering[:3]) + ("..." if len(covering) > 3 else "")
             return Coverage("done", f"covered by {len(covering)} successful run(s) ({names})", covering[-1])
-        for run in sorted(self._runs.overlapping(interval), key=lambda r: _utc(r.started_at), reverse=True):
+        for run in sorted(self._runs.overlapping(interval), key=lambda r: as_utc(r.started_at), reverse=True):
             found = _state_of(run)
             if found:
                 return found
@@ -133,7 +130,7 @@ def _state_of(run: RunRecord) -> Coverage | None:
         return Coverage("failed", f"run {run.run_id} {what}{error}", run)
     if run.incomplete:
         return Coverage("incomplete", f"run {run.run_id} started before the interval ended "
-                                      f"({_utc(run.started_at):%Y-%m-%d %H:%M} UTC), so it loaded part of it at most",
+                                      f"({as_utc(run.started_at):%Y-%m-%d %H:%M} UTC), so it loaded part of it at most",
                         run)
     return None
 
@@ -242,8 +239,8 @@ def incomplete_days(history: History, first: date, last: date) -> set[date]:
     days: set[date] = set()
     for run in history.runs:
         if run.incomplete:
-            day = max(first, _utc(run.interval_start).date())
-            end = min(last, (_utc(run.interval_end) - timedelta(microseconds=1)).date())
+            day = max(first, as_utc(run.interval_start).date())
+            end = min(last, (as_utc(run.interval_end) - timedelta(microseconds=1)).date())
             while day <= end:
                 days.add(day)
                 day += timedelta(days=1)

@@ -88,8 +88,9 @@ def manual_interval(spec: PipelineSpec, now: datetime | None = None) -> tuple[In
         interval = last_complete_interval(entry.granularity, now)
         return interval, (f"interval {interval.label} (the last complete {entry.granularity}); "
                           "use --date to choose")
-    since = previous_fire(entry.schedule, pipeline_zone(spec), now) if entry.schedule else now - _STEP[entry.granularity]
-    return Interval(since, now), ""
+    if entry.schedule:
+        return Interval(previous_fire(entry.schedule, pipeline_zone(spec), now), now), ""
+    return Interval(now - _STEP[entry.granularity], now), ""
 
 
 Say = Callable[[str], None]

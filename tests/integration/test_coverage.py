@@ -80,6 +80,16 @@ def test_coverage_agrees_with_the_runs_and_survives_the_run_history(module: Path
     assert [d["status"] for d in counts["pipelines"][0]["days"]] == ["ok"] * 5
 
 
+def test_freshness_of_an_interval_pipeline_reads_the_coverage(pipelines_dir: Path, db: Store) -> None:
+    (pipelines_dir / "test_pipeline.py").write_text(MODULE.replace(
+        '"days": {"pipeline": pipe("days_t")}', '"days": {"pipeline": pipe("days_t"), "schedule": "0 3 * * *"}'))
+    assert run_cli("cron_run", "days", "--date", "2013-01-01").returncode == 0
+    rows(db, "TRUNCATE TABLE _dp_runs")  # the run history expired
+    report = json.loads(run_cli("check", "--json").stdout)
+    fresh = next(c for c in report["checks"] if c["name"] == "fresh:days")
+    assert fresh["status"] == "ok" and fresh["detail"].startswith("last success 0.0 h ago"), fresh
+
+
 def test_coverage_is_filled_once_from_existing_history(module: Path, db: Store) -> None:
     """A store from before the coverage table: its complete successes become coverage."""
     from core.models import RunRecord

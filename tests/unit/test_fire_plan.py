@@ -109,6 +109,7 @@ def test_a_non_interval_pipeline_records_the_fire_period() -> None:
 
 def test_a_person_gets_the_last_complete_interval() -> None:
     interval, note = manual_interval(spec("0 3 * * *", timezone="UTC"), utc("2026-03-02T10:17+00:00"))
-    assert interval.label == "2026-03-01" and note == "interval 2026-03-01 (the last complete day); use --date to choose"
+    assert interval.label == "2026-03-01"
+    assert note == "interval 2026-03-01 (the last complete day); use --date to choose"
     hourly, note = manual_interval(spec("0 3 * * *", granularity="hour"), utc("2026-03-02T10:17+00:00"))
     assert hourly.label == "2026-03-02T09:00" and "(the last complete hour)" in note
