@@ -40,3 +40,8 @@ def test_load_benchmark_runs_the_framework_steps() -> None:
                         "--steps", "clickhouse_file", "insert_arrow_loop", "framework_append",
                         "framework_interval", "framework_http")
     assert "rows/s" in out or "rows_per_second" in out
+
+
+def test_history_scale_benchmark_reports_ratios() -> None:
+    out = run_benchmark("benchmarks/history_scale.py", "--small", "5", "--large", "20", "--repeat", "1")
+    assert "wall ratio" in out and "backfill_list --days 400" in out and "check" in out
