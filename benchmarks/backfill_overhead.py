@@ -13,6 +13,8 @@ CLI in new processes, like a user would:
    where an interval's time goes (run records, framework tables, reaping, staging, commit).
 4. Parallelism: pipelines whose extraction waits 0.5 s or 2 s (a remote API) backfilled
    sequentially and with ``--parallel 2`` and ``4``, and the tiny pipeline with ``--parallel 2``.
+   (Since these figures were taken, ``backfill`` runs sequentially on the embedded store whatever
+   ``--parallel`` says: the parallel rows now show that the option costs nothing there.)
 
 Prints a report and writes ``benchmarks/results/backfill_overhead.json``.
 """

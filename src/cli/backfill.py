@@ -1,8 +1,7 @@
-"""Commands about backfills: backfill, backfill_list, backfill_counts (and the internal backfill_run)."""
+"""Commands about backfills: backfill (and the internal backfill_worker); coverage commands are in cli/coverage.py."""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -16,10 +15,9 @@ from rich.table import Table
 from cli.app import EXIT_OK, App, cli, pass_app
 from core.exceptions import UsageError
 from core.logging import ROOT_LOGGER
-from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
 from runner import dependencies as deps
-from runner.intervals import Interval, parse_date
+from runner.intervals import parse_date
 
 WORKER_STORE_LINGER = 0.1
 _ACTION_STYLE = {"run": "green", "skip": "dim"}
@@ -177,8 +175,8 @@ def _print_summary(app: App, report: bf.Report) -> None:
 @click.option("--force", is_flag=True, help="Same as --rerun all.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (pipeline, interval, run/skip and why); change nothing.")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32),
-              help="Run up to N intervals at once, each in a new process (helps when extraction dominates; "
-                   "see docs/backfill.md).")
+              help="Run up to N intervals at once, each in a new process, on a ClickHouse server (on the embedded "
+                   "store backfills run sequentially; see docs/backfill.md).")
 @click.option("--continue-on-error", is_flag=True, help="Go on past a failed interval (default: stop at it).")
 @click.option("--no-downstream", is_flag=True, help="Do not re-run the pipelines that depend on the re-loaded ones.")
 @pass_app
@@ -214,10 +212,13 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
         return EXIT_OK
     to_run = sum(1 for s in steps if s.action == "run")
     app.err.print(f"backfill {first}..{last} ({', '.join(s.name for s in specs)}): {to_run} interval(s) to run, "
-                  f"{len(steps) - to_run} skipped" + (f", up to {parallel} at a time" if parallel > 1 else ""))
-    if parallel > 1 and app.settings.is_embedded and to_run > 1:
-        app.err.print("note: the embedded store admits one process at a time, so --parallel pays off only when "
-                      "extracting an interval takes seconds (remote APIs, databases); see docs/backfill.md")
+                  f"{len(steps) - to_run} skipped"
+                  + (f", up to {parallel} at a time" if parallel > 1 and not app.settings.is_embedded else ""))
+    if parallel > 1 and app.settings.is_embedded:
+        # Workers would only take turns on the store's lock: measured 1.6-1.75x slower than one process.
+        app.err.print(f"note: --parallel {parallel} runs sequentially on the embedded store (it admits one process "
+                      "at a time); point CLICKHOUSE_HOST at a server to run intervals in parallel")
+        parallel = 1
     listener: bf.Listener = _Bar(app) if app.console.is_terminal else _Lines(app)
     recorder = deps.SuccessRecorder(listener)
     started = time.monotonic()
@@ -248,156 +249,3 @@ def backfill_worker(app: App) -> int:
     # after each burst of statements (e.g. while extracting) instead of the default 0.5 s.
     store = Store(app.settings, linger=WORKER_STORE_LINGER)
     return bf.serve_worker(app.settings, app.registry, store)
-
-
-def _interval_text(interval: Interval | None) -> str:
-    return interval.label if interval else "never"
-
-
-@cli.command("backfill_list")
-@click.option("--days", default=30, show_default=True, type=click.IntRange(1, bf.MAX_DAYS),
-              help="Coverage of the DAYS complete days before today (UTC).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@pass_app
-def backfill_list(app: App, days: int, as_json: bool) -> int:
-    """Pipelines that can be backfilled, and how much of the last --days days they have loaded."""
-    reg = app.registry
-    first, last = bf.day_window(days, None, None)
-    able = [s for s in reg.pipelines.values() if bf.why_not_backfillable(s) is None]
-    rows = []
-    for spec in able:
-        history = bf.read_history(app.store, spec.name, create=False)
-        intervals = bf.intervals_for(spec, first, last, hourly=True)
-        summary = bf.summarize_coverage(history, intervals)
-        rows.append((spec, len(intervals), summary, bf.last_done_interval(history)))
-    others = [(s, bf.why_not_backfillable(s)) for s in reg.pipelines.values() if s not in able]
-    if as_json:
-        click.echo(json.dumps({
-            "first_day": first.isoformat(), "last_day": last.isoformat(),
-            "pipelines": [{
-                "name": spec.name, "granularity": spec.entry.granularity, "table": spec.table_name,
-                "enabled": spec.entry.enabled, "intervals": total, "done": s.done, "failed": s.failed,
-                "running": s.running, "missing": s.missing,
-                "last_done": last_done.label if last_done else None,
-            } for spec, total, s, last_done in rows],
-            "not_backfillable": [{"name": spec.name, "reason": why} for spec, why in others],
-        }, indent=2))
-        return EXIT_OK
-    if not rows:
-        app.console.print("No pipeline can be backfilled" + ("." if others else " (no pipelines found)."))
-    else:
-        table = Table(title=f"backfillable pipelines: coverage of {first}..{last} ({days} days, UTC)",
-                      title_justify="left")
-        for column in ("pipeline", "granularity", "table", "intervals", "done", "failed", "missing", "last done"):
-            table.add_column(column, overflow="fold", justify="right" if column in ("intervals", "done", "failed",
-                                                                                    "missing") else "left")
-        for spec, total, s, last_done in rows:
-            missing = s.missing + s.running
-            table.add_row(
-                spec.name + ("" if spec.entry.enabled else " (disabled)"), spec.entry.granularity,
-                spec.table_name or "-", str(total), f"[green]{s.done}[/]" if s.done == total else str(s.done),
-                f"[bold red]{s.failed}[/]" if s.failed else "0", f"[yellow]{missing}[/]" if missing else "0",
-                _interval_text(last_done))
-        app.console.print(table)
-    if others:
-        table = Table(title="not backfillable", title_justify="left")
-        table.add_column("pipeline")
-        table.add_column("why", overflow="fold")
-        for spec, why in others:
-            table.add_row(spec.name, why or "")
-        app.console.print(table)
-    return EXIT_OK
-
-
-def _count_pipelines(app: App, names: Sequence[str]) -> list[PipelineSpec]:
-    reg = app.registry
-    if names:
-        specs = [reg.get(n) for n in dict.fromkeys(names)]
-        for spec in specs:
-            if not getattr(spec.pipeline.loader, "table", None):
-                raise UsageError(f"Pipeline '{spec.name}' does not load a ClickHouse table "
-                                 f"(its loader is {type(spec.pipeline.loader).__name__}): nothing to count")
-        return specs
-    return [s for s in reg.pipelines.values() if getattr(s.pipeline.loader, "table", None)]
-
-
-def day_status(rows: int, reported: int | None, has_run: bool, comparable: bool) -> str:
-    """ok, no data, mismatch, no run (rows but no successful run recorded) or n/a."""
-    if comparable and has_run and reported is not None and reported != rows:
-        return "mismatch"
-    if rows == 0:
-        return "no data"
-    if comparable and not has_run:
-        return "no run"
-    if comparable and reported is None:
-        return "n/a"
-    return "ok"
-
-
-_DAY_STYLE = {"ok": "green", "no data": "yellow", "mismatch": "bold red", "no run": "yellow", "n/a": "dim"}
-
-
-@cli.command("backfill_counts")
-@click.argument("days_and_jobs", nargs=-1, metavar="[DAYS] [JOBS]...")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@pass_app
-def backfill_counts(app: App, days_and_jobs: tuple[str, ...], as_json: bool) -> int:
-    """Rows per day in each pipeline's table (last DAYS complete days, default 7) beside what runs loaded.
-
-    Days with no data, or whose rows differ from what the successful run(s) reported loading,
-    are highlighted (only interval-mode tables can be compared: their runs own whole days).
-    """
-    days, names = split_days_and_jobs(days_and_jobs)
-    first, last = bf.day_window(days, None, None)
-    specs = _count_pipelines(app, names)
-    store = app.store
-    result = []
-    for spec in specs:
-        loader = spec.pipeline.loader
-        table_name: str = loader.table  # type: ignore[assignment]
-        time_column = getattr(loader, "time_column", None)
-        comparable = bool(getattr(loader, "interval_scoped", False))
-        total, per_day = bf.table_counts(store, table_name, time_column, first, last)
-        reported = bf.reported_rows_by_day(bf.read_history(store, spec.name, create=False), first, last) \
-            if comparable else {}
-        day_rows = []
-        if time_column:
-            for day in bf.days_between(first, last):
-                rows = per_day.get(day, 0)
-                has_run = day in reported
-                status = day_status(rows, reported.get(day), has_run, comparable)
-                day_rows.append({"date": day.isoformat(), "rows": rows,
-                                 "reported": reported.get(day) if comparable else None, "status": status})
-        result.append({"pipeline": spec.name, "table": table_name, "time_column": time_column,
-                       "mode": getattr(loader, "mode", None), "exists": total is not None,
-                       "total_rows": total or 0, "days": day_rows})
-    if as_json:
-        click.echo(json.dumps({"first_day": first.isoformat(), "last_day": last.isoformat(), "pipelines": result},
-                              indent=2))
-        return EXIT_OK
-    if not result:
-        app.console.print("No pipeline loads a ClickHouse table")
-        return EXIT_OK
-    for item in result:
-        head = f"[bold]{item['pipeline']}[/] -> {item['table']}: "
-        if not item["exists"]:
-            app.console.print(head + "[yellow]table does not exist yet[/] (no run has loaded it)")
-            continue
-        app.console.print(head + f"{item['total_rows']:,} rows in total")
-        if not item["time_column"]:
-            app.console.print("  (no time column: rows per day are not known)")
-            continue
-        table = Table(title_justify="left", show_edge=False)
-        for column in ("day", "rows in table", "rows loaded by runs", "status"):
-            table.add_column(column, justify="left" if column in ("day", "status") else "right")
-        for day in item["days"]:
-            style = _DAY_STYLE[day["status"]]
-            reported = "-" if day["reported"] is None else f"{day['reported']:,}"
-            table.add_row(day["date"], f"{day['rows']:,}", reported, f"[{style}]{day['status']}[/]")
-        app.console.print(table)
-        flagged = [d for d in item["days"] if d["status"] in ("no data", "mismatch")]
-        if flagged:
-            app.console.print(f"  [yellow]{len(flagged)} day(s) need a look[/]: "
-                              + ", ".join(f"{d['date']} ({d['status']})" for d in flagged))
-    return EXIT_OK
-

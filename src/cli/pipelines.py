@@ -6,7 +6,6 @@ import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
 from rich.table import Table
@@ -24,11 +23,9 @@ def next_run(spec: PipelineSpec, now: datetime | None = None) -> datetime | None
     """The next time the pipeline's schedule fires (in its time zone, returned in UTC)."""
     if not spec.entry.schedule:
         return None
-    from croniter import croniter
+    from ops.schedule import next_fire, pipeline_zone
 
-    zone = ZoneInfo(spec.entry.timezone) if spec.entry.timezone else datetime.now().astimezone().tzinfo
-    start = (now or datetime.now(UTC)).astimezone(zone)
-    return croniter(spec.entry.schedule, start).get_next(datetime).astimezone(UTC)
+    return next_fire(spec.entry.schedule, pipeline_zone(spec), now or datetime.now(UTC))
 
 
 def _when(moment: datetime | None) -> str:
@@ -123,11 +120,19 @@ def resolve_interval(spec: PipelineSpec, date: str | None, start: str | None, en
 @click.option("--no-downstream", is_flag=True, help="Do not run the pipelines that depend on this one afterwards.")
 @click.option("--if-due", is_flag=True, hidden=True,
               help="Run only if the schedule is due (in the pipeline's zone) at the minute this process started.")
+@click.option("--fired-at", "fired_at", hidden=True,
+              help="The minute the schedule fired (the scheduler passes it); default for --trigger cron: "
+                   "the minute this process started.")
 @pass_app
 def cron_run(app: App, name: str, date: str | None, start: str | None, end: str | None, trigger: str,
-             no_downstream: bool, if_due: bool) -> int:
-    """Run one pipeline for one data interval (default: the current day or hour)."""
-    from runner.runner import run_pipeline
+             no_downstream: bool, if_due: bool, fired_at: str | None) -> int:
+    """Run one pipeline for one data interval (default: the last complete day or hour).
+
+    Fired by a schedule (cron, the scheduler) it runs every complete interval that ended since the
+    previous fire instead (see docs/backfill.md). Afterwards, once its locks are released, the
+    pipelines that depend on it run for the intervals it completed (unless --no-downstream).
+    """
+    from runner.scheduled import manual_interval, plan_fire, run_fire
 
     spec = app.registry.get(name)
     if if_due:  # cron entries of pipelines in another time zone fire at candidate times (see ops.schedule)
@@ -137,22 +142,63 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
         if not due:
             app.console.print(message)
             return EXIT_OK
-    interval = resolve_interval(spec, date, start, end)
-    result = run_pipeline(spec, app.settings, app.store, interval, trigger=trigger)
-    log_file = app.settings.log_dir / "jobs" / f"{name}.log"
-    if result.status == "success":
-        app.console.print(
-            f"[green]success[/] {name} {result.interval.label}: {result.rows_loaded:,} rows loaded "
-            f"({result.rows_extracted:,} extracted) in {result.duration_seconds:.2f} s, run {result.run_id}")
+    fire = _fire_time(fired_at, trigger)
+    results: list[Any] = []
+
+    def report(result: Any) -> int:
+        results.append(result)
+        return _print_result(app, result)
+
+    if fire is not None:
+        if date or start or end:
+            raise UsageError("--fired-at (or --trigger cron/scheduler) chooses the intervals from the schedule; "
+                             "it does not go with --date or --start/--end")
+        code = run_fire(spec, app.settings, app.store, plan_fire(spec, fire), trigger, app.console.print, report)
     else:
-        app.err.print(f"[bold red]{result.status}[/] {name} {result.interval.label} ({result.reason}): {result.error}")
-        app.err.print(f"details: {log_file} (run {result.run_id})")
-    if result.status == "success" and not no_downstream:  # after run_pipeline released its locks
+        interval = resolve_interval(spec, date, start, end)
+        if interval is None:
+            interval, note = manual_interval(spec)
+            if note:
+                app.console.print(note)
+        from runner.runner import run_pipeline
+
+        code = report(run_pipeline(spec, app.settings, app.store, interval, trigger=trigger))
+    succeeded = [r for r in results if r.status == "success"]
+    if succeeded and not no_downstream:  # after the runs released their locks
         from runner.dependencies import Succeeded, run_downstream
 
-        # Downstream outcomes are reported, never folded into this run's exit code.
-        run_downstream(app.store, app.registry, [Succeeded(name, result.interval)], app.console.print)
-    return result.exit_code
+        # One call for every interval of this fire, so downstream intervals are coalesced; their
+        # outcomes are reported, never folded into this run's exit code.
+        run_downstream(app.store, app.registry, [Succeeded(name, r.interval) for r in succeeded], app.console.print)
+    return code
+
+
+def _fire_time(fired_at: str | None, trigger: str) -> datetime | None:
+    """The fire time of a scheduled run: ``--fired-at``, else the process start for cron/scheduler."""
+    if fired_at:
+        try:
+            moment = datetime.fromisoformat(fired_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--fired-at must be an ISO date-time like 2026-03-02T03:00Z, got '{fired_at}'") from None
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if trigger in ("cron", "scheduler"):
+        from ops.schedule import process_fire_minute
+
+        return process_fire_minute()
+    return None
+
+
+def _print_result(app: App, result: Any) -> int:
+    log_file = app.settings.log_dir / "jobs" / f"{result.pipeline}.log"
+    if result.status == "success":
+        app.console.print(
+            f"[green]success[/] {result.pipeline} {result.interval.label}: {result.rows_loaded:,} rows loaded "
+            f"({result.rows_extracted:,} extracted) in {result.duration_seconds:.2f} s, run {result.run_id}")
+    else:
+        app.err.print(f"[bold red]{result.status}[/] {result.pipeline} {result.interval.label} ({result.reason}): "
+                      f"{result.error}")
+        app.err.print(f"details: {log_file} (run {result.run_id})")
+    return int(result.exit_code)
 
 
 @cli.command("runs")
@@ -173,8 +219,8 @@ def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bo
 
     checked = results_of_runs(app.store, [r.run_id for r in records])
     if as_json:
-        click.echo(json.dumps([{**r.model_dump(mode="json"), "checks": summary(checked.get(r.run_id, []))}
-                               for r in records], indent=2))
+        click.echo(json.dumps([{**r.model_dump(mode="json"), "incomplete": r.incomplete,
+                                "checks": summary(checked.get(r.run_id, []))} for r in records], indent=2))
         return EXIT_OK
     if not records:
         app.console.print("No runs recorded" + (f" for '{name}'" if name else "") + (f" with status {status}" if status else ""))
@@ -186,6 +232,8 @@ def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bo
     for r in records:
         interval = Interval(r.interval_start.replace(tzinfo=UTC), r.interval_end.replace(tzinfo=UTC)).label
         status_text = _styled(r.status) + (f" ({r.reason})" if r.reason and r.reason != "error" else "")
+        if r.incomplete:  # started before its interval ended: loaded part of it at most
+            status_text += " [yellow](incomplete)[/]"
         table.add_row(r.run_id, r.pipeline, interval, r.trigger, status_text, _when(r.started_at),
                       f"{r.duration_seconds:.1f} s" if r.finished_at else "", f"{r.rows_loaded:,}",
                       summary(checked.get(r.run_id, [])), r.error[:300])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -21,8 +21,9 @@ class PipelineEntry(BaseModel):
     plus optional keys: ``retries``, ``retry_delay``, ``timeout``, ``granularity``,
     ``timezone``, ``freshness_hours``, ``enabled``, ``depends_on`` (the pipelines whose tables this
     one reads: it runs after them, see docs/sql-pipelines.md), ``checks`` (data checks run on each
-    run's staged rows before they are published, see ``audit``) and ``alerts`` (per-pipeline alert
-    settings overriding ``.env``, see ``ops.alerts``).
+    run's staged rows before they are published, see ``audit``), ``alerts`` (per-pipeline alert
+    settings overriding ``.env``, see ``ops.alerts``), and for interval-aware pipelines
+    ``lookback``, ``refresh_current``, ``allow_empty``, ``start_date`` (see docs/backfill.md).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -38,6 +39,13 @@ class PipelineEntry(BaseModel):
     timezone: str | None = None
     freshness_hours: float | None = Field(None, gt=0)
     enabled: bool = True
+    # Interval rules (docs/backfill.md): re-load N complete intervals before the owned ones on
+    # every scheduled run; also load the interval in progress; let 0 rows replace existing rows;
+    # never plan intervals before this day.
+    lookback: int = Field(0, ge=0, le=1000)
+    refresh_current: bool = False
+    allow_empty: bool = False
+    start_date: date | None = None
     depends_on: list[str] = Field(default_factory=list)
     checks: Any = None
     alerts: dict[str, Any] | None = None
@@ -92,3 +100,14 @@ class RunRecord(BaseModel):
     host: str = ""
     pid: int = 0
     lock_file: str = ""
+
+    @property
+    def incomplete(self) -> bool:
+        """A success that started before its interval ended: it loaded part of the interval at most,
+        so it never counts as done (derived from the record, no status of its own)."""
+        return self.status == "success" and as_utc(self.started_at) < as_utc(self.interval_end)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """An aware UTC datetime (ClickHouse returns naive UTC values for ``DateTime64(3, 'UTC')``)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

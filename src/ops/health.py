@@ -7,8 +7,7 @@ Called from :func:`core.health.run_checks` (the one list of checks) after the st
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 from core.exceptions import DataProcessorError
@@ -65,9 +64,9 @@ def freshness_limit(spec: PipelineSpec, now: datetime) -> tuple[datetime, str]:
         return now - timedelta(hours=hours), f"freshness_hours {hours:g}"
     from croniter import croniter
 
-    from ops.schedule import local_zone
+    from ops.schedule import pipeline_zone
 
-    zone = ZoneInfo(spec.entry.timezone) if spec.entry.timezone else local_zone()
+    zone = pipeline_zone(spec)
     fires = croniter(spec.entry.schedule, now.astimezone(zone))
     last = fires.get_prev(datetime)
     period = last - fires.get_prev(datetime)
@@ -88,6 +87,7 @@ def _patient_store(settings: Settings) -> Store:
 
 
 def check_freshness(registry: Registry, settings: Settings, now: datetime | None = None) -> list[CheckResult]:
+    from record.coverage import last_loads
     from record.history import last_success
     from record.tables import ensure_framework_tables
 
@@ -97,10 +97,14 @@ def check_freshness(registry: Registry, settings: Settings, now: datetime | None
     now = now or datetime.now(UTC)
     store = _patient_store(settings)
     try:
-        if not store.database_exists():
-            return [CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db")]
-        ensure_framework_tables(store)
-        last = last_success(store)
+        with store.session():  # one engine open for all the queries (each open reads every table's parts)
+            if not store.database_exists():
+                return [CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db")]
+            ensure_framework_tables(store)
+            last: dict[str, Any] = last_success(store)
+            # Interval-aware pipelines: what the coverage remembers (it outlives the run history).
+            last |= {name: load for name, load in last_loads(store).items()
+                     if name in registry.pipelines and registry.pipelines[name].pipeline.interval_aware}
     except DataProcessorError as exc:
         return [CheckResult("freshness", "warn", f"run history unavailable: {exc}")]
     finally:

@@ -62,17 +62,6 @@ def cron_zone() -> tzinfo:
     return _zone_from_localtime()
 
 
-def local_zone() -> tzinfo:
-    """The zone of this process (``TZ`` when set, else the system zone): the scheduler's default."""
-    name = os.environ.get("TZ", "").lstrip(":")
-    if name:
-        try:
-            return ZoneInfo(name)
-        except (ValueError, ZoneInfoNotFoundError):
-            pass
-    return _zone_from_localtime()
-
-
 def zone_name(zone: tzinfo) -> str:
     return getattr(zone, "key", None) or str(zone)
 
@@ -97,7 +86,7 @@ def is_due(schedule: str, zone: tzinfo | None, moment: datetime) -> bool:
     fields = cron_fields(schedule)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    local = moment.astimezone(zone or local_zone())
+    local = moment.astimezone(zone or cron_zone())
     wall = local.replace(second=0, microsecond=0, tzinfo=None)
     if not croniter.match(schedule, wall):
         return False
@@ -223,19 +212,57 @@ def translate(schedule: str, zone: tzinfo | None, system: tzinfo, today: datetim
     return CronPlan(tuple(specs), guarded, note)
 
 
-def started_minute_due(spec: PipelineSpec) -> tuple[bool, str]:
-    """For ``cron_run --if-due``: is the pipeline due at the minute cron started this process?
+def pipeline_zone(spec: PipelineSpec) -> tzinfo:
+    """The pipeline's zone: its ``timezone``, else the system zone cron evaluates entries in.
+
+    The one notion used everywhere a schedule is read in time: cron entries, ``--if-due``, the
+    scheduler, the intervals a scheduled run owns, ``list``'s next run and freshness in ``check``.
+    """
+    return ZoneInfo(spec.entry.timezone) if spec.entry.timezone else cron_zone()
+
+
+def previous_fire(schedule: str, zone: tzinfo, fire: datetime) -> datetime:
+    """The schedule's last fire before ``fire`` (read in ``zone``), in UTC.
+
+    Only times that really fire count (:func:`is_due`): a wall-clock time skipped by a DST change,
+    or the second pass through a repeated hour, is stepped over, so the fire after it owns the
+    intervals that fire would have owned and no interval is lost.
+    """
+    from croniter import croniter
+
+    times = croniter(schedule, fired_minute(fire).astimezone(zone))
+    for _ in range(8):
+        candidate = times.get_prev(datetime).astimezone(UTC)
+        if is_due(schedule, zone, candidate):
+            return candidate
+    return candidate
+
+
+def next_fire(schedule: str, zone: tzinfo, now: datetime) -> datetime:
+    """The schedule's next fire time after ``now`` (read in ``zone``), in UTC."""
+    from croniter import croniter
+
+    return croniter(schedule, now.astimezone(zone)).get_next(datetime).astimezone(UTC)
+
+
+def process_fire_minute() -> datetime:
+    """The minute cron started this process: the fire time of a cron entry.
 
     The process start time (``run.sh`` execs Python in the same process) is the minute cron fired,
-    even when starting Python took a few seconds.
+    even when starting Python or waiting for the store took longer.
     """
     import psutil
 
+    return fired_minute(datetime.fromtimestamp(psutil.Process().create_time(), UTC))
+
+
+def started_minute_due(spec: PipelineSpec) -> tuple[bool, str]:
+    """For ``cron_run --if-due``: is the pipeline due at the minute cron started this process?"""
     entry = spec.entry
     if not entry.schedule:
         return False, f"{spec.name}: no schedule; --if-due never runs it"
-    zone = ZoneInfo(entry.timezone) if entry.timezone else cron_zone()
-    started = fired_minute(datetime.fromtimestamp(psutil.Process().create_time(), UTC))
+    zone = pipeline_zone(spec)
+    started = process_fire_minute()
     if is_due(entry.schedule, zone, started):
         return True, ""
     return False, (f"{spec.name}: not due at {started.astimezone(zone):%Y-%m-%d %H:%M} {zone_name(zone)} "

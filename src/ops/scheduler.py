@@ -1,9 +1,10 @@
 """``./run.sh scheduler``: a foreground loop that starts due pipelines, for hosts without cron.
 
 - At every minute boundary each enabled, scheduled pipeline whose schedule is due (croniter, in
-  the pipeline's ``timezone``, else the process's zone) is started as a NEW process running
-  ``cron_run NAME --trigger scheduler`` -- the same runner, lock and history as cron. Never a
-  fork of this process.
+  the pipeline's ``timezone``, else the system zone) is started as a NEW process running
+  ``cron_run NAME --trigger scheduler --fired-at MINUTE`` -- the same runner, lock and history as
+  cron. Never a fork of this process. The child processes the intervals that ended by the minute
+  it was due (not by the time it got the store), so ``--once --now T`` and caught-up minutes use T.
 - A pipeline whose previous process is still running is not started again (logged); the
   runner's lock would refuse it anyway, e.g. against a manual run.
 - Runs missed while the scheduler was not running are not replayed (use backfill). Minutes
@@ -24,11 +25,10 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from types import FrameType
-from zoneinfo import ZoneInfo
 
 from core.config import PROJECT_ROOT, Settings
 from core.logging import get_logger
-from ops.schedule import ScheduleError, cron_fields, is_due, local_zone
+from ops.schedule import ScheduleError, cron_fields, is_due, pipeline_zone
 from pipelines.pipeline_registry import PipelineSpec, Registry
 
 log = get_logger("scheduler")
@@ -85,7 +85,7 @@ class Scheduler:
             except ScheduleError as exc:
                 log.error("Not scheduling '%s': %s", spec.name, exc)
                 continue
-            zone = ZoneInfo(spec.entry.timezone) if spec.entry.timezone else local_zone()
+            zone = pipeline_zone(spec)
             self.specs.append((spec, zone))
         for broken in registry.broken:
             log.error("Not scheduling pipelines of broken module %s: %s", broken.source, broken.error)
@@ -104,7 +104,8 @@ class Scheduler:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")]))
         process = subprocess.Popen(
-            [sys.executable, str(MAIN), "cron_run", spec.name, "--trigger", "scheduler"],
+            [sys.executable, str(MAIN), "cron_run", spec.name, "--trigger", "scheduler",
+             "--fired-at", minute.astimezone(UTC).isoformat()],
             cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
         )
         self.children[spec.name] = Child(spec.name, process, minute)

@@ -4,8 +4,10 @@ It runs offline on a fresh clone. ``data/samples/orders_day.csv`` holds one day 
 (time of day, customer, country, product, quantity, price, status); the pipeline replays that
 day for whatever day it runs for, so you can run and backfill it anywhere:
 
-    ./run.sh cron_run example_pipeline                 # today
+    ./run.sh cron_run example_pipeline                 # yesterday: the last complete day
     ./run.sh cron_run example_pipeline --date 2026-01-15
+
+Its schedule (01:15 daily) loads the day that ended before each fire: yesterday, whole.
 
 The table is defined by ``migrations/sql/0001_create_example_events.sql`` (daily partitions).
 Each run replaces exactly its own day (loader mode ``interval``), so re-running a day never

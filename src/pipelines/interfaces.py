@@ -68,6 +68,8 @@ class RunContext:
     trigger: str = "manual"
     attempt: int = 1
     table_name: str | None = None
+    # The pipeline's ``allow_empty``: 0 rows may replace existing rows (else replacing loaders refuse).
+    allow_empty: bool = False
     counters: dict[str, int] = field(default_factory=dict)
     #: The run's rejected rows, published with the run (the runner passes one per run).
     quarantined: RunQuarantine | None = None

@@ -144,6 +144,11 @@ def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
         raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
                              f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
     _declared_extras(name, entry, where)
+    for key in ("lookback", "refresh_current"):
+        if getattr(entry, key) and not entry.pipeline.interval_aware:
+            raise DiscoveryError(f"{where}: {key} needs an interval-aware pipeline (an extractor with "
+                                 "interval_aware = True and the ClickHouse loader in mode 'interval'): its runs "
+                                 "would not own an interval to re-load")
     return entry
 
 

@@ -73,12 +73,20 @@ def last_success(store: Store) -> dict[str, RunRecord]:
     return {r.pipeline: r for r in _records(store, sql)}
 
 
-def interval_runs(store: Store, pipeline: str, since: Any = None) -> list[RunRecord]:
-    """Every run of a pipeline (oldest interval first), for coverage and backfill planning."""
-    where = "pipeline = {p:String}" + (" AND interval_start >= {since:DateTime64(3, 'UTC')}" if since else "")
+def window_runs(store: Store, pipeline: str, start: Any = None, end: Any = None,
+                complete: bool = False) -> list[RunRecord]:
+    """The runs of a pipeline overlapping ``[start, end)`` (all without bounds), oldest interval first.
+
+    Without ``complete`` only those that are not complete successes (failed, crashed, running,
+    incomplete): what coverage questions need besides ``_dp_coverage``.
+    """
+    where = "pipeline = {p:String}"
+    if not complete:
+        where += " AND NOT (status = 'success' AND started_at >= interval_end)"
     params: dict[str, Any] = {"p": pipeline}
-    if since:
-        params["since"] = since
+    if start is not None and end is not None:
+        where += " AND interval_start < {end:DateTime64(3, 'UTC')} AND interval_end > {start:DateTime64(3, 'UTC')}"
+        params |= {"start": start, "end": end}
     return _records(store, _select(where, order="interval_start, started_at"), params)
 
 

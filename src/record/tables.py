@@ -66,6 +66,16 @@ def _ddl(store: Store, ttl_days: int) -> list[str]:
     ]
 
 
+def _ensure_coverage(store: Store) -> None:
+    """``_dp_coverage`` (no TTL); when it is new, filled once from the run history."""
+    from record.coverage import COVERAGE_TABLE, coverage_ddl, fill_from_history
+
+    if store.table_exists(COVERAGE_TABLE):
+        return
+    store.command(coverage_ddl(store))
+    fill_from_history(store, RUNS_TABLE)
+
+
 def ensure_framework_tables(store: Store) -> None:
     """Create the database and the framework tables when missing (cheap when they exist).
 
@@ -83,6 +93,7 @@ def ensure_framework_tables(store: Store) -> None:
     # Stores created before quarantine was kept per interval.
     for column in ("interval_start", "interval_end"):
         store.command(f"ALTER TABLE {store.table(QUARANTINE_TABLE)} ADD COLUMN IF NOT EXISTS {column} {_UTC_MS}")
+    _ensure_coverage(store)
     # Keep the retention in step with RUN_HISTORY_TTL_DAYS when it changes.
     for table in (RUNS_TABLE, QUARANTINE_TABLE):
         ddl = store.command(

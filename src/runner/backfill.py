@@ -3,14 +3,16 @@
 A backfill is a plan and its execution:
 
 - **Planning** (:func:`plan`) lists, per pipeline, the intervals of the requested days and decides
-  for each whether to run or skip it, and why, from the run history (``_dp_runs``). An interval
-  is *done* when successful runs cover it, so re-running the same command resumes where it
-  stopped. Planning writes nothing (``--dry-run`` prints the plan and stops there).
+  for each whether to run or skip it, and why, from the coverage (``_dp_coverage``) and the run
+  history (``_dp_runs``) of those days (:mod:`runner.coverage`). An interval is *done* when
+  complete successful runs cover it, so re-running the same command resumes where it stopped.
+  Planning writes nothing (``--dry-run`` prints the plan and stops there).
 - **Executing** (:func:`execute`) runs each planned interval as its own run (trigger
   ``backfill``) through :func:`runner.runner.run_pipeline`: locks, retries, run history and job
   log exactly as ``cron_run``. Sequentially they run in this process on one open store (the
   cheap way on the embedded engine); with ``parallel > 1`` each interval runs in a new process
-  (never a fork: chdb hangs in forked children), at most ``parallel`` at a time.
+  (never a fork: chdb hangs in forked children), at most ``parallel`` at a time (the CLI asks for
+  that on a ClickHouse server only: on the embedded store workers would just take turns).
 
 Only pipelines whose runs own their interval's slice (``Pipeline.interval_aware``: an
 interval-aware extractor and the ClickHouse loader in ``interval`` mode) can be backfilled: for
@@ -30,17 +32,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
 
 from core.config import PROJECT_ROOT, Settings
 from core.exceptions import AlreadyRunning, UsageError
-from core.locks import FileLock
 from core.logging import get_logger
-from core.models import RunRecord
 from core.store import Store
 from pipelines.pipeline_registry import PipelineSpec, Registry
+from runner.coverage import Coverage, History, read_history  # noqa: F401  (History: part of the API)
 from runner.intervals import Interval, split
 
 log = get_logger("backfill")
@@ -93,7 +93,7 @@ def today_utc() -> date:
 
 
 def day_window(days: int | None, start: date | None, end: date | None,
-               today: date | None = None) -> tuple[date, date]:
+               today: date | None = None, max_days: int | None = MAX_DAYS) -> tuple[date, date]:
     """First and last day (both inclusive) to backfill.
 
     ``days`` N means the N complete days before today (UTC): today is still being written and
@@ -112,12 +112,13 @@ def day_window(days: int | None, start: date | None, end: date | None,
         last = end or today - timedelta(days=1)
         if last < start:
             raise UsageError(f"--end ({last}) is before --start ({start})")
-        if (last - start).days + 1 > MAX_DAYS:
-            raise UsageError(f"{(last - start).days + 1} days is more than {MAX_DAYS}; backfill in smaller ranges")
+        if max_days and (last - start).days + 1 > max_days:
+            raise UsageError(f"{(last - start).days + 1} days is more than {max_days}; backfill in smaller ranges")
         return start, last
     days = DEFAULT_DAYS if days is None else days
-    if not 1 <= days <= MAX_DAYS:
-        raise UsageError(f"DAYS must be between 1 and {MAX_DAYS}, got {days}")
+    if days < 1 or (max_days and days > max_days):
+        raise UsageError(f"DAYS must be between 1 and {max_days}, got {days}" if max_days
+                         else f"DAYS must be at least 1, got {days}")
     return today - timedelta(days=days), today - timedelta(days=1)
 
 
@@ -132,103 +133,13 @@ def granularity_of(spec: PipelineSpec, hourly: bool) -> str:
 
 def intervals_for(spec: PipelineSpec, first: date, last: date, hourly: bool = False,
                   now: datetime | None = None) -> list[Interval]:
-    """The pipeline's intervals of days ``first..last`` that have ended, oldest first."""
+    """The pipeline's intervals of days ``first..last`` that have ended, oldest first (none before
+    its ``start_date``)."""
     now = now or datetime.now(UTC)
+    if spec.entry.start_date and first < spec.entry.start_date:
+        first = spec.entry.start_date
     every = split(_midnight(first), _midnight(last + timedelta(days=1)), granularity_of(spec, hourly))
     return [i for i in every if i.end <= now]
-
-
-# ---- what the run history says about an interval ----------------------------------------------
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-@dataclass
-class Coverage:
-    """The state of one interval in the run history."""
-
-    state: Literal["done", "failed", "running", "partial", "missing"]
-    why: str
-    run: RunRecord | None = None
-
-
-def _alive(run: RunRecord) -> bool:
-    """A ``running`` run still holds its lock (other hosts' runs cannot be checked: assume alive)."""
-    if run.host and run.host != _host():
-        return True
-    lock = FileLock(Path(run.lock_file)) if run.lock_file else None
-    return bool(lock and not lock.is_free() and lock.holder_pid() == run.pid)
-
-
-def _host() -> str:
-    from record.history import this_host
-
-    return this_host()
-
-
-class History:
-    """The runs of one pipeline, indexed for coverage questions (read once, no writes)."""
-
-    def __init__(self, runs: Sequence[RunRecord]) -> None:
-        self.runs = sorted(runs, key=lambda r: _utc(r.started_at))
-        self._successes = sorted(
-            ((_utc(r.interval_start), _utc(r.interval_end), r) for r in self.runs if r.status == "success"),
-            key=lambda t: t[0])
-
-    def _overlapping(self, interval: Interval) -> list[RunRecord]:
-        return [r for r in self.runs
-                if _utc(r.interval_start) < interval.end and _utc(r.interval_end) > interval.start]
-
-    def covered(self, interval: Interval) -> list[RunRecord] | None:
-        """The successful runs that together cover ``interval`` (None when some of it is not covered)."""
-        cursor, used = interval.start, []
-        for start, end, run in self._successes:
-            if start > cursor:
-                break
-            if end > cursor:
-                used.append(run)
-                cursor = end
-                if cursor >= interval.end:
-                    return used
-        return None
-
-    def coverage(self, interval: Interval) -> Coverage:
-        covering = self.covered(interval)
-        if covering:
-            exact = [r for r in covering if _utc(r.interval_start) == interval.start
-                     and _utc(r.interval_end) == interval.end]
-            if exact:
-                run = exact[-1]
-                return Coverage("done", f"run {run.run_id} succeeded ({run.trigger}, {run.rows_loaded:,} rows)", run)
-            return Coverage("done", f"covered by {len(covering)} successful run(s) "
-                                    f"({', '.join(r.run_id for r in covering[:3])}{'...' if len(covering) > 3 else ''})",
-                            covering[-1])
-        overlapping = self._overlapping(interval)
-        for run in reversed(overlapping):  # newest first
-            if run.status == "running":
-                if _alive(run):
-                    return Coverage("running", f"run {run.run_id} is running now (pid {run.pid} on {run.host})", run)
-                return Coverage("failed", f"run {run.run_id} crashed (process {run.pid} is gone)", run)
-            if run.status in ("failed", "crashed"):
-                what = run.status if run.status == "crashed" else f"failed ({run.reason or 'error'})"
-                error = f": {run.error.splitlines()[0][:160]}" if run.error else ""
-                return Coverage("failed", f"run {run.run_id} {what}{error}", run)
-        if overlapping:
-            return Coverage("partial", "only part of it was loaded by successful runs", overlapping[-1])
-        return Coverage("missing", "never run", None)
-
-
-def read_history(store: Store, pipeline: str, *, create: bool) -> History:
-    """The pipeline's run history; with ``create=False`` nothing is written (none yet: empty)."""
-    from record.history import interval_runs
-    from record.tables import RUNS_TABLE, ensure_framework_tables
-
-    if create:
-        ensure_framework_tables(store)
-    elif not (store.database_exists() and store.table_exists(RUNS_TABLE)):
-        return History([])
-    return History(interval_runs(store, pipeline))
 
 
 # ---- the plan -------------------------------------------------------------------------------
@@ -262,6 +173,8 @@ def decide(coverage: Coverage, policy: Policy) -> tuple[Literal["run", "skip"], 
         return "skip", f"{coverage.why}; --rerun failed retries only failed or crashed intervals"
     if coverage.state == "failed":
         return "run", "retry: " + coverage.why
+    if coverage.state == "incomplete":
+        return "run", "incomplete: " + coverage.why
     return "run", coverage.why
 
 
@@ -276,9 +189,9 @@ def plan(store: Store, specs: Sequence[PipelineSpec], first: date, last: date, *
 
     steps = []
     for spec in specs:
-        history = read_history(store, spec.name, create=not dry_run)
+        history = read_history(store, spec.name, create=not dry_run, first=first, last=last)
         if not dry_run and reap_dead_runs(store, spec.name):
-            history = read_history(store, spec.name, create=False)
+            history = read_history(store, spec.name, create=False, first=first, last=last)
         for interval in intervals_for(spec, first, last, hourly, now):
             coverage = history.coverage(interval)
             action, why = decide(coverage, policy)
@@ -622,75 +535,7 @@ def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
     return 0
 
 
-# ---- coverage and counts (backfill_list, backfill_counts) -----------------------------------
-
-@dataclass
-class CoverageSummary:
-    """Intervals of a window by state, and the newest done interval."""
-
-    done: int = 0
-    failed: int = 0
-    running: int = 0
-    missing: int = 0
-    last_done: Interval | None = None
-
-
-def summarize_coverage(history: History, intervals: Sequence[Interval]) -> CoverageSummary:
-    summary = CoverageSummary()
-    for interval in intervals:
-        state = history.coverage(interval).state
-        if state == "done":
-            summary.done += 1
-            summary.last_done = interval
-        elif state == "failed":
-            summary.failed += 1
-        elif state == "running":
-            summary.running += 1
-        else:
-            summary.missing += 1
-    return summary
-
-
-def last_done_interval(history: History) -> Interval | None:
-    """The newest interval a successful run loaded (any time, not only the window)."""
-    done = [r for r in history.runs if r.status == "success"]
-    if not done:
-        return None
-    run = max(done, key=lambda r: _utc(r.interval_start))
-    return Interval(_utc(run.interval_start), _utc(run.interval_end))
-
-
-def reported_rows_by_day(history: History, first: date, last: date) -> dict[date, int | None]:
-    """Per day, the rows the runs that loaded it reported (``rows_loaded``).
-
-    Successful runs are replayed in the order they finished, each replacing the slices it
-    overlaps (as the interval loader does), so a day re-run replaces its hours' counts. A day
-    with no successful run is absent; a day touched by a run spanning several days is ``None``
-    (its rows cannot be split by day).
-    """
-    slices: dict[date, list[tuple[datetime, datetime, int]]] = {}
-    spanning: set[date] = set()
-    window_start, window_end = _midnight(first), _midnight(last + timedelta(days=1))
-    successes = sorted((r for r in history.runs if r.status == "success"),
-                       key=lambda r: _utc(r.finished_at or r.started_at))
-    for run in successes:
-        start, end = _utc(run.interval_start), _utc(run.interval_end)
-        if end <= window_start or start >= window_end:
-            continue
-        day = start.date()
-        if end > _midnight(day) + timedelta(days=1):
-            cursor = day
-            while _midnight(cursor) < end:
-                spanning.add(cursor)
-                cursor += timedelta(days=1)
-            continue
-        kept = [s for s in slices.get(day, []) if s[1] <= start or s[0] >= end]
-        slices[day] = [*kept, (start, end, run.rows_loaded)]
-    result: dict[date, int | None] = {day: sum(s[2] for s in parts) for day, parts in slices.items()}
-    for day in spanning:
-        result[day] = None
-    return result
-
+# ---- counts (backfill_counts) -------------------------------------------------------------
 
 def table_counts(store: Store, table: str, time_column: str | None, first: date,
                  last: date) -> tuple[int | None, dict[date, int]]:

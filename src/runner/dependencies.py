@@ -176,18 +176,14 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def is_complete(run: RunRecord) -> bool:
-    """A success that started after its interval ended saw all of it (today's run did not)."""
-    return run.status == "success" and _utc(run.started_at) >= _utc(run.interval_end)
-
-
 def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) -> tuple[bool, str]:
     """Is ``upstream`` complete for ``interval``? (and why not, for the user).
 
-    The one place readiness is decided: it reads the run history (``record.history``) today.
+    The one place readiness is decided: interval-aware upstreams by their coverage
+    (``_dp_coverage``: complete successes only, kept as long as the data), others by the run history.
     """
-    from record.history import interval_runs, list_runs
-    from runner.backfill import History  # its coverage sweep, over complete runs only
+    from record.history import list_runs
+    from runner.coverage import read_history
 
     if not upstream.pipeline.interval_aware:
         last = list_runs(store, upstream.name, status="success", limit=1)
@@ -196,8 +192,8 @@ def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) 
         seen = f"its last success started {_utc(last[0].started_at):%Y-%m-%d %H:%M} UTC" if last else "it never succeeded"
         return False, (f"upstream '{upstream.name}' (not interval-aware) has no success started at or after "
                        f"{interval.end:%Y-%m-%d %H:%M} UTC ({seen})")
-    runs = [r for r in interval_runs(store, upstream.name) if is_complete(r)]
-    if History(runs).covered(interval):
+    last_day = (interval.end - timedelta(microseconds=1)).date()
+    if read_history(store, upstream.name, create=False, first=interval.start.date(), last=last_day).is_covered(interval):
         return True, ""
     return False, f"upstream '{upstream.name}' has no complete successful run covering {interval.label}"
 

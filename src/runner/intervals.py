@@ -42,6 +42,29 @@ def current_interval(granularity: Granularity, now: datetime | None = None) -> I
     return Interval(start, start + _STEP[granularity])
 
 
+def last_complete_interval(granularity: Granularity, now: datetime | None = None) -> Interval:
+    """The newest interval that has ended by ``now``: yesterday, or the previous hour."""
+    end = _floor(now or datetime.now(UTC), granularity)
+    return Interval(end - _STEP[granularity], end)
+
+
+def ended_in(granularity: Granularity, after: datetime, until: datetime) -> list[Interval]:
+    """Every interval whose end lies in ``(after, until]``, oldest first (UTC boundaries)."""
+    step = _STEP[granularity]
+    end = _floor(until, granularity)
+    found = []
+    while end > after.astimezone(UTC):
+        found.append(Interval(end - step, end))
+        end -= step
+    return found[::-1]
+
+
+def preceding(first: Interval, count: int, granularity: Granularity) -> list[Interval]:
+    """The ``count`` intervals just before ``first``, oldest first."""
+    step = _STEP[granularity]
+    return [Interval(first.start - step * n, first.start - step * (n - 1)) for n in range(count, 0, -1)]
+
+
 def day_interval(day: date) -> Interval:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return Interval(start, start + _STEP["day"])

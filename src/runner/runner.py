@@ -36,11 +36,12 @@ from pipelines.interfaces import RunContext
 from pipelines.pipeline_factory import RunStats
 from pipelines.pipeline_registry import PipelineSpec
 from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
+from record.coverage import record_coverage
 from record.history import mark_crashed, record_run, this_host
 from record.quarantine import RunQuarantine
 from record.state import RunState
 from record.tables import ensure_framework_tables
-from runner.intervals import Interval, current_interval
+from runner.intervals import Interval, last_complete_interval
 
 EXIT_SUCCESS, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 MAX_RETRY_DELAY = 300.0
@@ -196,9 +197,9 @@ def reap_dead_runs(store: Store, pipeline: str | None = None) -> list[RunRecord]
 
 def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
                  trigger: str = "manual") -> RunResult:
-    """Run ``spec`` for ``interval`` (default: the current interval of its granularity)."""
+    """Run ``spec`` for ``interval`` (default: the last complete interval of its granularity)."""
     entry = spec.entry
-    interval = interval or current_interval(entry.granularity)
+    interval = interval or last_complete_interval(entry.granularity)
     lock = FileLock(lock_path(settings, spec, interval))
     run_id = new_run_id()
     if not lock.try_acquire(f"run_id={run_id} pipeline={spec.name} interval={interval.label}"):
@@ -272,6 +273,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                     run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
                     settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
                     table_name=spec.table_name, quarantined=quarantined, checks=spec.entry.checks or [],
+                    allow_empty=entry.allow_empty,
                 )
                 try:
                     stats = spec.pipeline.run(context)
@@ -316,6 +318,8 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
         "rows_quarantined": counters.get("rows_quarantined", 0),
     })
     record_run(store, final)
+    if spec.pipeline.interval_aware:
+        record_coverage(store, final)  # a complete success: its interval is done, for good
     if final.status == "success":
         log.info("Run %s succeeded in %.2f s: %d rows extracted, %d transformed, %d loaded in %d batches%s",
                  run_id, duration, stats.rows_extracted, stats.rows_transformed, stats.rows_loaded, stats.batches,

@@ -38,8 +38,9 @@ class Fixed(Extractor):
 
 
 def run(make_context, loader, *batches: pa.Table, start: datetime = DAY, end: datetime | None = None,
-        fail: bool = False, run_id: str = "run-1") -> None:
+        fail: bool = False, run_id: str = "run-1", allow_empty: bool = False) -> None:
     context = make_context(start=start, end=end or start + timedelta(days=1), run_id=run_id)
+    context.allow_empty = allow_empty
     create_el_pipeline(Fixed(*batches, fail=fail), loader, "t").run(context)
 
 
@@ -65,7 +66,9 @@ def test_an_empty_interval_empties_its_slice_on_purpose(store: Store, make_conte
     loader = create_clickhouse_loader("events", time_column="ts")
     run(make_context, loader, hourly(DAY, 24))
     run(make_context, loader, hourly(DAY + timedelta(days=1), 24), start=DAY + timedelta(days=1))
-    run(make_context, loader)  # the source has nothing for day 1 now
+    with pytest.raises(LoadError, match="source returned 0 rows for 2026-03-10, which holds 24 rows"):
+        run(make_context, loader)  # a source outage looks like this: refused unless allowed
+    run(make_context, loader, allow_empty=True)  # the source really has nothing for day 1 now
     assert store.query_rows("SELECT toDate(ts), count() FROM events GROUP BY 1") == [((DAY + timedelta(days=1)).date(), 24)]
 
 

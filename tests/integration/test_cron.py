@@ -223,7 +223,12 @@ def test_installed_entry_runs_like_cron_runs_it(crontab: Crontab, module: Path, 
     assert [(r["pipeline"], r["trigger"], r["status"], r["rows_loaded"]) for r in runs] == [
         ("hours", "cron", "success", 3)]
     cron_log = (Path(project_env["LOG_DIR"]) / "cron.log").read_text()
-    assert f"success hours {datetime.now(UTC):%Y-%m-%d}: 3 rows loaded" in cron_log
+    # Not interval-aware: it runs "now"; its recorded interval is (previous fire, this fire).
+    from ops.schedule import cron_zone, previous_fire
+
+    since = previous_fire("0 2 * * *", cron_zone(), datetime.now(UTC))
+    assert runs[0]["interval_start"][:16] == f"{since:%Y-%m-%dT%H:%M}"
+    assert f"success hours {since.isoformat()}/" in cron_log and ": 3 rows loaded" in cron_log
     assert f"Run {runs[0]['run_id']} started: pipeline hours" in cron_log
     assert "berlin: not due at " in cron_log and "Europe/Berlin (schedule '" in cron_log  # --if-due said no
     cleaned = subprocess.run(["/bin/sh", "-c", commands["clean"]], env=minimal, capture_output=True, timeout=120)

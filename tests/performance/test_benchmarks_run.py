@@ -55,3 +55,8 @@ def test_check_benchmark_reports_ratios() -> None:
 def test_alert_benchmark_reports_each_channel() -> None:
     out = run_benchmark("benchmarks/alert_overhead.py", "--repeat", "1")
     assert "webhook hanging (ALERT_TIMEOUT=1)" in out and "run itself" in out
+
+
+def test_history_scale_benchmark_reports_ratios() -> None:
+    out = run_benchmark("benchmarks/history_scale.py", "--small", "5", "--large", "20", "--repeat", "1")
+    assert "wall ratio" in out and "backfill_list --days 400" in out and "check" in out

@@ -172,6 +172,7 @@ class ClickHouseLoader(StagedStructure, Loader):
                     context.logger.info("No rows and no table '%s' yet: nothing to load", self.table)
                     return
                 self._stage_like_target(context)  # an empty interval or snapshot empties its slice
+            self._refuse_empty_replacement(context)
             # Write-audit-publish: data checks see the staged slice before the target changes at all
             # (a first run's target is created only once its checks pass).
             audit_staged(context, Staged(self.table, self._staging_name, self.mode, self.time_column, self.primary_key))
@@ -185,6 +186,30 @@ class ClickHouseLoader(StagedStructure, Loader):
 
     def rollback(self, context: RunContext) -> None:
         self._drop_staging(context)
+
+    def _refuse_empty_replacement(self, context: RunContext) -> None:
+        """0 rows must not silently replace existing rows: a source outage looks exactly like that.
+
+        Only replacing modes can wipe (``interval``: the slice; ``replace``: the whole table);
+        the pipeline's ``allow_empty=True`` (``context.allow_empty``) says an empty result is real.
+        """
+        if self._rows or context.allow_empty or self.mode not in ("interval", "replace") \
+                or not context.store.table_exists(self.table):
+            return
+        from runner.intervals import Interval
+
+        store = context.store
+        label = Interval(context.start, context.end).label
+        if self.mode == "interval":
+            in_slice, bounds = self._slice(context)
+            held = int(store.command(f"SELECT count() FROM {store.table(self.table)} WHERE {in_slice}", bounds))
+            what = f"which holds {held:,} rows"
+        else:
+            held = int(store.command(f"SELECT count() FROM {store.table(self.table)}"))
+            what = f"which would replace all {held:,} rows of {self.table}"
+        if held:
+            raise LoadError(f"source returned 0 rows for {label}, {what}; set allow_empty=True "
+                            "if an empty interval is real")
 
     # ---- commits -----------------------------------------------------------------------
 
