@@ -146,7 +146,7 @@ for c in python3 python3.13 python3.12 python3.11 python3.10; do
     echo "old_python=$c $v"
 done
 if command -v rsync >/dev/null 2>&1; then echo "rsync=yes"; fi
-if command -v crontab >/dev/null 2>&1; then echo "crontab=yes"; fi
+if [ -x "${CRONTAB_COMMAND:-}" ] || command -v crontab >/dev/null 2>&1; then echo "crontab=yes"; fi
 case "$p" in /*) abs=$p ;; *) abs=$HOME/$p ;; esac
 echo "abs=$abs"
 if [ -e "$abs" ] || [ -L "$abs" ]; then

@@ -25,6 +25,67 @@ from core.store import Store  # noqa: E402
 _FRAMEWORK_VARS = [name.upper() for name in Settings.model_fields] + ["ENV_FILE"]
 
 
+# ---- framework fixtures and the private crontab (issue 19) ------------------------------------
+# Framework tests never read the user's project: PIPELINES_DIR and MIGRATIONS_DIR point at
+# tests/fixtures/ (a user's migration or a broken module of theirs must not fail these tests),
+# and every test gets a private crontab (a file behind CRONTAB_COMMAND), so a test -- even a
+# killed one -- can never leave entries in the crontab of whoever runs the suite.
+
+FIXTURES = ROOT / "tests" / "fixtures"
+FIXTURE_PIPELINES = FIXTURES / "pipelines"
+FIXTURE_MIGRATIONS = FIXTURES / "migrations"
+
+PRIVATE_CRONTAB = """#!/bin/sh
+# A private crontab for tests: the table is the file {table}; calls are logged to {calls}.
+echo "$@" >> '{calls}'
+case "$*" in
+    -l) [ -f '{table}' ] && exec cat '{table}'; echo "no crontab for $(id -un)" >&2; exit 1 ;;
+    -r) [ -f '{table}' ] && exec rm -f '{table}'; echo "no crontab for $(id -un)" >&2; exit 1 ;;
+    -) cat > '{table}.new' && exec mv '{table}.new' '{table}' ;;
+    *) echo "private crontab: unsupported arguments: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def private_crontab(directory: Path) -> Path:
+    """Write an executable ``crontab`` stand-in in ``directory``; its table is ``directory/table``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "crontab"
+    script.write_text(PRIVATE_CRONTAB.format(table=directory / "table", calls=directory / "calls"))
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture(autouse=True)
+def _private_crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's CRONTAB_COMMAND is a private crontab (the one real-crontab test overrides it)."""
+    script = private_crontab(tmp_path / "private-crontab")
+    monkeypatch.setenv("CRONTAB_COMMAND", str(script))
+    return script
+
+def project_copy(target: Path) -> Path:
+    """A clean copy of the project as git sees it (tracked and new files, nothing ignored) in ``target``."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:  # not a git checkout (an unpacked release): copy minus local state
+        shutil.copytree(ROOT, target, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".env", "logs", "run", "results", "__pycache__", "*.pyc", ".*_cache"))
+        listed.stdout = ""
+    for name in filter(None, listed.stdout.split("\0")):
+        src = ROOT / name
+        if not src.is_file():  # deleted in the worktree but not yet in the index
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target / name)
+    # Only the shipped samples: a developer's local store under data/ is no part of a checkout.
+    for entry in (target / "data").iterdir() if (target / "data").is_dir() else []:
+        if entry.name != "samples":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return target
+
+# ---- end of the issue-19 block -----------------------------------------------------------------
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; skip when absent, but fail under CI where it must be installed."""
     path = shutil.which(name) or next(
@@ -51,6 +112,9 @@ def project_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
         "LOG_DIR": str(tmp_path / "logs"),
         "RUN_DIR": str(tmp_path / "run"),
         "STORE_LOCK_TIMEOUT": "60",
+        # The framework's own fixtures, never the user's project (see FIXTURES below).
+        "PIPELINES_DIR": str(FIXTURE_PIPELINES),
+        "MIGRATIONS_DIR": str(FIXTURE_MIGRATIONS),
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)
