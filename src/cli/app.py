@@ -17,6 +17,8 @@ from core.logging import setup_logging
 
 # Exit codes of the CLI (sysexits-style where one exists).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# The variable click's shell completion scripts set when they ask ./run.sh for completions.
+COMPLETE_VAR = "_RUN_SH_COMPLETE"
 
 
 class App:
@@ -86,7 +88,7 @@ class CommandGroup(click.Group):
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
+@click.option("--debug", "--verbose", "debug", is_flag=True, help="Show full tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """data-processor: ETL/ELT pipelines into ClickHouse, with nothing to babysit.
@@ -104,9 +106,9 @@ pass_app = click.make_pass_decorator(App)
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; framework errors become one line on stderr."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    debug = "--debug" in args or "--verbose" in args
     try:
-        result = cli.main(args=args, prog_name="./run.sh", standalone_mode=False)
+        result = cli.main(args=args, prog_name="./run.sh", complete_var=COMPLETE_VAR, standalone_mode=False)
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.UsageError as exc:

@@ -73,6 +73,12 @@ def last_success(store: Store) -> dict[str, RunRecord]:
     return {r.pipeline: r for r in _records(store, sql)}
 
 
+def recent_runs(store: Store, per_pipeline: int) -> list[RunRecord]:
+    """The newest ``per_pipeline`` runs of every pipeline, newest first within each pipeline."""
+    sql = _select(order="pipeline, started_at DESC") + f" LIMIT {int(per_pipeline)} BY pipeline"
+    return _records(store, sql)
+
+
 def interval_runs(store: Store, pipeline: str, since: Any = None) -> list[RunRecord]:
     """Every run of a pipeline (oldest interval first), for coverage and backfill planning."""
     where = "pipeline = {p:String}" + (" AND interval_start >= {since:DateTime64(3, 'UTC')}" if since else "")
