@@ -69,7 +69,7 @@ class Registry:
         import difflib
 
         known = ", ".join(sorted(self.pipelines)) or "none"
-        close = difflib.get_close_matches(name, list(self.pipelines), n=1, cutoff=0.75)
+        close = difflib.get_close_matches(name, list(self.pipelines), n=1, cutoff=0.6)
         guess = f"; did you mean '{close[0]}'?" if close else ""
         hint = f"; broken modules: {', '.join(b.source for b in self.broken)}" if self.broken else ""
         raise PipelineNotFound(f"No pipeline named '{name}'{guess} (known: {known}){hint}")
