@@ -145,3 +145,26 @@ def test_shell_completion_scripts(tmp_path: Path) -> None:
     """)
     done = subprocess.run([bash, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines() == ["cron_run", "--json"], done.stderr
+
+
+def test_a_host_name_that_does_not_resolve_fails_at_once(pipelines_dir: Path, project_env) -> None:
+    (pipelines_dir / "nowhere_pipeline.py").write_text(textwrap.dedent('''
+        from pipelines.pipeline_factory import create_el_pipeline
+        from pipelines.tools.extractors.http_extractor import create_http_extractor
+        from pipelines.tools.loaders.console_loader import create_console_loader
+
+        PIPELINE_REGISTRY = {"nowhere": {
+            "pipeline": create_el_pipeline(create_http_extractor("https://no-such-host.invalid/data", retries=5),
+                                           create_console_loader(), "nowhere"),
+            "retries": 2, "retry_delay": 30,
+        }}
+    '''))
+    result = run_cli("cron_run", "nowhere", timeout=60)
+    assert result.returncode == 1
+    assert ("(error): ExtractError: http: GET https://no-such-host.invalid/data: the host name 'no-such-host.invalid' does not "
+            "resolve (") in result.stderr
+    assert "check the URL, or this machine's DNS and network" in result.stderr
+    [run] = json.loads(run_cli("runs", "nowhere", "--json").stdout)
+    assert (run["status"], run["attempt"]) == ("failed", 1)  # neither the extractor nor the runner retried
+    log = (Path(project_env["LOG_DIR"]) / "jobs" / "nowhere.log").read_text()
+    assert "; retry " not in log and "retrying in" not in log  # no retry was logged by either
