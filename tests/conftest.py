@@ -83,6 +83,21 @@ def project_copy(target: Path) -> Path:
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     return target
 
+def python310() -> str | None:
+    """A working Python 3.10 interpreter (pyenv's, or python3.10 on PATH) to test the 3.11 minimum."""
+    candidates = []
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+        listed = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True).stdout.split()
+        candidates += [str(Path(root) / "versions" / v / "bin" / "python3.10") for v in listed if v.startswith("3.10.")]
+    candidates += [p for p in [shutil.which("python3.10")] if p]
+    for candidate in candidates:
+        probe = [candidate, "-c", "import sys; sys.exit(0 if sys.version_info[:2] == (3, 10) else 1)"]
+        if os.access(candidate, os.X_OK) and subprocess.run(probe, capture_output=True).returncode == 0:
+            return candidate
+    return None
+
 # ---- end of the issue-19 block -----------------------------------------------------------------
 
 

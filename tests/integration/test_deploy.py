@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, private_crontab, project_copy, require_tool, run_cli
+from conftest import ROOT, private_crontab, project_copy, python310, require_tool, run_cli
 
 # Executables standing in for python3 on the second sshd port (a host whose python is too old or
 # missing), chosen per connection by DP_FAKE_PYTHON (sent with ssh's SetEnv).
 FAKE_PYTHON = textwrap.dedent("""\
     #!/bin/sh
+    [ "${DP_FAKE_PYTHON:-}" = py310 ] && [ -n "__PY310__" ] && exec "__PY310__" "$@"
     [ "${DP_FAKE_PYTHON:-}" = old ] || exit 127
     case "$*" in
         *sys.exit*) exit 1 ;;
@@ -106,7 +107,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     fake_bin = base / "fake-bin"
     fake_bin.mkdir()
     for name in ("python3", "python3.10", "python3.11", "python3.12", "python3.13"):
-        (fake_bin / name).write_text(FAKE_PYTHON)
+        (fake_bin / name).write_text(FAKE_PYTHON.replace("__PY310__", python310() or ""))
         (fake_bin / name).chmod(0o755)
     port, fake_port = free_ports(2)
     crontab = private_crontab(base / "private-crontab")
@@ -387,11 +388,16 @@ def test_unwritable_remote_path_fails_early(server: Server, source: Path, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("mode", "message"), [
-    ("old", "remote python3 is too old (python3 3.8.10); data-processor needs Python 3.10 or newer"),
-    ("missing", "python3 is not installed on 127.0.0.1 (Python 3.10 or newer is needed"),
+    ("old", "remote python3 is too old (python3 3.8.10); data-processor needs Python 3.11 or newer on 127.0.0.1: "
+            "install one with uv (uv python install 3.12), pyenv (pyenv install 3.12) or, on Debian/Ubuntu, the "
+            "deadsnakes PPA"),
+    ("py310", "remote python3 is too old (python3 3.10."),
+    ("missing", "python3 is not installed on 127.0.0.1 (Python 3.11 or newer is needed): install one with uv"),
 ])
 def test_remote_python_missing_or_too_old_fails_early(server: Server, source: Path, tmp_path: Path,
                                                        mode: str, message: str) -> None:
+    if mode == "py310" and python310() is None:
+        pytest.skip("no Python 3.10 interpreter here (pyenv versions, python3.10) to test the refusal with")
     result = deploy(server, source, tmp_path / "app", port=server.fake_port,
                     env={"SSH_OPTS": f"-F {server.ssh_config} -o SetEnv=DP_FAKE_PYTHON={mode}"})
     assert result.returncode == 1
