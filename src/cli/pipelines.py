@@ -112,6 +112,24 @@ def resolve_interval(spec: PipelineSpec, date: str | None, start: str | None, en
     return None
 
 
+def _resync_cron(app: App) -> None:
+    """A cron-fired run re-syncs a drifted cron block (see ops.cron.resync_if_drifted); a problem
+    there is logged, never the run's failure."""
+    from core.logging import get_logger
+    from ops.cron import resync_if_drifted
+
+    log = get_logger("cron")
+    try:
+        result = resync_if_drifted(app.registry, app.settings)
+    except DataProcessorError as exc:
+        log.warning("Could not re-sync the cron block with the pipelines: %s", exc)
+        return
+    if result is not None and result.changed:
+        changes = [f"{what} {', '.join(names)}" for what, names in
+                   (("added", result.added), ("updated", result.updated), ("removed", result.removed)) if names]
+        log.info("Cron block re-synced with the pipelines: %s", "; ".join(changes) or "housekeeping entry")
+
+
 @cli.command("cron_run")
 @click.argument("name")
 @click.option("--date", help="Run for this day (YYYY-MM-DD).")
@@ -137,6 +155,8 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
             return EXIT_OK
     interval = resolve_interval(spec, date, start, end)
     result = run_pipeline(spec, app.settings, app.store, interval, trigger=trigger)
+    if trigger == "cron":
+        _resync_cron(app)
     log_file = app.settings.log_dir / "jobs" / f"{name}.log"
     if result.status == "success":
         app.console.print(
