@@ -57,14 +57,19 @@ def private_crontab(directory: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _private_crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test's CRONTAB_COMMAND is a private crontab (the one real-crontab test overrides it)."""
-    script = private_crontab(tmp_path / "private-crontab")
+def _private_crontab(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's CRONTAB_COMMAND is a private crontab (the one real-crontab test overrides it),
+    in a directory of its own (a test's tmp_path stays as the test made it)."""
+    script = private_crontab(tmp_path_factory.mktemp("private-crontab"))
     monkeypatch.setenv("CRONTAB_COMMAND", str(script))
     return script
 
-def project_copy(target: Path) -> Path:
-    """A clean copy of the project as git sees it (tracked and new files, nothing ignored) in ``target``."""
+def project_copy(target: Path, bare: bool = False) -> Path:
+    """A clean copy of the project as git sees it (tracked and new files, nothing ignored) in ``target``.
+
+    ``bare``: without the user's own work (``src/pipelines/*_pipeline.py``, ``migrations/sql/``,
+    ``tests/pipelines/test_*.py``), for framework tests that run project commands in the copy.
+    """
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                             cwd=ROOT, capture_output=True, text=True)
     if listed.returncode != 0:  # not a git checkout (an unpacked release): copy minus local state
@@ -81,6 +86,10 @@ def project_copy(target: Path) -> Path:
     for entry in (target / "data").iterdir() if (target / "data").is_dir() else []:
         if entry.name != "samples":
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if bare:
+        for pattern in ("src/pipelines/**/*_pipeline.py", "migrations/sql/*.sql", "tests/pipelines/test_*.py"):
+            for path in target.glob(pattern):
+                path.unlink()
     return target
 
 def python310() -> str | None:

@@ -31,6 +31,21 @@ MIGRATION_DOWN = """\
 DROP TABLE IF EXISTS {database}.__NAME__{cluster} SYNC;
 """
 
+
+
+def _registry(description: str) -> str:
+    """The module's PIPELINE_REGISTRY: one daily pipeline (the same in every template)."""
+    return f'''
+PIPELINE_REGISTRY = {{
+    "__NAME__": {{
+        "pipeline": create___NAME___pipeline(),
+        "description": "{description}",
+        "schedule": "30 2 * * *",  # daily at 02:30
+__TABLE_NAME__    }},
+}}
+'''
+
+
 CLICKHOUSE_LOADER = """create_clickhouse_loader("__NAME__", time_column="created_at")"""
 CONSOLE_LOADER = """create_console_loader("__NAME__")"""
 
@@ -73,15 +88,7 @@ def create___NAME___pipeline():
         name="__NAME__",
     )
 
-
-PIPELINE_REGISTRY = {
-    "__NAME__": {
-        "pipeline": create___NAME___pipeline(),
-        "description": "__NAME__ records from an HTTP API",
-        "schedule": "30 2 * * *",  # daily at 02:30, for the day before (see docs/operations.md)
-__TABLE_NAME__    },
-}
-'''
+''' + _registry("__NAME__ records from an HTTP API")
 
 DB_MODULE = '''\
 """__NAME__: rows of a SQL database, one day per run (written by ./run.sh new __NAME__ --from db).
@@ -111,15 +118,7 @@ def create___NAME___pipeline():
         name="__NAME__",
     )
 
-
-PIPELINE_REGISTRY = {
-    "__NAME__": {
-        "pipeline": create___NAME___pipeline(),
-        "description": "__NAME__ rows from a SQL database",
-        "schedule": "30 2 * * *",  # daily at 02:30
-__TABLE_NAME__    },
-}
-'''
+''' + _registry("__NAME__ rows from a SQL database")
 
 FILE_MODULE = '''\
 """__NAME__: one CSV file per day, one day per run (written by ./run.sh new __NAME__ --from file).
@@ -143,15 +142,7 @@ def create___NAME___pipeline():
         "__NAME__",
     )
 
-
-PIPELINE_REGISTRY = {
-    "__NAME__": {
-        "pipeline": create___NAME___pipeline(),
-        "description": "__NAME__ rows from daily CSV files",
-        "schedule": "30 2 * * *",  # daily at 02:30
-__TABLE_NAME__    },
-}
-'''
+''' + _registry("__NAME__ rows from daily CSV files")
 
 SAMPLE_CSV = """\
 id,name,amount,created_at
