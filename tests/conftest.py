@@ -64,6 +64,7 @@ def _private_crontab(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("CRONTAB_COMMAND", str(script))
     return script
 
+
 def project_copy(target: Path, bare: bool = False) -> Path:
     """A clean copy of the project as git sees it (tracked and new files, nothing ignored) in ``target``.
 
