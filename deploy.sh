@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent deployment of this project to a Linux server over SSH (docs/deployment.md):
 #   ./deploy.sh USER HOST [--clean] [--path DIR] [--port N] [--identity FILE] [--dry-run]
-# Preflight (SSH, remote python3 >= 3.10, rsync on both ends, writable target), rsync of the
+# Preflight (SSH, remote python3 >= 3.11, rsync on both ends, writable target), rsync of the
 # code (never .env, .venv, data/, logs/, run/), then on the server: .env from env.example if
 # missing, the venv through run.sh's own bootstrap, setup_db, migrate, setup_cron --all, check.
 # Extra ssh options: SSH_OPTS="-o ProxyJump=bastion" ./deploy.sh ...
@@ -135,10 +135,10 @@ MASTER=1
 # Read-only probe of the server: prints key=value lines.
 PROBE='
 p=$1
-for c in python3 python3.13 python3.12 python3.11 python3.10; do
+for c in python3 python3.13 python3.12 python3.11; do
     command -v "$c" >/dev/null 2>&1 || continue
     v=$("$c" -c "import sys; print(\"%d.%d.%d\" % sys.version_info[:3])" 2>/dev/null) || continue
-    if "$c" -c "import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)" 2>/dev/null; then
+    if "$c" -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)" 2>/dev/null; then
         echo "python=$c $v"
         if "$c" -c "import venv, ensurepip" >/dev/null 2>&1; then echo "venv_module=yes"; else echo "venv_module=no"; fi
         break
@@ -146,7 +146,7 @@ for c in python3 python3.13 python3.12 python3.11 python3.10; do
     echo "old_python=$c $v"
 done
 if command -v rsync >/dev/null 2>&1; then echo "rsync=yes"; fi
-if command -v crontab >/dev/null 2>&1; then echo "crontab=yes"; fi
+if [ -x "${CRONTAB_COMMAND:-}" ] || command -v crontab >/dev/null 2>&1; then echo "crontab=yes"; fi
 case "$p" in /*) abs=$p ;; *) abs=$HOME/$p ;; esac
 echo "abs=$abs"
 if [ -e "$abs" ] || [ -L "$abs" ]; then
@@ -175,12 +175,14 @@ if ! remote "sh -c '$PROBE' probe $REMOTE_PATH" >"$TMP/probe" 2>"$TMP/probe.err"
 fi
 probe() { sed -n "s/^$1=//p" "$TMP/probe" | head -n 1; }
 
+# The same minimum and advice as run.sh (which builds the server's venv).
+HOW_TO_GET_PY="install one with uv (uv python install 3.12), pyenv (pyenv install 3.12) or, on Debian/Ubuntu, the deadsnakes PPA (apt-get install python3.12 python3.12-venv), as python3.11 ... python3.13 on $USER_NAME's PATH"
 if [ -z "$(probe python)" ]; then
     old="$(probe old_python)"
     if [ -n "$old" ]; then
-        die "remote python3 is too old ($old); data-processor needs Python 3.10 or newer on $HOST"
+        die "remote python3 is too old ($old); data-processor needs Python 3.11 or newer on $HOST: $HOW_TO_GET_PY"
     fi
-    die "python3 is not installed on $HOST (Python 3.10 or newer is needed; Debian/Ubuntu: apt-get install python3 python3-venv)"
+    die "python3 is not installed on $HOST (Python 3.11 or newer is needed): $HOW_TO_GET_PY"
 fi
 [ "$(probe rsync)" = yes ] || die "rsync is not installed on $HOST (Debian/Ubuntu: apt-get install rsync)"
 ABS="$(probe abs)"

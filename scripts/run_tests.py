@@ -1,4 +1,9 @@
-"""Test runner behind ``./run.sh test [unit|integration|performance] [--fast] [pytest args]``.
+"""Test runner behind ``./run.sh test [unit|integration|performance|PATH...] [--fast] [pytest args]``.
+
+Leading arguments that are not options choose what runs: a suite name (``unit`` is
+``tests/unit``), a path (``tests/pipelines``, ``tests/unit/test_config.py::test_x``) or a path
+under ``tests/`` (``pipelines`` is ``tests/pipelines``); nothing chosen runs ``tests``. The first
+option ends the list: it and everything after it go to pytest unchanged.
 
 Runs pytest with coverage and writes, under ``tests/results/``:
 ``junit.xml``, ``coverage/`` (HTML), ``coverage.json`` and ``latest_test_results.json``
@@ -17,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "tests" / "results"
+# TEST_RESULTS_DIR moves the results (the runner's own tests run it without touching tests/results).
+RESULTS = Path(os.environ.get("TEST_RESULTS_DIR") or ROOT / "tests" / "results")
 SUITES = ("unit", "integration", "performance")
 
 
@@ -48,14 +54,48 @@ def summarize(junit: Path, exit_code: int, duration: float, command: list[str]) 
     }
 
 
+def display(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+class UsageError(Exception):
+    """A test target that names nothing."""
+
+
+def test_target(arg: str) -> str:
+    """The pytest target for one leading argument of ``./run.sh test``."""
+    if arg in SUITES:
+        return f"tests/{arg}"
+    path = arg.split("::", 1)[0]
+    for candidate in (Path(path), ROOT / path, ROOT / "tests" / path):
+        if candidate.exists():
+            return display(candidate.resolve()) + arg[len(path):]
+    raise UsageError(f"no test suite or path '{arg}' (suites: {', '.join(SUITES)}; or a path such as "
+                     f"tests/pipelines or tests/unit/test_config.py)")
+
+
+def split_targets(args: list[str]) -> tuple[list[str], list[str]]:
+    """(pytest targets from the leading non-option arguments, the remaining pytest arguments)."""
+    targets: list[str] = []
+    while args and not args[0].startswith("-"):
+        targets.append(test_target(args.pop(0)))
+    return targets, args
+
+
 def main(argv: list[str]) -> int:
     args = list(argv)
-    targets = []
-    while args and args[0] in SUITES:
-        targets.append(f"tests/{args.pop(0)}")
+    fast = "--fast" in args
+    args = [a for a in args if a != "--fast"]
+    try:
+        targets, args = split_targets(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     marker = []
-    if "--fast" in args:
-        args.remove("--fast")
+    if fast:
         marker = ["-m", "not slow"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     junit = RESULTS / "junit.xml"
@@ -78,7 +118,7 @@ def main(argv: list[str]) -> int:
     summary = summarize(junit, exit_code, time.monotonic() - started, command[1:])
     (RESULTS / "latest_test_results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results: {summary['passed']} passed, {summary['failed']} failed, {summary['errors']} errors, "
-          f"{summary['skipped']} skipped in {summary['duration_seconds']} s -> tests/results/", file=sys.stderr)
+          f"{summary['skipped']} skipped in {summary['duration_seconds']} s -> {display(RESULTS)}/", file=sys.stderr)
     return exit_code
 
 

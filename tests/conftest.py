@@ -25,6 +25,92 @@ from core.store import Store  # noqa: E402
 _FRAMEWORK_VARS = [name.upper() for name in Settings.model_fields] + ["ENV_FILE"]
 
 
+# ---- framework fixtures and the private crontab (issue 19) ------------------------------------
+# Framework tests never read the user's project: PIPELINES_DIR and MIGRATIONS_DIR point at
+# tests/fixtures/ (a user's migration or a broken module of theirs must not fail these tests),
+# and every test gets a private crontab (a file behind CRONTAB_COMMAND), so a test -- even a
+# killed one -- can never leave entries in the crontab of whoever runs the suite.
+
+FIXTURES = ROOT / "tests" / "fixtures"
+FIXTURE_PIPELINES = FIXTURES / "pipelines"
+FIXTURE_MIGRATIONS = FIXTURES / "migrations"
+
+PRIVATE_CRONTAB = """#!/bin/sh
+# A private crontab for tests: the table is the file {table}; calls are logged to {calls}.
+echo "$@" >> '{calls}'
+case "$*" in
+    -l) [ -f '{table}' ] && exec cat '{table}'; echo "no crontab for $(id -un)" >&2; exit 1 ;;
+    -r) [ -f '{table}' ] && exec rm -f '{table}'; echo "no crontab for $(id -un)" >&2; exit 1 ;;
+    -) cat > '{table}.new' && exec mv '{table}.new' '{table}' ;;
+    *) echo "private crontab: unsupported arguments: $*" >&2; exit 2 ;;
+esac
+"""
+
+
+def private_crontab(directory: Path) -> Path:
+    """Write an executable ``crontab`` stand-in in ``directory``; its table is ``directory/table``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    script = directory / "crontab"
+    script.write_text(PRIVATE_CRONTAB.format(table=directory / "table", calls=directory / "calls"))
+    script.chmod(0o755)
+    return script
+
+
+@pytest.fixture(autouse=True)
+def _private_crontab(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's CRONTAB_COMMAND is a private crontab (the one real-crontab test overrides it),
+    in a directory of its own (a test's tmp_path stays as the test made it)."""
+    script = private_crontab(tmp_path_factory.mktemp("private-crontab"))
+    monkeypatch.setenv("CRONTAB_COMMAND", str(script))
+    return script
+
+
+def project_copy(target: Path, bare: bool = False) -> Path:
+    """A clean copy of the project as git sees it (tracked and new files, nothing ignored) in ``target``.
+
+    ``bare``: without the user's own work (``src/pipelines/*_pipeline.py``, ``migrations/sql/``,
+    ``tests/pipelines/test_*.py``), for framework tests that run project commands in the copy.
+    """
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:  # not a git checkout (an unpacked release): copy minus local state
+        shutil.copytree(ROOT, target, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".env", "logs", "run", "results", "__pycache__", "*.pyc", ".*_cache"))
+        listed.stdout = ""
+    for name in filter(None, listed.stdout.split("\0")):
+        src = ROOT / name
+        if not src.is_file():  # deleted in the worktree but not yet in the index
+            continue
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target / name)
+    # Only the shipped samples: a developer's local store under data/ is no part of a checkout.
+    for entry in (target / "data").iterdir() if (target / "data").is_dir() else []:
+        if entry.name != "samples":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    if bare:
+        for pattern in ("src/pipelines/**/*_pipeline.py", "migrations/sql/*.sql", "tests/pipelines/test_*.py"):
+            for path in target.glob(pattern):
+                path.unlink()
+    return target
+
+def python310() -> str | None:
+    """A working Python 3.10 interpreter (pyenv's, or python3.10 on PATH) to test the 3.11 minimum."""
+    candidates = []
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+        listed = subprocess.run([pyenv, "versions", "--bare"], capture_output=True, text=True).stdout.split()
+        candidates += [str(Path(root) / "versions" / v / "bin" / "python3.10") for v in listed if v.startswith("3.10.")]
+    candidates += [p for p in [shutil.which("python3.10")] if p]
+    for candidate in candidates:
+        probe = [candidate, "-c", "import sys; sys.exit(0 if sys.version_info[:2] == (3, 10) else 1)"]
+        if os.access(candidate, os.X_OK) and subprocess.run(probe, capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+# ---- end of the issue-19 block -----------------------------------------------------------------
+
+
 def require_tool(name: str) -> str:
     """Path of a system tool; skip when absent, but fail under CI where it must be installed."""
     path = shutil.which(name) or next(
@@ -51,6 +137,9 @@ def project_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
         "LOG_DIR": str(tmp_path / "logs"),
         "RUN_DIR": str(tmp_path / "run"),
         "STORE_LOCK_TIMEOUT": "60",
+        # The framework's own fixtures, never the user's project (see FIXTURES below).
+        "PIPELINES_DIR": str(FIXTURE_PIPELINES),
+        "MIGRATIONS_DIR": str(FIXTURE_MIGRATIONS),
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

@@ -19,6 +19,8 @@ from core.logging import setup_logging
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Commands that work without valid settings (check reports a bad configuration as a FAIL line).
 _WITHOUT_SETTINGS = {"help", "check", "test"}
+# The variable click's shell completion scripts set when they ask ./run.sh for completions.
+COMPLETE_VAR = "_RUN_SH_COMPLETE"
 
 
 class App:
@@ -88,7 +90,7 @@ class CommandGroup(click.Group):
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
+@click.option("--debug", "--verbose", "debug", is_flag=True, help="Show full tracebacks and debug logs.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """data-processor: ETL/ELT pipelines into ClickHouse, with nothing to babysit.
@@ -119,9 +121,9 @@ def _unwritable(exc: OSError) -> DataProcessorError | None:
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; framework errors become one line on stderr."""
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
+    debug = "--debug" in args or "--verbose" in args
     try:
-        result = cli.main(args=args, prog_name="./run.sh", standalone_mode=False,
+        result = cli.main(args=args, prog_name="./run.sh", complete_var=COMPLETE_VAR, standalone_mode=False,
                           obj={"help": "-h" in args or "--help" in args})
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -9,7 +9,7 @@ import sys
 import click
 from rich.table import Table
 
-from cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
+from cli.app import COMPLETE_VAR, EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
 from core.config import PROJECT_ROOT
 from core.health import healthy, run_checks
 
@@ -97,3 +97,16 @@ def test(args: tuple[str, ...]) -> None:
     script = PROJECT_ROOT / "scripts" / "run_tests.py"
     # exec, not fork: this process may already have loaded chdb.
     os.execv(sys.executable, [sys.executable, str(script), *args])
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> int:
+    """Print a shell completion script: eval "$(./run.sh completion bash)" (or zsh, fish)."""
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None
+    # Registered for "run.sh": bash and zsh then complete ./run.sh and /path/to/run.sh alike.
+    click.echo(completer(cli, {}, "run.sh", COMPLETE_VAR).source())
+    return EXIT_OK

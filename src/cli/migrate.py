@@ -83,9 +83,12 @@ def migrate(app: App, target: int | None, dry_run: bool, allow_modified: bool, f
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @pass_app
 def migrate_status(app: App, as_json: bool) -> int:
-    """Show every migration's status (exit 1 when any is pending, failed or modified)."""
+    """Show every migration's status (exit 1 when any is pending, failed, modified or missing)."""
     statuses = _migrator(app).status()
-    up_to_date = not any(s.problem for s in statuses)
+    # An applied migration whose file is gone does not block migrate, but the files no longer
+    # describe the database: not "up to date".
+    missing = [s.file for s in statuses if s.state == "missing"]
+    up_to_date = not missing and not any(s.problem for s in statuses)
     if as_json:
         click.echo(json.dumps({"up_to_date": up_to_date, "database": app.settings.database,
                                "migrations": [s.as_dict() for s in statuses]}, indent=2))
@@ -108,8 +111,11 @@ def migrate_status(app: App, as_json: bool) -> int:
         app.console.print("No migrations.")
     elif up_to_date:
         app.console.print("[green]up to date[/]")
-    else:
+    elif any(s.problem for s in statuses):
         app.console.print("[bold red]not up to date[/]: run ./run.sh migrate")
+    else:
+        app.console.print(f"[bold red]not up to date[/]: applied but missing from MIGRATIONS_DIR: {', '.join(missing)} "
+                          "(restore the file from version control)")
     return EXIT_OK if up_to_date else EXIT_FAILED
 
 

@@ -110,6 +110,24 @@ def resolve_interval(spec: PipelineSpec, date: str | None, start: str | None, en
     return None
 
 
+def _resync_cron(app: App) -> None:
+    """A cron-fired run re-syncs a drifted cron block (see ops.cron.resync_if_drifted); a problem
+    there is logged, never the run's failure."""
+    from core.logging import get_logger
+    from ops.cron import resync_if_drifted
+
+    log = get_logger("cron")
+    try:
+        result = resync_if_drifted(app.registry, app.settings)
+    except DataProcessorError as exc:
+        log.warning("Could not re-sync the cron block with the pipelines: %s", exc)
+        return
+    if result is not None and result.changed:
+        changes = [f"{what} {', '.join(names)}" for what, names in
+                   (("added", result.added), ("updated", result.updated), ("removed", result.removed)) if names]
+        log.info("Cron block re-synced with the pipelines: %s", "; ".join(changes) or "housekeeping entry")
+
+
 @cli.command("cron_run")
 @click.argument("name")
 @click.option("--date", help="Run for this day (YYYY-MM-DD).")
@@ -163,6 +181,8 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
         from runner.runner import run_pipeline
 
         code = report(run_pipeline(spec, app.settings, app.store, interval, trigger=trigger))
+    if trigger == "cron":
+        _resync_cron(app)
     succeeded = [r for r in results if r.status == "success"]
     if succeeded and not no_downstream:  # after the runs released their locks
         from runner.dependencies import Succeeded, run_downstream

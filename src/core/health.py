@@ -14,7 +14,7 @@ from core.config import PROJECT_ROOT, Settings, env_file_path, load_settings, un
 from core.exceptions import DataProcessorError
 
 Status = Literal["ok", "warn", "fail"]
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class CheckResult:
 def check_python() -> CheckResult:
     version = ".".join(map(str, sys.version_info[:3]))
     if sys.version_info[:2] < MIN_PYTHON:
-        return CheckResult("python", "fail", f"Python {version}; 3.10 or newer is required")
+        return CheckResult("python", "fail", f"Python {version}; 3.11 or newer is required")
     return CheckResult("python", "ok", f"Python {version} ({sys.executable})")
 
 

@@ -70,6 +70,15 @@ class _JobFilter(logging.Filter):
         return getattr(record, "job", None) == self.job
 
 
+CONSOLE = "console"  # ``extra={CONSOLE: False}``: a record for the log files only (unless DEBUG)
+
+
+def _console_filter(record: logging.LogRecord) -> bool:
+    """The console skips file-only records (unless DEBUG): a failed run's error reaches the
+    terminal once, as the command's summary line."""
+    return getattr(record, CONSOLE, True) or logging.getLogger(ROOT_LOGGER).isEnabledFor(logging.DEBUG)
+
+
 class TextFormatter(logging.Formatter):
     """``2026-01-01 12:00:00 INFO  [job run_id] message`` with secrets masked."""
 
@@ -81,6 +90,20 @@ class TextFormatter(logging.Formatter):
         job, run_id = getattr(record, "job", None), getattr(record, "run_id", None)
         record.tag = f"[{job}{' ' + run_id if run_id else ''}] " if job else ""
         return self.redact(super().format(record))
+
+
+class ConsoleFormatter(TextFormatter):
+    """The text format without tracebacks unless the level is DEBUG (the log files keep them)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not record.exc_info or logging.getLogger(ROOT_LOGGER).isEnabledFor(logging.DEBUG):
+            return super().format(record)
+        saved = record.exc_info, record.exc_text  # other handlers still format the traceback
+        record.exc_info = record.exc_text = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
 
 
 class JsonFormatter(logging.Formatter):
@@ -180,8 +203,9 @@ def setup_logging(settings: Settings, console: bool = True) -> logging.Logger:
 
     if console:
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(_formatter(settings, json_format=False))
+        stream.setFormatter(ConsoleFormatter(_Redactor(settings.secret_values())))
         stream.addFilter(_ContextFilter())
+        stream.addFilter(_console_filter)
         root.addHandler(stream)
     return root
 

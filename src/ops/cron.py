@@ -282,11 +282,12 @@ class SyncResult:
     entries: dict[str, Entry] = field(default_factory=dict)
 
 
-def _apply(update: Callable[[dict[str, Entry]], SyncResult], root: Path = PROJECT_ROOT) -> SyncResult:
+def _apply(update: Callable[[dict[str, Entry]], SyncResult], root: Path = PROJECT_ROOT,
+           lock_timeout: float = LOCK_TIMEOUT) -> SyncResult:
     """Read the crontab, let ``update(installed entries) -> SyncResult`` decide, write if changed."""
     lock = _lock()
-    if not lock.acquire(LOCK_TIMEOUT, note=f"crontab update by {root}"):
-        raise CronError(f"another process has been updating the crontab for {LOCK_TIMEOUT:.0f} s "
+    if not lock.acquire(lock_timeout, note=f"crontab update by {root}"):
+        raise CronError(f"another process has been updating the crontab for {lock_timeout:.0f} s "
                         f"({lock.holder()}); try again")
     try:
         text = read_crontab()
@@ -312,7 +313,8 @@ def _diff(installed: dict[str, Entry], wanted: dict[str, Entry], result: SyncRes
             result.updated.append(name)
 
 
-def sync_all(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> SyncResult:
+def sync_all(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT,
+             lock_timeout: float = LOCK_TIMEOUT) -> SyncResult:
     """Make the block hold exactly the registry's scheduled pipelines.
 
     While some modules are broken their pipelines are unknown, so installed entries of unknown
@@ -340,7 +342,26 @@ def sync_all(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) 
         result.entries = entries
         return result
 
-    return _apply(update, root)
+    return _apply(update, root, lock_timeout)
+
+
+RESYNC_LOCK_TIMEOUT = 5.0  # a cron-fired run waits this long for another process's crontab update
+
+
+def resync_if_drifted(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> SyncResult | None:
+    """Bring an installed block in line with the registry; None when there is nothing to do.
+
+    Every cron-fired run calls this after its work, so a pipeline added, changed or removed by a
+    deploy or a ``git pull`` is (un)scheduled at the next fire of any scheduled pipeline, without a
+    manual ``setup_cron``. Without a block (never installed, or removed with ``remove_cron --all``)
+    nothing is installed: that stays the user's decision.
+    """
+    if crontab_command() is None:
+        return None
+    state = status(registry, settings, root)
+    if not state.block_installed or all(st == "ok" for _, st, _, _ in state.rows):
+        return None
+    return sync_all(registry, settings, root, RESYNC_LOCK_TIMEOUT)
 
 
 def install_one(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROOT) -> SyncResult:

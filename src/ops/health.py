@@ -6,12 +6,15 @@ Called from :func:`core.health.run_checks` (the one list of checks) after the st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import takewhile
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from core.config import Settings
 from core.exceptions import DataProcessorError
 from core.health import CheckResult
+from core.models import RunRecord
 from pipelines.pipeline_registry import PipelineSpec, Registry, get_registry
 
 if TYPE_CHECKING:
@@ -86,34 +89,73 @@ def _patient_store(settings: Settings) -> Store:
                                                                        FRESHNESS_STORE_WAIT)}), linger=0)
 
 
-def check_freshness(registry: Registry, settings: Settings, now: datetime | None = None) -> list[CheckResult]:
+FAILED_STATES = ("failed", "crashed")
+STREAK_LIMIT = 10  # newest runs per pipeline looked at for a failure streak
+
+
+@dataclass
+class History:
+    """What check reads from the run history in one visit to the store."""
+
+    last_success: dict[str, Any]  # pipeline -> its last (complete) success: a run or a coverage row
+    failures: dict[str, list[RunRecord]]  # pipeline -> its newest runs while they are failures
+
+
+def _read_history(settings: Settings, registry: Registry) -> History | None:
+    """The run history in one visit to the store; None when there is no database yet."""
     from record.coverage import last_loads
-    from record.history import last_success
+    from record.history import last_success, recent_runs
     from record.tables import ensure_framework_tables
 
-    specs = [s for s in registry.pipelines.values() if s.entry.schedule and s.entry.enabled]
-    if not specs:
-        return []
-    now = now or datetime.now(UTC)
     store = _patient_store(settings)
     try:
         with store.session():  # one engine open for all the queries (each open reads every table's parts)
             if not store.database_exists():
-                return [CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db")]
+                return None
             ensure_framework_tables(store)
+            newest: dict[str, list[RunRecord]] = {}
+            for run in recent_runs(store, STREAK_LIMIT):
+                if run.status != "running":
+                    newest.setdefault(run.pipeline, []).append(run)
+            failures = {name: list(takewhile(lambda r: r.status in FAILED_STATES, runs))
+                        for name, runs in newest.items()}
             last: dict[str, Any] = last_success(store)
             # Interval-aware pipelines: what the coverage remembers (it outlives the run history).
             last |= {name: load for name, load in last_loads(store).items()
                      if name in registry.pipelines and registry.pipelines[name].pipeline.interval_aware}
-    except DataProcessorError as exc:
-        return [CheckResult("freshness", "warn", f"run history unavailable: {exc}")]
+            return History(last, {name: runs for name, runs in failures.items() if runs})
     finally:
         store.close()
+
+
+def check_failed_runs(registry: Registry, history: History) -> CheckResult:
+    """Pipelines whose newest runs failed: one failure warns (the next run may fix it), two or
+    more in a row fail the check (a schedule that keeps failing is not healthy)."""
+    problems, worst = [], "ok"
+    names = sorted(set(history.failures) & set(registry.pipelines))
+    for name in names:
+        runs = history.failures[name]
+        last = runs[0]
+        count = f"{len(runs)}{'+' if len(runs) >= STREAK_LIMIT else ''}"
+        what = "last run failed" if len(runs) == 1 else f"last {count} runs failed"
+        error = (last.error or last.status).strip().splitlines()[0][:200]
+        problems.append(f"{name}: {what} (newest {last.started_at:%Y-%m-%d %H:%M} UTC, run {last.run_id}: {error})")
+        worst = "fail" if len(runs) >= 2 or worst == "fail" else "warn"
+    if not problems:
+        return CheckResult("runs", "ok", "no pipeline's last run failed")
+    hint = f" -- see ./run.sh runs {names[0]}" if len(names) == 1 else " -- see ./run.sh runs NAME"
+    return CheckResult("runs", worst, "; ".join(problems) + hint)  # type: ignore[arg-type]
+
+
+def check_freshness(registry: Registry, history: History, now: datetime | None = None) -> list[CheckResult]:
+    """Per scheduled pipeline: its last success is recent enough (see :func:`freshness_limit`)."""
+    specs = [s for s in registry.pipelines.values() if s.entry.schedule and s.entry.enabled]
+    now = now or datetime.now(UTC)
     results = []
     for spec in sorted(specs, key=lambda s: s.name):
         name = f"fresh:{spec.name}"
         limit, rule = freshness_limit(spec, now)
-        run = last.get(spec.name)
+        run = history.last_success.get(spec.name)
         if run is None:
             results.append(CheckResult(name, "warn", f"never ran successfully (freshness: {rule})"))
             continue
@@ -154,10 +196,18 @@ def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckRe
     """Pipelines, cron, freshness and data checks (the last two need the store: skipped without it)."""
     registry = get_registry(settings.pipelines_dir)
     results = [check_pipelines(registry), check_cron(registry, settings)]
-    if store_ok:
-        results.extend(check_freshness(registry, settings))
-        from ops.materialized_views import check_materialized_views
+    if not store_ok or not registry.pipelines:
+        return results
+    scheduled = any(s.entry.schedule and s.entry.enabled for s in registry.pipelines.values())
+    try:
+        history = _read_history(settings, registry)
+    except DataProcessorError as exc:
+        return results + [CheckResult("freshness", "warn", f"run history unavailable: {exc}")]
+    if history is None:
+        if scheduled:
+            results.append(CheckResult("freshness", "warn", "no database yet, so no runs: run ./run.sh setup_db"))
+        return results
+    from ops.materialized_views import check_materialized_views
 
-        results.extend(check_materialized_views(registry, settings))
-        results.extend(check_data_checks(settings))
-    return results
+    return results + [check_failed_runs(registry, history), *check_freshness(registry, history),
+                      *check_materialized_views(registry, settings), *check_data_checks(settings)]

@@ -66,9 +66,13 @@ class Registry:
         for broken in self.broken:
             if broken.name == name:
                 raise DiscoveryError(f"Pipeline '{name}' cannot run: {broken.error}")
+        import difflib
+
         known = ", ".join(sorted(self.pipelines)) or "none"
+        close = difflib.get_close_matches(name, list(self.pipelines), n=1, cutoff=0.6)
+        guess = f"; did you mean '{close[0]}'?" if close else ""
         hint = f"; broken modules: {', '.join(b.source for b in self.broken)}" if self.broken else ""
-        raise PipelineNotFound(f"No pipeline named '{name}' (known: {known}){hint}")
+        raise PipelineNotFound(f"No pipeline named '{name}'{guess} (known: {known}){hint}")
 
 
 def _display(path: Path) -> str:
@@ -124,6 +128,17 @@ def _entries(module: ModuleType) -> dict[str, Any]:
     return entries
 
 
+def _unknown_key(key: str) -> str:
+    """'unknown key; did you mean 'schedule'?' for a typo, else the list of valid keys."""
+    import difflib
+
+    known = list(PipelineEntry.model_fields)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key; did you mean '{close[0]}'?"
+    return f"unknown key (valid keys: {', '.join(known)})"
+
+
 def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
     where = f"pipeline '{name}' in {source}"
     if not isinstance(name, str) or not _NAME.match(name):
@@ -136,7 +151,9 @@ def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
         entry = PipelineEntry(**raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(map(str, e['loc'])) or 'entry'}: "
+            + (_unknown_key(str(e["loc"][0])) if e["type"] == "extra_forbidden" else
+               e["msg"].removeprefix("Value error, "))
             for e in exc.errors()
         )
         raise DiscoveryError(f"{where}: {problems}") from None

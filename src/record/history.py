@@ -73,6 +73,12 @@ def last_success(store: Store) -> dict[str, RunRecord]:
     return {r.pipeline: r for r in _records(store, sql)}
 
 
+def recent_runs(store: Store, per_pipeline: int) -> list[RunRecord]:
+    """The newest ``per_pipeline`` runs of every pipeline, newest first within each pipeline."""
+    sql = _select(order="pipeline, started_at DESC") + f" LIMIT {int(per_pipeline)} BY pipeline"
+    return _records(store, sql)
+
+
 def window_runs(store: Store, pipeline: str, start: Any = None, end: Any = None,
                 complete: bool = False) -> list[RunRecord]:
     """The runs of a pipeline overlapping ``[start, end)`` (all without bounds), oldest interval first.

@@ -29,7 +29,7 @@ from typing import Any
 from core.config import Settings
 from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, TransientError
 from core.locks import FileLock
-from core.logging import attach_job_log, detach, get_logger, redact, run_context
+from core.logging import CONSOLE, attach_job_log, detach, get_logger, redact, run_context
 from core.models import RunRecord
 from core.store import Store
 from pipelines.interfaces import RunContext
@@ -264,6 +264,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
     stats = RunStats()
     context: RunContext | None = None
     outcome: dict[str, Any] = {"status": "failed", "reason": "error", "error": ""}
+    failure: Any = None
     attempt = 0
     try:
         with _signals(entry.timeout):
@@ -299,11 +300,10 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
         log.error("Run %s stopped: %s", run_id, "killed (SIGTERM)" if exc.reason == "killed" else "interrupted")
         outcome = {"status": "failed", "reason": exc.reason, "error": f"run {exc.reason}"}
     except Exception as exc:
-        # An expected error (bad input, a refused load) is one line; a traceback only for a bug
-        # somewhere, or with --debug.
+        # An expected error (bad input, a refused load) needs no traceback; a bug does. The error is
+        # logged once, below (the job log gets the traceback, the console only with --debug).
         expected = isinstance(exc, DataProcessorError) and settings.log_level != "DEBUG"
-        log.error("Run %s failed on attempt %d: %s", run_id, attempt, _error_text(exc, settings),
-                  exc_info=not expected)
+        failure = None if expected else (type(exc), exc, exc.__traceback__)
         reason = "store_lock_timeout" if isinstance(exc, StoreLockTimeout) else "error"
         outcome = {"status": "failed", "reason": reason, "error": _error_text(exc, settings)}
     finally:
@@ -325,7 +325,10 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                  run_id, duration, stats.rows_extracted, stats.rows_transformed, stats.rows_loaded, stats.batches,
                  f", {final.rows_quarantined} quarantined" if final.rows_quarantined else "")
     else:
-        log.error("Run %s %s after %.2f s (%s): %s", run_id, final.status, duration, final.reason, final.error)
+        # The job log gets the error and its traceback; the console shows the caller's one-line
+        # summary instead (cron_run, backfill), so the error is printed once (see core.logging).
+        log.error("Run %s %s after %.2f s (%s): %s", run_id, final.status, duration, final.reason, final.error,
+                  exc_info=failure, extra={CONSOLE: False})
     return RunResult(
         run_id=run_id, pipeline=spec.name, interval=interval, status=final.status, reason=final.reason,
         error=final.error, attempts=final.attempt, rows_extracted=final.rows_extracted,

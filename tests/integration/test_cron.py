@@ -1,7 +1,8 @@
 """Cron entries against the real ``crontab`` command, and an installed entry run the way cron runs it.
 
-The user's crontab is real: the fixture saves it and, afterwards, puts this project's block back
-as it was (other lines are never touched by the code under test, and the tests check that).
+Every test but one uses its private crontab (conftest: a file behind CRONTAB_COMMAND); the real
+``crontab`` command is exercised for a throw-away user (``crontab -u``), never for whoever runs the
+tests.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import textwrap
 from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,21 +47,20 @@ OTHER = ("MAILTO=''\n# my own backup\n5 4 * * * /usr/local/bin/backup --all\n"
 
 
 class Crontab:
-    """The real crontab through a logging wrapper (so tests can count writes)."""
+    """A crontab as the code under test sees it (through CRONTAB_COMMAND), with its call log."""
 
-    def __init__(self, real: str, wrapper: Path, calls: Path) -> None:
-        self.real, self.wrapper, self.calls = real, wrapper, calls
-        self.rewritten = False  # set when a test wrote lines outside the block: restore all of it
+    def __init__(self, command: str, calls: Path) -> None:
+        self.command, self.calls = command, calls
 
     def read(self) -> str:
-        result = subprocess.run([self.real, "-l"], capture_output=True, text=True)
+        result = subprocess.run([self.command, "-l"], capture_output=True, text=True)
         return result.stdout if result.returncode == 0 else ""
 
     def write(self, text: str) -> None:
         if text.strip():
-            subprocess.run([self.real, "-"], input=text, text=True, check=True)
+            subprocess.run([self.command, "-"], input=text, text=True, check=True)
         else:
-            subprocess.run([self.real, "-r"], capture_output=True)
+            subprocess.run([self.command, "-r"], capture_output=True)
 
     def block(self) -> list[str]:
         from ops.cron import split_block
@@ -68,35 +69,39 @@ class Crontab:
 
     def writes(self) -> int:
         lines = self.calls.read_text().splitlines() if self.calls.exists() else []
-        return sum(1 for line in lines if line.strip() in ("-", "-r"))
+        return sum(1 for line in lines if line.strip().endswith(("-", "-r")))
 
 
 @pytest.fixture
-def crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from ops.cron import _lock, begin_marker, end_marker, replace_block, split_block
+def crontab(_private_crontab: Path) -> Crontab:
+    """The test's private crontab (conftest): a file, never the real crontab of whoever runs the tests."""
+    return Crontab(str(_private_crontab), _private_crontab.parent / "calls")
 
+
+THROWAWAY_USER = "dp-crontab-test"
+
+
+@pytest.fixture
+def real_crontab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Crontab]:
+    """The real ``crontab`` command, for a throw-away user (``crontab -u``): the crontab of whoever
+    runs the tests is never touched, even if the test is killed. Needs root (CI runs as root)."""
     real = require_tool("crontab")
-    calls = tmp_path / "crontab-calls"
-    wrapper = tmp_path / "crontab"
-    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{real}" "$@"\n')
+    if os.geteuid() != 0:
+        message = "the real-crontab test edits a throw-away user's crontab (crontab -u): needs root"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    if subprocess.run(["id", "-u", THROWAWAY_USER], capture_output=True).returncode != 0:
+        subprocess.run([require_tool("useradd"), "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        THROWAWAY_USER], check=True, capture_output=True)
+    subprocess.run([real, "-u", THROWAWAY_USER, "-r"], capture_output=True)  # start from no crontab
+    calls = tmp_path / "real-crontab-calls"
+    wrapper = tmp_path / "crontab-u"
+    wrapper.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{real}" -u {THROWAWAY_USER} "$@"\n')
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("CRONTAB_COMMAND", str(wrapper))
-    tab = Crontab(real, wrapper, calls)
-    saved = tab.read()
-    _, saved_inner, _ = split_block(saved, ROOT)
-    yield tab
-    # Put this project's block back as it was; everything else is left as it is now (unless the
-    # test itself wrote other lines: then the whole saved table comes back).
-    lock = _lock()
-    assert lock.acquire(30)
-    try:
-        current = tab.read()
-        block = [begin_marker(ROOT), *saved_inner, end_marker(ROOT)] if saved_inner is not None else []
-        restored = saved if tab.rewritten else replace_block(current, block, ROOT)
-        if restored != current:
-            tab.write(restored)
-    finally:
-        lock.release()
+    yield Crontab(str(wrapper), calls)
+    subprocess.run([real, "-u", THROWAWAY_USER, "-r"], capture_output=True)
 
 
 @pytest.fixture
@@ -106,9 +111,9 @@ def module(pipelines_dir: Path) -> Path:
     return pipelines_dir
 
 
-def test_setup_cron_all_syncs_only_its_block(crontab: Crontab, module: Path, project_env) -> None:
+def test_setup_cron_all_syncs_only_its_block(real_crontab: Crontab, module: Path, project_env) -> None:
+    crontab = real_crontab
     before = crontab.read()
-    crontab.rewritten = True
     crontab.write(OTHER + before)
     result = run_cli("setup_cron", "--all")
     assert result.returncode == 0, result.stderr

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, require_tool, run_cli
+from conftest import ROOT, private_crontab, project_copy, python310, require_tool, run_cli
 
 # Executables standing in for python3 on the second sshd port (a host whose python is too old or
 # missing), chosen per connection by DP_FAKE_PYTHON (sent with ssh's SetEnv).
 FAKE_PYTHON = textwrap.dedent("""\
     #!/bin/sh
+    [ "${DP_FAKE_PYTHON:-}" = py310 ] && [ -n "__PY310__" ] && exec "__PY310__" "$@"
     [ "${DP_FAKE_PYTHON:-}" = old ] || exit 127
     case "$*" in
         *sys.exit*) exit 1 ;;
@@ -80,6 +81,7 @@ class Server:
     key: Path
     ssh_config: Path
     log: Path
+    crontab: Path  # the server's crontab: a private one (sshd sets CRONTAB_COMMAND), never the user's
     user: str = field(default_factory=lambda: os.environ.get("USER") or subprocess.run(
         ["id", "-un"], capture_output=True, text=True, check=True).stdout.strip())
 
@@ -105,9 +107,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     fake_bin = base / "fake-bin"
     fake_bin.mkdir()
     for name in ("python3", "python3.10", "python3.11", "python3.12", "python3.13"):
-        (fake_bin / name).write_text(FAKE_PYTHON)
+        (fake_bin / name).write_text(FAKE_PYTHON.replace("__PY310__", python310() or ""))
         (fake_bin / name).chmod(0o755)
     port, fake_port = free_ports(2)
+    crontab = private_crontab(base / "private-crontab")
     config = base / "sshd_config"
     config.write_text(textwrap.dedent(f"""\
         ListenAddress 127.0.0.1:{port}
@@ -122,6 +125,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         KbdInteractiveAuthentication no
         PermitRootLogin prohibit-password
         AcceptEnv DP_FAKE_PYTHON
+        SetEnv CRONTAB_COMMAND={crontab}
         LogLevel ERROR
         Match LocalPort {fake_port}
             ForceCommand PATH={fake_bin}:$PATH; export PATH; eval "$SSH_ORIGINAL_COMMAND"
@@ -135,7 +139,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with log.open("w") as log_file:
         process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
-    srv = Server(port, fake_port, base / "client_key", ssh_config, log)
+    srv = Server(port, fake_port, base / "client_key", ssh_config, log, crontab)
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -156,22 +160,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A clean copy of the project as git sees it (tracked and new files, nothing ignored)."""
     target = tmp_path_factory.mktemp("checkout") / "data-processor"
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, text=True)
-    if listed.returncode != 0:  # not a git checkout (an unpacked release): copy minus local state
-        shutil.copytree(ROOT, target, symlinks=True, ignore=shutil.ignore_patterns(
-            ".git", ".venv", ".env", "logs", "run", "results", "__pycache__", "*.pyc", ".*_cache"))
-        listed.stdout = ""
-    for name in filter(None, listed.stdout.split("\0")):
-        src = ROOT / name
-        if not src.is_file():  # deleted in the worktree but not yet in the index
-            continue
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target / name)
-    # Only the shipped samples: a developer's local store under data/ is no part of a checkout.
-    for entry in (target / "data").iterdir() if (target / "data").is_dir() else []:
-        if entry.name != "samples":
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    project_copy(target)
     (target / "src" / "pipelines" / "deploy_probe_pipeline.py").write_text(PROBE_PIPELINE)
     return target
 
@@ -182,22 +171,6 @@ def commands() -> str:
     result = run_cli("help")
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-@pytest.fixture(scope="module")
-def crontab_saved(commands: str) -> Iterator[bool]:
-    """The remote user is this user: save their crontab and put it back afterwards."""
-    if "setup_cron" not in commands or not shutil.which("crontab"):
-        yield False
-        return
-    saved = subprocess.run(["crontab", "-l"], capture_output=True, text=True)
-    try:
-        yield True
-    finally:
-        if saved.returncode == 0:
-            subprocess.run(["crontab", "-"], input=saved.stdout, text=True, check=True)
-        else:
-            subprocess.run(["crontab", "-r"], capture_output=True)
 
 
 def deploy(server: Server, source: Path, remote: Path, *args: str, port: int | None = None,
@@ -240,8 +213,7 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployed(server: Server, source: Path, crontab_saved: bool,
-             tmp_path_factory: pytest.TempPathFactory) -> Deployment:
+def deployed(server: Server, source: Path, tmp_path_factory: pytest.TempPathFactory) -> Deployment:
     """The first deploy into a fresh directory (builds the remote venv once for the module)."""
     base = tmp_path_factory.mktemp("remote")
     remote = base / "srv" / "data-processor"  # parents missing too: deploy creates them
@@ -304,16 +276,13 @@ def test_first_deploy_applies_migrations(deployed: Deployment, source: Path, com
 
 
 @pytest.mark.slow
-def test_first_deploy_installs_cron_block(deployed: Deployment, commands: str, crontab_saved: bool) -> None:
+def test_first_deploy_installs_cron_block(deployed: Deployment, commands: str, server: Server) -> None:
     facts = summary(deployed.first.stdout)
     if "setup_cron" not in commands.split():
         assert facts["cron"] == "skipped (no setup_cron command)"
         assert "warning: this version has no 'setup_cron' command" in deployed.first.stderr
         return
-    if not crontab_saved:
-        assert facts["cron"] == "skipped (no crontab on the server)"
-        return
-    crontab = subprocess.run(["crontab", "-l"], capture_output=True, text=True, check=True).stdout
+    crontab = subprocess.run([server.crontab, "-l"], capture_output=True, text=True, check=True).stdout
     block = crontab.split(f"# BEGIN data-processor {deployed.remote}", 1)[1].split("# END", 1)[0]
     assert "cron_run deploy_probe" in block
     assert str(deployed.remote) in block
@@ -419,11 +388,16 @@ def test_unwritable_remote_path_fails_early(server: Server, source: Path, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("mode", "message"), [
-    ("old", "remote python3 is too old (python3 3.8.10); data-processor needs Python 3.10 or newer"),
-    ("missing", "python3 is not installed on 127.0.0.1 (Python 3.10 or newer is needed"),
+    ("old", "remote python3 is too old (python3 3.8.10); data-processor needs Python 3.11 or newer on 127.0.0.1: "
+            "install one with uv (uv python install 3.12), pyenv (pyenv install 3.12) or, on Debian/Ubuntu, the "
+            "deadsnakes PPA"),
+    ("py310", "remote python3 is too old (python3 3.10."),
+    ("missing", "python3 is not installed on 127.0.0.1 (Python 3.11 or newer is needed): install one with uv"),
 ])
 def test_remote_python_missing_or_too_old_fails_early(server: Server, source: Path, tmp_path: Path,
                                                        mode: str, message: str) -> None:
+    if mode == "py310" and python310() is None:
+        pytest.skip("no Python 3.10 interpreter here (pyenv versions, python3.10) to test the refusal with")
     result = deploy(server, source, tmp_path / "app", port=server.fake_port,
                     env={"SSH_OPTS": f"-F {server.ssh_config} -o SetEnv=DP_FAKE_PYTHON={mode}"})
     assert result.returncode == 1

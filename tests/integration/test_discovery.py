@@ -64,7 +64,7 @@ def test_broken_modules_and_entries_are_reported_without_hiding_others(tmp_path:
     assert errors["cron_pipeline.py"] == (
         f"pipeline 'badcron' in {tmp_path / 'cron_pipeline.py'}: schedule: invalid cron expression '61 * * * *'")
     assert errors["missing_pipeline.py"].endswith("missing 'pipeline' (the object create_etl_pipeline() returns)")
-    assert "shedule: Extra inputs are not permitted" in errors["typo_pipeline.py"]
+    assert errors["typo_pipeline.py"].endswith("shedule: unknown key; did you mean 'schedule'?")
     assert errors["none_pipeline.py"].endswith("defines neither get_pipeline_registry() nor PIPELINE_REGISTRY")
     with pytest.raises(DiscoveryError, match="Pipeline 'badcron' cannot run: pipeline 'badcron' in"):
         registry.get("badcron")

@@ -13,7 +13,8 @@ def write_env(project_env: dict[str, str], text: str) -> None:
 
 
 def test_defaults_use_the_embedded_engine(project_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DATA_DIR")
+    for name in ("DATA_DIR", "PIPELINES_DIR", "MIGRATIONS_DIR"):
+        monkeypatch.delenv(name)
     s = load_settings()
     assert s.is_embedded
     assert s.database == "data_warehouse"

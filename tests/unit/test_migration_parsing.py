@@ -161,13 +161,12 @@ def test_bad_file_names_are_errors(tmp_path: Path, names: list[str], message: st
         load_migrations(tmp_path)
 
 
-def test_the_shipped_example_migration_renders(tmp_path: Path) -> None:
-    from core.config import PROJECT_ROOT
+def test_a_migration_file_renders_its_placeholders() -> None:
+    from conftest import FIXTURE_MIGRATIONS
 
-    found = load_migrations(PROJECT_ROOT / "migrations" / "sql")
-    example = next(m for m in found if m.name == "create_example_events")
-    [create] = example.statements(placeholder_values("dw", "prod"))
-    assert create.sql.startswith("CREATE TABLE IF NOT EXISTS dw.example_events ON CLUSTER prod\n(")
-    assert "PARTITION BY event_date\nORDER BY (event_date, event_id)" in create.sql
-    [drop] = example.down_statements(placeholder_values("dw", None))
-    assert drop.sql == "DROP TABLE IF EXISTS dw.example_events SYNC"
+    [readings] = load_migrations(FIXTURE_MIGRATIONS)
+    [create] = readings.statements(placeholder_values("dw", "prod"))
+    assert create.sql.startswith("CREATE TABLE IF NOT EXISTS dw.fixture_readings ON CLUSTER prod\n(")
+    assert "PARTITION BY reading_date\nORDER BY (reading_date, sensor, reading_time)" in create.sql
+    [drop] = readings.down_statements(placeholder_values("dw", None))
+    assert drop.sql == "DROP TABLE IF EXISTS dw.fixture_readings SYNC"

@@ -19,6 +19,7 @@ import json
 import logging
 import queue
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -112,6 +113,16 @@ class _Retryable(Exception):
                  body: str = "") -> None:
         super().__init__(reason)
         self.reason, self.status, self.retry_after, self.body = reason, status, retry_after, body
+
+
+def _dns_failure(exc: BaseException) -> str | None:
+    """The resolver's message when ``exc`` comes from a host name lookup (socket.gaierror)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return seen.strerror or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -440,6 +451,11 @@ class HttpExtractor(Extractor):
             except httpx.TimeoutException as exc:
                 raise _Retryable(f"timed out after {self._timeout(context):g}s ({type(exc).__name__})") from None
             except httpx.TransportError as exc:
+                dns = _dns_failure(exc)
+                if dns:  # a name that does not resolve will not resolve on retry: fail at once
+                    raise ExtractError(f"{self.name}: {self.method} {safe}: the host name '{parts.hostname}' "
+                                       f"does not resolve ({dns}); check the URL, or this machine's DNS "
+                                       "and network") from None
                 raise _Retryable(f"connection failed ({type(exc).__name__}: {self._redact(str(exc))})") from None
             status = response.status_code
             if status == 429 or status >= 500:

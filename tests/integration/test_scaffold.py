@@ -1,0 +1,124 @@
+"""``./run.sh new NAME --from http|db|file`` and the README's first pipeline, through the real CLI.
+
+``new`` writes into the project (src/pipelines, migrations/sql, tests/pipelines, data/samples),
+so these tests run it in a copy of the project, never in this checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, project_copy, run_cli
+
+
+def test_the_readmes_first_pipeline_runs_offline_as_written(pipelines_dir: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Your first pipeline", 1)[1]
+    module = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'create_file_extractor("data/samples/my_data.json"' in module
+    (pipelines_dir / "my_pipeline.py").write_text(module)
+    result = run_cli("cron_run", "my_pipeline", env={"http_proxy": "http://127.0.0.1:9", "https_proxy":
+                                                     "http://127.0.0.1:9"})  # no network needed
+    assert result.returncode == 0, result.stderr
+    assert "My Console Loader schema: id int64, name string, score double, processed_at timestamp" in result.stdout \
+        or "My Console Loader schema: id int64, name large_string, score double" in result.stdout
+    assert all(name in result.stdout for name in ("alpha", "beta", "gamma"))
+    assert "success my_pipeline" in result.stdout and "3 rows loaded (3 extracted)" in result.stdout
+
+
+class Project:
+    """A copy of the project and its CLI (``src/main.py`` in the copy, with its own runtime dirs)."""
+
+    def __init__(self, root: Path, runtime: Path) -> None:
+        self.root = root
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("PYTHONPATH", "PIPELINES_DIR", "MIGRATIONS_DIR", "ENV_FILE")}
+        self.env.update(PYTHONPATH=str(root / "src"), DATA_DIR=str(runtime / "data"), LOG_DIR=str(runtime / "logs"),
+                        RUN_DIR=str(runtime / "run"), TEST_RESULTS_DIR=str(runtime / "results"), COLUMNS="300")
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "src/main.py", *args], cwd=self.root, env=self.env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def files(self) -> set[str]:
+        return {str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()
+                and "__pycache__" not in p.parts}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    # Bare: the user's own pipelines, migrations and tests must not decide these tests.
+    return Project(project_copy(tmp_path / "project", bare=True), tmp_path / "runtime")
+
+
+@pytest.mark.slow
+def test_new_writes_a_module_a_migration_and_a_test_that_pass(project: Project) -> None:
+    before = project.files()
+    versions = sorted(int(p.name[:4]) for p in (project.root / "migrations" / "sql").glob("[0-9]*.sql"))
+    for name, source in (("orders_api", "http"), ("orders_db", "db"), ("orders_files", "file")):
+        made = project.cli("new", name, "--from", source)
+        assert made.returncode == 0, made.stderr
+        assert f"wrote src/pipelines/{name}_pipeline.py" in made.stdout
+        assert f"wrote tests/pipelines/test_{name}_pipeline.py" in made.stdout
+    console = project.cli("new", "feed", "--from", "http", "--loader", "console")
+    assert console.returncode == 0 and "migrations/sql" not in console.stdout  # no table, no migration
+    top = versions[-1] if versions else 0
+    added = project.files() - before
+    assert added == {
+        "src/pipelines/orders_api_pipeline.py", "src/pipelines/orders_db_pipeline.py",
+        "src/pipelines/orders_files_pipeline.py", "src/pipelines/feed_pipeline.py",
+        "tests/pipelines/test_orders_api_pipeline.py", "tests/pipelines/test_orders_db_pipeline.py",
+        "tests/pipelines/test_orders_files_pipeline.py", "tests/pipelines/test_feed_pipeline.py",
+        f"migrations/sql/{top + 1:04d}_create_orders_api.sql", f"migrations/sql/{top + 1:04d}_create_orders_api.down.sql",
+        f"migrations/sql/{top + 2:04d}_create_orders_db.sql", f"migrations/sql/{top + 2:04d}_create_orders_db.down.sql",
+        f"migrations/sql/{top + 3:04d}_create_orders_files.sql",
+        f"migrations/sql/{top + 3:04d}_create_orders_files.down.sql",
+        "data/samples/orders_files/2026-01-15.csv",
+    }
+    # The tests it wrote pass as written.
+    tested = project.cli("test", "pipelines", "-q", "--no-cov", "-p", "no:cacheprovider", timeout=900)
+    assert tested.returncode == 0, tested.stdout[-3000:]
+    summary = json.loads((Path(project.env["TEST_RESULTS_DIR"]) / "latest_test_results.json").read_text())
+    assert (summary["passed"], summary["failed"], summary["errors"], summary["skipped"]) == (9, 0, 0, 0)
+    # And the project itself: discovered, migrated, the file pipeline runs on its sample day.
+    listed = json.loads(project.cli("list", "--json").stdout)
+    assert {"orders_api", "orders_db", "orders_files", "feed"} <= {p["name"] for p in listed["pipelines"]}
+    assert listed.get("broken", []) == []
+    run = project.cli("cron_run", "orders_files", "--date", "2026-01-15")
+    assert run.returncode == 0 and "3 rows loaded" in run.stdout, run.stderr
+    unset = project.cli("cron_run", "orders_api", "--date", "2026-01-15")
+    assert unset.returncode == 1
+    assert "orders_api: set ORDERS_API_API_URL (the API's URL) in .env or the environment" in unset.stderr
+
+
+def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
+    before = project.files()
+    cases = [
+        (("new", "example_pipeline", "--from", "file"), 1, "error: give the pipeline's name without '_pipeline'"),
+        (("new", "Orders", "--from", "db"), 1, "error: 'Orders' is not a valid name: use lower-case letters"),
+        (("new", "orders", "--from", "ftp"), 2, "Invalid value for '--from': 'ftp' is not one of 'http', 'db', 'file'"),
+        (("new", "orders"), 2, "Missing option '--from'"),
+    ]
+    for args, code, message in cases:
+        result = project.cli(*args)
+        assert (result.returncode, message in result.stderr) == (code, True), result.stderr
+    (project.root / "tests" / "pipelines" / "test_orders_pipeline.py").write_text("# mine\n")
+    taken = project.cli("new", "orders", "--from", "http")
+    assert taken.returncode == 1
+    assert "error: not overwriting" in taken.stderr and "tests/pipelines/test_orders_pipeline.py" in taken.stderr
+    assert project.files() == before | {"tests/pipelines/test_orders_pipeline.py"}  # nothing half-written
+    (project.root / "tests" / "pipelines" / "test_orders_pipeline.py").unlink()
+    (project.root / "src" / "pipelines" / "shop_pipeline.py").write_text(
+        (project.root / "tests" / "fixtures" / "pipelines" / "fixture_pipeline.py").read_text()
+        .replace('"fixture_pipeline": {', '"daily": {'))
+    clash = project.cli("new", "daily", "--from", "db")
+    assert clash.returncode == 1
+    assert "error: a pipeline named 'daily' already exists (./run.sh list shows where)" in clash.stderr
+    module = project.cli("new", "shop", "--from", "file")
+    assert module.returncode == 1 and "not overwriting" in module.stderr and "src/pipelines/shop_pipeline.py" in module.stderr
