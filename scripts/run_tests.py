@@ -1,4 +1,8 @@
-"""Test runner behind ``./run.sh test [unit|integration|performance] [--fast] [pytest args]``.
+"""Test runner behind ``./run.sh test [unit|integration|performance] [--fast] [--server] [pytest args]``.
+
+``--server`` (or ``DP_TEST_SERVER=1``) runs the tests against a real ClickHouse server process
+started for the session (``clickhouse_server``), each test in its own database; results then go
+to ``tests/results/server/``.
 
 Runs pytest with coverage and writes, under ``tests/results/``:
 ``junit.xml``, ``coverage/`` (HTML), ``coverage.json`` and ``latest_test_results.json``
@@ -57,8 +61,15 @@ def main(argv: list[str]) -> int:
     if "--fast" in args:
         args.remove("--fast")
         marker = ["-m", "not slow"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    junit = RESULTS / "junit.xml"
+    env = dict(os.environ)
+    results = RESULTS
+    if "--server" in args:
+        args.remove("--server")
+        env["DP_TEST_SERVER"] = "1"
+    if env.get("DP_TEST_SERVER") == "1":
+        results = RESULTS / "server"
+    results.mkdir(parents=True, exist_ok=True)
+    junit = results / "junit.xml"
     junit.unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "pytest",
@@ -66,19 +77,19 @@ def main(argv: list[str]) -> int:
         *marker,
         f"--junitxml={junit}",
         "--cov=src", "--cov=migrations", "--cov=scripts",
-        f"--cov-report=html:{RESULTS / 'coverage'}",
-        f"--cov-report=json:{RESULTS / 'coverage.json'}",
+        f"--cov-report=html:{results / 'coverage'}",
+        f"--cov-report=json:{results / 'coverage.json'}",
         "--cov-report=term:skip-covered",
         *args,
     ]
-    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     started = time.monotonic()
     exit_code = subprocess.call(command, cwd=ROOT, env=env)
     summary = summarize(junit, exit_code, time.monotonic() - started, command[1:])
-    (RESULTS / "latest_test_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (results / "latest_test_results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results: {summary['passed']} passed, {summary['failed']} failed, {summary['errors']} errors, "
-          f"{summary['skipped']} skipped in {summary['duration_seconds']} s -> tests/results/", file=sys.stderr)
+          f"{summary['skipped']} skipped in {summary['duration_seconds']} s -> {results.relative_to(ROOT)}/",
+          file=sys.stderr)
     return exit_code
 
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.config import Settings
 from core.exceptions import StoreError, StoreLockTimeout
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from clickhouse_connect.driver.client import Client
+
+    from core.local_server import ServerRecord
 
 log = get_logger("store")
 
@@ -71,10 +73,16 @@ class Store:
         self._lock = FileLock(settings.data_dir / "clickhouse.lock") if settings.is_embedded else None
         self._waiting_marker = settings.data_dir / "clickhouse.lock.waiting"
         self._idle_since = 0.0
+        # The project's own running clickhouse_server, when it serves this store (None: not looked
+        # for yet, False: none, so the store is opened in-process).
+        self._local: ServerRecord | Literal[False] | None = None
         atexit.register(self.close)
 
     @property
     def description(self) -> str:
+        if self._local:
+            return f"local server http://{self._local.user}@{self._local.host}:{self._local.port} " \
+                   f"(serving {self._local.store_path}, pid {self._local.pid})"
         return self.settings.store_description
 
     # ---- connection lifecycle ----------------------------------------------------------
@@ -156,15 +164,13 @@ class Store:
                 self._lock.release()
 
     def _open(self) -> Client:
-        import clickhouse_connect
-
+        if self._lock is not None and self._local is None:
+            self._local = _running_local_server(self.settings)
+            if self._local:
+                # Decided once per process: a run never switches engine midway.
+                self._lock = None
         if self._lock is None:
-            try:
-                client = clickhouse_connect.get_client(**self._server_args())
-            except Exception as exc:
-                raise StoreError(f"Cannot connect to ClickHouse at {self.description}: {_short(exc)}") from None
-            self._use_database(client)
-            return client
+            return self._open_server()
 
         path = self.settings.store_path
         timeout = self.settings.store_lock_timeout
@@ -217,9 +223,36 @@ class Store:
                     reported = True
                 time.sleep(0.2)
 
+    def _open_server(self) -> Client:
+        import clickhouse_connect
+
+        try:
+            client = clickhouse_connect.get_client(**self._server_args())
+        except Exception as exc:
+            raise StoreError(f"Cannot connect to ClickHouse at {self.description} (connect timeout "
+                             f"{self.settings.clickhouse_connect_timeout:g} s): {_short(exc)}") from None
+        if self._local:
+            from core.local_server import verify_store_id
+
+            try:
+                verify_store_id(client, self._local)
+            except BaseException:
+                client.close()
+                raise
+        self._use_database(client)
+        return client
+
     def _server_args(self) -> dict[str, Any]:
         s = self.settings
-        common = {"connect_timeout": s.timeout, "send_receive_timeout": max(s.timeout, 300)}
+        # No HTTP session: the client is shared by threads (an extractor's prefetch thread and the
+        # loader), and a server refuses concurrent queries in one session. Nothing uses session state.
+        common = {"connect_timeout": s.clickhouse_connect_timeout, "send_receive_timeout": max(s.timeout, 300),
+                  "autogenerate_session_id": False}
+        if self._local:
+            from core.local_server import server_password
+
+            return {"host": self._local.host, "port": self._local.port, "username": self._local.user,
+                    "password": server_password(s), **common}
         if s.url:
             return {"dsn": s.url, **common}
         return {
@@ -332,6 +365,12 @@ class Store:
         with self.session() as client:
             client.database = "default"
         self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
+
+
+def _running_local_server(settings: Settings) -> ServerRecord | Literal[False]:
+    from core.local_server import find_running_server
+
+    return find_running_server(settings) or False
 
 
 def _json_value(value: Any) -> Any:
