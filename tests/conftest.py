@@ -70,6 +70,11 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obje
     server.stop()
 
 
+def database() -> str:
+    """The database the current test's framework processes use (its own one in server mode)."""
+    return os.environ.get("CLICKHOUSE_DATABASE", "data_warehouse")
+
+
 def _server_database(request: pytest.FixtureRequest) -> str:
     import hashlib
 
