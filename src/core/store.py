@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from core.config import Settings
-from core.exceptions import StoreError, StoreLockTimeout
+from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
 from core.validators import quote_identifier
@@ -84,6 +84,15 @@ class Store:
             return f"local server http://{self._local.user}@{self._local.host}:{self._local.port} " \
                    f"(serving {self._local.store_path}, pid {self._local.pid})"
         return self.settings.store_description
+
+    @property
+    def is_server(self) -> bool:
+        """True when the store is a ClickHouse server (configured, or this project's running
+        ``clickhouse_server``): processes on other hosts may write at the same time."""
+        if self._lock is not None and self._local is None:
+            with self.session():
+                pass
+        return self._lock is None
 
     # ---- connection lifecycle ----------------------------------------------------------
 
@@ -246,8 +255,11 @@ class Store:
         s = self.settings
         # No HTTP session: the client is shared by threads (an extractor's prefetch thread and the
         # loader), and a server refuses concurrent queries in one session. Nothing uses session state.
+        # Inserts are synchronous whatever the server's profile says (26.x defaults to async
+        # inserts; with wait_for_async_insert=0 a run's rows and records would be fire-and-forget).
         common = {"connect_timeout": s.clickhouse_connect_timeout, "send_receive_timeout": max(s.timeout, 300),
-                  "autogenerate_session_id": False}
+                  "autogenerate_session_id": False,
+                  "settings": {"async_insert": 0, "wait_for_async_insert": 1}}
         if self._local:
             from core.local_server import server_password
 
@@ -428,6 +440,14 @@ def _short(exc: BaseException) -> str:
     return text[:500] + ("..." if len(text) > 500 else "")
 
 
+def _is_transport_error(exc: BaseException) -> bool:
+    """A broken HTTP connection (as opposed to an error ClickHouse answered with)."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, HTTPError)
+
+
 @contextmanager
 def _errors(sql: str) -> Iterator[None]:
     """Turn driver errors into :class:`StoreError` naming the statement."""
@@ -442,4 +462,7 @@ def _errors(sql: str) -> Iterator[None]:
             raise
         statement = " ".join(sql.split())
         statement = statement[:200] + ("..." if len(statement) > 200 else "")
+        if _is_transport_error(exc):
+            raise StoreConnectionLost(f"Lost the connection to ClickHouse: {_short(exc)} "
+                                      f"(while running: {statement})") from exc
         raise StoreError(f"ClickHouse error: {_short(exc)} (while running: {statement})") from exc
