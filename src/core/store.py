@@ -233,10 +233,17 @@ class Store:
                 time.sleep(0.2)
 
     def _open_server(self) -> Client:
+        import logging
+
         import clickhouse_connect
 
+        # Its "Unexpected Http Driver Exception" warning duplicates the error we raise in one line.
+        logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
+
+        args = self._server_args()
         try:
-            client = clickhouse_connect.get_client(**self._server_args())
+            _reachable(args, self.settings.clickhouse_connect_timeout)
+            client = clickhouse_connect.get_client(**args)
         except Exception as exc:
             raise StoreError(f"Cannot connect to ClickHouse at {self.description} (connect timeout "
                              f"{self.settings.clickhouse_connect_timeout:g} s): {_short(exc)}") from None
@@ -377,6 +384,20 @@ class Store:
         with self.session() as client:
             client.database = "default"
         self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
+
+
+def _reachable(args: dict[str, Any], timeout: float) -> None:
+    """One TCP connection attempt within ``timeout``: clickhouse-connect's own probe retries the
+    connect (2 x the timeout) before failing, on every command when a host is down."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if "dsn" in args:
+        parts = urlsplit(args["dsn"])
+        host, port = parts.hostname, parts.port or (8443 if parts.scheme == "https" else 8123)
+    else:
+        host, port = args["host"], args["port"]
+    socket.create_connection((host, port), timeout=timeout).close()
 
 
 def _running_local_server(settings: Settings) -> ServerRecord | Literal[False]:
