@@ -285,14 +285,21 @@ class LocalServer:
 
     def wait(self) -> None:
         """Block until SIGTERM/SIGINT (or the listener dies)."""
-        while not self._stop.wait(0.5):
+        failures = 0
+        while not self._stop.wait(1.0):
             if self._thread is not None and not self._thread.is_alive():
                 raise StoreError(f"The ClickHouse listener stopped: {_short(self._error or 'no error')}")
+            # Any client, even `default`, can run SYSTEM STOP LISTEN HTTP: then exit (non-zero, so
+            # a supervisor restarts it) rather than hold the store while serving nobody.
+            failures = 0 if ping(self.host, self.port) else failures + 1
+            if failures >= 3:
+                raise StoreError(f"The ClickHouse listener on {self.host}:{self.port} stopped answering "
+                                 "(SYSTEM STOP LISTEN HTTP?); exiting")
 
     def stop(self) -> None:
         """Stop the listener's query (so ClickHouse shuts its store down), drop record and lock."""
         record_path(self.settings).unlink(missing_ok=True)
-        if self._thread is not None and self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive() and ping(self.host, self.port):
             try:
                 client = self._client(server_password(self.settings))
                 try:
