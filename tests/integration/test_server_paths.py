@@ -272,3 +272,22 @@ def test_an_unreachable_server_fails_after_the_connect_timeout_and_list_still_li
         for filler in fillers:
             filler.close()
         hole.close()
+
+
+def test_threads_share_one_store_on_a_server(on_server) -> None:
+    """An extractor's thread and the loader of one run use one Store: a server refuses concurrent
+    queries in one HTTP session, so the client must not use one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.config import load_settings
+    from core.store import Store
+
+    store = Store(load_settings())
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(store.query_rows, "SELECT sleep(1)")
+            time.sleep(0.2)
+            assert store.query_rows("SELECT 42") == [(42,)]
+            assert slow.result() == [(0,)]
+    finally:
+        store.close()
