@@ -75,7 +75,8 @@ def database() -> str:
     return os.environ.get("CLICKHOUSE_DATABASE", "data_warehouse")
 
 
-def _server_database(request: pytest.FixtureRequest) -> str:
+def server_database(request: pytest.FixtureRequest) -> str:
+    """A database name of its own for the current test (on the shared server)."""
     import hashlib
 
     return "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
@@ -88,7 +89,7 @@ def _server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         yield {}
         return
     server = request.getfixturevalue("clickhouse_server")
-    database = _server_database(request)
+    database = server_database(request)
     yield server.client_env(database)
     client = server.client()
     try:

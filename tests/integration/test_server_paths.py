@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, run_cli, wait_for
+from conftest import ROOT, SRC, cli_env, run_cli, server_database, wait_for
 
 MODULE = textwrap.dedent('''
     import os, pathlib, time
@@ -55,8 +55,7 @@ def on_server(project_env: dict[str, str], clickhouse_server, pipelines_dir: Pat
     (pipelines_dir / "test_pipeline.py").write_text(MODULE)
     added = "CLICKHOUSE_HOST" not in project_env
     if added:
-        database = "s_" + __import__("hashlib").sha1(request.node.nodeid.encode()).hexdigest()[:16]
-        for key, value in clickhouse_server.client_env(database).items():
+        for key, value in clickhouse_server.client_env(server_database(request)).items():
             monkeypatch.setenv(key, value)
             project_env[key] = value
     yield project_env
