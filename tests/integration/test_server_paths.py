@@ -180,26 +180,29 @@ class DropAttachResponse:
 
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.target))
-        threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+        drop = threading.Event()
+        threading.Thread(target=self._answer, args=(upstream, client, drop), daemon=True).start()
         try:
             while chunk := client.recv(65536):
-                upstream.sendall(chunk)
                 if b"ATTACH" in chunk and not self.dropped:
                     self.dropped += 1
-                    upstream.settimeout(60)
-                    upstream.recv(65536)  # the server answered: the partition is attached
-                    client.shutdown(socket.SHUT_RDWR)
-                    client.close()
-                    upstream.close()
-                    return
+                    drop.set()
+                upstream.sendall(chunk)
         except OSError:
             pass
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _answer(upstream: socket.socket, client: socket.socket, drop: threading.Event) -> None:
+        """Server to client; after a dropped request, the answer (the statement ran) is discarded
+        and the client's connection closed."""
         try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
+            while chunk := upstream.recv(65536):
+                if drop.is_set():
+                    client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                    upstream.close()
+                    return
+                client.sendall(chunk)
         except OSError:
             pass
 
