@@ -1,9 +1,14 @@
-"""Test runner behind ``./run.sh test [unit|integration|performance|PATH...] [--fast] [pytest args]``.
+"""Test runner behind ``./run.sh test [unit|integration|performance|PATH...] [--fast] [--server] [pytest args]``.
 
 Leading arguments that are not options choose what runs: a suite name (``unit`` is
 ``tests/unit``), a path (``tests/pipelines``, ``tests/unit/test_config.py::test_x``) or a path
 under ``tests/`` (``pipelines`` is ``tests/pipelines``); nothing chosen runs ``tests``. The first
-option ends the list: it and everything after it go to pytest unchanged.
+option ends the list: it and everything after it go to pytest unchanged (``--fast`` and
+``--server`` are ours wherever they stand).
+
+``--server`` (or ``DP_TEST_SERVER=1``) runs the tests against a real ClickHouse server process
+started for the session (``clickhouse_server``), each test in its own database; results then go
+to ``<results>/server/``.
 
 Runs pytest with coverage and writes, under ``tests/results/``:
 ``junit.xml``, ``coverage/`` (HTML), ``coverage.json`` and ``latest_test_results.json``
@@ -88,7 +93,8 @@ def split_targets(args: list[str]) -> tuple[list[str], list[str]]:
 def main(argv: list[str]) -> int:
     args = list(argv)
     fast = "--fast" in args
-    args = [a for a in args if a != "--fast"]
+    server = "--server" in args
+    args = [a for a in args if a not in ("--fast", "--server")]
     try:
         targets, args = split_targets(args)
     except UsageError as exc:
@@ -97,8 +103,14 @@ def main(argv: list[str]) -> int:
     marker = []
     if fast:
         marker = ["-m", "not slow"]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    junit = RESULTS / "junit.xml"
+    env = dict(os.environ)
+    results = RESULTS
+    if server:
+        env["DP_TEST_SERVER"] = "1"
+    if env.get("DP_TEST_SERVER") == "1":
+        results = RESULTS / "server"
+    results.mkdir(parents=True, exist_ok=True)
+    junit = results / "junit.xml"
     junit.unlink(missing_ok=True)
     command = [
         sys.executable, "-m", "pytest",
@@ -106,19 +118,19 @@ def main(argv: list[str]) -> int:
         *marker,
         f"--junitxml={junit}",
         "--cov=src", "--cov=migrations", "--cov=scripts",
-        f"--cov-report=html:{RESULTS / 'coverage'}",
-        f"--cov-report=json:{RESULTS / 'coverage.json'}",
+        f"--cov-report=html:{results / 'coverage'}",
+        f"--cov-report=json:{results / 'coverage.json'}",
         "--cov-report=term:skip-covered",
         *args,
     ]
-    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     started = time.monotonic()
     exit_code = subprocess.call(command, cwd=ROOT, env=env)
     summary = summarize(junit, exit_code, time.monotonic() - started, command[1:])
-    (RESULTS / "latest_test_results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (results / "latest_test_results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results: {summary['passed']} passed, {summary['failed']} failed, {summary['errors']} errors, "
-          f"{summary['skipped']} skipped in {summary['duration_seconds']} s -> {display(RESULTS)}/", file=sys.stderr)
+          f"{summary['skipped']} skipped in {summary['duration_seconds']} s -> {display(results)}/",
+          file=sys.stderr)
     return exit_code
 
 

@@ -124,9 +124,71 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
+# ---- server mode (issue 12) -------------------------------------------------------------------
+# ``./run.sh test --server`` (DP_TEST_SERVER=1): one real ClickHouse server process for the session
+# (tests/server_process.py), each test in its own database. Tests of embedded-only behaviour are
+# marked ``@pytest.mark.embedded_only("why")`` and skipped there.
+SERVER_MODE = os.environ.get("DP_TEST_SERVER") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "embedded_only(reason): about the embedded engine only; "
+                                       "skipped when the suite runs against a server (--server)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not SERVER_MODE:
+        return
+    for item in items:
+        marker = item.get_closest_marker("embedded_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "embedded engine only"
+            item.add_marker(pytest.mark.skip(reason=f"server mode: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real ClickHouse server (``clickhouse_server`` on a free 127.0.0.1 port) for the session."""
+    from server_process import start_server
+
+    server = start_server(tmp_path_factory.mktemp("clickhouse-server") / "data")
+    yield server
+    server.stop()
+
+
+def database() -> str:
+    """The database the current test's framework processes use (its own one in server mode)."""
+    return os.environ.get("CLICKHOUSE_DATABASE", "data_warehouse")
+
+
+def server_database(request: pytest.FixtureRequest) -> str:
+    """A database name of its own for the current test (on the shared server)."""
+    import hashlib
+
+    return "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+
+
 @pytest.fixture
-def project_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Environment for one test: its own data, logs, run dir and an empty .env file."""
+def _server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """In server mode: the variables pointing the test at the session's server, in its own database."""
+    if not SERVER_MODE:
+        yield {}
+        return
+    server = request.getfixturevalue("clickhouse_server")
+    database = server_database(request)
+    yield server.client_env(database)
+    client = server.client()
+    try:
+        client.command(f"DROP DATABASE IF EXISTS `{database}` SYNC")
+    finally:
+        client.close()
+# ---- end of server mode ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _server_env: dict[str, str]) -> dict[str, str]:
+    """Environment for one test: its own data, logs, run dir and an empty .env file (in server
+    mode also CLICKHOUSE_HOST/PORT/USER/PASSWORD/DATABASE: see ``_server_env``)."""
     for name in _FRAMEWORK_VARS:
         monkeypatch.delenv(name, raising=False)
     env_file = tmp_path / ".env"
@@ -140,6 +202,7 @@ def project_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
         # The framework's own fixtures, never the user's project (see FIXTURES below).
         "PIPELINES_DIR": str(FIXTURE_PIPELINES),
         "MIGRATIONS_DIR": str(FIXTURE_MIGRATIONS),
+        **_server_env,
     }
     for key, value in values.items():
         monkeypatch.setenv(key, value)

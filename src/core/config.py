@@ -38,6 +38,7 @@ _EXPECTED: dict[str, str] = {
     "log_max_bytes": "an integer of at least 1024 (bytes)",
     "log_backup_count": "an integer between 0 and 1000",
     "timeout": "a number of seconds greater than 0",
+    "clickhouse_connect_timeout": "a number of seconds greater than 0",
     "batch_size": "an integer between 1 and 10000000",
     "store_lock_timeout": "a number of seconds, 0 or more",
     "run_history_ttl_days": "an integer number of days between 1 and 36500",
@@ -72,6 +73,9 @@ class Settings(BaseSettings):
     clickhouse_secure: bool = False
     clickhouse_url: SecretStr | None = None
     clickhouse_cluster: str | None = None
+    # Seconds to wait for a TCP connection to a server: short, so an unreachable host fails fast
+    # (TIMEOUT, for queries, is much longer).
+    clickhouse_connect_timeout: float = Field(5.0, gt=0)
 
     data_dir: Path = Path("data")
     log_dir: Path = Path("logs")

@@ -22,6 +22,10 @@ class StoreError(DataProcessorError):
     """The ClickHouse store cannot be opened or a statement failed."""
 
 
+class StoreConnectionLost(StoreError, ConnectionError):
+    """The connection to a ClickHouse server broke mid-request (transient: a run retries it)."""
+
+
 class StoreLockTimeout(StoreError):
     """Another process kept the embedded store longer than the configured wait."""
 

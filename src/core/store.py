@@ -22,10 +22,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from core.config import Settings
-from core.exceptions import StoreError, StoreLockTimeout
+from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
 from core.validators import quote_identifier
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from clickhouse_connect.driver.client import Client
+
+    from core.local_server import ServerRecord
 
 log = get_logger("store")
 
@@ -71,11 +73,26 @@ class Store:
         self._lock = FileLock(settings.data_dir / "clickhouse.lock") if settings.is_embedded else None
         self._waiting_marker = settings.data_dir / "clickhouse.lock.waiting"
         self._idle_since = 0.0
+        # The project's own running clickhouse_server, when it serves this store (None: not looked
+        # for yet, False: none, so the store is opened in-process).
+        self._local: ServerRecord | Literal[False] | None = None
         atexit.register(self.close)
 
     @property
     def description(self) -> str:
+        if self._local:
+            return f"local server http://{self._local.user}@{self._local.host}:{self._local.port} " \
+                   f"(serving {self._local.store_path}, pid {self._local.pid})"
         return self.settings.store_description
+
+    @property
+    def is_server(self) -> bool:
+        """True when the store is a ClickHouse server (configured, or this project's running
+        ``clickhouse_server``): processes on other hosts may write at the same time."""
+        if self._lock is not None and self._local is None:
+            with self.session():
+                pass
+        return self._lock is None
 
     # ---- connection lifecycle ----------------------------------------------------------
 
@@ -156,15 +173,13 @@ class Store:
                 self._lock.release()
 
     def _open(self) -> Client:
-        import clickhouse_connect
-
+        if self._lock is not None and self._local is None:
+            self._local = _running_local_server(self.settings)
+            if self._local:
+                # Decided once per process: a run never switches engine midway.
+                self._lock = None
         if self._lock is None:
-            try:
-                client = clickhouse_connect.get_client(**self._server_args())
-            except Exception as exc:
-                raise StoreError(f"Cannot connect to ClickHouse at {self.description}: {_short(exc)}") from None
-            self._use_database(client)
-            return client
+            return self._open_server()
 
         path = self.settings.store_path
         timeout = self.settings.store_lock_timeout
@@ -217,9 +232,46 @@ class Store:
                     reported = True
                 time.sleep(0.2)
 
+    def _open_server(self) -> Client:
+        import logging
+
+        import clickhouse_connect
+
+        # Its "Unexpected Http Driver Exception" warning duplicates the error we raise in one line.
+        logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
+
+        args = self._server_args()
+        try:
+            _reachable(args, self.settings.clickhouse_connect_timeout)
+            client = clickhouse_connect.get_client(**args)
+        except Exception as exc:
+            raise StoreError(f"Cannot connect to ClickHouse at {self.description} (connect timeout "
+                             f"{self.settings.clickhouse_connect_timeout:g} s): {_short(exc)}") from None
+        if self._local:
+            from core.local_server import verify_store_id
+
+            try:
+                verify_store_id(client, self._local)
+            except BaseException:
+                client.close()
+                raise
+        self._use_database(client)
+        return client
+
     def _server_args(self) -> dict[str, Any]:
         s = self.settings
-        common = {"connect_timeout": s.timeout, "send_receive_timeout": max(s.timeout, 300)}
+        # No HTTP session: the client is shared by threads (an extractor's prefetch thread and the
+        # loader), and a server refuses concurrent queries in one session. Nothing uses session state.
+        # Inserts are synchronous whatever the server's profile says (26.x defaults to async
+        # inserts; with wait_for_async_insert=0 a run's rows and records would be fire-and-forget).
+        common = {"connect_timeout": s.clickhouse_connect_timeout, "send_receive_timeout": max(s.timeout, 300),
+                  "autogenerate_session_id": False,
+                  "settings": {"async_insert": 0, "wait_for_async_insert": 1}}
+        if self._local:
+            from core.local_server import server_password
+
+            return {"host": self._local.host, "port": self._local.port, "username": self._local.user,
+                    "password": server_password(s), **common}
         if s.url:
             return {"dsn": s.url, **common}
         return {
@@ -340,6 +392,26 @@ class Store:
         self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
 
 
+def _reachable(args: dict[str, Any], timeout: float) -> None:
+    """One TCP connection attempt within ``timeout``: clickhouse-connect's own probe retries the
+    connect (2 x the timeout) before failing, on every command when a host is down."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if "dsn" in args:
+        parts = urlsplit(args["dsn"])
+        host, port = parts.hostname, parts.port or (8443 if parts.scheme == "https" else 8123)
+    else:
+        host, port = args["host"], args["port"]
+    socket.create_connection((host, port), timeout=timeout).close()
+
+
+def _running_local_server(settings: Settings) -> ServerRecord | Literal[False]:
+    from core.local_server import find_running_server
+
+    return find_running_server(settings) or False
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         if value.tzinfo is not None:
@@ -395,6 +467,14 @@ def _short(exc: BaseException) -> str:
     return text[:500] + ("..." if len(text) > 500 else "")
 
 
+def _is_transport_error(exc: BaseException) -> bool:
+    """A broken HTTP connection (as opposed to an error ClickHouse answered with)."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, HTTPError)
+
+
 @contextmanager
 def _errors(sql: str) -> Iterator[None]:
     """Turn driver errors into :class:`StoreError` naming the statement."""
@@ -409,4 +489,7 @@ def _errors(sql: str) -> Iterator[None]:
             raise
         statement = " ".join(sql.split())
         statement = statement[:200] + ("..." if len(statement) > 200 else "")
+        if _is_transport_error(exc):
+            raise StoreConnectionLost(f"Lost the connection to ClickHouse: {_short(exc)} "
+                                      f"(while running: {statement})") from exc
         raise StoreError(f"ClickHouse error: {_short(exc)} (while running: {statement})") from exc

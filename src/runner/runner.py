@@ -42,6 +42,7 @@ from record.quarantine import RunQuarantine
 from record.state import RunState
 from record.tables import ensure_framework_tables
 from runner.intervals import Interval, last_complete_interval
+from runner.shared_locks import run_lock
 
 EXIT_SUCCESS, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 MAX_RETRY_DELAY = 300.0
@@ -208,7 +209,9 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
     job_log = attach_job_log(settings, spec.name)
     log = get_logger(f"job.{spec.name}")
     try:
-        with run_context(spec.name, run_id):
+        # On a server, the same exclusion across hosts (each has its own RUN_DIR).
+        with run_context(spec.name, run_id), run_lock(store, lock.path.stem, f"Pipeline '{spec.name}' for "
+                                                      f"{interval.label}", entry.timeout):
             try:
                 result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
             except StoreLockTimeout as exc:

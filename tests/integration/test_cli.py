@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, run_cli
+from conftest import ROOT, SRC, cli_env, database, run_cli
 
 SEED_COMMANDS = ["help", "check", "setup_db", "drop_db", "test"]
 
@@ -52,7 +52,8 @@ def test_check_masks_secrets(project_env) -> None:
     assert "***" in result.stdout
 
 
-def test_check_fails_on_bad_config_naming_the_variable(project_env) -> None:
+def test_check_fails_on_bad_config_naming_the_variable(project_env, monkeypatch) -> None:
+    monkeypatch.delenv("CLICKHOUSE_PORT", raising=False)  # set in server mode; the .env value is the test
     Path(project_env["ENV_FILE"]).write_text("CLICKHOUSE_PORT=abc\n")
     result = run_cli("check", "--json")
     assert result.returncode == 1
@@ -81,7 +82,7 @@ def test_check_fails_on_unwritable_log_dir(project_env, tmp_path: Path) -> None:
 def test_setup_db_is_idempotent_and_drop_db_needs_yes(project_env) -> None:
     first = run_cli("setup_db")
     assert first.returncode == 0, first.stderr
-    assert "Created 'data_warehouse'" in first.stdout
+    assert f"Created '{database()}'" in first.stdout
     second = run_cli("setup_db")
     assert second.returncode == 0
     assert "already exists" in second.stdout
@@ -92,7 +93,7 @@ def test_setup_db_is_idempotent_and_drop_db_needs_yes(project_env) -> None:
 
     dropped = run_cli("drop_db", "--yes")
     assert dropped.returncode == 0, dropped.stderr
-    assert "Dropped and recreated 'data_warehouse'" in dropped.stdout
+    assert f"Dropped and recreated '{database()}'" in dropped.stdout
 
 
 def _run_on_terminal(args: list[str], answer: str, timeout: float = 60) -> tuple[int, str]:
@@ -127,7 +128,7 @@ def _run_on_terminal(args: list[str], answer: str, timeout: float = 60) -> tuple
 def test_drop_db_asks_on_a_terminal(project_env) -> None:
     assert run_cli("setup_db").returncode == 0
     code, output = _run_on_terminal(["drop_db"], "n")
-    assert "Drop database 'data_warehouse'" in output
+    assert f"Drop database '{database()}'" in output
     assert code == 1 and "Aborted" in output
     code, output = _run_on_terminal(["drop_db"], "y")
     assert code == 0, output

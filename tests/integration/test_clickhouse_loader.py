@@ -195,6 +195,7 @@ def test_interval_check_edges_and_a_run_id_column_in_the_data(store: Store, make
     assert store.query_rows("SELECT count() FROM events") == [(2,)]
 
 
+@pytest.mark.embedded_only("push-down of local files needs the engine on this machine (off for a server)")
 def test_parquet_files_are_read_by_clickhouse_itself(store: Store, make_context, tmp_path, caplog) -> None:
     import pyarrow.parquet as pq
 

@@ -211,8 +211,9 @@ def test_installed_entry_runs_like_cron_runs_it(crontab: Crontab, module: Path, 
     """No cron daemon here: run the installed command as cron would, with /bin/sh -c and only
     HOME and PATH=/usr/bin:/bin (no venv, no exported settings: they come from ENV_FILE)."""
     env_file = Path(project_env["ENV_FILE"])
-    env_file.write_text("".join(f"{k}={project_env[k]}\n" for k in
-                                ("DATA_DIR", "LOG_DIR", "RUN_DIR", "PIPELINES_DIR", "STORE_LOCK_TIMEOUT")))
+    keys = ("DATA_DIR", "LOG_DIR", "RUN_DIR", "PIPELINES_DIR", "STORE_LOCK_TIMEOUT",
+            *(k for k in project_env if k.startswith("CLICKHOUSE_")))  # the server, in server mode
+    env_file.write_text("".join(f"{k}={project_env[k]}\n" for k in keys))
     assert run_cli("setup_cron", "--all").returncode == 0
     commands = {}
     for line in crontab.block():

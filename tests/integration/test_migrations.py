@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, run_cli
+from conftest import ROOT, SRC, cli_env, database, run_cli
+from core.config import load_settings
 from core.exceptions import MigrationError, MigrationLocked
 from core.health import check_migrations
 from core.migrations import LOCKS_TABLE, MIGRATIONS_TABLE, ClickHouseLock, Migrator, Tracker, load_migrations
@@ -193,8 +194,8 @@ def test_dry_run_prints_sql_and_changes_nothing(mig_dir: Path, store, project_en
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         f"-- {mig_dir / '0001_events.sql'} (2 statements)\n"
-        "CREATE TABLE IF NOT EXISTS data_warehouse.events (id UInt32, note String) ENGINE = MergeTree ORDER BY id;\n\n"
-        "INSERT INTO data_warehouse.events VALUES (1, 'semi;colon'), (2, 'it''s -- not a comment');\n\n"
+        f"CREATE TABLE IF NOT EXISTS {database()}.events (id UInt32, note String) ENGINE = MergeTree ORDER BY id;\n\n"
+        f"INSERT INTO {database()}.events VALUES (1, 'semi;colon'), (2, 'it''s -- not a comment');\n\n"
     )
     assert store.list_tables() == []  # not even the tracking or lock table
 
@@ -266,16 +267,16 @@ def test_migrate_status_exit_codes_and_json(mig_dir: Path, store, project_env) -
     assert ok.returncode == 0 and json.loads(ok.stdout)["up_to_date"] is True
     again = run_cli("migrate")
     assert (again.returncode, again.stdout.strip()) == (
-        0, "Database 'data_warehouse' is up to date: no migration to apply")
+        0, f"Database '{database()}' is up to date: no migration to apply")
 
 
 def test_migrate_needs_the_database(mig_dir: Path, project_env) -> None:
     write(mig_dir, "0001_events.sql", EVENTS)
     result = run_cli("migrate")
     assert result.returncode == 1
-    assert result.stderr.strip().endswith("does not exist in embedded chdb://"
-                                          f"{project_env['DATA_DIR']}/clickhouse: run ./run.sh setup_db first")
-    assert "error: database 'data_warehouse'" in result.stderr
+    assert result.stderr.strip().endswith(f"does not exist in {load_settings().store_description}: "
+                                          "run ./run.sh setup_db first")
+    assert f"error: database '{database()}'" in result.stderr
 
 
 def test_a_lock_held_by_another_host_blocks_until_forced(migrator: Migrator, mig_dir: Path, store) -> None:
@@ -292,7 +293,7 @@ def test_a_lock_held_by_another_host_blocks_until_forced(migrator: Migrator, mig
     assert time.monotonic() - started < 5
     assert err.value.exit_code == 75
     assert str(err.value).startswith("migrations are locked by build-7.example.com:4242 (since ")
-    assert str(err.value).endswith(f"(lock row in data_warehouse.{LOCKS_TABLE}); "
+    assert str(err.value).endswith(f"(lock row in {database()}.{LOCKS_TABLE}); "
                                    "if that process is gone, run ./run.sh migrate --force-unlock")
     assert not store.table_exists("orders")
 
@@ -331,7 +332,7 @@ def test_two_concurrent_migrate_processes_apply_each_migration_once(mig_dir: Pat
     assert [p.returncode for p in processes] == [0, 0], outputs
     stdouts = sorted(out for out, _ in outputs)
     assert stdouts[0].startswith("Applied 0001_events.sql") and "Applied 0002_slow.sql" in stdouts[0]
-    assert stdouts[1].strip() == "Database 'data_warehouse' is up to date: no migration to apply"
+    assert stdouts[1].strip() == f"Database '{database()}' is up to date: no migration to apply"
     waiting = [err for _, err in outputs if "Waiting for another migrate" in err]
     assert len(waiting) == 1
     assert count(store, "events") == 2
@@ -415,7 +416,7 @@ def test_migrate_down_command(mig_dir: Path, migrator: Migrator, store, project_
     store.close()
     dry = run_cli("migrate_down", "--dry-run")
     assert (dry.returncode, dry.stdout) == (
-        0, f"-- {mig_dir / '0001_events.down.sql'} (1 statement)\nDROP TABLE IF EXISTS data_warehouse.events SYNC;\n\n")
+        0, f"-- {mig_dir / '0001_events.down.sql'} (1 statement)\nDROP TABLE IF EXISTS {database()}.events SYNC;\n\n")
     assert store.table_exists("events")
     done = run_cli("migrate_down")
     assert (done.returncode, done.stdout) == (0, "Rolled back 0001_events.sql\n"), done.stderr

@@ -95,6 +95,7 @@ def _hold_store() -> subprocess.Popen[str]:
     return holder
 
 
+@pytest.mark.embedded_only("the embedded store's file lock")
 def test_a_held_store_times_out_with_the_holders_pid(project_env, monkeypatch) -> None:
     holder = _hold_store()
     try:
@@ -109,6 +110,7 @@ def test_a_held_store_times_out_with_the_holders_pid(project_env, monkeypatch) -
         in result.stderr
 
 
+@pytest.mark.embedded_only("the embedded store's file lock")
 def test_a_waiting_process_gets_the_store_when_it_is_released(project_env) -> None:
     holder = _hold_store()
     waiter = subprocess.Popen([sys.executable, str(SRC / "main.py"), "setup_db"],
@@ -129,6 +131,7 @@ def test_a_waiting_process_gets_the_store_when_it_is_released(project_env) -> No
     assert time.monotonic() - released < 30
 
 
+@pytest.mark.embedded_only("chdb's own directory lock")
 def test_store_opened_outside_the_framework_is_reported(settings, project_env) -> None:
     script = textwrap.dedent(f"""
         import time, clickhouse_connect
@@ -150,6 +153,7 @@ def test_store_opened_outside_the_framework_is_reported(settings, project_env) -
     assert "is open in a process that is not data-processor" in str(err.value)
 
 
+@pytest.mark.embedded_only("idle release of the embedded store")
 def test_an_idle_store_stays_open_until_another_process_waits(settings, project_env, monkeypatch) -> None:
     import core.store
 

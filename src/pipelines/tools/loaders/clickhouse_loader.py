@@ -32,6 +32,8 @@ every insert): a NULL for a non-Nullable column fails the run naming the column 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -179,10 +181,41 @@ class ClickHouseLoader(StagedStructure, Loader):
             self._publish_structure(context)
             if self.mode == "interval":
                 self._warn_unaligned(context)
-            getattr(self, f"_commit_{self.mode}")(context)
+            with self._rebuild_lock(context):
+                getattr(self, f"_commit_{self.mode}")(context)
         finally:
             lock.release()
             self._drop_staging(context)
+
+    def _rebuild_lock(self, context: RunContext) -> AbstractContextManager[None]:
+        """On a server, rebuilds that copy rows from outside the slice are serialised across hosts
+        (the file lock above covers one host). A slice of whole partitions copies nothing, and
+        ``REPLACE PARTITION`` is atomic, so it needs no lock (the run lock excludes its interval)."""
+        if self.mode != "interval" or not context.store.is_server or self._slice_is_whole_partitions(context):
+            return nullcontext()
+        from runner.shared_locks import rebuild_lock
+
+        return rebuild_lock(context.store, self.table, context.settings.store_lock_timeout,
+                            f"commit of run {context.run_id}")
+
+    def _slice_is_whole_partitions(self, context: RunContext) -> bool:
+        """True when the partition changes exactly at the slice's start and end (partition keys
+        are monotonic in time: toDate, toYYYYMM, toStartOfHour...)."""
+        store = context.store
+        [(key,)] = store.query_rows("SELECT partition_key FROM system.tables WHERE database = {d:String} "
+                                    "AND name = {t:String}", {"d": store.database, "t": self.table})
+        if not key or not self.time_column:
+            return False
+        _, bounds = self._slice(context)
+        column = quote_identifier(self.time_column)
+        try:
+            ids = [p for (p,) in store.query_rows(
+                f"SELECT partitionId({key}) FROM (SELECT arrayJoin([b - toIntervalMicrosecond(1), b]) AS {column} "
+                "FROM (SELECT arrayJoin([toDateTime64({start:String}, 6, 'UTC'), toDateTime64({end:String}, 6, 'UTC')]) AS b))",
+                bounds)]
+        except Exception:  # a key on other columns too: cannot tell, so lock
+            return False
+        return ids[0] != ids[1] and ids[2] != ids[3]
 
     def rollback(self, context: RunContext) -> None:
         self._drop_staging(context)
@@ -214,10 +247,26 @@ class ClickHouseLoader(StagedStructure, Loader):
     # ---- commits -----------------------------------------------------------------------
 
     def _commit_append(self, context: RunContext) -> None:
+        store = context.store
+        done = self._partitions_of_run(context)
         for partition in self._partitions(context, self._staging_name):
-            context.store.command(f"ALTER TABLE {context.store.table(self.table)} "
-                                  f"ATTACH PARTITION ID '{partition}' FROM {context.store.table(self._staging_name)}")
+            if partition in done:
+                # This run attached it already (a retry after a lost response): attaching again
+                # would double its rows. ATTACH is atomic per partition, so skipping is exact.
+                context.logger.warning("Partition %s of %s already holds rows of run %s: not attached again",
+                                       partition, self.table, context.run_id)
+                continue
+            store.command(f"ALTER TABLE {store.table(self.table)} "
+                          f"ATTACH PARTITION ID '{partition}' FROM {store.table(self._staging_name)}")
         context.logger.info("Appended %d rows to %s", self._rows, self.table)
+
+    def _partitions_of_run(self, context: RunContext) -> set[str]:
+        """Partitions of the target holding rows of this run (empty without a run id column)."""
+        if not self.run_id_column or self.run_id_column not in self._columns:
+            return set()
+        return {p for (p,) in context.store.query_rows(
+            f"SELECT DISTINCT _partition_id FROM {context.store.table(self.table)} "
+            f"WHERE {quote_identifier(self.run_id_column)} = {{r:String}}", {"r": context.run_id})}
 
     _commit_merge = _commit_append
 

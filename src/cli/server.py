@@ -1,0 +1,37 @@
+"""``clickhouse_server``: serve the project's store as a real ClickHouse server (foreground)."""
+
+from __future__ import annotations
+
+import click
+
+from cli.app import EXIT_OK, App, cli, pass_app
+from core.exceptions import ConfigError
+
+
+@cli.command("clickhouse_server")
+@click.option("--port", type=click.IntRange(0, 65535), default=8123, show_default=True,
+              help="HTTP port (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback requires CLICKHOUSE_PASSWORD.")
+@pass_app
+def clickhouse_server(app: App, port: int, host: str) -> int:
+    """Serve DATA_DIR/clickhouse over HTTP until Ctrl-C/SIGTERM (BI tools, concurrent pipelines)."""
+    from core.local_server import SERVER_USER, LocalServer, password_file
+
+    settings = app.settings
+    if settings.url or settings.clickhouse_host:
+        raise ConfigError("clickhouse_server serves the embedded store; unset CLICKHOUSE_HOST/CLICKHOUSE_URL")
+    server = LocalServer(settings, host=host, port=port)
+    record = server.start()
+    try:
+        secret = ("CLICKHOUSE_PASSWORD" if settings.clickhouse_password.get_secret_value()
+                  else f"the password in {password_file(settings)}")
+        app.err.print(f"Serving {record.store_path} at {record.url} (pid {record.pid}); user {SERVER_USER} "
+                      f"with {secret}. The user 'default' can reach it without a password but may read "
+                      "nothing. Framework commands of this project now use this server.")
+        app.console.print(f"ready {record.url}", soft_wrap=True)
+        server.wait()
+    finally:
+        server.stop()
+        app.err.print("Stopped.")
+    return EXIT_OK

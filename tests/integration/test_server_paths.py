@@ -1,0 +1,295 @@
+"""Server-path behaviour: exclusion across hosts, idempotent commits after a lost response,
+synchronous framework inserts, connect timeout. Always against the session's real server (in
+embedded mode too), each test in its own database; "hosts" are processes with separate RUN_DIRs.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SRC, cli_env, run_cli, server_database, wait_for
+
+MODULE = textwrap.dedent('''
+    import os, pathlib, time
+    from datetime import timedelta
+    import pyarrow as pa
+    from pipelines.interfaces import Extractor
+    from pipelines.pipeline_factory import create_el_pipeline
+    from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+    class Hours(Extractor):
+        """One row per hour of the run's interval; waits SLOW_SECONDS after writing MARKER."""
+        interval_aware = True
+        def extract(self, context):
+            if os.environ.get("TEST_MARKER"):
+                pathlib.Path(os.environ["TEST_MARKER"]).write_text(str(os.getpid()))
+            time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+            hours = int((context.end - context.start).total_seconds() // 3600)
+            ts = [context.start + timedelta(hours=h) for h in range(hours)]
+            yield pa.table({"ts": pa.array(ts, pa.timestamp("ms", tz="UTC")), "v": list(range(hours))})
+
+    PIPELINE_REGISTRY = {
+        "daily": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("daily_t", time_column="ts"), "d")},
+        "hourly": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("hourly_t", time_column="ts"), "h")},
+        "appended": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("appended_t"), "a"),
+                     "retries": 2, "retry_delay": 0.05},
+    }
+''')
+
+
+@pytest.fixture
+def on_server(project_env: dict[str, str], clickhouse_server, pipelines_dir: Path,
+              monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """project_env pointed at the session's server (already so in server mode), module written."""
+    (pipelines_dir / "test_pipeline.py").write_text(MODULE)
+    added = "CLICKHOUSE_HOST" not in project_env
+    if added:
+        for key, value in clickhouse_server.client_env(server_database(request)).items():
+            monkeypatch.setenv(key, value)
+            project_env[key] = value
+    yield project_env
+    if added:
+        client = clickhouse_server.client()
+        client.command(f"DROP DATABASE IF EXISTS `{project_env['CLICKHOUSE_DATABASE']}` SYNC")
+        client.close()
+
+
+def host_env(project_env: dict[str, str], tmp_path: Path, host: str, **extra: str) -> dict[str, str]:
+    """The environment of a process on another "host": its own RUN_DIR and LOG_DIR."""
+    return cli_env({**project_env, "RUN_DIR": str(tmp_path / host / "run"), "LOG_DIR": str(tmp_path / host / "logs"),
+                    **extra})
+
+
+def query(server, database: str, sql: str):
+    client = server.client(database)
+    try:
+        return client.query(sql).result_rows
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_two_hosts_never_run_one_interval_at_once(on_server, clickhouse_server, tmp_path: Path) -> None:
+    assert run_cli("setup_db").returncode == 0
+    marker = tmp_path / "marker"
+    first = subprocess.Popen(
+        [sys.executable, str(SRC / "main.py"), "cron_run", "daily", "--date", "2026-01-15"],
+        env=host_env(on_server, tmp_path, "a", TEST_MARKER=str(marker), SLOW_SECONDS="8"), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(marker.exists, what="the first run to start")
+        second = subprocess.run([sys.executable, str(SRC / "main.py"), "cron_run", "daily", "--date", "2026-01-15"],
+                                env=host_env(on_server, tmp_path, "b"), cwd=ROOT, capture_output=True, text=True,
+                                timeout=120)
+        assert second.returncode == 75, second.stderr
+        assert f"Pipeline 'daily' for 2026-01-15 is already running on {socket.gethostname()}:{first.pid}" \
+            in second.stderr
+        other_day = subprocess.run([sys.executable, str(SRC / "main.py"), "cron_run", "daily", "--date", "2026-01-16"],
+                                   env=host_env(on_server, tmp_path, "b"), cwd=ROOT, capture_output=True, text=True,
+                                   timeout=120)
+        assert other_day.returncode == 0, other_day.stderr
+    finally:
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    # The claim was released: the same interval runs again from the other host.
+    again = subprocess.run([sys.executable, str(SRC / "main.py"), "cron_run", "daily", "--date", "2026-01-15"],
+                           env=host_env(on_server, tmp_path, "b"), cwd=ROOT, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert query(clickhouse_server, on_server["CLICKHOUSE_DATABASE"],
+                 "SELECT toDate(ts), count() FROM daily_t GROUP BY 1 ORDER BY 1") == [
+        (datetime(2026, 1, 15).date(), 24), (datetime(2026, 1, 16).date(), 24)]
+
+
+def hour(n: int) -> str:
+    return (datetime(2026, 1, 15, tzinfo=UTC) + timedelta(hours=n)).strftime("%Y-%m-%dT%H:%M")
+
+
+@pytest.mark.slow
+def test_hourly_runs_on_two_hosts_rebuilding_one_day_lose_no_rows(on_server, clickhouse_server,
+                                                                   tmp_path: Path) -> None:
+    """Hourly runs into daily partitions copy the day's other hours on every commit: interleaved
+    rebuilds from two hosts would drop each other's hours without the lock in ClickHouse."""
+    assert run_cli("setup_db").returncode == 0
+    hosts = []
+    for host, hours in (("a", range(0, 24, 2)), ("b", range(1, 24, 2))):
+        script = " && ".join(
+            f"{sys.executable} {SRC / 'main.py'} cron_run hourly --start {hour(h)} --end {hour(h + 1)}" for h in hours)
+        hosts.append(subprocess.Popen(["/bin/sh", "-c", script], env=host_env(on_server, tmp_path, host), cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for process in hosts:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+    assert query(clickhouse_server, on_server["CLICKHOUSE_DATABASE"],
+                 "SELECT count(), uniqExact(ts) FROM hourly_t") == [(24, 24)]
+
+
+def test_a_rebuild_waits_for_another_hosts_rebuild_lock(on_server, tmp_path: Path) -> None:
+    from core.config import load_settings
+    from core.migrations import ClickHouseLock
+    from core.store import Store
+
+    assert run_cli("cron_run", "hourly", "--start", "2026-01-15T00:00", "--end", "2026-01-15T01:00").returncode == 0
+    store = Store(load_settings())
+    other = ClickHouseLock(store, name=f"{store.database}:rebuild:hourly_t")
+    other.owner = "build-7.example.com:4242"
+    assert other.try_acquire() is None
+    try:
+        blocked = run_cli("cron_run", "hourly", "--start", "2026-01-15T01:00", "--end", "2026-01-15T02:00",
+                          env={"STORE_LOCK_TIMEOUT": "1"})
+        assert blocked.returncode == 1
+        assert "Timed out waiting for another run's rebuild of hourly_t" in blocked.stderr
+        assert "build-7.example.com:4242" in blocked.stderr
+        # A daily run replaces whole daily partitions: it copies nothing and takes no lock.
+        daily = run_cli("cron_run", "daily", "--date", "2026-01-15", env={"STORE_LOCK_TIMEOUT": "1"})
+        assert daily.returncode == 0, daily.stderr
+    finally:
+        other.release()
+        store.close()
+
+
+class DropAttachResponse:
+    """A TCP proxy to the server that, once, forwards a request containing ``ATTACH`` and then
+    closes the client's connection without its response (the statement did run)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        drop = threading.Event()
+        threading.Thread(target=self._answer, args=(upstream, client, drop), daemon=True).start()
+        try:
+            while chunk := client.recv(65536):
+                if b"ATTACH" in chunk and not self.dropped:
+                    self.dropped += 1
+                    drop.set()
+                upstream.sendall(chunk)
+        except OSError:
+            pass
+
+    @staticmethod
+    def _answer(upstream: socket.socket, client: socket.socket, drop: threading.Event) -> None:
+        """Server to client; after a dropped request, the answer (the statement ran) is discarded
+        and the client's connection closed."""
+        try:
+            while chunk := upstream.recv(65536):
+                if drop.is_set():
+                    client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                    upstream.close()
+                    return
+                client.sendall(chunk)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_commit_retried_after_a_lost_response_attaches_once(on_server, clickhouse_server) -> None:
+    assert run_cli("cron_run", "appended", "--date", "2026-01-15").returncode == 0  # the table exists now
+    proxy = DropAttachResponse(clickhouse_server.port)
+    try:
+        result = run_cli("cron_run", "appended", "--date", "2026-01-16",
+                         env={"CLICKHOUSE_PORT": str(proxy.port)})
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1
+    assert result.returncode == 0, result.stderr
+    database = on_server["CLICKHOUSE_DATABASE"]
+    assert query(clickhouse_server, database, "SELECT toDate(ts), count() FROM appended_t GROUP BY 1 ORDER BY 1") == [
+        (datetime(2026, 1, 15).date(), 24), (datetime(2026, 1, 16).date(), 24)]
+    runs = json.loads(run_cli("runs", "--json", "appended").stdout)
+    assert [(r["status"], r["attempt"], r["rows_loaded"]) for r in runs][0] == ("success", 2, 24)
+
+
+def test_framework_inserts_are_synchronous_whatever_the_server_default(on_server) -> None:
+    from core.config import load_settings
+    from core.store import Store
+
+    store = Store(load_settings())
+    try:
+        assert store.query_rows("SELECT getSetting('async_insert'), getSetting('wait_for_async_insert')") == [
+            (False, True)]
+    finally:
+        store.close()
+
+
+def blackhole() -> tuple[socket.socket, list[socket.socket]]:
+    """A listening socket that never accepts, its tiny backlog filled: a further connection gets
+    no answer, like an unreachable host's."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(0)
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(sock.getsockname())
+        fillers.append(filler)
+    return sock, fillers
+
+
+def test_an_unreachable_server_fails_after_the_connect_timeout_and_list_still_lists(
+        project_env, pipelines_dir: Path) -> None:
+    (pipelines_dir / "test_pipeline.py").write_text(MODULE)
+    hole, fillers = blackhole()
+    port = hole.getsockname()[1]
+    env = {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port), "CLICKHOUSE_CONNECT_TIMEOUT": "1",
+           "CLICKHOUSE_USER": "etl"}
+    try:
+        result = run_cli("setup_db", env=env, timeout=60)
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: Cannot connect to ClickHouse at http://etl@127.0.0.1:{port} "
+                                        "(connect timeout 1 s): ")
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        listing = run_cli("list", env=env, timeout=60)
+        assert listing.returncode == 0, listing.stderr
+        assert "daily" in listing.stdout and "hourly" in listing.stdout
+    finally:
+        for filler in fillers:
+            filler.close()
+        hole.close()
+
+
+def test_threads_share_one_store_on_a_server(on_server) -> None:
+    """An extractor's thread and the loader of one run use one Store: a server refuses concurrent
+    queries in one HTTP session, so the client must not use one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.config import load_settings
+    from core.store import Store
+
+    store = Store(load_settings())
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            slow = pool.submit(store.query_rows, "SELECT sleep(1)")
+            time.sleep(0.2)
+            assert store.query_rows("SELECT 42") == [(42,)]
+            assert slow.result() == [(0,)]
+    finally:
+        store.close()
