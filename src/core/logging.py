@@ -203,7 +203,7 @@ def setup_logging(settings: Settings, console: bool = True) -> logging.Logger:
 
     if console:
         stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(ConsoleFormatter(_Redactor(settings.secret_values())))
+        stream.setFormatter(ConsoleFormatter(_redactor(settings)))
         stream.addFilter(_ContextFilter())
         stream.addFilter(_console_filter)
         root.addHandler(stream)
