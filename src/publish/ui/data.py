@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from audit.results import CHECKS_TABLE, latest_by_pipeline, results_of_runs
-from core.models import RunRecord
+from core.models import RunRecord, as_utc
 from core.store import Store
 from pipelines.pipeline_registry import PipelineSpec, Registry
 from record.tables import RUNS_TABLE
@@ -25,7 +25,7 @@ from runner import coverage as cov
 from runner.counts import DayCount, RowCounts, count_rows
 from runner.intervals import Interval
 
-__all__ = ["DayCount", "RowCounts"]  # re-exported: the pages' row counts are runner.counts'
+__all__ = ["DayCount", "RowCounts", "as_utc"]  # re-exported for the pages (runner.counts, core.models)
 # Coverage cell states, in the order of the legend.
 STATES = ("done", "incomplete", "failed", "crashed", "running", "missing")
 # Row counts of a table per day are recomputed at most this often while no run of the pipeline
@@ -78,11 +78,6 @@ class GridRow:
 
     def count(self, state: str) -> int:
         return sum(1 for c in self.cells if c.state == state)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """``moment`` in UTC (naive values from the store are UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def has_history(store: Store) -> bool:
