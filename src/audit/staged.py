@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from audit.checks import Outcome
+from core.models import as_utc
 from core.validators import quote_identifier
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Audit:
                       else f"(SELECT * FROM {self.staging} WHERE 0)")
         self.column_types = columns
         self.params: dict[str, Any] = {
-            "start": _utc(context.start), "end": _utc(context.end),
+            "start": as_utc(context.start), "end": as_utc(context.end),
             "start_date": context.start.date(), "end_date": context.end.date(),
             "run_id": context.run_id, "pipeline": context.pipeline,
         }
@@ -90,10 +90,6 @@ class Audit:
         count = int(self.store.query_rows(f"SELECT count() FROM ({sql})", bound)[0][0])
         sample = self.store.query_dicts(f"SELECT * FROM ({sql}) LIMIT {SAMPLE_ROWS}", bound) if count else []
         return Outcome(count, [_jsonable(row) for row in sample], f"{count} failing row(s)" if count else "")
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from core.exceptions import UsageError
 from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
 from runner import coverage as cov
+from runner.counts import count_rows
 from runner.intervals import Interval, parse_date
 
 
@@ -107,22 +108,6 @@ def _count_pipelines(app: App, names: Sequence[str]) -> list[PipelineSpec]:
     return [s for s in reg.pipelines.values() if getattr(s.pipeline.loader, "table", None)]
 
 
-def day_status(rows: int, reported: int | None, has_run: bool, comparable: bool, incomplete: bool = False) -> str:
-    """ok, no data, mismatch, incomplete (only a run that started before the day ended), no run
-    (rows but no successful run recorded) or n/a."""
-    if comparable and not has_run and incomplete:
-        return "incomplete"
-    if comparable and has_run and reported is not None and reported != rows:
-        return "mismatch"
-    if rows == 0:
-        return "no data"
-    if comparable and not has_run:
-        return "no run"
-    if comparable and reported is None:
-        return "n/a"
-    return "ok"
-
-
 _DAY_STYLE = {"ok": "green", "no data": "yellow", "mismatch": "bold red", "no run": "yellow", "n/a": "dim",
               "incomplete": "yellow"}
 
@@ -176,28 +161,13 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None,
     days, names = split_days_and_jobs(days_and_jobs)
     first, last = _window(days, start, end, bf.DEFAULT_DAYS)
     specs = _count_pipelines(app, names)
-    store = app.store
     result = []
     for spec in specs:
-        loader = spec.pipeline.loader
-        table_name: str = loader.table  # type: ignore[assignment]
-        time_column = getattr(loader, "time_column", None)
-        comparable = bool(getattr(loader, "interval_scoped", False))
-        total, per_day = bf.table_counts(store, table_name, time_column, first, last)
-        history = cov.read_history(store, spec.name, create=False, first=first, last=last)
-        reported = cov.reported_rows_by_day(history, first, last) if comparable else {}
-        partly = cov.incomplete_days(history, first, last) if comparable else set()
-        day_rows = []
-        if time_column:
-            for day in bf.days_between(first, last):
-                rows = per_day.get(day, 0)
-                has_run = day in reported
-                status = day_status(rows, reported.get(day), has_run, comparable, day in partly)
-                day_rows.append({"date": day.isoformat(), "rows": rows,
-                                 "reported": reported.get(day) if comparable else None, "status": status})
-        result.append({"pipeline": spec.name, "table": table_name, "time_column": time_column,
-                       "mode": getattr(loader, "mode", None), "exists": total is not None,
-                       "total_rows": total or 0, "days": day_rows})
+        counts = count_rows(app.store, spec, first, last)
+        result.append({"pipeline": counts.pipeline, "table": counts.table, "time_column": counts.time_column,
+                       "mode": counts.mode, "exists": counts.exists, "total_rows": counts.total,
+                       "days": [{"date": d.day.isoformat(), "rows": d.rows, "reported": d.reported,
+                                 "status": d.status} for d in counts.days]})
     if as_json:
         click.echo(json.dumps({"first_day": first.isoformat(), "last_day": last.isoformat(), "pipelines": result},
                               indent=2))

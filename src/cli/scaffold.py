@@ -17,8 +17,9 @@ def _shown(path: object) -> str:
 
 @cli.command("new")
 @click.argument("name")
-@click.option("--from", "source", type=click.Choice(["http", "db", "file"]), required=True,
-              help="Where the data comes from: an HTTP API, a SQL database or files.")
+@click.option("--from", "source", type=click.Choice(["http", "db", "file", "sql"]), required=True,
+              help="Where the data comes from: an HTTP API, a SQL database, files or a query over "
+                   "the store's own tables (a SQL pipeline, run inside ClickHouse).")
 @click.option("--loader", type=click.Choice(["clickhouse", "console"]), default="clickhouse", show_default=True,
               help="Where it goes: a ClickHouse table (with its migration) or the console.")
 @pass_app
@@ -35,6 +36,8 @@ def new(app: App, name: str, source: str, loader: str) -> int:
     setting = {"http": f"{name.upper()}_API_URL", "db": f"{name.upper()}_DB_URL"}.get(source)
     if setting:
         steps.append(f"set {setting} in .env, then ./run.sh cron_run {name}")
+    elif source == "sql":
+        steps.append(f"edit src/pipelines/{name}.sql (and depends_on), then ./run.sh cron_run {name}")
     else:
         steps.append(f"./run.sh cron_run {name} --date 2026-01-15          # the sample day")
     app.console.print("next:\n  " + "\n  ".join(steps), markup=False, soft_wrap=True)

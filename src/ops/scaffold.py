@@ -1,4 +1,5 @@
-"""``./run.sh new NAME --from http|db|file``: a pipeline module, its table's migration and its test.
+"""``./run.sh new NAME --from http|db|file|sql``: a pipeline module, its table's migration and its test
+(and, for ``sql``, its query file next to the module).
 
 The files are written from :mod:`ops.scaffold_templates`, only after every check passed (nothing
 half-written): a valid, unused name, and none of the target files already there. The module, the
@@ -15,7 +16,7 @@ from core.config import PROJECT_ROOT, Settings
 from core.exceptions import DataProcessorError
 from ops import scaffold_templates as t
 
-SOURCES = ("http", "db", "file")
+SOURCES = ("http", "db", "file", "sql")
 LOADERS = ("clickhouse", "console")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION = re.compile(r"^(\d+)_")
@@ -79,19 +80,26 @@ def plan(name: str, source: str, settings: Settings, loader: str = "clickhouse",
         raise ScaffoldError(f"unknown source '{source}': use one of {', '.join(SOURCES)}")
     if loader not in LOADERS:
         raise ScaffoldError(f"unknown loader '{loader}': use one of {', '.join(LOADERS)}")
+    if source == "sql" and loader != "clickhouse":
+        raise ScaffoldError("a SQL pipeline runs inside ClickHouse and writes a ClickHouse table: "
+                            "use --loader clickhouse (the default)")
     check_name(name, known or set())
     values = _placeholders(name, source, loader)
-    module, test = {"http": (t.HTTP_MODULE, t.HTTP_TEST), "db": (t.DB_MODULE, t.DB_TEST),
-                    "file": (t.FILE_MODULE, t.FILE_TEST)}[source]
+    module, test, migration = {
+        "http": (t.HTTP_MODULE, t.HTTP_TEST, t.MIGRATION), "db": (t.DB_MODULE, t.DB_TEST, t.MIGRATION),
+        "file": (t.FILE_MODULE, t.FILE_TEST, t.MIGRATION), "sql": (t.SQL_MODULE, t.SQL_TEST, t.SQL_MIGRATION),
+    }[source]
     files = [Planned(settings.pipelines_dir / f"{name}_pipeline.py", _render(module, values)),
              Planned(root / "tests" / "pipelines" / f"test_{name}_pipeline.py", _render(test, values))]
     if loader == "clickhouse":
         version = next_migration_version(settings.migrations_dir)
         stem = f"{version:04d}_create_{name}"
-        files += [Planned(settings.migrations_dir / f"{stem}.sql", _render(t.MIGRATION, values)),
+        files += [Planned(settings.migrations_dir / f"{stem}.sql", _render(migration, values)),
                   Planned(settings.migrations_dir / f"{stem}.down.sql", _render(t.MIGRATION_DOWN, values))]
     if source == "file":
         files.append(Planned(root / "data" / "samples" / name / f"{SAMPLE_DAY}.csv", t.SAMPLE_CSV))
+    if source == "sql":
+        files.append(Planned(settings.pipelines_dir / f"{name}.sql", _render(t.SQL_QUERY, values)))
     existing = [f.path for f in files if f.path.exists()]
     if existing:
         raise ScaffoldError(f"not overwriting {', '.join(map(str, existing))}: choose another name or remove "

@@ -1,4 +1,4 @@
-"""The files ``./run.sh new NAME --from http|db|file`` writes (see :mod:`ops.scaffold`).
+"""The files ``./run.sh new NAME --from http|db|file|sql`` writes (see :mod:`ops.scaffold`).
 
 Placeholders: ``__NAME__`` (the pipeline and table name), ``__UPPER__`` (its upper-case form, for
 setting names), ``__SOURCE__`` (http, db or file). ``{database}``/``{cluster}`` in the migration
@@ -263,4 +263,84 @@ def source():
 def test_a_day_without_its_file_fails(project):
     result = project.run("__NAME__", day=date(2026, 1, 16))
     assert result.status == "failed" and "2026-01-16.csv" in result.error
+'''
+
+# ---- --from sql: a SQL pipeline (the T of ELT), its .sql file, its derived table and its test ----
+
+SQL_SOURCE_TABLE = "source_events"
+
+SQL_MIGRATION = """\
+-- The table of the __NAME__ SQL pipeline (written by ./run.sh new __NAME__ --from sql): one row
+-- per day, rebuilt one day at a time by the interval loader (a re-run replaces its day). Edit the
+-- columns with the query in src/pipelines/__NAME__.sql before the first ./run.sh migrate.
+CREATE TABLE IF NOT EXISTS {database}.__NAME__{cluster}
+(
+    day         Date,
+    events      UInt64,
+    _dp_run_id  String
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY day;
+"""
+
+SQL_MODULE = '''\
+"""__NAME__: a SQL pipeline (runs inside ClickHouse), one day of ''' + SQL_SOURCE_TABLE + ''' per run
+(written by ./run.sh new __NAME__ --from sql).
+
+Its query is __NAME__.sql next to this file; {start} and {end} are bound as typed
+DateTime64(6, 'UTC') parameters. Point the query at your table and list the pipeline that
+writes it in ``depends_on``: this one then runs after each of its successful days, and
+``backfill`` refuses days it has not completed. See docs/sql-pipelines.md.
+"""
+
+from pipelines.tools.extractors.sql_source import create_sql_pipeline
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+
+def create___NAME___pipeline():
+    return create_sql_pipeline(
+        sql_file="__NAME__.sql",
+        loader=create_clickhouse_loader("__NAME__", mode="interval", time_column="day"),
+        name="__NAME__",
+    )
+
+''' + _registry("__NAME__: events per day, computed in ClickHouse").replace(
+    "__TABLE_NAME__", '        "depends_on": [],  # the pipeline(s) that write ' + SQL_SOURCE_TABLE + "\n__TABLE_NAME__")
+
+SQL_QUERY = """\
+-- __NAME__: one row per day of the run's interval (written by ./run.sh new __NAME__ --from sql).
+SELECT
+    toDate(event_time) AS day,
+    count()            AS events
+FROM """ + SQL_SOURCE_TABLE + """
+WHERE event_time >= {start} AND event_time < {end}
+GROUP BY day
+"""
+
+SQL_TEST = _TEST_HEAD + '''
+
+@pytest.fixture
+def project(tmp_path):
+    """The project with a stand-in for the table the query reads (three events, two on DAY)."""
+    with TestProject(tmp_path / "project") as project:
+        project.store.create_database()
+        project.store.command("CREATE TABLE ''' + SQL_SOURCE_TABLE + ''' (event_time DateTime64(3, 'UTC')) "
+                              "ENGINE = MergeTree ORDER BY event_time")
+        project.store.command("INSERT INTO ''' + SQL_SOURCE_TABLE + ''' VALUES ('2026-01-15 08:00:00'), "
+                              "('2026-01-15 23:59:59'), ('2026-01-16 00:00:00')")
+        yield project
+
+
+def test_one_day(project):
+    result = project.run("__NAME__", day=DAY)
+    assert result.status == "success", result.error
+    assert [(row["day"], row["events"]) for row in result.rows] == [(DAY, 2)]
+
+
+def test_a_rerun_replaces_the_day(project):
+    first = project.run("__NAME__", day=DAY)
+    again = project.run("__NAME__", day=DAY)
+    assert first.ok and again.ok, again.error
+    assert project.query("SELECT day, events FROM __NAME__") == [{"day": DAY, "events": 2}]
 '''

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from audit.results import CHECKS_TABLE
 from core.config import PROJECT_ROOT, Settings
 from core.models import RunRecord
 from core.store import Store
@@ -35,7 +36,6 @@ from pipelines.pipeline_registry import PipelineSpec, Registry, discover
 
 __all__ = ["RunOutcome", "TestProject"]
 
-CHECKS_TABLE = "_dp_checks"  # data check results, when the project's pipelines declare checks
 
 
 @dataclass

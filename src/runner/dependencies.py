@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING
 
 from core.config import PROJECT_ROOT
 from core.logging import get_logger
+from core.models import as_utc
 from runner.backfill import Listener, Outcome, Step
 from runner.intervals import Interval, current_interval, split
 
 if TYPE_CHECKING:
-    from core.models import RunRecord
     from core.store import Store
     from pipelines.pipeline_registry import PipelineSpec, Registry
 
@@ -172,10 +172,6 @@ def tree_lines(registry: Registry, name: str | None = None) -> list[str]:
 
 # ---- readiness ------------------------------------------------------------------------------
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) -> tuple[bool, str]:
     """Is ``upstream`` complete for ``interval``? (and why not, for the user).
 
@@ -187,9 +183,9 @@ def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) 
 
     if not upstream.pipeline.interval_aware:
         last = list_runs(store, upstream.name, status="success", limit=1)
-        if last and _utc(last[0].started_at) >= interval.end:
+        if last and as_utc(last[0].started_at) >= interval.end:
             return True, ""
-        seen = f"its last success started {_utc(last[0].started_at):%Y-%m-%d %H:%M} UTC" if last else "it never succeeded"
+        seen = f"its last success started {as_utc(last[0].started_at):%Y-%m-%d %H:%M} UTC" if last else "it never succeeded"
         return False, (f"upstream '{upstream.name}' (not interval-aware) has no success started at or after "
                        f"{interval.end:%Y-%m-%d %H:%M} UTC ({seen})")
     last_day = (interval.end - timedelta(microseconds=1)).date()

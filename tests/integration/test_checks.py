@@ -161,13 +161,12 @@ def test_row_count_relative_to_the_median_of_recent_intervals(store: Store, make
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)  # within the TTL
     for i, rows in enumerate([100, 120, 80, 0, 5]):  # a failed day does not count, nor one after this one
         start = day + timedelta(days=i - 4 if i < 4 else 1)
-        # What the runner records for a complete run: the run, and (when it succeeded) its coverage.
-        run_record = RunRecord(run_id=f"h{i}", pipeline="test_pipeline", interval_start=start,
-                               interval_end=start + timedelta(days=1), trigger="cron",
-                               status="success" if rows else "failed", started_at=start + timedelta(days=1, hours=3),
-                               rows_loaded=rows)
-        record_run(store, run_record)
-        record_coverage(store, run_record)
+        # complete runs (started once their day ended), recorded as the runner does: run, then coverage
+        past = RunRecord(run_id=f"h{i}", pipeline="test_pipeline", interval_start=start,
+                         interval_end=start + timedelta(days=1), trigger="cron", status="success" if rows else "failed",
+                         started_at=start + timedelta(days=1), rows_loaded=rows)
+        record_run(store, past)
+        record_coverage(store, past)
     loader = create_clickhouse_loader("rc", time_column="ts")
     check = row_count(min_ratio=0.5, history=7)
     with pytest.raises(CheckFailed, match=r"40 rows, under 0.5 x the usual 100"):

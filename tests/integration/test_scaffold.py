@@ -1,4 +1,4 @@
-"""``./run.sh new NAME --from http|db|file`` and the README's first pipeline, through the real CLI.
+"""``./run.sh new NAME --from http|db|file|sql`` and the README's first pipeline, through the real CLI.
 
 ``new`` writes into the project (src/pipelines, migrations/sql, tests/pipelines, data/samples),
 so these tests run it in a copy of the project, never in this checkout.
@@ -102,7 +102,7 @@ def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
     cases = [
         (("new", "example_pipeline", "--from", "file"), 1, "error: give the pipeline's name without '_pipeline'"),
         (("new", "Orders", "--from", "db"), 1, "error: 'Orders' is not a valid name: use lower-case letters"),
-        (("new", "orders", "--from", "ftp"), 2, "Invalid value for '--from': 'ftp' is not one of 'http', 'db', 'file'"),
+        (("new", "orders", "--from", "ftp"), 2, "Invalid value for '--from': 'ftp' is not one of 'http', 'db', 'file', 'sql'"),
         (("new", "orders"), 2, "Missing option '--from'"),
     ]
     for args, code, message in cases:
@@ -122,3 +122,40 @@ def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
     assert "error: a pipeline named 'daily' already exists (./run.sh list shows where)" in clash.stderr
     module = project.cli("new", "shop", "--from", "file")
     assert module.returncode == 1 and "not overwriting" in module.stderr and "src/pipelines/shop_pipeline.py" in module.stderr
+
+
+def test_new_from_sql_writes_a_sql_pipeline_its_table_and_a_test_that_pass(project: Project) -> None:
+    before = project.files()
+    versions = sorted(int(p.name[:4]) for p in (project.root / "migrations" / "sql").glob("[0-9]*.sql"))
+    top = versions[-1] if versions else 0
+    made = project.cli("new", "events_per_day", "--from", "sql")
+    assert made.returncode == 0, made.stderr
+    assert project.files() - before == {
+        "src/pipelines/events_per_day_pipeline.py", "src/pipelines/events_per_day.sql",
+        "tests/pipelines/test_events_per_day_pipeline.py",
+        f"migrations/sql/{top + 1:04d}_create_events_per_day.sql",
+        f"migrations/sql/{top + 1:04d}_create_events_per_day.down.sql",
+    }
+    assert "edit src/pipelines/events_per_day.sql (and depends_on)" in made.stdout
+    # Its test passes as written (the harness, a throw-away store with a stand-in source table).
+    tested = project.cli("test", "tests/pipelines/test_events_per_day_pipeline.py", "-q", "--no-cov",
+                         "-p", "no:cacheprovider", timeout=600)
+    assert tested.returncode == 0, tested.stdout[-3000:]
+    summary = json.loads((Path(project.env["TEST_RESULTS_DIR"]) / "latest_test_results.json").read_text())
+    assert (summary["passed"], summary["failed"], summary["errors"], summary["skipped"]) == (2, 0, 0, 0)
+    # And through the project's own commands: migrated, then one day of the source summarized.
+    listed = json.loads(project.cli("list", "--json").stdout)
+    [entry] = [p for p in listed["pipelines"] if p["name"] == "events_per_day"]
+    assert listed.get("broken", []) == [] and entry["table"] == "events_per_day"
+    assert project.cli("migrate").returncode == 0
+    for statement in ("CREATE TABLE source_events (event_time DateTime64(3, 'UTC')) ENGINE = MergeTree "
+                      "ORDER BY event_time",
+                      "INSERT INTO source_events VALUES ('2026-01-15 08:00:00'), ('2026-01-15 23:59:59'), "
+                      "('2026-01-16 00:00:00')"):
+        assert project.cli("sql", "--write", statement).returncode == 0
+    run = project.cli("cron_run", "events_per_day", "--date", "2026-01-15")
+    assert run.returncode == 0 and "1 rows loaded" in run.stdout, run.stderr
+    summarized = project.cli("sql", "--format", "tsv", "SELECT day, events FROM events_per_day")
+    assert summarized.stdout.splitlines() == ["day\tevents", "2026-01-15\t2"]
+    console = project.cli("new", "feed", "--from", "sql", "--loader", "console")
+    assert console.returncode == 1 and "a SQL pipeline runs inside ClickHouse" in console.stderr

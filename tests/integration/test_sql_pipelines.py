@@ -224,9 +224,9 @@ def test_a_failing_downstream_does_not_change_the_upstream_exit_code(module: Pat
 
 
 def test_an_incomplete_upstream_never_makes_a_downstream_interval_ready(module: Path, db: Store) -> None:
-    result = cron("raw")  # today: a success that started before the interval ended
-    assert result.returncode == 0, result.stderr
     today = datetime.now(UTC).date()
+    result = cron("raw", today)  # a success that started before the interval ended
+    assert result.returncode == 0, result.stderr
     assert (f"downstream daily {today}: not ready, not run (upstream 'raw' has no complete successful run "
             f"covering {today})") in result.stdout
     assert runs("daily") == []

@@ -63,8 +63,11 @@ def test_pipelines_page_shows_schedule_last_run_and_freshness(server: UiServer, 
     assert "six rows a day &amp; &lt;b&gt;not bold&lt;/b&gt;" in row
     flaky = re.search(r'<tr id="pipeline-flaky">(.*?)</tr>', html, re.S).group(1)
     assert '<span class="status failed">failed</span>' in flaky
+    assert '<span class="status failed">few_rows</span>' in flaky  # its last checked run's warn check
     never = re.search(r'<tr id="pipeline-never">(.*?)</tr>', html, re.S).group(1)
     assert "<td>never</td>" in never and "n/a" in never
+    assert "<td>days</td>" in never  # depends on
+    assert '<span class="muted">none</span>' in row and "<td>-</td>" in row  # days: no failing check, no dependency
 
 
 def test_error_text_with_script_tag_shows_as_text(server: UiServer, project: Project) -> None:
@@ -181,6 +184,7 @@ def test_metrics(server: UiServer) -> None:
     assert 'dp_pipeline_failures_total{pipeline="flaky"} 1.0' in text
     assert 'dp_pipeline_failures_total{pipeline="days"} 0.0' in text
     assert 'dp_pipeline_failing_checks{pipeline="days"} 0.0' in text
+    assert 'dp_pipeline_failing_checks{pipeline="flaky"} 1.0' in text
     assert 'dp_pipeline_stale{pipeline="days"} 0.0' in text
     assert re.search(r'dp_pipeline_freshness_age_seconds\{pipeline="days"\} \d', text)
     assert re.search(r'dp_pipeline_last_run_timestamp_seconds\{pipeline="flaky"\} 1\.\d+e\+09', text)
@@ -312,23 +316,32 @@ def test_ui_password_requires_basic_auth_everywhere_and_never_shows(project: Pro
 
 # ---- optional data: check results ------------------------------------------------------------
 
-def test_check_results_are_read_when_the_table_exists(store: Store) -> None:
+def test_check_results_are_read_from_the_checks_table(store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from audit.results import CheckResult, write_results
     from publish.ui import data
     from record.tables import ensure_framework_tables
 
     ensure_framework_tables(store)
     assert data.failing_checks(store) == {} and data.run_checks(store, "r1") == []  # no _dp_checks yet
-    store.command(f"CREATE TABLE {store.table('_dp_checks')} (pipeline String, check String, status String, "
-                  "run_id String, checked_at DateTime64(3, 'UTC'), detail String) ENGINE = MergeTree ORDER BY pipeline")
-    store.insert_rows("_dp_checks", [
-        ["orders", "not_null", "fail", "r1", "2026-03-01 10:00:00.000", "3 NULL ids"],
-        ["orders", "not_null", "ok", "r2", "2026-03-02 10:00:00.000", ""],      # fixed since
-        ["orders", "row_count", "fail", "r2", "2026-03-02 10:00:00.000", "0 rows"],
-        ["users", "unique", "ok", "r3", "2026-03-02 10:00:00.000", ""],
-    ], ["pipeline", "check", "status", "run_id", "checked_at", "detail"])
-    assert data.failing_checks(store) == {"orders": ["row_count"]}
+    assert not store.table_exists("_dp_checks")  # and reading did not create it
+
+    def result(run_id: str, pipeline: str, name: str, status: str, hour: int, detail: str = "") -> CheckResult:
+        # recent: results older than RUN_HISTORY_TTL_DAYS expire as they are written
+        at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=12 - hour)
+        return CheckResult(run_id, pipeline, at, at, name, "not_null", "error", status, 3 if status != "pass" else 0,
+                           [], detail, 0.1, "", at)
+
+    write_results(store, [
+        result("r1", "orders", "not_null(id)", "fail", 10, "3 NULL ids"),
+        result("r2", "orders", "not_null(id)", "pass", 11),  # fixed since
+        result("r2", "orders", "row_count", "error", 11, "0 rows"),
+        result("r3", "users", "unique(id)", "pass", 11),
+    ])
+    assert data.failing_checks(store) == {"orders": ["row_count"]}  # the last checked run's
     checks = data.run_checks(store, "r1")
-    assert [(c["check"], c["status"], c["detail"]) for c in checks] == [("not_null", "fail", "3 NULL ids")]
+    assert [(c["check"], c["status"], c["detail"]) for c in checks] == [("not_null(id)", "fail", "3 NULL ids")]
 
 
 def test_a_server_that_does_not_answer_gives_503_not_a_traceback(project: Project) -> None:

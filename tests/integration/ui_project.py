@@ -25,6 +25,7 @@ MODULE = textwrap.dedent('''
     import os, time
     from datetime import timedelta
     import pyarrow as pa
+    from audit import row_count
     from pipelines.interfaces import Extractor
     from pipelines.pipeline_factory import create_el_pipeline
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
@@ -45,8 +46,9 @@ MODULE = textwrap.dedent('''
     PIPELINE_REGISTRY = {
         "days": {"pipeline": create_el_pipeline(Days(), loader("days_t"), "days"), "schedule": "0 2 * * *",
                  "description": "six rows a day & <b>not bold</b>"},
-        "flaky": {"pipeline": create_el_pipeline(Days(), loader("flaky_t"), "flaky"), "schedule": "0 3 * * *"},
-        "never": {"pipeline": create_el_pipeline(Days(), loader("never_t"), "never")},
+        "flaky": {"pipeline": create_el_pipeline(Days(), loader("flaky_t"), "flaky"), "schedule": "0 3 * * *",
+                  "checks": [row_count(max=3, severity="warn", name="few_rows")]},  # fails, publishes
+        "never": {"pipeline": create_el_pipeline(Days(), loader("never_t"), "never"), "depends_on": ["days"]},
     }
 ''')
 
@@ -85,8 +87,9 @@ class Project:
 
 
 def build_runs(project: Project) -> None:
-    """Real runs: 5 days of ``days`` (a backfill), a success then a failure of ``flaky``."""
-    done = project.cli("backfill", "--start", day(5), "--end", day(1), "days")
+    """Real runs: 5 days of ``days`` (a backfill, ``never`` left alone), a success (its warn check
+    ``few_rows`` failing) then a failure of ``flaky``."""
+    done = project.cli("backfill", "--start", day(5), "--end", day(1), "--no-downstream", "days")
     assert done.returncode == 0, done.stdout + done.stderr
     ok = project.cli("cron_run", "flaky", "--date", day(2))
     assert ok.returncode == 0, ok.stdout + ok.stderr

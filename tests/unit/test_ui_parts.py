@@ -96,9 +96,11 @@ def test_which_addresses_need_a_password(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
 
-def run(status: str, start: datetime, hours: int = 24, run_id: str = "r") -> RunRecord:
-    return RunRecord(run_id=run_id, pipeline="p", interval_start=start, interval_end=start + timedelta(hours=hours),
-                     trigger="backfill", status=status, started_at=start, host="elsewhere")
+def run(status: str, start: datetime, hours: int = 24, run_id: str = "r", early: bool = False) -> RunRecord:
+    """A run of ``hours`` from ``start``, started once they ended (``early``: before, an incomplete run)."""
+    end = start + timedelta(hours=hours)
+    return RunRecord(run_id=run_id, pipeline="p", interval_start=start, interval_end=end, trigger="backfill",
+                     status=status, started_at=start if early else end, host="elsewhere")
 
 
 def test_cell_states_name_crashes_and_partial_loads() -> None:
@@ -108,6 +110,7 @@ def test_cell_states_name_crashes_and_partial_loads() -> None:
     assert data.cell_state(bf.History([run("failed", day)]).coverage(interval)) == "failed"
     assert data.cell_state(bf.History([run("crashed", day)]).coverage(interval)) == "crashed"
     assert data.cell_state(bf.History([run("success", day, hours=6)]).coverage(interval)) == "incomplete"
+    assert data.cell_state(bf.History([run("success", day, early=True)]).coverage(interval)) == "incomplete"
     assert data.cell_state(bf.History([run("running", day)]).coverage(interval)) == "running"  # other host
     assert data.cell_state(bf.History([]).coverage(interval)) == "missing"
 
