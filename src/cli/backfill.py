@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -16,9 +16,11 @@ from rich.table import Table
 from cli.app import EXIT_OK, App, cli, pass_app
 from core.exceptions import UsageError
 from core.logging import ROOT_LOGGER
-from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
 from runner.intervals import Interval, parse_date
+
+if TYPE_CHECKING:
+    from pipelines.pipeline_registry import PipelineSpec
 
 WORKER_STORE_LINGER = 0.1
 _ACTION_STYLE = {"run": "green", "skip": "dim"}

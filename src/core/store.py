@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-from core.config import Settings
 from core.exceptions import StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
@@ -32,6 +31,8 @@ from core.validators import quote_identifier
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from core.config import Settings
     import pyarrow as pa
     from clickhouse_connect.driver.client import Client
 

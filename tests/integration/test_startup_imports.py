@@ -1,0 +1,101 @@
+"""Start-up cost: commands that do not touch data must not import the data stack.
+
+Each check runs the real CLI in a new process and reads ``sys.modules`` at exit; the pipelines
+folder holds a module that imports only the framework's interfaces, so whatever heavy module
+shows up was imported by the framework itself.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, cli_env
+
+HEAVY = ("pandas", "pyarrow", "numpy", "httpx", "chdb", "clickhouse_connect")
+
+# Runs the CLI in this process and prints the heavy modules it loaded (after the command ran).
+_PROBE = """
+import json, runpy, sys
+sys.argv = ["main.py", *sys.argv[1:]]
+try:
+    runpy.run_path({main!r}, run_name="__main__")
+except SystemExit:
+    pass
+sys.stdout.flush()
+print("\\nDP_IMPORTED=" + json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
+"""
+
+LIGHT_PIPELINE = '''
+from pipelines.interfaces import Extractor, Loader
+from pipelines.pipeline_factory import create_etl_pipeline
+
+PIPELINE_REGISTRY = {}
+
+
+class OneRow(Extractor):
+    def extract(self, context):
+        import pyarrow as pa
+
+        yield pa.table({"id": [1]})
+
+
+class Nowhere(Loader):
+    def write(self, batch, context):
+        return batch.num_rows
+
+
+PIPELINE_REGISTRY["light"] = {"pipeline": create_etl_pipeline(OneRow(), [], Nowhere()), "schedule": "0 2 * * *"}
+'''
+
+
+def imported(*args: str, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    probe = _PROBE.format(main=str(SRC / "main.py"), heavy=HEAVY)
+    result = subprocess.run([sys.executable, "-c", probe, *args], env=cli_env(env), capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    marker = result.stdout.rsplit("DP_IMPORTED=", 1)
+    assert len(marker) == 2, result.stdout + result.stderr
+    return result, json.loads(marker[1])
+
+
+@pytest.fixture
+def light_env(pipelines_dir: Path, project_env: dict[str, str]) -> dict[str, str]:
+    (pipelines_dir / "light_pipeline.py").write_text(LIGHT_PIPELINE)
+    return project_env
+
+
+@pytest.mark.parametrize("args", [("help",), ("--help",), ("list", "--help"), ("cron_run", "--help"),
+                                  ("backfill", "--help"), ("migrate", "--help"), ("runs", "--help")])
+def test_help_imports_no_data_stack(light_env: dict[str, str], args: tuple[str, ...]) -> None:
+    result, heavy = imported(*args, env=light_env)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout or "Commands" in result.stdout
+    assert heavy == []
+
+
+def test_list_imports_only_the_store_stack(light_env: dict[str, str]) -> None:
+    """``list`` reads run history (so it opens the store: clickhouse-connect, and chdb which
+    itself imports pyarrow/numpy), but never pandas nor the HTTP client of the extractors."""
+    result, heavy = imported("list", env=light_env)
+    assert result.returncode == 0, result.stderr
+    assert "light" in result.stdout and "0 2 * * *" in result.stdout
+    assert "pandas" not in heavy and "httpx" not in heavy
+
+
+def test_list_discovers_a_light_module_without_arrow(light_env: dict[str, str]) -> None:
+    """Discovery itself (the module imports only pipelines.interfaces) loads no Arrow."""
+    probe = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from pipelines.pipeline_registry import get_registry\n"
+        "from core.config import load_settings\n"
+        "reg = get_registry(load_settings().pipelines_dir)\n"
+        "print(sorted(reg.pipelines), sorted(m for m in %r if m in sys.modules))\n"
+    ) % (str(SRC), HEAVY)
+    result = subprocess.run([sys.executable, "-c", probe], env=cli_env(light_env), capture_output=True,
+                            text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['light'] []"
