@@ -99,3 +99,27 @@ def test_list_discovers_a_light_module_without_arrow(light_env: dict[str, str]) 
                             text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "['light'] []"
+
+
+def test_framework_tables_are_repaired_by_a_new_process(store, settings) -> None:
+    """The one-query check of an existing store still notices a dropped table, a quarantine
+    table without the interval columns and a changed retention, and repairs them."""
+    from core.store import Store
+    from record.tables import QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE, ensure_framework_tables
+
+    ensure_framework_tables(store)
+    store.command(f"DROP TABLE {store.table(STATE_TABLE)}")
+    store.command(f"ALTER TABLE {store.table(QUARANTINE_TABLE)} DROP COLUMN interval_end")
+    settings.run_history_ttl_days = 7
+    fresh = Store(settings)  # what a new process has: no memory of earlier set-ups
+    try:
+        ensure_framework_tables(fresh)
+        assert fresh.table_exists(STATE_TABLE)
+        columns = fresh.query_rows("SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+                                   {"db": fresh.database, "t": QUARANTINE_TABLE})
+        assert ("interval_end",) in columns
+        ddl = fresh.command("SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                            {"db": fresh.database, "t": RUNS_TABLE})
+        assert "toIntervalDay(7)" in str(ddl)
+    finally:
+        fresh.close()
