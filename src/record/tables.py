@@ -80,7 +80,7 @@ def _up_to_date(store: Store, ttl_days: int) -> bool:
     ddl = dict(rows)
     ttl = f"toIntervalDay({ttl_days})"
     return (len(ddl) == 3 and ttl in ddl[RUNS_TABLE] and ttl in ddl[QUARANTINE_TABLE]
-            and all(f"{column} " in ddl[QUARANTINE_TABLE] for column in ("interval_start", "interval_end")))
+            and all(f"`{column}` " in ddl[QUARANTINE_TABLE] for column in ("interval_start", "interval_end")))
 
 
 def ensure_framework_tables(store: Store) -> None:

@@ -105,15 +105,18 @@ def test_framework_tables_are_repaired_by_a_new_process(store, settings) -> None
     """The one-query check of an existing store still notices a dropped table, a quarantine
     table without the interval columns and a changed retention, and repairs them."""
     from core.store import Store
-    from record.tables import QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE, ensure_framework_tables
+    from record.tables import QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE, _up_to_date, ensure_framework_tables
 
     ensure_framework_tables(store)
+    assert _up_to_date(store, settings.run_history_ttl_days)  # what lets a new process skip the DDL
     store.command(f"DROP TABLE {store.table(STATE_TABLE)}")
     store.command(f"ALTER TABLE {store.table(QUARANTINE_TABLE)} DROP COLUMN interval_end")
     settings.run_history_ttl_days = 7
     fresh = Store(settings)  # what a new process has: no memory of earlier set-ups
     try:
+        assert not _up_to_date(fresh, 7)
         ensure_framework_tables(fresh)
+        assert _up_to_date(fresh, 7)
         assert fresh.table_exists(STATE_TABLE)
         columns = fresh.query_rows("SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
                                    {"db": fresh.database, "t": QUARANTINE_TABLE})
