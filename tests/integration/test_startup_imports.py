@@ -126,3 +126,53 @@ def test_framework_tables_are_repaired_by_a_new_process(store, settings) -> None
         assert "toIntervalDay(7)" in str(ddl)
     finally:
         fresh.close()
+
+
+CLICKHOUSE_PIPELINE = '''
+from pathlib import Path
+
+from pipelines.interfaces import Extractor
+from pipelines.pipeline_factory import create_etl_pipeline
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+PIPELINE_REGISTRY = {}
+
+
+class FromIpc(Extractor):
+    def extract(self, context):
+        import pyarrow as pa
+
+        yield pa.ipc.open_stream(pa.py_buffer(Path(__file__).with_name("rows.arrows").read_bytes())).read_all()
+
+
+PIPELINE_REGISTRY["small"] = {"pipeline": create_etl_pipeline(
+    FromIpc(), [], create_clickhouse_loader("small_rows", mode="replace", order_by="id"))}
+'''
+
+
+def test_a_small_run_into_clickhouse_imports_no_pandas(pipelines_dir: Path, project_env: dict[str, str]) -> None:
+    """A few rows go in through clickhouse-connect's insert_arrow (chdb's Python() table
+    function would import pandas, ~0.4 s of a short cron run); the run id is still in every row."""
+    import pyarrow as pa
+
+    table = pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", None, "c"]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    (pipelines_dir / "rows.arrows").write_bytes(sink.getvalue().to_pybytes())
+    (pipelines_dir / "small_pipeline.py").write_text(CLICKHOUSE_PIPELINE)
+
+    result, heavy = imported("cron_run", "small", env=project_env)
+    assert result.returncode == 0, result.stderr
+    assert "pandas" not in heavy and "httpx" not in heavy
+
+    from core.config import load_settings
+    from core.store import Store
+
+    store = Store(load_settings())
+    try:
+        rows = store.query_rows("SELECT id, name, _dp_run_id FROM small_rows ORDER BY id")
+        run_id = store.query_rows("SELECT run_id FROM _dp_runs WHERE pipeline = 'small'")[0][0]
+    finally:
+        store.close()
+    assert rows == [(1, "a", run_id), (2, None, run_id), (3, "c", run_id)]
