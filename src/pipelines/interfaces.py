@@ -137,11 +137,15 @@ class SqlSource:
     When a pipeline has no transformers and runs on the embedded engine, an extractor that can
     describe its input this way lets the loader insert with one ``INSERT ... SELECT``: no Python
     in the data path. ``schema`` is the Arrow schema of the rows (nullable where nulls occur).
+    ``fallback``: when ClickHouse refuses the source (a value it cannot read as the Python path
+    would, a malformed line), the run streams the rows through :meth:`Extractor.extract`
+    instead, whose messages and quarantine then decide.
     """
 
     expression: str
     schema: pa.Schema
     description: str
+    fallback: bool = False
 
 
 class Component(ABC):

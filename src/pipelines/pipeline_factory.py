@@ -72,7 +72,16 @@ class Pipeline:
         source = self.extractor.sql_source(context)
         if source is None:
             return False
-        rows = self.loader.write_sql(source, context)
+        try:
+            rows = self.loader.write_sql(source, context)
+        except Exception as exc:
+            if not source.fallback:
+                raise
+            context.logger.info("ClickHouse did not read %s as the Python path does (%s); streaming it instead",
+                                source.description, str(exc).splitlines()[0][:200])
+            self.loader.rollback(context)
+            self.loader.begin(context)
+            return False
         if rows is None:
             return False
         stats.batches = 1
