@@ -159,3 +159,32 @@ def test_a_late_value_of_another_type_fails_as_on_the_python_path(store: Store, 
     result = load_both(store, make_context, path)
     assert result["push"] == result["python"]
     assert f"line {lines + 2}: column 'code' cannot be read as int64" in result["push"]["error"]
+
+
+@pytest.mark.parametrize("body, pushed", [
+    ("id,at\n1,2013-01-01 05:00:00\n2,2013-12-31T23:59:59\n3,\n", True),       # naive means UTC
+    ("id,at\n1,2013-01-01 05:00:00Z\n2,NULL\n", True),                         # all with Z: UTC
+    ("id,at\n1,2013-01-01 05:00:00\n2,2013-02-30 00:00:00\n", True),            # no such day: text
+    ("id,at\n1,2013-01-01 05:00:00.5\n", False),                                # not whole seconds
+    ("id,at\n1,1850-01-01 00:00:00\n", True),                                   # an old date
+    ("id,at\n1,2013-01-01 05:00:00Z\n2,2013-01-01 06:00:00\n", None),          # Z on some only
+])
+def test_timestamps_are_pushed_down_only_when_certain(store: Store, make_context, tmp_path, caplog,
+                                                      body: str, pushed: bool | None) -> None:
+    caplog.set_level("INFO", logger="dp")
+    path = tmp_path / "times.csv"
+    path.write_text(body)
+    result = load_both(store, make_context, path)
+    assert result["push"] == result["python"]
+    if pushed is not None:
+        assert ("ClickHouse read times.csv itself" in caplog.text) is pushed
+
+
+def test_a_late_impossible_timestamp_fails_as_on_the_python_path(store: Store, make_context, tmp_path) -> None:
+    path = tmp_path / "late_times.csv"
+    row = "1,2013-01-01 05:00:00\n"
+    with open(path, "w") as fh:
+        fh.write("id,at\n" + row * (9 * 2**20 // len(row)) + "2,2013-02-30 00:00:00\n")
+    result = load_both(store, make_context, path)
+    assert result["push"] == result["python"]
+    assert "2013-02-30 00:00:00" in result["push"]["error"]

@@ -5,7 +5,8 @@ the first block, reads ``""``, ``NULL``, ``NA``... as NULL in number columns and
 they are. Push-down reproduces that only where it is certain: every column is read by ClickHouse
 as raw text (positionally, no trimming, no single quotes, no defaults for empty fields), and each
 value must look like what Arrow would read the same way (``-?[0-9]{1,18}`` for an int64 column,
-a plain decimal for a float64 column, valid UTF-8 without line breaks for a string column)
+a plain decimal for a float64 column, valid UTF-8 without line breaks for a string column,
+``YYYY-MM-DD HH:MM:SS[Z]`` that prints back the same for a timestamp[s] column)
 before it is converted. Anything else (another type, a value outside those shapes, a malformed
 line, an empty line) makes ClickHouse stop the statement; the run then streams the file through
 the Python path (``SqlSource.fallback``), whose errors, line numbers and quarantine decide.
@@ -32,6 +33,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NULLS = ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in pcsv.ConvertOptions().null_values)
 _INT = r"^-?[0-9]{1,18}$"
 _FLOAT = r"^-?[0-9]{1,300}(\\.[0-9]{1,300})?([eE][-+]?[0-9]{1,2})?$"
+_SECONDS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}"
 # How ClickHouse must read the text so that each field arrives as the bytes Arrow sees.
 _SETTINGS = ("input_format_csv_trim_whitespaces = 0, format_csv_allow_single_quotes = 0, "
              "format_csv_allow_double_quotes = 1, input_format_with_names_use_header = 0, "
@@ -68,14 +70,28 @@ def _check(name: str, type_: pa.DataType) -> str | None:
         return f"({name} IN ({_NULLS}) OR match({name}, '{_FLOAT}'))"
     if pa.types.is_string(type_):
         return f"(isValidUTF8({name}) AND position({name}, '\\n') = 0 AND position({name}, '\\r') = 0)"
+    if _is_seconds(type_):
+        # Arrow's guess for 'YYYY-MM-DD HH:MM:SS' (with 'Z' when every value has it): the text
+        # must print back the same, so an impossible date or an out-of-range year is refused.
+        shape = _SECONDS + ("Z$" if type_.tz else "$")
+        same = (f"formatDateTime(parseDateTime64BestEffortOrNull({name}, 0, 'UTC'), '%Y-%m-%d %H:%i:%S', 'UTC') "
+                f"= replaceOne(substring({name}, 1, 19), 'T', ' ')")
+        return f"({name} IN ({_NULLS}) OR (match({name}, '{shape}') AND coalesce({same}, 0)))"
     return None
+
+
+def _is_seconds(type_: pa.DataType) -> bool:
+    return pa.types.is_timestamp(type_) and type_.unit == "s" and type_.tz in (None, "UTC")
 
 
 def _value(name: str, type_: pa.DataType, alias: str) -> str:
     if pa.types.is_string(type_):
         return f"{name} AS `{alias}`"
-    cast = "toInt64" if pa.types.is_int64(type_) else "toFloat64"
-    return f"if({name} IN ({_NULLS}), NULL, {cast}({name})) AS `{alias}`"
+    if _is_seconds(type_):
+        value = f"parseDateTime64BestEffort({name}, 0, 'UTC')"  # naive means UTC, as in arrow_types
+    else:
+        value = f"{'toInt64' if pa.types.is_int64(type_) else 'toFloat64'}({name})"
+    return f"if({name} IN ({_NULLS}), NULL, {value}) AS `{alias}`"
 
 
 def csv_sql_source(extractor: FileExtractor, files: list[Path]) -> SqlSource | None:
