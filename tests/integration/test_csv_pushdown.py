@@ -103,6 +103,7 @@ def test_malformed_lines_fall_back_and_match_the_python_path(store: Store, make_
 
 
 @pytest.mark.parametrize("body", [
+    "id,v\n1,5\n2,NaN\n3,#N/A\n4,-1.#IND\n",  # Arrow's null values in an int64 column
     "id,v\n1,5\n2,+6\n",            # Arrow refuses '+6' as int64; ClickHouse would read it
     "id,v\n1,5\n2, 6\n",            # a space before a number
     "id,v\n1,a\r\n2,b\r\n",          # CRLF line ends

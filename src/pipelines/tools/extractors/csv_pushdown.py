@@ -65,9 +65,9 @@ def python_schema(extractor: FileExtractor, path: Path) -> pa.Schema | None:
 def _check(name: str, type_: pa.DataType) -> str | None:
     """The condition a raw field must meet to be read as the Python path reads it."""
     if pa.types.is_int64(type_):
-        return f"({name} IN ({_NULLS}) OR match({name}, '{_INT}'))"
+        return f"(match({name}, '{_INT}') OR {name} IN ({_NULLS}))"
     if pa.types.is_float64(type_):
-        return f"({name} IN ({_NULLS}) OR match({name}, '{_FLOAT}'))"
+        return f"(match({name}, '{_FLOAT}') OR {name} IN ({_NULLS}))"
     if pa.types.is_string(type_):
         return f"(isValidUTF8({name}) AND position({name}, '\\n') = 0 AND position({name}, '\\r') = 0)"
     if _is_seconds(type_):
@@ -76,7 +76,7 @@ def _check(name: str, type_: pa.DataType) -> str | None:
         shape = _SECONDS + ("Z$" if type_.tz else "$")
         same = (f"formatDateTime(parseDateTime64BestEffortOrNull({name}, 0, 'UTC'), '%Y-%m-%d %H:%i:%S', 'UTC') "
                 f"= replaceOne(substring({name}, 1, 19), 'T', ' ')")
-        return f"({name} IN ({_NULLS}) OR (match({name}, '{shape}') AND coalesce({same}, 0)))"
+        return f"((match({name}, '{shape}') AND coalesce({same}, 0)) OR {name} IN ({_NULLS}))"
     return None
 
 
@@ -87,10 +87,12 @@ def _is_seconds(type_: pa.DataType) -> bool:
 def _value(name: str, type_: pa.DataType, alias: str) -> str:
     if pa.types.is_string(type_):
         return f"{name} AS `{alias}`"
+    if pa.types.is_int64(type_):  # checked: an integer or one of the null values, which parse as NULL
+        return f"toInt64OrNull({name}) AS `{alias}`"
     if _is_seconds(type_):
         value = f"parseDateTime64BestEffort({name}, 0, 'UTC')"  # naive means UTC, as in arrow_types
     else:
-        value = f"{'toInt64' if pa.types.is_int64(type_) else 'toFloat64'}({name})"
+        value = f"toFloat64({name})"
     return f"if({name} IN ({_NULLS}), NULL, {value}) AS `{alias}`"
 
 
