@@ -40,3 +40,9 @@ def test_load_benchmark_runs_the_framework_steps() -> None:
                         "--steps", "clickhouse_file", "insert_arrow_loop", "framework_append",
                         "framework_interval", "framework_http")
     assert "rows/s" in out or "rows_per_second" in out
+
+
+def test_streaming_memory_benchmark_reports_the_ratio() -> None:
+    out = run_benchmark("benchmarks/streaming_memory.py", "--rows", "20000", "40000", "--batch-size", "5000",
+                        "--variants", "default", "loop")
+    assert "default: peak RSS" in out and "loop: peak RSS" in out and "ClickHouse tracked" in out
