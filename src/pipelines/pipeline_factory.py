@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.exceptions import PipelineError
+from core.exceptions import LoadError, PipelineError, StoreError, StoreLockTimeout
 from pipelines.interfaces import Extractor, Loader, RunContext, Transformer, batch_rows
 
 
@@ -74,8 +74,10 @@ class Pipeline:
             return False
         try:
             rows = self.loader.write_sql(source, context)
-        except Exception as exc:
-            if not source.fallback:
+        except (StoreError, LoadError) as exc:
+            # Only ClickHouse refusing the statement or the loader refusing its rows; a timeout,
+            # an interrupt or a busy store still ends the run.
+            if not source.fallback or isinstance(exc, StoreLockTimeout):
                 raise
             context.logger.info("ClickHouse did not read %s as the Python path does (%s); streaming it instead",
                                 source.description, str(exc).splitlines()[0][:200])
