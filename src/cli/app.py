@@ -6,14 +6,15 @@ import logging
 import os
 import sys
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 
-from core.config import Settings, load_settings
 from core.exceptions import DataProcessorError
-from core.logging import setup_logging
+
+if TYPE_CHECKING:  # pydantic (~0.2 s) loads when a command first needs its settings, not for `help`
+    from core.config import Settings
 
 # Exit codes of the CLI (sysexits-style where one exists).
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -35,6 +36,9 @@ class App:
 
     @cached_property
     def settings(self) -> Settings:
+        from core.config import load_settings
+        from core.logging import setup_logging
+
         settings = load_settings()
         if self.debug:
             settings.log_level = "DEBUG"
@@ -110,7 +114,7 @@ pass_app = click.make_pass_decorator(App)
 
 def _unwritable(exc: OSError) -> DataProcessorError | None:
     """A directory setting that cannot be written, as one line naming it (else None)."""
-    from core.config import unwritable_directory
+    from core.config import load_settings, unwritable_directory
 
     try:
         return unwritable_directory(exc, load_settings())

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -18,6 +18,9 @@ from core.logging import ROOT_LOGGER
 from runner import backfill as bf
 from runner import dependencies as deps
 from runner.intervals import parse_date
+
+if TYPE_CHECKING:
+    from pipelines.pipeline_registry import PipelineSpec
 
 WORKER_STORE_LINGER = 0.1
 _ACTION_STYLE = {"run": "green", "skip": "dim"}

@@ -10,8 +10,6 @@ import click
 from rich.table import Table
 
 from cli.app import COMPLETE_VAR, EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
-from core.config import PROJECT_ROOT
-from core.health import healthy, run_checks
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
@@ -30,6 +28,8 @@ def help_command(ctx: click.Context) -> None:
 @pass_app
 def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
     """Check Python, dependencies, config, directories and the store (exit 1 if unhealthy)."""
+    from core.health import healthy, run_checks
+
     results, settings = run_checks()
     ok = healthy(results)
     if alert and settings is not None:
@@ -94,6 +94,8 @@ def drop_db(app: App, yes: bool) -> int:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def test(args: tuple[str, ...]) -> None:
     """Run the test suite: [unit|integration|performance] [--fast] [pytest args]."""
+    from core.config import PROJECT_ROOT
+
     script = PROJECT_ROOT / "scripts" / "run_tests.py"
     # exec, not fork: this process may already have loaded chdb.
     os.execv(sys.executable, [sys.executable, str(script), *args])

@@ -9,7 +9,6 @@ import click
 from rich.table import Table
 
 from cli.app import EXIT_FAILED, EXIT_OK, App, cli, pass_app
-from core.config import PROJECT_ROOT
 from core.exceptions import UsageError
 
 
@@ -28,6 +27,7 @@ def _elapsed(seconds: float) -> str:
 @pass_app
 def setup_cron(app: App, name: str | None, all_: bool) -> int:
     """Install or update crontab entries: one pipeline (NAME) or all (--all)."""
+    from core.config import PROJECT_ROOT
     from ops import cron
 
     if bool(name) == all_:
@@ -82,6 +82,7 @@ def remove_cron(app: App, name: str | None, all_: bool) -> int:
 @pass_app
 def cron_status(app: App, as_json: bool) -> int:
     """Show installed versus wanted crontab entries (exit 1 when out of sync)."""
+    from core.config import PROJECT_ROOT
     from ops import cron
 
     registry = app.registry

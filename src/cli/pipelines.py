@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import click
 from rich.table import Table
 
 from cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
 from core.exceptions import DataProcessorError, UsageError
-from core.models import RunRecord
-from pipelines.pipeline_registry import PipelineSpec
 from runner.intervals import Interval, day_interval, parse_date, parse_interval
+
+if TYPE_CHECKING:  # pydantic-backed: imported by the commands that use them, not for `help`
+    from core.models import RunRecord
+    from pipelines.pipeline_registry import PipelineSpec
 
 _STATUS_STYLE = {"success": "green", "failed": "bold red", "crashed": "bold red", "running": "cyan"}
 

@@ -24,10 +24,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.config import Settings
 from core.exceptions import ConfigError
 from core.redaction import Redactor
+
+if TYPE_CHECKING:  # core.config imports pydantic (~0.2 s): not needed to log, nor for `help`
+    from core.config import Settings
 
 ROOT_LOGGER = "dp"
 

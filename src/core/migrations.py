@@ -35,13 +35,15 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from core.config import PROJECT_ROOT, Settings
 from core.exceptions import DataProcessorError, MigrationError, MigrationLocked
 from core.locks import FileLock
 from core.logging import get_logger
 from core.store import Store
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 log = get_logger("migrations")
 
@@ -271,6 +273,8 @@ def render_sql(sql: str, values: dict[str, str], source: str = "<sql>") -> list[
 
 def display_path(path: Path) -> str:
     """The path relative to the project when it is inside it (shorter in messages)."""
+    from core.config import PROJECT_ROOT
+
     try:
         return str(path.resolve().relative_to(PROJECT_ROOT))
     except ValueError:

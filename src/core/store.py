@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.config import Settings
 from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
@@ -32,6 +31,8 @@ from core.validators import quote_identifier
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from core.config import Settings
     import pyarrow as pa
     from clickhouse_connect.driver.client import Client
 
@@ -341,7 +342,7 @@ class Store:
         in Python; for a server they are appended to the Arrow table.
         """
         with self.session() as client, _errors(f"INSERT INTO {table}"):
-            if not (self.settings.is_embedded
+            if not (self.settings.is_embedded and _worth_in_process(data)
                     and _insert_in_process(client, self.table(table), data, settings, constants or {})):
                 client.insert_arrow(self.table(table), _with_constants(data, constants or {}), settings=settings)
         return data.num_rows
@@ -422,6 +423,17 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in ClickHouse: {value!r}")
 
 
+# Below this many rows the in-process insert's gain is smaller than what it costs the first time:
+# chdb's Python() table function imports pandas (~0.4 s), a third of a short cron run.
+_IN_PROCESS_MIN_ROWS = 50_000
+
+
+def _worth_in_process(data: pa.Table) -> bool:
+    import sys
+
+    return data.num_rows >= _IN_PROCESS_MIN_ROWS or "pandas" in sys.modules
+
+
 def _insert_in_process(client: Client, table: str, data: pa.Table, settings: dict[str, Any] | None,
                        constants: Mapping[str, str]) -> bool:
     """Insert through chdb's own connection; False when this client has none (then use the API)."""
@@ -443,10 +455,16 @@ def _insert_in_process(client: Client, table: str, data: pa.Table, settings: dic
 
 def _with_constants(data: pa.Table, constants: Mapping[str, str]) -> pa.Table:
     """``data`` with each constant as a string column (replacing a column of the same name)."""
+    import struct
+
     import pyarrow as pa
 
     for name, value in constants.items():
-        array = pa.array([value] * data.num_rows, type=pa.string())
+        # Built from buffers: converting a Python value (pa.array, pa.scalar) makes pyarrow
+        # import pandas (~0.4 s), for one string.
+        encoded = value.encode()
+        one = pa.StringArray.from_buffers(1, pa.py_buffer(struct.pack("<ii", 0, len(encoded))), pa.py_buffer(encoded))
+        array = pa.nulls(data.num_rows, pa.string()).fill_null(one[0])
         if name in data.column_names:
             data = data.set_column(data.column_names.index(name), name, array)
         else:

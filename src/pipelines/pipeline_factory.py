@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from core.exceptions import PipelineError
+from core.exceptions import LoadError, PipelineError, StoreError, StoreLockTimeout
 from pipelines.interfaces import Extractor, Loader, RunContext, Transformer, batch_rows
 
 
@@ -75,7 +75,18 @@ class Pipeline:
         source = self.extractor.sql_source(context)
         if source is None:
             return False
-        rows = self.loader.write_sql(source, context)
+        try:
+            rows = self.loader.write_sql(source, context)
+        except (StoreError, LoadError) as exc:
+            # Only ClickHouse refusing the statement or the loader refusing its rows; a timeout,
+            # an interrupt or a busy store still ends the run.
+            if not source.fallback or isinstance(exc, StoreLockTimeout):
+                raise
+            context.logger.info("ClickHouse did not read %s as the Python path does (%s); streaming it instead",
+                                source.description, str(exc).splitlines()[0][:200])
+            self.loader.rollback(context)
+            self.loader.begin(context)
+            return False
         if rows is None:
             return False
         stats.batches = 1

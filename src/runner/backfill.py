@@ -33,15 +33,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from types import FrameType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from core.config import PROJECT_ROOT, Settings
 from core.exceptions import AlreadyRunning, UsageError
 from core.logging import get_logger
-from core.store import Store
-from pipelines.pipeline_registry import PipelineSpec, Registry
 from runner.coverage import Coverage, History, read_history  # noqa: F401  (History: part of the API)
 from runner.intervals import Interval, split
+
+if TYPE_CHECKING:  # pydantic-backed modules: imported where used, so `help` stays fast
+    from core.config import Settings
+    from core.models import RunRecord
+    from core.store import Store
+    from pipelines.pipeline_registry import PipelineSpec, Registry
 
 log = get_logger("backfill")
 
@@ -375,6 +378,8 @@ RESULT_KEY = "dp_backfill_result"
 
 def worker_command() -> list[str]:
     """A new process (never a fork) that runs the intervals it reads on stdin: ``backfill_worker``."""
+    from core.config import PROJECT_ROOT
+
     return [sys.executable, str(PROJECT_ROOT / "src" / "main.py"), "backfill_worker"]
 
 
@@ -387,6 +392,8 @@ class _Worker:
     """
 
     def __init__(self, env: dict[str, str]) -> None:
+        from core.config import PROJECT_ROOT
+
         self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8")
         self.process = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.stderr, text=True, bufsize=1, env=env, cwd=PROJECT_ROOT)
@@ -436,6 +443,8 @@ class _Worker:
 def _run_parallel(todo: Sequence[Step], settings: Settings, store: Store, parallel: int, continue_on_error: bool,
                   listener: Listener, report: Report, stop: _StopRequest) -> list[Step]:
     import selectors
+
+    from core.config import PROJECT_ROOT
 
     # Release our hold on the embedded store: the workers need it.
     store.close()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from core.exceptions import UsageError
-from core.models import Granularity
+
+if TYPE_CHECKING:  # core.models imports pydantic: `help` and `list` need not
+    from core.models import Granularity
 
 _STEP = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
 

@@ -60,3 +60,9 @@ def test_alert_benchmark_reports_each_channel() -> None:
 def test_history_scale_benchmark_reports_ratios() -> None:
     out = run_benchmark("benchmarks/history_scale.py", "--small", "5", "--large", "20", "--repeat", "1")
     assert "wall ratio" in out and "backfill_list --days 400" in out and "check" in out
+
+
+def test_streaming_memory_benchmark_reports_the_ratio() -> None:
+    out = run_benchmark("benchmarks/streaming_memory.py", "--rows", "20000", "40000", "--batch-size", "5000",
+                        "--variants", "default", "loop")
+    assert "default: peak RSS" in out and "loop: peak RSS" in out and "ClickHouse tracked" in out

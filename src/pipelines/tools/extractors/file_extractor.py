@@ -115,7 +115,15 @@ class FileExtractor(Extractor):
 
     def sql_source(self, context: RunContext) -> SqlSource | None:
         """Plain Parquet files (no column selection, types, flattening or exploding) as
-        ``file(...)``, so an EL pipeline on the embedded engine needs no Python per row."""
+        ``file(...)``, so an EL pipeline on the embedded engine needs no Python per row; plain
+        CSV files when ClickHouse is certain to read them as the Python path does (csv_pushdown)."""
+        if self.format == "csv" and not self.compression:
+            from pipelines.tools.extractors.csv_pushdown import csv_sql_source
+
+            files = self.files(context)
+            if not files or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
+                return None
+            return csv_sql_source(self, files)
         if (self.format != "parquet" or self.compression or self.columns or self.types or self.explode
                 or self.column_names):
             return None
@@ -228,22 +236,10 @@ class FileExtractor(Extractor):
             bad.append(row)
             return "skip" if self.malformed == "skip" else "error"
 
-        read_options = pcsv.ReadOptions(block_size=_CSV_BLOCK, encoding=self.encoding, use_threads=False,
-                                        column_names=self.column_names,
-                                        autogenerate_column_names=not self.header and not self.column_names)
-        if self.column_names and self.header:
-            read_options.skip_rows = 1
-        parse_options = pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid)
-        # Zoned timestamp columns are parsed after reading (Arrow's CSV parser refuses a value
-        # without an offset for them; naive means UTC here, see arrow_types).
-        csv_types = {c: pa.string() if pa.types.is_timestamp(t) and t.tz else t for c, t in self.types.items()}
-        convert_options = pcsv.ConvertOptions(column_types=csv_types or None,
-                                              include_columns=self.columns or None)
         source = pa.input_stream(str(path), compression=compression)
         try:
             try:
-                reader = pcsv.open_csv(source, read_options=read_options, parse_options=parse_options,
-                                       convert_options=convert_options)
+                reader = pcsv.open_csv(source, **self.csv_options(on_invalid))
             except pa.ArrowInvalid as exc:
                 if "Empty CSV file" in str(exc):
                     return
@@ -267,6 +263,21 @@ class FileExtractor(Extractor):
         finally:
             source.close()
             self._flush(context, pending)
+
+    def csv_options(self, on_invalid: Any) -> dict[str, Any]:
+        """Arrow's CSV reader options for this extractor (``on_invalid``: its bad-row handler)."""
+        read_options = pcsv.ReadOptions(block_size=_CSV_BLOCK, encoding=self.encoding, use_threads=False,
+                                        column_names=self.column_names,
+                                        autogenerate_column_names=not self.header and not self.column_names)
+        if self.column_names and self.header:
+            read_options.skip_rows = 1
+        parse_options = pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid)
+        # Zoned timestamp columns are parsed after reading (Arrow's CSV parser refuses a value
+        # without an offset for them; naive means UTC here, see arrow_types).
+        csv_types = {c: pa.string() if pa.types.is_timestamp(t) and t.tz else t for c, t in self.types.items()}
+        convert_options = pcsv.ConvertOptions(column_types=csv_types or None,
+                                              include_columns=self.columns or None)
+        return {"read_options": read_options, "parse_options": parse_options, "convert_options": convert_options}
 
     def _header(self, path: Path, compression: str | None) -> list[str] | None:
         """The column names, for an error raised before the reader had a schema (best effort)."""

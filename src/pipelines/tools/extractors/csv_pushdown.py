@@ -1,0 +1,125 @@
+"""CSV that ClickHouse reads itself, with exactly the Python path's result or not at all.
+
+The Python path (Arrow's CSV reader, see ``FileExtractor._csv``) decides the column types from
+the first block, reads ``""``, ``NULL``, ``NA``... as NULL in number columns and keeps strings as
+they are. Push-down reproduces that only where it is certain: every column is read by ClickHouse
+as raw text (positionally, no trimming, no single quotes, no defaults for empty fields), and each
+value must look like what Arrow would read the same way (``-?[0-9]{1,18}`` for an int64 column,
+a plain decimal for a float64 column, valid UTF-8 without line breaks for a string column,
+``YYYY-MM-DD HH:MM:SS[Z]`` that prints back the same for a timestamp[s] column)
+before it is converted. Anything else (another type, a value outside those shapes, a malformed
+line, an empty line) makes ClickHouse stop the statement; the run then streams the file through
+the Python path (``SqlSource.fallback``), whose errors, line numbers and quarantine decide.
+Files that could differ before the first value is read (a byte-order mark, compression, an
+encoding other than UTF-8, chosen columns or names) are not pushed down at all.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from pipelines.interfaces import SqlSource
+
+if TYPE_CHECKING:
+    from pipelines.tools.extractors.file_extractor import FileExtractor
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Arrow's default CSV null values (pcsv.ConvertOptions().null_values): NULL in number columns.
+_NULLS = ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in pcsv.ConvertOptions().null_values)
+_INT = r"^-?[0-9]{1,18}$"
+_FLOAT = r"^-?[0-9]{1,300}(\\.[0-9]{1,300})?([eE][-+]?[0-9]{1,2})?$"
+_SECONDS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}"
+# How ClickHouse must read the text so that each field arrives as the bytes Arrow sees.
+_SETTINGS = ("input_format_csv_trim_whitespaces = 0, format_csv_allow_single_quotes = 0, "
+             "format_csv_allow_double_quotes = 1, input_format_with_names_use_header = 0, "
+             "input_format_csv_allow_variable_number_of_columns = 0, input_format_allow_errors_num = 0, "
+             "input_format_allow_errors_ratio = 0, input_format_csv_empty_as_default = 0, "
+             "input_format_null_as_default = 0, input_format_csv_detect_header = 0, "
+             "format_csv_delimiter = ',', precise_float_parsing = 1")
+
+
+def python_schema(extractor: FileExtractor, path: Path) -> pa.Schema | None:
+    """The schema the Python path gives ``path`` (from its first block), or None if unsure."""
+    bad: list[Any] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append(row)
+        return "skip"
+
+    with open(path, "rb") as fh:
+        if fh.read(3) == b"\xef\xbb\xbf":
+            return None
+    try:
+        with pa.input_stream(str(path)) as source:
+            schema = pcsv.open_csv(source, **extractor.csv_options(on_invalid)).schema
+    except (pa.ArrowInvalid, OSError):
+        return None
+    return None if bad else schema
+
+
+def _check(name: str, type_: pa.DataType) -> str | None:
+    """The condition a raw field must meet to be read as the Python path reads it."""
+    if pa.types.is_int64(type_):
+        return f"(match({name}, '{_INT}') OR {name} IN ({_NULLS}))"
+    if pa.types.is_float64(type_):
+        return f"(match({name}, '{_FLOAT}') OR {name} IN ({_NULLS}))"
+    if pa.types.is_string(type_):
+        return f"(isValidUTF8({name}) AND position({name}, '\\n') = 0 AND position({name}, '\\r') = 0)"
+    if _is_seconds(type_):
+        # Arrow's guess for 'YYYY-MM-DD HH:MM:SS' (with 'Z' when every value has it): the text
+        # must print back the same, so an impossible date or an out-of-range year is refused.
+        shape = _SECONDS + ("Z$" if type_.tz else "$")
+        same = (f"formatDateTime(parseDateTime64BestEffortOrNull({name}, 0, 'UTC'), '%Y-%m-%d %H:%i:%S', 'UTC') "
+                f"= replaceOne(substring({name}, 1, 19), 'T', ' ')")
+        return f"((match({name}, '{shape}') AND coalesce({same}, 0)) OR {name} IN ({_NULLS}))"
+    return None
+
+
+def _is_seconds(type_: pa.DataType) -> bool:
+    return pa.types.is_timestamp(type_) and type_.unit == "s" and type_.tz in (None, "UTC")
+
+
+def _value(name: str, type_: pa.DataType, alias: str) -> str:
+    if pa.types.is_string(type_):
+        return f"{name} AS `{alias}`"
+    if pa.types.is_int64(type_):  # checked: an integer or one of the null values, which parse as NULL
+        return f"toInt64OrNull({name}) AS `{alias}`"
+    if _is_seconds(type_):
+        value = f"parseDateTime64BestEffort({name}, 0, 'UTC')"  # naive means UTC, as in arrow_types
+    else:
+        value = f"toFloat64({name})"
+    return f"if({name} IN ({_NULLS}), NULL, {value}) AS `{alias}`"
+
+
+def csv_sql_source(extractor: FileExtractor, files: list[Path]) -> SqlSource | None:
+    """``files`` as one ``SELECT`` over ``file(...)``, when that is certain to equal the Python path."""
+    readable = (pa.types.is_int64, pa.types.is_float64, pa.types.is_string)
+    if any(not any(test(t) for test in readable) for t in extractor.types.values()):
+        return None  # e.g. a declared timestamp: converted in Python after reading (arrow_types)
+    if (extractor.format != "csv" or extractor.delimiter != "," or not extractor.header or extractor.columns
+            or extractor.column_names or extractor.explode or extractor.encoding.lower() not in {"utf8", "utf-8"}
+            or any(f.suffix.lower() != ".csv" or f.stat().st_size == 0 for f in files)):
+        return None
+    schemas = [python_schema(extractor, f) for f in files]
+    schema = schemas[0]
+    if schema is None or any(s != schema for s in schemas[1:]) or len(set(schema.names)) != len(schema.names):
+        return None
+    checks, values = [], []
+    for i, field in enumerate(schema):
+        check = _check(f"c{i}", field.type)
+        if check is None or not _NAME.match(field.name):
+            return None
+        checks.append(check)
+        values.append(_value(f"c{i}", field.type, field.name))
+    structure = ", ".join(f"c{i} String" for i in range(len(schema)))
+    paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
+    expression = (f"(SELECT {', '.join(values)} FROM file('{paths}', 'CSVWithNames', '{structure}') "
+                  f"WHERE throwIf(NOT ({' AND '.join(checks)}), 'a value the Python path reads differently') = 0 "
+                  f"SETTINGS {_SETTINGS})")
+    return SqlSource(expression, schema, files[0].name if len(files) == 1 else f"{len(files)} CSV files",
+                     fallback=True)
