@@ -209,11 +209,12 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
     job_log = attach_job_log(settings, spec.name)
     log = get_logger(f"job.{spec.name}")
     try:
-        # On a server, the same exclusion across hosts (each has its own RUN_DIR).
-        with run_context(spec.name, run_id), run_lock(store, lock.path.stem, f"Pipeline '{spec.name}' for "
-                                                      f"{interval.label}", entry.timeout):
+        with run_context(spec.name, run_id):
             try:
-                result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
+                # On a server, the same exclusion across hosts (each has its own RUN_DIR); deciding
+                # whether the store is a server may wait for the embedded store, hence inside.
+                with run_lock(store, lock.path.stem, f"Pipeline '{spec.name}' for {interval.label}", entry.timeout):
+                    result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
             except StoreLockTimeout as exc:
                 result = _record_lock_timeout(spec, store, interval, trigger, run_id, lock, log, exc)
     finally:
