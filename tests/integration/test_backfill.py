@@ -215,6 +215,7 @@ def test_dry_run_changes_nothing(module: Path, db: Store) -> None:
     assert "4 interval(s) would run, 1 would be skipped" in default.stdout
 
 
+@pytest.mark.embedded_only("a server runs --parallel workers for real")
 def test_parallel_runs_sequentially_on_the_embedded_store(module: Path, db: Store) -> None:
     """Workers would only take turns on the embedded store's lock (measured 1.6-1.75x slower)."""
     sequential = backfill("days", *FIVE)

@@ -43,7 +43,7 @@ def test_a_users_migration_and_broken_module_do_not_fail_framework_tests(tmp_pat
     copy = project_copy(tmp_path / "project")
     (copy / "migrations" / "sql" / "0099_daily_totals_mv.sql").write_text(USER_MIGRATION)
     (copy / "src" / "pipelines" / "laptop_pipeline.py").write_text(USER_MODULE)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DP_TEST_SERVER")}  # as a user runs it
     env.update(PYTHONPATH=str(copy / "src"), TEST_RESULTS_DIR=str(tmp_path / "results"))
     done = subprocess.run(
         [sys.executable, "scripts/run_tests.py", "tests/integration/test_seed_and_example.py",
@@ -65,7 +65,7 @@ def _collected(result: subprocess.CompletedProcess[str]) -> set[str]:
 
 
 def test_run_sh_test_runs_only_the_given_paths(tmp_path: Path) -> None:
-    results = {"TEST_RESULTS_DIR": str(tmp_path / "results")}
+    results = {"TEST_RESULTS_DIR": str(tmp_path / "results"), "DP_TEST_SERVER": "0"}  # as a user runs it
     only = ["--collect-only", "-q", "--no-cov", "-p", "no:cacheprovider"]
     one = run_cli("test", "tests/unit/test_schedule.py", *only, env=results)
     assert one.returncode == 0, one.stdout + one.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import rows, run_cli, wait_for
+from conftest import SERVER_MODE, rows, run_cli, wait_for
 from core.store import Store
 
 SERVER = textwrap.dedent('''
@@ -75,6 +75,8 @@ def server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, project_env: dict[str, str]) -> str:
     """Every test runs on the embedded engine and on a server (a database of its own there)."""
     if request.param == "server":
+        if SERVER_MODE:
+            pytest.skip("the suite runs against a server already (the 'embedded' parameter uses it)")
         port = request.getfixturevalue("server_port")
         for key, value in {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port),
                            "CLICKHOUSE_DATABASE": f"t_{uuid.uuid4().hex[:12]}"}.items():

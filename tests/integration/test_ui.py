@@ -207,6 +207,7 @@ def holding_store(project: Project) -> Iterator[None]:
         store.close()
 
 
+@pytest.mark.embedded_only("the busy store is the embedded engine's lock")
 def test_busy_store_shows_the_last_snapshot_within_the_bound(project: Project) -> None:
     ui = UiServer(project)
     try:

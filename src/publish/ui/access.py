@@ -111,12 +111,26 @@ class StoreGate:
         return Reading(last.value, last.as_of, holder)
 
     def _other_waits(self) -> bool:
-        """A process other than this one touched the waiting marker a moment ago."""
-        try:
-            touched = self._marker.stat().st_mtime
-        except OSError:
-            return False
-        return time.time() - touched < _WAITER_RECENT and touched > self._our_wait_ended
+        """A process other than this one touches the waiting marker now.
+
+        Our own last wait touched it too, so a recent touch from before that wait ended proves
+        nothing either way: a real waiter touches it again within ``_WAITER_RECENT``, so look
+        that long for a newer touch (a request right after our own wait saw only ours).
+        """
+        deadline = time.time() + _WAITER_RECENT
+        while True:
+            try:
+                touched = self._marker.stat().st_mtime
+            except OSError:
+                return False
+            now = time.time()
+            if now - touched >= _WAITER_RECENT:
+                return False
+            if touched > self._our_wait_ended:
+                return True
+            if now >= deadline:
+                return False
+            time.sleep(0.02)
 
     def _holder(self) -> str:
         if not self.embedded:
