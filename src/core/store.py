@@ -241,13 +241,23 @@ class Store:
         # Its "Unexpected Http Driver Exception" warning duplicates the error we raise in one line.
         logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
 
+        from urllib3 import Timeout
+
         args = self._server_args()
+        wait = self.settings.clickhouse_connect_timeout
         try:
-            _reachable(args, self.settings.clickhouse_connect_timeout)
-            client = clickhouse_connect.get_client(**args)
+            _reachable(args, wait)
+            # The client's first query (its version probe) gets the connect timeout too: a server
+            # that accepts connections but does not answer (stopped, overloaded) fails in `wait`
+            # seconds instead of hanging for the query timeout.
+            client = clickhouse_connect.get_client(**{**args, "send_receive_timeout": wait})
         except Exception as exc:
+            reason = _short(exc)
+            if "Read timed out" in reason:
+                reason = f"it accepts connections but did not answer within {wait:g} s"
             raise StoreError(f"Cannot connect to ClickHouse at {self.description} (connect timeout "
-                             f"{self.settings.clickhouse_connect_timeout:g} s): {_short(exc)}") from None
+                             f"{wait:g} s): {reason}") from None
+        client.timeout = Timeout(connect=wait, read=args["send_receive_timeout"])
         if self._local:
             from core.local_server import verify_store_id
 

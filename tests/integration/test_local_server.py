@@ -159,3 +159,62 @@ def test_binding_loopback_by_name_is_allowed_without_password(tmp_path: Path) ->
     finally:
         server.stop()
     assert os.path.exists(tmp_path / "data" / "clickhouse")
+
+
+def test_a_server_that_holds_the_store_but_does_not_answer_is_an_error(tmp_path: Path) -> None:
+    """Alive (its pid holds the store lock) but not answering: an error, never the embedded store."""
+    import signal
+
+    data = tmp_path / "data"
+    server = start_server(data)
+    os.kill(server.process.pid, signal.SIGSTOP)  # the kernel still accepts connections on its port
+    try:
+        result = cli(data, "setup_db", extra={"CLICKHOUSE_CONNECT_TIMEOUT": "1"}, timeout=60)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    try:
+        assert result.returncode == 1
+        assert result.stderr.strip() == (
+            f"error: Cannot connect to ClickHouse at local server http://data_processor@127.0.0.1:{server.port} "
+            f"(serving {data / 'clickhouse'}, pid {server.process.pid}) (connect timeout 1 s): "
+            "it accepts connections but did not answer within 1 s")
+        assert "embedded" not in result.stdout + result.stderr
+    finally:
+        assert server.stop() == 0
+
+
+FILE_PIPELINE = '''
+from pipelines.pipeline_factory import create_el_pipeline
+from pipelines.tools.extractors.file_extractor import create_file_extractor
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+PIPELINE_REGISTRY = {
+    "csv_in": {"pipeline": create_el_pipeline(create_file_extractor({csv!r}),
+                                              create_clickhouse_loader("csv_in", mode="replace"), "csv_in")},
+}
+'''
+
+
+def test_local_files_are_pushed_down_through_the_projects_own_server(tmp_path: Path) -> None:
+    """Same machine: the project's server reads the CSV itself, as the embedded engine does."""
+    data, pipelines, migrations = tmp_path / "data", tmp_path / "pipelines", tmp_path / "migrations"
+    pipelines.mkdir()
+    migrations.mkdir()
+    csv = tmp_path / "in.csv"
+    csv.write_text("id,name,amount\n" + "".join(f"{i},n{i},{i / 4}\n" for i in range(1, 2001)) + "3001,,\n")
+    (pipelines / "csv_pipeline.py").write_text(FILE_PIPELINE.replace("{csv!r}", repr(str(csv))))
+    dirs = {"PIPELINES_DIR": str(pipelines), "MIGRATIONS_DIR": str(migrations)}
+    server = start_server(data)
+    try:
+        assert cli(data, "setup_db", extra=dirs).returncode == 0
+        result = cli(data, "cron_run", "csv_in", extra=dirs)
+        assert result.returncode == 0, result.stderr
+        log = next((tmp_path / "logs").rglob("*.log")).read_text()
+        assert "ClickHouse read in.csv itself: 2001 rows, no Python in the data path" in log
+        client = server.client("data_warehouse")
+        # An empty unquoted string is '' and an empty number NULL, as on the Python path.
+        assert client.query("SELECT count(), sum(id), countIf(name = ''), countIf(amount IS NULL) "
+                            "FROM csv_in").result_rows == [(2001, 2004001, 1, 1)]
+        client.close()
+    finally:
+        assert server.stop() == 0

@@ -293,3 +293,25 @@ def test_threads_share_one_store_on_a_server(on_server) -> None:
             assert slow.result() == [(0,)]
     finally:
         store.close()
+
+
+def test_a_configured_server_that_accepts_but_never_answers_fails_after_the_connect_timeout(
+        project_env, pipelines_dir: Path) -> None:
+    (pipelines_dir / "test_pipeline.py").write_text(MODULE)
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(16)  # the kernel completes the handshake; nobody ever reads or answers
+    port = mute.getsockname()[1]
+    env = {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port), "CLICKHOUSE_CONNECT_TIMEOUT": "1",
+           "CLICKHOUSE_USER": "etl"}
+    try:
+        result = run_cli("setup_db", env=env, timeout=60)
+        assert result.returncode == 1
+        assert result.stderr.strip() == (f"error: Cannot connect to ClickHouse at http://etl@127.0.0.1:{port} "
+                                         "(connect timeout 1 s): it accepts connections but did not answer "
+                                         "within 1 s")
+        listing = run_cli("list", env=env, timeout=60)
+        assert listing.returncode == 0, listing.stderr
+        assert "daily" in listing.stdout and "hourly" in listing.stdout
+    finally:
+        mute.close()
