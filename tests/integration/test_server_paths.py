@@ -12,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,6 +43,9 @@ MODULE = textwrap.dedent('''
         "daily": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("daily_t", time_column="ts"), "d")},
         "hourly": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("hourly_t", time_column="ts"), "h")},
         "appended": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("appended_t"), "a"),
+                     "retries": 2, "retry_delay": 0.05},
+        "untagged": {"pipeline": create_el_pipeline(
+                         Hours(), create_clickhouse_loader("untagged_t", mode="append", run_id_column=None), "u"),
                      "retries": 2, "retry_delay": 0.05},
     }
 ''')
@@ -163,9 +166,10 @@ class DropAttachResponse:
     """A TCP proxy to the server that, once, forwards a request containing ``ATTACH`` and then
     closes the client's connection without its response (the statement did run)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, on_drop: Callable[[], None] = lambda: None) -> None:
         self.target = port
         self.dropped = 0
+        self.on_drop = on_drop
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -191,13 +195,13 @@ class DropAttachResponse:
         except OSError:
             pass
 
-    @staticmethod
-    def _answer(upstream: socket.socket, client: socket.socket, drop: threading.Event) -> None:
+    def _answer(self, upstream: socket.socket, client: socket.socket, drop: threading.Event) -> None:
         """Server to client; after a dropped request, the answer (the statement ran) is discarded
         and the client's connection closed."""
         try:
             while chunk := upstream.recv(65536):
                 if drop.is_set():
+                    self.on_drop()
                     client.shutdown(socket.SHUT_RDWR)
                     client.close()
                     upstream.close()
@@ -225,6 +229,47 @@ def test_a_commit_retried_after_a_lost_response_attaches_once(on_server, clickho
         (datetime(2026, 1, 15).date(), 24), (datetime(2026, 1, 16).date(), 24)]
     runs = json.loads(run_cli("runs", "--json", "appended").stdout)
     assert [(r["status"], r["attempt"], r["rows_loaded"]) for r in runs][0] == ("success", 2, 24)
+
+
+def test_a_commit_retried_after_a_lost_response_attaches_once_without_a_run_id_column(
+        on_server, clickhouse_server) -> None:
+    """No ``_dp_run_id`` to look for: the attached partitions are recorded instead."""
+    assert run_cli("cron_run", "untagged", "--date", "2026-01-15").returncode == 0
+    proxy = DropAttachResponse(clickhouse_server.port)
+    try:
+        result = run_cli("cron_run", "untagged", "--date", "2026-01-16",
+                         env={"CLICKHOUSE_PORT": str(proxy.port)})
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1
+    assert result.returncode == 0, result.stderr
+    database = on_server["CLICKHOUSE_DATABASE"]
+    assert query(clickhouse_server, database, "SELECT toDate(ts), count() FROM untagged_t GROUP BY 1 ORDER BY 1") == [
+        (datetime(2026, 1, 15).date(), 24), (datetime(2026, 1, 16).date(), 24)]
+    assert [name for (name,) in query(clickhouse_server, database, "SELECT name FROM system.columns WHERE "
+                                      "database = currentDatabase() AND table = 'untagged_t'")] == ["ts", "v"]
+    runs = json.loads(run_cli("runs", "--json", "untagged").stdout)
+    assert [(r["status"], r["attempt"], r["rows_loaded"]) for r in runs][0] == ("success", 2, 24)
+
+
+def test_a_partition_changed_between_a_lost_attach_and_its_retry_fails_the_run(on_server, clickhouse_server) -> None:
+    """Without a run id column the retry cannot tell whether its rows are in: it fails, never guesses."""
+    assert run_cli("cron_run", "untagged", "--date", "2026-01-15").returncode == 0
+    database = on_server["CLICKHOUSE_DATABASE"]
+
+    def another_writer() -> None:
+        query(clickhouse_server, database, "INSERT INTO untagged_t VALUES ('2026-01-16 05:30:00', 99)")
+
+    proxy = DropAttachResponse(clickhouse_server.port, on_drop=another_writer)
+    try:
+        result = run_cli("cron_run", "untagged", "--date", "2026-01-16", env={"CLICKHOUSE_PORT": str(proxy.port)})
+    finally:
+        proxy.close()
+    assert result.returncode == 1
+    assert "LoadError: Partition all of untagged_t changed since an earlier attempt of run " in result.stderr
+    assert "(24 rows before, 24 staged, 49 now): cannot tell whether its rows are in; check the table" in result.stderr
+    assert query(clickhouse_server, database, "SELECT count() FROM untagged_t WHERE toDate(ts) = '2026-01-16'") == [
+        (25,)]
 
 
 def test_framework_inserts_are_synchronous_whatever_the_server_default(on_server) -> None:

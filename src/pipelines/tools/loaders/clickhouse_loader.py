@@ -47,6 +47,7 @@ from core.locks import FileLock
 from core.store import Store
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, to_arrow
+from pipelines.tools.loaders.clickhouse_attach import attach_recorded, partitions_of_run
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, STAGING_PREFIX, StagedStructure
 
 Mode = Literal["interval", "append", "replace", "merge"]
@@ -248,8 +249,12 @@ class ClickHouseLoader(StagedStructure, Loader):
 
     def _commit_append(self, context: RunContext) -> None:
         store = context.store
-        done = self._partitions_of_run(context)
+        tagged = self.run_id_column if self.run_id_column in self._columns else None
+        done = partitions_of_run(context, self.table, tagged)
         for partition in self._partitions(context, self._staging_name):
+            if not tagged:
+                attach_recorded(context, self.table, self._staging_name, partition)
+                continue
             if partition in done:
                 # This run attached it already (a retry after a lost response): attaching again
                 # would double its rows. ATTACH is atomic per partition, so skipping is exact.
@@ -259,14 +264,6 @@ class ClickHouseLoader(StagedStructure, Loader):
             store.command(f"ALTER TABLE {store.table(self.table)} "
                           f"ATTACH PARTITION ID '{partition}' FROM {store.table(self._staging_name)}")
         context.logger.info("Appended %d rows to %s", self._rows, self.table)
-
-    def _partitions_of_run(self, context: RunContext) -> set[str]:
-        """Partitions of the target holding rows of this run (empty without a run id column)."""
-        if not self.run_id_column or self.run_id_column not in self._columns:
-            return set()
-        return {p for (p,) in context.store.query_rows(
-            f"SELECT DISTINCT _partition_id FROM {context.store.table(self.table)} "
-            f"WHERE {quote_identifier(self.run_id_column)} = {{r:String}}", {"r": context.run_id})}
 
     _commit_merge = _commit_append
 

@@ -1,0 +1,73 @@
+"""Attaching staged partitions exactly once, also when a retry follows a lost response.
+
+A run's append/merge commit attaches each staged partition to the target. When the response to an
+``ATTACH`` is lost (a dropped connection to a server), the run is retried with the same run id and
+must not attach the partition again. With a run id column the target itself says which partitions
+hold the run's rows. Without one, the attach is recorded first in ``_dp_attached``: the target
+partition's row count before the attach and the rows staged. A retry of the same run that finds
+such a record counts the partition again: ``before + staged`` means the attach happened (skip),
+``before`` means it did not (attach), anything else means another writer changed the partition
+meanwhile, and the run fails rather than guess.
+"""
+
+from __future__ import annotations
+
+from core.exceptions import LoadError
+from core.store import Store
+from core.validators import quote_identifier
+from pipelines.interfaces import RunContext
+
+ATTACHED_TABLE = "_dp_attached"
+# Records are needed only until the run that wrote them has finished its retries.
+ATTACHED_TTL_DAYS = 30
+
+
+def partitions_of_run(context: RunContext, table: str, run_id_column: str | None) -> set[str]:
+    """Partitions of ``table`` holding rows of this run, read from its run id column."""
+    if not run_id_column:
+        return set()
+    return {p for (p,) in context.store.query_rows(
+        f"SELECT DISTINCT _partition_id FROM {context.store.table(table)} "
+        f"WHERE {quote_identifier(run_id_column)} = {{r:String}}", {"r": context.run_id})}
+
+
+def _ensure_table(store: Store) -> None:
+    store.command(f"CREATE TABLE IF NOT EXISTS {store.table(ATTACHED_TABLE)} (run_id String, "
+                  "table String, partition_id String, rows_before UInt64, rows_staged UInt64, "
+                  "recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree "
+                  f"ORDER BY (table, run_id) TTL toDateTime(recorded_at) + INTERVAL {ATTACHED_TTL_DAYS} DAY")
+
+
+def _partition_rows(store: Store, table: str, partition: str) -> int:
+    return int(store.command(f"SELECT count() FROM {store.table(table)} WHERE _partition_id = {{p:String}}",
+                             {"p": partition}))
+
+
+def attach_recorded(context: RunContext, table: str, staging: str, partition: str) -> bool:
+    """Attach ``partition`` of ``staging`` to ``table`` unless this run already did; True if attached.
+
+    For targets without a run id column (see the module doc).
+    """
+    store = context.store
+    _ensure_table(store)
+    staged = int(store.command(f"SELECT count() FROM {store.table(staging)} WHERE _partition_id = {{p:String}}",
+                               {"p": partition}))
+    now = _partition_rows(store, table, partition)
+    earlier = store.query_rows(
+        f"SELECT rows_before, rows_staged FROM {store.table(ATTACHED_TABLE)} WHERE table = {{t:String}} "
+        "AND run_id = {r:String} AND partition_id = {p:String} ORDER BY recorded_at DESC LIMIT 1",
+        {"t": table, "r": context.run_id, "p": partition})
+    if earlier:
+        before, was_staged = (int(v) for v in earlier[0])
+        if now == before + was_staged:
+            context.logger.warning("Partition %s of %s was attached by an earlier attempt of run %s: "
+                                   "not attached again", partition, table, context.run_id)
+            return False
+        if now != before:
+            raise LoadError(f"Partition {partition} of {table} changed since an earlier attempt of run "
+                            f"{context.run_id} attached to it ({before:,} rows before, {was_staged:,} staged, "
+                            f"{now:,} now): cannot tell whether its rows are in; check the table")
+    store.insert_rows(ATTACHED_TABLE, [[context.run_id, table, partition, now, staged]],
+                      ["run_id", "table", "partition_id", "rows_before", "rows_staged"])
+    store.command(f"ALTER TABLE {store.table(table)} ATTACH PARTITION ID '{partition}' FROM {store.table(staging)}")
+    return True
