@@ -214,41 +214,25 @@ class DropAttachResponse:
         self.listener.close()
 
 
-def test_a_commit_retried_after_a_lost_response_attaches_once(on_server, clickhouse_server) -> None:
-    assert run_cli("cron_run", "appended", "--date", "2026-01-15").returncode == 0  # the table exists now
+@pytest.mark.parametrize(("pipeline", "columns"), [("appended", ["ts", "v", "_dp_run_id"]), ("untagged", ["ts", "v"])])
+def test_a_commit_retried_after_a_lost_response_attaches_once(on_server, clickhouse_server, pipeline: str,
+                                                              columns: list[str]) -> None:
+    """With a run id column the target says what the run attached; without one (``untagged``) the
+    attached partitions are recorded in ``_dp_attached``."""
+    assert run_cli("cron_run", pipeline, "--date", "2026-01-15").returncode == 0  # the table exists now
     proxy = DropAttachResponse(clickhouse_server.port)
     try:
-        result = run_cli("cron_run", "appended", "--date", "2026-01-16",
-                         env={"CLICKHOUSE_PORT": str(proxy.port)})
+        result = run_cli("cron_run", pipeline, "--date", "2026-01-16", env={"CLICKHOUSE_PORT": str(proxy.port)})
     finally:
         proxy.close()
     assert proxy.dropped == 1
     assert result.returncode == 0, result.stderr
-    database = on_server["CLICKHOUSE_DATABASE"]
-    assert query(clickhouse_server, database, "SELECT toDate(ts), count() FROM appended_t GROUP BY 1 ORDER BY 1") == [
-        (datetime(2026, 1, 15).date(), 24), (datetime(2026, 1, 16).date(), 24)]
-    runs = json.loads(run_cli("runs", "--json", "appended").stdout)
-    assert [(r["status"], r["attempt"], r["rows_loaded"]) for r in runs][0] == ("success", 2, 24)
-
-
-def test_a_commit_retried_after_a_lost_response_attaches_once_without_a_run_id_column(
-        on_server, clickhouse_server) -> None:
-    """No ``_dp_run_id`` to look for: the attached partitions are recorded instead."""
-    assert run_cli("cron_run", "untagged", "--date", "2026-01-15").returncode == 0
-    proxy = DropAttachResponse(clickhouse_server.port)
-    try:
-        result = run_cli("cron_run", "untagged", "--date", "2026-01-16",
-                         env={"CLICKHOUSE_PORT": str(proxy.port)})
-    finally:
-        proxy.close()
-    assert proxy.dropped == 1
-    assert result.returncode == 0, result.stderr
-    database = on_server["CLICKHOUSE_DATABASE"]
-    assert query(clickhouse_server, database, "SELECT toDate(ts), count() FROM untagged_t GROUP BY 1 ORDER BY 1") == [
+    database, table = on_server["CLICKHOUSE_DATABASE"], f"{pipeline}_t"
+    assert query(clickhouse_server, database, f"SELECT toDate(ts), count() FROM {table} GROUP BY 1 ORDER BY 1") == [
         (datetime(2026, 1, 15).date(), 24), (datetime(2026, 1, 16).date(), 24)]
     assert [name for (name,) in query(clickhouse_server, database, "SELECT name FROM system.columns WHERE "
-                                      "database = currentDatabase() AND table = 'untagged_t'")] == ["ts", "v"]
-    runs = json.loads(run_cli("runs", "--json", "untagged").stdout)
+                                      f"database = currentDatabase() AND table = '{table}'")] == columns
+    runs = json.loads(run_cli("runs", "--json", pipeline).stdout)
     assert [(r["status"], r["attempt"], r["rows_loaded"]) for r in runs][0] == ("success", 2, 24)
 
 
