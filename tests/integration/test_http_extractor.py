@@ -662,3 +662,48 @@ def test_factory_has_the_class_signature_and_documentation() -> None:
     ext = create_http_extractor("http://x/{start}", {"Accept": "text/json"}, "positional")
     assert isinstance(ext, HttpExtractor) and ext.name == "positional" and ext.headers == {"Accept": "text/json"}
     assert ext.interval_aware
+
+
+def test_own_paginator_resumes_from_the_run_state(api: Api, store) -> None:
+    """A paginator keeps its cursor in ``context.state``: the next run starts where this one ended."""
+    from datetime import timedelta
+
+    from core.logging import get_logger
+    from pipelines.interfaces import RunContext
+    from record.state import RunState
+    from record.tables import ensure_framework_tables
+
+    class SincePaginator(Paginator):
+        def first(self, request: PageRequest, context) -> PageRequest:
+            return request.with_params({"since": context.state.get("since", 0)})
+
+        def next(self, request: PageRequest, page: Page, context) -> PageRequest | None:
+            if page.get("last") is not None:
+                context.state.set("since", page.get("last"))  # saved only when the run succeeds
+            return request.with_params({"since": page.get("last")}) if page.get("more") else None
+
+    feed = list(range(1, 8))
+
+    def page(req: Seen) -> Any:
+        since = int(req.query["since"])
+        items = [{"id": i} for i in feed if i > since][:2]
+        return {"items": items, "last": items[-1]["id"] if items else None,
+                "more": bool(items) and items[-1]["id"] < feed[-1]}
+
+    api.json("/feed", page)
+    ensure_framework_tables(store)
+    ext = create_http_extractor(f"{api.base}/feed", records_path="items", pagination=SincePaginator())
+
+    def run(run_id: str) -> list[int]:
+        start = datetime(2026, 1, 15, tzinfo=UTC)
+        context = RunContext(run_id=run_id, pipeline="feed", start=start, end=start + timedelta(days=1),
+                             logger=get_logger("job.feed"), settings=store.settings, store=store,
+                             state=RunState(store, "feed"))
+        ids = [r["id"] for r in rows(ext, context)]
+        context.state.commit(run_id)
+        return ids
+
+    assert run("r1") == [1, 2, 3, 4, 5, 6, 7]
+    feed.extend([8, 9, 10])
+    assert run("r2") == [8, 9, 10]
+    assert [s.query["since"] for s in api.seen] == ["0", "2", "4", "6", "7", "9"]
