@@ -27,7 +27,7 @@ from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource
 from pipelines.tools.arrow_types import arrow_type, convert_column
-from pipelines.tools.extractors.http_extractor import render
+from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.json_records import (
     ArrowJsonReader,
     Batcher,
