@@ -18,7 +18,18 @@ import pyarrow as pa
 import pytest
 
 from core.exceptions import ConfigError, ExtractError, TransientError
-from pipelines.tools.extractors.http_extractor import create_http_extractor, parse_retry_after
+from pipelines.tools.extractors.http_extractor import (
+    ApiKeyAuth,
+    Auth,
+    AuthParts,
+    HttpExtractor,
+    Page,
+    PageNumberPaginator,
+    PageRequest,
+    Paginator,
+    create_http_extractor,
+    parse_retry_after,
+)
 
 Response = tuple[int, dict[str, str], bytes]
 
@@ -475,3 +486,224 @@ def test_consumer_stopping_early_stops_the_fetch_thread(api: Api, make_context) 
     time.sleep(0.3)
     assert len(api.seen) == calls <= 5
     assert not [t for t in threading.enumerate() if t.name.startswith("http-extract")]
+
+
+# ---- your own paginator and auth (strategies written from docs/connectors.md) ----------------------
+
+class HeaderTokenPaginator(Paginator):
+    """Follows an ``X-Next-Token`` response header, sent back as ``?page_token=``."""
+
+    def next(self, request: PageRequest, page: Page, context) -> PageRequest | None:
+        token = page.response.headers.get("x-next-token")
+        return request.with_params({"page_token": token}) if token else None
+
+
+class SignedAuth(Auth):
+    """A vendor's scheme: a client id in the query and a signature header made from a secret."""
+
+    kind = "signed"
+
+    def __init__(self, secret_env: str) -> None:
+        self.secret_env = secret_env
+
+    def parts(self, context) -> AuthParts:
+        secret = self.secret(context, "secret", None, self.secret_env)
+        signature = f"sig-{secret[::-1]}"
+        return AuthParts(headers={"X-Signature": signature}, params={"client_secret": secret},
+                         secrets={secret, signature})
+
+
+def _token_pages(api: Api, pages: int, path: str = "/t") -> None:
+    def page(req: Seen) -> Response:
+        n = int(req.query.get("page_token", 0))
+        headers = {"Content-Type": "application/json"}
+        if n + 1 < pages:
+            headers["X-Next-Token"] = str(n + 1)
+        return 200, headers, json.dumps({"items": [{"id": n}]}).encode()
+
+    api.routes[path] = page
+
+
+def test_own_paginator_gets_placeholders_auth_and_retries(api: Api, make_context, monkeypatch) -> None:
+    monkeypatch.setenv("VENDOR_SECRET", SECRET)
+    _token_pages(api, 3)
+    flaky = api.routes["/t"]
+    failed: list[int] = []
+
+    def once_500_on_page_2(req: Seen) -> Response:  # a 5xx in the middle is retried like a built-in's
+        if req.query.get("page_token") == "2" and not failed:
+            failed.append(1)
+            return 500, {}, b"busy"
+        return flaky(req)
+
+    api.routes["/t"] = once_500_on_page_2
+    ext = create_http_extractor(f"{api.base}/t", params={"day": "{start_date}"}, records_path="items",
+                                pagination=HeaderTokenPaginator(), auth=SignedAuth("VENDOR_SECRET"), **FAST)
+    assert ext.interval_aware  # the placeholder in params, as with a built-in paginator
+    context = make_context()
+    assert [r["id"] for r in rows(ext, context)] == [0, 1, 2]
+    assert [s.query.get("page_token") for s in api.seen] == [None, "1", "2", "2"]
+    assert {s.query["day"] for s in api.seen} == {"2026-01-15"}
+    assert {s.query["client_secret"] for s in api.seen} == {SECRET}
+    assert {s.headers["x-signature"] for s in api.seen} == {f"sig-{SECRET[::-1]}"}
+    assert context.counters["http_requests"] == 3
+
+
+def test_own_auth_is_masked_in_errors_and_logs(api: Api, make_context, monkeypatch, caplog) -> None:
+    monkeypatch.setenv("VENDOR_SECRET", SECRET)
+    _fail_with_echo(api)
+    ext = create_http_extractor(f"{api.base}/private", auth=SignedAuth("VENDOR_SECRET"), name="vendor")
+    with caplog.at_level(logging.DEBUG), pytest.raises(ExtractError) as err:
+        rows(ext, make_context())
+    message = str(err.value)
+    assert message.startswith(f"vendor: GET {api.base}/private?client_secret=") and "HTTP 403" in message
+    assert SECRET not in message and SECRET[::-1] not in message and "***" in message
+    assert SECRET not in caplog.text and SECRET[::-1] not in caplog.text
+
+
+def test_own_auth_missing_variable_names_the_extractor(api: Api, make_context, monkeypatch) -> None:
+    monkeypatch.delenv("NOT_SET_SECRET", raising=False)
+    ext = create_http_extractor(f"{api.base}/x", auth=SignedAuth("NOT_SET_SECRET"), name="vendor")
+    with pytest.raises(ConfigError) as err:
+        rows(ext, make_context())
+    assert str(err.value) == ("http extractor 'vendor': NOT_SET_SECRET is not set (environment or .env); "
+                              "it holds the signed auth secret")
+    assert api.seen == []
+
+
+def test_own_paginator_interval_and_first_request(api: Api, make_context) -> None:
+    class DayPaginator(Paginator):
+        """Selects the run's day itself: declares it, so the pipeline is backfillable."""
+
+        interval_aware = True
+
+        def first(self, request: PageRequest, context) -> PageRequest:
+            return request.with_params({"day": context.start_date})
+
+        def next(self, request: PageRequest, page: Page, context) -> PageRequest | None:
+            return None
+
+    api.json("/d", lambda req: [{"day": req.query["day"]}])
+    ext = create_http_extractor(f"{api.base}/d", pagination=DayPaginator())
+    assert ext.interval_aware
+    assert rows(ext, make_context()) == [{"day": "2026-01-15"}]
+    assert not create_http_extractor(f"{api.base}/d", pagination=HeaderTokenPaginator()).interval_aware
+
+
+def test_own_paginator_repeating_a_page_is_stopped(api: Api, make_context) -> None:
+    class Stuck(Paginator):
+        def next(self, request: PageRequest, page: Page, context) -> PageRequest | None:
+            return request.with_params({"page": 1})
+
+    api.json("/s", lambda req: [{"id": 1}])
+    ext = create_http_extractor(f"{api.base}/s", pagination=Stuck(), name="stuck api")
+    with pytest.raises(ExtractError) as err:
+        rows(ext, make_context())
+    assert str(err.value) == (f"stuck api: Stuck asked for the same page twice ({api.base}/s?page=1); "
+                              "stopping a loop")
+    assert len(api.seen) == 2
+
+
+def test_own_paginator_is_capped_by_max_pages_and_its_errors_are_named(api: Api, make_context, caplog) -> None:
+    _token_pages(api, 100)
+    context = make_context()
+    ext = create_http_extractor(f"{api.base}/t", records_path="items", pagination=HeaderTokenPaginator(),
+                                max_pages=3)
+    with caplog.at_level(logging.WARNING, logger="dp"):
+        assert [r["id"] for r in rows(ext, context)] == [0, 1, 2]
+    assert "max_pages=3" in caplog.text and context.counters["http_pages_capped"] == 1
+
+    class Picky(Paginator):
+        def next(self, request: PageRequest, page: Page, context) -> PageRequest | None:
+            raise ExtractError(f"no next token at {page.safe_url()}")
+
+    with pytest.raises(ExtractError) as err:
+        rows(create_http_extractor(f"{api.base}/t", records_path="items", pagination=Picky(), name="picky"),
+             make_context())
+    assert str(err.value) == f"picky: no next token at {api.base}/t"
+
+
+def test_built_in_strategies_as_objects_match_their_dicts(api: Api, make_context) -> None:
+    data = _paged(25)
+    api.json("/p", lambda req: data[(int(req.query["page"]) - 1) * 10:int(req.query["page"]) * 10])
+    as_object = create_http_extractor(f"{api.base}/p", pagination=PageNumberPaginator(size_param="per_page",
+                                                                                       size=10),
+                                      auth=ApiKeyAuth("abc123", name="X-Key"))
+    assert [r["id"] for r in rows(as_object, make_context())] == list(range(25))
+    object_calls = [(s.raw_query, s.headers["x-key"]) for s in api.seen]
+    api.seen.clear()
+    as_dict = create_http_extractor(f"{api.base}/p", pagination={"type": "page", "size_param": "per_page",
+                                                                 "size": 10},
+                                    auth={"type": "api_key", "name": "X-Key", "value": "abc123"})
+    assert [r["id"] for r in rows(as_dict, make_context())] == list(range(25))
+    assert [(s.raw_query, s.headers["x-key"]) for s in api.seen] == object_calls
+    assert object_calls == [("page=1&per_page=10", "abc123"), ("page=2&per_page=10", "abc123"),
+                            ("page=3&per_page=10", "abc123")]
+
+
+def test_strategies_of_the_wrong_kind_fail_at_construction() -> None:
+    with pytest.raises(ConfigError, match="pagination must be a style name, a dict .* or a Paginator instance, "
+                                          "got int"):
+        create_http_extractor("http://x", pagination=3)
+    with pytest.raises(ConfigError, match="auth must be a dict .* or an Auth instance, got str"):
+        create_http_extractor("http://x", auth="bearer")
+    with pytest.raises(ConfigError, match="http extractor 'http': page pagination .*'start': 'one'"):
+        create_http_extractor("http://x", pagination={"type": "page", "start": "one"})
+
+
+def test_factory_has_the_class_signature_and_documentation() -> None:
+    import inspect
+
+    assert create_http_extractor.__name__ == "create_http_extractor"
+    factory, cls = inspect.signature(create_http_extractor), inspect.signature(HttpExtractor)
+    assert list(factory.parameters) == list(cls.parameters)
+    assert list(factory.parameters)[:3] == ["url", "headers", "name"]  # the seed's positional order
+    assert "records_path:" in (create_http_extractor.__doc__ or "")
+    ext = create_http_extractor("http://x/{start}", {"Accept": "text/json"}, "positional")
+    assert isinstance(ext, HttpExtractor) and ext.name == "positional" and ext.headers == {"Accept": "text/json"}
+    assert ext.interval_aware
+
+
+def test_own_paginator_resumes_from_the_run_state(api: Api, store) -> None:
+    """A paginator keeps its cursor in ``context.state``: the next run starts where this one ended."""
+    from datetime import timedelta
+
+    from core.logging import get_logger
+    from pipelines.interfaces import RunContext
+    from record.state import RunState
+    from record.tables import ensure_framework_tables
+
+    class SincePaginator(Paginator):
+        def first(self, request: PageRequest, context) -> PageRequest:
+            return request.with_params({"since": context.state.get("since", 0)})
+
+        def next(self, request: PageRequest, page: Page, context) -> PageRequest | None:
+            if page.get("last") is not None:
+                context.state.set("since", page.get("last"))  # saved only when the run succeeds
+            return request.with_params({"since": page.get("last")}) if page.get("more") else None
+
+    feed = list(range(1, 8))
+
+    def page(req: Seen) -> Any:
+        since = int(req.query["since"])
+        items = [{"id": i} for i in feed if i > since][:2]
+        return {"items": items, "last": items[-1]["id"] if items else None,
+                "more": bool(items) and items[-1]["id"] < feed[-1]}
+
+    api.json("/feed", page)
+    ensure_framework_tables(store)
+    ext = create_http_extractor(f"{api.base}/feed", records_path="items", pagination=SincePaginator())
+
+    def run(run_id: str) -> list[int]:
+        start = datetime(2026, 1, 15, tzinfo=UTC)
+        context = RunContext(run_id=run_id, pipeline="feed", start=start, end=start + timedelta(days=1),
+                             logger=get_logger("job.feed"), settings=store.settings, store=store,
+                             state=RunState(store, "feed"))
+        ids = [r["id"] for r in rows(ext, context)]
+        context.state.commit(run_id)
+        return ids
+
+    assert run("r1") == [1, 2, 3, 4, 5, 6, 7]
+    feed.extend([8, 9, 10])
+    assert run("r2") == [8, 9, 10]
+    assert [s.query["since"] for s in api.seen] == ["0", "2", "4", "6", "7", "9"]

@@ -27,12 +27,13 @@ from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource
 from pipelines.tools.arrow_types import arrow_type, convert_column
-from pipelines.tools.extractors.http_extractor import render
+from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.json_records import (
     ArrowJsonReader,
     Batcher,
     FastPathUnavailable,
     flatten_records,
+    read_document_records,
     records_from_arrow,
     rows_to_table,
 )
@@ -339,15 +340,9 @@ class FileExtractor(Extractor):
             return
         if self.explode is None:
             try:
-                doc = ArrowJsonReader().read(b'{"d":' + content + b"}")
-                column = doc.column("d")
-                if pa.types.is_list(column.type) and pa.types.is_struct(column.type.value_type):
-                    items = column.combine_chunks()
-                    structs = items.flatten()
-                    if not items.null_count and not structs.null_count:
-                        yield from self._slices(records_from_arrow(pa.Table.from_struct_array(structs),
-                                                                   flatten=self.flatten), size)
-                        return
+                records, _ = read_document_records(ArrowJsonReader(), content, flatten=self.flatten)
+                yield from self._slices(records, size)
+                return
             except FastPathUnavailable:
                 pass
         try:

@@ -105,6 +105,31 @@ class ArrowJsonReader:
         return table
 
 
+def read_document_records(reader: ArrowJsonReader, content: bytes, path: Sequence[str] = (), *,
+                          flatten: bool) -> tuple[pa.Table, pa.Table]:
+    """The fast path for one JSON document: the records (the list of objects at the dotted
+    ``path``, the document itself when empty) as a table, and the parsed document.
+
+    Raises ``FastPathUnavailable`` when the records are not a list of objects, a record or the
+    list is null, or a record holds lists: the python path then decides (and names the error).
+    """
+    doc = reader.read(b'{"d":' + content + b"}")
+    column = doc.column("d")
+    for part in path:
+        if not pa.types.is_struct(column.type) or column.type.get_field_index(part) < 0:
+            raise FastPathUnavailable("path")
+        column = pa.chunked_array([c.field(part) for c in column.chunks], type=column.type.field(part).type)
+    if not pa.types.is_list(column.type) or not pa.types.is_struct(column.type.value_type):
+        raise FastPathUnavailable("shape")
+    items = column.combine_chunks()
+    if items.null_count:
+        raise FastPathUnavailable("null list")
+    structs = items.flatten()
+    if structs.null_count:
+        raise FastPathUnavailable("null record")
+    return records_from_arrow(pa.Table.from_struct_array(structs), flatten=flatten), doc
+
+
 # ---- flattening ------------------------------------------------------------------------------
 
 def flatten_struct_table(table: pa.Table, sep: str = "_") -> pa.Table:
