@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.tools.extractors.db_extractor import DbExtractor, create_db_extractor
 from pipelines.tools.extractors.file_extractor import FileExtractor, create_file_extractor
+from pipelines.tools.extractors.sql_source import SqlExtractor, create_sql_extractor
 from pipelines.tools.factory import component_factory
 from pipelines.tools.transformers.transformers import (
     ColumnTransformer,
@@ -23,6 +24,7 @@ from pipelines.tools.transformers.transformers import (
 )
 
 PAIRS = [(create_file_extractor, FileExtractor), (create_db_extractor, DbExtractor),
+         (create_sql_extractor, SqlExtractor),
          (create_lambda_transformer, LambdaTransformer), (create_type_transformer, TypeTransformer),
          (create_column_transformer, ColumnTransformer), (create_validation_transformer, ValidationTransformer)]
 
