@@ -48,12 +48,30 @@ def to_arrow(batch: Batch) -> pa.Table:
 
 
 def to_pandas(batch: Batch) -> pd.DataFrame:
-    """The batch as a pandas DataFrame (no copy when it already is one)."""
+    """The batch as a pandas DataFrame (no copy when it already is one).
+
+    An integer column holding NULLs arrives as pandas' nullable integer dtype (``Int64``, NULL as
+    ``pd.NA``), not as float64 (pandas' default), so a frame handed back keeps its exact values and
+    NULLs; integer columns without NULLs stay numpy ``int64``.
+    """
     import pyarrow as pa
 
-    if isinstance(batch, pa.Table):
-        return batch.to_pandas()
-    return batch
+    if not isinstance(batch, pa.Table):
+        return batch
+    frame = batch.to_pandas()
+    for i, column in enumerate(batch.columns):
+        if pa.types.is_integer(column.type) and column.null_count:
+            frame.isetitem(i, column.to_pandas(types_mapper=_nullable_integer))
+    return frame
+
+
+def _nullable_integer(type_: pa.DataType) -> Any:
+    """pandas' nullable dtype for an Arrow integer type (``int64`` -> ``Int64``, ``uint8`` -> ``UInt8``)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    prefix = "UInt" if pa.types.is_unsigned_integer(type_) else "Int"
+    return pd.api.types.pandas_dtype(f"{prefix}{type_.bit_width}")
 
 
 @dataclass

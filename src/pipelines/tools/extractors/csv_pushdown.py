@@ -1,6 +1,6 @@
 """CSV that ClickHouse reads itself, with exactly the Python path's result or not at all.
 
-The Python path (Arrow's CSV reader, see ``FileExtractor._csv``) decides the column types from
+The Python path (Arrow's CSV reader, see ``file_formats.CsvFormat.read``) decides the column types from
 the first block, reads ``""``, ``NULL``, ``NA``... as NULL in number columns and keeps strings as
 they are. Push-down reproduces that only where it is certain: every column is read by ClickHouse
 as raw text (positionally, no trimming, no single quotes, no defaults for empty fields), and each
@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from pipelines.interfaces import SqlSource
-
-if TYPE_CHECKING:
-    from pipelines.tools.extractors.file_extractor import FileExtractor
+from pipelines.tools.extractors.file_formats import CsvFormat
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Arrow's default CSV null values (pcsv.ConvertOptions().null_values): NULL in number columns.
@@ -43,7 +41,7 @@ _SETTINGS = ("input_format_csv_trim_whitespaces = 0, format_csv_allow_single_quo
              "format_csv_delimiter = ',', precise_float_parsing = 1")
 
 
-def python_schema(extractor: FileExtractor, path: Path) -> pa.Schema | None:
+def python_schema(csv: CsvFormat, path: Path) -> pa.Schema | None:
     """The schema the Python path gives ``path`` (from its first block), or None if unsure."""
     bad: list[Any] = []
 
@@ -56,7 +54,7 @@ def python_schema(extractor: FileExtractor, path: Path) -> pa.Schema | None:
             return None
     try:
         with pa.input_stream(str(path)) as source:
-            schema = pcsv.open_csv(source, **extractor.csv_options(on_invalid)).schema
+            schema = pcsv.open_csv(source, **csv.arrow_options(on_invalid)).schema
     except (pa.ArrowInvalid, OSError):
         return None
     return None if bad else schema
@@ -96,16 +94,16 @@ def _value(name: str, type_: pa.DataType, alias: str) -> str:
     return f"if({name} IN ({_NULLS}), NULL, {value}) AS `{alias}`"
 
 
-def csv_sql_source(extractor: FileExtractor, files: list[Path]) -> SqlSource | None:
+def csv_sql_source(csv: CsvFormat, files: list[Path]) -> SqlSource | None:
     """``files`` as one ``SELECT`` over ``file(...)``, when that is certain to equal the Python path."""
     readable = (pa.types.is_int64, pa.types.is_float64, pa.types.is_string)
-    if any(not any(test(t) for test in readable) for t in extractor.types.values()):
+    if any(not any(test(t) for test in readable) for t in csv.types.values()):
         return None  # e.g. a declared timestamp: converted in Python after reading (arrow_types)
-    if (extractor.format != "csv" or extractor.delimiter != "," or not extractor.header or extractor.columns
-            or extractor.column_names or extractor.explode or extractor.encoding.lower() not in {"utf8", "utf-8"}
+    if (csv.delimiter != "," or not csv.header or csv.columns or csv.column_names
+            or csv.encoding.lower() not in {"utf8", "utf-8"}
             or any(f.suffix.lower() != ".csv" or f.stat().st_size == 0 for f in files)):
         return None
-    schemas = [python_schema(extractor, f) for f in files]
+    schemas = [python_schema(csv, f) for f in files]
     schema = schemas[0]
     if schema is None or any(s != schema for s in schemas[1:]) or len(set(schema.names)) != len(schema.names):
         return None

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from core.exceptions import ConfigError, ExtractError, TransientError
 from pipelines.interfaces import Extractor, RunContext
+from pipelines.tools.factory import component_factory
 
 _INTERVAL_BINDS = {"start", "end", "start_date", "end_date"}
 _CURSOR_KEY = "cursor"
@@ -71,7 +72,24 @@ def _from_state(value: Any) -> Any:
 
 
 class DbExtractor(Extractor):
-    """Reads a query or a table through SQLAlchemy (see :func:`create_db_extractor`)."""
+    """An extractor reading a SQL query or a whole table from any SQLAlchemy database.
+
+    Args:
+        url: SQLAlchemy URL (``postgresql+psycopg2://user:pass@host/db``, ``sqlite:///file.db``);
+            or ``url_env``: the name of an environment/.env variable holding it (keeps passwords
+            out of code).
+        query: SQL text; may use ``:start``/``:end`` (the run's interval as UTC datetimes) and
+            ``:start_date``/``:end_date`` (``YYYY-MM-DD``), which make the extractor interval-aware,
+            ``:cursor`` (incremental mode) and any name given in ``params``.
+        table: read ``SELECT * FROM table`` instead of a query (``schema.table`` allowed).
+        params: values for the query's other ``:name`` binds.
+        cursor_column: incremental mode: remember the highest value of this column (committed only
+            when the run succeeds) and, for ``table=``, read only rows above it next time. In query
+            mode, use ``:cursor`` yourself (it is ``None`` on the first run), e.g.
+            ``WHERE :cursor IS NULL OR updated_at > :cursor``.
+        initial_cursor: the cursor before the first run (default ``None``: read everything).
+        batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
+    """
 
     def __init__(self, url: str | None = None, query: str | None = None, table: str | None = None, *,
                  url_env: str | None = None, params: Mapping[str, Any] | None = None,
@@ -141,26 +159,14 @@ class DbExtractor(Extractor):
         return text(sql), binds
 
     def extract(self, context: RunContext) -> Iterator[pa.Table]:
-        from sqlalchemy import create_engine
-        from sqlalchemy.exc import DBAPIError, NoSuchModuleError, OperationalError, SQLAlchemyError
+        from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
         url = self._resolve_url(context)
         safe = _safe_url(url)
         size = self.batch_size or context.settings.batch_size
         cursor = _from_state(context.state.get(_CURSOR_KEY, _to_state(self.initial_cursor))) \
             if self.cursor_column else None
-        bound = {
-            "start": context.start, "end": context.end,
-            "start_date": context.start_date, "end_date": context.end_date,
-            "cursor": cursor, **self.params,
-        }
-        try:
-            engine = create_engine(url)
-        except (NoSuchModuleError, ImportError) as exc:
-            raise ConfigError(f"db extractor {self.name!r}: no driver for {safe} ({exc}); install the "
-                              "database's Python driver") from None
-        except SQLAlchemyError as exc:
-            raise ConfigError(f"db extractor {self.name!r}: cannot use {safe}: {exc}") from None
+        engine = self._engine(url, safe)
         password = engine.url.password
 
         def describe(exc: BaseException) -> str:
@@ -168,13 +174,7 @@ class DbExtractor(Extractor):
             text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
             return text.replace(str(password), "***") if password else text
 
-        statement, binds = self._statement(engine, cursor)
-        missing = binds - set(bound)
-        if missing:
-            raise ConfigError(f"db extractor {self.name!r}: the query uses :{', :'.join(sorted(missing))} "
-                              "but params= does not give a value")
-        values = {k: bound[k] for k in binds}
-        known: dict[str, pa.DataType] = {}
+        statement, values = self._bound_statement(engine, cursor, context)
         new_max: Any = None
         total = 0
         try:
@@ -186,22 +186,8 @@ class DbExtractor(Extractor):
             with connection:
                 result = connection.execution_options(stream_results=True, max_row_buffer=size) \
                     .execute(statement, values)
-                names = list(result.keys())
-                if self.cursor_column and self.cursor_column not in names:
-                    raise ExtractError(f"{self.name}: cursor_column {self.cursor_column!r} is not among the "
-                                       f"columns of the result ({', '.join(names)}) from {safe}")
-                while True:
-                    rows = result.fetchmany(size)
-                    if not rows:
-                        break
-                    columns = list(zip(*rows, strict=False))
-                    arrays = [_column(list(col), known.get(name)) for name, col in zip(names, columns, strict=False)]
-                    for name, array in zip(names, arrays, strict=False):
-                        if not pa.types.is_null(array.type):
-                            known.setdefault(name, array.type)
-                    table = pa.Table.from_arrays(arrays, names=names)
-                    if self.cursor_column:
-                        new_max = self._max(new_max, [r[names.index(self.cursor_column)] for r in rows])
+                for table, cursor_values in self._batches(result, size, safe):
+                    new_max = self._max(new_max, cursor_values)
                     total += table.num_rows
                     yield table
         except (ExtractError, ConfigError):
@@ -220,6 +206,50 @@ class DbExtractor(Extractor):
             context.logger.info("%s: new cursor %s = %s (saved when the run succeeds)", self.name,
                                 self.cursor_column, new_max)
 
+    def _engine(self, url: str, safe: str) -> Any:
+        from sqlalchemy import create_engine
+        from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
+
+        try:
+            return create_engine(url)
+        except (NoSuchModuleError, ImportError) as exc:
+            raise ConfigError(f"db extractor {self.name!r}: no driver for {safe} ({exc}); install the "
+                              "database's Python driver") from None
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"db extractor {self.name!r}: cannot use {safe}: {exc}") from None
+
+    def _bound_statement(self, engine: Any, cursor: Any, context: RunContext) -> tuple[Any, dict[str, Any]]:
+        """The statement to run and the values of the binds it uses (all must have one)."""
+        bound = {
+            "start": context.start, "end": context.end,
+            "start_date": context.start_date, "end_date": context.end_date,
+            "cursor": cursor, **self.params,
+        }
+        statement, binds = self._statement(engine, cursor)
+        missing = binds - set(bound)
+        if missing:
+            raise ConfigError(f"db extractor {self.name!r}: the query uses :{', :'.join(sorted(missing))} "
+                              "but params= does not give a value")
+        return statement, {k: bound[k] for k in binds}
+
+    def _batches(self, result: Any, size: int, safe: str) -> Iterator[tuple[pa.Table, list[Any]]]:
+        """The result in tables of ``size`` rows, each with its raw cursor values (empty without
+        a cursor column); a column keeps the type its first non-null batch gave it."""
+        names = list(result.keys())
+        if self.cursor_column and self.cursor_column not in names:
+            raise ExtractError(f"{self.name}: cursor_column {self.cursor_column!r} is not among the "
+                               f"columns of the result ({', '.join(names)}) from {safe}")
+        cursor_index = names.index(self.cursor_column) if self.cursor_column else None
+        known: dict[str, pa.DataType] = {}
+        while rows := result.fetchmany(size):
+            columns = list(zip(*rows, strict=False))
+            arrays = [_column(list(col), known.get(name)) for name, col in zip(names, columns, strict=False)]
+            for name, array in zip(names, arrays, strict=False):
+                if not pa.types.is_null(array.type):
+                    known.setdefault(name, array.type)
+            cursor_values = [r[cursor_index] for r in rows] if cursor_index is not None else []
+            yield pa.Table.from_arrays(arrays, names=names), cursor_values
+
     @staticmethod
     def _max(current: Any, raw: list[Any]) -> Any:
         """The highest cursor value so far, as the driver returned it (so it binds back the same)."""
@@ -234,26 +264,4 @@ class DbExtractor(Extractor):
             return max(candidates, key=str)
 
 
-def create_db_extractor(url: str | None = None, query: str | None = None, table: str | None = None, *,
-                        url_env: str | None = None, params: Mapping[str, Any] | None = None,
-                        cursor_column: str | None = None, initial_cursor: Any = None, name: str | None = None,
-                        batch_size: int | None = None) -> DbExtractor:
-    """An extractor reading a SQL query or a whole table from any SQLAlchemy database.
-
-    Args:
-        url: SQLAlchemy URL (``postgresql+psycopg2://user:pass@host/db``, ``sqlite:///file.db``);
-            or ``url_env``: the name of an environment/.env variable holding it (keeps passwords
-            out of code).
-        query: SQL text; may use ``:start``/``:end`` (the run's interval as UTC datetimes) and
-            ``:start_date``/``:end_date`` (``YYYY-MM-DD``), which make the extractor interval-aware,
-            ``:cursor`` (incremental mode) and any name given in ``params``.
-        table: read ``SELECT * FROM table`` instead of a query (``schema.table`` allowed).
-        cursor_column: incremental mode: remember the highest value of this column (committed only
-            when the run succeeds) and, for ``table=``, read only rows above it next time. In query
-            mode, use ``:cursor`` yourself (it is ``None`` on the first run), e.g.
-            ``WHERE :cursor IS NULL OR updated_at > :cursor``.
-        initial_cursor: the cursor before the first run (default ``None``: read everything).
-        batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
-    """
-    return DbExtractor(url, query, table, url_env=url_env, params=params, cursor_column=cursor_column,
-                       initial_cursor=initial_cursor, name=name, batch_size=batch_size)
+create_db_extractor = component_factory(DbExtractor, "create_db_extractor")

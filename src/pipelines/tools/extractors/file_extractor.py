@@ -11,22 +11,21 @@ in ``_dp_quarantine`` with the reason (``malformed="skip"``).
 from __future__ import annotations
 
 import glob as globmod
-import gzip
 import io
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource
 from pipelines.tools.arrow_types import arrow_type, convert_column
+from pipelines.tools.extractors.csv_pushdown import csv_sql_source
 from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.json_records import (
     ArrowJsonReader,
@@ -37,46 +36,42 @@ from pipelines.tools.extractors.json_records import (
     records_from_arrow,
     rows_to_table,
 )
+from pipelines.tools.extractors.file_formats import CsvFormat, open_file, suffixes
+from pipelines.tools.factory import component_factory
 
-_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl",
-            ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
-_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _INTERVAL = re.compile(r"\{(start|end|start_date|end_date)\}")
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_CSV_BLOCK = 8 << 20  # bytes per CSV block: fewer, larger Arrow batches
 _JSONL_CHUNK_BYTES = 8 << 20
 _QUARANTINE_FLUSH = 10_000
-_CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to ([\w\[\], ]+): "
-                         r"invalid value '(.*)'")
 
 
 # Characters that would change the meaning of a path inside file('...'): globs, lists, quotes.
 _UNSAFE_IN_SQL = re.compile(r"[*?{}\[\],'\\]")
 
 
-def _suffixes(path: str) -> tuple[str | None, str | None]:
-    """(format, compression) from a file name such as ``x.csv.gz``."""
-    name = Path(path).name.lower()
-    compression = None
-    for ext, kind in _COMPRESSION.items():
-        if name.endswith(ext):
-            compression, name = kind, name[: -len(ext)]
-            break
-    return _FORMATS.get(Path(name).suffix), compression
-
-
-def _open(path: Path, compression: str | None) -> IO[bytes]:
-    if compression == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if compression == "zstd":
-        import zstandard
-
-        return zstandard.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
-
-
 class FileExtractor(Extractor):
-    """Reads files matching a path or glob (see :func:`create_file_extractor`)."""
+    """An extractor reading CSV/TSV, JSON (array), JSON Lines or Parquet files.
+
+    Args:
+        path: a file or glob (``**`` allowed), relative to the project root unless absolute; may use
+            ``{start}``, ``{end}``, ``{start_date}``, ``{end_date}`` (then the extractor is
+            interval-aware). Files are read in sorted order.
+        format: ``csv``, ``tsv``, ``json``, ``jsonl`` or ``parquet``; default from the extension
+            (``.csv``, ``.tsv``, ``.json``, ``.jsonl``/``.ndjson``, ``.parquet``), after removing
+            ``.gz``/``.zst``, which select gzip/zstd decompression (or pass ``compression``).
+        columns: keep only these columns (in this order).
+        types: ``{column: type}`` (``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"datetime"``,
+            ``"date"``, ``"decimal(p,s)"`` or a pyarrow type). For CSV the types are used while
+            parsing (otherwise Arrow infers them from the first block).
+        malformed: ``"error"`` (default): a malformed row fails the run naming file and line;
+            ``"skip"``: such rows go to ``_dp_quarantine`` (source, line, raw text, reason) and are
+            counted in the run's ``rows_quarantined``.
+        allow_empty: an empty match is not an error (the run extracts nothing).
+        delimiter, header, column_names, encoding: CSV options (``header=False`` without
+            ``column_names`` names the columns ``f0``, ``f1``...).
+        flatten, explode: JSON options, as for the HTTP extractor.
+        batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
+    """
 
     def __init__(self, path: str | Path, *, format: str | None = None, columns: Sequence[str] | None = None,
                  types: Mapping[str, Any] | None = None, malformed: str = "error", allow_empty: bool = False,
@@ -86,7 +81,7 @@ class FileExtractor(Extractor):
                  batch_size: int | None = None) -> None:
         self.path = str(path)
         super().__init__(name or f"file:{Path(self.path).name}")
-        inferred, inferred_compression = _suffixes(self.path)
+        inferred, inferred_compression = suffixes(self.path)
         self.format = (format or inferred or "").lower()
         if self.format == "ndjson":
             self.format = "jsonl"
@@ -119,12 +114,10 @@ class FileExtractor(Extractor):
         ``file(...)``, so an EL pipeline on the embedded engine needs no Python per row; plain
         CSV files when ClickHouse is certain to read them as the Python path does (csv_pushdown)."""
         if self.format == "csv" and not self.compression:
-            from pipelines.tools.extractors.csv_pushdown import csv_sql_source
-
             files = self.files(context)
-            if not files or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
+            if not files or self.explode or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
                 return None
-            return csv_sql_source(self, files)
+            return csv_sql_source(self.csv_format, files)
         if (self.format != "parquet" or self.compression or self.columns or self.types or self.explode
                 or self.column_names):
             return None
@@ -141,6 +134,12 @@ class FileExtractor(Extractor):
         paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
         return SqlSource(f"file('{paths}', 'Parquet')", schema,
                          files[0].name if len(files) == 1 else f"{len(files)} Parquet files")
+
+    @property
+    def csv_format(self) -> CsvFormat:
+        """How this extractor parses CSV/TSV (shared with CSV push-down, which must agree)."""
+        return CsvFormat(self.name, self.delimiter, self.header, self.column_names, self.encoding, self.columns,
+                         self.types, self.malformed == "skip")
 
     # ---- files ---------------------------------------------------------------------------------
 
@@ -169,7 +168,7 @@ class FileExtractor(Extractor):
         reader = {"csv": self._csv, "tsv": self._csv, "json": self._json, "jsonl": self._jsonl,
                   "parquet": self._parquet}[self.format]
         for path in files:
-            _, compression = _suffixes(str(path))
+            _, compression = suffixes(str(path))
             compression = self.compression if self.compression is not None else compression
             rows = 0
             try:
@@ -231,92 +230,15 @@ class FileExtractor(Extractor):
 
     def _csv(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
         pending: list[dict[str, Any]] = []
-        bad: list[Any] = []
-
-        def on_invalid(row: Any) -> str:
-            bad.append(row)
-            return "skip" if self.malformed == "skip" else "error"
-
-        source = pa.input_stream(str(path), compression=compression)
         try:
-            try:
-                reader = pcsv.open_csv(source, **self.csv_options(on_invalid))
-            except pa.ArrowInvalid as exc:
-                if "Empty CSV file" in str(exc):
-                    return
-                raise self._csv_error(path, exc, bad, self._header(path, compression)) from None
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except pa.ArrowInvalid as exc:
-                    raise self._csv_error(path, exc, bad, reader.schema.names) from None
-                for row in bad:
-                    self._reject(context, pending, path, row.number, row.text,
-                                 f"expected {row.expected_columns} columns, got {row.actual_columns}")
-                bad.clear()
-                if batch.num_rows:
-                    yield pa.Table.from_batches([batch])
-            for row in bad:
-                self._reject(context, pending, path, row.number, row.text,
-                             f"expected {row.expected_columns} columns, got {row.actual_columns}")
+            yield from self.csv_format.read(
+                path, compression, lambda line, raw, error: self._reject(context, pending, path, line, raw, error))
         finally:
-            source.close()
             self._flush(context, pending)
-
-    def csv_options(self, on_invalid: Any) -> dict[str, Any]:
-        """Arrow's CSV reader options for this extractor (``on_invalid``: its bad-row handler)."""
-        read_options = pcsv.ReadOptions(block_size=_CSV_BLOCK, encoding=self.encoding, use_threads=False,
-                                        column_names=self.column_names,
-                                        autogenerate_column_names=not self.header and not self.column_names)
-        if self.column_names and self.header:
-            read_options.skip_rows = 1
-        parse_options = pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid)
-        # Zoned timestamp columns are parsed after reading (Arrow's CSV parser refuses a value
-        # without an offset for them; naive means UTC here, see arrow_types).
-        csv_types = {c: pa.string() if pa.types.is_timestamp(t) and t.tz else t for c, t in self.types.items()}
-        convert_options = pcsv.ConvertOptions(column_types=csv_types or None,
-                                              include_columns=self.columns or None)
-        return {"read_options": read_options, "parse_options": parse_options, "convert_options": convert_options}
-
-    def _header(self, path: Path, compression: str | None) -> list[str] | None:
-        """The column names, for an error raised before the reader had a schema (best effort)."""
-        if self.column_names:
-            return list(self.columns or self.column_names)
-        if self.columns:
-            return list(self.columns)
-        try:
-            with _open(path, compression) as fh:
-                first = io.BufferedReader(fh).readline().decode(self.encoding, errors="replace").rstrip("\r\n")
-        except Exception:  # noqa: BLE001 (best effort: the error is shown without names)
-            return None
-        import csv
-
-        row = next(csv.reader([first], delimiter=self.delimiter), [])
-        return row if self.header else [f"f{i}" for i in range(len(row))]
-
-    def _csv_error(self, path: Path, exc: Exception, bad: list[Any],
-                   names: list[str] | None = None) -> ExtractError:
-        if bad:
-            row = bad[-1]
-            return ExtractError(f"{self.name}: {path} line {row.number}: expected {row.expected_columns} columns, "
-                                f"got {row.actual_columns}: {row.text[:200]!r} (malformed='skip' sets such rows "
-                                "aside)")
-        message = str(exc).replace("\n", " ")
-        match = _CONVERSION.search(message)
-        if match and names is not None:
-            index, line, type_name, value = match.groups()
-            column = names[int(index)] if int(index) < len(names) else f"#{index}"
-            hint = "" if column in self.types else \
-                f" (its type was guessed from the first rows; set it with types={{{column!r}: ...}})"
-            return ExtractError(f"{self.name}: {path} line {line}: column {column!r} cannot be read as "
-                                f"{type_name}: invalid value {value!r}{hint}")
-        return ExtractError(f"{self.name}: {path}: {message}")
 
     def _parquet(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
         if compression:
-            with _open(path, compression) as fh:
+            with open_file(path, compression) as fh:
                 source: Any = pa.BufferReader(fh.read())
         else:
             source = str(path)
@@ -334,7 +256,7 @@ class FileExtractor(Extractor):
 
     def _json(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
         """A JSON document: an array of records (or an object holding one, read whole)."""
-        with _open(path, compression) as fh:
+        with open_file(path, compression) as fh:
             content = fh.read()
         if not content.strip():
             return
@@ -380,7 +302,7 @@ class FileExtractor(Extractor):
         first_line = 1
         line_no = 0
         try:
-            with _open(path, compression) as raw:
+            with open_file(path, compression) as raw:
                 stream = io.BufferedReader(raw, 1 << 20) if not isinstance(raw, io.BufferedReader) else raw
                 for line in stream:
                     line_no += 1
@@ -429,35 +351,4 @@ class FileExtractor(Extractor):
         return rows_to_table(flatten_records(records, flatten=self.flatten, explode=self.explode))
 
 
-def create_file_extractor(path: str | Path, *, format: str | None = None, columns: Sequence[str] | None = None,
-                          types: Mapping[str, Any] | None = None, malformed: str = "error",
-                          allow_empty: bool = False, name: str | None = None, delimiter: str | None = None,
-                          header: bool = True, column_names: Sequence[str] | None = None,
-                          encoding: str = "utf8", compression: str | None = None, flatten: bool = True,
-                          explode: str | None = None, batch_size: int | None = None) -> FileExtractor:
-    """An extractor reading CSV/TSV, JSON (array), JSON Lines or Parquet files.
-
-    Args:
-        path: a file or glob (``**`` allowed), relative to the project root unless absolute; may use
-            ``{start}``, ``{end}``, ``{start_date}``, ``{end_date}`` (then the extractor is
-            interval-aware). Files are read in sorted order.
-        format: ``csv``, ``tsv``, ``json``, ``jsonl`` or ``parquet``; default from the extension
-            (``.csv``, ``.tsv``, ``.json``, ``.jsonl``/``.ndjson``, ``.parquet``), after removing
-            ``.gz``/``.zst``, which select gzip/zstd decompression (or pass ``compression``).
-        columns: keep only these columns (in this order).
-        types: ``{column: type}`` (``"int"``, ``"float"``, ``"str"``, ``"bool"``, ``"datetime"``,
-            ``"date"``, ``"decimal(p,s)"`` or a pyarrow type). For CSV the types are used while
-            parsing (otherwise Arrow infers them from the first block).
-        malformed: ``"error"`` (default): a malformed row fails the run naming file and line;
-            ``"skip"``: such rows go to ``_dp_quarantine`` (source, line, raw text, reason) and are
-            counted in the run's ``rows_quarantined``.
-        allow_empty: an empty match is not an error (the run extracts nothing).
-        delimiter, header, column_names, encoding: CSV options (``header=False`` without
-            ``column_names`` names the columns ``f0``, ``f1``...).
-        flatten, explode: JSON options, as for the HTTP extractor.
-        batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
-    """
-    return FileExtractor(path, format=format, columns=columns, types=types, malformed=malformed,
-                         allow_empty=allow_empty, name=name, delimiter=delimiter, header=header,
-                         column_names=column_names, encoding=encoding, compression=compression,
-                         flatten=flatten, explode=explode, batch_size=batch_size)
+create_file_extractor = component_factory(FileExtractor, "create_file_extractor")

@@ -36,6 +36,8 @@ import pyarrow as pa
 from core.exceptions import MigrationError, PipelineError
 from core.migrations import PLACEHOLDER_PATTERN, render_statement, split_statements
 from pipelines.interfaces import Extractor, Loader, RunContext, SqlSource
+from pipelines.tools import factory as factory_module
+from pipelines.tools.factory import component_factory
 
 #: The run's placeholders and the ClickHouse type each is bound as.
 PARAMETER_TYPES = {
@@ -90,12 +92,13 @@ def compile_query(sql: str, source: str = "<sql>") -> tuple[str, set[str]]:
 
 
 def _caller_dir() -> Path:
-    """The directory of the module that called the factory (where its .sql file lives)."""
-    here = Path(__file__).resolve()
+    """The directory of the module that called the factory (where its .sql file lives): the
+    first frame outside this module and the factory helper."""
+    skipped = {Path(__file__).resolve(), Path(factory_module.__file__).resolve()}
     frame = sys._getframe(1)  # not inspect.stack(): that reads every frame's source lines
     while frame is not None:
         path = Path(frame.f_code.co_filename).resolve()
-        if path != here:
+        if path not in skipped:
             return path.parent
         frame = frame.f_back
     return Path.cwd()
@@ -112,7 +115,8 @@ def read_sql_file(path: str | Path, base: Path) -> tuple[str, str]:
 
 
 class SqlExtractor(Extractor):
-    """A ClickHouse query over the store's tables as a pipeline source (see the module doc).
+    """A source that is a ClickHouse ``SELECT``: inline ``sql`` or ``sql_file`` (relative to the
+    calling module's directory).
 
     With the ClickHouse loader and no transformers the rows never leave ClickHouse, on the
     embedded engine and on a server. Other loaders (console, files) receive the result in Arrow
@@ -122,11 +126,17 @@ class SqlExtractor(Extractor):
     #: The query reads the store's own tables, so the push-down works on a server too.
     reads_store = True
 
-    def __init__(self, sql: str, source: str = "<sql>", name: str | None = None) -> None:
+    def __init__(self, sql: str | None = None, *, sql_file: str | Path | None = None,
+                 name: str | None = None) -> None:
+        if (sql is None) == (sql_file is None):
+            raise PipelineError("create_sql_extractor: give either sql or sql_file")
+        if sql_file is not None:
+            sql, self.source = read_sql_file(sql_file, _caller_dir())
+        else:
+            self.source = f"SQL of {name}" if name else "<sql>"
+        assert sql is not None
         super().__init__(name or "SQL query")
-        self.sql = sql
-        self.source = source
-        self.query, self.placeholders = compile_query(sql, source)
+        self.query, self.placeholders = compile_query(sql, self.source)
         # A query bounded by the run's interval re-computes exactly that interval.
         self.interval_aware = bool(self.placeholders & _TIME_PLACEHOLDERS)
 
@@ -154,18 +164,7 @@ class SqlExtractor(Extractor):
                         yield table
 
 
-def create_sql_extractor(sql: str | None = None, *, sql_file: str | Path | None = None,
-                         name: str | None = None) -> SqlExtractor:
-    """A source that is a ClickHouse ``SELECT``: inline ``sql`` or ``sql_file`` (relative to the
-    calling module's directory)."""
-    if (sql is None) == (sql_file is None):
-        raise PipelineError("create_sql_extractor: give either sql or sql_file")
-    if sql_file is not None:
-        sql, source = read_sql_file(sql_file, _caller_dir())
-    else:
-        source = f"SQL of {name}" if name else "<sql>"
-    assert sql is not None
-    return SqlExtractor(sql, source, name)
+create_sql_extractor = component_factory(SqlExtractor, "create_sql_extractor")
 
 
 def create_sql_pipeline(sql: str | None = None, loader: Loader | None = None, *, sql_file: str | Path | None = None,

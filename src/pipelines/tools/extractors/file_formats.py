@@ -1,0 +1,147 @@
+"""How the file extractor recognises, opens and (for CSV/TSV) parses a file.
+
+The CSV part is shared by the Python path (``FileExtractor``) and CSV push-down
+(``csv_pushdown``), which must read a file with exactly the same Arrow options.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+
+from core.exceptions import ExtractError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl": "jsonl",
+           ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_CSV_BLOCK = 8 << 20  # bytes per CSV block: fewer, larger Arrow batches
+_CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to ([\w\[\], ]+): "
+                         r"invalid value '(.*)'")
+
+#: ``reject(line, raw_text, reason)``: a malformed row the caller quarantines.
+Reject = Callable[[int, str, str], None]
+
+
+def suffixes(path: str) -> tuple[str | None, str | None]:
+    """(format, compression) from a file name such as ``x.csv.gz``."""
+    name = Path(path).name.lower()
+    compression = None
+    for ext, kind in _COMPRESSION.items():
+        if name.endswith(ext):
+            compression, name = kind, name[: -len(ext)]
+            break
+    return FORMATS.get(Path(name).suffix), compression
+
+
+def open_file(path: Path, compression: str | None) -> IO[bytes]:
+    """``path`` for reading bytes, decompressed (``gzip``, ``zstd`` or None)."""
+    if compression == "gzip":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """A file extractor's CSV options (``name``: the extractor's, for messages)."""
+
+    name: str
+    delimiter: str
+    header: bool
+    column_names: Sequence[str] | None
+    encoding: str
+    columns: Sequence[str] | None
+    types: Mapping[str, pa.DataType]
+    skip_malformed: bool
+
+    def arrow_options(self, on_invalid: Any) -> dict[str, Any]:
+        """Arrow's CSV reader options (``on_invalid``: its bad-row handler)."""
+        column_names = list(self.column_names) if self.column_names else None
+        read_options = pcsv.ReadOptions(block_size=_CSV_BLOCK, encoding=self.encoding, use_threads=False,
+                                        column_names=column_names,
+                                        autogenerate_column_names=not self.header and not column_names)
+        if column_names and self.header:
+            read_options.skip_rows = 1
+        parse_options = pcsv.ParseOptions(delimiter=self.delimiter, invalid_row_handler=on_invalid)
+        # Zoned timestamp columns are parsed after reading (Arrow's CSV parser refuses a value
+        # without an offset for them; naive means UTC here, see arrow_types).
+        csv_types = {c: pa.string() if pa.types.is_timestamp(t) and t.tz else t for c, t in self.types.items()}
+        convert_options = pcsv.ConvertOptions(column_types=csv_types or None,
+                                              include_columns=list(self.columns) if self.columns else None)
+        return {"read_options": read_options, "parse_options": parse_options, "convert_options": convert_options}
+
+    def read(self, path: Path, compression: str | None, reject: Reject) -> Iterator[pa.Table]:
+        """The file's rows in Arrow's blocks; malformed rows go to ``reject`` (when skipped)."""
+        bad: list[Any] = []
+
+        def on_invalid(row: Any) -> str:
+            bad.append(row)
+            return "skip" if self.skip_malformed else "error"
+
+        def reject_bad() -> None:
+            for row in bad:
+                reject(row.number, row.text, f"expected {row.expected_columns} columns, got {row.actual_columns}")
+            bad.clear()
+
+        with pa.input_stream(str(path), compression=compression) as source:
+            try:
+                reader = pcsv.open_csv(source, **self.arrow_options(on_invalid))
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV file" in str(exc):
+                    return
+                raise self._error(path, exc, bad, self._header_names(path, compression)) from None
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except pa.ArrowInvalid as exc:
+                    raise self._error(path, exc, bad, reader.schema.names) from None
+                reject_bad()
+                if batch.num_rows:
+                    yield pa.Table.from_batches([batch])
+            reject_bad()
+
+    def _header_names(self, path: Path, compression: str | None) -> list[str] | None:
+        """The column names, for an error raised before the reader had a schema (best effort)."""
+        if self.column_names:
+            return list(self.columns or self.column_names)
+        if self.columns:
+            return list(self.columns)
+        try:
+            with open_file(path, compression) as fh:
+                first = io.BufferedReader(fh).readline().decode(self.encoding, errors="replace").rstrip("\r\n")
+        except Exception:  # noqa: BLE001 (best effort: the error is shown without names)
+            return None
+        import csv
+
+        row = next(csv.reader([first], delimiter=self.delimiter), [])
+        return row if self.header else [f"f{i}" for i in range(len(row))]
+
+    def _error(self, path: Path, exc: Exception, bad: list[Any], names: list[str] | None = None) -> ExtractError:
+        if bad:
+            row = bad[-1]
+            return ExtractError(f"{self.name}: {path} line {row.number}: expected {row.expected_columns} columns, "
+                                f"got {row.actual_columns}: {row.text[:200]!r} (malformed='skip' sets such rows "
+                                "aside)")
+        message = str(exc).replace("\n", " ")
+        match = _CONVERSION.search(message)
+        if match and names is not None:
+            index, line, type_name, value = match.groups()
+            column = names[int(index)] if int(index) < len(names) else f"#{index}"
+            hint = "" if column in self.types else \
+                f" (its type was guessed from the first rows; set it with types={{{column!r}: ...}})"
+            return ExtractError(f"{self.name}: {path} line {line}: column {column!r} cannot be read as "
+                                f"{type_name}: invalid value {value!r}{hint}")
+        return ExtractError(f"{self.name}: {path}: {message}")
