@@ -29,7 +29,7 @@ def read_query(query: str | None) -> str:
         query = sys.stdin.read()
     elif not any(c.isspace() for c in query.strip()) and Path(query).expanduser().is_file():
         query = Path(query).expanduser().read_text(encoding="utf-8")
-    from core.migrations import split_statements
+    from core.sql_text import split_statements
 
     try:
         statements = split_statements(query, "query")

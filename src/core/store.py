@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
+from core.sql_literals import sql_literal
 from core.validators import quote_identifier
 
 if TYPE_CHECKING:
@@ -487,7 +488,7 @@ def _setting_literal(value: Any) -> str:
         return "1" if value else "0"
     if isinstance(value, int | float):
         return str(value)
-    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return sql_literal(str(value))
 
 
 def _short(exc: BaseException) -> str:

@@ -23,12 +23,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from core.sql_literals import sql_literal
 from pipelines.interfaces import SqlSource
 from pipelines.tools.extractors.file_formats import CsvFormat
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Arrow's default CSV null values (pcsv.ConvertOptions().null_values): NULL in number columns.
-_NULLS = ", ".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in pcsv.ConvertOptions().null_values)
+_NULLS = ", ".join(sql_literal(v) for v in pcsv.ConvertOptions().null_values)
 _INT = r"^-?[0-9]{1,18}$"
 _FLOAT = r"^-?[0-9]{1,300}(\\.[0-9]{1,300})?([eE][-+]?[0-9]{1,2})?$"
 _SECONDS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}"

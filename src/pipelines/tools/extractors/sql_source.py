@@ -18,7 +18,8 @@ placeholder    ClickHouse parameter          value
 ``{pipeline}`` ``String``                   the pipeline name
 ============== ============================ ==============================
 
-The query is read with the migrations' SQL tokenizer, so braces inside string literals,
+The query is read with the framework's SQL tokenizer (:mod:`core.sql_text`) and rendered by its
+placeholder renderer (:mod:`core.placeholders`), as migrations are, so braces inside string literals,
 quoted identifiers and comments are left alone; ``{{name}}`` is a literal ``{name}`` and
 ClickHouse's own ``{name:Type}`` parameters pass through. Any other ``{word}`` is an error at
 discovery naming the file and line.
@@ -33,8 +34,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from core.exceptions import MigrationError, PipelineError
-from core.migrations import PLACEHOLDER_PATTERN, render_statement, split_statements
+from core.exceptions import PipelineError
+from core.placeholders import render_statement, statement_placeholders
+from core.sql_text import split_statements
 from pipelines.interfaces import Extractor, Loader, RunContext, SqlSource
 from pipelines.tools import factory as factory_module
 from pipelines.tools.factory import component_factory
@@ -72,18 +74,14 @@ def compile_query(sql: str, source: str = "<sql>") -> tuple[str, set[str]]:
     Raises :class:`PipelineError` naming ``source`` (and the line) for an unknown placeholder,
     an unterminated quote, more than one statement or a statement that is not a query.
     """
-    try:
-        statements = split_statements(sql, source)
-        if len(statements) != 1:
-            raise PipelineError(f"{source}: a SQL pipeline needs exactly one SELECT statement, "
-                                f"found {len(statements)}")
-        statement = statements[0]
-        used = {match.group(2) for seg in statement.segments if seg.kind in ("code", "ident")
-                for match in PLACEHOLDER_PATTERN.finditer(seg.text) if match.group(2) in PARAMETER_TYPES}
-        bound = {name: "{" + _PREFIX + name + ":" + kind + "}" for name, kind in PARAMETER_TYPES.items()}
-        rendered = render_statement(statement, bound, source).sql
-    except MigrationError as exc:
-        raise PipelineError(str(exc)) from None
+    statements = split_statements(sql, source, PipelineError)
+    if len(statements) != 1:
+        raise PipelineError(f"{source}: a SQL pipeline needs exactly one SELECT statement, "
+                            f"found {len(statements)}")
+    statement = statements[0]
+    used = statement_placeholders(statement) & PARAMETER_TYPES.keys()
+    bound = {name: "{" + _PREFIX + name + ":" + kind + "}" for name, kind in PARAMETER_TYPES.items()}
+    rendered = render_statement(statement, bound, source, PipelineError).sql
     first = rendered.lstrip("(").split(None, 1)[0].upper() if rendered.strip() else ""
     if first not in ("SELECT", "WITH"):
         raise PipelineError(f"{source} line {statement.line}: a SQL pipeline's source must be a SELECT "

@@ -44,6 +44,7 @@ from audit.run import audit_staged
 from audit.staged import Staged
 from core.exceptions import LoadError, StoreError
 from core.locks import FileLock
+from core.sql_literals import sql_literal
 from core.store import Store
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, to_arrow
@@ -137,7 +138,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         staging = store.table(self._staging_name)
         constants = self._constants(context)
         targets = [quote_identifier(n) for n in [*schema.names, *constants]]
-        values = [quote_identifier(n) for n in schema.names] + [_sql_string(v) for v in constants.values()]
+        values = [quote_identifier(n) for n in schema.names] + [sql_literal(v) for v in constants.values()]
         insert = (f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} "
                   f"FROM {source.expression}")
         settings = {**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
@@ -349,10 +350,6 @@ class ClickHouseLoader(StagedStructure, Loader):
         if bad:
             first = pc.filter(values, pc.fill_null(outside, True))[0]
             raise LoadError(self._outside_message(bad, context, first.as_py()))
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def drop_staging_of(store: Store, run_id: str) -> list[str]:

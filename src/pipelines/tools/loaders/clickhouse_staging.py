@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
+from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource
 from pipelines.tools.loaders.clickhouse_schema import (
@@ -157,14 +158,13 @@ class StagedStructure:
                 "Partitions of %s (%s) are not derived from the time column %s: each run rebuilds every "
                 "partition its interval touches, copying their other rows", self.table, key or "none", column)
             return
-        type_ = self._columns[column].replace("'", "\\'")
         edge = timedelta(microseconds=1)
         moments = [context.start - edge, context.start, context.end - edge, context.end]
         values = ", ".join(f"'{m.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'" for m in moments)
         [(before, first, last, after)] = store.query_rows(
             f"SELECT groupArray(p)[1], groupArray(p)[2], groupArray(p)[3], groupArray(p)[4] FROM ("
             f"SELECT toString({key}) AS p FROM (SELECT CAST(parseDateTime64BestEffort(arrayJoin([{values}]), 6, 'UTC') "
-            f", '{type_}') AS {quote_identifier(column)}))")
+            f", {sql_literal(self._columns[column])}) AS {quote_identifier(column)}))")
         if before == first or last == after:
             context.logger.warning(
                 "Partitions of %s (%s) are coarser than the run's interval [%s, %s): each run copies the rest "

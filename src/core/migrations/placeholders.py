@@ -1,0 +1,33 @@
+"""The migrations' placeholder table and the rendering of a migration file's text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from core.exceptions import MigrationError
+from core.placeholders import render_statement
+from core.sql_text import RenderedStatement, split_statements
+
+if TYPE_CHECKING:
+    from core.config import Settings
+
+
+def cluster_clause(cluster: str | None) -> str:
+    """What ``{cluster}`` renders to: `` ON CLUSTER <name>`` or nothing."""
+    return f" ON CLUSTER {cluster}" if cluster else ""
+
+
+def placeholder_values(database: str, cluster: str | None) -> dict[str, str]:
+    """The placeholder table for a database and an optional cluster."""
+    return {"database": database, "cluster": cluster_clause(cluster)}
+
+
+def settings_placeholders(settings: Settings) -> dict[str, str]:
+    return placeholder_values(settings.database, settings.clickhouse_cluster)
+
+
+
+
+def render_sql(sql: str, values: dict[str, str], source: str = "<sql>") -> list[RenderedStatement]:
+    """Split and substitute a whole file's text."""
+    return [render_statement(s, values, source, MigrationError) for s in split_statements(sql, source, MigrationError)]
