@@ -1,27 +1,28 @@
 """The run's ``{placeholders}`` in the HTTP extractor's URL, query parameters and JSON body.
 
-This is the HTTP side's only renderer (the file extractor reuses :func:`render` for paths).
+Rendering is :func:`core.placeholders.render_placeholders` in its lenient mode (other braces, e.g.
+in a JSON body, stay as written); this module applies it to nested parameters and bodies.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-_PLACEHOLDER = re.compile(r"\{(start|end|start_date|end_date|run_id|pipeline)\}")
-_INTERVAL_PLACEHOLDER = re.compile(r"\{(start|end|start_date|end_date)\}")
+from core.placeholders import placeholders_in, render_placeholders
+
+INTERVAL_PLACEHOLDERS = frozenset({"start", "end", "start_date", "end_date"})
 
 
 def render(template: str, values: Mapping[str, str]) -> str:
     """Replace the run's placeholders only (other braces, e.g. in JSON, stay as they are)."""
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
+    return render_placeholders(template, values, strict=False)
 
 
 def uses_interval(value: Any) -> bool:
     """Whether a string, or any string inside a mapping/list, names the run's interval."""
     if isinstance(value, str):
-        return bool(_INTERVAL_PLACEHOLDER.search(value))
+        return bool(placeholders_in(value, strict=False) & INTERVAL_PLACEHOLDERS)
     if isinstance(value, Mapping):
         return any(uses_interval(v) for v in value.values())
     if isinstance(value, (list, tuple)):
