@@ -28,7 +28,8 @@ def help_command(ctx: click.Context) -> None:
 @pass_app
 def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
     """Check Python, dependencies, config, directories and the store (exit 1 if unhealthy)."""
-    from core.health import healthy, run_checks
+    from core.health import healthy
+    from ops.health import run_checks
 
     results, settings = run_checks()
     ok = healthy(results)

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import PROJECT_ROOT, Settings
-from core.exceptions import DataProcessorError
+from core.exceptions import CronError, ScheduleError
 from core.locks import FileLock
-from ops.schedule import CronPlan, ScheduleError, cron_zone, translate
+from ops.schedule import CronPlan, cron_zone, translate
 from pipelines.pipeline_registry import PipelineSpec, Registry
 
 MARKER = "data-processor"
@@ -36,9 +36,6 @@ HEALTH = "check"                 # optional entry: ./run.sh check --alert on CHE
 HOUSEKEEPING = (MAINTENANCE, HEALTH)
 LOCK_TIMEOUT = 30.0
 
-
-class CronError(DataProcessorError):
-    """The crontab cannot be read or written, or an entry cannot be built."""
 
 
 def begin_marker(root: Path = PROJECT_ROOT) -> str:
