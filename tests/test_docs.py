@@ -32,8 +32,9 @@ def setting_names() -> list[str]:
 
 
 def commands() -> dict[str, click.Command]:
-    import main  # noqa: F401  (importing it registers every command)
     from cli.app import cli
+
+    importlib.import_module("main")  # importing it registers every command
 
     return {name: command for name, command in cli.commands.items() if not command.hidden}
 
