@@ -11,33 +11,18 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import wraps
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
+from audit.staged import Audit, Outcome
 from core.exceptions import CheckDefinitionError
 
-if TYPE_CHECKING:
-    from audit.staged import Audit
+__all__ = ["Check", "FunctionCheck", "Outcome", "Severity", "data_check", "parse_age"]
 
 Severity = Literal["error", "warn"]
 SEVERITIES = ("error", "warn")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:()\-, ]*$")
-
-
-@dataclass
-class Outcome:
-    """What a check found: how many rows (or keys, or 1 for a table-level check) fail, a few of
-    them, and a sentence for people."""
-
-    failing: int
-    sample: list[dict[str, Any]] = field(default_factory=list)
-    detail: str = ""
-
-    @property
-    def passed(self) -> bool:
-        return self.failing == 0
 
 
 class Check:

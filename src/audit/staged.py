@@ -7,7 +7,6 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from audit.checks import Outcome
 from core.models import as_utc
 from core.validators import quote_identifier
 
@@ -21,6 +20,20 @@ PARAMETER_TYPES = {
     "start_date": "Date", "end_date": "Date", "run_id": "String", "pipeline": "String",
 }
 _WRAPPER = re.compile(r"^(?:LowCardinality|Nullable)\((.*)\)$")
+
+
+@dataclass
+class Outcome:
+    """What a check found: how many rows (or keys, or 1 for a table-level check) fail, a few of
+    them, and a sentence for people."""
+
+    failing: int
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.failing == 0
 
 
 @dataclass(frozen=True)

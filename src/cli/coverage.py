@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from cli.app import EXIT_OK, App, cli, pass_app
 from cli.backfill import split_days_and_jobs
+from cli.output import json_option, print_json
 from core.exceptions import UsageError
 from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
@@ -35,7 +35,7 @@ def _window(days: int | None, start: str | None, end: str | None, default_days: 
                                                       "default 30).")
 @click.option("--start", help="First day (YYYY-MM-DD, UTC) instead of --days.")
 @click.option("--end", help="Last day, INCLUSIVE (default: yesterday).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option()
 @pass_app
 def backfill_list(app: App, days: int | None, start: str | None, end: str | None, as_json: bool) -> int:
     """Pipelines that can be backfilled, and how much of the window (last --days days) they have loaded.
@@ -57,7 +57,7 @@ def backfill_list(app: App, days: int | None, start: str | None, end: str | None
         rows.append((spec, own_first, len(intervals), summary, cov.last_done_interval(history)))
     others = [(s, bf.why_not_backfillable(s)) for s in reg.pipelines.values() if s not in able]
     if as_json:
-        click.echo(json.dumps({
+        return print_json({
             "first_day": first.isoformat(), "last_day": last.isoformat(),
             "pipelines": [{
                 "name": spec.name, "granularity": spec.entry.granularity, "table": spec.table_name,
@@ -66,8 +66,7 @@ def backfill_list(app: App, days: int | None, start: str | None, end: str | None
                 "missing": s.missing, "last_done": last_done.label if last_done else None,
             } for spec, own_first, total, s, last_done in rows],
             "not_backfillable": [{"name": spec.name, "reason": why} for spec, why in others],
-        }, indent=2))
-        return EXIT_OK
+        })
     if not rows:
         app.console.print("No pipeline can be backfilled" + ("." if others else " (no pipelines found)."))
     else:
@@ -149,7 +148,7 @@ def _months_table(days: Sequence[dict[str, Any]]) -> Table:
 @click.argument("days_and_jobs", nargs=-1, metavar="[DAYS] [JOBS]...")
 @click.option("--start", help="First day (YYYY-MM-DD, UTC) instead of DAYS.")
 @click.option("--end", help="Last day, INCLUSIVE (default: yesterday).")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option()
 @pass_app
 def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: str | None,
                     as_json: bool) -> int:
@@ -169,9 +168,7 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None,
                        "days": [{"date": d.day.isoformat(), "rows": d.rows, "reported": d.reported,
                                  "status": d.status} for d in counts.days]})
     if as_json:
-        click.echo(json.dumps({"first_day": first.isoformat(), "last_day": last.isoformat(), "pipelines": result},
-                              indent=2))
-        return EXIT_OK
+        return print_json({"first_day": first.isoformat(), "last_day": last.isoformat(), "pipelines": result})
     if not result:
         app.console.print("No pipeline loads a ClickHouse table")
         return EXIT_OK

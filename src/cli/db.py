@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -10,6 +9,7 @@ import click
 from rich.table import Table
 
 from cli.app import COMPLETE_VAR, EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
+from cli.output import json_option, print_json
 
 _STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
@@ -22,13 +22,14 @@ def help_command(ctx: click.Context) -> None:
 
 
 @cli.command("check")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (for monitoring).")
+@json_option("Print the results as JSON (for monitoring).")
 @click.option("--alert", is_flag=True, help="Send alerts for stale data (and when it is fresh again).")
 @click.option("--quiet", is_flag=True, help="Print only what is not OK (for cron).")
 @pass_app
 def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
     """Check Python, dependencies, config, directories and the store (exit 1 if unhealthy)."""
-    from core.health import healthy, run_checks
+    from core.health import healthy
+    from ops.health import run_checks
 
     results, settings = run_checks()
     ok = healthy(results)
@@ -42,8 +43,7 @@ def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
                 app.console.print(f"{r.status.upper()} {r.name}: {r.detail}")
         return EXIT_OK if ok else EXIT_FAILED
     if as_json:
-        click.echo(json.dumps({"healthy": ok, "checks": [r.as_dict() for r in results]}, indent=2))
-        return EXIT_OK if ok else EXIT_FAILED
+        return print_json({"healthy": ok, "checks": [r.as_dict() for r in results]}, EXIT_OK if ok else EXIT_FAILED)
     table = Table(title="data-processor health", title_justify="left")
     table.add_column("check")
     table.add_column("status")

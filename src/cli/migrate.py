@@ -5,12 +5,12 @@ The logic is in :mod:`core.migrations`; these commands only parse options and pr
 
 from __future__ import annotations
 
-import json
 
 import click
 from rich.table import Table
 
 from cli.app import EXIT_FAILED, EXIT_OK, App, cli, pass_app
+from cli.output import json_option, print_json
 from core.migrations import DEFAULT_LOCK_TIMEOUT, MigrateResult, Migrator, display_path
 
 _STYLE = {
@@ -80,7 +80,7 @@ def migrate(app: App, target: int | None, dry_run: bool, allow_modified: bool, f
 
 
 @cli.command("migrate_status")
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@json_option("Print the status as JSON.")
 @pass_app
 def migrate_status(app: App, as_json: bool) -> int:
     """Show every migration's status (exit 1 when any is pending, failed, modified or missing)."""
@@ -90,9 +90,8 @@ def migrate_status(app: App, as_json: bool) -> int:
     missing = [s.file for s in statuses if s.state == "missing"]
     up_to_date = not missing and not any(s.problem for s in statuses)
     if as_json:
-        click.echo(json.dumps({"up_to_date": up_to_date, "database": app.settings.database,
-                               "migrations": [s.as_dict() for s in statuses]}, indent=2))
-        return EXIT_OK if up_to_date else EXIT_FAILED
+        return print_json({"up_to_date": up_to_date, "database": app.settings.database,
+                           "migrations": [s.as_dict() for s in statuses]}, EXIT_OK if up_to_date else EXIT_FAILED)
     table = Table(title=f"migrations of '{app.settings.database}' ({display_path(app.settings.migrations_dir)})",
                   title_justify="left")
     for column in ("version", "name", "status", "applied at (UTC)", "duration"):

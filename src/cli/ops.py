@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import click
 from rich.table import Table
 
 from cli.app import EXIT_FAILED, EXIT_OK, App, cli, pass_app
+from cli.output import json_option, print_json
 from core.exceptions import UsageError
 
 
@@ -78,7 +78,7 @@ def remove_cron(app: App, name: str | None, all_: bool) -> int:
 
 
 @cli.command("cron_status")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option()
 @pass_app
 def cron_status(app: App, as_json: bool) -> int:
     """Show installed versus wanted crontab entries (exit 1 when out of sync)."""
@@ -88,12 +88,11 @@ def cron_status(app: App, as_json: bool) -> int:
     registry = app.registry
     state = cron.status(registry, app.settings)
     if as_json:
-        click.echo(json.dumps({
+        return print_json({
             "in_sync": state.in_sync, "block_installed": state.block_installed,
             "entries": [{"name": n, "state": s, "wanted": w, "installed": i} for n, s, w, i in state.rows],
             "errors": state.errors,
-        }, indent=2))
-        return EXIT_OK if state.in_sync else EXIT_FAILED
+        }, EXIT_OK if state.in_sync else EXIT_FAILED)
     if not state.rows and not state.errors:
         app.console.print("No scheduled pipelines and no cron block: nothing to do")
         return EXIT_OK
@@ -156,7 +155,7 @@ def scheduler(app: App, grace: float, once: bool, now_text: str | None, tick: fl
 
 @cli.command("ps")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option()
 @pass_app
 def ps(app: App, name: str | None, as_json: bool) -> int:
     """List running pipeline processes (and stale pid files, which clean removes)."""
@@ -164,8 +163,7 @@ def ps(app: App, name: str | None, as_json: bool) -> int:
 
     runs = list_runs(app.settings, name)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in runs], indent=2))
-        return EXIT_OK
+        return print_json([r.as_dict() for r in runs])
     live = [r for r in runs if r.alive]
     if not runs:
         app.console.print("No pipeline is running" + (f" for '{name}'" if name else ""))

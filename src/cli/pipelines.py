@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import click
 from rich.table import Table
 
 from cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
+from cli.output import json_option, print_json
 from core.exceptions import DataProcessorError, UsageError
 from runner.intervals import Interval, day_interval, parse_date, parse_interval
 
@@ -56,7 +55,7 @@ def _history(app: App, reader: Any, *args: Any) -> Any:
 
 
 @cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option()
 @pass_app
 def list_pipelines(app: App, as_json: bool) -> int:
     """List discovered pipelines: schedule, next run, table, last run (and broken modules)."""
@@ -65,7 +64,7 @@ def list_pipelines(app: App, as_json: bool) -> int:
     reg = app.registry
     last: dict[str, RunRecord] = (_history(app, last_runs) or {}) if reg.pipelines else {}
     if as_json:
-        click.echo(json.dumps({
+        return print_json({
             "pipelines": [{
                 "name": s.name, "description": s.entry.description, "schedule": s.entry.schedule,
                 "next_run": (n.isoformat() if (n := next_run(s)) else None), "table": s.table_name,
@@ -73,8 +72,7 @@ def list_pipelines(app: App, as_json: bool) -> int:
                 "last_run": last[s.name].model_dump(mode="json") if s.name in last else None,
             } for s in reg.pipelines.values()],
             "broken": [{"source": b.source, "name": b.name, "error": b.error} for b in reg.broken],
-        }, indent=2))
-        return EXIT_OK
+        })
     if not reg.pipelines and not reg.broken:
         app.console.print(f"No pipelines found: add a *_pipeline.py module to {app.settings.pipelines_dir}")
         return EXIT_OK
@@ -228,7 +226,7 @@ def _print_result(app: App, result: Any) -> int:
 @click.argument("name", required=False)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10000), help="How many runs.")
 @click.option("--status", type=click.Choice(["running", "success", "failed", "crashed"]), help="Only this status.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@json_option()
 @pass_app
 def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bool) -> int:
     """Show recent runs (newest first); runs whose process died are marked crashed."""
@@ -242,9 +240,8 @@ def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bo
 
     checked = results_of_runs(app.store, [r.run_id for r in records])
     if as_json:
-        click.echo(json.dumps([{**r.model_dump(mode="json"), "incomplete": r.incomplete,
-                                "checks": summary(checked.get(r.run_id, []))} for r in records], indent=2))
-        return EXIT_OK
+        return print_json([{**r.model_dump(mode="json"), "incomplete": r.incomplete,
+                            "checks": summary(checked.get(r.run_id, []))} for r in records])
     if not records:
         app.console.print("No runs recorded" + (f" for '{name}'" if name else "") + (f" with status {status}" if status else ""))
         return EXIT_OK

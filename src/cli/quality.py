@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from cli.app import EXIT_FAILED, EXIT_OK, App, cli, pass_app
+from cli.output import json_option, print_json
 
 _STATUS = {"pass": "green", "fail": "bold red", "error": "bold red"}
 
@@ -17,7 +18,7 @@ _STATUS = {"pass": "green", "fail": "bold red", "error": "bold red"}
 @click.argument("name", required=False)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100000), help="How many results.")
 @click.option("--failed", is_flag=True, help="Only checks that failed or could not run.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the failing-row samples).")
+@json_option("Print as JSON (with the failing-row samples).")
 @pass_app
 def checks(app: App, name: str | None, limit: int, failed: bool, as_json: bool) -> int:
     """Show data check results (newest first): status, failing rows, where failed rows were kept."""
@@ -29,8 +30,7 @@ def checks(app: App, name: str | None, limit: int, failed: bool, as_json: bool) 
     ensure_framework_tables(app.store)
     results = read_results(app.store, name, failed=failed, limit=limit)
     if as_json:
-        click.echo(json.dumps([r.as_dict() for r in results], indent=2))
-        return EXIT_OK
+        return print_json([r.as_dict() for r in results])
     if not results:
         app.console.print("No check results" + (f" for '{name}'" if name else "") + (" that failed" if failed else ""))
         return EXIT_OK

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import click
-
 from cli.app import EXIT_OK, App, cli, pass_app
+from cli.listen import listen_options
 from core.exceptions import ConfigError
 
 
 @cli.command("clickhouse_server")
-@click.option("--port", type=click.IntRange(0, 65535), default=8123, show_default=True,
-              help="HTTP port (0: any free port).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback requires CLICKHOUSE_PASSWORD.")
+@listen_options(8123, "HTTP port (0: any free port).",
+                "Address to listen on; anything but loopback requires CLICKHOUSE_PASSWORD.")
 @pass_app
 def clickhouse_server(app: App, port: int, host: str) -> int:
     """Serve DATA_DIR/clickhouse over HTTP until Ctrl-C/SIGTERM (BI tools, concurrent pipelines)."""

@@ -120,7 +120,7 @@ def sql(app: App, query: str | None, fmt: str | None, limit: int | None, write: 
     for row in rows:
         table.add_row(*(_text(v) for v in row))
     app.console.print(table)
-    app.console.print(f"{len(rows)} row(s)" + (f" shown (more exist; --limit to change)" if more else ""))
+    app.console.print(f"{len(rows)} row(s)" + (" shown (more exist; --limit to change)" if more else ""))
     return EXIT_OK
 
 

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 from types import FrameType
 
-import click
-
 from cli.app import EXIT_OK, App, cli, pass_app
+from cli.listen import is_loopback, listen_options
 from core.exceptions import UsageError
 
 UI_THREADS = 4
-
-
-def is_loopback(host: str) -> bool:
-    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -29,10 +17,8 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 @cli.command("ui")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on (0: any free port, printed at start-up).")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; another than 127.0.0.1 requires UI_PASSWORD.")
+@listen_options(8080, "Port to listen on (0: any free port, printed at start-up).",
+                "Address to listen on; another than 127.0.0.1 requires UI_PASSWORD.")
 @pass_app
 def ui(app: App, port: int, host: str) -> int:
     """Serve the status page (pipelines, coverage, rows per day, runs) and /metrics, read-only."""

@@ -1,4 +1,6 @@
-"""Health checks behind ``./run.sh check``: each returns one line a person can act on."""
+"""The leaf health checks behind ``./run.sh check`` (Python, packages, directories, store,
+migrations): each returns one line a person can act on. :func:`ops.health.run_checks` combines
+them with the operational checks of the layers above."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
-from core.config import PROJECT_ROOT, Settings, env_file_path, load_settings, unwritable_directory
+from core.config import PROJECT_ROOT, Settings, unwritable_directory
 from core.exceptions import DataProcessorError
 
 Status = Literal["ok", "warn", "fail"]
@@ -112,28 +114,6 @@ def check_migrations(settings: Settings) -> CheckResult:
     finally:
         store.close()
     return CheckResult("migrations", status, detail)  # type: ignore[arg-type]
-
-
-def run_checks() -> tuple[list[CheckResult], Settings | None]:
-    """Every check, in order; a configuration error still reports the checks that need none."""
-    results = [check_python(), check_dependencies()]
-    try:
-        settings = load_settings()
-    except DataProcessorError as exc:
-        results.append(CheckResult("config", "fail", str(exc)))
-        return results, None
-    env_file = env_file_path()
-    source = f"environment and {env_file}" if env_file.is_file() else "environment only, no .env file"
-    results.append(CheckResult("config", "ok", f"valid ({source})"))
-    results.extend(check_directories(settings))
-    store_results = check_store(settings)
-    results.extend(store_results)
-    if store_results[0].status == "ok":
-        results.append(check_migrations(settings))
-    from ops.health import operations_checks  # pipelines, cron block, data freshness
-
-    results.extend(operations_checks(settings, store_ok=all(r.status != "fail" for r in store_results)))
-    return results, settings
 
 
 def healthy(results: list[CheckResult]) -> bool:

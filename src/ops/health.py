@@ -1,7 +1,8 @@
 """Operational checks for ``./run.sh check``: pipeline modules, the cron block, data freshness,
 failing data checks.
 
-Called from :func:`core.health.run_checks` (the one list of checks) after the store checks.
+:func:`run_checks` is the one list of checks: core's leaf checks (Python, packages, directories,
+store, migrations), then these.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from itertools import takewhile
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from core.config import Settings
+from core import health
+from core.config import Settings, env_file_path, load_settings
 from core.exceptions import DataProcessorError
 from core.health import CheckResult
 from core.models import RunRecord
@@ -211,3 +213,23 @@ def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckRe
 
     return results + [check_failed_runs(registry, history), *check_freshness(registry, history),
                       *check_materialized_views(registry, settings), *check_data_checks(settings)]
+
+
+def run_checks() -> tuple[list[CheckResult], Settings | None]:
+    """Every check, in order; a configuration error still reports the checks that need none."""
+    results = [health.check_python(), health.check_dependencies()]
+    try:
+        settings = load_settings()
+    except DataProcessorError as exc:
+        results.append(CheckResult("config", "fail", str(exc)))
+        return results, None
+    env_file = env_file_path()
+    source = f"environment and {env_file}" if env_file.is_file() else "environment only, no .env file"
+    results.append(CheckResult("config", "ok", f"valid ({source})"))
+    results.extend(health.check_directories(settings))
+    store_results = health.check_store(settings)
+    results.extend(store_results)
+    if store_results[0].status == "ok":
+        results.append(health.check_migrations(settings))
+    results.extend(operations_checks(settings, store_ok=all(r.status != "fail" for r in store_results)))
+    return results, settings

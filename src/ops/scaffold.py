@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import PROJECT_ROOT, Settings
-from core.exceptions import DataProcessorError
+from core.exceptions import ScaffoldError
 from ops import scaffold_templates as t
 
 SOURCES = ("http", "db", "file", "sql")
@@ -22,9 +22,6 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION = re.compile(r"^(\d+)_")
 SAMPLE_DAY = "2026-01-15"
 
-
-class ScaffoldError(DataProcessorError):
-    """The files cannot be written (bad or taken name, existing file)."""
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from core.exceptions import PipelineError
+from core.exceptions import ScheduleError
 
 if TYPE_CHECKING:
     from pipelines.pipeline_registry import PipelineSpec
 
-
-class ScheduleError(PipelineError):
-    """A schedule cannot be used by cron or the scheduler."""
 
 
 LOOKAHEAD_DAYS = 400  # offsets are compared over this horizon (every DST change of the next year)

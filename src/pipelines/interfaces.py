@@ -100,6 +100,8 @@ class RunContext:
     quarantined: RunQuarantine | None = None
     #: The pipeline's data checks (``audit``), run by a staging loader just before it publishes.
     checks: list[Any] = field(default_factory=list)
+    #: Set once ``loader.commit`` is called: from then on a retry may repeat a commit that happened.
+    commit_started: bool = False
 
     @property
     def config(self) -> Settings:
@@ -221,6 +223,10 @@ class Loader(Component):
     #: True when the loader stages a run's rows in ClickHouse and calls ``audit.run.audit_staged``
     #: before publishing them, so the pipeline may declare data checks.
     supports_checks: bool = False
+    #: True when calling :meth:`commit` again after a commit that failed midway (a lost server
+    #: response) cannot write rows twice or lose any; only then does the runner retry a transient
+    #: error raised once the commit started. A loader that cannot tell leaves it False.
+    idempotent_commit: bool = False
 
     def begin(self, context: RunContext) -> None:  # noqa: B027  (optional hook)
         """Prepare for a run (e.g. create a staging table). Called once, before the first batch."""

@@ -59,6 +59,7 @@ class Pipeline:
         try:
             if not self._push_down(context, stats):
                 self._stream(context, stats)
+            context.commit_started = True
             self.loader.commit(context)
         except BaseException:
             try:

@@ -27,12 +27,12 @@ from types import FrameType
 from typing import Any
 
 from core.config import Settings
-from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, TransientError
+from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, is_retryable
 from core.locks import FileLock
 from core.logging import CONSOLE, attach_job_log, detach, get_logger, redact, run_context
 from core.models import RunRecord
 from core.store import Store
-from pipelines.interfaces import RunContext
+from pipelines.interfaces import Loader, RunContext
 from pipelines.pipeline_factory import RunStats
 from pipelines.pipeline_registry import PipelineSpec
 from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
@@ -90,15 +90,13 @@ def lock_path(settings: Settings, spec: PipelineSpec, interval: Interval) -> Pat
     return locks / f"{spec.name}.lock"
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: our TransientError, timeouts, connection errors, HTTP 429/5xx."""
-    import httpx
-
-    if isinstance(exc, TransientError | httpx.TransportError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code == 429 or exc.response.status_code >= 500
-    return False
+def is_transient(exc: BaseException, context: RunContext, loader: Loader) -> bool:
+    """Worth retrying: the error is marked transient (``core.exceptions.is_retryable``), and the
+    commit had not started yet or the loader's commit is idempotent (a retry after a lost
+    response to a commit that did happen must not write the rows twice)."""
+    if not is_retryable(exc):
+        return False
+    return not context.commit_started or loader.idempotent_commit
 
 
 def retry_delay(attempt: int, base: float) -> float:
@@ -291,7 +289,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                 except Exception as exc:
                     state.discard()
                     quarantined.discard()
-                    if is_transient(exc) and attempt <= entry.retries:
+                    if is_transient(exc, context, spec.pipeline.loader) and attempt <= entry.retries:
                         delay = retry_delay(attempt, entry.retry_delay)
                         log.warning("Attempt %d of %d failed with a transient error (%s); retrying in %.1f s",
                                     attempt, entry.retries + 1, _error_text(exc, settings), delay)

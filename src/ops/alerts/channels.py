@@ -16,12 +16,9 @@ from typing import Any
 
 from core.config import Settings
 from core.redaction import Redactor, mask_webhook
-from core.exceptions import DataProcessorError
+from core.exceptions import AlertError
 from ops.alerts.events import AlertEvent
 
-
-class AlertError(DataProcessorError):
-    """A channel could not deliver an alert."""
 
 
 class Channel:

@@ -93,6 +93,13 @@ class ClickHouseLoader(StagedStructure, Loader):
         self.interval_scoped = mode == "interval"
         self._reset()
 
+    @property
+    def idempotent_commit(self) -> bool:  # type: ignore[override]  (a property of the mode here)
+        """``interval`` (REPLACE PARTITION) and ``replace`` (EXCHANGE TABLES) commits can be
+        repeated; ``append``/``merge`` ones only with the run id column, which tells the partitions
+        this run attached already (:meth:`_commit_append`)."""
+        return self.mode in ("interval", "replace") or bool(self.run_id_column and self.run_id_column in self._columns)
+
     def _reset(self) -> None:
         self._staging: str | None = None
         self._columns: dict[str, str] = {}  # the staging table's columns (the target's at commit)
