@@ -1,6 +1,7 @@
 """Retrying a run after a lost server connection: before the commit starts a retry is safe; once
 it started, only a loader whose commit can be repeated is retried (a second ATTACH of the same
-rows would double them). Against the session's real server, through a proxy that drops the
+rows would double them; the ClickHouse loader's commits all can be, a user's loader says so with
+``idempotent_commit``). Against the session's real server, through a proxy that drops the
 response to the first request naming ATTACH (the statement did run on the server)."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ on_server = server_paths.on_server  # the fixture: project_env on the session's 
 MODULE = textwrap.dedent('''
     from datetime import timedelta
     import pyarrow as pa
-    from pipelines.interfaces import Extractor
+    from pipelines.interfaces import Extractor, Loader
     from pipelines.pipeline_factory import create_el_pipeline
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
@@ -38,13 +39,26 @@ MODULE = textwrap.dedent('''
             yield pa.table({"ts": pa.array(ts, pa.timestamp("ms", tz="UTC")), "v": list(range(24))})
 
     def appender(table):
-        # No run id column: the loader cannot tell which partitions this run attached already.
+        # No run id column: the attached partitions are recorded in _dp_attached instead.
         return create_clickhouse_loader(table, run_id_column=None)
+
+    class Inserter(Loader):
+        """A user's loader that inserts the run's day at commit and declares nothing, so its
+        commit is not idempotent (the default): once it started, a lost connection is final.
+        The comment names ATTACH so that the proxy drops the statement's answer (it did run)."""
+        def write(self, batch, context):
+            return batch.num_rows
+        def commit(self, context):
+            context.store.command("CREATE TABLE IF NOT EXISTS unmarked_t (ts DateTime64(3, 'UTC'), v Int64) "
+                                  "ENGINE = MergeTree ORDER BY ts")
+            context.store.command("INSERT INTO unmarked_t /* ATTACH */ SELECT toDateTime64({s:String}, 3, 'UTC') "
+                                  "+ toIntervalHour(number), number FROM numbers(24)",
+                                  {"s": context.start.strftime("%Y-%m-%d %H:%M:%S")})
 
     PIPELINE_REGISTRY = {
         "reads_first": {"pipeline": create_el_pipeline(Day(True), appender("reads_first_t"), "r"),
                         "retries": 2, "retry_delay": 0.05},
-        "unmarked": {"pipeline": create_el_pipeline(Day(False), appender("unmarked_t"), "u"),
+        "unmarked": {"pipeline": create_el_pipeline(Day(False), Inserter("inserter"), "u"),
                      "retries": 2, "retry_delay": 0.05},
     }
 ''')
@@ -88,8 +102,8 @@ def test_a_connection_lost_once_a_commit_that_cannot_be_repeated_started_is_not_
     assert run_cli("cron_run", "unmarked", "--date", "2026-01-15").returncode == 0  # the table exists now
     result = through_dropping_proxy(clickhouse_server, "unmarked", "2026-01-16")
     assert result.returncode == 1
-    assert "Lost the connection to ClickHouse" in result.stderr and "ATTACH PARTITION" in result.stderr
-    # The ATTACH did run: its rows are there once, not twice (a retry would have attached them again).
+    assert "Lost the connection to ClickHouse" in result.stderr and "INSERT INTO unmarked_t" in result.stderr
+    # The INSERT did run: its rows are there once, not twice (a retry would have inserted them again).
     assert day_counts(clickhouse_server, retry_module, "unmarked_t") == [(date(2026, 1, 15), 24),
                                                                          (date(2026, 1, 16), 24)]
     assert newest_run("unmarked")[:2] == ("failed", 1)

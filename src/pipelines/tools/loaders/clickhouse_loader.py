@@ -93,12 +93,10 @@ class ClickHouseLoader(StagedStructure, Loader):
         self.interval_scoped = mode == "interval"
         self._reset()
 
-    @property
-    def idempotent_commit(self) -> bool:  # type: ignore[override]  (a property of the mode here)
-        """``interval`` (REPLACE PARTITION) and ``replace`` (EXCHANGE TABLES) commits can be
-        repeated; ``append``/``merge`` ones only with the run id column, which tells the partitions
-        this run attached already (:meth:`_commit_append`)."""
-        return self.mode in ("interval", "replace") or bool(self.run_id_column and self.run_id_column in self._columns)
+    #: Every mode's commit can be repeated: ``interval`` (REPLACE PARTITION) and ``replace``
+    #: (EXCHANGE TABLES) by nature; ``append``/``merge`` skip partitions this run attached already,
+    #: told by the run id column or, without one, by ``_dp_attached`` (:meth:`_commit_append`).
+    idempotent_commit = True
 
     def _reset(self) -> None:
         self._staging: str | None = None
