@@ -21,13 +21,13 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
-from core.sql_literals import sql_literal
+from core.store_inserts import insert_in_process, json_value, with_constants, worth_in_process
+from core.store_server import short as _short
 from core.validators import quote_identifier
 
 if TYPE_CHECKING:
@@ -235,65 +235,11 @@ class Store:
                 time.sleep(0.2)
 
     def _open_server(self) -> Client:
-        import logging
+        from core.store_server import connect
 
-        import clickhouse_connect
-
-        # Its "Unexpected Http Driver Exception" warning duplicates the error we raise in one line.
-        logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
-
-        from urllib3 import Timeout
-
-        args = self._server_args()
-        wait = self.settings.clickhouse_connect_timeout
-        try:
-            _reachable(args, wait)
-            # The client's first query (its version probe) gets the connect timeout too: a server
-            # that accepts connections but does not answer (stopped, overloaded) fails in `wait`
-            # seconds instead of hanging for the query timeout.
-            client = clickhouse_connect.get_client(**{**args, "send_receive_timeout": wait})
-        except Exception as exc:
-            reason = _short(exc)
-            if "Read timed out" in reason:
-                reason = f"it accepts connections but did not answer within {wait:g} s"
-            raise StoreError(f"Cannot connect to ClickHouse at {self.description} (connect timeout "
-                             f"{wait:g} s): {reason}") from None
-        client.timeout = Timeout(connect=wait, read=args["send_receive_timeout"])
-        if self._local:
-            from core.local_server import verify_store_id
-
-            try:
-                verify_store_id(client, self._local)
-            except BaseException:
-                client.close()
-                raise
+        client = connect(self.settings, self._local or None, self.description)
         self._use_database(client)
         return client
-
-    def _server_args(self) -> dict[str, Any]:
-        s = self.settings
-        # No HTTP session: the client is shared by threads (an extractor's prefetch thread and the
-        # loader), and a server refuses concurrent queries in one session. Nothing uses session state.
-        # Inserts are synchronous whatever the server's profile says (26.x defaults to async
-        # inserts; with wait_for_async_insert=0 a run's rows and records would be fire-and-forget).
-        common = {"connect_timeout": s.clickhouse_connect_timeout, "send_receive_timeout": max(s.timeout, 300),
-                  "autogenerate_session_id": False,
-                  "settings": {"async_insert": 0, "wait_for_async_insert": 1}}
-        if self._local:
-            from core.local_server import server_password
-
-            return {"host": self._local.host, "port": self._local.port, "username": self._local.user,
-                    "password": server_password(s), **common}
-        if s.url:
-            return {"dsn": s.url, **common}
-        return {
-            "host": s.clickhouse_host,
-            "port": s.clickhouse_port,
-            "username": s.clickhouse_user,
-            "password": s.clickhouse_password.get_secret_value(),
-            "secure": s.clickhouse_secure,
-            **common,
-        }
 
     def _use_database(self, client: Client) -> None:
         # A missing database is normal before setup_db: queries then use qualified names.
@@ -353,9 +299,9 @@ class Store:
         in Python; for a server they are appended to the Arrow table.
         """
         with self.session() as client, _errors(f"INSERT INTO {table}"):
-            if not (self.settings.is_embedded and _worth_in_process(data)
-                    and _insert_in_process(client, self.table(table), data, settings, constants or {})):
-                client.insert_arrow(self.table(table), _with_constants(data, constants or {}), settings=settings)
+            if not (self.settings.is_embedded and worth_in_process(data)
+                    and insert_in_process(client, self.table(table), data, settings, constants or {})):
+                client.insert_arrow(self.table(table), with_constants(data, constants or {}), settings=settings)
         return data.num_rows
 
     def insert_df(self, table: str, data: pd.DataFrame, settings: dict[str, Any] | None = None) -> int:
@@ -367,7 +313,7 @@ class Store:
     def insert_rows(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> int:
         """Insert a few Python rows (framework records). Sent as JSONEachRow: unlike the Arrow
         and pandas paths, this does not import pandas, which would cost a CLI call ~0.4 s."""
-        body = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), default=_json_value) for row in rows)
+        body = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), default=json_value) for row in rows)
         with self.session() as client, _errors(f"INSERT INTO {table}"):
             client.raw_insert(self.table(table), list(columns), insert_block=body.encode(), fmt="JSONEachRow")
         return len(rows)
@@ -404,96 +350,10 @@ class Store:
         self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
 
 
-def _reachable(args: dict[str, Any], timeout: float) -> None:
-    """One TCP connection attempt within ``timeout``: clickhouse-connect's own probe retries the
-    connect (2 x the timeout) before failing, on every command when a host is down."""
-    import socket
-    from urllib.parse import urlsplit
-
-    if "dsn" in args:
-        parts = urlsplit(args["dsn"])
-        host, port = parts.hostname, parts.port or (8443 if parts.scheme == "https" else 8123)
-    else:
-        host, port = args["host"], args["port"]
-    socket.create_connection((host, port), timeout=timeout).close()
-
-
 def _running_local_server(settings: Settings) -> ServerRecord | Literal[False]:
     from core.local_server import find_running_server
 
     return find_running_server(settings) or False
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, date):
-        return value.isoformat()
-    raise TypeError(f"cannot store {type(value).__name__} in ClickHouse: {value!r}")
-
-
-# Below this many rows the in-process insert's gain is smaller than what it costs the first time:
-# chdb's Python() table function imports pandas (~0.4 s), a third of a short cron run.
-_IN_PROCESS_MIN_ROWS = 50_000
-
-
-def _worth_in_process(data: pa.Table) -> bool:
-    import sys
-
-    return data.num_rows >= _IN_PROCESS_MIN_ROWS or "pandas" in sys.modules
-
-
-def _insert_in_process(client: Client, table: str, data: pa.Table, settings: dict[str, Any] | None,
-                       constants: Mapping[str, str]) -> bool:
-    """Insert through chdb's own connection; False when this client has none (then use the API)."""
-    handle = getattr(getattr(client, "_backend", None), "_handle", None)
-    conn = getattr(handle, "conn", None)
-    if conn is None or not hasattr(handle, "lock"):
-        return False
-    names = [name for name in data.column_names if name not in constants]
-    columns = ", ".join(quote_identifier(name) for name in [*names, *constants])
-    values = ", ".join([*(quote_identifier(name) for name in names), *(_setting_literal(v) for v in constants.values())])
-    options = ", ".join(f"{key} = {_setting_literal(value)}" for key, value in (settings or {}).items())
-    # chdb's Python() table function finds the Arrow table by its variable name in this frame.
-    dp_arrow_batch = data  # noqa: F841
-    sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM Python(dp_arrow_batch)"
-    with handle.lock:
-        conn.query(sql + (f" SETTINGS {options}" if options else ""))
-    return True
-
-
-def _with_constants(data: pa.Table, constants: Mapping[str, str]) -> pa.Table:
-    """``data`` with each constant as a string column (replacing a column of the same name)."""
-    import struct
-
-    import pyarrow as pa
-
-    for name, value in constants.items():
-        # Built from buffers: converting a Python value (pa.array, pa.scalar) makes pyarrow
-        # import pandas (~0.4 s), for one string.
-        encoded = value.encode()
-        one = pa.StringArray.from_buffers(1, pa.py_buffer(struct.pack("<ii", 0, len(encoded))), pa.py_buffer(encoded))
-        array = pa.nulls(data.num_rows, pa.string()).fill_null(one[0])
-        if name in data.column_names:
-            data = data.set_column(data.column_names.index(name), name, array)
-        else:
-            data = data.append_column(name, array)
-    return data
-
-
-def _setting_literal(value: Any) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int | float):
-        return str(value)
-    return sql_literal(str(value))
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:500] + ("..." if len(text) > 500 else "")
 
 
 def _is_transport_error(exc: BaseException) -> bool:
