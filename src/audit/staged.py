@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from audit.checks import Outcome
 from core.models import as_utc
 from core.validators import quote_identifier
+from pipelines.interfaces import Staged  # what a loader hands to the checks (re-exported here)
 
 if TYPE_CHECKING:
     from pipelines.interfaces import RunContext
@@ -21,21 +21,6 @@ PARAMETER_TYPES = {
     "start_date": "Date", "end_date": "Date", "run_id": "String", "pipeline": "String",
 }
 _WRAPPER = re.compile(r"^(?:LowCardinality|Nullable)\((.*)\)$")
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A loader's staged rows, handed to the checks just before it publishes them.
-
-    ``mode`` is the ClickHouse loader's write mode (``interval``, ``append``, ``replace``,
-    ``merge``); ``time_column`` bounds the slice in interval mode; ``primary_key`` is the merge key.
-    """
-
-    target: str
-    staging: str
-    mode: str = "append"
-    time_column: str | None = None
-    primary_key: list[str] = field(default_factory=list)
 
 
 class Audit:

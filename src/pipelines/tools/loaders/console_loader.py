@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console
 from rich.table import Table
 
 from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
+from pipelines.tools.factory import factory_of
 
 
 class ConsoleLoader(Loader):
-    """Shows the schema and the first ``preview_rows`` rows; at commit, the total row count."""
+    """A loader that prints a preview of the data instead of storing it (for trying pipelines out).
+
+    Shows the schema and the first ``preview_rows`` rows; at commit, the total row count.
+    ``console``: where to print (default: a new ``rich`` console on stdout).
+    """
 
     def __init__(self, name: str | None = None, preview_rows: int = 10, console: Console | None = None) -> None:
         super().__init__(name or "Console")
@@ -44,6 +51,6 @@ class ConsoleLoader(Loader):
         self.console.print(f"[bold]{self.name}[/]: {self._rows} rows{more}")
 
 
-def create_console_loader(name: str | None = None, preview_rows: int = 10) -> ConsoleLoader:
-    """A loader that prints a preview of the data instead of storing it (for trying pipelines out)."""
-    return ConsoleLoader(name, preview_rows)
+@factory_of(ConsoleLoader)
+def create_console_loader(*args: Any, **kwargs: Any) -> ConsoleLoader:
+    return ConsoleLoader(*args, **kwargs)

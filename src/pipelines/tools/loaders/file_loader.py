@@ -19,12 +19,18 @@ import pyarrow.parquet as pq
 from core.config import PROJECT_ROOT
 from core.exceptions import LoadError
 from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
+from pipelines.tools.factory import factory_of
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 class FileLoader(Loader):
-    """Writes the run's rows to one file (path may use ``{start_date}``, ``{run_id}``, ...)."""
+    """Write the run's rows to ``path`` (CSV, Parquet or JSON Lines, by extension or ``format``).
+
+    Relative paths are relative to the project; placeholders ``{start_date}``, ``{end_date}``,
+    ``{start}``, ``{end}``, ``{run_id}``, ``{pipeline}`` give one file per run or interval. The
+    file appears only at commit (written to a temporary file, then renamed).
+    """
 
     def __init__(self, path: str | Path, format: str | None = None, name: str | None = None) -> None:
         super().__init__(name or f"File {path}")
@@ -117,10 +123,6 @@ class FileLoader(Loader):
             self._tmp.unlink(missing_ok=True)
 
 
-def create_file_loader(path: str | Path, format: str | None = None, name: str | None = None) -> FileLoader:
-    """Write the run's rows to ``path`` (CSV, Parquet or JSON Lines, by extension or ``format``).
-
-    Relative paths are relative to the project; placeholders ``{start_date}``, ``{end_date}``,
-    ``{start}``, ``{end}``, ``{run_id}``, ``{pipeline}`` give one file per run or interval.
-    """
-    return FileLoader(path, format, name)
+@factory_of(FileLoader)
+def create_file_loader(*args: Any, **kwargs: Any) -> FileLoader:
+    return FileLoader(*args, **kwargs)
