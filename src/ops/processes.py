@@ -342,8 +342,13 @@ def _clean_loaders(settings: Settings, store: Any, running: set[str], report: Cl
     """Ask each registered pipeline's loader to remove what runs not in ``running`` left behind."""
     from pipelines.pipeline_registry import get_registry
 
+    try:
+        specs = get_registry(settings.pipelines_dir).pipelines
+    except Exception as exc:  # noqa: BLE001 (the rest of clean still runs)
+        report.notes.append(f"loaders not asked to clean up: the pipelines could not be loaded: {exc}")
+        return []
     removed = []
-    for name, spec in sorted(get_registry(settings.pipelines_dir).pipelines.items()):
+    for name, spec in sorted(specs.items()):
         loader = spec.pipeline.loader
         try:
             removed += [f"{name}: {item}" for item in loader.clean_up_leftovers(store, frozenset(running))]
