@@ -250,8 +250,10 @@ def make_context(store: Store):
     """Build a RunContext for calling components directly (the runner builds them for real runs)."""
     from datetime import UTC, datetime, timedelta
 
+    from audit.run import audit_staged
     from core.logging import get_logger
     from pipelines.interfaces import RunContext
+    from record.quarantine import RunQuarantine
     from record.state import RunState
     from record.tables import ensure_framework_tables
 
@@ -260,10 +262,13 @@ def make_context(store: Store):
     def build(pipeline: str = "test_pipeline", start: datetime | None = None, end: datetime | None = None,
               run_id: str = "run-test-1", table_name: str | None = None) -> RunContext:
         start = start or datetime(2026, 1, 15, tzinfo=UTC)
+        end = end or start + timedelta(days=1)
+        # Injected as the runner injects them: the run's quarantine and the data-check runner.
         return RunContext(
-            run_id=run_id, pipeline=pipeline, start=start, end=end or start + timedelta(days=1),
+            run_id=run_id, pipeline=pipeline, start=start, end=end,
             logger=get_logger(f"job.{pipeline}"), settings=store.settings, store=store,
             state=RunState(store, pipeline), table_name=table_name,
+            quarantined=RunQuarantine(store, pipeline, run_id, start, end), auditor=audit_staged,
         )
 
     return build

@@ -1,8 +1,8 @@
 """When checks run: declared (validated at build time), at run start, and just before publish.
 
-Write-audit-publish: a loader that stages a run's rows in ClickHouse calls :func:`audit_staged`
-after the last batch and before it changes the target. Every check runs there, on the staged
-slice only; its result is stored in ``_dp_checks``. A failing ``error`` check stops the run:
+Write-audit-publish: a loader that stages a run's rows in ClickHouse calls
+``context.check_staged`` (the runner injects :func:`audit_staged` there) after the last batch
+and before it changes the target. Every check runs there, on the staged slice only; its result is stored in ``_dp_checks``. A failing ``error`` check stops the run:
 nothing is published and the staged table is kept (renamed, so the loader's clean-up leaves it)
 for inspection until the next run of that interval or ``./run.sh clean``. A failing ``warn``
 check is recorded and logged, and the rows are published.
@@ -20,6 +20,7 @@ from audit.checks import Check, Outcome
 from audit.results import CheckResult, kept_tables_of, write_results
 from audit.staged import Audit, Staged
 from core.exceptions import CheckDefinitionError, CheckFailed, DataProcessorError, StoreError
+from core.run_tables import STAGING_PREFIX
 
 if TYPE_CHECKING:
     from pipelines.interfaces import Loader, RunContext
@@ -45,7 +46,7 @@ def resolve_checks(pipeline: str, checks: Any, loader: Loader) -> list[Check]:
             raise CheckDefinitionError(f"pipeline '{pipeline}': two checks are named '{check.name}'; "
                                        "give one a name='...'")
         names.add(check.name)
-        if not getattr(loader, "supports_checks", False):
+        if not loader.supports_checks:
             raise CheckDefinitionError(
                 f"pipeline '{pipeline}', check '{check.name}': the loader {loader.name!r} "
                 f"({type(loader).__name__}) writes batches as they come, so it cannot check rows before "
@@ -74,9 +75,9 @@ def _check_columns(context: RunContext, check: Check, columns: dict[str, str], t
 def start_checks(context: RunContext, loader: Loader) -> None:
     """At run start: drop what failed runs of this interval kept, and validate the checks against
     the target table when it exists (columns, and the SQL parsed and planned by ClickHouse)."""
-    checks: list[Check] = list(getattr(context, "checks", None) or [])
-    table = getattr(loader, "table", None)
-    if not getattr(loader, "supports_checks", False) or not table:
+    checks: list[Check] = list(context.checks)
+    table = loader.table
+    if not loader.supports_checks or not table:
         return
     store = context.store
     for kept in kept_tables_of(store, context.pipeline, context.start):
@@ -88,7 +89,7 @@ def start_checks(context: RunContext, loader: Loader) -> None:
     # columns are checked on the staged rows before anything is published.
     exists = store.table_exists(table)
     columns = _columns_of(context, table) if exists else {}
-    audit = Audit(context, Staged(table, table, getattr(loader, "mode", "append")), columns)
+    audit = Audit(context, Staged(table, table, loader.mode or "append"), columns)
     for check in checks:
         if exists:
             _check_columns(context, check, columns, table)
@@ -118,7 +119,7 @@ def _run_one(context: RunContext, check: Check, staged: Staged, columns: dict[st
 
 def audit_staged(context: RunContext, staged: Staged) -> list[CheckResult]:
     """Run the context's checks on the staged rows; raise :class:`CheckFailed` if an ``error`` check fails."""
-    checks: list[Check] = list(getattr(context, "checks", None) or [])
+    checks: list[Check] = list(context.checks)
     if not checks:
         return []
     columns = _columns_of(context, staged.staging)
@@ -144,8 +145,6 @@ def audit_staged(context: RunContext, staged: Staged) -> list[CheckResult]:
 
 def _keep(context: RunContext, staged: Staged) -> str:
     """Rename the staging table out of the loader's way; returns the kept name."""
-    from pipelines.tools.loaders.clickhouse_loader import STAGING_PREFIX
-
     store = context.store
     rest = staged.staging[len(STAGING_PREFIX):] if staged.staging.startswith(STAGING_PREFIX) else staged.staging
     kept = re.sub(r"[^A-Za-z0-9_]", "_", f"{STAGING_PREFIX}{KEPT_MARKER}{rest}")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.models import as_utc
 from core.validators import quote_identifier
+from pipelines.interfaces import Staged  # what a loader hands to the checks (re-exported here)
 
 if TYPE_CHECKING:
     from pipelines.interfaces import RunContext
@@ -34,21 +35,6 @@ class Outcome:
     @property
     def passed(self) -> bool:
         return self.failing == 0
-
-
-@dataclass(frozen=True)
-class Staged:
-    """A loader's staged rows, handed to the checks just before it publishes them.
-
-    ``mode`` is the ClickHouse loader's write mode (``interval``, ``append``, ``replace``,
-    ``merge``); ``time_column`` bounds the slice in interval mode; ``primary_key`` is the merge key.
-    """
-
-    target: str
-    staging: str
-    mode: str = "append"
-    time_column: str | None = None
-    primary_key: list[str] = field(default_factory=list)
 
 
 class Audit:

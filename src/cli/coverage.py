@@ -100,11 +100,11 @@ def _count_pipelines(app: App, names: Sequence[str]) -> list[PipelineSpec]:
     if names:
         specs = [reg.get(n) for n in dict.fromkeys(names)]
         for spec in specs:
-            if not getattr(spec.pipeline.loader, "table", None):
+            if not spec.pipeline.loader.table:
                 raise UsageError(f"Pipeline '{spec.name}' does not load a ClickHouse table "
                                  f"(its loader is {type(spec.pipeline.loader).__name__}): nothing to count")
         return specs
-    return [s for s in reg.pipelines.values() if getattr(s.pipeline.loader, "table", None)]
+    return [s for s in reg.pipelines.values() if s.pipeline.loader.table]
 
 
 _DAY_STYLE = {"ok": "green", "no data": "yellow", "mismatch": "bold red", "no run": "yellow", "n/a": "dim",

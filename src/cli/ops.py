@@ -225,7 +225,8 @@ def clean(app: App, days: float, logs: bool, dry_run: bool, quiet: bool) -> int:
 
     report = do_clean(app.settings, days=days, logs=logs, dry_run=dry_run)
     labels = {
-        "stale_pid_files": "stale pid file", "staging_tables": "staging table", "crashed_runs": "marked crashed",
+        "stale_pid_files": "stale pid file", "staging_tables": "staging table",
+        "loader_leftovers": "loader leftover", "crashed_runs": "marked crashed",
         "temp_files": "temporary file", "old_logs": f"log older than {days:g} days", "rotated_logs": "rotated",
         "cleared_logs": "cleared log",
     }

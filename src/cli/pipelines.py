@@ -231,7 +231,7 @@ def _print_result(app: App, result: Any) -> int:
 def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bool) -> int:
     """Show recent runs (newest first); runs whose process died are marked crashed."""
     from record.history import list_runs
-    from runner.runner import reap_dead_runs
+    from runner.cleanup import reap_dead_runs
 
     if _history(app, reap_dead_runs, name) is None:
         return EXIT_FAILED

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -104,3 +105,54 @@ class FileLock:
             self.release()
             return True
         return False
+
+
+def this_host() -> str:
+    """The host name runs record (a run's lock can be checked only on its own host)."""
+    return socket.gethostname()
+
+
+def _lock_holders(path: Path) -> set[int] | None:
+    """Pids holding a flock on ``path`` per ``/proc/locks`` (None when that file is unavailable).
+
+    Reading /proc/locks, unlike probing with flock, can never make a starting run fail.
+    """
+    try:
+        inode = os.stat(path).st_ino
+        text = Path("/proc/locks").read_text()
+    except FileNotFoundError:
+        return set() if Path("/proc/locks").exists() else None
+    except OSError:
+        return None
+    holders = set()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":
+            continue  # "->" marks a waiter, not a holder
+        try:
+            if int(parts[5].rsplit(":", 1)[1]) == inode:
+                holders.add(int(parts[4]))
+        except (ValueError, IndexError):
+            continue
+    return holders
+
+
+def holds_lock(pid: int, lock_file: str | Path) -> bool:
+    """True when process ``pid`` holds the flock on ``lock_file`` right now."""
+    holders = _lock_holders(Path(lock_file))
+    if holders is None:  # no /proc/locks: trust what the holder wrote into the lock file
+        return FileLock(Path(lock_file)).holder_pid() == pid
+    return pid in holders
+
+
+def run_is_alive(pid: int, lock_file: str, host: str = "") -> bool:
+    """Is the run of process ``pid`` with run lock ``lock_file`` still running?
+
+    A run holds its lock for as long as its process lives (kill -9 included), so a free lock, or
+    one now held by another process, proves it dead. A run of another host cannot be checked
+    from here: it is taken as alive. The one aliveness test (reaper, ``ps``/``kill``/``clean``,
+    backfill coverage).
+    """
+    if host and host != this_host():
+        return True
+    return bool(lock_file and pid and holds_lock(pid, lock_file))

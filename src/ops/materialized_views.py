@@ -22,7 +22,7 @@ def loaded_tables(registry: Registry) -> dict[str, tuple[str, str]]:
     tables = {}
     for spec in registry.pipelines.values():
         loader = spec.pipeline.loader
-        mode, table = getattr(loader, "mode", None), getattr(loader, "table", None)
+        mode, table = loader.mode, loader.table
         if table and mode in SWAPPING_MODES:
             tables[table] = (spec.name, mode)
     return tables

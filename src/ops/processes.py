@@ -10,7 +10,6 @@ found by name: only pid files verified this way are ever signalled.
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 import psutil
 
 from core.config import Settings
-from core.locks import FileLock
+from core.locks import run_is_alive
 from core.logging import get_logger
 
 log = get_logger("ops")
@@ -72,38 +71,6 @@ class RunProcess:
         }
 
 
-def _lock_holders(path: Path) -> set[int] | None:
-    """Pids holding a flock on ``path`` per ``/proc/locks`` (None when that file is unavailable).
-
-    Reading /proc/locks, unlike probing with flock, can never make a starting run fail.
-    """
-    try:
-        inode = os.stat(path).st_ino
-        text = Path("/proc/locks").read_text()
-    except FileNotFoundError:
-        return set() if Path("/proc/locks").exists() else None
-    except OSError:
-        return None
-    holders = set()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 6 or parts[1] == "->" or parts[1] != "FLOCK":
-            continue  # "->" marks a waiter, not a holder
-        try:
-            if int(parts[5].rsplit(":", 1)[1]) == inode:
-                holders.add(int(parts[4]))
-        except (ValueError, IndexError):
-            continue
-    return holders
-
-
-def holds_lock(pid: int, lock_file: str) -> bool:
-    holders = _lock_holders(Path(lock_file))
-    if holders is None:  # no /proc/locks: trust what the holder wrote into the lock file
-        return FileLock(Path(lock_file)).holder_pid() == pid
-    return pid in holders
-
-
 def _contains(haystack: list[str], needle: list[str]) -> bool:
     n = len(needle)
     return n > 0 and any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
@@ -125,7 +92,7 @@ def verify(run: RunProcess) -> RunProcess:
         run.problem = f"pid {run.pid} is now another program ({' '.join(cmdline)[:120]})"
     elif run.started_at and created > run.started_at.timestamp() + 1:
         run.problem = f"pid {run.pid} was reused by a process started after the run"
-    elif run.lock_file and not holds_lock(run.pid, run.lock_file):
+    elif run.lock_file and not run_is_alive(run.pid, run.lock_file):
         run.problem = f"process {run.pid} does not hold the run's lock {run.lock_file}"
     else:
         run.alive, run.process = True, proc
@@ -232,10 +199,11 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
 
 def _record_killed(settings: Settings, outcomes: list[KillOutcome], grace: float) -> None:
     from core.store import Store
-    from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
     from record.history import get_run, record_run
+    from runner.cleanup import clean_up_dead_run, registered_loaders
 
     store = Store(settings)
+    loader_of = registered_loaders(store)
     try:
         for outcome in outcomes:
             run = outcome.run
@@ -249,8 +217,7 @@ def _record_killed(settings: Settings, outcomes: list[KillOutcome], grace: float
                 "status": "failed", "reason": "killed", "error": error, "finished_at": datetime.now(UTC),
                 "duration_seconds": max(0.0, time.time() - record.started_at.replace(tzinfo=UTC).timestamp()),
             }))
-            for table in drop_staging_of(store, run.run_id):
-                log.info("Dropped staging table %s of killed run %s", table, run.run_id)
+            clean_up_dead_run(store, record, loader_of(record.pipeline), why="killed")
     finally:
         store.close()
 
@@ -264,6 +231,7 @@ _ROTATED = re.compile(r"\.log\.\d+$")
 class CleanReport:
     stale_pid_files: list[str] = field(default_factory=list)
     staging_tables: list[str] = field(default_factory=list)
+    loader_leftovers: list[str] = field(default_factory=list)
     crashed_runs: list[str] = field(default_factory=list)
     temp_files: list[str] = field(default_factory=list)
     old_logs: list[str] = field(default_factory=list)
@@ -312,6 +280,8 @@ def clean(settings: Settings, days: float = 30.0, logs: bool = False, dry_run: b
     - ``_dp_stage_*`` tables of runs that are not running (runs left 'running' by a dead process
       are marked crashed first); a staging table of a live run here, or of a 'running' run on
       another host, is kept;
+    - what each registered pipeline's loader finds left by runs that are not running
+      (``Loader.clean_up_leftovers``);
     - temporary files of interrupted writes (``RUN_DIR/pids/*.tmp``, ``.write-test-*``);
     - log files not written for ``days`` days; ``cron.log`` rotated when over ``LOG_MAX_BYTES``;
     - with ``logs``: every log file (current ones truncated, rotated ones deleted).
@@ -338,11 +308,11 @@ def clean(settings: Settings, days: float = 30.0, logs: bool = False, dry_run: b
 
 def _clean_staging(settings: Settings, report: CleanReport, dry_run: bool) -> None:
     from core.exceptions import DataProcessorError
+    from core.run_tables import drop_tables, run_suffix, run_tables
     from core.store import Store
-    from pipelines.tools.loaders.clickhouse_loader import STAGING_PREFIX
     from record.history import list_runs as history
     from record.tables import ensure_framework_tables
-    from runner.runner import reap_dead_runs
+    from runner.cleanup import reap_dead_runs
 
     store = Store(settings)
     try:
@@ -351,25 +321,40 @@ def _clean_staging(settings: Settings, report: CleanReport, dry_run: bool) -> No
             return
         # Tables first, then who is running: the runner writes its pid file before it creates a
         # staging table, so a table listed here belongs to a run visible below (or one that ended).
-        tables = [name for (name,) in store.query_rows(
-            "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {p:String})",
-            {"db": store.database, "p": STAGING_PREFIX})]
+        tables = run_tables(store)
         ensure_framework_tables(store)
         if not dry_run:
             report.crashed_runs = [f"{r.pipeline} {r.run_id}" for r in reap_dead_runs(store)]
         running = {r.run_id for r in history(store, status="running", limit=100_000)}
         running |= {r.run_id for r in list_runs(settings) if r.alive}
-        suffixes = tuple("_" + re.sub(r"[^A-Za-z0-9_]", "_", run_id) for run_id in running)
-        for name in tables:
-            if suffixes and name.endswith(suffixes):
-                continue
-            if not dry_run:
-                store.command(f"DROP TABLE IF EXISTS {store.table(name)} SYNC")
-            report.staging_tables.append(name)
+        suffixes = tuple(run_suffix(run_id) for run_id in running)
+        report.staging_tables = [name for name in tables if not (suffixes and name.endswith(suffixes))]
+        if not dry_run:
+            drop_tables(store, report.staging_tables)
+            report.loader_leftovers = _clean_loaders(settings, store, running, report)
     except DataProcessorError as exc:
         report.notes.append(f"staging tables not checked: {exc}")
     finally:
         store.close()
+
+
+def _clean_loaders(settings: Settings, store: Any, running: set[str], report: CleanReport) -> list[str]:
+    """Ask each registered pipeline's loader to remove what runs not in ``running`` left behind."""
+    from pipelines.pipeline_registry import get_registry
+
+    try:
+        specs = get_registry(settings.pipelines_dir).pipelines
+    except Exception as exc:  # noqa: BLE001 (the rest of clean still runs)
+        report.notes.append(f"loaders not asked to clean up: the pipelines could not be loaded: {exc}")
+        return []
+    removed = []
+    for name, spec in sorted(specs.items()):
+        loader = spec.pipeline.loader
+        try:
+            removed += [f"{name}: {item}" for item in loader.clean_up_leftovers(store, frozenset(running))]
+        except Exception as exc:  # noqa: BLE001 (one loader's failing hook must not stop the others)
+            report.notes.append(f"pipeline '{name}': its loader {loader.name!r} could not clean up: {exc}")
+    return removed
 
 
 def _clean_logs(settings: Settings, report: CleanReport, days: float, clear: bool, dry_run: bool) -> None:

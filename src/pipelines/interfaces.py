@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
+
+# Loaders name their run-private tables in the store with these (the framework drops them after a crash).
+from core.run_tables import STAGING_PREFIX, run_table_name
+
+__all__ = ["STAGING_PREFIX", "Batch", "Component", "Extractor", "Loader", "RunContext", "SqlSource", "Staged",
+           "Transformer", "batch_rows", "run_table_name", "to_arrow", "to_pandas"]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,12 +102,16 @@ class RunContext:
     # The pipeline's ``allow_empty``: 0 rows may replace existing rows (else replacing loaders refuse).
     allow_empty: bool = False
     counters: dict[str, int] = field(default_factory=dict)
-    #: The run's rejected rows, published with the run (the runner passes one per run).
+    #: The run's rejected rows, published with the run: injected by the runner like ``state``
+    #: (a context built by hand passes ``record.quarantine.RunQuarantine`` to use :meth:`quarantine`).
     quarantined: RunQuarantine | None = None
     #: The pipeline's data checks (``audit``), run by a staging loader just before it publishes.
     checks: list[Any] = field(default_factory=list)
     #: Set once ``loader.commit`` is called: from then on a retry may repeat a commit that happened.
     commit_started: bool = False
+    #: Runs ``checks`` on staged rows (``audit.run.audit_staged``, injected by the runner): a
+    #: loader calls it through :meth:`check_staged`.
+    auditor: Callable[[RunContext, Staged], object] | None = None
 
     @property
     def config(self) -> Settings:
@@ -147,11 +157,44 @@ class RunContext:
         if not rows:
             return
         if self.quarantined is None:
-            from record.quarantine import RunQuarantine
+            from core.exceptions import DataProcessorError
 
-            self.quarantined = RunQuarantine(self.store, self.pipeline, self.run_id, self.start, self.end)
+            raise DataProcessorError(f"pipeline '{self.pipeline}': this run context has no quarantine "
+                                     "(the runner provides one; a context built by hand needs quarantined=...)")
         self.quarantined.add(rows)
         self.count("rows_quarantined", len(rows))
+
+    def check_staged(self, staged: Staged) -> None:
+        """Run the pipeline's data checks on a loader's staged rows, before they are published.
+
+        A loader that declares ``supports_checks = True`` calls this after its last batch and
+        before it changes the target; a failing ``error`` check raises
+        :class:`core.exceptions.CheckFailed` (the loader then publishes nothing).
+        """
+        if not self.checks:
+            return
+        if self.auditor is None:
+            from core.exceptions import DataProcessorError
+
+            raise DataProcessorError(f"pipeline '{self.pipeline}': this run context cannot run data checks "
+                                     "(the runner provides the auditor; a context built by hand needs auditor=...)")
+        self.auditor(self, staged)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A loader's staged rows in the store, handed to the data checks just before it publishes.
+
+    ``target`` is the table the rows go to, ``staging`` the table holding them now. ``mode``:
+    the loader's write mode (``interval``, ``append``, ``replace``, ``merge``); ``time_column``
+    bounds the slice in interval mode; ``primary_key`` is the merge key.
+    """
+
+    target: str
+    staging: str
+    mode: str = "append"
+    time_column: str | None = None
+    primary_key: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -187,6 +230,9 @@ class Component(ABC):
 
 
 class Extractor(Component):
+    """Reads a source. Its capabilities are the class attributes below (declare them on your
+    subclass; the defaults are what an extractor that declares nothing gets)."""
+
     kind = "extractor"
 
     @abstractmethod
@@ -194,7 +240,8 @@ class Extractor(Component):
         """Yield the run's data in batches of at most ``context.settings.batch_size`` rows."""
 
     #: True when the extractor reads only the run's interval (it uses ``context.start/end``),
-    #: so re-running an interval reproduces it; such pipelines can be backfilled.
+    #: so re-running an interval reproduces it; with an ``interval_scoped`` loader the pipeline
+    #: can be backfilled.
     interval_aware: bool = False
 
     #: True when :meth:`sql_source` reads only tables of the store itself (a SQL pipeline), so
@@ -216,12 +263,30 @@ class Transformer(Component):
 
 
 class Loader(Component):
+    """Writes a run's batches. Its capabilities are the class (or instance) attributes below:
+    the framework reads nothing else about a loader, so one written from these docs is
+    backfilled, checked, counted and cleaned up after a crash exactly like the built-in ones."""
+
     kind = "loader"
 
-    #: Target table name, when the loader writes one (shown by ``list``, used by backfill checks).
+    #: The table the loader writes in the store (shown by ``list``; its rows are counted by
+    #: ``counts`` and the status page, and compared per day when ``time_column`` is set).
+    #: ``None`` for a destination outside the store.
     table: str | None = None
-    #: True when the loader stages a run's rows in ClickHouse and calls ``audit.run.audit_staged``
-    #: before publishing them, so the pipeline may declare data checks.
+    #: How a commit changes ``table``: ``interval`` (the run's slice replaced), ``append``,
+    #: ``replace`` (the whole table) or ``merge`` (shown by ``deps``; ``interval`` and ``replace``
+    #: swap partitions/tables, which materialized views on ``table`` do not see). ``None``: unsaid.
+    mode: str | None = None
+    #: The column that places a row in a run's interval, when the loader knows it (rows per day).
+    time_column: str | None = None
+    #: True when a commit replaces exactly the run's interval ``[start, end)`` of the destination
+    #: and touches nothing outside it: re-running an interval gives the same rows, runs of
+    #: different intervals may run side by side (the run lock is per interval), and with an
+    #: ``interval_aware`` extractor the pipeline can be backfilled.
+    interval_scoped: bool = False
+    #: True when the loader stages a run's rows in the store and calls
+    #: :meth:`RunContext.check_staged` before publishing them, so the pipeline may declare data
+    #: checks.
     supports_checks: bool = False
     #: True when calling :meth:`commit` again after a commit that failed midway (a lost server
     #: response) cannot write rows twice or lose any; only then does the runner retry a transient
@@ -245,3 +310,22 @@ class Loader(Component):
 
     def rollback(self, context: RunContext) -> None:  # noqa: B027  (optional hook)
         """Undo or clean up after a failed run (drop staging). Must not raise."""
+
+    def clean_up_run(self, store: Store, run_id: str) -> list[str]:
+        """Remove what run ``run_id`` left behind when its process died before :meth:`rollback`
+        (kill -9, power loss); return a description of each thing removed (for the log).
+
+        Called in another process, on a fresh instance of the pipeline's loader, by the
+        crashed-run reaper (the next run, ``runs``, ``backfill``), ``kill`` and ``clean``, only
+        once the run is known to be dead. Must be idempotent and must not fail when there is
+        nothing to remove. Run-private tables in the store named with ``run_table_name(base,
+        run_id)`` (``_dp_stage_<base>_<run id>``) are dropped by the framework itself; this hook is
+        for anything else (a staging table in another database, temporary files).
+        """
+        return []
+
+    def clean_up_leftovers(self, store: Store, live_run_ids: Collection[str]) -> list[str]:
+        """``./run.sh clean``: remove what any run not in ``live_run_ids`` left behind (runs that
+        died long ago, whose ids nobody has any more); return a description of each thing removed.
+        Same rules as :meth:`clean_up_run`."""
+        return []

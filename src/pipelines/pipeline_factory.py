@@ -46,7 +46,7 @@ class Pipeline:
     @property
     def interval_aware(self) -> bool:
         """True when a run reads and writes only its data interval (so it can be backfilled)."""
-        return bool(self.extractor.interval_aware and getattr(self.loader, "interval_scoped", False))
+        return bool(self.extractor.interval_aware and self.loader.interval_scoped)
 
     def run(self, context: RunContext) -> RunStats:
         """Stream the run's batches into the loader and commit; roll back on any failure."""

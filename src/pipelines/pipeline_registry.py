@@ -42,7 +42,7 @@ class PipelineSpec:
 
     @property
     def table_name(self) -> str | None:
-        return self.entry.table_name or getattr(self.pipeline.loader, "table", None)
+        return self.entry.table_name or self.pipeline.loader.table
 
 
 @dataclass

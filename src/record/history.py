@@ -6,12 +6,11 @@ newest version wins; readers use ``FINAL``. A TTL (``RUN_HISTORY_TTL_DAYS``) kee
 
 from __future__ import annotations
 
-import socket
 import time
-from pathlib import Path
 from typing import Any
 
-from core.locks import FileLock
+# this_host is imported from here by the runner and others; it lives beside the aliveness test.
+from core.locks import run_is_alive, this_host
 from core.logging import get_logger
 from core.models import RunRecord
 from core.store import Store
@@ -20,10 +19,6 @@ from record.tables import RUNS_TABLE
 log = get_logger("history")
 
 _COLUMNS = list(RunRecord.model_fields) + ["version"]
-
-
-def this_host() -> str:
-    return socket.gethostname()
 
 
 def record_run(store: Store, record: RunRecord) -> None:
@@ -115,9 +110,8 @@ def mark_crashed(store: Store, pipeline: str | None = None) -> list[RunRecord]:
     where = "status = 'running' AND host = {h:String}" + (" AND pipeline = {p:String}" if pipeline else "")
     crashed = []
     for run in _records(store, _select(where), {"h": this_host(), "p": pipeline or ""}):
-        lock = FileLock(Path(run.lock_file))
-        if run.lock_file and not lock.is_free() and lock.holder_pid() == run.pid:
-            continue  # still alive
+        if run_is_alive(run.pid, run.lock_file):
+            continue
         finished = time.time()
         update = run.model_copy(update={
             "status": "crashed", "reason": "process gone",

@@ -8,15 +8,14 @@ the pipeline owns its interval; otherwise a run's rows are added).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
+from core.run_tables import run_table_name
 from core.store import Store
 from record.tables import QUARANTINE_TABLE
 
 _COLUMNS = ["pipeline", "run_id", "source", "line", "raw", "error", "interval_start", "interval_end"]
-STAGING_PREFIX = "_dp_stage_"  # the loader's prefix: leftovers of a crashed run are dropped alike
 
 
 class RunQuarantine:
@@ -27,7 +26,8 @@ class RunQuarantine:
         self.store, self.pipeline, self.run_id = store, pipeline, run_id
         self.start, self.end = start, end
         self.replace_interval = replace_interval
-        self.staging = f"{STAGING_PREFIX}{QUARANTINE_TABLE}_{re.sub(r'[^A-Za-z0-9_]', '_', run_id)}"
+        # A run-private table: leftovers of a crashed run are dropped by the reaper and ``clean``.
+        self.staging = run_table_name(QUARANTINE_TABLE, run_id)
         self.rows = 0
 
     def add(self, rows: list[dict[str, Any]]) -> None:

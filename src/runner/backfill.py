@@ -64,8 +64,8 @@ def why_not_backfillable(spec: PipelineSpec) -> str | None:
     """``None`` when ``spec`` can be backfilled, else the reason (written for the user)."""
     pipeline = spec.pipeline
     loader = pipeline.loader
-    if not getattr(loader, "interval_scoped", False):
-        mode = getattr(loader, "mode", None)
+    if not loader.interval_scoped:
+        mode = loader.mode
         how = f"its loader writes in mode '{mode}'" if mode else f"its loader ({type(loader).__name__}) is not interval-scoped"
         return (f"{how}, so a run does not own its interval's slice of the table and re-running a day "
                 "could load its rows twice (backfill needs the ClickHouse loader with time_column, mode 'interval')")

@@ -66,9 +66,9 @@ def count_rows(store: Store, spec: PipelineSpec, first: date, last: date) -> Row
     from runner import coverage as cov
 
     loader = spec.pipeline.loader
-    table: str = loader.table  # type: ignore[attr-defined]
-    time_column = getattr(loader, "time_column", None)
-    comparable = bool(getattr(loader, "interval_scoped", False))
+    table = loader.table or ""
+    time_column = loader.time_column
+    comparable = loader.interval_scoped
     total, per_day = bf.table_counts(store, table, time_column, first, last)
     days = []
     if time_column:
@@ -79,5 +79,5 @@ def count_rows(store: Store, spec: PipelineSpec, first: date, last: date) -> Row
             rows = per_day.get(day, 0)
             days.append(DayCount(day, rows, reported.get(day) if comparable else None,
                                  day_status(rows, reported.get(day), day in reported, comparable, day in partly)))
-    return RowCounts(spec.name, table, time_column, getattr(loader, "mode", None), total is not None, total or 0,
+    return RowCounts(spec.name, table, time_column, loader.mode, total is not None, total or 0,
                      days, time.time())

@@ -15,10 +15,9 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
-from core.locks import FileLock
+from core.locks import run_is_alive
 from core.models import RunRecord, as_utc
 from core.store import Store
 from record.coverage import Covered
@@ -48,12 +47,7 @@ def covered_by(run: RunRecord) -> Covered:
 
 def _alive(run: RunRecord) -> bool:
     """A ``running`` run still holds its lock (other hosts' runs cannot be checked: assume alive)."""
-    from record.history import this_host
-
-    if run.host and run.host != this_host():
-        return True
-    lock = FileLock(Path(run.lock_file)) if run.lock_file else None
-    return bool(lock and not lock.is_free() and lock.holder_pid() == run.pid)
+    return run_is_alive(run.pid, run.lock_file, run.host)
 
 
 class _Index:

@@ -141,7 +141,7 @@ def tree_lines(registry: Registry, name: str | None = None) -> list[str]:
     upstreams and downstreams."""
 
     def describe(spec: PipelineSpec) -> str:
-        mode = getattr(spec.pipeline.loader, "mode", None) or type(spec.pipeline.loader).__name__
+        mode = spec.pipeline.loader.mode or type(spec.pipeline.loader).__name__
         return f"{spec.name}  ({spec.entry.granularity}, {mode}, {spec.source})"
 
     def walk(current: str, prefix: str, nexts: Callable[[str], list[str]], lines: list[str]) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from audit.run import audit_staged
 from core.config import Settings
 from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, is_retryable
 from core.locks import FileLock
@@ -35,12 +36,12 @@ from core.store import Store
 from pipelines.interfaces import Loader, RunContext
 from pipelines.pipeline_factory import RunStats
 from pipelines.pipeline_registry import PipelineSpec
-from pipelines.tools.loaders.clickhouse_loader import drop_staging_of
 from record.coverage import record_coverage
-from record.history import mark_crashed, record_run, this_host
+from record.history import record_run, this_host
 from record.quarantine import RunQuarantine
 from record.state import RunState
 from record.tables import ensure_framework_tables
+from runner.cleanup import reap_dead_runs
 from runner.intervals import Interval, last_complete_interval
 from runner.shared_locks import run_lock
 
@@ -85,7 +86,7 @@ def new_run_id(now: datetime | None = None) -> str:
 def lock_path(settings: Settings, spec: PipelineSpec, interval: Interval) -> Path:
     """Per pipeline; per pipeline and interval when runs of different intervals cannot collide."""
     locks = settings.run_dir / "locks"
-    if getattr(spec.pipeline.loader, "interval_scoped", False):
+    if spec.pipeline.loader.interval_scoped:
         return locks / f"{spec.name}@{interval.start:%Y%m%dT%H%M%S}.lock"
     return locks / f"{spec.name}.lock"
 
@@ -185,15 +186,6 @@ def bootstrap_store(store: Store, settings: Settings) -> None:
                                   ", ".join(a.file for a in result.applied))
 
 
-def reap_dead_runs(store: Store, pipeline: str | None = None) -> list[RunRecord]:
-    """Mark runs whose process is gone as crashed and drop the staging tables they left."""
-    crashed = mark_crashed(store, pipeline)
-    for dead in crashed:
-        for table in drop_staging_of(store, dead.run_id):
-            get_logger("runner").warning("Dropped staging table %s left by crashed run %s", table, dead.run_id)
-    return crashed
-
-
 def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
                  trigger: str = "manual") -> RunResult:
     """Run ``spec`` for ``interval`` (default: the last complete interval of its granularity)."""
@@ -249,7 +241,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
     entry = spec.entry
     bootstrap_store(store, settings)
     ensure_framework_tables(store)
-    reap_dead_runs(store, spec.name)
+    reap_dead_runs(store, spec.name, {spec.name: spec.pipeline.loader})
     # The recorded duration is the run's own work: it starts once the store is open and set up
     # (opening the embedded store costs 0.2-0.3 s, more on a loaded machine), like started_at.
     started = time.monotonic()
@@ -263,7 +255,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
     log.info("Run %s started: pipeline %s, interval %s, trigger %s", run_id, spec.name, interval, trigger)
     state = RunState(store, spec.name)
     # Rejected rows replace the interval's earlier ones only when the pipeline owns its interval.
-    owns_interval = spec.pipeline.extractor.interval_aware or getattr(spec.pipeline.loader, "interval_scoped", False)
+    owns_interval = spec.pipeline.extractor.interval_aware or spec.pipeline.loader.interval_scoped
     quarantined = RunQuarantine(store, spec.name, run_id, interval.start, interval.end, owns_interval)
     stats = RunStats()
     context: RunContext | None = None
@@ -278,7 +270,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                     run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
                     settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
                     table_name=spec.table_name, quarantined=quarantined, checks=spec.entry.checks or [],
-                    allow_empty=entry.allow_empty,
+                    auditor=audit_staged, allow_empty=entry.allow_empty,
                 )
                 try:
                     stats = spec.pipeline.run(context)

@@ -74,3 +74,19 @@ def test_console_loader_previews_schema_rows_and_count(make_context) -> None:
     assert "Preview schema: id int64, name string" in text
     assert "n0" in text and "n2" in text and "n3" not in text
     assert "Preview: 7 rows (first 3 shown)" in text
+
+
+def test_file_loader_removes_the_temporary_files_of_dead_runs(tmp_path: Path) -> None:
+    loader = create_file_loader(tmp_path / "{start_date}" / "out.csv")
+    dead, live, other = "20260115T130501-3fa9c2d1", "20260115T130502-00000001", "20260101T000000-0badc0de"
+    day = tmp_path / "2026-01-15"
+    day.mkdir()
+    for run_id in (dead, live, other):
+        (day / f".out.csv.{run_id}.tmp").write_text("partial")
+    (day / "out.csv").write_text("published")
+    (day / ".out.csv.notarun.tmp").write_text("not ours")
+
+    assert loader.clean_up_run(None, dead) == [f"temporary file {day / f'.out.csv.{dead}.tmp'}"]
+    assert loader.clean_up_run(None, dead) == []  # idempotent
+    assert loader.clean_up_leftovers(None, {live}) == [f"temporary file {day / f'.out.csv.{other}.tmp'}"]
+    assert sorted(p.name for p in day.iterdir()) == [f".out.csv.{live}.tmp", ".out.csv.notarun.tmp", "out.csv"]

@@ -168,7 +168,7 @@ def notify_backfill(settings: Settings, store: Store, report: Any) -> None:
 def notify_health(settings: Settings, store: Store, registry: Any, results: list[Any]) -> list[AlertEvent]:
     """``check --alert``: runs found crashed, and stale / fresh-again data (``fresh:<pipeline>`` results)."""
     from record.tables import ensure_framework_tables
-    from runner.runner import reap_dead_runs
+    from runner.cleanup import reap_dead_runs
 
     freshness = {r.name.removeprefix("fresh:"): r for r in results if r.name.startswith("fresh:")}
     events: list[tuple[list[Channel], AlertEvent]] = []

@@ -184,7 +184,7 @@ def coverage_grid(store: Store, registry: Registry, first: date, last: date, hou
 def counted_specs(registry: Registry) -> list[PipelineSpec]:
     """Pipelines that load a ClickHouse table (those have rows to count)."""
     return [s for s in sorted(registry.pipelines.values(), key=lambda s: s.name)
-            if getattr(s.pipeline.loader, "table", None)]
+            if s.pipeline.loader.table]
 
 
 class CountsCache:

@@ -31,34 +31,43 @@ every insert): a NULL for a non-Nullable column fails the run naming the column 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
-from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from audit.run import audit_staged
-from audit.staged import Staged
 from core.exceptions import LoadError, StoreError
 from core.locks import FileLock
 from core.sql_literals import sql_literal
-from core.store import Store
 from core.validators import is_identifier, quote_identifier
-from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, to_arrow
+from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, to_arrow
+from pipelines.tools.factory import component_factory
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, partitions_of_run
-from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, STAGING_PREFIX, StagedStructure
+from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
-Mode = Literal["interval", "append", "replace", "merge"]
-MODES = ("interval", "append", "replace", "merge")
 RUN_ID_COLUMN = "_dp_run_id"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ClickHouseLoader(StagedStructure, Loader):
-    """Writes batches to ``table`` in the configured database; see the module doc for the modes."""
+    """Load into ClickHouse table ``table`` (in ``CLICKHOUSE_DATABASE``); the module doc details the modes.
+
+    ``mode``: ``interval`` (default when ``time_column`` is set), ``append`` (default otherwise),
+    ``replace`` or ``merge``. A missing table is created from the first batch (MergeTree, ORDER BY
+    ``order_by``, PARTITION BY ``partition_by``, by default ``toDate(time_column)``); new columns
+    in the data are added to it. ``run_id_column`` (``_dp_run_id``) records which run wrote a row
+    when the table has that column (tables created here do); ``None`` turns it off.
+
+    Created columns are ``Nullable`` unless the source declares them non-null; key columns
+    (``time_column``, ``order_by``, ``partition_by``) never are. A NULL for a non-Nullable column
+    fails the run naming the column and the first such row; ``widen_to_nullable=True`` instead
+    makes such a (non-key) column ``Nullable`` (logged).
+
+    Capabilities: ``interval_scoped`` in mode ``interval``; ``supports_checks`` always (every run
+    is staged). The staging tables are run-private tables (``run_table_name``), which the
+    framework drops after a crash, so :meth:`Loader.clean_up_run` has nothing more to do.
+    """
 
     supports_checks = True
 
@@ -89,7 +98,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         self.partition_by = partition_by or (f"toDate({quote_identifier(time_column)})" if time_column else None)
         self.run_id_column = run_id_column
         self.widen_to_nullable = widen_to_nullable
-        # Runs of different intervals write disjoint slices, so they may run side by side.
+        # A run replaces exactly its slice: backfillable, and runs of different intervals may overlap.
         self.interval_scoped = mode == "interval"
         self._reset()
 
@@ -184,7 +193,7 @@ class ClickHouseLoader(StagedStructure, Loader):
             self._refuse_empty_replacement(context)
             # Write-audit-publish: data checks see the staged slice before the target changes at all
             # (a first run's target is created only once its checks pass).
-            audit_staged(context, Staged(self.table, self._staging_name, self.mode, self.time_column, self.primary_key))
+            context.check_staged(Staged(self.table, self._staging_name, self.mode, self.time_column, self.primary_key))
             self._publish_structure(context)
             if self.mode == "interval":
                 self._warn_unaligned(context)
@@ -357,15 +366,6 @@ class ClickHouseLoader(StagedStructure, Loader):
             raise LoadError(self._outside_message(bad, context, first.as_py()))
 
 
-def drop_staging_of(store: Store, run_id: str) -> list[str]:
-    """Drop staging tables a dead run left behind; returns their names."""
-    suffix = "_" + re.sub(r"[^A-Za-z0-9_]", "_", run_id)
-    names = [name for (name,) in store.query_rows(
-        "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {p:String}) "
-        "AND endsWith(name, {s:String})", {"db": store.database, "p": STAGING_PREFIX, "s": suffix})]
-    for name in names:
-        store.command(f"DROP TABLE IF EXISTS {store.table(name)} SYNC")
-    return names
 
 
 def _micros(moment: datetime) -> int:
@@ -374,24 +374,4 @@ def _micros(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def create_clickhouse_loader(table: str, mode: Mode | None = None, *, time_column: str | None = None,
-                             order_by: str | list[str] | None = None, partition_by: str | None = None,
-                             primary_key: str | list[str] | None = None, version_column: str | None = None,
-                             run_id_column: str | None = RUN_ID_COLUMN, widen_to_nullable: bool = False,
-                             name: str | None = None) -> ClickHouseLoader:
-    """Load into ClickHouse table ``table`` (in ``CLICKHOUSE_DATABASE``).
-
-    ``mode``: ``interval`` (default when ``time_column`` is set), ``append`` (default otherwise),
-    ``replace`` or ``merge``. A missing table is created from the first batch (MergeTree, ORDER BY
-    ``order_by``, PARTITION BY ``partition_by``, by default ``toDate(time_column)``); new columns
-    in the data are added to it. ``run_id_column`` (``_dp_run_id``) records which run wrote a row
-    when the table has that column (tables created here do); ``None`` turns it off.
-
-    Created columns are ``Nullable`` unless the source declares them non-null; key columns
-    (``time_column``, ``order_by``, ``partition_by``) never are. A NULL for a non-Nullable column
-    fails the run naming the column and the first such row; ``widen_to_nullable=True`` instead
-    makes such a (non-key) column ``Nullable`` (logged).
-    """
-    return ClickHouseLoader(table, mode, time_column=time_column, order_by=order_by, partition_by=partition_by,
-                            primary_key=primary_key, version_column=version_column, run_id_column=run_id_column,
-                            widen_to_nullable=widen_to_nullable, name=name)
+create_clickhouse_loader = component_factory(ClickHouseLoader, "create_clickhouse_loader")

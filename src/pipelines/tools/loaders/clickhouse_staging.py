@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, timedelta
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
 from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
-from pipelines.interfaces import RunContext, SqlSource
+from pipelines.interfaces import RunContext, SqlSource, run_table_name
 from pipelines.tools.loaders.clickhouse_schema import (
     NULL_INTO_NON_NULLABLE,
     can_be_nullable,
@@ -28,10 +28,9 @@ from pipelines.tools.loaders.clickhouse_schema import (
     referenced_columns,
 )
 
-if TYPE_CHECKING:
-    from pipelines.tools.loaders.clickhouse_loader import Mode
+Mode = Literal["interval", "append", "replace", "merge"]
+MODES = ("interval", "append", "replace", "merge")
 
-STAGING_PREFIX = "_dp_stage_"
 # Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases. A NULL
 # must never become a type's default: ``input_format_null_as_default`` covers format inserts
 # (the server path), ``insert_null_as_default`` every ``INSERT ... SELECT`` (chdb's Python(), the
@@ -231,8 +230,8 @@ class StagedStructure:
         return self._staging
 
     def _staging_table_name(self, context: RunContext, again: bool = False) -> str:
-        # Ends with the run id, so a crashed run's leftovers are found (drop_staging_of).
-        return f"{STAGING_PREFIX}{self.table}{'_restaged' if again else ''}_{re.sub(r'[^A-Za-z0-9_]', '_', context.run_id)}"
+        # A run-private table: the framework drops a crashed run's leftovers (core.run_tables).
+        return run_table_name(f"{self.table}{'_restaged' if again else ''}", context.run_id)
 
     def _table_columns(self, context: RunContext, table: str) -> dict[str, str]:
         rows = context.store.query_rows(

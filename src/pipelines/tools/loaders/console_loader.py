@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+
 from rich.console import Console
 from rich.table import Table
 
 from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
+from pipelines.tools.factory import component_factory
 
 
 class ConsoleLoader(Loader):
-    """Shows the schema and the first ``preview_rows`` rows; at commit, the total row count."""
+    """A loader that prints a preview of the data instead of storing it (for trying pipelines out).
+
+    Shows the schema and the first ``preview_rows`` rows; at commit, the total row count.
+    ``console``: where to print (default: a new ``rich`` console on stdout).
+    """
 
     def __init__(self, name: str | None = None, preview_rows: int = 10, console: Console | None = None) -> None:
         super().__init__(name or "Console")
@@ -44,6 +50,4 @@ class ConsoleLoader(Loader):
         self.console.print(f"[bold]{self.name}[/]: {self._rows} rows{more}")
 
 
-def create_console_loader(name: str | None = None, preview_rows: int = 10) -> ConsoleLoader:
-    """A loader that prints a preview of the data instead of storing it (for trying pipelines out)."""
-    return ConsoleLoader(name, preview_rows)
+create_console_loader = component_factory(ConsoleLoader, "create_console_loader")

@@ -7,8 +7,11 @@ never half of it. A failed run removes the temporary file and leaves the old fil
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,12 +22,20 @@ import pyarrow.parquet as pq
 from core.config import PROJECT_ROOT
 from core.exceptions import LoadError
 from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
+from pipelines.tools.factory import component_factory
 
+# ``.<file name>.<run id>.tmp``: run ids are ``20260115T130501-3fa9c2d1`` (runner.new_run_id).
+_TEMPORARY_RUN = re.compile(r"\.\d{8}T\d{6}-[0-9a-f]{8}\.tmp$")
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
 class FileLoader(Loader):
-    """Writes the run's rows to one file (path may use ``{start_date}``, ``{run_id}``, ...)."""
+    """Write the run's rows to ``path`` (CSV, Parquet or JSON Lines, by extension or ``format``).
+
+    Relative paths are relative to the project; placeholders ``{start_date}``, ``{end_date}``,
+    ``{start}``, ``{end}``, ``{run_id}``, ``{pipeline}`` give one file per run or interval. The
+    file appears only at commit (written to a temporary file, then renamed).
+    """
 
     def __init__(self, path: str | Path, format: str | None = None, name: str | None = None) -> None:
         super().__init__(name or f"File {path}")
@@ -116,11 +127,28 @@ class FileLoader(Loader):
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
 
+    def clean_up_run(self, store: Any, run_id: str) -> list[str]:
+        """A run killed mid-write leaves its temporary file: remove it."""
+        return self._remove_temporary(run_id, lambda found: found == run_id)
 
-def create_file_loader(path: str | Path, format: str | None = None, name: str | None = None) -> FileLoader:
-    """Write the run's rows to ``path`` (CSV, Parquet or JSON Lines, by extension or ``format``).
+    def clean_up_leftovers(self, store: Any, live_run_ids: Collection[str]) -> list[str]:
+        return self._remove_temporary("*", lambda found: found not in live_run_ids)
 
-    Relative paths are relative to the project; placeholders ``{start_date}``, ``{end_date}``,
-    ``{start}``, ``{end}``, ``{run_id}``, ``{pipeline}`` give one file per run or interval.
-    """
-    return FileLoader(path, format, name)
+    def _remove_temporary(self, run_id: str, matches: Callable[[str], bool]) -> list[str]:
+        """Temporary files of runs ``matches`` accepts (placeholders other than the run id match any value)."""
+        values = {key: "*" for key in ("start", "end", "start_date", "end_date", "pipeline")}
+        try:
+            target = Path(glob.escape(self.path_template).format(**values, run_id=run_id))
+        except (KeyError, ValueError):
+            return []
+        target = target if target.is_absolute() else PROJECT_ROOT / target
+        removed = []
+        for found in glob.glob(str(target.with_name(f".{target.name}.{run_id}.tmp"))):
+            name = Path(found).name
+            if matches(name[:-len(".tmp")].rsplit(".", 1)[-1]) and _TEMPORARY_RUN.search(name):
+                Path(found).unlink(missing_ok=True)
+                removed.append(f"temporary file {found}")
+        return removed
+
+
+create_file_loader = component_factory(FileLoader, "create_file_loader")

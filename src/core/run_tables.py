@@ -1,0 +1,49 @@
+"""Run-private tables in the store: named ``_dp_stage_<base>_<run id>``, dropped when their run died.
+
+A run may keep rows out of sight until it commits in tables only it uses (the ClickHouse
+loader's staging table, the run's staged quarantine rows, a user loader's own). Named with
+:func:`run_table_name`, they are the framework's to clean: the crashed-run reaper and ``kill``
+drop those of a dead run, ``clean`` those of every run that is not running.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.store import Store
+
+STAGING_PREFIX = "_dp_stage_"
+
+
+def run_suffix(run_id: str) -> str:
+    """``_<run id>`` made safe for a table name: every run-private table ends with it."""
+    return "_" + re.sub(r"[^A-Za-z0-9_]", "_", run_id)
+
+
+def run_table_name(base: str, run_id: str) -> str:
+    """The name of a run-private table: ``_dp_stage_<base>_<run id>``."""
+    return f"{STAGING_PREFIX}{base}{run_suffix(run_id)}"
+
+
+def run_tables(store: Store, run_id: str | None = None) -> list[str]:
+    """Run-private tables in the store's database (of one run, or of every run)."""
+    return [name for (name,) in store.query_rows(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {p:String}) "
+        "AND endsWith(name, {s:String}) ORDER BY name",
+        {"db": store.database, "p": STAGING_PREFIX, "s": run_suffix(run_id) if run_id else ""})]
+
+
+def drop_tables(store: Store, names: Iterable[str]) -> None:
+    """Drop these tables of the store's database (those already gone are no error)."""
+    for name in names:
+        store.command(f"DROP TABLE IF EXISTS {store.table(name)} SYNC")
+
+
+def drop_run_tables(store: Store, run_id: str) -> list[str]:
+    """Drop the run-private tables of a dead run; returns their names."""
+    names = run_tables(store, run_id)
+    drop_tables(store, names)
+    return names
