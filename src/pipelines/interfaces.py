@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Union
 
+from pipelines.run_counts import RunCounts
+
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
@@ -77,7 +79,7 @@ class RunContext:
     table_name: str | None = None
     # The pipeline's ``allow_empty``: 0 rows may replace existing rows (else replacing loaders refuse).
     allow_empty: bool = False
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: RunCounts = field(default_factory=RunCounts)
     #: The run's rejected rows, published with the run (the runner passes one per run).
     quarantined: RunQuarantine | None = None
     #: The pipeline's data checks (``audit``), run by a staging loader just before it publishes.
@@ -115,7 +117,7 @@ class RunContext:
 
     def count(self, counter: str, n: int = 1) -> None:
         """Add to a run counter (e.g. ``rows_quarantined``); counters end up in the run record."""
-        self.counters[counter] = self.counters.get(counter, 0) + n
+        self.counters.add(counter, n)
 
     def quarantine(self, rows: list[dict[str, Any]]) -> None:
         """Set bad input rows aside (``_dp_quarantine``) instead of failing the run.
