@@ -22,28 +22,24 @@ interval-aware extractor and the ClickHouse loader in ``interval`` mode) can be 
 them re-running an interval replaces exactly that interval, so a backfill can never duplicate.
 """
 
-from runner.backfill.execution import SHARE_STORE_EVERY, execute
+from runner.backfill.execution import execute
 from runner.backfill.planning import (
     DEFAULT_DAYS,
-    MAX_DAYS,
     Policy,
     Step,
     day_window,
     decide,
-    granularity_of,
     intervals_for,
     plan,
     select_pipelines,
-    today_utc,
     why_not_backfillable,
 )
-from runner.backfill.reports import Listener, PipelineTally, Report, not_run
-from runner.backfill.worker import RESULT_KEY, serve_worker, worker_command
-from runner.coverage import History, read_history
+from runner.backfill.reports import Listener, Report
+from runner.backfill.worker import serve_worker
+from runner.coverage import History
 from runner.intervals import Interval
 
 __all__ = [
-    "DEFAULT_DAYS", "MAX_DAYS", "RESULT_KEY", "SHARE_STORE_EVERY", "History", "Interval", "Listener", "PipelineTally",
-    "Policy", "Report", "Step", "day_window", "decide", "execute", "granularity_of", "intervals_for", "not_run", "plan",
-    "read_history", "select_pipelines", "serve_worker", "today_utc", "why_not_backfillable", "worker_command",
+    "DEFAULT_DAYS", "History", "Interval", "Listener", "Policy", "Report", "Step", "day_window", "decide", "execute",
+    "intervals_for", "plan", "select_pipelines", "serve_worker", "why_not_backfillable",
 ]
