@@ -107,7 +107,7 @@ def profile_in_process(env: dict[str, str], intervals: int) -> dict[str, float]:
     from core.config import load_settings
     from core.logging import setup_logging
     from core.store import Store
-    from pipelines.pipeline_registry import get_registry
+    from ops.discovery import get_registry
     from runner import runner
     from runner.intervals import day_interval
 

@@ -125,7 +125,7 @@ def main() -> int:
 
     from core.config import load_settings
     from core.store import Store
-    from pipelines.pipeline_registry import get_registry
+    from ops.discovery import get_registry
     from publish.ui.web import StatusPage, create_app
     from record.coverage import fill_from_history
     from record.history import _COLUMNS

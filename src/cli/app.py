@@ -48,7 +48,7 @@ class App:
     @property
     def registry(self) -> Any:
         """The pipelines discovered in ``PIPELINES_DIR`` (discovery runs once per process)."""
-        from pipelines.pipeline_registry import get_registry
+        from ops.discovery import get_registry
 
         return get_registry(self.settings.pipelines_dir)
 

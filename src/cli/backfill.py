@@ -20,7 +20,7 @@ from runner import dependencies as deps
 from runner.intervals import parse_date
 
 if TYPE_CHECKING:
-    from pipelines.pipeline_registry import PipelineSpec
+    from core.models import RunRecord
 
 WORKER_STORE_LINGER = 0.1
 _ACTION_STYLE = {"run": "green", "skip": "dim"}
@@ -65,7 +65,7 @@ class _Lines(bf.Listener):
     def started(self, total: int) -> None:
         self.total = total
 
-    def finished(self, step: bf.Step, outcome: bf.Outcome) -> None:
+    def finished(self, step: bf.Step, outcome: RunRecord) -> None:
         self.count += 1
         prefix = f"[{self.count}/{self.total}]"
         if outcome.status == "success":
@@ -105,7 +105,7 @@ class _Bar(bf.Listener):
         text = ", ".join(_label(s) for s in steps[:3]) + (f" +{len(steps) - 3}" if len(steps) > 3 else "")
         self.progress.update(self.task, description=text)
 
-    def finished(self, step: bf.Step, outcome: bf.Outcome) -> None:
+    def finished(self, step: bf.Step, outcome: RunRecord) -> None:
         self.rows += outcome.rows_loaded
         self.progress.update(self.task, advance=1, rows=self.rows)
         if outcome.status != "success":

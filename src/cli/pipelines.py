@@ -151,6 +151,7 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
     previous fire instead (see docs/backfill.md). Afterwards, once its locks are released, the
     pipelines that depend on it run for the intervals it completed (unless --no-downstream).
     """
+    from ops.alerts.dispatch import notify_run
     from runner.scheduled import manual_interval, plan_fire, run_fire
 
     spec = app.registry.get(name)
@@ -172,7 +173,8 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
         if date or start or end:
             raise UsageError("--fired-at (or --trigger cron/scheduler) chooses the intervals from the schedule; "
                              "it does not go with --date or --start/--end")
-        code = run_fire(spec, app.settings, app.store, plan_fire(spec, fire), trigger, app.console.print, report)
+        code = run_fire(spec, app.settings, app.store, plan_fire(spec, fire), trigger, app.console.print, report,
+                        on_finish=notify_run)
     else:
         interval = resolve_interval(spec, date, start, end)
         if interval is None:
@@ -181,7 +183,7 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
                 app.console.print(note)
         from runner.runner import run_pipeline
 
-        code = report(run_pipeline(spec, app.settings, app.store, interval, trigger=trigger))
+        code = report(run_pipeline(spec, app.settings, app.store, interval, trigger=trigger, on_finish=notify_run))
     if trigger == "cron":
         _resync_cron(app)
     succeeded = [r for r in results if r.status == "success"]
@@ -190,7 +192,8 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
 
         # One call for every interval of this fire, so downstream intervals are coalesced; their
         # outcomes are reported, never folded into this run's exit code.
-        run_downstream(app.store, app.registry, [Succeeded(name, r.interval) for r in succeeded], app.console.print)
+        run_downstream(app.store, app.registry, [Succeeded(name, Interval(r.interval_start, r.interval_end))
+                                                 for r in succeeded], app.console.print)
     return code
 
 
@@ -209,14 +212,15 @@ def _fire_time(fired_at: str | None, trigger: str) -> datetime | None:
     return None
 
 
-def _print_result(app: App, result: Any) -> int:
+def _print_result(app: App, result: RunRecord) -> int:
     log_file = app.settings.log_dir / "jobs" / f"{result.pipeline}.log"
+    label = Interval(result.interval_start, result.interval_end).label
     if result.status == "success":
         app.console.print(
-            f"[green]success[/] {result.pipeline} {result.interval.label}: {result.rows_loaded:,} rows loaded "
+            f"[green]success[/] {result.pipeline} {label}: {result.rows_loaded:,} rows loaded "
             f"({result.rows_extracted:,} extracted) in {result.duration_seconds:.2f} s, run {result.run_id}")
     else:
-        app.err.print(f"[bold red]{result.status}[/] {result.pipeline} {result.interval.label} ({result.reason}): "
+        app.err.print(f"[bold red]{result.status}[/] {result.pipeline} {label} ({result.reason}): "
                       f"{result.error}")
         app.err.print(f"details: {log_file} (run {result.run_id})")
     return int(result.exit_code)

@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Granularity = Literal["day", "hour"]
-RunStatus = Literal["running", "success", "failed", "crashed"]
-Trigger = Literal["manual", "cron", "backfill", "scheduler", "upstream"]
+# "busy" is never stored: it is the outcome of an interval that was not run because another
+# process holds its lock (a backfill step's or a worker's answer).
+RunStatus = Literal["running", "success", "failed", "crashed", "busy"]
+EXIT_SUCCESS, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 
 
 class PipelineEntry(BaseModel):
@@ -80,7 +82,9 @@ class PipelineEntry(BaseModel):
 
 
 class RunRecord(BaseModel):
-    """One run as stored in ``_dp_runs`` (the newest version of its row)."""
+    """One run as stored in ``_dp_runs`` (the newest version of its row), and the one type a run's
+    outcome has: ``run_pipeline`` returns the final record, backfills report it per interval (an
+    interval that could not run gets a record with an empty ``run_id``), alerts read it."""
 
     run_id: str
     pipeline: str
@@ -106,6 +110,13 @@ class RunRecord(BaseModel):
         """A success that started before its interval ended: it loaded part of the interval at most,
         so it never counts as done (derived from the record, no status of its own)."""
         return self.status == "success" and as_utc(self.started_at) < as_utc(self.interval_end)
+
+    @property
+    def exit_code(self) -> int:
+        """The command's exit code for this outcome: 0 success, 130 interrupted (Ctrl-C), else 1."""
+        if self.status == "success":
+            return EXIT_SUCCESS
+        return EXIT_INTERRUPTED if self.reason == "interrupted" else EXIT_FAILED
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -17,7 +17,8 @@ from core.config import Settings, env_file_path, load_settings
 from core.exceptions import DataProcessorError
 from core.health import CheckResult
 from core.models import RunRecord
-from pipelines.pipeline_registry import PipelineSpec, Registry, get_registry
+from ops.discovery import get_registry
+from pipelines.pipeline_registry import PipelineSpec, Registry
 
 if TYPE_CHECKING:
     from core.store import Store

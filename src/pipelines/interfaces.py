@@ -23,6 +23,7 @@ from core.run_tables import STAGING_PREFIX, run_table_name
 
 __all__ = ["STAGING_PREFIX", "Batch", "Component", "Extractor", "Loader", "RunContext", "SqlSource", "Staged",
            "Transformer", "batch_rows", "run_table_name", "to_arrow", "to_pandas"]
+from pipelines.run_counts import RunCounts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -101,7 +102,7 @@ class RunContext:
     table_name: str | None = None
     # The pipeline's ``allow_empty``: 0 rows may replace existing rows (else replacing loaders refuse).
     allow_empty: bool = False
-    counters: dict[str, int] = field(default_factory=dict)
+    counters: RunCounts = field(default_factory=RunCounts)
     #: The run's rejected rows, published with the run: injected by the runner like ``state``
     #: (a context built by hand passes ``record.quarantine.RunQuarantine`` to use :meth:`quarantine`).
     quarantined: RunQuarantine | None = None
@@ -145,7 +146,7 @@ class RunContext:
 
     def count(self, counter: str, n: int = 1) -> None:
         """Add to a run counter (e.g. ``rows_quarantined``); counters end up in the run record."""
-        self.counters[counter] = self.counters.get(counter, 0) + n
+        self.counters.add(counter, n)
 
     def quarantine(self, rows: list[dict[str, Any]]) -> None:
         """Set bad input rows aside (``_dp_quarantine``) instead of failing the run.

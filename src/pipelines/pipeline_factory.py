@@ -6,20 +6,10 @@ Building a pipeline does no I/O, so importing a pipeline module is always cheap 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from core.exceptions import LoadError, PipelineError, StoreError, StoreLockTimeout
 from pipelines.interfaces import Extractor, Loader, RunContext, Transformer, batch_rows
-
-
-@dataclass
-class RunStats:
-    """What one run moved through each stage."""
-
-    batches: int = 0
-    rows_extracted: int = 0
-    rows_transformed: int = 0
-    rows_loaded: int = 0
+from pipelines.run_counts import RunCounts
 
 
 class Pipeline:
@@ -48,11 +38,12 @@ class Pipeline:
         """True when a run reads and writes only its data interval (so it can be backfilled)."""
         return bool(self.extractor.interval_aware and self.loader.interval_scoped)
 
-    def run(self, context: RunContext) -> RunStats:
-        """Stream the run's batches into the loader and commit; roll back on any failure."""
+    def run(self, context: RunContext) -> RunCounts:
+        """Stream the run's batches into the loader and commit; roll back on any failure. Returns
+        what the run moved: ``context.counters``, counted as it goes (a failed run's too)."""
         from audit.run import start_checks
 
-        stats = RunStats()
+        stats = context.counters
         log = context.logger
         start_checks(context, self.loader)  # bad check definitions fail here, before any data moves
         self.loader.begin(context)
@@ -69,7 +60,7 @@ class Pipeline:
             raise
         return stats
 
-    def _push_down(self, context: RunContext, stats: RunStats) -> bool:
+    def _push_down(self, context: RunContext, stats: RunCounts) -> bool:
         """Let ClickHouse read the source itself when nothing in Python needs the rows."""
         if self.transformers or not (context.settings.is_embedded or self.extractor.reads_store):
             return False
@@ -92,19 +83,17 @@ class Pipeline:
             return False
         stats.batches = 1
         stats.rows_extracted = stats.rows_transformed = stats.rows_loaded = rows
-        context.counters["rows_extracted"] = context.counters["rows_loaded"] = rows
         context.logger.info("ClickHouse read %s itself: %d rows, no Python in the data path",
                             source.description, rows)
         return True
 
-    def _stream(self, context: RunContext, stats: RunStats) -> None:
+    def _stream(self, context: RunContext, stats: RunCounts) -> None:
         """Extract -> transformers -> loader.write, one batch at a time."""
         log = context.logger
         for batch in self.extractor.extract(context):
             stats.batches += 1
             rows = batch_rows(batch)
             stats.rows_extracted += rows
-            context.counters["rows_extracted"] = stats.rows_extracted
             for transformer in self.transformers:
                 transformed = transformer.transform(batch, context)
                 if transformed is None:
@@ -115,7 +104,6 @@ class Pipeline:
                 stats.rows_transformed += rows
                 if rows:
                     stats.rows_loaded += self.loader.write(batch, context)
-                    context.counters["rows_loaded"] = stats.rows_loaded
                 log.debug("batch %d: %d rows loaded (%d so far)", stats.batches, rows, stats.rows_loaded)
 
 

@@ -12,6 +12,7 @@ import importlib.util
 import re
 import sys
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -20,9 +21,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.config import PROJECT_ROOT
-from core.exceptions import DiscoveryError, PipelineNotFound
+from core.exceptions import DataProcessorError, DiscoveryError, PipelineNotFound
 from core.models import PipelineEntry
 from pipelines.pipeline_factory import Pipeline
+
+#: A validation that a layer above this one adds to discovery (e.g. data checks, alert settings):
+#: called with the pipeline's name and its valid entry, it may normalise the entry and raises a
+#: ``DataProcessorError`` naming the pipeline (discovery prefixes it with the module).
+EntryCheck = Callable[[str, PipelineEntry], None]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _SRC = PROJECT_ROOT / "src"
@@ -139,7 +145,7 @@ def _unknown_key(key: str) -> str:
     return f"unknown key (valid keys: {', '.join(known)})"
 
 
-def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
+def _validate(name: str, raw: Any, source: str, entry_checks: Sequence[EntryCheck] = ()) -> PipelineEntry:
     where = f"pipeline '{name}' in {source}"
     if not isinstance(name, str) or not _NAME.match(name):
         raise DiscoveryError(f"{where}: the name must use letters, digits, '_', '-' or '.'")
@@ -160,7 +166,7 @@ def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
     if not isinstance(entry.pipeline, Pipeline):
         raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
                              f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
-    _declared_extras(name, entry, where)
+    _declared_extras(name, entry, where, entry_checks)
     for key in ("lookback", "refresh_current"):
         if getattr(entry, key) and not entry.pipeline.interval_aware:
             raise DiscoveryError(f"{where}: {key} needs an interval-aware pipeline (an extractor with "
@@ -169,21 +175,20 @@ def _validate(name: str, raw: Any, source: str) -> PipelineEntry:
     return entry
 
 
-def _declared_extras(name: str, entry: PipelineEntry, where: str) -> None:
-    """Data checks and alert settings are validated here, when the pipeline is built."""
-    from audit.run import resolve_checks
-    from core.exceptions import DataProcessorError
-    from ops.alerts.config import validate_overrides
-
+def _declared_extras(name: str, entry: PipelineEntry, where: str, entry_checks: Sequence[EntryCheck]) -> None:
+    """The higher layers' validations (data checks, alert settings), when the pipeline is built."""
     try:
-        entry.checks = resolve_checks(name, entry.checks, entry.pipeline.loader)
-        validate_overrides(name, entry.alerts)
+        for check in entry_checks:
+            check(name, entry)
     except DataProcessorError as exc:
         raise DiscoveryError(f"{where}: {exc}") from None
 
 
-def discover(pipelines_dir: Path) -> Registry:
-    """Import every ``*_pipeline.py`` under ``pipelines_dir`` (sorted) and register its entries."""
+def discover(pipelines_dir: Path, entry_checks: Sequence[EntryCheck] = ()) -> Registry:
+    """Import every ``*_pipeline.py`` under ``pipelines_dir`` (sorted) and register its entries.
+
+    ``entry_checks`` are the validations of the layers above this one, run on each valid entry in
+    order (the project's full list: ``ops.discovery.ENTRY_CHECKS``)."""
     registry = Registry()
     if str(_SRC) not in sys.path:
         sys.path.insert(0, str(_SRC))
@@ -208,24 +213,76 @@ def discover(pipelines_dir: Path) -> Registry:
                 continue
             owners[name] = source
             try:
-                registry.pipelines[name] = PipelineSpec(name, _validate(name, raw, source), source)
+                registry.pipelines[name] = PipelineSpec(name, _validate(name, raw, source, entry_checks), source)
             except DiscoveryError as exc:
                 registry.broken.append(Broken(source, str(exc), name))
     for name in duplicates:  # neither definition runs until the clash is resolved
         registry.pipelines.pop(name, None)
-    from runner.dependencies import check_graph  # depends_on: unknown names and cycles are broken
-
-    check_graph(registry)
+    check_graph(registry)  # depends_on: unknown names and cycles are broken
     return registry
+
+
+def check_graph(registry: Registry) -> None:
+    """Move pipelines with a dependency cycle or an unknown (or broken) upstream to ``broken``."""
+    specs = registry.pipelines
+    for cycle in _cycles(registry):
+        path = " -> ".join(f"{name} ({specs[name].source})" for name in [*cycle, cycle[0]])
+        for name in cycle:
+            if name in specs:
+                registry.broken.append(Broken(specs.pop(name).source, f"dependency cycle: {path}", name))
+    changed = True
+    while changed:  # a pipeline whose upstream was just removed is broken too
+        changed = False
+        for name, spec in list(specs.items()):
+            missing = [up for up in spec.entry.depends_on if up not in specs]
+            if missing:
+                registry.broken.append(Broken(spec.source, _unknown_message(registry, spec, missing[0]), name))
+                del specs[name]
+                changed = True
+
+
+def _unknown_message(registry: Registry, spec: PipelineSpec, upstream: str) -> str:
+    where = f"pipeline '{spec.name}' in {spec.source}"
+    broken = next((b for b in registry.broken if b.name == upstream), None)
+    if broken is not None:
+        return f"{where} depends on '{upstream}' ({broken.source}), which is broken: {broken.error}"
+    known = ", ".join(sorted(n for n in registry.pipelines if n != spec.name)) or "none"
+    return f"{where}: depends_on names '{upstream}', which is not a pipeline (known: {known})"
+
+
+def _cycles(registry: Registry) -> list[list[str]]:
+    """Each dependency cycle once (depth-first search; a self-dependency is a cycle of one)."""
+    specs = registry.pipelines
+    state: dict[str, str] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(name: str) -> None:
+        state[name] = "open"
+        stack.append(name)
+        for up in specs[name].entry.depends_on:
+            if up not in specs:
+                continue
+            if state.get(up) == "open":
+                found.append(stack[stack.index(up):])
+            elif up not in state:
+                visit(up)
+        stack.pop()
+        state[name] = "done"
+
+    for name in sorted(specs):
+        if name not in state:
+            visit(name)
+    return found
 
 
 # The pipeline registry: the one piece of process-wide state (discovery runs once per process).
 _REGISTRIES: dict[Path, Registry] = {}
 
 
-def get_registry(pipelines_dir: Path, refresh: bool = False) -> Registry:
-    """The registry for ``pipelines_dir``, discovered on first use."""
+def get_registry(pipelines_dir: Path, refresh: bool = False, entry_checks: Sequence[EntryCheck] = ()) -> Registry:
+    """The registry for ``pipelines_dir``, discovered (with ``entry_checks``) on first use."""
     key = pipelines_dir.resolve()
     if refresh or key not in _REGISTRIES:
-        _REGISTRIES[key] = discover(key)
+        _REGISTRIES[key] = discover(key, entry_checks)
     return _REGISTRIES[key]

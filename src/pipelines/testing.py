@@ -32,7 +32,8 @@ from audit.results import CHECKS_TABLE
 from core.config import PROJECT_ROOT, Settings
 from core.models import RunRecord
 from core.store import Store
-from pipelines.pipeline_registry import PipelineSpec, Registry, discover
+from ops.discovery import discover
+from pipelines.pipeline_registry import PipelineSpec, Registry
 
 __all__ = ["RunOutcome", "TestProject"]
 
@@ -98,11 +99,12 @@ class TestProject:
             end: datetime | str | None = None) -> RunOutcome:
         """Run pipeline ``name`` for ``day`` (or ``start``..``end``; default: the current interval)."""
         from core.logging import setup_logging
+        from ops.alerts.dispatch import notify_run
         from runner.runner import run_pipeline
 
         spec = self.pipeline(name)
         setup_logging(self.settings, console=False)
-        result = run_pipeline(spec, self.settings, self.store, _interval(day, start, end))
+        result = run_pipeline(spec, self.settings, self.store, _interval(day, start, end), on_finish=notify_run)
         record = self.run_record(result.run_id)
         return RunOutcome(status=result.status, error=result.error, run_id=result.run_id, record=record,
                           rows=self._rows_of(spec, result.run_id), checks=self._checks_of(result.run_id))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from core.store import Store
 from pipelines.pipeline_registry import PipelineSpec
@@ -62,22 +62,46 @@ def count_rows(store: Store, spec: PipelineSpec, first: date, last: date) -> Row
     Only tables written in an interval-scoped mode are compared (their runs own whole days);
     nothing is written (no tables yet: counts of zero, ``exists`` False).
     """
-    from runner import backfill as bf
     from runner import coverage as cov
 
     loader = spec.pipeline.loader
     table = loader.table or ""
     time_column = loader.time_column
     comparable = loader.interval_scoped
-    total, per_day = bf.table_counts(store, table, time_column, first, last)
+    total, per_day = table_counts(store, table, time_column, first, last)
     days = []
     if time_column:
         history = cov.read_history(store, spec.name, create=False, first=first, last=last)
         reported = cov.reported_rows_by_day(history, first, last) if comparable else {}
         partly = cov.incomplete_days(history, first, last) if comparable else set()
-        for day in bf.days_between(first, last):
+        for day in days_between(first, last):
             rows = per_day.get(day, 0)
             days.append(DayCount(day, rows, reported.get(day) if comparable else None,
                                  day_status(rows, reported.get(day), day in reported, comparable, day in partly)))
     return RowCounts(spec.name, table, time_column, loader.mode, total is not None, total or 0,
                      days, time.time())
+
+
+def table_counts(store: Store, table: str, time_column: str | None, first: date,
+                 last: date) -> tuple[int | None, dict[date, int]]:
+    """Total rows of ``table`` (None when it does not exist) and rows per UTC day of ``time_column``."""
+    from core.validators import quote_identifier
+
+    if not store.database_exists() or not store.table_exists(table):
+        return None, {}
+    total = int(store.command(f"SELECT count() FROM {store.table(table)}"))
+    if not time_column:
+        return total, {}
+    kind = store.command("SELECT type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
+                         "AND name = {c:String}", {"db": store.database, "t": table, "c": time_column})
+    column = quote_identifier(time_column)
+    day = column if str(kind).removeprefix("Nullable(").startswith("Date") and "DateTime" not in str(kind) \
+        else f"toDate({column}, 'UTC')"
+    rows = store.query_rows(
+        f"SELECT {day} AS d, count() FROM {store.table(table)} WHERE d >= {{first:Date}} AND d <= {{last:Date}} "
+        "GROUP BY d ORDER BY d", {"first": first, "last": last})
+    return total, {d: int(n) for d, n in rows}
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]

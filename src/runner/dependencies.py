@@ -14,8 +14,8 @@ A pipeline lists in ``depends_on`` the pipelines that write the tables it reads.
   upstream intervals touching one downstream interval give one run of it (coalesced); a
   downstream that is not interval-aware (it recomputes everything) runs once, for its newest
   interval.
-- **The graph.** :func:`check_graph` (at discovery) turns unknown names and cycles into broken
-  entries naming the modules.
+- **The graph.** Discovery (:func:`pipelines.pipeline_registry.check_graph`) turns unknown names
+  and cycles into broken entries naming the modules; here the graph is walked in dependency order.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING
 from core.config import PROJECT_ROOT
 from core.logging import get_logger
 from core.models import as_utc
-from runner.backfill import Listener, Outcome, Step
+from runner.backfill import Listener, Step
 from runner.intervals import Interval, current_interval, split
 
 if TYPE_CHECKING:
+    from core.models import RunRecord
     from core.store import Store
     from pipelines.pipeline_registry import PipelineSpec, Registry
 
@@ -42,62 +43,6 @@ log = get_logger("dependencies")
 
 
 # ---- the graph ------------------------------------------------------------------------------
-
-def check_graph(registry: Registry) -> None:
-    """Move pipelines with a dependency cycle or an unknown (or broken) upstream to ``broken``."""
-    from pipelines.pipeline_registry import Broken
-
-    specs = registry.pipelines
-    for cycle in _cycles(registry):
-        path = " -> ".join(f"{name} ({specs[name].source})" for name in [*cycle, cycle[0]])
-        for name in cycle:
-            if name in specs:
-                registry.broken.append(Broken(specs.pop(name).source, f"dependency cycle: {path}", name))
-    changed = True
-    while changed:  # a pipeline whose upstream was just removed is broken too
-        changed = False
-        for name, spec in list(specs.items()):
-            missing = [up for up in spec.entry.depends_on if up not in specs]
-            if missing:
-                registry.broken.append(Broken(spec.source, _unknown_message(registry, spec, missing[0]), name))
-                del specs[name]
-                changed = True
-
-
-def _unknown_message(registry: Registry, spec: PipelineSpec, upstream: str) -> str:
-    where = f"pipeline '{spec.name}' in {spec.source}"
-    broken = next((b for b in registry.broken if b.name == upstream), None)
-    if broken is not None:
-        return f"{where} depends on '{upstream}' ({broken.source}), which is broken: {broken.error}"
-    known = ", ".join(sorted(n for n in registry.pipelines if n != spec.name)) or "none"
-    return f"{where}: depends_on names '{upstream}', which is not a pipeline (known: {known})"
-
-
-def _cycles(registry: Registry) -> list[list[str]]:
-    """Each dependency cycle once (depth-first search; a self-dependency is a cycle of one)."""
-    specs = registry.pipelines
-    state: dict[str, str] = {}
-    stack: list[str] = []
-    found: list[list[str]] = []
-
-    def visit(name: str) -> None:
-        state[name] = "open"
-        stack.append(name)
-        for up in specs[name].entry.depends_on:
-            if up not in specs:
-                continue
-            if state.get(up) == "open":
-                found.append(stack[stack.index(up):])
-            elif up not in state:
-                visit(up)
-        stack.pop()
-        state[name] = "done"
-
-    for name in sorted(specs):
-        if name not in state:
-            visit(name)
-    return found
-
 
 def downstream_of(registry: Registry, name: str) -> list[str]:
     """The pipelines that list ``name`` in ``depends_on`` (sorted)."""
@@ -328,7 +273,7 @@ class SuccessRecorder(Listener):
     def running(self, steps: Sequence[Step]) -> None:
         self.inner.running(steps)
 
-    def finished(self, step: Step, outcome: Outcome) -> None:
+    def finished(self, step: Step, outcome: RunRecord) -> None:
         self.ran.append((step.pipeline, step.interval))
         if outcome.status == "success":
             self.succeeded.append(Succeeded(step.pipeline, step.interval))

@@ -18,9 +18,8 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -34,8 +33,8 @@ from core.logging import CONSOLE, attach_job_log, detach, get_logger, redact, ru
 from core.models import RunRecord
 from core.store import Store
 from pipelines.interfaces import Loader, RunContext
-from pipelines.pipeline_factory import RunStats
 from pipelines.pipeline_registry import PipelineSpec
+from pipelines.run_counts import RunCounts
 from record.coverage import record_coverage
 from record.history import record_run, this_host
 from record.quarantine import RunQuarantine
@@ -45,8 +44,11 @@ from runner.cleanup import reap_dead_runs
 from runner.intervals import Interval, last_complete_interval
 from runner.shared_locks import run_lock
 
-EXIT_SUCCESS, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 MAX_RETRY_DELAY = 300.0
+
+#: Called with the run's final record once its locks are released (``ops`` passes its alerts):
+#: the runner itself never imports a higher layer.
+RunFinished = Callable[[PipelineSpec, Settings, Store, RunRecord], None]
 
 
 class RunInterrupted(BaseException):  # noqa: N818  (BaseException: user code must not swallow it)
@@ -55,27 +57,6 @@ class RunInterrupted(BaseException):  # noqa: N818  (BaseException: user code mu
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass
-class RunResult:
-    run_id: str
-    pipeline: str
-    interval: Interval
-    status: str
-    reason: str = ""
-    error: str = ""
-    attempts: int = 1
-    rows_extracted: int = 0
-    rows_loaded: int = 0
-    rows_quarantined: int = 0
-    duration_seconds: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        if self.status == "success":
-            return EXIT_SUCCESS
-        return EXIT_INTERRUPTED if self.reason == "interrupted" else EXIT_FAILED
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -187,8 +168,9 @@ def bootstrap_store(store: Store, settings: Settings) -> None:
 
 
 def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
-                 trigger: str = "manual") -> RunResult:
-    """Run ``spec`` for ``interval`` (default: the last complete interval of its granularity)."""
+                 trigger: str = "manual", on_finish: RunFinished | None = None) -> RunRecord:
+    """Run ``spec`` for ``interval`` (default: the last complete interval of its granularity) and
+    return its final run record; ``on_finish`` gets it after the locks are released."""
     entry = spec.entry
     interval = interval or last_complete_interval(entry.granularity)
     lock = FileLock(lock_path(settings, spec, interval))
@@ -210,14 +192,13 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
     finally:
         detach(job_log)
         lock.release()
-    from ops.alerts.dispatch import notify_run
-
-    notify_run(spec, settings, store, result, trigger)  # after the run; releases the store before sending
+    if on_finish is not None:
+        on_finish(spec, settings, store, result)
     return result
 
 
 def _record_lock_timeout(spec: PipelineSpec, store: Store, interval: Interval, trigger: str, run_id: str,
-                         lock: FileLock, log: Any, exc: StoreLockTimeout) -> RunResult:
+                         lock: FileLock, log: Any, exc: StoreLockTimeout) -> RunRecord:
     """The run gave up waiting for the embedded store: record it as failed when the store frees
     up within another STORE_LOCK_TIMEOUT (otherwise say that it could not be recorded)."""
     log.error("Run %s gave up waiting for the embedded store: %s; recording it as failed", run_id, exc)
@@ -232,13 +213,11 @@ def _record_lock_timeout(spec: PipelineSpec, store: Store, interval: Interval, t
         record_run(store, record)
     except StoreLockTimeout:
         log.error("Run %s could not be recorded in the run history: the store is still busy", run_id)
-    return RunResult(run_id=run_id, pipeline=spec.name, interval=interval, status="failed",
-                     reason="store_lock_timeout", error=record.error)
+    return record
 
 
 def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval, trigger: str,
-                run_id: str, lock: FileLock, log: Any) -> RunResult:
-    entry = spec.entry
+                run_id: str, lock: FileLock, log: Any) -> RunRecord:
     bootstrap_store(store, settings)
     ensure_framework_tables(store)
     reap_dead_runs(store, spec.name, {spec.name: spec.pipeline.loader})
@@ -257,76 +236,100 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
     # Rejected rows replace the interval's earlier ones only when the pipeline owns its interval.
     owns_interval = spec.pipeline.extractor.interval_aware or spec.pipeline.loader.interval_scoped
     quarantined = RunQuarantine(store, spec.name, run_id, interval.start, interval.end, owns_interval)
-    stats = RunStats()
-    context: RunContext | None = None
-    outcome: dict[str, Any] = {"status": "failed", "reason": "error", "error": ""}
-    failure: Any = None
-    attempt = 0
+    attempts = _Attempts(spec, settings, store, record, state, quarantined, log)
     try:
-        with _signals(entry.timeout):
-            while True:
-                attempt += 1
-                context = RunContext(
-                    run_id=run_id, pipeline=spec.name, start=interval.start, end=interval.end, logger=log,
-                    settings=settings, store=store, state=state, trigger=trigger, attempt=attempt,
-                    table_name=spec.table_name, quarantined=quarantined, checks=spec.entry.checks or [],
-                    auditor=audit_staged, allow_empty=entry.allow_empty,
-                )
-                try:
-                    stats = spec.pipeline.run(context)
-                    state.commit(run_id)
-                    quarantined.commit()
-                    outcome = {"status": "success", "reason": "", "error": ""}
-                    break
-                except Exception as exc:
-                    state.discard()
-                    quarantined.discard()
-                    if is_transient(exc, context, spec.pipeline.loader) and attempt <= entry.retries:
-                        delay = retry_delay(attempt, entry.retry_delay)
-                        log.warning("Attempt %d of %d failed with a transient error (%s); retrying in %.1f s",
-                                    attempt, entry.retries + 1, _error_text(exc, settings), delay)
-                        record_run(store, record.model_copy(update={"attempt": attempt + 1}))
-                        time.sleep(delay)
-                        continue
-                    raise
-    except RunTimeout as exc:
-        log.error("Run %s stopped: %s", run_id, exc)
-        outcome = {"status": "failed", "reason": "timeout", "error": str(exc)}
-    except RunInterrupted as exc:
-        log.error("Run %s stopped: %s", run_id, "killed (SIGTERM)" if exc.reason == "killed" else "interrupted")
-        outcome = {"status": "failed", "reason": exc.reason, "error": f"run {exc.reason}"}
-    except Exception as exc:
-        # An expected error (bad input, a refused load) needs no traceback; a bug does. The error is
-        # logged once, below (the job log gets the traceback, the console only with --debug).
-        expected = isinstance(exc, DataProcessorError) and settings.log_level != "DEBUG"
-        failure = None if expected else (type(exc), exc, exc.__traceback__)
-        reason = "store_lock_timeout" if isinstance(exc, StoreLockTimeout) else "error"
-        outcome = {"status": "failed", "reason": reason, "error": _error_text(exc, settings)}
+        outcome, failure = attempts.outcome()
     finally:
         pid_file.remove()
         _discard_quietly(quarantined, log)
-    counters = context.counters if context else {}
-    duration = time.monotonic() - started
-    final = record.model_copy(update={
-        **outcome, "attempt": max(attempt, 1), "finished_at": datetime.now(UTC), "duration_seconds": duration,
-        "rows_extracted": stats.rows_extracted if outcome["status"] == "success" else counters.get("rows_extracted", 0),
-        "rows_loaded": stats.rows_loaded if outcome["status"] == "success" else 0,
-        "rows_quarantined": counters.get("rows_quarantined", 0),
-    })
+    final = _final_record(record, outcome, attempts, time.monotonic() - started)
     record_run(store, final)
     if spec.pipeline.interval_aware:
         record_coverage(store, final)  # a complete success: its interval is done, for good
+    _log_outcome(final, attempts.counts, failure, log)
+    return final
+
+
+class _Attempts:
+    """A run's attempts, each with a fresh context; a transient error is retried ``retries`` times
+    (the loader commits only at the end, so a retry starts from a clean slate)."""
+
+    def __init__(self, spec: PipelineSpec, settings: Settings, store: Store, record: RunRecord, state: RunState,
+                 quarantined: RunQuarantine, log: Any) -> None:
+        self.spec, self.settings, self.store, self.record, self.log = spec, settings, store, record, log
+        self.state, self.quarantined = state, quarantined
+        self.attempt = 0
+        self.counts = RunCounts()  # the last attempt's
+
+    def outcome(self) -> tuple[dict[str, str], Any]:
+        """Run to success or a final error: the outcome's fields, and the exc_info to log for a bug."""
+        run_id = self.record.run_id
+        try:
+            with _signals(self.spec.entry.timeout):
+                self._until_done()
+            return {"status": "success", "reason": "", "error": ""}, None
+        except RunTimeout as exc:
+            self.log.error("Run %s stopped: %s", run_id, exc)
+            return {"status": "failed", "reason": "timeout", "error": str(exc)}, None
+        except RunInterrupted as exc:
+            self.log.error("Run %s stopped: %s", run_id,
+                           "killed (SIGTERM)" if exc.reason == "killed" else "interrupted")
+            return {"status": "failed", "reason": exc.reason, "error": f"run {exc.reason}"}, None
+        except Exception as exc:
+            # An expected error (bad input, a refused load) needs no traceback; a bug does. The error is
+            # logged once, by the caller (the job log gets the traceback, the console only with --debug).
+            expected = isinstance(exc, DataProcessorError) and self.settings.log_level != "DEBUG"
+            reason = "store_lock_timeout" if isinstance(exc, StoreLockTimeout) else "error"
+            return ({"status": "failed", "reason": reason, "error": _error_text(exc, self.settings)},
+                    None if expected else (type(exc), exc, exc.__traceback__))
+
+    def _until_done(self) -> None:
+        entry, record = self.spec.entry, self.record
+        while True:
+            self.attempt += 1
+            context = RunContext(
+                run_id=record.run_id, pipeline=self.spec.name, start=record.interval_start, end=record.interval_end,
+                logger=self.log, settings=self.settings, store=self.store, state=self.state, trigger=record.trigger,
+                attempt=self.attempt, table_name=self.spec.table_name, quarantined=self.quarantined,
+                checks=entry.checks or [], auditor=audit_staged, allow_empty=entry.allow_empty,
+            )
+            self.counts = context.counters
+            try:
+                self.spec.pipeline.run(context)
+                self.state.commit(record.run_id)
+                self.quarantined.commit()
+                return
+            except Exception as exc:
+                self.state.discard()
+                self.quarantined.discard()
+                if not (is_transient(exc, context, self.spec.pipeline.loader) and self.attempt <= entry.retries):
+                    raise
+                delay = retry_delay(self.attempt, entry.retry_delay)
+                self.log.warning("Attempt %d of %d failed with a transient error (%s); retrying in %.1f s",
+                                 self.attempt, entry.retries + 1, _error_text(exc, self.settings), delay)
+                record_run(self.store, record.model_copy(update={"attempt": self.attempt + 1}))
+                time.sleep(delay)
+
+
+def _final_record(record: RunRecord, outcome: dict[str, str], attempts: _Attempts, duration: float) -> RunRecord:
+    """The run's last version: its outcome and counts (a failed run loaded nothing)."""
+    counts = attempts.counts
+    return record.model_copy(update={
+        **outcome, "attempt": max(attempts.attempt, 1), "finished_at": datetime.now(UTC),
+        "duration_seconds": duration, "rows_extracted": counts.rows_extracted,
+        "rows_loaded": counts.rows_loaded if outcome["status"] == "success" else 0,
+        "rows_quarantined": counts.rows_quarantined,
+    })
+
+
+def _log_outcome(final: RunRecord, counts: RunCounts, failure: Any, log: Any) -> None:
     if final.status == "success":
         log.info("Run %s succeeded in %.2f s: %d rows extracted, %d transformed, %d loaded in %d batches%s",
-                 run_id, duration, stats.rows_extracted, stats.rows_transformed, stats.rows_loaded, stats.batches,
+                 final.run_id, final.duration_seconds, counts.rows_extracted, counts.rows_transformed,
+                 counts.rows_loaded, counts.batches,
                  f", {final.rows_quarantined} quarantined" if final.rows_quarantined else "")
     else:
         # The job log gets the error and its traceback; the console shows the caller's one-line
         # summary instead (cron_run, backfill), so the error is printed once (see core.logging).
-        log.error("Run %s %s after %.2f s (%s): %s", run_id, final.status, duration, final.reason, final.error,
-                  exc_info=failure, extra={CONSOLE: False})
-    return RunResult(
-        run_id=run_id, pipeline=spec.name, interval=interval, status=final.status, reason=final.reason,
-        error=final.error, attempts=final.attempt, rows_extracted=final.rows_extracted,
-        rows_loaded=final.rows_loaded, rows_quarantined=final.rows_quarantined, duration_seconds=duration,
-    )
+        log.error("Run %s %s after %.2f s (%s): %s", final.run_id, final.status, final.duration_seconds,
+                  final.reason, final.error, exc_info=failure, extra={CONSOLE: False})

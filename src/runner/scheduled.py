@@ -21,11 +21,12 @@ from typing import Literal
 from core.config import Settings
 from core.exceptions import AlreadyRunning, UsageError
 from core.logging import get_logger
+from core.models import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SUCCESS, RunRecord
 from core.store import Store
 from ops.schedule import fired_minute, pipeline_zone, previous_fire
 from pipelines.pipeline_registry import PipelineSpec
 from runner.intervals import Interval, current_interval, ended_in, last_complete_interval, preceding
-from runner.runner import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SUCCESS, RunResult, run_pipeline
+from runner.runner import RunFinished, run_pipeline
 
 log = get_logger("runner")
 
@@ -97,12 +98,13 @@ Say = Callable[[str], None]
 
 
 def run_fire(spec: PipelineSpec, settings: Settings, store: Store, plan: FirePlan, trigger: str,
-             say: Say, report: Callable[[RunResult], None]) -> int:
+             say: Say, report: Callable[[RunRecord], None], on_finish: RunFinished | None = None) -> int:
     """Run the plan's intervals one by one; the worst exit code (0 when there was nothing to do).
 
     A failed interval does not stop the others (each owns its slice); an interrupted one does.
     A lookback or current interval whose lock is held (a backfill, a manual run) is skipped with a
     note; an owned one whose lock is held counts as busy (exit 75), as a single run would.
+    ``on_finish`` gets each run's record (see :func:`runner.runner.run_pipeline`).
     """
     if not plan.tasks:
         message = f"{spec.name}: no complete interval ended in {plan.window}; nothing to do"
@@ -112,7 +114,7 @@ def run_fire(spec: PipelineSpec, settings: Settings, store: Store, plan: FirePla
     worst = EXIT_SUCCESS
     for task in plan.tasks:
         try:
-            result = run_pipeline(spec, settings, store, task.interval, trigger=trigger)
+            result = run_pipeline(spec, settings, store, task.interval, trigger=trigger, on_finish=on_finish)
         except AlreadyRunning as exc:
             if task.role in ("lookback", "current"):
                 say(f"{spec.name}: {task.role} {task.interval.label} skipped: it is running elsewhere ({exc})")

@@ -14,12 +14,14 @@ from typing import Any
 from core.config import Settings
 from core.exceptions import DataProcessorError
 from core.logging import get_logger
+from core.models import RunRecord
 from core.store import Store
 from ops.alerts.channels import Channel, configured
 from ops.alerts.config import for_pipeline
 from ops.alerts.events import AlertEvent
 from ops.alerts.state import decide, read_state, record_delivery
 from record.tables import RUNS_TABLE
+from runner.intervals import Interval
 
 log = get_logger("alerts")
 
@@ -68,9 +70,12 @@ def _condition(store: Store, settings: Settings, event: AlertEvent, firing: bool
     return None
 
 
-def notify_run(spec: Any, settings: Settings, store: Store, result: Any, trigger: str) -> None:
-    """Alerts for one finished run (not for backfill intervals: a backfill sends one summary)."""
-    if trigger == "backfill":
+def notify_run(spec: Any, settings: Settings, store: Store, result: RunRecord) -> None:
+    """Alerts for one finished run (not for backfill intervals: a backfill sends one summary).
+
+    The runner's ``on_finish`` hook (``run_pipeline(..., on_finish=notify_run)``): called after the
+    run released its locks; it releases the store before sending."""
+    if result.trigger == "backfill":
         return
     pipeline_settings = for_pipeline(settings, spec.entry.alerts)
     channels = configured(pipeline_settings) if pipeline_settings else []
@@ -109,9 +114,9 @@ def _crash_events(store: Store, settings: Settings, name: str) -> list[AlertEven
     return events
 
 
-def _run_events(store: Store, settings: Settings, spec: Any, result: Any) -> list[AlertEvent]:
+def _run_events(store: Store, settings: Settings, spec: Any, result: RunRecord) -> list[AlertEvent]:
     name, key = spec.name, f"{spec.name}:failing"
-    interval = result.interval.label
+    interval = Interval(result.interval_start, result.interval_end).label
     events = _crash_events(store, settings, name)
     recovery = AlertEvent("recovered", name, f"run {result.run_id} succeeded after earlier failures "
                           f"({result.rows_loaded:,} rows)", key=key, run_id=result.run_id, interval=interval)

@@ -1,0 +1,233 @@
+"""Parallel backfills: worker processes and the line protocol between them and the parent.
+
+With ``parallel > 1`` each interval runs in a worker process (never a fork: chdb hangs in forked
+children), at most ``parallel`` at a time (the CLI asks for that on a ClickHouse server only: on
+the embedded store workers would just take turns). The parent writes ``{"pipeline", "start",
+"end"}`` lines to a worker's stdin; the worker answers each with a ``{"dp_backfill_result":
+<run record>}`` line. EOF on stdin ends it. A worker keeps its Python and ClickHouse start-up
+(~1.5 s) across intervals, which per-interval processes would pay each time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from core.exceptions import AlreadyRunning
+from runner.backfill.planning import Step
+from runner.backfill.reports import Listener, Report, not_run
+from runner.backfill.stopping import StopRequest
+from runner.intervals import Interval
+
+if TYPE_CHECKING:
+    from core.config import Settings
+    from core.models import RunRecord
+    from core.store import Store
+    from pipelines.pipeline_registry import Registry
+
+RESULT_KEY = "dp_backfill_result"
+
+
+def worker_command() -> list[str]:
+    """A new process (never a fork) that runs the intervals it reads on stdin: ``backfill_worker``."""
+    from core.config import PROJECT_ROOT
+
+    return [sys.executable, str(PROJECT_ROOT / "src" / "main.py"), "backfill_worker"]
+
+
+class _Worker:
+    """One worker process of a parallel backfill: one interval at a time (see the module doc)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        from core.config import PROJECT_ROOT
+
+        self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self.process = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.stderr, text=True, bufsize=1, env=env, cwd=PROJECT_ROOT)
+        self.step: Step | None = None
+        self.started = 0.0
+        self.signalled = False
+
+    def send(self, step: Step) -> None:
+        assert self.process.stdin is not None
+        self.step, self.started, self.signalled = step, time.monotonic(), False
+        self.process.stdin.write(json.dumps({"pipeline": step.pipeline, "start": step.interval.start.isoformat(),
+                                             "end": step.interval.end.isoformat()}) + "\n")
+        self.process.stdin.flush()
+
+    def read(self) -> RunRecord | None:
+        """The outcome of the current step once its line arrived (call when stdout is readable)."""
+        from core.models import RunRecord
+
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:  # the process is gone
+            self.process.wait()
+            return self._died()
+        try:
+            return RunRecord.model_validate(json.loads(line)[RESULT_KEY])
+        except (ValueError, KeyError, TypeError):  # (pydantic's ValidationError is a ValueError)
+            return None  # not ours (the worker sends user code's stdout to stderr; be safe anyway)
+
+    def _died(self) -> RunRecord | None:
+        if self.step is None:
+            return None
+        self.stderr.seek(0)
+        lines = self.stderr.read().strip().splitlines()
+        message = next((x.removeprefix("error: ") for x in reversed(lines) if x.startswith("error: ")), "")
+        tail = message or " | ".join(lines[-3:])
+        return not_run(self.step.pipeline, self.step.interval, "crashed", "process gone",
+                       f"the backfill worker (pid {self.process.pid}) exited with code {self.process.returncode}"
+                       + (f": {tail}" if tail else "")[:2000], duration_seconds=time.monotonic() - self.started)
+
+    def close(self) -> None:
+        if self.process.stdin and not self.process.stdin.closed:
+            try:
+                self.process.stdin.close()
+            except OSError:
+                pass
+        self.process.wait()
+        self.stderr.close()
+
+
+class _Pool:
+    """The worker processes of one parallel backfill and the selector watching their answers."""
+
+    def __init__(self, size: int) -> None:
+        from core.config import PROJECT_ROOT
+
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), self.env.get("PYTHONPATH")]))
+        self.selector: selectors.BaseSelector = selectors.DefaultSelector()
+        self.workers: list[_Worker] = []
+        for _ in range(size):
+            self.add()
+
+    def add(self) -> None:
+        self.workers.append(worker := _Worker(self.env))
+        self.selector.register(worker.process.stdout, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
+
+    def feed(self, pending: list[Step]) -> None:
+        """Give each idle live worker the next pending step."""
+        for worker in self.workers:
+            if worker.step is None and pending and worker.process.poll() is None:
+                worker.send(pending.pop(0))
+
+    def busy(self) -> list[_Worker]:
+        return [w for w in self.workers if w.step is not None]
+
+    def answers(self) -> Iterator[tuple[_Worker, Step, RunRecord]]:
+        """Each answer that arrived within 0.2 s: the worker (idle again), its step and the outcome."""
+        for key, _ in self.selector.select(timeout=0.2):
+            worker = key.data
+            outcome = worker.read()
+            if outcome is None or worker.step is None:
+                continue
+            step, worker.step = worker.step, None
+            yield worker, step, outcome
+
+    def drop(self, worker: _Worker) -> None:
+        self.selector.unregister(worker.process.stdout)  # type: ignore[arg-type]
+        worker.close()
+        self.workers.remove(worker)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        self.selector.close()
+
+
+def run_parallel(todo: Sequence[Step], settings: Settings, store: Store, parallel: int, continue_on_error: bool,
+                 listener: Listener, report: Report, stop: StopRequest) -> list[Step]:
+    """Run ``todo`` on up to ``parallel`` workers; returns the steps that were not started."""
+    store.close()  # release our hold on the embedded store: the workers need it
+    pending = list(todo)
+    pool = _Pool(min(parallel, len(todo)))
+    stop_at: float | None = None
+    try:
+        while True:
+            if stop.reason:
+                report.stopped = report.stopped or stop.reason
+            if not report.stopped:
+                pool.feed(pending)
+            busy = pool.busy()
+            if not busy:
+                break
+            listener.running([w.step for w in busy if w.step])
+            if report.stopped:
+                stop_at = stop_at or time.monotonic()
+                _stop_workers(busy, report.stopped, time.monotonic() - stop_at)
+            for worker, step, outcome in pool.answers():
+                report.add(step, outcome, continue_on_error)
+                listener.finished(step, outcome)
+                if outcome.reason == "process gone":
+                    pool.drop(worker)
+                    if pending and not report.stopped:  # replace it
+                        pool.add()
+    except BaseException:
+        _stop_workers(pool.busy(), "interrupted", waited=float("inf"))
+        raise
+    finally:
+        pool.close()
+    return pending
+
+
+def _stop_workers(busy: Sequence[_Worker], reason: str, waited: float, grace: float = 2.0) -> None:
+    """Ask busy workers to stop their run (recorded as interrupted or killed).
+
+    Ctrl-C on a terminal reaches the workers directly (same process group), so after an
+    interrupt the parent signals only workers still busy ``grace`` seconds later; after a
+    failure running intervals finish and no new ones start; on SIGTERM (``kill`` of the parent
+    reaches only the parent) SIGTERM is passed on at once.
+    """
+    if reason not in ("interrupted", "killed"):
+        return
+    if reason == "interrupted" and waited < grace:
+        return
+    for worker in busy:
+        if worker.signalled or worker.process.poll() is not None:
+            continue
+        worker.process.send_signal(signal.SIGINT if reason == "interrupted" else signal.SIGTERM)
+        worker.signalled = True
+
+
+def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
+    """The ``backfill_worker`` loop: run each interval read from stdin, answer on stdout."""
+    # Our answers go to the real stdout; anything user code prints goes to stderr instead.
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    # Idle, a Ctrl-C meant for the parent must not kill us (during a run the runner handles it).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for line in sys.stdin:
+            if not line.strip():
+                continue
+            task = json.loads(line)
+            interval = Interval(datetime.fromisoformat(task["start"]), datetime.fromisoformat(task["end"]))
+            result = _run_task(settings, registry, store, task["pipeline"], interval)
+            answers.write(json.dumps({RESULT_KEY: result.model_dump(mode="json")}) + "\n")
+    finally:
+        store.close()
+        answers.close()
+    return 0
+
+
+def _run_task(settings: Settings, registry: Registry, store: Store, pipeline: str, interval: Interval) -> RunRecord:
+    from runner.runner import run_pipeline
+
+    try:
+        return run_pipeline(registry.get(pipeline), settings, store, interval, trigger="backfill")
+    except AlreadyRunning as exc:
+        return not_run(pipeline, interval, "busy", "already running", str(exc))
+    except Exception as exc:  # the run could not even start: report it, stay available
+        return not_run(pipeline, interval, "failed", "error", f"{type(exc).__name__}: {exc}")
