@@ -250,7 +250,7 @@ def make_context(store: Store):
     """Build a RunContext for calling components directly (the runner builds them for real runs)."""
     from datetime import UTC, datetime, timedelta
 
-    from audit.run import audit_staged
+    from audit.run import AUDITOR
     from core.logging import get_logger
     from pipelines.interfaces import RunContext
     from record.quarantine import RunQuarantine
@@ -268,7 +268,7 @@ def make_context(store: Store):
             run_id=run_id, pipeline=pipeline, start=start, end=end,
             logger=get_logger(f"job.{pipeline}"), settings=store.settings, store=store,
             state=RunState(store, pipeline), table_name=table_name,
-            quarantined=RunQuarantine(store, pipeline, run_id, start, end), auditor=audit_staged,
+            quarantined=RunQuarantine(store, pipeline, run_id, start, end), auditor=AUDITOR,
         )
 
     return build

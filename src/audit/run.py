@@ -150,3 +150,17 @@ def _keep(context: RunContext, staged: Staged) -> str:
     kept = re.sub(r"[^A-Za-z0-9_]", "_", f"{STAGING_PREFIX}{KEPT_MARKER}{rest}")
     store.command(f"RENAME TABLE {store.table(staged.staging)} TO {store.table(kept)}")
     return kept
+
+
+class StagedChecks:
+    """The auditor the runner injects into every run's context (:class:`pipelines.interfaces.Auditor`):
+    the pipeline's checks validated at run start, then run on each loader's staged rows."""
+
+    def start(self, context: RunContext, loader: Loader) -> None:
+        start_checks(context, loader)
+
+    def check(self, context: RunContext, staged: Staged) -> None:
+        audit_staged(context, staged)
+
+
+AUDITOR = StagedChecks()

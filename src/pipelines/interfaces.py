@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 # Loaders name their run-private tables in the store with these (the framework drops them after a crash).
 from core.run_tables import STAGING_PREFIX, run_table_name
@@ -110,9 +110,9 @@ class RunContext:
     checks: list[Any] = field(default_factory=list)
     #: Set once ``loader.commit`` is called: from then on a retry may repeat a commit that happened.
     commit_started: bool = False
-    #: Runs ``checks`` on staged rows (``audit.run.audit_staged``, injected by the runner): a
-    #: loader calls it through :meth:`check_staged`.
-    auditor: Callable[[RunContext, Staged], object] | None = None
+    #: Validates ``checks`` at run start and runs them on staged rows (``audit.run.AUDITOR``,
+    #: injected by the runner): the pipeline calls :meth:`start_checks`, a loader :meth:`check_staged`.
+    auditor: Auditor | None = None
 
     @property
     def config(self) -> Settings:
@@ -165,6 +165,12 @@ class RunContext:
         self.quarantined.add(rows)
         self.count("rows_quarantined", len(rows))
 
+    def start_checks(self, loader: Loader) -> None:
+        """At run start, before any data moves: validate the pipeline's checks against ``loader``'s
+        target and drop what failed runs of this interval kept (nothing without an auditor)."""
+        if self.auditor is not None:
+            self.auditor.start(self, loader)
+
     def check_staged(self, staged: Staged) -> None:
         """Run the pipeline's data checks on a loader's staged rows, before they are published.
 
@@ -179,7 +185,17 @@ class RunContext:
 
             raise DataProcessorError(f"pipeline '{self.pipeline}': this run context cannot run data checks "
                                      "(the runner provides the auditor; a context built by hand needs auditor=...)")
-        self.auditor(self, staged)
+        self.auditor.check(self, staged)
+
+
+class Auditor(Protocol):
+    """What runs a pipeline's data checks (``audit.run.AUDITOR``; the runner injects it)."""
+
+    def start(self, context: RunContext, loader: Loader) -> None:
+        """Validate the checks at run start (see :meth:`RunContext.start_checks`)."""
+
+    def check(self, context: RunContext, staged: Staged) -> None:
+        """Run the checks on staged rows (see :meth:`RunContext.check_staged`)."""
 
 
 @dataclass(frozen=True)

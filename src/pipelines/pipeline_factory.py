@@ -41,11 +41,9 @@ class Pipeline:
     def run(self, context: RunContext) -> RunCounts:
         """Stream the run's batches into the loader and commit; roll back on any failure. Returns
         what the run moved: ``context.counters``, counted as it goes (a failed run's too)."""
-        from audit.run import start_checks
-
         stats = context.counters
         log = context.logger
-        start_checks(context, self.loader)  # bad check definitions fail here, before any data moves
+        context.start_checks(self.loader)  # bad check definitions fail here, before any data moves
         self.loader.begin(context)
         try:
             if not self._push_down(context, stats):

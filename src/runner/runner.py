@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from audit.run import audit_staged
+from audit.run import AUDITOR
 from core.config import Settings
 from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, is_retryable
 from core.locks import FileLock
@@ -291,7 +291,7 @@ class _Attempts:
                 run_id=record.run_id, pipeline=self.spec.name, start=record.interval_start, end=record.interval_end,
                 logger=self.log, settings=self.settings, store=self.store, state=self.state, trigger=record.trigger,
                 attempt=self.attempt, table_name=self.spec.table_name, quarantined=self.quarantined,
-                checks=entry.checks or [], auditor=audit_staged, allow_empty=entry.allow_empty,
+                checks=entry.checks or [], auditor=AUDITOR, allow_empty=entry.allow_empty,
             )
             self.counts = context.counters
             try:
