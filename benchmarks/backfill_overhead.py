@@ -109,7 +109,7 @@ def profile_in_process(env: dict[str, str], intervals: int) -> dict[str, float]:
     from core.store import Store
     from ops.discovery import get_registry
     from runner import runner
-    from runner.intervals import day_interval
+    from core.intervals import day_interval
 
     settings = load_settings()
     setup_logging(settings, console=False)

@@ -204,7 +204,7 @@ def _run_framework(args: argparse.Namespace, extractor, mode: str) -> dict[str, 
     from pipelines.pipeline_factory import create_el_pipeline
     from pipelines.pipeline_registry import PipelineSpec
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
-    from runner.intervals import day_interval
+    from core.intervals import day_interval
     from runner.runner import bootstrap_store, run_pipeline
 
     settings = _settings(args.workdir, args.batch_size)

@@ -72,7 +72,7 @@ def in_process(rows: int) -> dict[str, float]:
     from pipelines.tools.extractors.sql_source import create_sql_extractor, create_sql_pipeline
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
     from pipelines.tools.transformers.transformers import create_lambda_transformer
-    from runner.intervals import Interval
+    from core.intervals import Interval
     from record.tables import ensure_framework_tables
     from runner.runner import bootstrap_store, run_pipeline
 

@@ -17,7 +17,7 @@ from core.exceptions import UsageError
 from core.logging import ROOT_LOGGER
 from runner import backfill as bf
 from runner import dependencies as deps
-from runner.intervals import parse_date
+from core.intervals import parse_date
 
 if TYPE_CHECKING:
     from core.models import RunRecord

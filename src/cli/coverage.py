@@ -16,7 +16,7 @@ from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import count_rows
-from runner.intervals import Interval, parse_date
+from core.intervals import Interval, parse_date
 
 
 def _interval_text(interval: Interval | None) -> str:

@@ -12,7 +12,7 @@ from rich.table import Table
 from cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, App, cli, pass_app
 from cli.output import json_option, print_json
 from core.exceptions import DataProcessorError, UsageError
-from runner.intervals import Interval, day_interval, parse_date, parse_interval
+from core.intervals import Interval, day_interval, parse_date, parse_interval
 
 if TYPE_CHECKING:  # pydantic-backed: imported by the commands that use them, not for `help`
     from core.models import RunRecord
@@ -25,7 +25,7 @@ def next_run(spec: PipelineSpec, now: datetime | None = None) -> datetime | None
     """The next time the pipeline's schedule fires (in its time zone, returned in UTC)."""
     if not spec.entry.schedule:
         return None
-    from ops.schedule import next_fire, pipeline_zone
+    from runner.schedule import next_fire, pipeline_zone
 
     return next_fire(spec.entry.schedule, pipeline_zone(spec), now or datetime.now(UTC))
 
@@ -155,8 +155,8 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
     from runner.scheduled import manual_interval, plan_fire, run_fire
 
     spec = app.registry.get(name)
-    if if_due:  # cron entries of pipelines in another time zone fire at candidate times (see ops.schedule)
-        from ops.schedule import started_minute_due
+    if if_due:  # cron entries of pipelines in another time zone fire at candidate times (see runner.schedule)
+        from runner.schedule import started_minute_due
 
         due, message = started_minute_due(spec)
         if not due:
@@ -206,7 +206,7 @@ def _fire_time(fired_at: str | None, trigger: str) -> datetime | None:
             raise UsageError(f"--fired-at must be an ISO date-time like 2026-03-02T03:00Z, got '{fired_at}'") from None
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
     if trigger in ("cron", "scheduler"):
-        from ops.schedule import process_fire_minute
+        from runner.schedule import process_fire_minute
 
         return process_fire_minute()
     return None

@@ -24,7 +24,7 @@ from core.config import PROJECT_ROOT, Settings
 from core.exceptions import CronError, ScheduleError
 from ops.crontab import (HEALTH, HOUSEKEEPING, MAINTENANCE, MAINTENANCE_SPEC, Entry, crontab_command, crontab_lock,
                          parse_entries, read_crontab, render_block, replace_block, split_block, write_crontab)
-from ops.schedule import CronPlan, cron_zone, translate
+from runner.schedule import CronPlan, cron_zone, translate
 from pipelines.pipeline_registry import PipelineSpec, Registry
 
 LOCK_TIMEOUT = 30.0

@@ -70,7 +70,7 @@ def freshness_limit(spec: PipelineSpec, now: datetime) -> tuple[datetime, str]:
         return now - timedelta(hours=hours), f"freshness_hours {hours:g}"
     from croniter import croniter
 
-    from ops.schedule import pipeline_zone
+    from runner.schedule import pipeline_zone
 
     zone = pipeline_zone(spec)
     fires = croniter(spec.entry.schedule, now.astimezone(zone))

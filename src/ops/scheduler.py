@@ -28,7 +28,7 @@ from types import FrameType
 
 from core.config import PROJECT_ROOT, Settings
 from core.logging import get_logger
-from ops.schedule import ScheduleError, cron_fields, is_due, pipeline_zone
+from runner.schedule import ScheduleError, cron_fields, is_due, pipeline_zone
 from pipelines.pipeline_registry import PipelineSpec, Registry
 
 log = get_logger("scheduler")

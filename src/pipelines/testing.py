@@ -162,7 +162,7 @@ class TestProject:
 
 
 def _interval(day: date | str | None, start: datetime | str | None, end: datetime | str | None) -> Any:
-    from runner.intervals import day_interval, parse_date, parse_interval
+    from core.intervals import day_interval, parse_date, parse_interval
 
     if day is not None and (start is not None or end is not None):
         raise ValueError("give either day or start/end, not both")

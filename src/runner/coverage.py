@@ -21,7 +21,7 @@ from core.locks import run_is_alive
 from core.models import RunRecord, as_utc
 from core.store import Store
 from record.coverage import Covered
-from runner.intervals import Interval
+from core.intervals import Interval
 
 State = Literal["done", "failed", "running", "incomplete", "partial", "missing"]
 

@@ -32,7 +32,7 @@ from core.config import PROJECT_ROOT
 from core.logging import get_logger
 from core.models import as_utc
 from runner.backfill import Listener, Step
-from runner.intervals import Interval, current_interval, split
+from core.intervals import Interval, current_interval, split
 
 if TYPE_CHECKING:
     from core.models import RunRecord

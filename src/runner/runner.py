@@ -41,8 +41,8 @@ from record.quarantine import RunQuarantine
 from record.state import RunState
 from record.tables import ensure_framework_tables
 from runner.cleanup import reap_dead_runs
-from runner.intervals import Interval, last_complete_interval
-from runner.shared_locks import run_lock
+from core.intervals import Interval, last_complete_interval
+from core.shared_locks import run_lock
 
 MAX_RETRY_DELAY = 300.0
 

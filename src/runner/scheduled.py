@@ -23,9 +23,9 @@ from core.exceptions import AlreadyRunning, UsageError
 from core.logging import get_logger
 from core.models import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SUCCESS, RunRecord
 from core.store import Store
-from ops.schedule import fired_minute, pipeline_zone, previous_fire
+from runner.schedule import fired_minute, pipeline_zone, previous_fire
 from pipelines.pipeline_registry import PipelineSpec
-from runner.intervals import Interval, current_interval, ended_in, last_complete_interval, preceding
+from core.intervals import Interval, current_interval, ended_in, last_complete_interval, preceding
 from runner.runner import RunFinished, run_pipeline
 
 log = get_logger("runner")

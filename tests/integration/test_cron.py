@@ -230,7 +230,7 @@ def test_installed_entry_runs_like_cron_runs_it(crontab: Crontab, module: Path, 
         ("hours", "cron", "success", 3)]
     cron_log = (Path(project_env["LOG_DIR"]) / "cron.log").read_text()
     # Not interval-aware: it runs "now"; its recorded interval is (previous fire, this fire).
-    from ops.schedule import cron_zone, previous_fire
+    from runner.schedule import cron_zone, previous_fire
 
     since = previous_fire("0 2 * * *", cron_zone(), datetime.now(UTC))
     assert runs[0]["interval_start"][:16] == f"{since:%Y-%m-%dT%H:%M}"

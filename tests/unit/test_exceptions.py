@@ -55,6 +55,6 @@ def test_the_old_import_places_still_work() -> None:
     from ops.alerts.channels import AlertError as alert
     from ops.cron import CronError as cron
     from ops.scaffold import ScaffoldError as scaffold
-    from ops.schedule import ScheduleError as schedule
+    from runner.schedule import ScheduleError as schedule
 
     assert (cron, schedule, alert, scaffold) == (CronError, ScheduleError, AlertError, ScaffoldError)

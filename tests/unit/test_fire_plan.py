@@ -69,7 +69,7 @@ def test_the_zone_moves_the_fire_time_only() -> None:
      ["2026-10-23", "2026-10-24", "2026-10-25"]),
 ])
 def test_across_a_dst_change_no_day_is_lost_or_loaded_twice(fires, expected) -> None:
-    from ops.schedule import is_due
+    from runner.schedule import is_due
 
     berlin = spec("30 2 * * *", timezone="Europe/Berlin")
     days = []

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from ops.schedule import ScheduleError, _ranges, cron_fields, is_due, translate
+from runner.schedule import ScheduleError, _ranges, cron_fields, is_due, translate
 
 UTC_ZONE = ZoneInfo("Etc/UTC")
 BERLIN = ZoneInfo("Europe/Berlin")

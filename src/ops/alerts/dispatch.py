@@ -21,7 +21,7 @@ from ops.alerts.config import for_pipeline
 from ops.alerts.events import AlertEvent
 from ops.alerts.state import decide, read_state, record_delivery
 from record.tables import RUNS_TABLE
-from runner.intervals import Interval
+from core.intervals import Interval
 
 log = get_logger("alerts")
 

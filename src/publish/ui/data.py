@@ -23,7 +23,7 @@ from record.tables import RUNS_TABLE
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import DayCount, RowCounts, count_rows
-from runner.intervals import Interval
+from core.intervals import Interval
 
 __all__ = ["DayCount", "RowCounts", "as_utc"]  # re-exported for the pages (runner.counts, core.models)
 # Coverage cell states, in the order of the legend.

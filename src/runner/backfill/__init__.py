@@ -37,7 +37,7 @@ from runner.backfill.planning import (
 from runner.backfill.reports import Listener, Report
 from runner.backfill.worker import serve_worker
 from runner.coverage import History
-from runner.intervals import Interval
+from core.intervals import Interval
 
 __all__ = [
     "DEFAULT_DAYS", "History", "Interval", "Listener", "Policy", "Report", "Step", "day_window", "decide", "execute",

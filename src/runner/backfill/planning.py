@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from core.exceptions import UsageError
 from runner.coverage import Coverage, read_history
-from runner.intervals import Interval, split
+from core.intervals import Interval, split
 
 if TYPE_CHECKING:  # pydantic-backed modules: imported where used, so `help` stays fast
     from core.store import Store

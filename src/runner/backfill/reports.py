@@ -16,7 +16,7 @@ from runner.backfill.planning import Step
 
 if TYPE_CHECKING:
     from core.models import RunRecord, RunStatus
-    from runner.intervals import Interval
+    from core.intervals import Interval
 
 
 def not_run(pipeline: str, interval: Interval, status: RunStatus, reason: str, error: str,

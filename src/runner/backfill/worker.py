@@ -26,7 +26,7 @@ from core.exceptions import AlreadyRunning
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
-from runner.intervals import Interval
+from core.intervals import Interval
 
 if TYPE_CHECKING:
     from core.config import Settings

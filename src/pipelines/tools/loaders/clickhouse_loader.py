@@ -209,7 +209,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         ``REPLACE PARTITION`` is atomic, so it needs no lock (the run lock excludes its interval)."""
         if self.mode != "interval" or not context.store.is_server or self._slice_is_whole_partitions(context):
             return nullcontext()
-        from runner.shared_locks import rebuild_lock
+        from core.shared_locks import rebuild_lock
 
         return rebuild_lock(context.store, self.table, context.settings.store_lock_timeout,
                             f"commit of run {context.run_id}")
@@ -245,7 +245,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         if self._rows or context.allow_empty or self.mode not in ("interval", "replace") \
                 or not context.store.table_exists(self.table):
             return
-        from runner.intervals import Interval
+        from core.intervals import Interval
 
         store = context.store
         label = Interval(context.start, context.end).label
