@@ -7,7 +7,6 @@ publish), inside ClickHouse.
 
 from __future__ import annotations
 
-import re
 import statistics
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -15,6 +14,8 @@ from typing import Any, Literal
 from audit.checks import Check, Outcome, Severity, data_check, parse_age
 from audit.staged import PARAMETER_TYPES, Audit
 from core.exceptions import CheckDefinitionError
+from core.placeholders import render_statement, statement_placeholders
+from core.sql_text import split_statements
 
 # ---- function checks ------------------------------------------------------------------------
 
@@ -196,7 +197,6 @@ class Freshness(Check):
         return Outcome(0, [], f"newest {self.column} {newest:%Y-%m-%d %H:%M:%S} UTC")
 
 
-_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 class Sql(Check):
@@ -214,14 +214,21 @@ class Sql(Check):
             raise CheckDefinitionError(f"check '{name or 'sql'}': the query is empty")
         if returns not in ("rows", "count"):
             raise CheckDefinitionError(f"check '{self.name}': returns must be 'rows' or 'count', got {returns!r}")
-        unknown = sorted({p for p in _PLACEHOLDER.findall(query) if p not in {"staging", "table", *PARAMETER_TYPES}})
+        statements = split_statements(query, f"check '{self.name}'", error=CheckDefinitionError)
+        if len(statements) != 1:
+            raise CheckDefinitionError(f"check '{self.name}': the query must be one statement, "
+                                       f"got {len(statements)}")
+        # Placeholders are read outside string literals and comments (one renderer, core.placeholders).
+        used = statement_placeholders(statements[0])
+        unknown = sorted(used - {"staging", "table", *PARAMETER_TYPES})
         if unknown:
             raise CheckDefinitionError(f"check '{self.name}': unknown placeholder(s) {', '.join(unknown)} (use "
                                        f"{{staging}}, {{table}}, {', '.join('{' + p + '}' for p in PARAMETER_TYPES)})")
-        if "{staging}" not in query and "{table}" not in query:
+        if not used & {"staging", "table"}:
             raise CheckDefinitionError(f"check '{self.name}': the query must read {{staging}} (the run's rows) "
                                        "or {table}")
         self.query = query.strip().rstrip(";")
+        self._statement = statements[0]
         self.returns = returns
 
     @property
@@ -229,15 +236,9 @@ class Sql(Check):
         return self._name or "sql"
 
     def render(self, audit: Audit, staging: str | None = None) -> str:
-        def replace(match: re.Match[str]) -> str:
-            key = match.group(1)
-            if key == "staging":
-                return staging or audit.staging
-            if key == "table":
-                return audit.table
-            return f"{{{key}:{PARAMETER_TYPES[key]}}}"
-
-        return _PLACEHOLDER.sub(replace, self.query)
+        values = {"staging": staging or audit.staging, "table": audit.table,
+                  **{key: f"{{{key}:{type_}}}" for key, type_ in PARAMETER_TYPES.items()}}
+        return render_statement(self._statement, values, f"check '{self.name}'", CheckDefinitionError).sql
 
     def sql_to_explain(self, audit: Audit) -> str | None:
         return self.render(audit, staging=audit.table)

@@ -252,3 +252,15 @@ def test_sql_that_does_not_parse_fails_at_run_start_even_before_the_table_exists
     with pytest.raises(CheckDefinitionError, match=r"check 'broken': the query does not run.*Syntax error"):
         run(make_context, loader, orders([1]), [sql("SELECT * FRM {staging}", name="broken")])
     assert store.query_rows("EXISTS TABLE fresh_table") == [(0,)]  # failed before any data moved
+
+
+def test_braces_inside_a_sql_checks_string_literals_are_sql_not_placeholders(store: Store, make_context) -> None:
+    """A regex quantifier (``{2}``) in a string is the query's own; placeholders are read outside
+    strings and comments only, as in migrations and SQL pipelines."""
+    loader = create_clickhouse_loader("braces", time_column="ts")
+    check = sql("SELECT * FROM {staging} WHERE NOT match(status, '^[a-z]{2}$') -- not {a placeholder}",
+                name="two_letters", severity="warn")
+    run(make_context, loader, orders([1, 2, 3], status=["ok", "bad", "no"]), [check])
+    [result] = read_results(store, "test_pipeline")
+    assert (result.status, result.severity, result.failing) == ("fail", "warn", 1)
+    assert [row["id"] for row in result.sample] == [2]
