@@ -16,6 +16,7 @@ from audit.staged import PARAMETER_TYPES, Audit
 from core.exceptions import CheckDefinitionError
 from core.placeholders import render_statement, statement_placeholders
 from core.sql_text import split_statements
+from pipelines.tools.factory import component_factory
 
 # ---- function checks ------------------------------------------------------------------------
 
@@ -255,21 +256,8 @@ class Sql(Check):
         return Outcome(count, [], f"{count} failing" if count else "")
 
 
-def row_count(min: int | None = None, max: int | None = None, **options: Any) -> RowCount:  # noqa: A002
-    """See :class:`RowCount`."""
-    return RowCount(min, max, **options)
-
-
-def unique(*columns: str, **options: Any) -> Unique:
-    """See :class:`Unique`."""
-    return Unique(*columns, **options)
-
-
-def freshness(column: str, max_age: timedelta | float | str, **options: Any) -> Freshness:
-    """See :class:`Freshness`."""
-    return Freshness(column, max_age, **options)
-
-
-def sql(query: str, **options: Any) -> Sql:
-    """See :class:`Sql`."""
-    return Sql(query, **options)
+# The check functions a pipeline declares are their classes (one parameter list, documented there).
+row_count = component_factory(RowCount, "row_count")
+unique = component_factory(Unique, "unique")
+freshness = component_factory(Freshness, "freshness")
+sql = component_factory(Sql, "sql")
