@@ -45,6 +45,7 @@ def _day_table(rows: int, day: datetime):
 
 
 def measure(rows: int, repeat: int, checks_by_label: dict[str, list]) -> dict[str, float]:
+    from audit.run import AUDITOR
     from core.config import load_settings
     from core.logging import get_logger
     from core.store import Store
@@ -74,7 +75,8 @@ def measure(rows: int, repeat: int, checks_by_label: dict[str, list]) -> dict[st
             loader = create_clickhouse_loader(f"bench_{rows}", time_column="ts")
             context = RunContext(run_id=f"{label}-{i}", pipeline=f"bench_{rows}", start=day,
                                  end=day + timedelta(days=1), logger=get_logger("bench"), settings=settings,
-                                 store=store, state=RunState(store, "bench"), checks=checks)
+                                 store=store, state=RunState(store, "bench"), checks=checks,
+                                 auditor=AUDITOR)
             started = time.perf_counter()
             create_el_pipeline(Fixed("fixed"), loader, "bench").run(context)
             if i:

@@ -12,7 +12,7 @@ import pytest
 
 from audit import Check, Outcome, accepted_values, data_check, freshness, in_range, not_null, row_count, sql, unique
 from audit.results import read_results
-from core.exceptions import CheckDefinitionError, CheckFailed
+from core.exceptions import CheckDefinitionError, CheckFailed, DataProcessorError
 from core.store import Store
 from pipelines.interfaces import Extractor
 from pipelines.pipeline_factory import create_el_pipeline
@@ -264,3 +264,17 @@ def test_braces_inside_a_sql_checks_string_literals_are_sql_not_placeholders(sto
     [result] = read_results(store, "test_pipeline")
     assert (result.status, result.severity, result.failing) == ("fail", "warn", 1)
     assert [row["id"] for row in result.sample] == [2]
+
+
+def test_a_context_built_without_an_auditor_loads_without_checks_and_refuses_checks(store: Store,
+                                                                                    make_context) -> None:
+    loader = create_clickhouse_loader("no_auditor", time_column="ts")
+    context = make_context(start=DAY, end=DAY + timedelta(days=1), run_id="r1")
+    context.auditor = None
+    create_el_pipeline(Rows(orders([1, 2])), loader, "t").run(context)
+    assert table_rows(store, "no_auditor") == [(1, "ok", 1.0), (2, "ok", 1.0)]
+    context = make_context(start=DAY, end=DAY + timedelta(days=1), run_id="r2")
+    context.auditor, context.checks = None, [not_null("id")]
+    with pytest.raises(DataProcessorError, match="this run context cannot run data checks"):
+        create_el_pipeline(Rows(orders([3])), loader, "t").run(context)
+    assert table_rows(store, "no_auditor") == [(1, "ok", 1.0), (2, "ok", 1.0)]
