@@ -1,88 +1,21 @@
-"""SQL pipelines and depends_on, end to end through the real CLI in new processes, on both engines.
+"""SQL pipelines and depends_on, end to end through the real CLI in new processes.
 
-The server is ClickHouse's own HTTP handler from the chdb wheel (clickhouse-local listening on
-127.0.0.1, see docs/architecture and the measured notes): the framework talks to it over HTTP
-exactly as to clickhouse-server.
+On the embedded engine in the default run, and on a real ClickHouse server in the server-mode
+run (``./run.sh test --server``, which CI runs too).
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import textwrap
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import SERVER_MODE, rows, run_cli, wait_for
+from conftest import rows, run_cli
 from core.store import Store
-
-SERVER = textwrap.dedent('''
-    import os, sys
-    data, http_port, tcp_port = sys.argv[1], sys.argv[2], sys.argv[3]
-    from chdb import _chdb  # imported before changing into the directory whose config.xml it reads
-    os.chdir(data)
-    with open("config.xml", "w") as f:
-        f.write(f"<clickhouse><http_port>{http_port}</http_port><tcp_port>{tcp_port}</tcp_port>"
-                "<listen_host>127.0.0.1</listen_host></clickhouse>")
-    # The listeners live while this query runs; the process is stopped with a signal.
-    _chdb.query("SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; SELECT sleepEachRow(1) FROM numbers(1000000) "
-                "SETTINGS max_block_size = 1 FORMAT Null", "TabSeparated", path=os.path.join(data, "db"))
-''')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1) as response:
-            return response.read().strip() == b"Ok."
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    directory = tmp_path_factory.mktemp("clickhouse_server")
-    (directory / "server.py").write_text(SERVER)
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, str(directory / "server.py"), str(directory), str(port),
-                                str(_free_port())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: _answers(port) or process.poll() is not None, timeout=60, what="the ClickHouse server")
-        assert process.poll() is None, "the ClickHouse server process exited"
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(params=["embedded", "server"], autouse=True)
-def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, project_env: dict[str, str]) -> str:
-    """Every test runs on the embedded engine and on a server (a database of its own there)."""
-    if request.param == "server":
-        if SERVER_MODE:
-            pytest.skip("the suite runs against a server already (the 'embedded' parameter uses it)")
-        port = request.getfixturevalue("server_port")
-        for key, value in {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port),
-                           "CLICKHOUSE_DATABASE": f"t_{uuid.uuid4().hex[:12]}"}.items():
-            monkeypatch.setenv(key, value)
-            project_env[key] = value
-    return request.param
 
 MODULE = textwrap.dedent('''
     import os
