@@ -124,6 +124,8 @@ def main(argv: list[str]) -> int:
         *args,
     ]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    # Coverage data next to the results: two runs (embedded and --server) may go on at once.
+    env.setdefault("COVERAGE_FILE", str(results / ".coverage"))
     started = time.monotonic()
     exit_code = subprocess.call(command, cwd=ROOT, env=env)
     summary = summarize(junit, exit_code, time.monotonic() - started, command[1:])

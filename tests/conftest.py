@@ -127,18 +127,19 @@ def require_tool(name: str) -> str:
 # ---- server mode (issue 12) -------------------------------------------------------------------
 # ``./run.sh test --server`` (DP_TEST_SERVER=1): one real ClickHouse server process for the session
 # (tests/server_process.py), each test in its own database. Tests of embedded-only behaviour are
-# marked ``@pytest.mark.embedded_only("why")`` and skipped there. Tests that use no database of the
-# suite's engine at all (an SSH deployment to a target with its own settings, the suite run nested
-# as a user runs it) are marked ``@pytest.mark.engine_independent("why")``: they would repeat the
-# embedded run's work exactly, so they run once, there.
+# marked ``@pytest.mark.embedded_only("why")`` and skipped there. Tests that would do exactly the
+# same in both runs (an SSH deployment to a target with its own settings, the suite run nested as a
+# user runs it, tests that start or use a real server in either run) are marked
+# ``@pytest.mark.same_in_both_runs("why")``: they run once, in the embedded run.
 SERVER_MODE = os.environ.get("DP_TEST_SERVER") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "embedded_only(reason): about the embedded engine only; "
                                        "skipped when the suite runs against a server (--server)")
-    config.addinivalue_line("markers", "engine_independent(reason): uses no database of the suite's engine; "
-                                       "runs in the embedded run only (the server run would repeat it exactly)")
+    config.addinivalue_line("markers", "same_in_both_runs(reason): does the same in both suite runs (no "
+                                       "database of the suite's engine, or a real server either way); "
+                                       "runs in the embedded run only")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -146,7 +147,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         for name, default in (("embedded_only", "embedded engine only"),
-                              ("engine_independent", "uses no database of the suite's engine")):
+                              ("same_in_both_runs", "does the same in the embedded run")):
             marker = item.get_closest_marker(name)
             if marker is not None:
                 reason = marker.args[0] if marker.args else default

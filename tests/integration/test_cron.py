@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, require_tool, run_cli
+from conftest import SERVER_MODE, ROOT, require_tool, run_cli
 
 MODULE = textwrap.dedent('''
     import pyarrow as pa
@@ -78,7 +78,8 @@ def crontab(_private_crontab: Path) -> Crontab:
     return Crontab(str(_private_crontab), _private_crontab.parent / "calls")
 
 
-THROWAWAY_USER = "dp-crontab-test"
+# One user per suite mode: CI runs the embedded and the server-mode suites at the same time.
+THROWAWAY_USER = "dp-crontab-test-srv" if SERVER_MODE else "dp-crontab-test"
 
 
 @pytest.fixture

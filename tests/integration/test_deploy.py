@@ -57,7 +57,7 @@ PROBE_PIPELINE = textwrap.dedent('''\
 
 # The first deploy (in the fixture, so inside whichever test comes first) pip-installs the venv:
 # about a minute, several on a busy machine; pytest-timeout counts fixture setup too.
-pytestmark = [pytest.mark.timeout(900), pytest.mark.engine_independent(
+pytestmark = [pytest.mark.timeout(900), pytest.mark.same_in_both_runs(
     "the deployed copy runs on the target with its own settings (its embedded store), not the suite's server")]
 
 RUNTIME = {"data", "logs", "run"}  # state the server writes itself: not part of "the tree"

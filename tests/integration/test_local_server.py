@@ -19,7 +19,8 @@ import pytest
 from conftest import SRC
 from server_process import framework_env, start_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.same_in_both_runs(
+    "starts servers of its own on stores of its own, without the suite's settings")]
 
 
 def cli(data_dir: Path, *args: str, extra: dict[str, str] | None = None,

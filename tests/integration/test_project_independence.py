@@ -38,7 +38,7 @@ def test_tests_run_on_fixtures_and_a_private_crontab(project_env, _private_cront
 
 
 @pytest.mark.slow
-@pytest.mark.engine_independent("runs the framework's tests nested as a user runs them, on the embedded engine")
+@pytest.mark.same_in_both_runs("runs the framework's tests nested as a user runs them, on the embedded engine")
 def test_a_users_migration_and_broken_module_do_not_fail_framework_tests(tmp_path: Path) -> None:
     """The regression: one user migration (a materialized view) failed 25 framework tests."""
     copy = project_copy(tmp_path / "project")

@@ -16,6 +16,8 @@ import pytest
 import test_server_paths as server_paths
 from conftest import run_cli
 
+pytestmark = pytest.mark.same_in_both_runs("runs against a real ClickHouse server in either run")
+
 on_server = server_paths.on_server  # the fixture: project_env on the session's server, in its own database
 
 MODULE = textwrap.dedent('''

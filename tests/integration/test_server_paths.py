@@ -20,6 +20,8 @@ import pytest
 
 from conftest import ROOT, SRC, cli_env, run_cli, server_database, wait_for
 
+pytestmark = pytest.mark.same_in_both_runs("runs against a real ClickHouse server in either run")
+
 MODULE = textwrap.dedent('''
     import os, pathlib, time
     from datetime import timedelta
