@@ -90,3 +90,13 @@ def test_file_loader_removes_the_temporary_files_of_dead_runs(tmp_path: Path) ->
     assert loader.clean_up_run(None, dead) == []  # idempotent
     assert loader.clean_up_leftovers(None, {live}) == [f"temporary file {day / f'.out.csv.{other}.tmp'}"]
     assert sorted(p.name for p in day.iterdir()) == [f".out.csv.{live}.tmp", ".out.csv.notarun.tmp", "out.csv"]
+
+
+def test_an_unknown_placeholder_in_the_file_loaders_path_fails_naming_it(make_context, tmp_path: Path) -> None:
+    target = tmp_path / "out" / "{day}.csv"
+    loader = create_file_loader(target)
+    with pytest.raises(LoadError) as error:
+        create_el_pipeline(Batches(table(0, 1)), loader, "files").run(make_context())
+    assert str(error.value).startswith(f"File loader path {target} line 1: unknown placeholder {{day}} (known: "
+                                       "{start}, {end}, {start_date}, {end_date}, {run_id}, {pipeline}")
+    assert not (tmp_path / "out").exists()

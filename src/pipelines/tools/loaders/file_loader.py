@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from core.config import PROJECT_ROOT
 from core.exceptions import LoadError
+from core.placeholders import render_placeholders
 from pipelines.interfaces import Batch, Loader, RunContext, to_arrow
 from pipelines.tools.factory import component_factory
 
@@ -57,10 +58,8 @@ class FileLoader(Loader):
         self._rows = 0
 
     def _resolve(self, context: RunContext) -> Path:
-        try:
-            text = self.path_template.format(**context.template_values())
-        except KeyError as exc:
-            raise LoadError(f"File loader path {self.path_template}: unknown placeholder {exc}") from None
+        text = render_placeholders(self.path_template, context.template_values(),
+                                   source=f"File loader path {self.path_template}", error=LoadError)
         path = Path(text)
         return path if path.is_absolute() else PROJECT_ROOT / path
 
@@ -138,8 +137,9 @@ class FileLoader(Loader):
         """Temporary files of runs ``matches`` accepts (placeholders other than the run id match any value)."""
         values = {key: "*" for key in ("start", "end", "start_date", "end_date", "pipeline")}
         try:
-            target = Path(glob.escape(self.path_template).format(**values, run_id=run_id))
-        except (KeyError, ValueError):
+            target = Path(render_placeholders(glob.escape(self.path_template), {**values, "run_id": run_id},
+                                              error=LoadError))
+        except LoadError:
             return []
         target = target if target.is_absolute() else PROJECT_ROOT / target
         removed = []
