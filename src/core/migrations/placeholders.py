@@ -11,16 +11,20 @@ from core.sql_text import RenderedStatement, split_statements
 if TYPE_CHECKING:
     from core.config import Settings
 
+
 def cluster_clause(cluster: str | None) -> str:
     """What ``{cluster}`` renders to: `` ON CLUSTER <name>`` or nothing."""
     return f" ON CLUSTER {cluster}" if cluster else ""
+
 
 def placeholder_values(database: str, cluster: str | None) -> dict[str, str]:
     """The placeholder table for a database and an optional cluster."""
     return {"database": database, "cluster": cluster_clause(cluster)}
 
+
 def settings_placeholders(settings: Settings) -> dict[str, str]:
     return placeholder_values(settings.database, settings.clickhouse_cluster)
+
 
 def render_sql(sql: str, values: dict[str, str], source: str = "<sql>") -> list[RenderedStatement]:
     """Split and substitute a whole file's text."""
