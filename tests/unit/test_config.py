@@ -7,6 +7,10 @@ import pytest
 from core.config import PROJECT_ROOT, load_settings
 from core.exceptions import ConfigError
 
+# Settings are parsed from each test's own .env file: the server run's CLICKHOUSE_* variables would
+# only override what the tests write there.
+pytestmark = pytest.mark.same_in_both_runs("parses settings from the test's own env file; no database")
+
 
 def write_env(project_env: dict[str, str], text: str) -> None:
     Path(project_env["ENV_FILE"]).write_text(text)
