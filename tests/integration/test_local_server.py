@@ -168,12 +168,12 @@ def test_a_server_that_holds_the_store_but_does_not_answer_is_an_error(tmp_path:
 
     data = tmp_path / "data"
     server = start_server(data)
-    os.kill(server.process.pid, signal.SIGSTOP)  # the kernel still accepts connections on its port
     try:
-        result = cli(data, "setup_db", extra={"CLICKHOUSE_CONNECT_TIMEOUT": "1"}, timeout=60)
-    finally:
-        os.kill(server.process.pid, signal.SIGCONT)
-    try:
+        os.kill(server.process.pid, signal.SIGSTOP)  # the kernel still accepts connections on its port
+        try:
+            result = cli(data, "setup_db", extra={"CLICKHOUSE_CONNECT_TIMEOUT": "1"}, timeout=60)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
         assert result.returncode == 1
         assert result.stderr.strip() == (
             f"error: Cannot connect to ClickHouse at local server http://data_processor@127.0.0.1:{server.port} "
