@@ -31,7 +31,8 @@ def partitions_of_run(context: RunContext, table: str, run_id_column: str | None
         f"WHERE {quote_identifier(run_id_column)} = {{r:String}}", {"r": context.run_id})}
 
 
-def _ensure_table(store: Store) -> None:
+def ensure_attached_table(store: Store) -> None:
+    """``_dp_attached``, made on first use (only tables without a run id column need it)."""
     store.command(f"CREATE TABLE IF NOT EXISTS {store.table(ATTACHED_TABLE)} (run_id String, "
                   "table String, partition_id String, rows_before UInt64, rows_staged UInt64, "
                   "recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree "
@@ -46,10 +47,9 @@ def _partition_rows(store: Store, table: str, partition: str) -> int:
 def attach_recorded(context: RunContext, table: str, staging: str, partition: str) -> bool:
     """Attach ``partition`` of ``staging`` to ``table`` unless this run already did; True if attached.
 
-    For targets without a run id column (see the module doc).
+    For targets without a run id column (see the module doc); :func:`ensure_attached_table` first.
     """
     store = context.store
-    _ensure_table(store)
     staged = int(store.command(f"SELECT count() FROM {store.table(staging)} WHERE _partition_id = {{p:String}}",
                                {"p": partition}))
     now = _partition_rows(store, table, partition)

@@ -43,7 +43,7 @@ from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, to_arrow
 from pipelines.tools.factory import component_factory
-from pipelines.tools.loaders.clickhouse_attach import attach_recorded, partitions_of_run
+from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
 RUN_ID_COLUMN = "_dp_run_id"
@@ -266,6 +266,8 @@ class ClickHouseLoader(StagedStructure, Loader):
         store = context.store
         tagged = self.run_id_column if self.run_id_column in self._columns else None
         done = partitions_of_run(context, self.table, tagged)
+        if not tagged:
+            ensure_attached_table(store)  # once per commit, not per partition
         for partition in self._partitions(context, self._staging_name):
             if not tagged:
                 attach_recorded(context, self.table, self._staging_name, partition)
