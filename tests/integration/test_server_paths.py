@@ -285,22 +285,28 @@ def blackhole() -> tuple[socket.socket, list[socket.socket]]:
     return sock, fillers
 
 
+def setup_db_error_while_list_lists(port: int) -> str:
+    """``setup_db`` against a dead server on ``port`` (connect timeout 1 s): its one-line error;
+    ``list`` still lists the pipelines."""
+    env = {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port), "CLICKHOUSE_CONNECT_TIMEOUT": "1",
+           "CLICKHOUSE_USER": "etl"}
+    result = run_cli("setup_db", env=env, timeout=60)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    listing = run_cli("list", env=env, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    assert "daily" in listing.stdout and "hourly" in listing.stdout
+    return result.stderr.strip()
+
+
 def test_an_unreachable_server_fails_after_the_connect_timeout_and_list_still_lists(
         project_env, pipelines_dir: Path) -> None:
     (pipelines_dir / "test_pipeline.py").write_text(MODULE)
     hole, fillers = blackhole()
     port = hole.getsockname()[1]
-    env = {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port), "CLICKHOUSE_CONNECT_TIMEOUT": "1",
-           "CLICKHOUSE_USER": "etl"}
     try:
-        result = run_cli("setup_db", env=env, timeout=60)
-        assert result.returncode == 1
-        assert result.stderr.startswith(f"error: Cannot connect to ClickHouse at http://etl@127.0.0.1:{port} "
-                                        "(connect timeout 1 s): ")
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        listing = run_cli("list", env=env, timeout=60)
-        assert listing.returncode == 0, listing.stderr
-        assert "daily" in listing.stdout and "hourly" in listing.stdout
+        assert setup_db_error_while_list_lists(port).startswith(
+            f"error: Cannot connect to ClickHouse at http://etl@127.0.0.1:{port} (connect timeout 1 s): ")
     finally:
         for filler in fillers:
             filler.close()
@@ -333,16 +339,9 @@ def test_a_configured_server_that_accepts_but_never_answers_fails_after_the_conn
     mute.bind(("127.0.0.1", 0))
     mute.listen(16)  # the kernel completes the handshake; nobody ever reads or answers
     port = mute.getsockname()[1]
-    env = {"CLICKHOUSE_HOST": "127.0.0.1", "CLICKHOUSE_PORT": str(port), "CLICKHOUSE_CONNECT_TIMEOUT": "1",
-           "CLICKHOUSE_USER": "etl"}
     try:
-        result = run_cli("setup_db", env=env, timeout=60)
-        assert result.returncode == 1
-        assert result.stderr.strip() == (f"error: Cannot connect to ClickHouse at http://etl@127.0.0.1:{port} "
-                                         "(connect timeout 1 s): it accepts connections but did not answer "
-                                         "within 1 s")
-        listing = run_cli("list", env=env, timeout=60)
-        assert listing.returncode == 0, listing.stderr
-        assert "daily" in listing.stdout and "hourly" in listing.stdout
+        assert setup_db_error_while_list_lists(port) == (
+            f"error: Cannot connect to ClickHouse at http://etl@127.0.0.1:{port} (connect timeout 1 s): "
+            "it accepts connections but did not answer within 1 s")
     finally:
         mute.close()
