@@ -106,3 +106,80 @@ def test_no_pipelines_is_a_friendly_message(pipelines_dir: Path) -> None:
     result = run_cli("list")
     assert result.returncode == 0
     assert f"No pipelines found: add a *_pipeline.py module to {pipelines_dir}" in result.stdout
+
+
+# ---- issue 23 §4: one schedule grammar, checked at discovery; a bad schedule is its pipeline's error ----
+
+def _crontab_table(script: Path) -> str:
+    table = script.parent / "table"
+    return table.read_text() if table.exists() else ""
+
+
+def test_a_schedule_that_never_fires_is_its_pipelines_error_only(pipelines_dir: Path, _private_crontab: Path) -> None:
+    import json
+
+    write(pipelines_dir, "good_pipeline.py", 'PIPELINE_REGISTRY = {"good": {"pipeline": make("g"), "schedule": "15 * * * *"}}')
+    feb = write(pipelines_dir, "feb_pipeline.py",
+                'PIPELINE_REGISTRY = {"feb31": {"pipeline": make("f"), "schedule": "0 0 31 2 *"}}')
+    reason = (f"pipeline 'feb31' in {feb}: schedule: '0 0 31 2 *' never fires "
+              "(no minute matches it in the next 10 years)")
+    listed = run_cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr + listed.stdout
+    assert "good" in listed.stdout and "15 * * * *" in listed.stdout
+    assert "never fires" in listed.stdout
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert [p["name"] for p in data["pipelines"]] == ["good"]
+    assert data["broken"] == [{"source": str(feb), "name": "feb31", "error": reason}]
+
+    checked = run_cli("check", "--json")
+    assert checked.returncode == 1, checked.stderr
+    checks = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert checks["pipelines"] == {"name": "pipelines", "status": "fail", "detail": f"1 broken: {reason}"}
+
+    setup = run_cli("setup_cron", "--all")
+    assert setup.returncode == 1, setup.stderr
+    assert f"error: broken pipeline module {feb}: {reason}" in setup.stderr
+    table = _crontab_table(_private_crontab)
+    assert "cron_run good --trigger cron" in table and "feb31" not in table
+    refused = run_cli("setup_cron", "feb31")
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(f"Pipeline 'feb31' cannot run: {reason}")
+
+
+@pytest.mark.parametrize("schedule, problem", [
+    ("* * * * * */5", "'* * * * * */5' has 6 fields; cron needs 5 (minute hour day-of-month month day-of-week) "
+                      "or one of @hourly, @daily, @midnight, @weekly, @monthly, @yearly, @annually"),
+    ("@reboot", "'@reboot' is not a schedule cron fires on (use 5 fields or one of @hourly, @daily, @midnight, "
+                "@weekly, @monthly, @yearly, @annually)"),
+    ("0 0 L * *", "'0 0 L * *': day-of-month 'L' is not cron syntax (numbers, names, '*', ranges a-b, "
+                  "steps /n and lists a,b)"),
+    ("0 9 * * 1#2", "'0 9 * * 1#2': day-of-week '1#2' is not cron syntax (numbers, names, '*', ranges a-b, "
+                    "steps /n and lists a,b)"),
+    ("61 * * * *", "invalid cron expression '61 * * * *'"),
+])
+def test_schedules_cron_does_not_know_are_refused_at_discovery(tmp_path: Path, schedule: str, problem: str) -> None:
+    path = write(tmp_path, "x_pipeline.py", f'PIPELINE_REGISTRY = {{"x": {{"pipeline": make("x"), "schedule": "{schedule}"}}}}')
+    registry = discover(tmp_path)
+    assert registry.pipelines == {}
+    [broken] = registry.broken
+    assert broken.error == f"pipeline 'x' in {path}: schedule: {problem}"
+
+
+def test_cron_names_are_one_grammar_for_list_and_setup_cron(pipelines_dir: Path, _private_crontab: Path) -> None:
+    import json
+
+    write(pipelines_dir, "named_pipeline.py", """
+        PIPELINE_REGISTRY = {"nightly": {"pipeline": make("n"), "schedule": "@daily"},
+                             "hourly": {"pipeline": make("h"), "schedule": "@hourly"},
+                             "yearly": {"pipeline": make("y"), "schedule": "@annually"}}
+    """)
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert data["broken"] == []
+    runs = {p["name"]: (p["schedule"], p["next_run"]) for p in data["pipelines"]}
+    assert runs["nightly"][0] == "@daily" and runs["nightly"][1].endswith("T00:00:00+00:00")
+    assert runs["yearly"][1].endswith("-01-01T00:00:00+00:00")
+    setup = run_cli("setup_cron", "--all", env={"TZ": "UTC"})
+    assert setup.returncode == 0, setup.stderr
+    lines = {line.split(" cron_run ")[1].split()[0]: line.split(" cd ")[0]
+             for line in _crontab_table(_private_crontab).splitlines() if " cron_run " in line}
+    assert lines == {"nightly": "0 0 * * *", "hourly": "0 * * * *", "yearly": "0 0 1 1 *"}
