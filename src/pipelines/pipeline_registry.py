@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from core.config import PROJECT_ROOT
 from core.exceptions import DataProcessorError, DiscoveryError, PipelineNotFound
+from core.logging import get_logger
 from core.models import PipelineEntry
 from pipelines.pipeline_factory import Pipeline
 
@@ -32,6 +34,11 @@ EntryCheck = Callable[[str, PipelineEntry], None]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _SRC = PROJECT_ROOT / "src"
+#: A module whose import (with its registry) takes longer is named in a warning: every command
+#: discovers every module, so each of them waits for it.
+SLOW_IMPORT_SECONDS = 2.0
+_EXIT_HINT = "a pipeline module must not exit or parse the command line when imported"
+log = get_logger("discovery")
 
 
 @dataclass
@@ -121,7 +128,22 @@ def _import_error(path: Path, exc: BaseException) -> str:
     if isinstance(exc, SyntaxError) and exc.lineno:
         line = exc.lineno
     where = f"{_display(path)}:{line}" if line else _display(path)
+    if isinstance(exc, SystemExit):  # sys.exit(), argparse's parse_args() on our command line
+        return f"{where}: SystemExit: {exc.code} ({_EXIT_HINT})"
     return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _load_entries(path: Path) -> dict[str, Any]:
+    """Import one module and read its registry; names the module when that takes long."""
+    started = time.monotonic()
+    try:
+        return _entries(_import(path))
+    finally:
+        took = time.monotonic() - started
+        if took > SLOW_IMPORT_SECONDS:
+            log.warning("importing %s took %.1f s (more than %g s): every command that discovers pipelines "
+                        "waits for it; do slow work inside extract(), not at import",
+                        _display(path), took, SLOW_IMPORT_SECONDS)
 
 
 def _entries(module: ModuleType) -> dict[str, Any]:
@@ -201,8 +223,10 @@ def discover(pipelines_dir: Path, entry_checks: Sequence[EntryCheck] = ()) -> Re
             continue
         source = _display(path)
         try:
-            entries = _entries(_import(path))
-        except Exception as exc:  # a broken module must not hide the others
+            entries = _load_entries(path)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a broken module (even one that exits) must not hide the others
             registry.broken.append(Broken(source, _import_error(path, exc)))
             continue
         for name, raw in entries.items():

@@ -183,3 +183,45 @@ def test_cron_names_are_one_grammar_for_list_and_setup_cron(pipelines_dir: Path,
     lines = {line.split(" cron_run ")[1].split()[0]: line.split(" cd ")[0]
              for line in _crontab_table(_private_crontab).splitlines() if " cron_run " in line}
     assert lines == {"nightly": "0 0 * * *", "hourly": "0 * * * *", "yearly": "0 0 1 1 *"}
+
+
+# ---- issue 23 §5: a module that exits or sleeps at import takes down only itself ----------------
+
+def test_a_module_that_exits_at_import_is_broken_and_the_others_run(pipelines_dir: Path) -> None:
+    import json
+
+    write(pipelines_dir, "good_pipeline.py", 'PIPELINE_REGISTRY = {"good": {"pipeline": make("g")}}')
+    exits = pipelines_dir / "exits_pipeline.py"
+    exits.write_text("import sys\nsys.exit(3)\n")
+    parses = pipelines_dir / "parses_pipeline.py"
+    parses.write_text("import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--day')\n"
+                      "ARGS = parser.parse_args()\n")
+    listed = run_cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [p["name"] for p in data["pipelines"]] == ["good"]
+    hint = "a pipeline module must not exit or parse the command line when imported"
+    assert {b["source"]: b["error"] for b in data["broken"]} == {
+        str(exits): f"{exits}:2: SystemExit: 3 ({hint})",
+        str(parses): f"{parses}:4: SystemExit: 2 ({hint})",
+    }
+    run = run_cli("cron_run", "good")
+    assert run.returncode == 0, run.stderr
+    assert "success good " in run.stdout and ": 1 rows loaded (1 extracted)" in run.stdout
+
+
+def test_a_module_slow_to_import_is_named(pipelines_dir: Path) -> None:
+    write(pipelines_dir, "good_pipeline.py", 'PIPELINE_REGISTRY = {"good": {"pipeline": make("g")}}')
+    slow = write(pipelines_dir, "slow_pipeline.py", """
+        import time
+        time.sleep(2.5)
+        PIPELINE_REGISTRY = {"slow": {"pipeline": make("s")}}
+    """)
+    listed = run_cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "good" in listed.stdout and "slow" in listed.stdout
+    [warning] = [line for line in listed.stderr.splitlines() if "slow_pipeline.py" in line]
+    assert f"importing {slow} took 2." in warning
+    assert warning.endswith("s (more than 2 s): every command that discovers pipelines waits for it; "
+                            "do slow work inside extract(), not at import")
+    assert "good_pipeline.py" not in listed.stderr
