@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from core.config import PROJECT_ROOT
 from core.exceptions import DataProcessorError, DiscoveryError, PipelineNotFound
 from core.logging import get_logger
+from core.run_tables import FRAMEWORK_PREFIX, is_framework_table
 from core.models import PipelineEntry
 from pipelines.pipeline_factory import Pipeline
 
@@ -188,6 +189,7 @@ def _validate(name: str, raw: Any, source: str, entry_checks: Sequence[EntryChec
     if not isinstance(entry.pipeline, Pipeline):
         raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
                              f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
+    _reserved_tables(entry, where)
     _declared_extras(name, entry, where, entry_checks)
     for key in ("lookback", "refresh_current"):
         if getattr(entry, key) and not entry.pipeline.interval_aware:
@@ -195,6 +197,15 @@ def _validate(name: str, raw: Any, source: str, entry_checks: Sequence[EntryChec
                                  "interval_aware = True and the ClickHouse loader in mode 'interval'): its runs "
                                  "would not own an interval to re-load")
     return entry
+
+
+def _reserved_tables(entry: PipelineEntry, where: str) -> None:
+    """A pipeline never writes the framework's own tables (its run history, coverage, state)."""
+    reserved = (f"names starting with '{FRAMEWORK_PREFIX}' are the framework's own tables (run history, coverage, "
+                "state); choose another")
+    for label, table in (("table_name", entry.table_name), ("the loader's table", entry.pipeline.loader.table)):
+        if isinstance(table, str) and is_framework_table(table):
+            raise DiscoveryError(f"{where}: {label} '{table}' is reserved: {reserved}")
 
 
 def _declared_extras(name: str, entry: PipelineEntry, where: str, entry_checks: Sequence[EntryCheck]) -> None:

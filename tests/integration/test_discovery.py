@@ -225,3 +225,45 @@ def test_a_module_slow_to_import_is_named(pipelines_dir: Path) -> None:
     assert warning.endswith("s (more than 2 s): every command that discovers pipelines waits for it; "
                             "do slow work inside extract(), not at import")
     assert "good_pipeline.py" not in listed.stderr
+
+
+# ---- issue 23 §6: the framework's own tables are never a pipeline's target ---------------------
+
+def test_a_framework_table_as_target_is_refused_at_discovery(pipelines_dir: Path) -> None:
+    import json
+
+    clash = write(pipelines_dir, "clash_pipeline.py", """
+        from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+        PIPELINE_REGISTRY = {
+            "runs_clash": {"pipeline": create_el_pipeline(One(), create_clickhouse_loader("_dp_runs"), "r")},
+            "coverage_clash": {"pipeline": make("c"), "table_name": "_dp_coverage"},
+            "fine": {"pipeline": create_el_pipeline(One(), create_clickhouse_loader("dp_runs_copy"), "f")},
+        }
+    """)
+    reserved = "names starting with '_dp_' are the framework's own tables (run history, coverage, state); choose another"
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert [p["name"] for p in data["pipelines"]] == ["fine"]
+    assert {b["name"]: b["error"] for b in data["broken"]} == {
+        "runs_clash": f"pipeline 'runs_clash' in {clash}: the loader's table '_dp_runs' is reserved: {reserved}",
+        "coverage_clash": f"pipeline 'coverage_clash' in {clash}: table_name '_dp_coverage' is reserved: {reserved}",
+    }
+    run = run_cli("cron_run", "runs_clash")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        f"Pipeline 'runs_clash' cannot run: pipeline 'runs_clash' in {clash}: the loader's table '_dp_runs' "
+        f"is reserved: {reserved}")
+
+
+def test_every_framework_table_carries_the_reserved_prefix() -> None:
+    from audit.results import CHECKS_TABLE
+    from core.migrations.tables import LOCKS_TABLE, MIGRATIONS_TABLE
+    from core.run_tables import FRAMEWORK_PREFIX, STAGING_PREFIX
+    from ops.alerts.state import ALERT_LOG_TABLE, ALERTS_TABLE
+    from pipelines.tools.loaders.clickhouse_attach import ATTACHED_TABLE
+    from record.coverage import COVERAGE_TABLE
+    from record.tables import QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE
+
+    tables = [CHECKS_TABLE, LOCKS_TABLE, MIGRATIONS_TABLE, STAGING_PREFIX, ALERT_LOG_TABLE, ALERTS_TABLE,
+              ATTACHED_TABLE, COVERAGE_TABLE, QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE]
+    assert FRAMEWORK_PREFIX == "_dp_" and all(t.startswith(FRAMEWORK_PREFIX) for t in tables)
