@@ -1,8 +1,9 @@
 """The files ``./run.sh new NAME --from http|db|file|sql`` writes (see :mod:`ops.scaffold`).
 
 Placeholders: ``__NAME__`` (the pipeline and table name), ``__URL_SETTING__`` (the setting holding
-the source's URL: :func:`ops.scaffold.url_setting`), ``__SOURCE__`` (http, db or file). ``{database}``/``{cluster}`` in the migration
-and ``{start_date}``-style placeholders in sources are the framework's own and stay as they are.
+the source's URL: :func:`ops.scaffold.url_setting`), ``__SOURCE__`` (http, db or file).
+``{database}``/``{cluster}`` in the migration and ``{start_date}``-style placeholders in sources
+are the framework's own and stay as they are.
 Every template describes the same small records (id, name, amount, created_at), so the module,
 its migration and its test agree as written.
 """

@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from core.config import PROJECT_ROOT
 from core.exceptions import DataProcessorError, DiscoveryError, PipelineNotFound
 from core.logging import get_logger
-from core.run_tables import FRAMEWORK_PREFIX, is_framework_table
 from core.models import PipelineEntry
+from core.run_tables import FRAMEWORK_PREFIX, is_framework_table
 from pipelines.pipeline_factory import Pipeline
 
 #: A validation that a layer above this one adds to discovery (e.g. data checks, alert settings):

@@ -118,7 +118,8 @@ def _crontab_table(script: Path) -> str:
 def test_a_schedule_that_never_fires_is_its_pipelines_error_only(pipelines_dir: Path, _private_crontab: Path) -> None:
     import json
 
-    write(pipelines_dir, "good_pipeline.py", 'PIPELINE_REGISTRY = {"good": {"pipeline": make("g"), "schedule": "15 * * * *"}}')
+    write(pipelines_dir, "good_pipeline.py",
+          'PIPELINE_REGISTRY = {"good": {"pipeline": make("g"), "schedule": "15 * * * *"}}')
     feb = write(pipelines_dir, "feb_pipeline.py",
                 'PIPELINE_REGISTRY = {"feb31": {"pipeline": make("f"), "schedule": "0 0 31 2 *"}}')
     reason = (f"pipeline 'feb31' in {feb}: schedule: '0 0 31 2 *' never fires "
@@ -158,7 +159,8 @@ def test_a_schedule_that_never_fires_is_its_pipelines_error_only(pipelines_dir: 
     ("61 * * * *", "invalid cron expression '61 * * * *'"),
 ])
 def test_schedules_cron_does_not_know_are_refused_at_discovery(tmp_path: Path, schedule: str, problem: str) -> None:
-    path = write(tmp_path, "x_pipeline.py", f'PIPELINE_REGISTRY = {{"x": {{"pipeline": make("x"), "schedule": "{schedule}"}}}}')
+    path = write(tmp_path, "x_pipeline.py",
+                 f'PIPELINE_REGISTRY = {{"x": {{"pipeline": make("x"), "schedule": "{schedule}"}}}}')
     registry = discover(tmp_path)
     assert registry.pipelines == {}
     [broken] = registry.broken
@@ -241,7 +243,8 @@ def test_a_framework_table_as_target_is_refused_at_discovery(pipelines_dir: Path
             "fine": {"pipeline": create_el_pipeline(One(), create_clickhouse_loader("dp_runs_copy"), "f")},
         }
     """)
-    reserved = "names starting with '_dp_' are the framework's own tables (run history, coverage, state); choose another"
+    reserved = ("names starting with '_dp_' are the framework's own tables (run history, coverage, state); "
+                "choose another")
     data = json.loads(run_cli("list", "--json").stdout)
     assert [p["name"] for p in data["pipelines"]] == ["fine"]
     assert {b["name"]: b["error"] for b in data["broken"]} == {
