@@ -2,8 +2,9 @@
 # Idempotent deployment of this project to a Linux server over SSH (docs/deployment.md):
 #   ./deploy.sh USER HOST [--clean] [--path DIR] [--port N] [--identity FILE] [--dry-run]
 # Preflight (SSH, remote python3 >= 3.11, rsync on both ends, writable target), rsync of the
-# code (never .env, .venv, data/, logs/, run/), then on the server: .env from env.example if
-# missing, the venv through run.sh's own bootstrap, setup_db, migrate, setup_cron --all, check.
+# code (never .env, .venv, data/, logs/, run/; pipeline modules gone locally are removed), then on
+# the server: .env from env.example if missing, the venv through run.sh's own bootstrap, setup_db,
+# migrate, setup_cron --all (which drops the removed pipelines' cron entries), check.
 # Extra ssh options: SSH_OPTS="-o ProxyJump=bastion" ./deploy.sh ...
 set -euo pipefail
 
@@ -25,7 +26,9 @@ Deploy this project to HOST over SSH and verify it with ./run.sh check.
   --port N          SSH port (default: ssh's own, usually 22)
   --identity FILE   SSH private key to log in with
   --clean           delete remote files that no longer exist locally
-                    (never .env, .venv, data/, logs/, run/)
+                    (never .env, .venv, data/, logs/, run/); pipeline modules
+                    (src/pipelines/*_pipeline.py) gone locally are removed, and
+                    their cron entries, on every deploy
   --dry-run         show what would be transferred and run; change nothing on the server
   -h, --help        show this help
 
@@ -252,6 +255,27 @@ if [ "$changed" -gt "$show" ]; then
     say "... and $((changed - show)) more (--dry-run lists them all)"
 fi
 
+# Pipeline modules gone from the repository go from the server too, with or without --clean:
+# discovery imports every *_pipeline.py, so a stale one would stay scheduled. Only those modules
+# (other files stay until --clean); setup_cron --all then drops their cron entries. Tables and
+# data are never touched.
+PRUNE_ARGS=(-rlpt --omit-dir-times --delete --itemize-changes --out-format='%i %n%L' -e "$TMP/ssh"
+    --filter='- __pycache__' --filter='- .*' --filter='+ */' --filter='+ *_pipeline.py' --filter='- *')
+((DRY_RUN)) && PRUNE_ARGS+=(--dry-run)
+: >"$TMP/prune.out"
+if [ "$DEST" != "$TMP/empty/" ] && [ -d "$ROOT/src/pipelines" ]; then
+    if ! rsync "${PRUNE_ARGS[@]}" "$ROOT/src/pipelines/" "$TARGET:$REMOTE_PATH/src/pipelines/" \
+            >"$TMP/prune.out" 2>"$TMP/prune.err"; then
+        cat "$TMP/prune.err" >&2
+        die "could not remove pipeline modules gone from the repository on $WHERE (see rsync's message above)"
+    fi
+fi
+# "*deleting   x_pipeline.py" (this pass) or "*deleting   src/pipelines/x_pipeline.py" (--clean).
+removed_modules=$( { sed -n 's|^\*deleting  *\(.*_pipeline\.py\)$|src/pipelines/\1|p' "$TMP/prune.out"
+                    sed -n 's|^\*deleting  *\(src/pipelines/.*_pipeline\.py\)$|\1|p' "$TMP/rsync.out"; } | sort -u)
+removed_list=$(printf '%s' "$removed_modules" | paste -sd' ' - | sed 's/ /, /g')
+removed_count=$(printf '%s' "$removed_modules" | grep -c . || true)
+
 local_sha="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
 if [ "$(probe venv)" != yes ]; then venv_plan=create
 elif [ "$(probe stamp)" != "$local_sha" ]; then venv_plan=update
@@ -266,12 +290,18 @@ if ((DRY_RUN)); then
         update) say "would reinstall requirements.txt into $ABS/.venv (requirements.txt changed)" ;;
         reuse) say "would reuse the virtualenv (requirements.txt unchanged)" ;;
     esac
+    if [ "$removed_count" -gt 0 ]; then
+        say "would remove $removed_count pipeline module(s) gone from the repository: $removed_list (and their cron entries)"
+    fi
     say "would run on the server: ./run.sh setup_db; ./run.sh migrate; ./run.sh setup_cron --all; ./run.sh check"
     exit 0
 fi
 
 # ---- server side ------------------------------------------------------------------------------
 CD="cd $REMOTE_PATH &&"
+for module in $removed_modules; do
+    say "removed pipeline module $module (gone from the repository; tables and data stay)"
+done
 env_status="kept (existing)"
 if [ "$(probe env)" != yes ]; then
     if remote "$CD test -f env.example && cp -p env.example .env && chmod 600 .env" 2>"$TMP/env.err"; then
@@ -323,6 +353,7 @@ else
     migrate_status="skipped (no migrate command)"
 fi
 
+removed_entries=""
 if ! has_command setup_cron; then
     warn "this version has no 'setup_cron' command: skipping cron entries"
     cron_status="skipped (no setup_cron command)"
@@ -332,6 +363,17 @@ elif [ "$(probe crontab)" != yes ]; then
 else
     step setup_cron setup_cron --all
     cron_status="$(last_line "$TMP/setup_cron.out")"
+    removed_entries=$(sed -n 's/^removed \([^ ]*\)$/\1/p' "$TMP/setup_cron.out" | paste -sd' ' - | sed 's/ /, /g')
+    [ -z "$removed_entries" ] || say "removed the cron entry of $removed_entries (no longer a scheduled pipeline)"
+fi
+removed_status=""
+if [ -n "$removed_list" ]; then
+    if [ "$removed_count" = 1 ]; then removed_status="module $removed_list"
+    else removed_status="modules $removed_list"; fi
+fi
+if [ -n "$removed_entries" ]; then
+    case "$removed_entries" in *,*) what="cron entries" ;; *) what="cron entry" ;; esac
+    removed_status="${removed_status:+$removed_status; }$what $removed_entries"
 fi
 
 say "running ./run.sh check on $HOST"
@@ -354,4 +396,5 @@ printf '  venv:       %s\n' "$venv_status"
 printf '  database:   %s\n' "$db_status"
 printf '  migrations: %s\n' "$migrate_status"
 printf '  cron:       %s\n' "$cron_status"
+printf '  removed:    %s\n' "${removed_status:-nothing}"
 printf '  health:     %s\n' "$health"

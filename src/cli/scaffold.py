@@ -25,7 +25,7 @@ def _shown(path: object) -> str:
 @pass_app
 def new(app: App, name: str, source: str, loader: str) -> int:
     """Write a new pipeline: its module, its table's migration and a test that passes as written."""
-    from ops.scaffold import plan, write
+    from ops.scaffold import plan, url_setting, write
 
     written = write(plan(name, source, app.settings, loader, known=set(app.registry.pipelines)))
     for path in written:
@@ -33,7 +33,7 @@ def new(app: App, name: str, source: str, loader: str) -> int:
     steps = [f"./run.sh test tests/pipelines/test_{name}_pipeline.py   # passes as written"]
     if loader == "clickhouse":
         steps.append("./run.sh migrate                                   # creates the table")
-    setting = {"http": f"{name.upper()}_API_URL", "db": f"{name.upper()}_DB_URL"}.get(source)
+    setting = url_setting(name, source)
     if setting:
         steps.append(f"set {setting} in .env, then ./run.sh cron_run {name}")
     elif source == "sql":

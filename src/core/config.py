@@ -138,11 +138,9 @@ class Settings(BaseSettings):
     @field_validator("check_cron_schedule")
     @classmethod
     def _check_schedule(cls, value: str | None) -> str | None:
-        from croniter import croniter
+        from core.validators import cron_schedule
 
-        if value is not None and not croniter.is_valid(" ".join(value.split())):
-            raise ValueError("invalid cron expression")
-        return " ".join(value.split()) if value else None
+        return cron_schedule(value) if value and value.strip() else None
 
     @field_validator("clickhouse_url")
     @classmethod

@@ -62,12 +62,9 @@ class PipelineEntry(BaseModel):
     def _cron(cls, value: str | None) -> str | None:
         if value is None or not value.strip():
             return None
-        from croniter import croniter
+        from core.validators import cron_schedule
 
-        value = " ".join(value.split())
-        if not croniter.is_valid(value):
-            raise ValueError(f"invalid cron expression '{value}'")
-        return value
+        return cron_schedule(value)
 
     @field_validator("timezone")
     @classmethod

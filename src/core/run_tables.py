@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from core.store import Store
 
-STAGING_PREFIX = "_dp_stage_"
+#: Every table the framework owns in the store starts with this (``_dp_runs``, ``_dp_coverage``,
+#: ``_dp_state``, run-private tables...); discovery refuses it as a pipeline's target table.
+FRAMEWORK_PREFIX = "_dp_"
+STAGING_PREFIX = f"{FRAMEWORK_PREFIX}stage_"
+
+
+def is_framework_table(name: str) -> bool:
+    """True for a name reserved for the framework's own tables (compared case-insensitively)."""
+    return name.lower().startswith(FRAMEWORK_PREFIX)
 
 
 def run_suffix(run_id: str) -> str:

@@ -70,10 +70,11 @@ def freshness_limit(spec: PipelineSpec, now: datetime) -> tuple[datetime, str]:
         return now - timedelta(hours=hours), f"freshness_hours {hours:g}"
     from croniter import croniter
 
+    from core.validators import cron_expression
     from runner.schedule import pipeline_zone
 
     zone = pipeline_zone(spec)
-    fires = croniter(spec.entry.schedule, now.astimezone(zone))
+    fires = croniter(cron_expression(spec.entry.schedule or ""), now.astimezone(zone))
     last = fires.get_prev(datetime)
     period = last - fires.get_prev(datetime)
     return now - 2 * period, f"two periods of '{spec.entry.schedule}' = {_age(2 * period)}"

@@ -21,6 +21,23 @@ LOADERS = ("clickhouse", "console")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _VERSION = re.compile(r"^(\d+)_")
 SAMPLE_DAY = "2026-01-15"
+#: A name longer than this is refused: it names files (``test_NAME_pipeline.py``, the migration) and
+#: tables (the run-private ``_dp_stage_NAME_<run id>``), which have length limits of their own.
+MAX_NAME_LENGTH = 64
+_URL_WORDS = {"http": "API", "db": "DB"}
+
+
+def url_setting(name: str, source: str) -> str | None:
+    """The setting holding the source's URL (None for sources without one).
+
+    The name in upper case, then the source's word (``API`` for http, ``DB`` for db), then ``_URL``;
+    a name already ending with that word does not repeat it: ``orders`` -> ``ORDERS_DB_URL``,
+    ``orders_db`` -> ``ORDERS_DB_URL`` (never ``ORDERS_DB_DB_URL``), ``shop_api`` -> ``SHOP_API_URL``."""
+    word = _URL_WORDS.get(source)
+    if word is None:
+        return None
+    upper = name.upper()
+    return f"{upper}_URL" if upper.endswith(f"_{word}") else f"{upper}_{word}_URL"
 
 
 
@@ -41,7 +58,7 @@ def _placeholders(name: str, source: str, loader: str) -> dict[str, str]:
         "__ROWS_ASSERTIONS__": t.ROWS_ASSERTIONS if clickhouse else t.CONSOLE_ROWS_ASSERTIONS,
         "__RERUN_ASSERTIONS__": t.RERUN_ASSERTIONS if clickhouse else t.CONSOLE_RERUN_ASSERTIONS,
         "__CLASS__": "".join(part.capitalize() for part in name.split("_")),
-        "__UPPER__": name.upper(),
+        "__URL_SETTING__": url_setting(name, source) or "",
         "__SOURCE__": source,
         "__NAME__": name,
     }
@@ -60,6 +77,10 @@ def next_migration_version(directory: Path) -> int:
 
 
 def check_name(name: str, known: set[str]) -> None:
+    """A valid, unused pipeline name for ``new``; else a one-line ``ScaffoldError``."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise ScaffoldError(f"the name is {len(name)} characters long; at most {MAX_NAME_LENGTH} (it names the "
+                            "module, the table, the migration and the test)")
     if name.endswith("_pipeline"):
         raise ScaffoldError(f"give the pipeline's name without '_pipeline' (e.g. "
                             f"'{name.removesuffix('_pipeline')}'): the file will be {name}.py")

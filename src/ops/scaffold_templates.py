@@ -1,8 +1,9 @@
 """The files ``./run.sh new NAME --from http|db|file|sql`` writes (see :mod:`ops.scaffold`).
 
-Placeholders: ``__NAME__`` (the pipeline and table name), ``__UPPER__`` (its upper-case form, for
-setting names), ``__SOURCE__`` (http, db or file). ``{database}``/``{cluster}`` in the migration
-and ``{start_date}``-style placeholders in sources are the framework's own and stay as they are.
+Placeholders: ``__NAME__`` (the pipeline and table name), ``__URL_SETTING__`` (the setting holding
+the source's URL: :func:`ops.scaffold.url_setting`), ``__SOURCE__`` (http, db or file).
+``{database}``/``{cluster}`` in the migration and ``{start_date}``-style placeholders in sources
+are the framework's own and stay as they are.
 Every template describes the same small records (id, name, amount, created_at), so the module,
 its migration and its test agree as written.
 """
@@ -54,8 +55,8 @@ _TYPES = """{"id": "int", "amount": "float", "created_at": "datetime"}"""
 HTTP_MODULE = '''\
 """__NAME__: JSON records from an HTTP API, one day per run (written by ./run.sh new __NAME__ --from http).
 
-The API's address is the setting __UPPER___API_URL (in .env or the environment), e.g.
-``__UPPER___API_URL=https://api.example.com/__NAME__``; each run asks it for its own day with
+The API's address is the setting __URL_SETTING__ (in .env or the environment), e.g.
+``__URL_SETTING__=https://api.example.com/__NAME__``; each run asks it for its own day with
 ``?start=YYYY-MM-DD&end=YYYY-MM-DD`` and expects a JSON array of records. Adapt the URL, the
 query parameters (see docs/connectors.md: pagination, auth) and the types to your API.
 """
@@ -66,7 +67,7 @@ from pipelines.tools.extractors.http_extractor import HttpExtractor
 __LOADER_IMPORT__
 from pipelines.tools.transformers.transformers import create_type_transformer
 
-URL_SETTING = "__UPPER___API_URL"
+URL_SETTING = "__URL_SETTING__"
 
 
 class __CLASS__Api(HttpExtractor):
@@ -93,7 +94,7 @@ def create___NAME___pipeline():
 DB_MODULE = '''\
 """__NAME__: rows of a SQL database, one day per run (written by ./run.sh new __NAME__ --from db).
 
-The database is the setting __UPPER___DB_URL (in .env or the environment), a SQLAlchemy URL such as
+The database is the setting __URL_SETTING__ (in .env or the environment), a SQLAlchemy URL such as
 ``postgresql+psycopg2://user:password@host/db`` or ``sqlite:///path/to/file.db`` (install the
 driver your database needs). Each run reads the rows whose ``created_at`` is in its day.
 """
@@ -112,7 +113,7 @@ QUERY = """
 
 def create___NAME___pipeline():
     return create_etl_pipeline(
-        extractor=create_db_extractor(url_env="__UPPER___DB_URL", query=QUERY, name="__NAME__ database"),
+        extractor=create_db_extractor(url_env="__URL_SETTING__", query=QUERY, name="__NAME__ database"),
         transformer=create_type_transformer(''' + _TYPES + ''', name="__NAME__ types"),
         loader=__LOADER__,
         name="__NAME__",
@@ -232,7 +233,7 @@ class Api(BaseHTTPRequestHandler):
 def source(monkeypatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("__UPPER___API_URL", f"http://127.0.0.1:{server.server_port}/__NAME__")
+    monkeypatch.setenv("__URL_SETTING__", f"http://127.0.0.1:{server.server_port}/__NAME__")
     yield
     server.shutdown()
     server.server_close()
@@ -250,7 +251,7 @@ def source(tmp_path, monkeypatch):
             (1, "alpha", 9.5, "2026-01-15 08:00:00"), (2, "beta", None, "2026-01-15 12:30:00"),
             (3, "gamma", 7.25, "2026-01-15 23:59:59"), (4, "delta", 1.0, "2026-01-16 00:00:00")])
     db.close()
-    monkeypatch.setenv("__UPPER___DB_URL", f"sqlite:///{path}")
+    monkeypatch.setenv("__URL_SETTING__", f"sqlite:///{path}")
 ''' + _TEST_TAIL
 
 FILE_TEST = _TEST_HEAD + '''

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from pydantic import ValidationError
 
 from core.config import PROJECT_ROOT
 from core.exceptions import DataProcessorError, DiscoveryError, PipelineNotFound
+from core.logging import get_logger
 from core.models import PipelineEntry
+from core.run_tables import FRAMEWORK_PREFIX, is_framework_table
 from pipelines.pipeline_factory import Pipeline
 
 #: A validation that a layer above this one adds to discovery (e.g. data checks, alert settings):
@@ -32,6 +35,11 @@ EntryCheck = Callable[[str, PipelineEntry], None]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _SRC = PROJECT_ROOT / "src"
+#: A module whose import (with its registry) takes longer is named in a warning: every command
+#: discovers every module, so each of them waits for it.
+SLOW_IMPORT_SECONDS = 2.0
+_EXIT_HINT = "a pipeline module must not exit or parse the command line when imported"
+log = get_logger("discovery")
 
 
 @dataclass
@@ -121,7 +129,22 @@ def _import_error(path: Path, exc: BaseException) -> str:
     if isinstance(exc, SyntaxError) and exc.lineno:
         line = exc.lineno
     where = f"{_display(path)}:{line}" if line else _display(path)
+    if isinstance(exc, SystemExit):  # sys.exit(), argparse's parse_args() on our command line
+        return f"{where}: SystemExit: {exc.code} ({_EXIT_HINT})"
     return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def _load_entries(path: Path) -> dict[str, Any]:
+    """Import one module and read its registry; names the module when that takes long."""
+    started = time.monotonic()
+    try:
+        return _entries(_import(path))
+    finally:
+        took = time.monotonic() - started
+        if took > SLOW_IMPORT_SECONDS:
+            log.warning("importing %s took %.1f s (more than %g s): every command that discovers pipelines "
+                        "waits for it; do slow work inside extract(), not at import",
+                        _display(path), took, SLOW_IMPORT_SECONDS)
 
 
 def _entries(module: ModuleType) -> dict[str, Any]:
@@ -166,6 +189,7 @@ def _validate(name: str, raw: Any, source: str, entry_checks: Sequence[EntryChec
     if not isinstance(entry.pipeline, Pipeline):
         raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
                              f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
+    _reserved_tables(entry, where)
     _declared_extras(name, entry, where, entry_checks)
     for key in ("lookback", "refresh_current"):
         if getattr(entry, key) and not entry.pipeline.interval_aware:
@@ -173,6 +197,15 @@ def _validate(name: str, raw: Any, source: str, entry_checks: Sequence[EntryChec
                                  "interval_aware = True and the ClickHouse loader in mode 'interval'): its runs "
                                  "would not own an interval to re-load")
     return entry
+
+
+def _reserved_tables(entry: PipelineEntry, where: str) -> None:
+    """A pipeline never writes the framework's own tables (its run history, coverage, state)."""
+    reserved = (f"names starting with '{FRAMEWORK_PREFIX}' are the framework's own tables (run history, coverage, "
+                "state); choose another")
+    for label, table in (("table_name", entry.table_name), ("the loader's table", entry.pipeline.loader.table)):
+        if isinstance(table, str) and is_framework_table(table):
+            raise DiscoveryError(f"{where}: {label} '{table}' is reserved: {reserved}")
 
 
 def _declared_extras(name: str, entry: PipelineEntry, where: str, entry_checks: Sequence[EntryCheck]) -> None:
@@ -201,8 +234,10 @@ def discover(pipelines_dir: Path, entry_checks: Sequence[EntryCheck] = ()) -> Re
             continue
         source = _display(path)
         try:
-            entries = _entries(_import(path))
-        except Exception as exc:  # a broken module must not hide the others
+            entries = _load_entries(path)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a broken module (even one that exits) must not hide the others
             registry.broken.append(Broken(source, _import_error(path, exc)))
             continue
         for name, raw in entries.items():

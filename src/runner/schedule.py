@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from core.exceptions import ScheduleError
+from core.validators import cron_expression
 
 if TYPE_CHECKING:
     from pipelines.pipeline_registry import PipelineSpec
@@ -64,8 +65,10 @@ def zone_name(zone: tzinfo) -> str:
 
 
 def cron_fields(schedule: str) -> list[str]:
-    """The five fields of a cron schedule; a schedule with a seconds field is refused."""
-    fields = schedule.split()
+    """The five fields of a cron schedule (``@daily`` -> ``0 0 * * *``); a seconds field is refused.
+
+    Discovery already checked the schedule against the one grammar (``core.validators.cron_schedule``)."""
+    fields = cron_expression(schedule).split()
     if len(fields) != 5:
         raise ScheduleError(f"schedule '{schedule}' has {len(fields)} fields; cron needs 5 "
                             "(minute hour day-of-month month day-of-week)")
@@ -81,6 +84,7 @@ def is_due(schedule: str, zone: tzinfo | None, moment: datetime) -> bool:
     from croniter import croniter
 
     fields = cron_fields(schedule)
+    schedule = " ".join(fields)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     local = moment.astimezone(zone or cron_zone())
@@ -154,6 +158,7 @@ def translate(schedule: str, zone: tzinfo | None, system: tzinfo, today: datetim
     from croniter import croniter
 
     fields = cron_fields(schedule)
+    schedule = " ".join(fields)
     if zone is None or zone_name(zone) == zone_name(system):
         return CronPlan((schedule,), False)
     day = (today or datetime.now(UTC)).astimezone(UTC).date().isoformat()
@@ -227,7 +232,7 @@ def previous_fire(schedule: str, zone: tzinfo, fire: datetime) -> datetime:
     """
     from croniter import croniter
 
-    times = croniter(schedule, fired_minute(fire).astimezone(zone))
+    times = croniter(cron_expression(schedule), fired_minute(fire).astimezone(zone))
     for _ in range(8):
         candidate = times.get_prev(datetime).astimezone(UTC)
         if is_due(schedule, zone, candidate):
@@ -239,7 +244,7 @@ def next_fire(schedule: str, zone: tzinfo, now: datetime) -> datetime:
     """The schedule's next fire time after ``now`` (read in ``zone``), in UTC."""
     from croniter import croniter
 
-    return croniter(schedule, now.astimezone(zone)).get_next(datetime).astimezone(UTC)
+    return croniter(cron_expression(schedule), now.astimezone(zone)).get_next(datetime).astimezone(UTC)
 
 
 def process_fire_minute() -> datetime:

@@ -364,6 +364,52 @@ def test_clean_removes_stale_files_but_keeps_env_data_logs(deployed: Deployment,
     assert summary(result.stdout)["venv"] == "reused (requirements.txt unchanged)"
 
 
+@pytest.mark.slow
+def test_a_pipeline_removed_locally_leaves_the_server_with_its_cron_entry(deployed: Deployment, server: Server,
+                                                                        source: Path, commands: str) -> None:
+    remote = deployed.remote
+    module = source / "src" / "pipelines" / "retired_pipeline.py"
+    module.write_text(PROBE_PIPELINE.replace("deploy_probe", "retired_probe").replace("17 3 * * *", "19 4 * * *"))
+    try:
+        result = deploy(server, source, remote)
+    finally:
+        module.unlink()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (remote / "src" / "pipelines" / "retired_pipeline.py").exists()
+    assert summary(result.stdout)["removed"] == "nothing"
+
+    def block() -> str:
+        crontab = subprocess.run([server.crontab, "-l"], capture_output=True, text=True, check=True).stdout
+        return crontab.split(f"# BEGIN data-processor {remote}", 1)[1].split("# END", 1)[0]
+
+    if "setup_cron" in commands.split():
+        assert "cron_run retired_probe" in block()
+    helper = remote / "src" / "pipelines" / "server_helper.py"  # not a pipeline module: stays without --clean
+    helper.write_text("# the server's own helper\n")
+
+    dry = deploy(server, source, remote, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert ("would remove 1 pipeline module(s) gone from the repository: src/pipelines/retired_pipeline.py "
+            "(and their cron entries)") in dry.stdout
+    assert (remote / "src" / "pipelines" / "retired_pipeline.py").exists()
+
+    result = deploy(server, source, remote)  # no --clean
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (remote / "src" / "pipelines" / "retired_pipeline.py").exists()
+    assert helper.exists() and (remote / "src" / "pipelines" / "deploy_probe_pipeline.py").exists()
+    assert ("[deploy] removed pipeline module src/pipelines/retired_pipeline.py (gone from the repository; "
+            "tables and data stay)") in result.stdout
+    facts = summary(result.stdout)
+    if "setup_cron" in commands.split():
+        assert "cron_run retired_probe" not in block() and "cron_run deploy_probe" in block()
+        assert facts["removed"] == "module src/pipelines/retired_pipeline.py; cron entry retired_probe"
+    assert facts["health"].startswith("healthy")
+    assert (remote / "data" / "clickhouse").is_dir()
+    again = deploy(server, source, remote)
+    assert again.returncode == 0 and summary(again.stdout)["removed"] == "nothing"
+    helper.unlink()
+
+
 # ---- early failures -----------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -106,3 +106,167 @@ def test_no_pipelines_is_a_friendly_message(pipelines_dir: Path) -> None:
     result = run_cli("list")
     assert result.returncode == 0
     assert f"No pipelines found: add a *_pipeline.py module to {pipelines_dir}" in result.stdout
+
+
+# ---- issue 23 §4: one schedule grammar, checked at discovery; a bad schedule is its pipeline's error ----
+
+def _crontab_table(script: Path) -> str:
+    table = script.parent / "table"
+    return table.read_text() if table.exists() else ""
+
+
+def test_a_schedule_that_never_fires_is_its_pipelines_error_only(pipelines_dir: Path, _private_crontab: Path) -> None:
+    import json
+
+    write(pipelines_dir, "good_pipeline.py",
+          'PIPELINE_REGISTRY = {"good": {"pipeline": make("g"), "schedule": "15 * * * *"}}')
+    feb = write(pipelines_dir, "feb_pipeline.py",
+                'PIPELINE_REGISTRY = {"feb31": {"pipeline": make("f"), "schedule": "0 0 31 2 *"}}')
+    reason = (f"pipeline 'feb31' in {feb}: schedule: '0 0 31 2 *' never fires "
+              "(no minute matches it in the next 10 years)")
+    listed = run_cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr + listed.stdout
+    assert "good" in listed.stdout and "15 * * * *" in listed.stdout
+    assert "never fires" in listed.stdout
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert [p["name"] for p in data["pipelines"]] == ["good"]
+    assert data["broken"] == [{"source": str(feb), "name": "feb31", "error": reason}]
+
+    checked = run_cli("check", "--json")
+    assert checked.returncode == 1, checked.stderr
+    checks = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert checks["pipelines"] == {"name": "pipelines", "status": "fail", "detail": f"1 broken: {reason}"}
+
+    setup = run_cli("setup_cron", "--all")
+    assert setup.returncode == 1, setup.stderr
+    assert f"error: broken pipeline module {feb}: {reason}" in setup.stderr
+    table = _crontab_table(_private_crontab)
+    assert "cron_run good --trigger cron" in table and "feb31" not in table
+    refused = run_cli("setup_cron", "feb31")
+    assert refused.returncode == 1 and refused.stderr.strip().endswith(f"Pipeline 'feb31' cannot run: {reason}")
+
+
+@pytest.mark.parametrize("schedule, problem", [
+    ("* * * * * */5", "'* * * * * */5' has 6 fields; cron needs 5 (minute hour day-of-month month day-of-week) "
+                      "or one of @hourly, @daily, @midnight, @weekly, @monthly, @yearly, @annually"),
+    ("@reboot", "'@reboot' is not a schedule cron fires on (use 5 fields or one of @hourly, @daily, @midnight, "
+                "@weekly, @monthly, @yearly, @annually)"),
+    ("0 0 L * *", "'0 0 L * *': day-of-month 'L' is not cron syntax (numbers, names, '*', ranges a-b, "
+                  "steps /n and lists a,b)"),
+    ("0 9 * * 1#2", "'0 9 * * 1#2': day-of-week '1#2' is not cron syntax (numbers, names, '*', ranges a-b, "
+                    "steps /n and lists a,b)"),
+    ("61 * * * *", "invalid cron expression '61 * * * *'"),
+])
+def test_schedules_cron_does_not_know_are_refused_at_discovery(tmp_path: Path, schedule: str, problem: str) -> None:
+    path = write(tmp_path, "x_pipeline.py",
+                 f'PIPELINE_REGISTRY = {{"x": {{"pipeline": make("x"), "schedule": "{schedule}"}}}}')
+    registry = discover(tmp_path)
+    assert registry.pipelines == {}
+    [broken] = registry.broken
+    assert broken.error == f"pipeline 'x' in {path}: schedule: {problem}"
+
+
+def test_cron_names_are_one_grammar_for_list_and_setup_cron(pipelines_dir: Path, _private_crontab: Path) -> None:
+    import json
+
+    write(pipelines_dir, "named_pipeline.py", """
+        PIPELINE_REGISTRY = {"nightly": {"pipeline": make("n"), "schedule": "@daily"},
+                             "hourly": {"pipeline": make("h"), "schedule": "@hourly"},
+                             "yearly": {"pipeline": make("y"), "schedule": "@annually"}}
+    """)
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert data["broken"] == []
+    runs = {p["name"]: (p["schedule"], p["next_run"]) for p in data["pipelines"]}
+    assert runs["nightly"][0] == "@daily" and runs["nightly"][1].endswith("T00:00:00+00:00")
+    assert runs["yearly"][1].endswith("-01-01T00:00:00+00:00")
+    setup = run_cli("setup_cron", "--all", env={"TZ": "UTC"})
+    assert setup.returncode == 0, setup.stderr
+    lines = {line.split(" cron_run ")[1].split()[0]: line.split(" cd ")[0]
+             for line in _crontab_table(_private_crontab).splitlines() if " cron_run " in line}
+    assert lines == {"nightly": "0 0 * * *", "hourly": "0 * * * *", "yearly": "0 0 1 1 *"}
+
+
+# ---- issue 23 §5: a module that exits or sleeps at import takes down only itself ----------------
+
+def test_a_module_that_exits_at_import_is_broken_and_the_others_run(pipelines_dir: Path) -> None:
+    import json
+
+    write(pipelines_dir, "good_pipeline.py", 'PIPELINE_REGISTRY = {"good": {"pipeline": make("g")}}')
+    exits = pipelines_dir / "exits_pipeline.py"
+    exits.write_text("import sys\nsys.exit(3)\n")
+    parses = pipelines_dir / "parses_pipeline.py"
+    parses.write_text("import argparse\nparser = argparse.ArgumentParser()\nparser.add_argument('--day')\n"
+                      "ARGS = parser.parse_args()\n")
+    listed = run_cli("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    data = json.loads(listed.stdout)
+    assert [p["name"] for p in data["pipelines"]] == ["good"]
+    hint = "a pipeline module must not exit or parse the command line when imported"
+    assert {b["source"]: b["error"] for b in data["broken"]} == {
+        str(exits): f"{exits}:2: SystemExit: 3 ({hint})",
+        str(parses): f"{parses}:4: SystemExit: 2 ({hint})",
+    }
+    run = run_cli("cron_run", "good")
+    assert run.returncode == 0, run.stderr
+    assert "success good " in run.stdout and ": 1 rows loaded (1 extracted)" in run.stdout
+
+
+def test_a_module_slow_to_import_is_named(pipelines_dir: Path) -> None:
+    write(pipelines_dir, "good_pipeline.py", 'PIPELINE_REGISTRY = {"good": {"pipeline": make("g")}}')
+    slow = write(pipelines_dir, "slow_pipeline.py", """
+        import time
+        time.sleep(2.5)
+        PIPELINE_REGISTRY = {"slow": {"pipeline": make("s")}}
+    """)
+    listed = run_cli("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "good" in listed.stdout and "slow" in listed.stdout
+    [warning] = [line for line in listed.stderr.splitlines() if "slow_pipeline.py" in line]
+    assert f"importing {slow} took 2." in warning
+    assert warning.endswith("s (more than 2 s): every command that discovers pipelines waits for it; "
+                            "do slow work inside extract(), not at import")
+    assert "good_pipeline.py" not in listed.stderr
+
+
+# ---- issue 23 §6: the framework's own tables are never a pipeline's target ---------------------
+
+def test_a_framework_table_as_target_is_refused_at_discovery(pipelines_dir: Path) -> None:
+    import json
+
+    clash = write(pipelines_dir, "clash_pipeline.py", """
+        from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+        PIPELINE_REGISTRY = {
+            "runs_clash": {"pipeline": create_el_pipeline(One(), create_clickhouse_loader("_dp_runs"), "r")},
+            "coverage_clash": {"pipeline": make("c"), "table_name": "_dp_coverage"},
+            "fine": {"pipeline": create_el_pipeline(One(), create_clickhouse_loader("dp_runs_copy"), "f")},
+        }
+    """)
+    reserved = ("names starting with '_dp_' are the framework's own tables (run history, coverage, state); "
+                "choose another")
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert [p["name"] for p in data["pipelines"]] == ["fine"]
+    assert {b["name"]: b["error"] for b in data["broken"]} == {
+        "runs_clash": f"pipeline 'runs_clash' in {clash}: the loader's table '_dp_runs' is reserved: {reserved}",
+        "coverage_clash": f"pipeline 'coverage_clash' in {clash}: table_name '_dp_coverage' is reserved: {reserved}",
+    }
+    run = run_cli("cron_run", "runs_clash")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].endswith(
+        f"Pipeline 'runs_clash' cannot run: pipeline 'runs_clash' in {clash}: the loader's table '_dp_runs' "
+        f"is reserved: {reserved}")
+
+
+def test_every_framework_table_carries_the_reserved_prefix() -> None:
+    from audit.results import CHECKS_TABLE
+    from core.migrations.tables import LOCKS_TABLE, MIGRATIONS_TABLE
+    from core.run_tables import FRAMEWORK_PREFIX, STAGING_PREFIX
+    from ops.alerts.state import ALERT_LOG_TABLE, ALERTS_TABLE
+    from pipelines.tools.loaders.clickhouse_attach import ATTACHED_TABLE
+    from record.coverage import COVERAGE_TABLE
+    from record.tables import QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE
+
+    tables = [CHECKS_TABLE, LOCKS_TABLE, MIGRATIONS_TABLE, STAGING_PREFIX, ALERT_LOG_TABLE, ALERTS_TABLE,
+              ATTACHED_TABLE, COVERAGE_TABLE, QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE]
+    assert FRAMEWORK_PREFIX == "_dp_" and all(t.startswith(FRAMEWORK_PREFIX) for t in tables)

@@ -96,7 +96,7 @@ def test_new_writes_a_module_a_migration_and_a_test_that_pass(project: Project) 
     assert run.returncode == 0 and "3 rows loaded" in run.stdout, run.stderr
     unset = project.cli("cron_run", "orders_api", "--date", "2026-01-15")
     assert unset.returncode == 1
-    assert "orders_api: set ORDERS_API_API_URL (the API's URL) in .env or the environment" in unset.stderr
+    assert "orders_api: set ORDERS_API_URL (the API's URL) in .env or the environment" in unset.stderr
 
 
 def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
@@ -161,3 +161,32 @@ def test_new_from_sql_writes_a_sql_pipeline_its_table_and_a_test_that_pass(proje
     assert summarized.stdout.splitlines() == ["day\tevents", "2026-01-15\t2"]
     console = project.cli("new", "feed", "--from", "sql", "--loader", "console")
     assert console.returncode == 1 and "a SQL pipeline runs inside ClickHouse" in console.stderr
+
+
+def test_new_refuses_a_name_too_long_for_its_files_in_one_line(project: Project) -> None:
+    before = project.files()
+    result = project.cli("new", "a" * 300, "--from", "file")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: the name is 300 characters long; at most 64 (it names the module, "
+                                     "the table, the migration and the test)")
+    assert project.files() == before  # nothing half-written
+    longest = project.cli("new", "b" * 64, "--from", "file")
+    assert longest.returncode == 0, longest.stderr
+    assert f"wrote src/pipelines/{'b' * 64}_pipeline.py" in longest.stdout
+
+
+def test_new_names_the_url_setting_without_repeating_the_source(project: Project) -> None:
+    cases = {("orders_db", "db"): "ORDERS_DB_URL", ("orders", "db"): "ORDERS_DB_URL",
+             ("shop_api", "http"): "SHOP_API_URL", ("shop", "http"): "SHOP_API_URL",
+             ("db_orders", "db"): "DB_ORDERS_DB_URL"}
+    for (name, source), setting in cases.items():
+        made = project.cli("new", name, "--from", source)
+        assert made.returncode == 0, made.stderr
+        assert f"set {setting} in .env, then ./run.sh cron_run {name}" in made.stdout
+        module = (project.root / "src" / "pipelines" / f"{name}_pipeline.py").read_text()
+        test = (project.root / "tests" / "pipelines" / f"test_{name}_pipeline.py").read_text()
+        assert f'"{setting}"' in module and f'monkeypatch.setenv("{setting}"' in test
+        assert f"{setting}_" not in module + test and "_DB_DB_" not in module and "_API_API_" not in module
+    unset = project.cli("cron_run", "shop_api", "--date", "2026-01-15")
+    assert unset.returncode == 1
+    assert "shop_api: set SHOP_API_URL (the API's URL) in .env or the environment" in unset.stderr
