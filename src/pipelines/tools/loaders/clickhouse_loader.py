@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.exceptions import LoadError, StoreError
+from core.intervals import SLICE_END, SLICE_START, in_slice_sql, outside_slice_sql, slice_parameters
 from core.locks import FileLock
 from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
@@ -168,10 +169,12 @@ class ClickHouseLoader(StagedStructure, Loader):
                 self._null_into(context, column, self._columns[column], where)  # widens or raises
                 store.command(f"TRUNCATE TABLE {staging}")
         if self.mode == "interval":
-            in_slice, bounds = self._slice(context)
             column = quote_identifier(self.time_column or "")
-            [(bad, first)] = store.query_rows(
-                f"SELECT count(), min({column}) FROM {staging} WHERE NOT ({in_slice})", bounds)
+            [(bad, nulls, first)] = store.query_rows(
+                f"SELECT count(), countIf({column} IS NULL), min({column}) FROM {staging} "
+                f"WHERE {outside_slice_sql(column)}", self._bounds(context))
+            if nulls:
+                raise LoadError(self._null_time_message(nulls))
             if bad:
                 raise LoadError(self._outside_message(bad, context, first))
         self._rows = int(store.command(f"SELECT count() FROM {staging}"))
@@ -222,13 +225,11 @@ class ClickHouseLoader(StagedStructure, Loader):
                                     "AND name = {t:String}", {"d": store.database, "t": self.table})
         if not key or not self.time_column:
             return False
-        _, bounds = self._slice(context)
         column = quote_identifier(self.time_column)
         try:
             ids = [p for (p,) in store.query_rows(
                 f"SELECT partitionId({key}) FROM (SELECT arrayJoin([b - toIntervalMicrosecond(1), b]) AS {column} "
-                "FROM (SELECT arrayJoin([toDateTime64({start:String}, 6, 'UTC'), toDateTime64({end:String}, 6, 'UTC')]) AS b))",
-                bounds)]
+                f"FROM (SELECT arrayJoin([{SLICE_START}, {SLICE_END}]) AS b))", self._bounds(context))]
         except Exception:  # a key on other columns too: cannot tell, so lock
             return False
         return ids[0] != ids[1] and ids[2] != ids[3]
@@ -250,8 +251,9 @@ class ClickHouseLoader(StagedStructure, Loader):
         store = context.store
         label = Interval(context.start, context.end).label
         if self.mode == "interval":
-            in_slice, bounds = self._slice(context)
-            held = int(store.command(f"SELECT count() FROM {store.table(self.table)} WHERE {in_slice}", bounds))
+            in_slice = in_slice_sql(quote_identifier(self.time_column or ""))
+            held = int(store.command(f"SELECT count() FROM {store.table(self.table)} WHERE {in_slice}",
+                                     self._bounds(context)))
             what = f"which holds {held:,} rows"
         else:
             held = int(store.command(f"SELECT count() FROM {store.table(self.table)}"))
@@ -292,16 +294,16 @@ class ClickHouseLoader(StagedStructure, Loader):
     def _commit_interval(self, context: RunContext) -> None:
         store = context.store
         target, staging = store.table(self.table), store.table(self._staging_name)
-        in_slice, bounds = self._slice(context)
-        touched = sorted(
-            {p for (p,) in store.query_rows(f"SELECT DISTINCT _partition_id FROM {target} WHERE {in_slice}", bounds)}
-            | set(self._partitions(context, self._staging_name))
-        )
+        column, bounds = quote_identifier(self.time_column or ""), self._bounds(context)
+        held = store.query_rows(f"SELECT DISTINCT _partition_id FROM {target} WHERE {in_slice_sql(column)}", bounds)
+        touched = sorted({p for (p,) in held} | set(self._partitions(context, self._staging_name)))
         for partition in touched:
             # Rebuild the whole partition in staging: the slice's new rows are there already;
-            # copy the partition's rows outside the slice (none when partitions align with runs).
+            # copy the partition's rows outside the slice (none when partitions align with runs),
+            # rows whose time column is NULL included: they belong to no interval.
             store.command(
-                f"INSERT INTO {staging} SELECT * FROM {target} WHERE _partition_id = {{p:String}} AND NOT ({in_slice})",
+                f"INSERT INTO {staging} SELECT * FROM {target} WHERE _partition_id = {{p:String}} "
+                f"AND {outside_slice_sql(column)}",
                 {**bounds, "p": partition}, settings={**_INSERT_SETTINGS,
                                                       "insert_deduplication_token": f"{context.run_id}-keep-{partition}"},
             )
@@ -326,13 +328,15 @@ class ClickHouseLoader(StagedStructure, Loader):
             return {self.run_id_column: context.run_id}
         return {}
 
-    def _slice(self, context: RunContext) -> tuple[str, dict[str, str]]:
-        """SQL condition (with its parameters) for rows inside the run's interval."""
-        column = quote_identifier(self.time_column or "")
-        condition = (f"{column} >= toDateTime64({{start:String}}, 6, 'UTC') "
-                     f"AND {column} < toDateTime64({{end:String}}, 6, 'UTC')")
-        return condition, {"start": context.start.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                           "end": context.end.strftime("%Y-%m-%d %H:%M:%S.%f")}
+    @staticmethod
+    def _bounds(context: RunContext) -> dict[str, str]:
+        """The run's interval as the parameters of ``core.intervals.in_slice_sql``."""
+        return slice_parameters(context.start, context.end)
+
+    def _null_time_message(self, nulls: int) -> str:
+        return (f"Loader for '{self.table}': {nulls} row(s) have a NULL time column '{self.time_column}', which "
+                "places no row in an interval; an interval run may only write rows of its own slice: "
+                "fill or filter them")
 
     def _outside_message(self, bad: int, context: RunContext, first: object) -> str:
         return (f"Loader for '{self.table}': {bad} row(s) have {self.time_column} outside the run's interval "
@@ -353,18 +357,20 @@ class ClickHouseLoader(StagedStructure, Loader):
             raise LoadError(f"Loader for '{self.table}': time column '{column}' must be a date or timestamp, "
                             f"got {values.type}")
         values = pc.cast(values, pa.timestamp("us", tz="UTC"))
+        if values.null_count:
+            raise LoadError(self._null_time_message(values.null_count))
         # The common case (every row inside) with min/max on integers: comparing against Python
         # scalars would make pyarrow import pandas (~0.5 s per run) for nothing.
         micros = pc.min_max(values.cast(pa.int64()))
         low, high = micros["min"].as_py(), micros["max"].as_py()
-        if values.null_count == 0 and low is not None and _micros(context.start) <= low and high < _micros(context.end):
+        if low is not None and _micros(context.start) <= low and high < _micros(context.end):
             return
         start = pa.scalar(context.start, type=pa.timestamp("us", tz="UTC"))
         end = pa.scalar(context.end, type=pa.timestamp("us", tz="UTC"))
         outside = pc.or_kleene(pc.less(values, start), pc.greater_equal(values, end))
-        bad = pc.sum(pc.fill_null(outside, True)).as_py() or 0
+        bad = pc.sum(outside).as_py() or 0
         if bad:
-            first = pc.filter(values, pc.fill_null(outside, True))[0]
+            first = pc.filter(values, outside)[0]
             raise LoadError(self._outside_message(bad, context, first.as_py()))
 
 
