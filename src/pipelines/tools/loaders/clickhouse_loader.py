@@ -38,12 +38,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.exceptions import LoadError, StoreError
-from core.intervals import SLICE_END, SLICE_START, in_slice_sql, outside_slice_sql, slice_parameters
+from core.intervals import in_slice_sql, outside_slice_sql, slice_parameters
 from core.locks import FileLock
 from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, to_arrow
 from pipelines.tools.factory import component_factory
+from pipelines.tools.loaders.clickhouse_layout import Layout, read_layout, report_rebuild
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
@@ -113,6 +114,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         self._columns: dict[str, str] = {}  # the staging table's columns (the target's at commit)
         self._batch_no = 0
         self._rows = 0
+        self._supplied: set[str] = set()  # the columns the run's data carries (their DEFAULTs do not apply)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class ClickHouseLoader(StagedStructure, Loader):
             data = data.drop_columns([self.run_id_column])
         self._ensure_staging(context, data.schema)
         self._evolve(context, data.schema)
+        self._supplied.update(data.column_names)
         self._check_nulls(context, data)
         if self.mode == "interval":
             self._check_interval(data, context)
@@ -147,6 +150,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         schema = pa.schema([f for f in source.schema if f.name != self.run_id_column])
         self._ensure_staging(context, schema)
         self._evolve(context, schema)
+        self._supplied.update(schema.names)
         if self.mode == "interval" and self.time_column not in schema.names:
             raise LoadError(f"Loader for '{self.table}' (interval mode): the data has no time column "
                             f"'{self.time_column}' (columns: {', '.join(schema.names)})")
@@ -198,8 +202,6 @@ class ClickHouseLoader(StagedStructure, Loader):
             # (a first run's target is created only once its checks pass).
             context.check_staged(Staged(self.table, self._staging_name, self.mode, self.time_column, self.primary_key))
             self._publish_structure(context)
-            if self.mode == "interval":
-                self._warn_unaligned(context)
             with self._rebuild_lock(context):
                 getattr(self, f"_commit_{self.mode}")(context)
         finally:
@@ -210,29 +212,17 @@ class ClickHouseLoader(StagedStructure, Loader):
         """On a server, rebuilds that copy rows from outside the slice are serialised across hosts
         (the file lock above covers one host). A slice of whole partitions copies nothing, and
         ``REPLACE PARTITION`` is atomic, so it needs no lock (the run lock excludes its interval)."""
-        if self.mode != "interval" or not context.store.is_server or self._slice_is_whole_partitions(context):
+        if self.mode != "interval" or not context.store.is_server \
+                or self._layout(context).follows(context.store, context.start, context.end):
             return nullcontext()
         from core.shared_locks import rebuild_lock
 
         return rebuild_lock(context.store, self.table, context.settings.store_lock_timeout,
                             f"commit of run {context.run_id}")
 
-    def _slice_is_whole_partitions(self, context: RunContext) -> bool:
-        """True when the partition changes exactly at the slice's start and end (partition keys
-        are monotonic in time: toDate, toYYYYMM, toStartOfHour...)."""
-        store = context.store
-        [(key,)] = store.query_rows("SELECT partition_key FROM system.tables WHERE database = {d:String} "
-                                    "AND name = {t:String}", {"d": store.database, "t": self.table})
-        if not key or not self.time_column:
-            return False
-        column = quote_identifier(self.time_column)
-        try:
-            ids = [p for (p,) in store.query_rows(
-                f"SELECT partitionId({key}) FROM (SELECT arrayJoin([b - toIntervalMicrosecond(1), b]) AS {column} "
-                f"FROM (SELECT arrayJoin([{SLICE_START}, {SLICE_END}]) AS b))", self._bounds(context))]
-        except Exception:  # a key on other columns too: cannot tell, so lock
-            return False
-        return ids[0] != ids[1] and ids[2] != ids[3]
+    def _layout(self, context: RunContext) -> Layout:
+        """The target's partitions against the time column (DEFAULTs of columns the data supplied do not count)."""
+        return read_layout(context.store, self.table, self.time_column or "", self._supplied)
 
     def rollback(self, context: RunContext) -> None:
         self._drop_staging(context)
@@ -315,10 +305,11 @@ class ClickHouseLoader(StagedStructure, Loader):
                 # Nothing left in this partition: the slice is empty on purpose (ClickHouse refuses
                 # REPLACE PARTITION from an empty source, and an empty result must not be a no-op).
                 store.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
-        kept = store.command(f"SELECT count() FROM {staging}") - self._rows
+        kept = int(store.command(f"SELECT count() FROM {staging}")) - self._rows
         context.logger.info("Replaced interval %s..%s of %s: %d rows loaded, %d partition(s) swapped%s",
                             bounds["start"], bounds["end"], self.table, self._rows, len(touched),
                             f", {kept} rows outside the interval kept" if kept else "")
+        report_rebuild(context, self._layout(context), kept, self._rows, len(touched))
 
     # ---- helpers -----------------------------------------------------------------------
 
