@@ -57,10 +57,12 @@ def python_schema(csv: CsvFormat, path: Path) -> pa.Schema | None:
             reader = pcsv.open_csv(source, **csv.arrow_options(on_invalid))
             if bad:  # a malformed row in the first block (later ones make ClickHouse stop)
                 return None
-            first = next(iter(reader), None)
+            # Numbers with a missing-value marker not in null_values: guessed as text, and the
+            # Python path fails loudly on it (only a text column can be such a column).
+            texts = any(pa.types.is_string(f.type) and f.name not in csv.types for f in reader.schema)
+            first = next(iter(reader), None) if texts else None
     except (pa.ArrowInvalid, OSError):
         return None
-    # Numbers with a missing-value marker not in null_values: the Python path fails loudly on it.
     if first is not None and csv.unlisted_null(first):
         return None
     return reader.schema
