@@ -6,14 +6,17 @@ CLI, on a table made by a migration, in both engine modes."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from conftest import rows, run_cli
 from core.store import Store
+from ui_project import UiServer
 
 MIGRATION = """\
 CREATE TABLE IF NOT EXISTS {database}.nt{cluster}
@@ -105,6 +108,14 @@ def test_an_interval_run_keeps_rows_whose_time_column_is_null(nt: Store) -> None
         ("2026-10-31", 0, "no data"), ("2026-11-01", 1, "ok")]
     shown = run_cli("backfill_counts", "nt_rows", "--start", "2026-10-31", "--end", "2026-11-01")
     assert "2 rows have no ts (NULL): they belong to no day" in " ".join(shown.stdout.split())
+    ui = UiServer(SimpleNamespace(env={}))  # the status page's rows page says the same
+    try:
+        page = ui.get("/rows?days=7")
+    finally:
+        ui.stop()
+    assert page.status_code == 200
+    section = re.search(r'<section class="rows" id="rows-nt_rows">(.*?)</section>', page.text, re.S).group(1)
+    assert "4 rows in total. 2 of them have no ts (NULL): they are in no day." in section
 
 
 @pytest.mark.parametrize("pipeline", ["nt_null", "nt_sql", "nt_csv"])
