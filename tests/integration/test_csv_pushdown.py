@@ -244,3 +244,17 @@ def test_by_default_na_is_text_and_a_number_column_holding_it_fails_loudly(store
         f"file:penguins.csv: {penguins} data row 2: column 'bill_length_mm' holds numbers and 'NA', which is "
         "not one of null_values ['']; if 'NA' means missing, pass null_values=['', 'NA'] (or "
         "types={'bill_length_mm': 'str'} to keep the column as text)")
+
+
+def test_a_late_unlisted_na_in_a_number_column_fails_with_the_null_values_hint(store: Store, make_context,
+                                                                                tmp_path) -> None:
+    path = tmp_path / "late_na.csv"
+    lines = 9 * 2**20 // 20
+    with open(path, "w") as fh:
+        fh.write("id,code\n" + "".join(f"{i},{i % 1000:>12}\n".replace(" ", "0") for i in range(lines)))
+        fh.write(f"{lines},NA\n")
+    result = load_both(store, make_context, path)
+    assert result["push"] == result["python"]
+    assert result["push"]["error"].endswith(
+        f"line {lines + 2}: column 'code' cannot be read as int64: invalid value 'NA' (its type was guessed from "
+        "the first rows; set it with types={'code': ...}); if 'NA' means missing, pass null_values=['', 'NA']")
