@@ -102,8 +102,9 @@ def table_counts(store: Store, table: str, time_column: str | None, first: date,
     day = column if str(kind).removeprefix("Nullable(").startswith("Date") and "DateTime" not in str(kind) \
         else f"toDate({column}, 'UTC')"
     rows = store.query_rows(
-        f"SELECT {day} AS d, count() FROM {store.table(table)} WHERE d IS NULL OR (d >= {{first:Date}} AND d <= {{last:Date}}) "
-        "GROUP BY d ORDER BY d", {"first": first, "last": last})
+        f"SELECT {day} AS d, count() FROM {store.table(table)} "
+        "WHERE d IS NULL OR (d >= {first:Date} AND d <= {last:Date}) GROUP BY d ORDER BY d",
+        {"first": first, "last": last})
     return total, {d: int(n) for d, n in rows}
 
 

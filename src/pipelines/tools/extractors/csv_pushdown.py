@@ -3,14 +3,15 @@
 The Python path (Arrow's CSV reader, see ``file_formats.CsvFormat.read``) decides the column types from
 the first block and reads the extractor's ``null_values`` (default: only the empty field) as NULL
 in every column, text included; a column of numbers holding another missing-value marker (``NA``)
-fails there, so such a file is not pushed down. Push-down reproduces that only where it is certain: every column is read by ClickHouse
-as raw text (positionally, no trimming, no single quotes, no defaults for empty fields), and each
-value must look like what Arrow would read the same way (``-?[0-9]{1,18}`` for an int64 column,
-a plain decimal for a float64 column, valid UTF-8 without line breaks for a string column,
-``YYYY-MM-DD HH:MM:SS[Z]`` that prints back the same for a timestamp[s] column)
-before it is converted. Anything else (another type, a value outside those shapes, a malformed
-line, an empty line) makes ClickHouse stop the statement; the run then streams the file through
-the Python path (``SqlSource.fallback``), whose errors, line numbers and quarantine decide.
+fails there, so such a file is not pushed down. Push-down reproduces that only where it is
+certain: every column is read by ClickHouse as raw text (positionally, no trimming, no single
+quotes, no defaults for empty fields), and each value must look like what Arrow would read the
+same way (``-?[0-9]{1,18}`` for an int64 column, a plain decimal for a float64 column, valid
+UTF-8 without line breaks for a string column, ``YYYY-MM-DD HH:MM:SS[Z]`` that prints back the
+same for a timestamp[s] column) before it is converted. Anything else (another type, a value
+outside those shapes, a malformed line, an empty line) makes ClickHouse stop the statement; the
+run then streams the file through the Python path (``SqlSource.fallback``), whose errors, line
+numbers and quarantine decide.
 Files that could differ before the first value is read (a byte-order mark, compression, an
 encoding other than UTF-8, chosen columns or names) are not pushed down at all.
 """

@@ -44,8 +44,8 @@ from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, to_arrow
 from pipelines.tools.factory import component_factory
-from pipelines.tools.loaders.clickhouse_layout import Layout, read_layout, report_rebuild
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
+from pipelines.tools.loaders.clickhouse_layout import Layout, read_layout, report_rebuild
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
 RUN_ID_COLUMN = "_dp_run_id"
