@@ -154,7 +154,7 @@ class Unique(Check):
             pass  # a first run: the staged rows are the whole table-to-be
         elif mode == "interval":
             parts.append(f"SELECT {key} FROM {audit.table} "
-                         f"WHERE NOT ({audit.in_slice()}) AND ({key}) IN ({staged_keys})")
+                         f"WHERE {audit.outside_slice()} AND ({key}) IN ({staged_keys})")
         elif mode == "append":
             parts.append(f"SELECT {key} FROM {audit.table} WHERE ({key}) IN ({staged_keys})")
         elif mode == "merge":

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.intervals import in_slice_sql, outside_slice_sql
 from core.models import as_utc
 from core.validators import quote_identifier
 from pipelines.interfaces import Staged  # what a loader hands to the checks (re-exported here)
@@ -75,9 +76,14 @@ class Audit:
         return kind
 
     def in_slice(self) -> str:
-        """SQL condition: a target row lies in the run's interval (interval mode)."""
-        column = self.q(self.staged.time_column or "")
-        return f"{column} >= {{start:DateTime64(6, 'UTC')}} AND {column} < {{end:DateTime64(6, 'UTC')}}"
+        """SQL condition: a target row lies in the run's interval (interval mode); false when its
+        time column is NULL (such a row belongs to no interval: every rebuild keeps it)."""
+        return in_slice_sql(self.q(self.staged.time_column or ""))
+
+    def outside_slice(self) -> str:
+        """SQL condition: a target row stays when this run is published (interval mode): the exact
+        complement of :meth:`in_slice`, true when the time column is NULL."""
+        return outside_slice_sql(self.q(self.staged.time_column or ""))
 
     def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
         rows = self.store.query_rows(sql, {**self.params, **(params or {})})

@@ -165,6 +165,7 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None,
         counts = count_rows(app.store, spec, first, last)
         result.append({"pipeline": counts.pipeline, "table": counts.table, "time_column": counts.time_column,
                        "mode": counts.mode, "exists": counts.exists, "total_rows": counts.total,
+                       "rows_without_time": counts.without_time,
                        "days": [{"date": d.day.isoformat(), "rows": d.rows, "reported": d.reported,
                                  "status": d.status} for d in counts.days]})
     if as_json:
@@ -181,6 +182,9 @@ def backfill_counts(app: App, days_and_jobs: tuple[str, ...], start: str | None,
         if not item["time_column"]:
             app.console.print("  (no time column: rows per day are not known)")
             continue
+        if item["rows_without_time"]:
+            app.console.print(f"  {item['rows_without_time']:,} rows have no {item['time_column']} (NULL): they "
+                              "belong to no day and no interval (every interval run keeps them)")
         app.console.print(_days_table(item["days"]) if len(item["days"]) <= MONTHLY_AFTER_DAYS
                           else _months_table(item["days"]))
         flagged = [d for d in item["days"] if d["status"] in ("no data", "mismatch", "incomplete")]

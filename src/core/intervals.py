@@ -105,3 +105,32 @@ def split(first: datetime, last: datetime, granularity: Granularity) -> list[Int
         intervals.append(Interval(cursor, cursor + step))
         cursor += step
     return intervals
+
+
+# ---- the slice of a table a run owns, in SQL ------------------------------------------------------
+# Defined once, for every filter by a run's interval (the loader's rebuild and its checks of the
+# staged rows, the data checks): a row whose time column is NULL belongs to no interval. Both
+# conditions are two-valued (never NULL), and each is the exact complement of the other, so a
+# ``WHERE NOT (in_slice)`` can never drop a NULL row by three-valued logic.
+
+#: The run's interval bounds as typed query parameters (values: :func:`slice_parameters`).
+SLICE_START = "{start:DateTime64(6, 'UTC')}"
+SLICE_END = "{end:DateTime64(6, 'UTC')}"
+
+
+def in_slice_sql(column: str) -> str:
+    """SQL condition: the row's ``column`` (quoted SQL) lies in ``[start, end)``; false when NULL."""
+    return f"({column} IS NOT NULL AND {column} >= {SLICE_START} AND {column} < {SLICE_END})"
+
+
+def outside_slice_sql(column: str) -> str:
+    """SQL condition: the row is not in the run's slice (true when ``column`` is NULL)."""
+    return f"NOT {in_slice_sql(column)}"
+
+
+def slice_parameters(start: datetime, end: datetime) -> dict[str, str]:
+    """The values of ``{start}`` / ``{end}`` in :func:`in_slice_sql`, as ClickHouse parses them (UTC)."""
+    def text(moment: datetime) -> str:  # naive values are UTC already
+        return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    return {"start": text(start), "end": text(end)}

@@ -55,7 +55,8 @@ def place_orders_on_run_day(df: pd.DataFrame, context) -> pd.DataFrame:
         "status": df["status"],
         "loaded_at": pd.Timestamp.now(tz="UTC"),
     })
-    out["event_date"] = out["event_time"].dt.date
+    # No event_date: the table computes it (DEFAULT toDate(event_time)), so its daily partitions
+    # follow the time column and each run swaps exactly its day's partition, copying nothing.
     return out
 
 

@@ -38,6 +38,8 @@ class RowCounts:
     total: int
     days: list[DayCount]
     computed_at: float
+    #: Rows whose time column is NULL: they belong to no interval and to no day (every rebuild keeps them).
+    without_time: int = 0
 
 
 def day_status(rows: int, reported: int | None, has_run: bool, comparable: bool, incomplete: bool = False) -> str:
@@ -69,6 +71,7 @@ def count_rows(store: Store, spec: PipelineSpec, first: date, last: date) -> Row
     time_column = loader.time_column
     comparable = loader.interval_scoped
     total, per_day = table_counts(store, table, time_column, first, last)
+    without_time = per_day.pop(None, 0)
     days = []
     if time_column:
         history = cov.read_history(store, spec.name, create=False, first=first, last=last)
@@ -79,12 +82,13 @@ def count_rows(store: Store, spec: PipelineSpec, first: date, last: date) -> Row
             days.append(DayCount(day, rows, reported.get(day) if comparable else None,
                                  day_status(rows, reported.get(day), day in reported, comparable, day in partly)))
     return RowCounts(spec.name, table, time_column, loader.mode, total is not None, total or 0,
-                     days, time.time())
+                     days, time.time(), without_time)
 
 
 def table_counts(store: Store, table: str, time_column: str | None, first: date,
-                 last: date) -> tuple[int | None, dict[date, int]]:
-    """Total rows of ``table`` (None when it does not exist) and rows per UTC day of ``time_column``."""
+                 last: date) -> tuple[int | None, dict[date | None, int]]:
+    """Total rows of ``table`` (None when it does not exist) and rows per UTC day of ``time_column``;
+    the key None counts the rows whose time column is NULL (they are in no day)."""
     from core.validators import quote_identifier
 
     if not store.database_exists() or not store.table_exists(table):
@@ -98,8 +102,9 @@ def table_counts(store: Store, table: str, time_column: str | None, first: date,
     day = column if str(kind).removeprefix("Nullable(").startswith("Date") and "DateTime" not in str(kind) \
         else f"toDate({column}, 'UTC')"
     rows = store.query_rows(
-        f"SELECT {day} AS d, count() FROM {store.table(table)} WHERE d >= {{first:Date}} AND d <= {{last:Date}} "
-        "GROUP BY d ORDER BY d", {"first": first, "last": last})
+        f"SELECT {day} AS d, count() FROM {store.table(table)} "
+        "WHERE d IS NULL OR (d >= {first:Date} AND d <= {last:Date}) GROUP BY d ORDER BY d",
+        {"first": first, "last": last})
     return total, {d: int(n) for d, n in rows}
 
 

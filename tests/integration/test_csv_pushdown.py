@@ -75,14 +75,15 @@ def test_a_good_csv_is_read_by_clickhouse_and_equals_the_python_path(store: Stor
              for i in range(7, 3000)]
     path = tmp_path / "good.csv"
     path.write_text(GOOD + "\n".join(lines) + "\n")
-    result = load_both(store, make_context, path)
+    # The listed strings are NULL in every column, text included (quoted or not).
+    result = load_both(store, make_context, path, null_values=["", "NA", "nan", "NULL"])
     assert "ClickHouse read good.csv itself: 2999 rows" in caplog.text
     assert result["push"] == result["python"]
     push = result["push"]
     assert push["error"] is None and len(push["rows"]) == 2999
     assert push["rows"][:6] == [
-        (1, " spaced ", 1.5, None), (2, "NULL", -2250.0, 7), (3, "quoted, comma", None, 0),
-        (4, "\\N", None, 7), (5, "", None, 9), (6, 'say "hi"', 0.1, None)]
+        (1, " spaced ", 1.5, None), (2, None, -2250.0, 7), (3, "quoted, comma", None, 0),
+        (4, "\\N", None, 7), (5, None, None, 9), (6, 'say "hi"', 0.1, None)]
     assert dict(push["types"])["amount"] == "Nullable(Float64)"
 
 
@@ -167,7 +168,7 @@ def test_a_late_value_of_another_type_fails_as_on_the_python_path(store: Store, 
 @pytest.mark.embedded_only("ClickHouse reads the local file itself only on this machine's engine; a remote server gets the rows streamed")
 @pytest.mark.parametrize("body, pushed", [
     ("id,at\n1,2013-01-01 05:00:00\n2,2013-12-31T23:59:59\n3,\n", True),       # naive means UTC
-    ("id,at\n1,2013-01-01 05:00:00Z\n2,NULL\n", True),                         # all with Z: UTC
+    ("id,at\n1,2013-01-01 05:00:00Z\n2,\n", True),                             # all with Z: UTC
     ("id,at\n1,2013-01-01 05:00:00\n2,2013-02-30 00:00:00\n", True),            # no such day: text
     ("id,at\n1,2013-01-01 05:00:00.5\n", False),                                # not whole seconds
     ("id,at\n1,1850-01-01 00:00:00\n", True),                                   # an old date
@@ -192,3 +193,68 @@ def test_a_late_impossible_timestamp_fails_as_on_the_python_path(store: Store, m
     result = load_both(store, make_context, path)
     assert result["push"] == result["python"]
     assert "2013-02-30 00:00:00" in result["push"]["error"]
+
+
+# ---- which strings mean NULL: null_values= (issue 29) ------------------------------------------
+
+PENGUINS = (
+    "species,island,bill_length_mm,bill_depth_mm,flipper_length_mm,body_mass_g,sex,year\n"
+    "Adelie,Torgersen,39.1,18.7,181,3750,male,2007\n"
+    "Adelie,Torgersen,NA,NA,NA,NA,NA,2007\n"
+    "Adelie,Torgersen,36.7,19.3,193,3450,female,2007\n"
+    "Gentoo,Biscoe,44.5,14.3,216,4100,NA,2008\n"
+)
+
+
+def test_listed_null_values_are_null_in_every_column_on_both_paths(store: Store, make_context, tmp_path,
+                                                                   caplog) -> None:
+    caplog.set_level("INFO", logger="dp")
+    path = tmp_path / "penguins.csv"
+    path.write_text(PENGUINS)
+    result = load_both(store, make_context, path, null_values=["NA"])
+    assert result["push"] == result["python"]
+    assert result["push"]["error"] is None
+    assert result["push"]["rows"] == [
+        ("Adelie", "Torgersen", 36.7, 19.3, 193, 3450, "female", 2007),
+        ("Adelie", "Torgersen", 39.1, 18.7, 181, 3750, "male", 2007),
+        ("Adelie", "Torgersen", None, None, None, None, None, 2007),
+        ("Gentoo", "Biscoe", 44.5, 14.3, 216, 4100, None, 2008)]
+    assert dict(result["push"]["types"])["sex"] == "Nullable(String)"
+    if store.settings.is_embedded:  # a server gets the rows streamed: both paths are Python there
+        assert "ClickHouse read penguins.csv itself: 4 rows" in caplog.text
+
+
+def test_by_default_na_is_text_and_a_number_column_holding_it_fails_loudly(store: Store, make_context,
+                                                                           tmp_path) -> None:
+    countries = tmp_path / "countries.csv"
+    countries.write_text("code,name,population\nNA,Namibia,2604172\nDE,Germany,\nFR,France,68373433\n")
+    result = load_both(store, make_context, countries)
+    assert result["push"] == result["python"]
+    # Namibia keeps its code; an empty field is NULL (the default null_values is [""]).
+    assert result["push"]["rows"] == [("DE", "Germany", None), ("FR", "France", 68373433),
+                                      ("NA", "Namibia", 2604172)]
+    store.command("DROP TABLE csv_push")
+    store.command("DROP TABLE csv_python")
+    penguins = tmp_path / "penguins.csv"
+    penguins.write_text(PENGUINS)
+    failed = load_both(store, make_context, penguins)
+    assert failed["push"] == failed["python"]
+    assert failed["push"]["rows"] is None
+    assert failed["push"]["error"] == (
+        f"file:penguins.csv: {penguins} data row 2: column 'bill_length_mm' holds numbers and 'NA', which is "
+        "not one of null_values ['']; if 'NA' means missing, pass null_values=['', 'NA'] (or "
+        "types={'bill_length_mm': 'str'} to keep the column as text)")
+
+
+def test_a_late_unlisted_na_in_a_number_column_fails_with_the_null_values_hint(store: Store, make_context,
+                                                                                tmp_path) -> None:
+    path = tmp_path / "late_na.csv"
+    lines = 9 * 2**20 // 20
+    with open(path, "w") as fh:
+        fh.write("id,code\n" + "".join(f"{i},{i % 1000:>12}\n".replace(" ", "0") for i in range(lines)))
+        fh.write(f"{lines},NA\n")
+    result = load_both(store, make_context, path)
+    assert result["push"] == result["python"]
+    assert result["push"]["error"].endswith(
+        f"line {lines + 2}: column 'code' cannot be read as int64: invalid value 'NA' (its type was guessed from "
+        "the first rows; set it with types={'code': ...}); if 'NA' means missing, pass null_values=['', 'NA']")

@@ -17,6 +17,7 @@ from core.store import Store
 from pipelines.interfaces import Extractor
 from pipelines.pipeline_factory import create_el_pipeline
 from pipelines.tools.extractors.file_extractor import create_file_extractor
+from pipelines.tools.loaders.clickhouse_layout import REBUILD_WARN_ROWS, read_layout
 from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
@@ -184,20 +185,65 @@ def test_two_first_runs_at_once_both_land(store: Store, make_context) -> None:
     assert not [t for t in tables(store) if t.startswith("_dp_stage_")]
 
 
-def test_partitions_not_aligned_with_the_interval_are_warned_about(store: Store, make_context, caplog) -> None:
+def _rebuild_lines(caplog) -> list[tuple[str, str]]:
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.getMessage().startswith("Rebuild cost")]
+    caplog.clear()
+    return lines
+
+
+def test_a_layout_that_makes_every_run_copy_many_rows_is_warned_about_with_its_cost(
+        store: Store, make_context, caplog) -> None:
     caplog.set_level("INFO", logger="dp")
+    day2 = DAY + timedelta(days=1)
+    many = REBUILD_WARN_ROWS
     monthly = create_clickhouse_loader("monthly", time_column="ts", partition_by="toYYYYMM(ts)")
-    run(make_context, monthly, at([0], v=[1]))
-    assert "Partitions of monthly (toYYYYMM(ts)) are coarser than the run's interval" in caplog.text
-    caplog.clear()
-    daily = create_clickhouse_loader("daily", time_column="ts")
-    run(make_context, daily, at([0], v=[1]))
-    run(make_context, daily, at([1], v=[1]), run_id="run-2")
-    assert "Partitions of" not in caplog.text
-    caplog.clear()
+    run(make_context, monthly, pa.table({
+        "ts": pa.array([DAY + timedelta(microseconds=n) for n in range(many)], pa.timestamp("us", tz="UTC")),
+        "v": list(range(many))}))
+    assert _rebuild_lines(caplog) == []  # the first day copied nothing
+    run(make_context, monthly, pa.table({"ts": pa.array([day2], pa.timestamp("us", tz="UTC")), "v": [1]}),
+        start=day2, run_id="run-2")
+    assert _rebuild_lines(caplog) == [(
+        "WARNING", "Rebuild cost: partitions of monthly (toYYYYMM(ts)) are coarser than the run's interval "
+        f"[{day2.isoformat()}, {(day2 + timedelta(days=1)).isoformat()}); to replace its interval, this run rebuilt "
+        f"1 partition(s), copying {many:,} rows of other intervals besides its own 1 (every run pays this); "
+        "partition by the interval (e.g. toDate(ts) for daily runs) to avoid it")]
+
+
+def test_a_cheap_rebuild_is_said_at_info_and_aligned_partitions_say_nothing(store: Store, make_context,
+                                                                             caplog) -> None:
+    caplog.set_level("INFO", logger="dp")
+    day2 = DAY + timedelta(days=1)
+    small = create_clickhouse_loader("small", time_column="ts", partition_by="toYYYYMM(ts)")
     other = create_clickhouse_loader("by_v", time_column="ts", partition_by="v")
-    run(make_context, other, at([0], v=[1]))
-    assert "Partitions of by_v (v) are not derived from the time column ts" in caplog.text
+    daily = create_clickhouse_loader("daily", time_column="ts")
+    for loader in (small, other, daily):
+        run(make_context, loader, at([0], v=[1]))
+        run(make_context, loader, pa.table({"ts": pa.array([day2], pa.timestamp("us", tz="UTC")), "v": [1]}),
+            start=day2, run_id="run-2")
+    lines = _rebuild_lines(caplog)
+    assert [level for level, _ in lines] == ["INFO", "INFO"]
+    assert lines[0][1].startswith("Rebuild cost: partitions of small (toYYYYMM(ts)) are coarser than the run's "
+                                  "interval")
+    assert lines[0][1].endswith("copying 1 rows of other intervals besides its own 1 (cheap at this size: "
+                                f"a warning comes from {REBUILD_WARN_ROWS:,} copied rows)")
+    assert lines[1][1].startswith("Rebuild cost: partitions of by_v (v) are not derived from the time column ts;")
+
+
+@pytest.mark.parametrize("kind", ["DEFAULT", "MATERIALIZED"])
+def test_a_partition_column_computed_from_the_time_column_is_derived_from_it(store: Store, make_context,
+                                                                            kind: str) -> None:
+    store.command(f"CREATE TABLE {store.table('computed')} (ts DateTime64(3, 'UTC'), d Date {kind} toDate(ts), "
+                  "v Int64, _dp_run_id String) ENGINE = MergeTree PARTITION BY d ORDER BY (d, ts)")
+    context = make_context(start=DAY)
+    for supplied, derived in ((set(), True), ({"d"}, kind == "MATERIALIZED")):
+        layout = read_layout(store, "computed", "ts", supplied)
+        # A DEFAULT the data supplies holds whatever the data says: not derived then.
+        assert (layout.derived is not None) is derived
+        assert layout.follows(store, context.start, context.end) is derived
+    assert read_layout(store, "computed", "ts", set()).derived == {"d": "toDate(ts)"}
+    monthly = read_layout(store, "computed", "ts", set())
+    assert monthly.partitions_at(store, [DAY, DAY + timedelta(days=1)]) == ["2026-03-10", "2026-03-11"]
 
 
 def test_widening_on_the_push_down(store: Store, make_context, tmp_path) -> None:

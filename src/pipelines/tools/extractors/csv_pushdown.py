@@ -1,15 +1,17 @@
 """CSV that ClickHouse reads itself, with exactly the Python path's result or not at all.
 
 The Python path (Arrow's CSV reader, see ``file_formats.CsvFormat.read``) decides the column types from
-the first block, reads ``""``, ``NULL``, ``NA``... as NULL in number columns and keeps strings as
-they are. Push-down reproduces that only where it is certain: every column is read by ClickHouse
-as raw text (positionally, no trimming, no single quotes, no defaults for empty fields), and each
-value must look like what Arrow would read the same way (``-?[0-9]{1,18}`` for an int64 column,
-a plain decimal for a float64 column, valid UTF-8 without line breaks for a string column,
-``YYYY-MM-DD HH:MM:SS[Z]`` that prints back the same for a timestamp[s] column)
-before it is converted. Anything else (another type, a value outside those shapes, a malformed
-line, an empty line) makes ClickHouse stop the statement; the run then streams the file through
-the Python path (``SqlSource.fallback``), whose errors, line numbers and quarantine decide.
+the first block and reads the extractor's ``null_values`` (default: only the empty field) as NULL
+in every column, text included; a column of numbers holding another missing-value marker (``NA``)
+fails there, so such a file is not pushed down. Push-down reproduces that only where it is
+certain: every column is read by ClickHouse as raw text (positionally, no trimming, no single
+quotes, no defaults for empty fields), and each value must look like what Arrow would read the
+same way (``-?[0-9]{1,18}`` for an int64 column, a plain decimal for a float64 column, valid
+UTF-8 without line breaks for a string column, ``YYYY-MM-DD HH:MM:SS[Z]`` that prints back the
+same for a timestamp[s] column) before it is converted. Anything else (another type, a value
+outside those shapes, a malformed line, an empty line) makes ClickHouse stop the statement; the
+run then streams the file through the Python path (``SqlSource.fallback``), whose errors, line
+numbers and quarantine decide.
 Files that could differ before the first value is read (a byte-order mark, compression, an
 encoding other than UTF-8, chosen columns or names) are not pushed down at all.
 """
@@ -28,8 +30,6 @@ from pipelines.interfaces import SqlSource
 from pipelines.tools.extractors.file_formats import CsvFormat
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Arrow's default CSV null values (pcsv.ConvertOptions().null_values): NULL in number columns.
-_NULLS = ", ".join(sql_literal(v) for v in pcsv.ConvertOptions().null_values)
 _INT = r"^-?[0-9]{1,18}$"
 _FLOAT = r"^-?[0-9]{1,300}(\\.[0-9]{1,300})?([eE][-+]?[0-9]{1,2})?$"
 _SECONDS = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}"
@@ -55,18 +55,32 @@ def python_schema(csv: CsvFormat, path: Path) -> pa.Schema | None:
             return None
     try:
         with pa.input_stream(str(path)) as source:
-            schema = pcsv.open_csv(source, **csv.arrow_options(on_invalid)).schema
+            reader = pcsv.open_csv(source, **csv.arrow_options(on_invalid))
+            if bad:  # a malformed row in the first block (later ones make ClickHouse stop)
+                return None
+            # Numbers with a missing-value marker not in null_values: guessed as text, and the
+            # Python path fails loudly on it (only a text column can be such a column).
+            texts = any(pa.types.is_string(f.type) and f.name not in csv.types for f in reader.schema)
+            first = next(iter(reader), None) if texts else None
     except (pa.ArrowInvalid, OSError):
         return None
-    return None if bad else schema
+    if first is not None and csv.unlisted_null(first):
+        return None
+    return reader.schema
 
 
-def _check(name: str, type_: pa.DataType) -> str | None:
+def _null(name: str, csv: CsvFormat) -> str:
+    """SQL: the raw field is one of the extractor's null_values (NULL in every column type)."""
+    return f"{name} IN ({', '.join(sql_literal(v) for v in csv.null_values)})" if csv.null_values else "0"
+
+
+def _check(name: str, type_: pa.DataType, csv: CsvFormat) -> str | None:
     """The condition a raw field must meet to be read as the Python path reads it."""
+    nulls = _null(name, csv)
     if pa.types.is_int64(type_):
-        return f"(match({name}, '{_INT}') OR {name} IN ({_NULLS}))"
+        return f"(match({name}, '{_INT}') OR {nulls})"
     if pa.types.is_float64(type_):
-        return f"(match({name}, '{_FLOAT}') OR {name} IN ({_NULLS}))"
+        return f"(match({name}, '{_FLOAT}') OR {nulls})"
     if pa.types.is_string(type_):
         return f"(isValidUTF8({name}) AND position({name}, '\\n') = 0 AND position({name}, '\\r') = 0)"
     if _is_seconds(type_):
@@ -75,7 +89,7 @@ def _check(name: str, type_: pa.DataType) -> str | None:
         shape = _SECONDS + ("Z$" if type_.tz else "$")
         same = (f"formatDateTime(parseDateTime64BestEffortOrNull({name}, 0, 'UTC'), '%Y-%m-%d %H:%i:%S', 'UTC') "
                 f"= replaceOne(substring({name}, 1, 19), 'T', ' ')")
-        return f"((match({name}, '{shape}') AND coalesce({same}, 0)) OR {name} IN ({_NULLS}))"
+        return f"((match({name}, '{shape}') AND coalesce({same}, 0)) OR {nulls})"
     return None
 
 
@@ -83,16 +97,16 @@ def _is_seconds(type_: pa.DataType) -> bool:
     return pa.types.is_timestamp(type_) and type_.unit == "s" and type_.tz in (None, "UTC")
 
 
-def _value(name: str, type_: pa.DataType, alias: str) -> str:
+def _value(name: str, type_: pa.DataType, alias: str, csv: CsvFormat) -> str:
     if pa.types.is_string(type_):
-        return f"{name} AS `{alias}`"
-    if pa.types.is_int64(type_):  # checked: an integer or one of the null values, which parse as NULL
-        return f"toInt64OrNull({name}) AS `{alias}`"
-    if _is_seconds(type_):
+        value = name
+    elif pa.types.is_int64(type_):  # checked: an integer or one of the null values
+        value = f"toInt64OrNull({name})"
+    elif _is_seconds(type_):
         value = f"parseDateTime64BestEffort({name}, 0, 'UTC')"  # naive means UTC, as in arrow_types
     else:
         value = f"toFloat64({name})"
-    return f"if({name} IN ({_NULLS}), NULL, {value}) AS `{alias}`"
+    return f"if({_null(name, csv)}, NULL, {value}) AS `{alias}`"
 
 
 def csv_sql_source(csv: CsvFormat, files: list[Path]) -> SqlSource | None:
@@ -110,11 +124,11 @@ def csv_sql_source(csv: CsvFormat, files: list[Path]) -> SqlSource | None:
         return None
     checks, values = [], []
     for i, field in enumerate(schema):
-        check = _check(f"c{i}", field.type)
+        check = _check(f"c{i}", field.type, csv)
         if check is None or not _NAME.match(field.name):
             return None
         checks.append(check)
-        values.append(_value(f"c{i}", field.type, field.name))
+        values.append(_value(f"c{i}", field.type, field.name, csv))
     structure = ", ".join(f"c{i} String" for i in range(len(schema)))
     paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
     expression = (f"(SELECT {', '.join(values)} FROM file('{paths}', 'CSVWithNames', '{structure}') "

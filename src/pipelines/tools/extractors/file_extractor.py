@@ -36,7 +36,7 @@ from pipelines.tools.extractors.json_records import (
     records_from_arrow,
     rows_to_table,
 )
-from pipelines.tools.extractors.file_formats import CsvFormat, open_file, suffixes
+from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.factory import component_factory
 
 _INTERVAL = re.compile(r"\{(start|end|start_date|end_date)\}")
@@ -69,6 +69,10 @@ class FileExtractor(Extractor):
         allow_empty: an empty match is not an error (the run extracts nothing).
         delimiter, header, column_names, encoding: CSV options (``header=False`` without
             ``column_names`` names the columns ``f0``, ``f1``...).
+        null_values: CSV: the strings that mean NULL, in every column whatever its type (text
+            included), quoted or not; default ``[""]`` (only the empty field). ``NA`` is not in it
+            (Namibia's code in a text column): a column of numbers holding ``NA`` (or ``NULL``,
+            ``NaN``, ``N/A``... when unlisted) fails naming the column and the list to pass.
         flatten, explode: JSON options, as for the HTTP extractor.
         batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
     """
@@ -78,7 +82,7 @@ class FileExtractor(Extractor):
                  name: str | None = None, delimiter: str | None = None, header: bool = True,
                  column_names: Sequence[str] | None = None, encoding: str = "utf8",
                  compression: str | None = None, flatten: bool = True, explode: str | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, null_values: Sequence[str] | None = None) -> None:
         self.path = str(path)
         super().__init__(name or f"file:{Path(self.path).name}")
         inferred, inferred_compression = suffixes(self.path)
@@ -105,6 +109,10 @@ class FileExtractor(Extractor):
         self.flatten = flatten
         self.explode = explode
         self.batch_size = batch_size
+        if isinstance(null_values, str) or not all(isinstance(v, str) for v in null_values or ()):
+            raise ConfigError(f"file extractor {self.name!r}: null_values must be a list of strings, "
+                              f"got {null_values!r}")
+        self.null_values = tuple(DEFAULT_NULL_VALUES if null_values is None else null_values)
         self.interval_aware = bool(_INTERVAL.search(self.path))
 
     # ---- ClickHouse reads it itself ------------------------------------------------------------
@@ -139,7 +147,7 @@ class FileExtractor(Extractor):
     def csv_format(self) -> CsvFormat:
         """How this extractor parses CSV/TSV (shared with CSV push-down, which must agree)."""
         return CsvFormat(self.name, self.delimiter, self.header, self.column_names, self.encoding, self.columns,
-                         self.types, self.malformed == "skip")
+                         self.types, self.malformed == "skip", self.null_values)
 
     # ---- files ---------------------------------------------------------------------------------
 

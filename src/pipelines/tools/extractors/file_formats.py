@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from core.exceptions import ExtractError
@@ -28,6 +29,13 @@ _CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion erro
 
 #: ``reject(line, raw_text, reason)``: a malformed row the caller quarantines.
 Reject = Callable[[int, str, str], None]
+
+#: The strings a CSV field must equal to be NULL, in every column, unless ``null_values=`` says
+#: otherwise: only the empty field. ``NA`` is Namibia's country code, so it is never NULL by default.
+DEFAULT_NULL_VALUES = ("",)
+#: Strings other tools read as missing (Arrow's and pandas' defaults): a column of numbers or
+#: timestamps holding one that is not in ``null_values`` fails loudly instead of becoming text.
+_MISSING_MARKERS = frozenset(pcsv.ConvertOptions().null_values) | {"None", "none", "NONE", "-", "?", "."}
 
 
 def suffixes(path: str) -> tuple[str | None, str | None]:
@@ -64,6 +72,7 @@ class CsvFormat:
     columns: Sequence[str] | None
     types: Mapping[str, pa.DataType]
     skip_malformed: bool
+    null_values: tuple[str, ...] = DEFAULT_NULL_VALUES
 
     def arrow_options(self, on_invalid: Any) -> dict[str, Any]:
         """Arrow's CSV reader options (``on_invalid``: its bad-row handler)."""
@@ -77,8 +86,12 @@ class CsvFormat:
         # Zoned timestamp columns are parsed after reading (Arrow's CSV parser refuses a value
         # without an offset for them; naive means UTC here, see arrow_types).
         csv_types = {c: pa.string() if pa.types.is_timestamp(t) and t.tz else t for c, t in self.types.items()}
+        # One list of NULL strings for every column type (text included), quoted or not, exactly as
+        # CSV push-down reads them.
         convert_options = pcsv.ConvertOptions(column_types=csv_types or None,
-                                              include_columns=list(self.columns) if self.columns else None)
+                                              include_columns=list(self.columns) if self.columns else None,
+                                              null_values=list(self.null_values), strings_can_be_null=True,
+                                              quoted_strings_can_be_null=True)
         return {"read_options": read_options, "parse_options": parse_options, "convert_options": convert_options}
 
     def read(self, path: Path, compression: str | None, reject: Reject) -> Iterator[pa.Table]:
@@ -95,6 +108,7 @@ class CsvFormat:
             bad.clear()
 
         with pa.input_stream(str(path), compression=compression) as source:
+            first = True
             try:
                 reader = pcsv.open_csv(source, **self.arrow_options(on_invalid))
             except pa.ArrowInvalid as exc:
@@ -109,9 +123,42 @@ class CsvFormat:
                 except pa.ArrowInvalid as exc:
                     raise self._error(path, exc, bad, reader.schema.names) from None
                 reject_bad()
+                if first:
+                    first = False
+                    self.refuse_unlisted_nulls(path, batch)
                 if batch.num_rows:
                     yield pa.Table.from_batches([batch])
             reject_bad()
+
+    def unlisted_null(self, batch: pa.RecordBatch) -> tuple[str, str, int] | None:
+        """(column, marker, data row) of the first text column of ``batch`` whose values are numbers
+        or timestamps except for a missing-value marker not in ``null_values`` (``NA``, ``NULL``...):
+        Arrow then guessed text where the data is numbers. Declared (``types=``) columns are not looked at."""
+        unlisted = pa.array(sorted(_MISSING_MARKERS - set(self.null_values)), pa.string())
+        for name, values in zip(batch.schema.names, batch.columns, strict=True):
+            if name in self.types or not pa.types.is_string(values.type):
+                continue
+            marked = pc.fill_null(pc.is_in(values, value_set=unlisted), False)
+            if not pc.any(marked).as_py():
+                continue
+            rest = pc.drop_null(pc.filter(values, pc.invert(marked)))
+            # A few values first: a text column fails there at once (a failing cast of a whole block is slow).
+            if len(rest) and any(_casts(rest.slice(0, 64), to) and _casts(rest, to)
+                                 for to in (pa.float64(), pa.timestamp("s"))):
+                row = pc.index(marked, True).as_py()
+                return name, values[row].as_py(), row + 1
+        return None
+
+    def refuse_unlisted_nulls(self, path: Path, batch: pa.RecordBatch) -> None:
+        """Fail loudly (see :meth:`unlisted_null`) rather than load numbers as text."""
+        found = self.unlisted_null(batch)
+        if found:
+            column, marker, row = found
+            raise ExtractError(
+                f"{self.name}: {path} data row {row}: column {column!r} holds numbers and {marker!r}, which is not "
+                f"one of null_values {list(self.null_values)}; if {marker!r} means missing, pass "
+                f"null_values={[*self.null_values, marker]} (or types={{{column!r}: 'str'}} to keep the column "
+                "as text)")
 
     def _header_names(self, path: Path, compression: str | None) -> list[str] | None:
         """The column names, for an error raised before the reader had a schema (best effort)."""
@@ -142,6 +189,17 @@ class CsvFormat:
             column = names[int(index)] if int(index) < len(names) else f"#{index}"
             hint = "" if column in self.types else \
                 f" (its type was guessed from the first rows; set it with types={{{column!r}: ...}})"
+            if value in _MISSING_MARKERS and value not in self.null_values:
+                hint += f"; if {value!r} means missing, pass null_values={[*self.null_values, value]}"
             return ExtractError(f"{self.name}: {path} line {line}: column {column!r} cannot be read as "
                                 f"{type_name}: invalid value {value!r}{hint}")
         return ExtractError(f"{self.name}: {path}: {message}")
+
+
+def _casts(values: pa.Array, to: pa.DataType) -> bool:
+    """True when every value of the text array ``values`` converts to ``to``."""
+    try:
+        values.cast(to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return True

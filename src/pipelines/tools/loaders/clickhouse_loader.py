@@ -38,12 +38,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.exceptions import LoadError, StoreError
+from core.intervals import in_slice_sql, outside_slice_sql, slice_parameters
 from core.locks import FileLock
 from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, to_arrow
 from pipelines.tools.factory import component_factory
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
+from pipelines.tools.loaders.clickhouse_layout import Layout, read_layout, report_rebuild
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
 RUN_ID_COLUMN = "_dp_run_id"
@@ -112,6 +114,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         self._columns: dict[str, str] = {}  # the staging table's columns (the target's at commit)
         self._batch_no = 0
         self._rows = 0
+        self._supplied: set[str] = set()  # the columns the run's data carries (their DEFAULTs do not apply)
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -128,6 +131,7 @@ class ClickHouseLoader(StagedStructure, Loader):
             data = data.drop_columns([self.run_id_column])
         self._ensure_staging(context, data.schema)
         self._evolve(context, data.schema)
+        self._supplied.update(data.column_names)
         self._check_nulls(context, data)
         if self.mode == "interval":
             self._check_interval(data, context)
@@ -146,6 +150,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         schema = pa.schema([f for f in source.schema if f.name != self.run_id_column])
         self._ensure_staging(context, schema)
         self._evolve(context, schema)
+        self._supplied.update(schema.names)
         if self.mode == "interval" and self.time_column not in schema.names:
             raise LoadError(f"Loader for '{self.table}' (interval mode): the data has no time column "
                             f"'{self.time_column}' (columns: {', '.join(schema.names)})")
@@ -168,10 +173,12 @@ class ClickHouseLoader(StagedStructure, Loader):
                 self._null_into(context, column, self._columns[column], where)  # widens or raises
                 store.command(f"TRUNCATE TABLE {staging}")
         if self.mode == "interval":
-            in_slice, bounds = self._slice(context)
             column = quote_identifier(self.time_column or "")
-            [(bad, first)] = store.query_rows(
-                f"SELECT count(), min({column}) FROM {staging} WHERE NOT ({in_slice})", bounds)
+            [(bad, nulls, first)] = store.query_rows(
+                f"SELECT count(), countIf({column} IS NULL), min({column}) FROM {staging} "
+                f"WHERE {outside_slice_sql(column)}", self._bounds(context))
+            if nulls:
+                raise LoadError(self._null_time_message(nulls))
             if bad:
                 raise LoadError(self._outside_message(bad, context, first))
         self._rows = int(store.command(f"SELECT count() FROM {staging}"))
@@ -195,8 +202,6 @@ class ClickHouseLoader(StagedStructure, Loader):
             # (a first run's target is created only once its checks pass).
             context.check_staged(Staged(self.table, self._staging_name, self.mode, self.time_column, self.primary_key))
             self._publish_structure(context)
-            if self.mode == "interval":
-                self._warn_unaligned(context)
             with self._rebuild_lock(context):
                 getattr(self, f"_commit_{self.mode}")(context)
         finally:
@@ -207,31 +212,17 @@ class ClickHouseLoader(StagedStructure, Loader):
         """On a server, rebuilds that copy rows from outside the slice are serialised across hosts
         (the file lock above covers one host). A slice of whole partitions copies nothing, and
         ``REPLACE PARTITION`` is atomic, so it needs no lock (the run lock excludes its interval)."""
-        if self.mode != "interval" or not context.store.is_server or self._slice_is_whole_partitions(context):
+        if self.mode != "interval" or not context.store.is_server \
+                or self._layout(context).follows(context.store, context.start, context.end):
             return nullcontext()
         from core.shared_locks import rebuild_lock
 
         return rebuild_lock(context.store, self.table, context.settings.store_lock_timeout,
                             f"commit of run {context.run_id}")
 
-    def _slice_is_whole_partitions(self, context: RunContext) -> bool:
-        """True when the partition changes exactly at the slice's start and end (partition keys
-        are monotonic in time: toDate, toYYYYMM, toStartOfHour...)."""
-        store = context.store
-        [(key,)] = store.query_rows("SELECT partition_key FROM system.tables WHERE database = {d:String} "
-                                    "AND name = {t:String}", {"d": store.database, "t": self.table})
-        if not key or not self.time_column:
-            return False
-        _, bounds = self._slice(context)
-        column = quote_identifier(self.time_column)
-        try:
-            ids = [p for (p,) in store.query_rows(
-                f"SELECT partitionId({key}) FROM (SELECT arrayJoin([b - toIntervalMicrosecond(1), b]) AS {column} "
-                "FROM (SELECT arrayJoin([toDateTime64({start:String}, 6, 'UTC'), toDateTime64({end:String}, 6, 'UTC')]) AS b))",
-                bounds)]
-        except Exception:  # a key on other columns too: cannot tell, so lock
-            return False
-        return ids[0] != ids[1] and ids[2] != ids[3]
+    def _layout(self, context: RunContext) -> Layout:
+        """The target's partitions against the time column (DEFAULTs of columns the data supplied do not count)."""
+        return read_layout(context.store, self.table, self.time_column or "", self._supplied)
 
     def rollback(self, context: RunContext) -> None:
         self._drop_staging(context)
@@ -250,8 +241,9 @@ class ClickHouseLoader(StagedStructure, Loader):
         store = context.store
         label = Interval(context.start, context.end).label
         if self.mode == "interval":
-            in_slice, bounds = self._slice(context)
-            held = int(store.command(f"SELECT count() FROM {store.table(self.table)} WHERE {in_slice}", bounds))
+            in_slice = in_slice_sql(quote_identifier(self.time_column or ""))
+            held = int(store.command(f"SELECT count() FROM {store.table(self.table)} WHERE {in_slice}",
+                                     self._bounds(context)))
             what = f"which holds {held:,} rows"
         else:
             held = int(store.command(f"SELECT count() FROM {store.table(self.table)}"))
@@ -292,16 +284,16 @@ class ClickHouseLoader(StagedStructure, Loader):
     def _commit_interval(self, context: RunContext) -> None:
         store = context.store
         target, staging = store.table(self.table), store.table(self._staging_name)
-        in_slice, bounds = self._slice(context)
-        touched = sorted(
-            {p for (p,) in store.query_rows(f"SELECT DISTINCT _partition_id FROM {target} WHERE {in_slice}", bounds)}
-            | set(self._partitions(context, self._staging_name))
-        )
+        column, bounds = quote_identifier(self.time_column or ""), self._bounds(context)
+        held = store.query_rows(f"SELECT DISTINCT _partition_id FROM {target} WHERE {in_slice_sql(column)}", bounds)
+        touched = sorted({p for (p,) in held} | set(self._partitions(context, self._staging_name)))
         for partition in touched:
             # Rebuild the whole partition in staging: the slice's new rows are there already;
-            # copy the partition's rows outside the slice (none when partitions align with runs).
+            # copy the partition's rows outside the slice (none when partitions align with runs),
+            # rows whose time column is NULL included: they belong to no interval.
             store.command(
-                f"INSERT INTO {staging} SELECT * FROM {target} WHERE _partition_id = {{p:String}} AND NOT ({in_slice})",
+                f"INSERT INTO {staging} SELECT * FROM {target} WHERE _partition_id = {{p:String}} "
+                f"AND {outside_slice_sql(column)}",
                 {**bounds, "p": partition}, settings={**_INSERT_SETTINGS,
                                                       "insert_deduplication_token": f"{context.run_id}-keep-{partition}"},
             )
@@ -313,10 +305,11 @@ class ClickHouseLoader(StagedStructure, Loader):
                 # Nothing left in this partition: the slice is empty on purpose (ClickHouse refuses
                 # REPLACE PARTITION from an empty source, and an empty result must not be a no-op).
                 store.command(f"ALTER TABLE {target} DROP PARTITION ID '{partition}'")
-        kept = store.command(f"SELECT count() FROM {staging}") - self._rows
+        kept = int(store.command(f"SELECT count() FROM {staging}")) - self._rows
         context.logger.info("Replaced interval %s..%s of %s: %d rows loaded, %d partition(s) swapped%s",
                             bounds["start"], bounds["end"], self.table, self._rows, len(touched),
                             f", {kept} rows outside the interval kept" if kept else "")
+        report_rebuild(context, self._layout(context), kept, self._rows, len(touched))
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -326,13 +319,15 @@ class ClickHouseLoader(StagedStructure, Loader):
             return {self.run_id_column: context.run_id}
         return {}
 
-    def _slice(self, context: RunContext) -> tuple[str, dict[str, str]]:
-        """SQL condition (with its parameters) for rows inside the run's interval."""
-        column = quote_identifier(self.time_column or "")
-        condition = (f"{column} >= toDateTime64({{start:String}}, 6, 'UTC') "
-                     f"AND {column} < toDateTime64({{end:String}}, 6, 'UTC')")
-        return condition, {"start": context.start.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                           "end": context.end.strftime("%Y-%m-%d %H:%M:%S.%f")}
+    @staticmethod
+    def _bounds(context: RunContext) -> dict[str, str]:
+        """The run's interval as the parameters of ``core.intervals.in_slice_sql``."""
+        return slice_parameters(context.start, context.end)
+
+    def _null_time_message(self, nulls: int) -> str:
+        return (f"Loader for '{self.table}': {nulls} row(s) have a NULL time column '{self.time_column}', which "
+                "places no row in an interval; an interval run may only write rows of its own slice: "
+                "fill or filter them")
 
     def _outside_message(self, bad: int, context: RunContext, first: object) -> str:
         return (f"Loader for '{self.table}': {bad} row(s) have {self.time_column} outside the run's interval "
@@ -353,18 +348,20 @@ class ClickHouseLoader(StagedStructure, Loader):
             raise LoadError(f"Loader for '{self.table}': time column '{column}' must be a date or timestamp, "
                             f"got {values.type}")
         values = pc.cast(values, pa.timestamp("us", tz="UTC"))
+        if values.null_count:
+            raise LoadError(self._null_time_message(values.null_count))
         # The common case (every row inside) with min/max on integers: comparing against Python
         # scalars would make pyarrow import pandas (~0.5 s per run) for nothing.
         micros = pc.min_max(values.cast(pa.int64()))
         low, high = micros["min"].as_py(), micros["max"].as_py()
-        if values.null_count == 0 and low is not None and _micros(context.start) <= low and high < _micros(context.end):
+        if low is not None and _micros(context.start) <= low and high < _micros(context.end):
             return
         start = pa.scalar(context.start, type=pa.timestamp("us", tz="UTC"))
         end = pa.scalar(context.end, type=pa.timestamp("us", tz="UTC"))
         outside = pc.or_kleene(pc.less(values, start), pc.greater_equal(values, end))
-        bad = pc.sum(pc.fill_null(outside, True)).as_py() or 0
+        bad = pc.sum(outside).as_py() or 0
         if bad:
-            first = pc.filter(values, pc.fill_null(outside, True))[0]
+            first = pc.filter(values, outside)[0]
             raise LoadError(self._outside_message(bad, context, first.as_py()))
 
 

@@ -8,13 +8,11 @@ only at commit (:meth:`StagedStructure._publish_structure`), under the commit lo
 from __future__ import annotations
 
 import re
-from datetime import UTC, timedelta
 from typing import Literal
 
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
-from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource, run_table_name
 from pipelines.tools.loaders.clickhouse_schema import (
@@ -144,31 +142,6 @@ class StagedStructure:
             store.command(f"DROP TABLE IF EXISTS {store.table(old)} SYNC")
         context.logger.info("Table %s was created or changed by another run meanwhile: re-staged %d rows into "
                             "its structure", self.table, self._rows)
-
-    def _warn_unaligned(self, context: RunContext) -> None:
-        """Partitions not aligned with the run's interval make every run copy rows: say so."""
-        store = context.store
-        key = str(store.command("SELECT partition_key FROM system.tables WHERE database = {db:String} "
-                                "AND name = {t:String}", {"db": store.database, "t": self.table}) or "")
-        column = self.time_column or ""
-        used = referenced_columns([key], list(self._columns))
-        if not key or used != {column}:
-            context.logger.warning(
-                "Partitions of %s (%s) are not derived from the time column %s: each run rebuilds every "
-                "partition its interval touches, copying their other rows", self.table, key or "none", column)
-            return
-        edge = timedelta(microseconds=1)
-        moments = [context.start - edge, context.start, context.end - edge, context.end]
-        values = ", ".join(f"'{m.astimezone(UTC):%Y-%m-%d %H:%M:%S.%f}'" for m in moments)
-        [(before, first, last, after)] = store.query_rows(
-            f"SELECT groupArray(p)[1], groupArray(p)[2], groupArray(p)[3], groupArray(p)[4] FROM ("
-            f"SELECT toString({key}) AS p FROM (SELECT CAST(parseDateTime64BestEffort(arrayJoin([{values}]), 6, 'UTC') "
-            f", {sql_literal(self._columns[column])}) AS {quote_identifier(column)}))")
-        if before == first or last == after:
-            context.logger.warning(
-                "Partitions of %s (%s) are coarser than the run's interval [%s, %s): each run copies the rest "
-                "of its partition(s); partition by the interval (e.g. toDate(%s) for daily runs) to avoid it",
-                self.table, key, context.start.isoformat(), context.end.isoformat(), column)
 
     # ---- NULLs ---------------------------------------------------------------------------
 
