@@ -33,7 +33,7 @@ def clickhouse_server(app: App, port: int, host: str, tcp_port: int) -> int:
         app.err.print(f"Serving {record.store_path} at {record.url} and native port {record.tcp_port} (pid "
                       f"{record.pid}); the framework's user {SERVER_USER} with {secret(SERVER_USER, 'CLICKHOUSE_PASSWORD')}, "
                       f"BI tools' read-only user {BI_USER} with {secret(BI_USER, 'CLICKHOUSE_BI_PASSWORD')}. "
-                      "The user 'default' can reach it without a password but may read nothing. "
+                      "The user 'default' can reach it without a password but may read no table. "
                       "Framework commands of this project now use this server.")
         app.console.print(f"ready {record.url}", soft_wrap=True)
         server.wait()

@@ -1,17 +1,16 @@
-"""The project's own ClickHouse server: ``DATA_DIR/clickhouse`` served over HTTP by the chdb wheel.
+"""The project's own ClickHouse server: ``DATA_DIR/clickhouse`` served over HTTP and the native
+protocol by the chdb wheel.
 
-chdb contains clickhouse-local, whose one-shot query path implements ``SYSTEM START LISTEN HTTP``:
-ClickHouse's own HTTP handler, same SQL, formats, settings and error codes as clickhouse-server.
+chdb contains clickhouse-local, whose one-shot query path implements ``SYSTEM START LISTEN HTTP``
+and ``TCP``: ClickHouse's own handlers, same SQL, formats, settings and error codes as clickhouse-server.
 The listener lives while that query runs, so the query ends in a long ``sleepEachRow`` and the
 server is stopped by killing that query (on SIGTERM/Ctrl-C). Ports, users and grants come from
 the ``config.xml`` in the working directory, which is why chdb is imported *before* changing into
 the configuration directory (the import opens a connection with the config of the cwd).
 
-Security: clickhouse-local runs its own queries as ``default`` without a password, so ``default``
-cannot get one. Instead ``default`` is granted only what the listener's own query needs
-(``SYSTEM LISTEN`` and ``system.numbers``): it can read no table and no file. The framework and
-BI tools use :data:`SERVER_USER` with a password (``CLICKHOUSE_PASSWORD``, or one generated into
-a 0600 file under ``DATA_DIR``).
+Security: the users (``default``, the framework's :data:`SERVER_USER`, BI tools' :data:`BI_USER`),
+their grants, limits and passwords are in :mod:`core.local_server_config`; ``default``'s client
+queries are bounded here, by :meth:`LocalServer.wait` (a profile limit would end the listener).
 
 Framework commands of the same project use a running server instead of opening the store when no
 server is configured: see :func:`find_running_server` for the rules.
