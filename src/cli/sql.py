@@ -48,8 +48,8 @@ def read_query(query: str | None) -> str:
 #: How a NULL shows in a table or vertical output: ClickHouse's own marker (its Pretty and
 #: Vertical formats), so the string 'NULL' and a NULL never look alike.
 NULL_MARK = "ᴺᵁᴸᴸ"
-READ_ONLY_HINT = ("(read-only by default: the store's tables only, no files, URLs or other servers, and no "
-                  "changes; pass --write to change data or use table functions)")
+READ_ONLY_HINT = ("(read-only by default, ClickHouse's readonly = 1: queries of the store's tables only, no "
+                  "files, URLs or other servers, no changes; pass --write to change data or use table functions)")
 
 
 def _text(value: Any) -> str:
@@ -107,10 +107,17 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
 
 def _checked(store: Any, statement: str, write: bool) -> StatementShape:
     """ClickHouse's parse of the statement; in read-only mode, refuse what ``readonly`` lets through."""
-    from core.sql_ast import statement_shape
+    from core.sql_ast import StatementShape, statement_shape
 
-    found = statement_shape(store, statement)
-    reason = None if write else found.machine_access()
+    try:
+        found = statement_shape(store, statement)
+    except StoreError:
+        if not write:
+            raise  # read-only runs only what ClickHouse could parse (its syntax error is the message)
+        # --write: a statement EXPLAIN AST cannot wrap (WATCH) runs as written
+        return StatementShape("", into_outfile=False, output_format=None, functions=frozenset(),
+                              describes_table_function=False)
+    reason = None if write else found.read_only_refusal()
     if reason:
         raise UsageError(f"Refused: {reason} {READ_ONLY_HINT}")
     return found

@@ -1,7 +1,8 @@
 """What ClickHouse's own parser says about one statement: ``EXPLAIN AST``, read as a tree.
 
-``./run.sh sql`` needs three facts about a user's statement that ClickHouse's ``readonly``
-setting does not cover: whether it ends in ``INTO OUTFILE`` (written by the client side of the
+``./run.sh sql`` needs four facts about a user's statement that ClickHouse's ``readonly``
+setting does not cover: its kind (``KILL QUERY`` and ``UNDROP`` pass ``readonly``), whether it
+ends in ``INTO OUTFILE`` (written by the client side of the
 embedded engine, whatever ``readonly`` says), which functions it calls (the scalar ``file()``
 function reads a file under ``readonly = 1``) and whether it ends in a ``FORMAT`` clause. They
 are read from the tree ClickHouse's parser builds, never from the statement's text: a keyword
@@ -9,8 +10,8 @@ in a string, a comment or an identifier is not a clause. ``EXPLAIN AST`` only pa
 nothing, and it is allowed in a ``readonly`` session.
 
 The tree is printed one node a line, indented by depth: ``Type [name] [(alias a)] [(children N)]``.
-A query's output clauses are the last children of its root node: ``INTO OUTFILE`` a ``Literal``,
-``FORMAT`` an ``Identifier`` (ClickHouse's ``ASTQueryWithOutput``).
+A query's output clauses are the last children of its root node: ``INTO OUTFILE`` a string
+``Literal``, ``FORMAT`` an ``Identifier`` (ClickHouse's ``ASTQueryWithOutput``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
 
 #: Functions that read the machine (files) and that ClickHouse's ``readonly = 1`` lets through.
 MACHINE_READING_FUNCTIONS = frozenset({"file"})
+#: Root nodes of the statements read-only mode runs (lowercased prefixes of ClickHouse's AST names:
+#: SelectWithUnionQuery, ShowTables, "SHOW USERS query", ExistsTableQuery, DescribeQuery, Explain,
+#: CheckQuery); anything else is refused before it runs, whatever ``readonly`` would say.
+READ_KINDS = ("select", "show", "exists", "describe", "explain", "check")
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,12 @@ class StatementShape:
     functions: frozenset[str]  # every function called (table functions included)
     describes_table_function: bool  # DESCRIBE file(...): ClickHouse infers the schema by reading it
 
-    def machine_access(self) -> str | None:
-        """Why the statement would write or read outside the store despite ``readonly``, or None."""
+    def read_only_refusal(self) -> str | None:
+        """Why read-only mode refuses the statement although ClickHouse's ``readonly = 1`` would run
+        it, or None: a statement that is no query (``KILL QUERY``/``MUTATION`` and ``UNDROP`` pass
+        ``readonly``), an ``INTO OUTFILE``, a function or a ``DESCRIBE`` that reads a file."""
+        if not self.kind.lower().startswith(READ_KINDS):
+            return f"{self.kind} is not a query (read-only mode runs SELECT, SHOW, DESCRIBE, EXISTS, EXPLAIN, CHECK)"
         if self.into_outfile:
             return "INTO OUTFILE writes a file"
         called = sorted(self.functions & MACHINE_READING_FUNCTIONS)
@@ -79,7 +88,8 @@ def shape(nodes: list[Node], output_formats: frozenset[str]) -> StatementShape:
         node.kind == "Function" and node.depth == 2 for node in nodes)
     return StatementShape(
         kind=nodes[0].kind,
-        into_outfile=any(node.kind == "Literal" for node in root_children),
+        # INTO OUTFILE's file name is a string literal (a KILL's WHERE 1 is a number).
+        into_outfile=any(node.kind == "Literal" and node.name.startswith(("'", "\\'")) for node in root_children),
         output_format=fmt,
         functions=frozenset(node.name for node in nodes if node.kind == "Function"),
         describes_table_function=describe_function,

@@ -103,7 +103,9 @@ READ_ONLY_REFUSED = [
     "SELECT * FROM remote('127.0.0.1:9', system.one)",
     "SELECT 1 SETTINGS max_execution_time = 1000",
     "SYSTEM DROP DNS CACHE",
-    "KILL QUERY WHERE 1 SYNC",
+    "KILL QUERY WHERE 1 SYNC",  # readonly = 1 lets KILL and UNDROP through: refused by their kind
+    "kill mutation where 1",
+    "UNDROP TABLE t",
     "CREATE TEMPORARY TABLE tmp (n UInt8)",
 ]
 

@@ -21,7 +21,7 @@ SelectWithUnionQuery (children 3)
  Literal \\'x.txt\\'
  Identifier CSV
 """)
-    assert (found.kind, found.into_outfile, found.output_format, found.machine_access()) == (
+    assert (found.kind, found.into_outfile, found.output_format, found.read_only_refusal()) == (
         "SelectWithUnionQuery", True, "CSV", "INTO OUTFILE writes a file")
 
 
@@ -43,7 +43,7 @@ SelectWithUnionQuery (children 1)
       TableIdentifier Vertical
 """)
     assert (found.into_outfile, found.output_format, found.functions) == (False, None, frozenset({"f", "file"}))
-    assert found.machine_access() == "file() reads a file of this machine"
+    assert found.read_only_refusal() == "file() reads a file of this machine"
 
 
 def test_describe_of_a_table_function_and_settings_after_format() -> None:
@@ -56,7 +56,7 @@ DescribeQuery (children 2)
  Identifier Vertical
 """)
     assert described.describes_table_function and described.output_format == "Vertical"
-    assert described.machine_access() == "DESCRIBE of a table function reads outside the store"
+    assert described.read_only_refusal() == "DESCRIBE of a table function reads outside the store"
     plain = facts("""
 SelectWithUnionQuery (children 3)
  ExpressionList (children 1)
@@ -66,4 +66,14 @@ SelectWithUnionQuery (children 3)
  Identifier JSONEachRow
  Set
 """)
-    assert plain.output_format == "JSONEachRow" and plain.machine_access() is None
+    assert plain.output_format == "JSONEachRow" and plain.read_only_refusal() is None
+
+
+def test_a_number_literal_under_the_root_is_no_outfile() -> None:
+    found = facts("""
+KillQueryQuery Literal_UInt64_1 ASYNC (children 1)
+ Literal UInt64_1
+""")
+    assert not found.into_outfile
+    assert found.read_only_refusal() == ("KillQueryQuery is not a query (read-only mode runs SELECT, SHOW, "
+                                         "DESCRIBE, EXISTS, EXPLAIN, CHECK)")
