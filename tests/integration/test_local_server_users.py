@@ -143,16 +143,18 @@ def test_restart_on_the_same_port_right_after_kill_9(tmp_path: Path) -> None:
     data = tmp_path / "data"
     port = free_port()
     server = start_server(data, port=port)
-    client = socket.create_connection(("127.0.0.1", port))  # an open client connection
-    client.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
-    client.settimeout(10)
-    answer = b""
-    while b"Ok." not in answer:  # the response may come in several pieces
-        piece = client.recv(4096)
-        assert piece, answer
-        answer += piece
-    server.process.send_signal(signal.SIGKILL)
-    server.process.wait()
+    try:
+        client = socket.create_connection(("127.0.0.1", port))  # an open client connection
+        client.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        client.settimeout(10)
+        answer = b""
+        while b"Ok." not in answer:  # the response may come in several pieces
+            piece = client.recv(4096)
+            assert piece, answer
+            answer += piece
+    finally:
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
     client.close()
     again = start_server(data, port=port)
     try:
