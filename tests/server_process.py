@@ -76,7 +76,7 @@ def start_server(data_dir: Path, port: int = 0, extra_env: dict[str, str] | None
     log = data_dir.parent / f"{data_dir.name}-server.log"
     handle = open(log, "w")  # noqa: SIM115  (owned by the process for its lifetime)
     process = subprocess.Popen(
-        [sys.executable, str(SRC / "main.py"), "clickhouse_server", "--port", str(port)],
+        [sys.executable, str(SRC / "main.py"), "clickhouse_server", "--port", str(port), "--tcp-port", "0"],
         env=framework_env(data_dir, extra_env), stdout=handle, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, text=True, cwd=str(data_dir.parent),
     )

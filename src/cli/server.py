@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import click
+
 from cli.app import EXIT_OK, App, cli, pass_app
 from cli.listen import listen_options
 from core.exceptions import ConfigError
@@ -10,22 +12,29 @@ from core.exceptions import ConfigError
 @cli.command("clickhouse_server")
 @listen_options(8123, "HTTP port (0: any free port).",
                 "Address to listen on; anything but loopback requires CLICKHOUSE_PASSWORD.")
+@click.option("--tcp-port", type=click.IntRange(0, 65535), default=9000, show_default=True,
+              help="Native protocol port (clickhouse-client, clickhouse-driver; 0: any free port).")
 @pass_app
-def clickhouse_server(app: App, port: int, host: str) -> int:
-    """Serve DATA_DIR/clickhouse over HTTP until Ctrl-C/SIGTERM (BI tools, concurrent pipelines)."""
-    from core.local_server import SERVER_USER, LocalServer, password_file
+def clickhouse_server(app: App, port: int, host: str, tcp_port: int) -> int:
+    """Serve DATA_DIR/clickhouse over HTTP and the native protocol until Ctrl-C/SIGTERM (BI tools,
+    concurrent pipelines)."""
+    from core.local_server import BI_USER, SERVER_USER, LocalServer
+    from core.local_server_config import configured_password, password_file
 
     settings = app.settings
     if settings.url or settings.clickhouse_host:
         raise ConfigError("clickhouse_server serves the embedded store; unset CLICKHOUSE_HOST/CLICKHOUSE_URL")
-    server = LocalServer(settings, host=host, port=port)
+    server = LocalServer(settings, host=host, port=port, tcp_port=tcp_port)
     record = server.start()
     try:
-        secret = ("CLICKHOUSE_PASSWORD" if settings.clickhouse_password.get_secret_value()
-                  else f"the password in {password_file(settings)}")
-        app.err.print(f"Serving {record.store_path} at {record.url} (pid {record.pid}); user {SERVER_USER} "
-                      f"with {secret}. The user 'default' can reach it without a password but may read "
-                      "nothing. Framework commands of this project now use this server.")
+        def secret(user: str, variable: str) -> str:
+            return variable if configured_password(settings, user) else f"the password in {password_file(settings, user)}"
+
+        app.err.print(f"Serving {record.store_path} at {record.url} and native port {record.tcp_port} (pid "
+                      f"{record.pid}); the framework's user {SERVER_USER} with {secret(SERVER_USER, 'CLICKHOUSE_PASSWORD')}, "
+                      f"BI tools' read-only user {BI_USER} with {secret(BI_USER, 'CLICKHOUSE_BI_PASSWORD')}. "
+                      "The user 'default' can reach it without a password but may read no table. "
+                      "Framework commands of this project now use this server.")
         app.console.print(f"ready {record.url}", soft_wrap=True)
         server.wait()
     finally:

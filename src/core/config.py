@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     clickhouse_port: int = Field(8123, ge=1, le=65535)
     clickhouse_user: str = "default"
     clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_bi_password: SecretStr = SecretStr("")  # clickhouse_server's read-only BI user
     clickhouse_database: str = "data_warehouse"
     clickhouse_secure: bool = False
     clickhouse_url: SecretStr | None = None
@@ -216,7 +217,8 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> set[str]:
         """Every configured value that must never be printed or logged."""
-        secrets = {self.clickhouse_password.get_secret_value(), self.alert_smtp_password.get_secret_value()}
+        secrets = {self.clickhouse_password.get_secret_value(), self.clickhouse_bi_password.get_secret_value(),
+                   self.alert_smtp_password.get_secret_value()}
         if self.alert_webhook_url:
             secrets.add(self.alert_webhook_url.get_secret_value())
         if self.url:

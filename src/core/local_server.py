@@ -1,17 +1,16 @@
-"""The project's own ClickHouse server: ``DATA_DIR/clickhouse`` served over HTTP by the chdb wheel.
+"""The project's own ClickHouse server: ``DATA_DIR/clickhouse`` served over HTTP and the native
+protocol by the chdb wheel.
 
-chdb contains clickhouse-local, whose one-shot query path implements ``SYSTEM START LISTEN HTTP``:
-ClickHouse's own HTTP handler, same SQL, formats, settings and error codes as clickhouse-server.
+chdb contains clickhouse-local, whose one-shot query path implements ``SYSTEM START LISTEN HTTP``
+and ``TCP``: ClickHouse's own handlers, same SQL, formats, settings and error codes as clickhouse-server.
 The listener lives while that query runs, so the query ends in a long ``sleepEachRow`` and the
 server is stopped by killing that query (on SIGTERM/Ctrl-C). Ports, users and grants come from
 the ``config.xml`` in the working directory, which is why chdb is imported *before* changing into
 the configuration directory (the import opens a connection with the config of the cwd).
 
-Security: clickhouse-local runs its own queries as ``default`` without a password, so ``default``
-cannot get one. Instead ``default`` is granted only what the listener's own query needs
-(``SYSTEM LISTEN`` and ``system.numbers``): it can read no table and no file. The framework and
-BI tools use :data:`SERVER_USER` with a password (``CLICKHOUSE_PASSWORD``, or one generated into
-a 0600 file under ``DATA_DIR``).
+Security: the users (``default``, the framework's :data:`SERVER_USER`, BI tools' :data:`BI_USER`),
+their grants, limits and passwords are in :mod:`core.local_server_config`; ``default``'s client
+queries are bounded here, by :meth:`LocalServer.wait` (a profile limit would end the listener).
 
 Framework commands of the same project use a running server instead of opening the store when no
 server is configured: see :func:`find_running_server` for the rules.
@@ -19,7 +18,6 @@ server is configured: see :func:`find_running_server` for the rules.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -32,9 +30,16 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from xml.sax.saxutils import escape
 
 from core.exceptions import StoreError
+from core.local_server_config import (  # noqa: F401  (password_file: re-exported)
+    BI_USER,
+    DEFAULT_USER_MAX_SECONDS,
+    SERVER_USER,
+    password_file,
+    server_password,
+    write_config,
+)
 from core.locks import FileLock
 from core.logging import get_logger
 
@@ -43,13 +48,14 @@ if TYPE_CHECKING:
 
 log = get_logger("local_server")
 
-SERVER_USER = "data_processor"
 STORE_ID_TABLE = "default._dp_store_id"
 READY_TIMEOUT = 60.0
 # The listener's query: its output format becomes the HTTP default format, and clickhouse-connect's
 # version probe needs TabSeparated. About 30 years of one-second rows.
-_LISTEN_SQL = ("SYSTEM START LISTEN HTTP; SELECT sleepEachRow(1) FROM numbers(1000000000) "
+_LISTEN_SQL = ("SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; SELECT sleepEachRow(1) FROM numbers(1000000000) "
                "SETTINGS max_block_size = 1 FORMAT Null")
+_BOUND_DEFAULT_SQL = ("KILL QUERY WHERE user = 'default' AND interface != 'Local' "
+                      f"AND elapsed > {DEFAULT_USER_MAX_SECONDS} ASYNC")
 _STOP_SQL = ("KILL QUERY WHERE query LIKE 'SELECT sleepEachRow(1) FROM numbers(1000000000)%' "
              "AND user != currentUser() SYNC")
 
@@ -64,6 +70,7 @@ class ServerRecord:
     store_path: str
     store_id: str
     user: str = SERVER_USER
+    tcp_port: int = 0  # ClickHouse's native protocol (clickhouse-client, clickhouse-driver)
 
     @property
     def url(self) -> str:
@@ -74,31 +81,9 @@ def record_path(settings: Settings) -> Path:
     return settings.data_dir / "clickhouse-server.json"
 
 
-def password_file(settings: Settings) -> Path:
-    return settings.data_dir / "clickhouse-server.password"
-
-
 def store_lock(settings: Settings) -> FileLock:
     """The embedded store's lock (the same file :class:`core.store.Store` takes)."""
     return FileLock(settings.data_dir / "clickhouse.lock")
-
-
-def server_password(settings: Settings, create: bool = False) -> str:
-    """``CLICKHOUSE_PASSWORD`` when set, else the generated one (made on first serve, mode 0600)."""
-    configured = settings.clickhouse_password.get_secret_value()
-    if configured:
-        return configured
-    path = password_file(settings)
-    if path.is_file():
-        return path.read_text().strip()
-    if not create:
-        raise StoreError(f"The local ClickHouse server's password file {path} is missing")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    password = secrets.token_urlsafe(24)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(password + "\n")
-    return password
 
 
 def read_record(settings: Settings) -> ServerRecord | None:
@@ -140,7 +125,11 @@ def verify_store_id(client: Any, record: ServerRecord) -> None:
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """True when ClickHouse can listen on ``port``: probed with ``SO_REUSEADDR``, as ClickHouse binds
+    its own listeners, so connections of a killed server left in TIME_WAIT do not count (a restart
+    after ``kill -9`` gets its port back at once) while a process listening there does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -148,43 +137,13 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(directory: Path, host: str, port: int, user: str, password: str) -> None:
-    """``config.xml`` and ``users.xml`` for the listener, readable by this user only."""
-    directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o700)
-    digest = hashlib.sha256(password.encode()).hexdigest()
-    any_address = "<ip>::/0</ip>"
-    users = f"""<clickhouse>
-  <users>
-    <default>
-      <password></password><profile>default</profile><quota>default</quota>
-      <networks>{any_address}</networks>
-      <!-- clickhouse-local's own queries run as default without a password: it may only
-           start the listener and run its sleeping query, nothing else (no tables, no files). -->
-      <grants><query>GRANT SYSTEM LISTEN ON *.*</query><query>GRANT SELECT ON system.numbers</query></grants>
-    </default>
-    <{user}>
-      <password_sha256_hex>{digest}</password_sha256_hex><profile>default</profile><quota>default</quota>
-      <networks>{any_address}</networks>
-    </{user}>
-  </users>
-  <profiles><default/></profiles>
-  <quotas><default/></quotas>
-</clickhouse>
-"""
-    config = (f"<clickhouse><http_port>{port}</http_port><listen_host>{escape(host)}</listen_host>"
-              "<keep_alive_timeout>1</keep_alive_timeout><users_config>users.xml</users_config></clickhouse>\n")
-    for name, text in (("users.xml", users), ("config.xml", config)):
-        path = directory / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+def free_port(host: str = "127.0.0.1", exclude: list[int] | None = None) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in (exclude or []):
+            return port
 
 
 def ping(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -198,17 +157,19 @@ def ping(host: str, port: int, timeout: float = 1.0) -> bool:
 class LocalServer:
     """Serve the store in this process until :meth:`stop` (the ``clickhouse_server`` command)."""
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 8123) -> None:
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 8123, tcp_port: int = 9000) -> None:
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.clickhouse_password.get_secret_value():
             raise StoreError(f"Binding {host} (not loopback) requires CLICKHOUSE_PASSWORD to be set")
         self.settings = settings
         self.host = "127.0.0.1" if host == "localhost" else host
         self.port = port
+        self.tcp_port = tcp_port
         self.lock = store_lock(settings)
         self.record: ServerRecord | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._stop = threading.Event()
+        self._watchdog: Any = None
 
     def start(self) -> ServerRecord:
         """Take the store, start the listener, wait for ``/ping``, write the server record."""
@@ -228,13 +189,11 @@ class LocalServer:
     def _start_locked(self) -> ServerRecord:
         from chdb import _chdb
 
-        if self.port == 0:
-            self.port = free_port(self.host)
-        if not port_is_free(self.host, self.port):
-            raise StoreError(f"Port {self.port} on {self.host} is already in use; choose another with --port")
+        self.port, self.tcp_port = self._ports()
         password = server_password(self.settings, create=True)
+        bi_password = server_password(self.settings, create=True, user=BI_USER)
         conf = self.settings.data_dir / "clickhouse-server"
-        write_config(conf, self.host, self.port, SERVER_USER, password)
+        write_config(conf, self.host, (self.port, self.tcp_port), password, bi_password)
         os.chdir(conf)
         store = str(self.settings.store_path)
         self.settings.store_path.mkdir(parents=True, exist_ok=True)
@@ -257,11 +216,23 @@ class LocalServer:
                 raise StoreError(f"The ClickHouse listener did not answer /ping within {READY_TIMEOUT:.0f} s")
             time.sleep(0.05)
         self.record = ServerRecord(pid=os.getpid(), host=self.host, port=self.port, store_path=store,
-                                   store_id=self._store_id(password))
+                                   store_id=self._store_id(password), tcp_port=self.tcp_port)
         tmp = record_path(self.settings).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self.record)))
         tmp.replace(record_path(self.settings))
         return self.record
+
+    def _ports(self) -> tuple[int, int]:
+        """The HTTP and native TCP ports (0: a free one), each checked free."""
+        ports = []
+        for port, option in ((self.port, "--port"), (self.tcp_port, "--tcp-port")):
+            port = port or free_port(self.host, exclude=ports)
+            if not port_is_free(self.host, port):
+                raise StoreError(f"Port {port} on {self.host} is already in use; choose another with {option}")
+            ports.append(port)
+        if ports[0] == ports[1]:
+            raise StoreError(f"--port and --tcp-port are both {ports[0]}: give two ports")
+        return ports[0], ports[1]
 
     def _client(self, password: str) -> Any:
         import clickhouse_connect
@@ -295,10 +266,30 @@ class LocalServer:
             if failures >= 3:
                 raise StoreError(f"The ClickHouse listener on {self.host}:{self.port} stopped answering "
                                  "(SYSTEM STOP LISTEN HTTP?); exiting")
+            if not failures:
+                self._bound_default_user()
+
+    def _bound_default_user(self) -> None:
+        """End every query of a client logged in as ``default`` that ran longer than its bound.
+
+        A profile limit cannot do it: the listener's own endless query runs under ``default``'s
+        profile too. It is the one query of the ``Local`` interface; clients come over HTTP or TCP.
+        """
+        try:
+            if self._watchdog is None:
+                self._watchdog = self._client(server_password(self.settings))
+            self._watchdog.command(_BOUND_DEFAULT_SQL)
+        except Exception as exc:  # the next second tries again with a new client
+            log.warning("Could not bound the default user's queries: %s", _short(exc))
+            if self._watchdog is not None:
+                self._watchdog.close()
+            self._watchdog = None
 
     def stop(self) -> None:
         """Stop the listener's query (so ClickHouse shuts its store down), drop record and lock."""
         record_path(self.settings).unlink(missing_ok=True)
+        if self._watchdog is not None:
+            self._watchdog.close()
         if self._thread is not None and self._thread.is_alive() and ping(self.host, self.port):
             try:
                 client = self._client(server_password(self.settings))

@@ -23,9 +23,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
+from core.exceptions import StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
+from core.store_errors import errors as _errors
+from core.store_errors import setting_literal as _setting_literal
 from core.store_inserts import insert_in_process, json_value, with_constants, worth_in_process
 from core.store_server import short as _short
 from core.validators import quote_identifier
@@ -280,6 +282,40 @@ class Store:
         with self.session() as client, _errors(sql):
             return client.query(sql, parameters=parameters, settings=settings)
 
+    def raw_query(self, sql: str) -> bytes:
+        """A statement's output as ClickHouse formats it (the statement names its own ``FORMAT``)."""
+        with self.session() as client, _errors(sql):
+            return bytes(client.raw_query(sql))
+
+    @contextmanager
+    def read_only(self, settings: Mapping[str, Any] | None = None) -> Iterator[None]:
+        """A block in which ClickHouse itself refuses every write: ``readonly = 1`` (after ``settings``).
+
+        ``readonly = 1`` refuses INSERT, DDL, SYSTEM, KILL, temporary tables, every table
+        function that reaches outside the store (file, url, s3, remote, mysql, ...) and any change
+        of a setting, ``readonly`` included, so no text of a statement can undo it. On the embedded
+        engine it is set on the session (a statement's own SETTINGS cannot override a session's
+        readonly); on a server it goes with every request (applied before the statement's own
+        SETTINGS are checked). The client is closed after the block: a chdb session cannot leave
+        read-only mode.
+        """
+        changes = {**(settings or {}), "readonly": 1}
+        try:
+            with self.session() as client, _errors("SET readonly = 1"):
+                if self._lock is not None:
+                    client.command("SET " + ", ".join(f"{quote_identifier(k)} = {_setting_literal(v)}"
+                                                      for k, v in changes.items()))
+                else:
+                    for key, value in changes.items():
+                        client.set_client_setting(key, value)
+                yield
+        finally:
+            with self._mutex:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                self._disconnect()
+
     def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
         with self.session() as client, _errors(sql):
             return client.query_df(sql, parameters=parameters)
@@ -354,31 +390,3 @@ def _running_local_server(settings: Settings) -> ServerRecord | Literal[False]:
     from core.local_server import find_running_server
 
     return find_running_server(settings) or False
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    """A broken HTTP connection (as opposed to an error ClickHouse answered with)."""
-    from clickhouse_connect.driver.exceptions import OperationalError
-    from urllib3.exceptions import HTTPError
-
-    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, HTTPError)
-
-
-@contextmanager
-def _errors(sql: str) -> Iterator[None]:
-    """Turn driver errors into :class:`StoreError` naming the statement."""
-    try:
-        yield
-    except StoreError:
-        raise
-    except Exception as exc:
-        from clickhouse_connect.driver.exceptions import ClickHouseError
-
-        if not isinstance(exc, ClickHouseError) and type(exc).__module__.split(".")[0] != "chdb":
-            raise
-        statement = " ".join(sql.split())
-        statement = statement[:200] + ("..." if len(statement) > 200 else "")
-        if _is_transport_error(exc):
-            raise StoreConnectionLost(f"Lost the connection to ClickHouse: {_short(exc)} "
-                                      f"(while running: {statement})") from exc
-        raise StoreError(f"ClickHouse error: {_short(exc)} (while running: {statement})") from exc

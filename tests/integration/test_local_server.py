@@ -53,7 +53,8 @@ def test_server_starts_answers_and_locks_out_the_default_user(tmp_path: Path) ->
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/ping", timeout=5) as response:
             assert response.read() == b"Ok.\n"
         assert http(server.port, "SELECT version()", server.user, server.password) == (200, "26.9.2.1\n")
-        # No password: the default user, which clickhouse-local's own query needs, may read nothing.
+        # No password: the default user, which clickhouse-local's own query needs, may read no table and
+        # use no table function (its scalar file() is the gap docs/deployment.md names).
         status, body = http(server.port, "SELECT * FROM file('/etc/hostname', 'LineAsString')")
         assert status != 200 and "ACCESS_DENIED" in body
         status, body = http(server.port, "SELECT * FROM default._dp_store_id")
