@@ -17,7 +17,8 @@ A :class:`TestProject` is the project as the real commands see it -- your ``src/
 and ``migrations/sql`` (or the folders you pass) -- but with its own embedded ClickHouse store,
 logs and run directory under ``directory``, whatever ``.env`` or the environment say about
 CLICKHOUSE_HOST: a test never writes to a real database. A run goes through the same runner as
-``./run.sh cron_run`` (locks, retries, the run record, the first run applies the migrations).
+``./run.sh cron_run`` (locks, retries, the run record, the first run applies the migrations), on
+the same kind of store: open while in use, not reopened for each query (docs/testing.md).
 """
 
 from __future__ import annotations
