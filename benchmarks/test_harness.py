@@ -161,7 +161,8 @@ def measure(trees: dict[str, Path], work: Path, projects: int, tests: int, repea
                   f"in {sum(runs[name][-1]):.1f} s", flush=True)
         for name in trees:
             sessions[name].append(session_seconds(*generated[name], work / f"gen-rt-{name}"))
-            print(f"  [{attempt + 1}/{repeat}] {name}: {generated[name][1]} generated tests in {sessions[name][-1]:.1f} s",
+            print(f"  [{attempt + 1}/{repeat}] {name}: {generated[name][1]} generated tests "
+                  f"in {sessions[name][-1]:.1f} s",
                   flush=True)
     return {"runs": runs, "sessions": sessions, "tests": counts.pop()}
 
