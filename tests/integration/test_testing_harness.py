@@ -70,7 +70,8 @@ def test_projects_used_in_turn_keep_their_own_stores_and_free_them(tmp_path: Pat
         (tmp_path / "empty.env").write_text("")
         env.update(PYTHONPATH=str(ROOT / "src"), ENV_FILE=str(tmp_path / "empty.env"),
                    DATA_DIR=str(a.settings.data_dir), LOG_DIR=str(tmp_path / "cli-logs"),
-                   RUN_DIR=str(tmp_path / "cli-run"), STORE_LOCK_TIMEOUT="60", PIPELINES_DIR=str(FIXTURE_PIPELINES), MIGRATIONS_DIR=str(FIXTURE_MIGRATIONS))
+                   RUN_DIR=str(tmp_path / "cli-run"), STORE_LOCK_TIMEOUT="60",
+                   PIPELINES_DIR=str(FIXTURE_PIPELINES), MIGRATIONS_DIR=str(FIXTURE_MIGRATIONS))
         done = subprocess.run([sys.executable, "src/main.py", "sql", "--format", "tsv",
                                "SELECT count() AS n FROM fixture_readings"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
