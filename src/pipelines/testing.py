@@ -17,7 +17,8 @@ A :class:`TestProject` is the project as the real commands see it -- your ``src/
 and ``migrations/sql`` (or the folders you pass) -- but with its own embedded ClickHouse store,
 logs and run directory under ``directory``, whatever ``.env`` or the environment say about
 CLICKHOUSE_HOST: a test never writes to a real database. A run goes through the same runner as
-``./run.sh cron_run`` (locks, retries, the run record, the first run applies the migrations).
+``./run.sh cron_run`` (locks, retries, the run record, the first run applies the migrations), on
+the same kind of store: open while in use, not reopened for each query (docs/testing.md).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from audit.results import CHECKS_TABLE
 from core.config import PROJECT_ROOT, Settings
@@ -35,8 +36,10 @@ from core.store import Store
 from ops.discovery import discover
 from pipelines.pipeline_registry import PipelineSpec, Registry
 
-__all__ = ["RunOutcome", "TestProject"]
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
+__all__ = ["RunOutcome", "TestProject"]
 
 
 @dataclass
@@ -77,7 +80,7 @@ class TestProject:
             "clickhouse_host": None, "clickhouse_url": None,
         }
         self.settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]
-        self.store = Store(self.settings, linger=0)
+        self.store: Store = _ProjectStore(self.settings)
         self._registry: Registry | None = None
 
     # ---- the project --------------------------------------------------------------------
@@ -150,7 +153,7 @@ class TestProject:
     # ---- lifetime -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release the embedded store (another process, or another TestProject, can then open one)."""
+        """Release the embedded store (another process can then open it) and the lock on it."""
         self.store.close()
 
     def __enter__(self) -> TestProject:
@@ -159,6 +162,32 @@ class TestProject:
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
+
+
+class _ProjectStore(Store):
+    """A project's store: the same :class:`Store` as ``cron_run`` uses (default linger, so a run's
+    queries share one open engine instead of opening and closing it around each of them -- that
+    was 47 engine opens per run of the example), that hands the in-process engine over.
+
+    chdb runs one engine per process, on one path at a time: before a project's store opens, the
+    store of another project of this process (idle between its calls; tests run one at a time)
+    is closed, so several TestProjects of a session may be used in turn as before.
+    """
+
+    _holder: ClassVar[_ProjectStore | None] = None
+
+    def _open(self) -> Client:
+        holder = _ProjectStore._holder
+        if holder is not None and holder is not self:
+            holder.close()
+        client = super()._open()
+        _ProjectStore._holder = self
+        return client
+
+    def close(self) -> None:
+        super().close()
+        if _ProjectStore._holder is self:
+            _ProjectStore._holder = None
 
 
 def _interval(day: date | str | None, start: datetime | str | None, end: datetime | str | None) -> Any:

@@ -50,6 +50,35 @@ def test_failures_and_bad_input(project: TestProject) -> None:
         project.run("fixture_pipeline", start="2026-01-15")
 
 
+def test_projects_used_in_turn_keep_their_own_stores_and_free_them(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # A project's store stays open between its calls; chdb runs one engine (one path) per process,
+    # so using another project hands the engine over, and a waiting process gets it too.
+    monkeypatch.setenv("CLICKHOUSE_HOST", "clickhouse.invalid")
+    with TestProject(tmp_path / "a", FIXTURE_PIPELINES, FIXTURE_MIGRATIONS) as a, \
+            TestProject(tmp_path / "b", FIXTURE_PIPELINES, FIXTURE_MIGRATIONS) as b:
+        assert a.run("fixture_pipeline", day="2026-01-15").ok
+        assert b.run("fixture_pipeline", day="2026-01-17").ok
+        again = a.run("fixture_pipeline", day="2026-01-16")
+        assert again.ok and len(again.rows) == 16
+        per_day = ("SELECT toString(toDate(reading_time)) AS day, count() AS n FROM fixture_readings "
+                   "GROUP BY day ORDER BY day")
+        assert b.query(per_day) == [{"day": "2026-01-17", "n": 16}]
+        assert a.query(per_day) == [{"day": "2026-01-15", "n": 16}, {"day": "2026-01-16", "n": 16}]
+        # a still holds its store: another process waits for it, a releases it, the process reads it.
+        env = {k: v for k, v in os.environ.items() if k not in ("CLICKHOUSE_HOST", "CLICKHOUSE_URL", "DP_TEST_SERVER")}
+        (tmp_path / "empty.env").write_text("")
+        env.update(PYTHONPATH=str(ROOT / "src"), ENV_FILE=str(tmp_path / "empty.env"),
+                   DATA_DIR=str(a.settings.data_dir), LOG_DIR=str(tmp_path / "cli-logs"),
+                   RUN_DIR=str(tmp_path / "cli-run"), STORE_LOCK_TIMEOUT="60",
+                   PIPELINES_DIR=str(FIXTURE_PIPELINES), MIGRATIONS_DIR=str(FIXTURE_MIGRATIONS))
+        done = subprocess.run([sys.executable, "src/main.py", "sql", "--format", "tsv",
+                               "SELECT count() AS n FROM fixture_readings"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert (done.returncode, done.stdout.splitlines()) == (0, ["n", "32"]), done.stderr
+        assert len(a.table_rows("fixture_readings")) == 32  # and a opens it again
+
+
 def _pipelines_tests(copy: Path, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DP_TEST_SERVER")}  # as a user runs it
     env.update(PYTHONPATH=str(copy / "src"), TEST_RESULTS_DIR=str(tmp_path / "results"))

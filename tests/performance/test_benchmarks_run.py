@@ -66,3 +66,11 @@ def test_streaming_memory_benchmark_reports_the_ratio() -> None:
     out = run_benchmark("benchmarks/streaming_memory.py", "--rows", "20000", "40000", "--batch-size", "5000",
                         "--variants", "default", "loop")
     assert "default: peak RSS" in out and "loop: peak RSS" in out and "ClickHouse tracked" in out
+
+
+def test_harness_benchmark_reports_ratios_against_the_old_commit() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("the baseline commit is taken from git: not a git checkout")
+    out = run_benchmark("benchmarks/test_harness.py", "--projects", "1", "--tests", "2", "--repeat", "1")
+    assert "later runs, median" in out and "baseline cf6f863" in out
+    assert "A test session of 3 generated pipeline tests" in out and "x\n" in out
