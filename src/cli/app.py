@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
+from cli.console import CliConsole
 from core.exceptions import DataProcessorError
 
 if TYPE_CHECKING:  # pydantic (~0.2 s) loads when a command first needs its settings, not for `help`
@@ -29,10 +28,9 @@ class App:
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
-        # Off a terminal (pipes, cron, CI) tables get room instead of rich's 80-column default.
-        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
-        self.console = Console(highlight=False, soft_wrap=False, width=width)
-        self.err = Console(stderr=True, highlight=False, width=width)
+        # Off a terminal (pipes, cron, CI) nothing is wrapped and tables are TSV (cli/console.py).
+        self.console = CliConsole()
+        self.err = CliConsole(stderr=True)
 
     @cached_property
     def settings(self) -> Settings:

@@ -69,6 +69,17 @@ def test_other_commands_fail_on_bad_config_with_one_line(project_env) -> None:
         "error: BATCH_SIZE must be an integer between 1 and 10000000, got 'lots' (from environment)"
 
 
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("TIMEOUT", "1e309", "a finite number of seconds greater than 0"),
+    ("STORE_LOCK_TIMEOUT", "inf", "a finite number of seconds, 0 or more"),
+    ("ALERT_REMIND_HOURS", "nan", "a finite number of hours, 0 (never) or more"),
+])
+def test_float_settings_must_be_finite(project_env, variable: str, value: str, expected: str) -> None:
+    result = run_cli("setup_db", env={variable: value})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {variable} must be {expected}, got '{value}' (from environment)"
+
+
 def test_check_fails_on_unwritable_log_dir(project_env, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
