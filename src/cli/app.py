@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -120,8 +121,15 @@ def _unwritable(exc: OSError) -> DataProcessorError | None:
         return None
 
 
+def private_files() -> None:
+    """What this process (and every process it starts) creates is its user's alone: the store,
+    logs, run files and the local server's data are never group/other readable (umask 077)."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; framework errors become one line on stderr."""
+    private_files()
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or "--verbose" in args
     try:

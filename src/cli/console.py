@@ -13,14 +13,15 @@ from rich.text import Text
 
 
 def _plain(cell: Any) -> str:
-    """A cell as one TSV field: markup removed, tabs and line breaks turned into spaces."""
+    """A cell as one TSV field: markup removed, tabs and line breaks written ``\\t``, ``\\n`` (as
+    ``sql`` writes them, ClickHouse's TSV convention)."""
     if isinstance(cell, str):
         text = Text.from_markup(cell).plain
     elif isinstance(cell, Text):
         text = cell.plain
     else:
         text = str(cell)
-    return " ".join(text.replace("\t", " ").splitlines())
+    return text.replace("\t", "\\t").replace("\r\n", "\n").replace("\n", "\\n")
 
 
 class CliConsole(Console):
@@ -37,9 +38,10 @@ class CliConsole(Console):
         super().__init__(stderr=stderr, highlight=False, soft_wrap=self.plain, width=width)
         self._tables = 0
 
-    def print(self, *objects: Any, **kwargs: Any) -> None:
-        """As rich prints, except that off a terminal tables are TSV and nothing wraps."""
-        if not self.plain or not any(isinstance(o, Table) for o in objects):
+    def print(self, *objects: Any, as_table: bool = False, **kwargs: Any) -> None:
+        """As rich prints, except that off a terminal tables are TSV (unless ``as_table``: asked
+        for explicitly, e.g. ``sql --format table``) and nothing wraps."""
+        if as_table or not self.plain or not any(isinstance(o, Table) for o in objects):
             super().print(*objects, **kwargs)
             return
         for item in objects:

@@ -157,3 +157,22 @@ def test_run_sh_stops_with_the_pip_error_when_install_fails(tmp_path: Path) -> N
     assert "error: pip install -r requirements.txt failed" in result.stderr
     assert "this-package-does-not-exist-dp" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_store_and_logs_are_private_to_the_user(project_env) -> None:
+    """Whatever the caller's umask, the store, the logs and what is in them are not group/other readable."""
+    old = os.umask(0o022)  # the CLI processes inherit this usual umask
+    try:
+        assert run_cli("setup_db").returncode == 0
+        result = run_cli("cron_run", "fixture_pipeline", "--date", "2026-01-15")
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    roots = [Path(project_env["LOG_DIR"]), Path(project_env["RUN_DIR"])]
+    if "CLICKHOUSE_HOST" not in project_env:  # the embedded store (in server mode the server's is its own)
+        roots.append(Path(project_env["DATA_DIR"]))
+        assert (Path(project_env["DATA_DIR"]) / "clickhouse").is_dir()
+    assert (Path(project_env["LOG_DIR"]) / "jobs" / "fixture_pipeline.log").is_file()
+    shared = [f"{path} {path.stat().st_mode & 0o777:o}" for root in roots for path in [root, *root.rglob("*")]
+              if not path.is_symlink() and path.stat().st_mode & 0o077]
+    assert shared == []
