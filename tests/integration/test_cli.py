@@ -42,7 +42,7 @@ def test_check_reports_the_embedded_store_and_version(project_env) -> None:
     assert checks["database"]["status"] == "warn"
     human = run_cli("check", env={"COLUMNS": "200"})
     assert human.returncode == 0
-    assert "healthy" in human.stdout and "CLICKHOUSE_PASSWORD" in human.stdout
+    assert human.stderr.strip() == "healthy" and "CLICKHOUSE_PASSWORD" in human.stdout  # piped: verdict on stderr
 
 
 def test_check_masks_secrets(project_env) -> None:
