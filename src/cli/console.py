@@ -28,7 +28,8 @@ class CliConsole(Console):
     """rich's Console for stdout (or stderr); ``plain`` when that stream is not a terminal.
 
     Plain output is never wrapped, whatever its length or ``COLUMNS``; a table is printed as TSV:
-    a header line and one line per row (no title), a blank line between two tables.
+    a header line and one line per row, a blank line between two tables; its title (what it
+    shows, not data) goes to stderr.
     """
 
     def __init__(self, stderr: bool = False) -> None:
@@ -51,6 +52,9 @@ class CliConsole(Console):
                 super().print(item, **kwargs)
 
     def _print_tsv(self, table: Table) -> None:
+        if table.title:
+            sys.stderr.write(_plain(table.title) + "\n")
+            sys.stderr.flush()
         lines = [""] if self._tables else []  # rich would expand the tabs: written as they are
         self._tables += 1
         lines.append("\t".join(_plain(c.header) for c in table.columns))

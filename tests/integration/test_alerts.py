@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import json
 import os
 import socket
@@ -13,11 +15,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import SRC, JsonHandler, cli_env, require_tool, rows, run_cli, serve
+from conftest import SRC, JsonHandler, cli_env, require_tool, rows, run_cli, serve, wait_for
 from core.store import Store
 
 TOKEN = "T0KEN-s3cret-path"
@@ -177,10 +180,6 @@ def test_email_over_smtp_alerts_once_and_on_recovery(project) -> None:
     assert "To: oncall@example.com, data@example.com" in box.messages[0]
     assert "Subject: [data-processor] Recovered: feed" in box.messages[1]
     # What mail clients and spam filters expect: a Date and a unique Message-ID.
-    import email
-    import email.policy
-    from email.utils import parsedate_to_datetime
-
     mails = [email.message_from_string(m, policy=email.policy.default) for m in box.messages]
     for mail in mails:
         assert abs(parsedate_to_datetime(mail["Date"]) - datetime.now(UTC)) < timedelta(minutes=10)
@@ -373,8 +372,6 @@ def test_a_hanging_alert_command_is_ended_with_its_children(project, tmp_path: P
     assert time.monotonic() - started < 30
     pid = int(child.read_text())
     try:
-        from conftest import wait_for
-
         wait_for(lambda: not _alive(pid), timeout=10, what=f"the command's child {pid} to be gone")
     finally:
         if _alive(pid):

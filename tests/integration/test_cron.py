@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import textwrap
 from datetime import UTC, datetime
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SERVER_MODE, ROOT, require_tool, run_cli
+from conftest import SERVER_MODE, ROOT, SRC, cli_env, require_tool, run_cli
 
 MODULE = textwrap.dedent('''
     import pyarrow as pa
@@ -295,9 +296,6 @@ def test_a_cron_fire_writes_each_message_once(crontab: Crontab, project_env) -> 
     log = Path(project_env["LOG_DIR"]) / "fire.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:  # 02:45 fired, 03:00 is not a fire of '45 2 * * *': nothing to do
-        from conftest import SRC, cli_env
-        import sys
-
         done = subprocess.run([sys.executable, str(SRC / "main.py"), "cron_run", "fixture_pipeline", "--trigger",
                                "cron", "--fired-at", "2026-01-15T03:00Z"], env=cli_env(), cwd=ROOT, stdout=out,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)

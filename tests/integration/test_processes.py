@@ -99,7 +99,8 @@ def test_ps_kill_only_our_verified_processes(module: Path, project_env) -> None:
         assert problems["gone"] == f"process {dead.pid} is gone"
         assert problems["impostor"].startswith(f"pid {os.getpid()} is now another program (")
         human = run_cli("ps")
-        assert "2 running" in human.stdout and str(slow.pid) in human.stdout
+        header, *live = [line.split("\t") for line in human.stdout.splitlines()]  # piped: TSV
+        assert header[:2] == ["pipeline", "pid"] and len(live) == 2 and str(slow.pid) in [r[1] for r in live]
         assert "stale gone.json: ghost run gone: process" in human.stderr
 
         started = time.monotonic()
