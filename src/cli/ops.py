@@ -110,7 +110,7 @@ def cron_status(app: App, as_json: bool) -> int:
     if state.in_sync:
         app.console.print("[green]in sync[/]")
         return EXIT_OK
-    app.console.print("[bold red]out of sync[/]: run ./run.sh setup_cron --all")
+    app.console.print(f"[bold red]out of sync[/]: {state.how_to_sync}")
     return EXIT_FAILED
 
 

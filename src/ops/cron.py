@@ -269,10 +269,19 @@ class Status:
     block_installed: bool
     rows: list[tuple[str, str, list[str], list[str]]]  # (name, state, wanted lines, installed lines)
     errors: dict[str, str]
+    scope: str = SCOPE_ALL
 
     @property
     def in_sync(self) -> bool:
         return all(state == "ok" for _, state, _, _ in self.rows) and not self.errors
+
+    @property
+    def how_to_sync(self) -> str:
+        """The command that brings the block in line, within the user's choice."""
+        if self.scope == SCOPE_CHOSEN:
+            return ("run ./run.sh setup_cron NAME for a changed pipeline, ./run.sh remove_cron NAME for an extra "
+                    "one (the block holds chosen pipelines; setup_cron --all would schedule every one)")
+        return "run ./run.sh setup_cron --all"
 
 
 def status(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> Status:
@@ -289,4 +298,4 @@ def status(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) ->
         else:
             state = "missing" if want else "extra"
         rows.append((name, state, want.lines if want else [], have.lines if have else []))
-    return Status(inner is not None, rows, wanted.errors)
+    return Status(inner is not None, rows, wanted.errors, SCOPE_CHOSEN if chosen else SCOPE_ALL)
