@@ -280,7 +280,8 @@ def test_setup_cron_name_stays_that_choice_when_cron_re_syncs(crontab: Crontab, 
     (module / "test_pipeline.py").write_text((module / "test_pipeline.py").read_text().replace(
         '"schedule": "0 2 * * *"', '"schedule": "0 6 * * *"'))
     drifted = run_cli("cron_status")
-    assert drifted.returncode == 1 and "out of sync: run ./run.sh setup_cron NAME for a changed pipeline" in drifted.stdout
+    assert drifted.returncode == 1
+    assert "out of sync: run ./run.sh setup_cron NAME for a changed pipeline" in drifted.stdout
     assert run_cli("cron_run", "hours", "--trigger", "cron").returncode == 0
     assert [line.split(" cd ")[0] for line in crontab.block() if "cron_run" in line and not line.startswith("#")] \
         == ["0 6 * * *"]
