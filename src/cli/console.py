@@ -16,7 +16,7 @@ def _plain(cell: Any) -> str:
     """A cell as one TSV field: markup removed, tabs and line breaks written ``\\t``, ``\\n`` (as
     ``sql`` writes them, ClickHouse's TSV convention)."""
     if isinstance(cell, str):
-        text = Text.from_markup(cell).plain
+        text = Text.from_markup(cell, emoji=False).plain
     elif isinstance(cell, Text):
         text = cell.plain
     else:
