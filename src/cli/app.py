@@ -9,8 +9,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 
+from cli.console import CliConsole
 from core.exceptions import DataProcessorError
 
 if TYPE_CHECKING:  # pydantic (~0.2 s) loads when a command first needs its settings, not for `help`
@@ -29,10 +29,9 @@ class App:
 
     def __init__(self, debug: bool = False) -> None:
         self.debug = debug
-        # Off a terminal (pipes, cron, CI) tables get room instead of rich's 80-column default.
-        width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200
-        self.console = Console(highlight=False, soft_wrap=False, width=width)
-        self.err = Console(stderr=True, highlight=False, width=width)
+        # Off a terminal (pipes, cron, CI) nothing is wrapped and tables are TSV (cli/console.py).
+        self.console = CliConsole()
+        self.err = CliConsole(stderr=True)
 
     @cached_property
     def settings(self) -> Settings:
@@ -122,8 +121,15 @@ def _unwritable(exc: OSError) -> DataProcessorError | None:
         return None
 
 
+def private_files() -> None:
+    """What this process (and every process it starts) creates is its user's alone: the store,
+    logs, run files and the local server's data are never group/other readable (umask 077)."""
+    os.umask(os.umask(0o077) | 0o077)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; framework errors become one line on stderr."""
+    private_files()
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or "--verbose" in args
     try:

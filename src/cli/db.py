@@ -58,7 +58,9 @@ def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
         for name, value in settings.display().items():
             config.add_row(name, value)
         app.console.print(config)
-    app.console.print("[green]healthy[/]" if ok else "[bold red]unhealthy[/]: fix the FAIL lines above")
+    # Off a terminal stdout is the TSV alone; the verdict (also the exit code) goes to stderr.
+    (app.err if app.console.plain else app.console).print(
+        "[green]healthy[/]" if ok else "[bold red]unhealthy[/]: fix the FAIL lines above")
     return EXIT_OK if ok else EXIT_FAILED
 
 

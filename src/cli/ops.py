@@ -110,7 +110,7 @@ def cron_status(app: App, as_json: bool) -> int:
     if state.in_sync:
         app.console.print("[green]in sync[/]")
         return EXIT_OK
-    app.console.print("[bold red]out of sync[/]: run ./run.sh setup_cron --all")
+    app.console.print(f"[bold red]out of sync[/]: {state.how_to_sync}")
     return EXIT_FAILED
 
 
@@ -213,16 +213,19 @@ def kill(app: App, name: str | None, grace: float) -> int:
 
 
 @cli.command("clean")
-@click.option("--days", default=30.0, show_default=True, type=click.FloatRange(0),
-              help="Delete log files not written for this many days.")
-@click.option("--logs", is_flag=True, help="Also clear every log file (truncate current, delete rotated).")
+@click.option("--days", type=click.FloatRange(0),
+              help="Delete log files not written for this many days (default 30); bounds --logs too.")
+@click.option("--logs", is_flag=True,
+              help="Also clear every log file (truncate current, delete rotated); with --days only the older ones.")
 @click.option("--dry-run", is_flag=True, help="Show what would be removed.")
 @click.option("--quiet", is_flag=True, help="Print only when something was removed (for cron).")
 @pass_app
-def clean(app: App, days: float, logs: bool, dry_run: bool, quiet: bool) -> int:
+def clean(app: App, days: float | None, logs: bool, dry_run: bool, quiet: bool) -> int:
     """Remove stale pid files, leftover staging tables, temporary files and old logs (never data or .env)."""
     from ops.processes import clean as do_clean
 
+    # --logs --days N clears only what --days N removes anyway: never today's logs.
+    logs, days = logs and days is None, 30.0 if days is None else days
     report = do_clean(app.settings, days=days, logs=logs, dry_run=dry_run)
     labels = {
         "stale_pid_files": "stale pid file", "staging_tables": "staging table",

@@ -187,7 +187,7 @@ def sql(app: App, query: str | None, fmt: str | None, limit: int | None, write: 
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(Text(NULL_MARK, style="dim") if v is None else Text(_text(v)) for v in row))
-    app.console.print(table)
+    app.console.print(table, as_table=True)  # asked for (or a terminal): a table even when piped
     app.console.print(f"{len(rows)} row(s)" + (" shown (more exist; --limit to change)" if more else ""))
     return EXIT_OK
 

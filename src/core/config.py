@@ -37,17 +37,17 @@ _EXPECTED: dict[str, str] = {
     "log_format": "'text' or 'json'",
     "log_max_bytes": "an integer of at least 1024 (bytes)",
     "log_backup_count": "an integer between 0 and 1000",
-    "timeout": "a number of seconds greater than 0",
-    "clickhouse_connect_timeout": "a number of seconds greater than 0",
+    "timeout": "a finite number of seconds greater than 0",
+    "clickhouse_connect_timeout": "a finite number of seconds greater than 0",
     "batch_size": "an integer between 1 and 10000000",
-    "store_lock_timeout": "a number of seconds, 0 or more",
+    "store_lock_timeout": "a finite number of seconds, 0 or more",
     "run_history_ttl_days": "an integer number of days between 1 and 36500",
     "alert_webhook_url": "an http(s) URL",
     "alert_webhook_format": "one of slack, teams, json",
     "alert_smtp_port": "an integer between 1 and 65535",
     "alert_smtp_security": "one of starttls, ssl, none",
-    "alert_timeout": "a number of seconds between 0 and 60 (exclusive of 0)",
-    "alert_remind_hours": "a number of hours, 0 (never) or more",
+    "alert_timeout": "a finite number of seconds between 0 and 60 (exclusive of 0)",
+    "alert_remind_hours": "a finite number of hours, 0 (never) or more",
     "alert_on_warn": "true or false",
     "check_cron_schedule": "a cron expression like '*/15 * * * *'",
 }
@@ -63,6 +63,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         validate_default=True,
+        # Every float setting is finite: TIMEOUT=1e309 or STORE_LOCK_TIMEOUT=inf would mean "forever".
+        allow_inf_nan=False,
     )
 
     clickhouse_host: str | None = None

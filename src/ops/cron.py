@@ -22,8 +22,9 @@ from pathlib import Path
 
 from core.config import PROJECT_ROOT, Settings
 from core.exceptions import CronError, ScheduleError
-from ops.crontab import (HEALTH, HOUSEKEEPING, MAINTENANCE, MAINTENANCE_SPEC, Entry, crontab_command, crontab_lock,
-                         parse_entries, read_crontab, render_block, replace_block, split_block, write_crontab)
+from ops.crontab import (HEALTH, HOUSEKEEPING, MAINTENANCE, MAINTENANCE_SPEC, SCOPE_ALL, SCOPE_CHOSEN, Entry,
+                         block_scope, crontab_command, crontab_lock, parse_entries, read_crontab, render_block,
+                         replace_block, split_block, write_crontab)
 from runner.schedule import CronPlan, cron_zone, translate
 from pipelines.pipeline_registry import PipelineSpec, Registry
 
@@ -106,10 +107,15 @@ class Wanted:
     errors: dict[str, str]  # pipeline -> why it has no entry
 
 
-def wanted_entries(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> Wanted:
+def wanted_entries(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT,
+                   only: set[str] | None = None) -> Wanted:
+    """The entries the block should hold: every scheduled pipeline, or those in ``only`` (the
+    pipelines a block of chosen scope holds)."""
     entries: dict[str, Entry] = {}
     errors: dict[str, str] = {}
     for spec in scheduled(registry):
+        if only is not None and spec.name not in only:
+            continue
         try:
             entries[spec.name] = pipeline_entry(spec, settings, root)
         except CronError as exc:
@@ -130,11 +136,13 @@ class SyncResult:
     kept: list[str] = field(default_factory=list)      # unknown names kept because modules are broken
     errors: dict[str, str] = field(default_factory=dict)
     entries: dict[str, Entry] = field(default_factory=dict)
+    scope: str = SCOPE_ALL  # what the written block records (see ops.crontab)
 
 
-def _apply(update: Callable[[dict[str, Entry]], SyncResult], root: Path = PROJECT_ROOT,
+def _apply(update: Callable[[dict[str, Entry], str | None], SyncResult], root: Path = PROJECT_ROOT,
            lock_timeout: float = LOCK_TIMEOUT) -> SyncResult:
-    """Read the crontab, let ``update(installed entries) -> SyncResult`` decide, write if changed."""
+    """Read the crontab, let ``update(installed entries, installed scope or None without a block)
+    -> SyncResult`` decide, write if changed."""
     lock = crontab_lock()
     if not lock.acquire(lock_timeout, note=f"crontab update by {root}"):
         raise CronError(f"another process has been updating the crontab for {lock_timeout:.0f} s "
@@ -143,8 +151,8 @@ def _apply(update: Callable[[dict[str, Entry]], SyncResult], root: Path = PROJEC
         text = read_crontab()
         _, inner, _ = split_block(text, root)
         installed = parse_entries(inner or [])
-        result = update(dict(installed))
-        new_text = replace_block(text, render_block(result.entries, root), root)
+        result = update(dict(installed), None if inner is None else block_scope(inner))
+        new_text = replace_block(text, render_block(result.entries, root, result.scope), root)
         result.changed = new_text != text
         if result.changed:
             write_crontab(new_text)
@@ -164,16 +172,19 @@ def _diff(installed: dict[str, Entry], wanted: dict[str, Entry], result: SyncRes
 
 
 def sync_all(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT,
-             lock_timeout: float = LOCK_TIMEOUT) -> SyncResult:
-    """Make the block hold exactly the registry's scheduled pipelines.
+             lock_timeout: float = LOCK_TIMEOUT, keep_scope: bool = False) -> SyncResult:
+    """Make the block hold exactly the registry's scheduled pipelines (``setup_cron --all``).
 
+    With ``keep_scope`` (a re-sync) a block of chosen scope keeps its choice: its pipelines are
+    updated, or removed when no longer scheduled, and no other pipeline is added.
     While some modules are broken their pipelines are unknown, so installed entries of unknown
     pipelines are kept (a syntax error must not unschedule a pipeline silently).
     """
-    wanted = wanted_entries(registry, settings, root)
 
-    def update(installed: dict[str, Entry]) -> SyncResult:
-        result = SyncResult(False, errors=wanted.errors)
+    def update(installed: dict[str, Entry], scope: str | None) -> SyncResult:
+        scope = scope if keep_scope and scope else SCOPE_ALL
+        wanted = wanted_entries(registry, settings, root, set(installed) if scope == SCOPE_CHOSEN else None)
+        result = SyncResult(False, errors=wanted.errors, scope=scope)
         entries = dict(wanted.entries)
         _diff(installed, entries, result)
         for name, entry in installed.items():
@@ -211,7 +222,7 @@ def resync_if_drifted(registry: Registry, settings: Settings, root: Path = PROJE
     state = status(registry, settings, root)
     if not state.block_installed or all(st == "ok" for _, st, _, _ in state.rows):
         return None
-    return sync_all(registry, settings, root, RESYNC_LOCK_TIMEOUT)
+    return sync_all(registry, settings, root, RESYNC_LOCK_TIMEOUT, keep_scope=True)
 
 
 def install_one(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROOT) -> SyncResult:
@@ -221,8 +232,8 @@ def install_one(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROO
                         f"not installing it (./run.sh remove_cron {spec.name} removes an old entry)")
     entry = pipeline_entry(spec, settings, root)
 
-    def update(installed: dict[str, Entry]) -> SyncResult:
-        result = SyncResult(False)
+    def update(installed: dict[str, Entry], scope: str | None) -> SyncResult:
+        result = SyncResult(False, scope=scope or SCOPE_CHOSEN)  # a new block holds what was chosen
         _diff(installed, {spec.name: entry}, result)
         installed[spec.name] = entry
         installed.update(housekeeping(settings, root))
@@ -233,10 +244,11 @@ def install_one(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROO
 
 
 def remove(name: str | None, root: Path = PROJECT_ROOT) -> SyncResult:
-    """Remove one pipeline's entry, or (``name=None``) the whole block."""
+    """Remove one pipeline's entry, or (``name=None``) the whole block. Removing one is a choice:
+    the block's scope becomes chosen, so a re-sync does not add it back."""
 
-    def update(installed: dict[str, Entry]) -> SyncResult:
-        result = SyncResult(False)
+    def update(installed: dict[str, Entry], scope: str | None) -> SyncResult:
+        result = SyncResult(False, scope=SCOPE_CHOSEN if name in installed else scope or SCOPE_ALL)
         if name is None:
             result.removed = [n for n in installed if n not in HOUSEKEEPING]
             result.entries = {}
@@ -257,16 +269,27 @@ class Status:
     block_installed: bool
     rows: list[tuple[str, str, list[str], list[str]]]  # (name, state, wanted lines, installed lines)
     errors: dict[str, str]
+    scope: str = SCOPE_ALL
 
     @property
     def in_sync(self) -> bool:
         return all(state == "ok" for _, state, _, _ in self.rows) and not self.errors
 
+    @property
+    def how_to_sync(self) -> str:
+        """The command that brings the block in line, within the user's choice."""
+        if self.scope == SCOPE_CHOSEN:
+            return ("run ./run.sh setup_cron NAME for a changed pipeline, ./run.sh remove_cron NAME for an extra "
+                    "one (the block holds chosen pipelines; setup_cron --all would schedule every one)")
+        return "run ./run.sh setup_cron --all"
+
 
 def status(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) -> Status:
-    wanted = wanted_entries(registry, settings, root)
+    """Installed against wanted; a block of chosen scope wants only the pipelines it holds."""
     _, inner, _ = split_block(read_crontab(), root)
     installed = parse_entries(inner or [])
+    chosen = inner is not None and block_scope(inner) == SCOPE_CHOSEN
+    wanted = wanted_entries(registry, settings, root, set(installed) if chosen else None)
     rows = []
     for name in sorted(set(wanted.entries) | set(installed), key=lambda n: (n in HOUSEKEEPING, n)):
         want, have = wanted.entries.get(name), installed.get(name)
@@ -275,4 +298,4 @@ def status(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) ->
         else:
             state = "missing" if want else "extra"
         rows.append((name, state, want.lines if want else [], have.lines if have else []))
-    return Status(inner is not None, rows, wanted.errors)
+    return Status(inner is not None, rows, wanted.errors, SCOPE_CHOSEN if chosen else SCOPE_ALL)

@@ -21,6 +21,14 @@ MAINTENANCE = "clean"            # the block's housekeeping entry (not a pipelin
 MAINTENANCE_SPEC = "17 4 * * *"  # daily, off the hour when most schedules fire
 HEALTH = "check"                 # optional entry: ./run.sh check --alert on CHECK_CRON_SCHEDULE
 HOUSEKEEPING = (MAINTENANCE, HEALTH)
+# What the user chose, recorded in the block so that a re-sync keeps it: every scheduled pipeline
+# (setup_cron --all; also a block written before the scope line existed) or the ones chosen.
+SCOPE_ALL, SCOPE_CHOSEN = "all", "chosen"
+_SCOPE_LINES = {
+    SCOPE_ALL: "# Scope: all (setup_cron --all): every scheduled pipeline; cron fires add, update and remove entries.",
+    SCOPE_CHOSEN: "# Scope: chosen (setup_cron NAME): only these pipelines; cron fires update or remove them, "
+                  "never add others.",
+}
 
 
 
@@ -132,13 +140,23 @@ def parse_entries(inner: list[str]) -> dict[str, Entry]:
     return entries
 
 
-def render_block(entries: dict[str, Entry], root: Path = PROJECT_ROOT) -> list[str]:
+def block_scope(inner: list[str] | None) -> str:
+    """The scope recorded in the block's inner lines (``SCOPE_ALL`` when none is)."""
+    for line in inner or []:
+        for scope, text in _SCOPE_LINES.items():
+            if line.strip() == text:
+                return scope
+    return SCOPE_ALL
+
+
+def render_block(entries: dict[str, Entry], root: Path = PROJECT_ROOT, scope: str = SCOPE_ALL) -> list[str]:
     """The block's lines, pipelines sorted by name, housekeeping last; [] when nothing is scheduled."""
     pipelines = [entries[name] for name in sorted(entries) if name not in HOUSEKEEPING]
     if not pipelines:
         return []
     lines = [begin_marker(root),
-             "# Managed by ./run.sh setup_cron / remove_cron: edits inside this block are overwritten."]
+             "# Managed by ./run.sh setup_cron / remove_cron: edits inside this block are overwritten.",
+             _SCOPE_LINES[scope]]
     for entry in pipelines:
         lines.extend(entry.text())
     for name in (HEALTH, MAINTENANCE):

@@ -54,7 +54,7 @@ def check_cron(registry: Registry, settings: Settings) -> CheckResult:
     problems += [f"{name}: {error}" for name, error in state.errors.items()]
     if problems:
         return CheckResult("cron", "fail", "cron block out of sync with the pipelines (" + "; ".join(problems)
-                           + "): run ./run.sh setup_cron --all")
+                           + "): " + state.how_to_sync)
     return CheckResult("cron", "ok", f"cron block in sync: {len(wanted)} pipeline(s)")
 
 

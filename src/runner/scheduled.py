@@ -20,7 +20,7 @@ from typing import Literal
 
 from core.config import Settings
 from core.exceptions import AlreadyRunning, UsageError
-from core.logging import get_logger
+from core.logging import CONSOLE, get_logger
 from core.models import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SUCCESS, RunRecord
 from core.store import Store
 from runner.schedule import fired_minute, pipeline_zone, previous_fire
@@ -108,7 +108,7 @@ def run_fire(spec: PipelineSpec, settings: Settings, store: Store, plan: FirePla
     """
     if not plan.tasks:
         message = f"{spec.name}: no complete interval ended in {plan.window}; nothing to do"
-        log.info(message)
+        log.info(message, extra={CONSOLE: False})  # said once: cron sends stdout and stderr to one file
         say(message)
         return EXIT_SUCCESS
     worst = EXIT_SUCCESS

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import email
+import email.policy
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,11 +15,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import SRC, JsonHandler, cli_env, require_tool, rows, run_cli, serve
+from conftest import SRC, JsonHandler, cli_env, require_tool, rows, run_cli, serve, wait_for
 from core.store import Store
 
 TOKEN = "T0KEN-s3cret-path"
@@ -175,6 +179,13 @@ def test_email_over_smtp_alerts_once_and_on_recovery(project) -> None:
     assert "Subject: [data-processor] Run failed: feed" in box.messages[0]
     assert "To: oncall@example.com, data@example.com" in box.messages[0]
     assert "Subject: [data-processor] Recovered: feed" in box.messages[1]
+    # What mail clients and spam filters expect: a Date and a unique Message-ID.
+    mails = [email.message_from_string(m, policy=email.policy.default) for m in box.messages]
+    for mail in mails:
+        assert abs(parsedate_to_datetime(mail["Date"]) - datetime.now(UTC)) < timedelta(minutes=10)
+        message_id = mail["Message-ID"].strip()  # a long one is folded onto its own line (RFC 5322)
+        assert message_id.startswith("<") and message_id.endswith("@example.com>")
+    assert mails[0]["Message-ID"] != mails[1]["Message-ID"]
 
 
 def _certificate(tmp_path: Path) -> tuple[Path, Path]:
@@ -340,6 +351,31 @@ def test_alert_test_reports_each_channel(project) -> None:
     with webhook(status=500) as (_, url):
         failed = run_cli("alert_test", "webhook", env={"ALERT_WEBHOOK_URL": url})
         assert failed.returncode == 1 and "HTTP 500" in failed.stderr and TOKEN not in failed.stderr
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_hanging_alert_command_is_ended_with_its_children(project, tmp_path: Path) -> None:
+    child = tmp_path / "child.pid"
+    script = tmp_path / "hang.sh"
+    script.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {child}\nwait\n")
+    started = time.monotonic()
+    hung = run_cli("alert_test", "command", env={"ALERT_COMMAND": f"/bin/sh {script}", "ALERT_TIMEOUT": "1"},
+                   timeout=60)
+    assert hung.returncode == 1 and "TimeoutExpired" in hung.stderr
+    assert time.monotonic() - started < 30
+    pid = int(child.read_text())
+    try:
+        wait_for(lambda: not _alive(pid), timeout=10, what=f"the command's child {pid} to be gone")
+    finally:
+        if _alive(pid):
+            os.kill(pid, 9)
 
 
 def test_bad_alert_settings_are_refused(project, pipelines_dir: Path) -> None:

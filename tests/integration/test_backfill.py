@@ -102,7 +102,7 @@ def test_backfilling_the_same_days_twice_leaves_the_same_rows(module: Path, db: 
     assert "backfill 2025-03-01..2025-03-05 (days): 5 interval(s) to run, 0 skipped" in first.stderr
     for n in range(5):
         assert f"success days {day(n)}: 6 rows loaded" in first.stdout
-    assert "│ days     │         5 │    5 │       0 │      0 │       0 │          30 │" in first.stdout
+    assert "days\t5\t5\t0\t0\t0\t30\t" in first.stdout.splitlines()  # piped: the summary is TSV
     loaded = content(db, "days_t")
     assert len(loaded) == 30 and len(set(loaded)) == 30
     run_ids = rows(db, "SELECT DISTINCT _dp_run_id FROM days_t")
@@ -158,7 +158,7 @@ def test_a_failing_day_stops_the_backfill_unless_told_to_go_on(module: Path, db:
     assert f"stopped at the first failure: days {day(2)} (error)" in stopped.stderr
     assert "--continue-on-error" in stopped.stderr
     assert f"{day(2)} (error)" in stopped.stdout  # the summary's failed intervals
-    assert "│ days     │         5 │    2 │       0 │      1 │       2 │" in stopped.stdout
+    assert "\ndays\t5\t2\t0\t1\t2\t" in stopped.stdout
     assert rows(db, "SELECT count() FROM days_t") == [(12,)]
 
     goes_on = backfill("days", *FIVE, "--continue-on-error", env=fail)
@@ -166,8 +166,7 @@ def test_a_failing_day_stops_the_backfill_unless_told_to_go_on(module: Path, db:
     assert "2 interval(s) to run, 3 skipped" not in goes_on.stderr
     assert "3 interval(s) to run, 2 skipped" in goes_on.stderr  # the failed day and the two never run
     assert f"success days {day(3)}" in goes_on.stdout and f"success days {day(4)}" in goes_on.stdout
-    assert "│ days     │         5 │    2 │       2 │      1 │       0 │          12 │ 2025-03-03 (error) │" \
-        in goes_on.stdout
+    assert "days\t5\t2\t2\t1\t0\t12\t2025-03-03 (error)" in goes_on.stdout.splitlines()
     assert "1 interval(s) failed" in goes_on.stderr and "--rerun failed" in goes_on.stderr
     assert rows(db, "SELECT toDate(ts) FROM days_t GROUP BY 1 ORDER BY 1") == [
         (FIRST + timedelta(days=n),) for n in (0, 1, 3, 4)]
@@ -175,8 +174,8 @@ def test_a_failing_day_stops_the_backfill_unless_told_to_go_on(module: Path, db:
     # --rerun failed runs only that day (the source has it now); a never-run day is not touched.
     plan = backfill("days", "--start", day(0), "--end", day(6), "--rerun", "failed", "--dry-run")
     assert plan.returncode == 0
-    assert f"│ days     │ {day(2)} │ run    │ retry: run " in plan.stdout
-    assert f"│ days     │ {day(6)} │ skip   │ never run; --rerun failed retries only failed or crashed" in plan.stdout
+    assert f"\ndays\t{day(2)}\trun\tretry: run " in plan.stdout
+    assert f"\ndays\t{day(6)}\tskip\tnever run; --rerun failed retries only failed or crashed" in plan.stdout
     assert "1 interval(s) would run, 6 would be skipped" in plan.stdout
     fixed = backfill("days", *FIVE, "--rerun", "failed")
     assert fixed.returncode == 0, fixed.stderr
@@ -208,10 +207,10 @@ def test_dry_run_changes_nothing(module: Path, db: Store) -> None:
         assert plan.returncode == 0, plan.stderr
         assert snapshot() == before
     default = backfill("days", *FIVE, "--dry-run")
-    assert f"│ days     │ {day(0)} │ skip   │ done: run " in default.stdout
-    assert f"│ days     │ {day(1)} │ run    │ retry: run " in default.stdout
+    assert f"\ndays\t{day(0)}\tskip\tdone: run " in default.stdout
+    assert f"\ndays\t{day(1)}\trun\tretry: run " in default.stdout
     assert f"failed (error): ValueError: source has no file for {day(1)}" in default.stdout
-    assert f"│ days     │ {day(2)} │ run    │ never run" in default.stdout
+    assert f"\ndays\t{day(2)}\trun\tnever run" in default.stdout
     assert "4 interval(s) would run, 1 would be skipped" in default.stdout
 
 
@@ -247,7 +246,7 @@ def test_ctrl_c_records_an_interrupted_run_and_the_same_command_resumes(module: 
     assert proc.returncode == 130, err
     assert f"failed slow {day(1)} (interrupted)" in out
     assert "interrupted: the interrupted run was recorded as failed (interrupted)" in err
-    assert "│ slow     │         5 │    0 │       1 │      1 │       3 │" in out
+    assert "\nslow\t5\t0\t1\t1\t3\t" in out
     assert len(marker.read_text().splitlines()) == 1  # no interval started after Ctrl-C
     history = runs("slow")
     assert [(r["interval_start"][:10], r["status"], r["reason"]) for r in history] == [
@@ -300,9 +299,9 @@ def test_bad_input_is_refused_with_a_clear_message(module: Path) -> None:
 
 
 def plan_rows(stdout: str) -> list[tuple[str, ...]]:
-    """The rows of a printed table as tuples of stripped cells."""
-    return [tuple(cell.strip() for cell in line.strip().strip("│").split("│"))
-            for line in stdout.splitlines() if line.startswith("│")]
+    """The rows of a printed plan (TSV when piped: the header and the summary line left out)."""
+    return [tuple(line.split("\t")) for line in stdout.splitlines()
+            if "\t" in line and not line.startswith("pipeline\t")]
 
 
 def test_default_set_is_every_backfillable_pipeline_and_days_end_yesterday(module: Path) -> None:
@@ -332,9 +331,9 @@ def test_backfill_list_shows_coverage(module: Path) -> None:
     assert by_name["hourly"]["intervals"] == 240 and by_name["hourly"]["last_done"] is None
     assert {p["name"] for p in data["not_backfillable"]} == {"appender", "reads_all"}
     human = run_cli("backfill_list", "--days", "10")
-    assert "│ days      │ day         │ days_t   │        10 │    3 │      1 │          0 │       6 │ " \
-           f"{(today - timedelta(days=1)).isoformat()}" in human.stdout
-    assert "not backfillable" in human.stdout and "mode 'append'" in human.stdout
+    assert f"days\tday\tdays_t\t10\t3\t1\t0\t6\t{(today - timedelta(days=1)).isoformat()}" \
+        in human.stdout.splitlines()  # piped: TSV, the tables' titles on stderr
+    assert "not backfillable" in human.stderr and "mode 'append'" in human.stdout
 
 
 def test_backfill_counts_compares_table_rows_with_what_runs_loaded(module: Path, db: Store) -> None:

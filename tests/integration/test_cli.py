@@ -42,7 +42,8 @@ def test_check_reports_the_embedded_store_and_version(project_env) -> None:
     assert checks["database"]["status"] == "warn"
     human = run_cli("check", env={"COLUMNS": "200"})
     assert human.returncode == 0
-    assert "healthy" in human.stdout and "CLICKHOUSE_PASSWORD" in human.stdout
+    # Piped: the tables as TSV on stdout, their titles and the verdict on stderr.
+    assert human.stderr.strip().splitlines()[-1] == "healthy" and "CLICKHOUSE_PASSWORD" in human.stdout
 
 
 def test_check_masks_secrets(project_env) -> None:
@@ -67,6 +68,17 @@ def test_other_commands_fail_on_bad_config_with_one_line(project_env) -> None:
     assert result.returncode == 1
     assert result.stderr.strip() == \
         "error: BATCH_SIZE must be an integer between 1 and 10000000, got 'lots' (from environment)"
+
+
+@pytest.mark.parametrize(("variable", "value", "expected"), [
+    ("TIMEOUT", "1e309", "a finite number of seconds greater than 0"),
+    ("STORE_LOCK_TIMEOUT", "inf", "a finite number of seconds, 0 or more"),
+    ("ALERT_REMIND_HOURS", "nan", "a finite number of hours, 0 (never) or more"),
+])
+def test_float_settings_must_be_finite(project_env, variable: str, value: str, expected: str) -> None:
+    result = run_cli("setup_db", env={variable: value})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {variable} must be {expected}, got '{value}' (from environment)"
 
 
 def test_check_fails_on_unwritable_log_dir(project_env, tmp_path: Path) -> None:
@@ -146,3 +158,22 @@ def test_run_sh_stops_with_the_pip_error_when_install_fails(tmp_path: Path) -> N
     assert "error: pip install -r requirements.txt failed" in result.stderr
     assert "this-package-does-not-exist-dp" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_store_and_logs_are_private_to_the_user(project_env) -> None:
+    """Whatever the caller's umask, the store, the logs and what is in them are not group/other readable."""
+    old = os.umask(0o022)  # the CLI processes inherit this usual umask
+    try:
+        assert run_cli("setup_db").returncode == 0
+        result = run_cli("cron_run", "fixture_pipeline", "--date", "2026-01-15")
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    roots = [Path(project_env["LOG_DIR"]), Path(project_env["RUN_DIR"])]
+    if "CLICKHOUSE_HOST" not in project_env:  # the embedded store (in server mode the server's is its own)
+        roots.append(Path(project_env["DATA_DIR"]))
+        assert (Path(project_env["DATA_DIR"]) / "clickhouse").is_dir()
+    assert (Path(project_env["LOG_DIR"]) / "jobs" / "fixture_pipeline.log").is_file()
+    shared = [f"{path} {path.stat().st_mode & 0o777:o}" for root in roots for path in [root, *root.rglob("*")]
+              if not path.is_symlink() and path.stat().st_mode & 0o077]
+    assert shared == []

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import textwrap
 from datetime import UTC, datetime
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SERVER_MODE, ROOT, require_tool, run_cli
+from conftest import SERVER_MODE, ROOT, SRC, cli_env, require_tool, run_cli
 
 MODULE = textwrap.dedent('''
     import pyarrow as pa
@@ -261,3 +262,46 @@ def test_a_check_entry_that_alerts_on_stale_data(crontab: Crontab, module: Path,
     removed = run_cli("setup_cron", "--all")
     assert removed.returncode == 0 and "removed check" in removed.stdout
     assert not any("check --alert" in line for line in crontab.block())
+
+
+def test_setup_cron_name_stays_that_choice_when_cron_re_syncs(crontab: Crontab, module: Path) -> None:
+    """setup_cron NAME installs one pipeline, and the cron fires keep it so (issue 29); --all is kept too."""
+    assert run_cli("setup_cron", "hours").returncode == 0
+    fired = run_cli("cron_run", "hours", "--trigger", "cron")
+    assert fired.returncode == 0, fired.stderr
+    assert "re-synced" not in fired.stdout + fired.stderr
+    assert [line for line in crontab.block() if "cron_run" in line and not line.startswith("#")] == \
+        [line for line in crontab.block() if "cron_run hours " in line and not line.startswith("#")]
+    assert len([line for line in crontab.block() if "cron_run" in line]) == 1
+    status = run_cli("cron_status", "--json")
+    assert status.returncode == 0, status.stdout  # berlin is not "missing": it was never chosen
+    assert {e["name"]: e["state"] for e in json.loads(status.stdout)["entries"]} == {"hours": "ok", "clean": "ok"}
+    # A chosen pipeline whose schedule changed is still updated by a fire.
+    (module / "test_pipeline.py").write_text((module / "test_pipeline.py").read_text().replace(
+        '"schedule": "0 2 * * *"', '"schedule": "0 6 * * *"'))
+    drifted = run_cli("cron_status")
+    assert drifted.returncode == 1
+    assert "out of sync: run ./run.sh setup_cron NAME for a changed pipeline" in drifted.stdout
+    assert run_cli("cron_run", "hours", "--trigger", "cron").returncode == 0
+    assert [line.split(" cd ")[0] for line in crontab.block() if "cron_run" in line and not line.startswith("#")] \
+        == ["0 6 * * *"]
+    # --all is a choice too, and so is removing one pipeline from it.
+    assert run_cli("setup_cron", "--all").returncode == 0
+    assert any("cron_run berlin" in line for line in crontab.block())
+    assert run_cli("remove_cron", "berlin").returncode == 0
+    assert run_cli("cron_run", "hours", "--trigger", "cron").returncode == 0
+    assert not any("cron_run berlin" in line for line in crontab.block())
+    assert run_cli("cron_status").returncode == 0
+
+
+def test_a_cron_fire_writes_each_message_once(crontab: Crontab, project_env) -> None:
+    """What a fire says reaches cron.log once (cron sends stdout and stderr to the same file)."""
+    log = Path(project_env["LOG_DIR"]) / "fire.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:  # 02:45 fired, 03:00 is not a fire of '45 2 * * *': nothing to do
+        done = subprocess.run([sys.executable, str(SRC / "main.py"), "cron_run", "fixture_pipeline", "--trigger",
+                               "cron", "--fired-at", "2026-01-15T03:00Z"], env=cli_env(), cwd=ROOT, stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0
+    text = log.read_text()
+    assert text.count("fixture_pipeline: no complete interval ended in") == 1, text

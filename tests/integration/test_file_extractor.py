@@ -218,3 +218,24 @@ def test_naive_datetimes_mean_utc_in_every_format(tmp_path: Path, make_context) 
         table = read(create_file_extractor(tmp_path / name, types={"at": "datetime"}), make_context())
         assert table.schema.field("at").type == pa.timestamp("us", tz="UTC"), name
         assert table.column("at").to_pylist() == expected, name
+
+
+@pytest.mark.parametrize("rows_before", [1, 40_000])
+def test_a_field_over_16_mb_is_read(tmp_path: Path, make_context, rows_before: int) -> None:
+    """Arrow's block size is no limit on a field (issue 23 §7): the block grows to hold the row,
+    also when rows were already read from earlier blocks (none is read twice)."""
+    big = "x" * (17 << 20)
+    path = tmp_path / "big.csv"
+    with path.open("w") as fh:
+        fh.write("id,blob\n")
+        fh.writelines(f"{i},{'y' * 300}\n" for i in range(rows_before))
+        fh.write(f'{rows_before},"{big}"\n{rows_before + 1},small\n')
+    table = read(create_file_extractor(path), make_context())
+    assert table.column("id").to_pylist() == list(range(rows_before + 2))
+    lengths = [len(v) for v in table.column("blob").to_pylist()]
+    assert lengths == [300] * rows_before + [17 << 20, 5]
+
+    lines = tmp_path / "big.jsonl"
+    lines.write_text(json.dumps({"id": 1, "blob": big}) + "\n" + json.dumps({"id": 2, "blob": "small"}) + "\n")
+    table = read(create_file_extractor(lines), make_context())
+    assert [len(v) for v in table.column("blob").to_pylist()] == [17 << 20, 5]

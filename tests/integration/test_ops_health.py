@@ -81,7 +81,8 @@ def test_freshness_per_schedule_and_override(module: Path, store: Store, tmp_pat
     assert checks["pipelines"] == {"name": "pipelines", "status": "ok",
                                    "detail": "5 pipeline(s) import, 3 scheduled"}
     human = run_cli("check", env=no_cron)
-    assert human.returncode == 1 and "fresh:hourly" in human.stdout and "unhealthy" in human.stdout
+    # Piped: the checks as TSV on stdout, the verdict on stderr.
+    assert human.returncode == 1 and "fresh:hourly" in human.stdout and "unhealthy" in human.stderr
 
     fresh = Store(store.settings, linger=0)
     _success(fresh, "hourly", now - timedelta(minutes=5))

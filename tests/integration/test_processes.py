@@ -99,7 +99,8 @@ def test_ps_kill_only_our_verified_processes(module: Path, project_env) -> None:
         assert problems["gone"] == f"process {dead.pid} is gone"
         assert problems["impostor"].startswith(f"pid {os.getpid()} is now another program (")
         human = run_cli("ps")
-        assert "2 running" in human.stdout and str(slow.pid) in human.stdout
+        header, *live = [line.split("\t") for line in human.stdout.splitlines()]  # piped: TSV
+        assert header[:2] == ["pipeline", "pid"] and len(live) == 2 and str(slow.pid) in [r[1] for r in live]
         assert "stale gone.json: ghost run gone: process" in human.stderr
 
         started = time.monotonic()
@@ -197,3 +198,29 @@ def test_clean_removes_leftovers_but_never_data(project_env, store: Store, tmp_p
     assert f"cleared log: {recent}" in cleared.stdout
     assert not recent.exists() and not (logs / "cron.log.1").exists()
     assert (logs / "jobs" / "orders.log").read_text() == ""
+
+
+def test_clean_logs_with_days_keeps_recent_logs(project_env) -> None:
+    """``--days`` bounds ``--logs`` too: ``clean --logs --days 30`` never empties today's logs."""
+    logs = Path(project_env["LOG_DIR"])
+    (logs / "jobs").mkdir(parents=True)
+    today, today_rotated = logs / "jobs" / "orders.log", logs / "jobs" / "orders.log.1"
+    old, old_rotated = logs / "jobs" / "gone.log", logs / "jobs" / "orders.log.2"
+    for path in (today, today_rotated, old, old_rotated, logs / "cron.log"):
+        path.write_text("kept?\n")
+    month_ago = time.time() - 40 * 86400
+    for path in (old, old_rotated):
+        os.utime(path, (month_ago, month_ago))
+
+    result = run_cli("clean", "--logs", "--days", "30")
+    assert result.returncode == 0, result.stderr
+    assert not old.exists() and not old_rotated.exists()
+    assert f"removed log older than 30 days: {old}" in result.stdout
+    for path in (today, today_rotated, logs / "cron.log"):
+        assert path.read_text() == "kept?\n", path
+    assert "cleared log" not in result.stdout
+
+    everything = run_cli("clean", "--logs")
+    assert everything.returncode == 0, everything.stderr
+    assert f"cleared log: {today}" in everything.stdout
+    assert today.read_text() == "" and not today_rotated.exists()

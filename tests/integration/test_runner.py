@@ -224,7 +224,7 @@ def test_state_is_committed_only_after_a_successful_load(module: Path, db: Store
     assert run_cli("cron_run", "cursor").returncode == 0
     assert run_cli("cron_run", "cursor", env={"FAIL_CURSOR": "1"}).returncode == 1
     shown = run_cli("state", "cursor")
-    assert shown.returncode == 0 and "cursor" in shown.stdout and " 10 " in shown.stdout
+    assert shown.returncode == 0 and shown.stdout.splitlines()[1].startswith("cursor\t10\t")  # piped: TSV
     assert run_cli("cron_run", "cursor").returncode == 0
     assert rows(db, "SELECT min(n), max(n), count() FROM cursor_t") == [(0, 19, 20)]
     refused = run_cli("state", "cursor", "--reset")

@@ -57,7 +57,7 @@ def test_bad_port_in_environment(project_env: dict[str, str], monkeypatch: pytes
         ("LOG_FORMAT=xml", "LOG_FORMAT must be 'text' or 'json', got 'xml' (from .env)"),
         ("LOG_LEVEL=loud", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud' (from .env)"),
         ("BATCH_SIZE=0", "BATCH_SIZE must be an integer between 1 and 10000000, got '0' (from .env)"),
-        ("TIMEOUT=-1", "TIMEOUT must be a number of seconds greater than 0, got '-1' (from .env)"),
+        ("TIMEOUT=-1", "TIMEOUT must be a finite number of seconds greater than 0, got '-1' (from .env)"),
         ("CLICKHOUSE_SECURE=maybe", "CLICKHOUSE_SECURE must be true or false, got 'maybe' (from .env)"),
         ("CLICKHOUSE_DATABASE=my-db",
          "CLICKHOUSE_DATABASE must be a plain identifier (letters, digits, underscore), got 'my-db' (from .env)"),

@@ -7,11 +7,14 @@ and records the failure and never lets it fail a run.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import smtplib
 import ssl
 import subprocess
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 from typing import Any
 
 from core.config import Settings
@@ -93,6 +96,9 @@ class Email(Channel):
     def send(self, event: AlertEvent) -> None:
         message = EmailMessage()
         message["Subject"], message["From"], message["To"] = event.title, self.sender, ", ".join(self.to)
+        # What mail clients and spam filters expect of every message (threading, ordering).
+        message["Date"] = formatdate(localtime=True)
+        message["Message-ID"] = make_msgid("data-processor", domain=self.sender.rpartition("@")[2] or None)
         message.set_content(event.text())
         try:
             # Certificates are verified (against ALERT_SMTP_CA_FILE when set, e.g. a private CA).
@@ -125,12 +131,34 @@ class Command(Channel):
 
     def send(self, event: AlertEvent) -> None:
         try:
-            done = subprocess.run(self.argv, input=json.dumps(event.as_dict()), text=True, capture_output=True,
-                                  timeout=self.timeout)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            # A process group of its own: on timeout the command and everything it started end.
+            process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
+        except OSError as exc:
             raise AlertError(f"{self.describe()}: {type(exc).__name__}: {exc}") from None
-        if done.returncode != 0:
-            raise AlertError(f"{self.describe()}: exit {done.returncode}: {done.stderr.strip()[:200]}")
+        try:
+            _, stderr = process.communicate(json.dumps(event.as_dict()), timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            _kill_group(process)
+            raise AlertError(f"{self.describe()}: {type(exc).__name__}: {exc}") from None
+        if process.returncode != 0:
+            raise AlertError(f"{self.describe()}: exit {process.returncode}: {stderr.strip()[:200]}")
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    """SIGKILL the command's process group, reap the command, close its pipes (a child that left
+    the group could hold them open: they are not read again)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 def configured(settings: Settings) -> list[Channel]:

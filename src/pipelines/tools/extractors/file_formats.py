@@ -24,6 +24,8 @@ FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".json": "json", ".jsonl
            ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
 _COMPRESSION = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 _CSV_BLOCK = 8 << 20  # bytes per CSV block: fewer, larger Arrow batches
+_CSV_BLOCK_MAX = 1 << 30  # a row must fit in one block: the block grows up to this for a larger row
+_STRADDLING = "straddling object straddles two block boundaries"
 _CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to ([\w\[\], ]+): "
                          r"invalid value '(.*)'")
 
@@ -60,6 +62,10 @@ def open_file(path: Path, compression: str | None) -> IO[bytes]:
     return open(path, "rb")
 
 
+class _RowTooLarge(Exception):
+    """A CSV row does not fit in one Arrow block."""
+
+
 @dataclass(frozen=True)
 class CsvFormat:
     """A file extractor's CSV options (``name``: the extractor's, for messages)."""
@@ -74,10 +80,10 @@ class CsvFormat:
     skip_malformed: bool
     null_values: tuple[str, ...] = DEFAULT_NULL_VALUES
 
-    def arrow_options(self, on_invalid: Any) -> dict[str, Any]:
+    def arrow_options(self, on_invalid: Any, block_size: int = _CSV_BLOCK) -> dict[str, Any]:
         """Arrow's CSV reader options (``on_invalid``: its bad-row handler)."""
         column_names = list(self.column_names) if self.column_names else None
-        read_options = pcsv.ReadOptions(block_size=_CSV_BLOCK, encoding=self.encoding, use_threads=False,
+        read_options = pcsv.ReadOptions(block_size=block_size, encoding=self.encoding, use_threads=False,
                                         column_names=column_names,
                                         autogenerate_column_names=not self.header and not column_names)
         if column_names and self.header:
@@ -95,25 +101,56 @@ class CsvFormat:
         return {"read_options": read_options, "parse_options": parse_options, "convert_options": convert_options}
 
     def read(self, path: Path, compression: str | None, reject: Reject) -> Iterator[pa.Table]:
-        """The file's rows in Arrow's blocks; malformed rows go to ``reject`` (when skipped)."""
-        bad: list[Any] = []
+        """The file's rows in Arrow's blocks; malformed rows go to ``reject`` (when skipped).
+
+        A row must fit in one Arrow block: when one does not (a field of many MB), the file is read
+        again with a block four times as large (up to 1 GiB), and the rows and malformed rows
+        already given are passed over, so none is given twice.
+        """
+        block, given, rejected, checked = _CSV_BLOCK, 0, 0, False
+        while True:
+            skip_rows, skip_bad, bad = given, rejected, []
+            try:
+                for batch in self._blocks(path, compression, block, bad):
+                    for row in bad:
+                        if skip_bad:
+                            skip_bad -= 1
+                            continue
+                        reject(row.number, row.text, f"expected {row.expected_columns} columns, "
+                                                     f"got {row.actual_columns}")
+                        rejected += 1
+                    bad.clear()
+                    passed = min(skip_rows, batch.num_rows)
+                    skip_rows -= passed
+                    if not checked and batch.num_rows:
+                        checked = True
+                        self.refuse_unlisted_nulls(path, batch)
+                    if batch.num_rows > passed:
+                        given += batch.num_rows - passed
+                        yield pa.Table.from_batches([batch.slice(passed)])
+                return
+            except _RowTooLarge:
+                if block >= _CSV_BLOCK_MAX:
+                    raise ExtractError(f"{self.name}: {path}: the row after data row {given + rejected} is larger "
+                                       f"than {_CSV_BLOCK_MAX >> 20} MB, the most one read can hold") from None
+                block *= 4
+
+    def _blocks(self, path: Path, compression: str | None, block: int, bad: list[Any]) -> Iterator[pa.RecordBatch]:
+        """Arrow's record batches of the file read in blocks of ``block`` bytes, the last one
+        followed by an empty batch (so the malformed rows of the last block are reported)."""
 
         def on_invalid(row: Any) -> str:
             bad.append(row)
             return "skip" if self.skip_malformed else "error"
 
-        def reject_bad() -> None:
-            for row in bad:
-                reject(row.number, row.text, f"expected {row.expected_columns} columns, got {row.actual_columns}")
-            bad.clear()
-
         with pa.input_stream(str(path), compression=compression) as source:
-            first = True
             try:
-                reader = pcsv.open_csv(source, **self.arrow_options(on_invalid))
+                reader = pcsv.open_csv(source, **self.arrow_options(on_invalid, block))
             except pa.ArrowInvalid as exc:
                 if "Empty CSV file" in str(exc):
                     return
+                if _STRADDLING in str(exc):
+                    raise _RowTooLarge from None
                 raise self._error(path, exc, bad, self._header_names(path, compression)) from None
             while True:
                 try:
@@ -121,14 +158,11 @@ class CsvFormat:
                 except StopIteration:
                     break
                 except pa.ArrowInvalid as exc:
+                    if _STRADDLING in str(exc):
+                        raise _RowTooLarge from None
                     raise self._error(path, exc, bad, reader.schema.names) from None
-                reject_bad()
-                if first:
-                    first = False
-                    self.refuse_unlisted_nulls(path, batch)
-                if batch.num_rows:
-                    yield pa.Table.from_batches([batch])
-            reject_bad()
+                yield batch
+            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
 
     def unlisted_null(self, batch: pa.RecordBatch) -> tuple[str, str, int] | None:
         """(column, marker, data row) of the first text column of ``batch`` whose values are numbers
