@@ -95,7 +95,7 @@ def test_framework_commands_use_the_running_server_and_refuse_a_second_one(tmp_p
         assert client.command("EXISTS DATABASE data_warehouse") == 1
         client.close()
         # The store is held by the server: a second server names it and stops.
-        second = cli(data, "clickhouse_server", "--port", "0", timeout=60)
+        second = cli(data, "clickhouse_server", "--port", "0", "--tcp-port", "0", timeout=60)
         assert second.returncode == 1
         assert f"is in use by pid {server.process.pid} (clickhouse_server)" in second.stderr
     finally:
@@ -111,13 +111,14 @@ def test_port_taken_is_said_clearly(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = cli(tmp_path / "data", "clickhouse_server", "--port", str(port), timeout=60)
+        result = cli(tmp_path / "data", "clickhouse_server", "--port", str(port), "--tcp-port", "0", timeout=60)
     assert result.returncode == 1
     assert f"error: Port {port} on 127.0.0.1 is already in use; choose another with --port" in result.stderr
 
 
 def test_another_address_requires_a_password(tmp_path: Path) -> None:
-    result = cli(tmp_path / "data", "clickhouse_server", "--host", "0.0.0.0", "--port", "0", timeout=60)
+    result = cli(tmp_path / "data", "clickhouse_server", "--host", "0.0.0.0", "--port", "0", "--tcp-port", "0",
+                 timeout=60)
     assert result.returncode == 1
     assert "Binding 0.0.0.0 (not loopback) requires CLICKHOUSE_PASSWORD to be set" in result.stderr
 
