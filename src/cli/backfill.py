@@ -206,6 +206,9 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
             app.console.print(f"  {spec.name}: " + (bf.why_not_backfillable(spec) or "disabled (enabled=False)"))
         return EXIT_OK
     store = app.store
+    from cli.pipelines import replay_spool
+
+    replay_spool(app)  # runs not recorded yet count before planning
     steps = bf.plan(store, specs, first, last, policy=policy, hourly=hourly, dry_run=dry_run)
     steps, refused = deps.prepare_backfill(store, reg, steps)  # depends_on: order, unready intervals
     for line in refused:

@@ -54,6 +54,14 @@ def _history(app: App, reader: Any, *args: Any) -> Any:
         return None
 
 
+def replay_spool(app: App) -> None:
+    """Runs that could not be recorded (the store was busy) are written first, with their alerts
+    (``ops.spooled_runs``); nothing happens when there are none."""
+    from ops.spooled_runs import replay_spooled_runs
+
+    replay_spooled_runs(app.store, app.settings, app.registry)
+
+
 @cli.command("list")
 @json_option()
 @pass_app
@@ -163,6 +171,7 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
             app.console.print(message)
             return EXIT_OK
     fire = _fire_time(fired_at, trigger)
+    replay_spool(app)
     results: list[Any] = []
 
     def report(result: Any) -> int:
@@ -237,6 +246,7 @@ def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bo
     from record.history import list_runs
     from runner.cleanup import reap_dead_runs
 
+    replay_spool(app)
     if _history(app, reap_dead_runs, name) is None:
         return EXIT_FAILED
     records: list[RunRecord] = list_runs(app.store, name, status, limit)
