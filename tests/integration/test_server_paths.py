@@ -168,9 +168,11 @@ class DropAttachResponse:
     """A TCP proxy to the server that, once, forwards a request containing ``ATTACH`` and then
     closes the client's connection without its response (the statement did run).
 
-    Either side closing closes the other: the server ends idle keep-alive connections after 1 s
-    (keep_alive_timeout), and a client whose side stayed open would reuse it and wait for an
-    answer that never comes (that hung test_retry_commit on a loaded machine)."""
+    One request per connection (``Connection: close`` is added to each), and either side closing
+    closes the other: the server ends idle keep-alive connections after 1 s (keep_alive_timeout);
+    a client whose side stayed open reused it and waited for an answer that never came (that hung
+    test_retry_commit on a loaded machine), and one that sent just as the server closed lost its
+    statement. Without idle connections there is no such race."""
 
     def __init__(self, port: int, on_drop: Callable[[], None] = lambda: None) -> None:
         self.target = port
@@ -210,9 +212,14 @@ class DropAttachResponse:
         upstream = socket.create_connection(("127.0.0.1", self.target))
         drop = threading.Event()
         threading.Thread(target=self._answer, args=(upstream, client, drop), daemon=True).start()
-        tail = b""  # the end of the previous chunk: ATTACH may be split between two
+        tail, head = b"", b""  # the end of the previous chunk: ATTACH may be split between two
         try:
             while chunk := client.recv(65536):
+                if head is not None:  # the request line: one request on this connection, then the server closes it
+                    head += chunk
+                    if b"\r\n" not in head:
+                        continue
+                    chunk, head = head.replace(b"\r\n", b"\r\nConnection: close\r\n", 1), None
                 if self._drops(tail + chunk):
                     drop.set()
                 tail = chunk[-5:]
