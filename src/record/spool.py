@@ -5,9 +5,9 @@ written, it is kept as one file per run in ``DATA_DIR/spool/runs/<run_id>.json``
 temporary file, fsynced, renamed; the directory 0700, the file 0600) and written on the next
 store turn by :func:`replay` (``cron_run``, ``backfill``, ``runs``, ``check --alert``).
 
-The replay is idempotent, keyed by the run id: a run already in ``_dp_runs`` is not inserted
-again (and the spooled row carries the version it was given when spooled, so even a second
-insert would be the same row version). The file is removed only after the row was written and
+The replay is idempotent, keyed by the run id and the row version it was given when spooled: a
+record already in ``_dp_runs`` is not inserted again (a ``running`` version of the same run,
+written before it lost the store, is another version and is superseded, as the newer version). The file is removed only after the row was written and
 the caller's ``after`` hook (the alert) ran: a process killed in between leaves the file, and the
 next replay finds the row there and does not write it again.
 """
@@ -67,10 +67,12 @@ def spooled(settings: Settings) -> list[Path]:
     return sorted(directory.glob("*.json")) if directory.is_dir() else []
 
 
-def _written(store: Store, record: RunRecord) -> bool:
+def _written(store: Store, record: RunRecord, version: int) -> bool:
+    """Is this version of the run's row in ``_dp_runs``? (Its ``running`` version, written before
+    the run lost the store, is another row version: it does not count.)"""
     return bool(store.query_rows(
-        f"SELECT 1 FROM {store.table(RUNS_TABLE)} WHERE pipeline = {{p:String}} AND run_id = {{r:String}} LIMIT 1",
-        {"p": record.pipeline, "r": record.run_id}))
+        f"SELECT 1 FROM {store.table(RUNS_TABLE)} WHERE pipeline = {{p:String}} AND run_id = {{r:String}} "
+        "AND version = {v:UInt64} LIMIT 1", {"p": record.pipeline, "r": record.run_id, "v": version}))
 
 
 def replay(store: Store, settings: Settings,
@@ -81,12 +83,12 @@ def replay(store: Store, settings: Settings,
     for path in spooled(settings):
         try:
             content = json.loads(path.read_text())
-            record = RunRecord(**content["record"])
+            record, version = RunRecord(**content["record"]), int(content["version"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("Spooled run %s cannot be read, left in place: %s", path, exc)
             continue
-        if not _written(store, record):
-            record_run(store, record, version=int(content["version"]))
+        if not _written(store, record, version):
+            record_run(store, record, version=version)
             log.warning("Run %s of %s (%s, %s) written to the run history from the spool", record.run_id,
                         record.pipeline, record.status, record.reason)
         if after is not None:

@@ -5,6 +5,7 @@ once, even when the process replaying it is killed (kill -9) between writing it 
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -105,3 +106,61 @@ def test_the_replayed_run_is_written_once(project: dict[str, str], db: Store) ->
     assert _spool(project) == []
     # Every row version, not FINAL's merge of them: one.
     assert rows(db, "SELECT status, reason FROM _dp_runs WHERE pipeline = 'feed'") == [("failed", "store_lock_timeout")]
+
+
+HELD = '''
+import os, pathlib, time
+from datetime import timedelta
+import pyarrow as pa
+from pipelines.interfaces import Extractor
+from pipelines.pipeline_factory import create_el_pipeline
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+class Held(Extractor):
+    """Says it is extracting (the run is recorded as running), then waits for GO before its rows."""
+    interval_aware = True
+    def extract(self, context):
+        marks = pathlib.Path(os.environ["MARKS"])
+        (marks / "extracting").write_text("x")
+        while not (marks / "go").exists():
+            time.sleep(0.05)
+        yield pa.table({"ts": pa.array([context.start], pa.timestamp("ms", tz="UTC")), "id": [1]})
+
+PIPELINE_REGISTRY = {"held": {"pipeline": create_el_pipeline(
+    Held("held"), create_clickhouse_loader("held_t", time_column="ts"), "held")}}
+'''
+
+
+def test_a_run_that_loses_the_store_midway_is_recorded_failed_not_left_running(
+        project: dict[str, str], tmp_path: Path) -> None:
+    """Its ``running`` version is in _dp_runs already: the spooled outcome still replaces it."""
+    import subprocess
+
+    from conftest import ROOT, SRC, cli_env, wait_for
+
+    (Path(os.environ["PIPELINES_DIR"]) / "held_pipeline.py").write_text(HELD)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    assert run_cli("setup_db").returncode == 0
+    run = subprocess.Popen([sys.executable, str(SRC / "main.py"), "cron_run", "held", "--date", "2026-03-10"],
+                           env=cli_env({"MARKS": str(marks), "STORE_LOCK_TIMEOUT": "1"}), cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for((marks / "extracting").exists, what="the run to record itself running and extract")
+        holder = _hold_store()  # the run's idle store is handed over to the holder
+        try:
+            (marks / "go").write_text("x")
+            _, stderr = run.communicate(timeout=120)
+        finally:
+            holder.kill()
+            holder.wait()
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, stderr
+    assert len(_spool(project)) == 1
+    listed = run_cli("runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["pipeline"], r["status"], r["reason"]) for r in json.loads(listed.stdout)] == \
+        [("held", "failed", "store_lock_timeout")]
+    assert _spool(project) == []
