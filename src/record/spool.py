@@ -7,9 +7,10 @@ store turn by :func:`replay` (``cron_run``, ``backfill``, ``runs``, ``check --al
 
 The replay is idempotent, keyed by the run id and the row version it was given when spooled: a
 record already in ``_dp_runs`` is not inserted again (a ``running`` version of the same run,
-written before it lost the store, is another version and is superseded, as the newer version). The file is removed only after the row was written and
-the caller's ``after`` hook (the alert) ran: a process killed in between leaves the file, and the
-next replay finds the row there and does not write it again.
+written before it lost the store, is another version, and the newer spooled one supersedes it).
+The file is removed only after the row was written and the caller's ``after`` hook (the alert)
+ran: a process killed in between leaves the file, and the next replay finds the row there and
+does not write it again.
 """
 
 from __future__ import annotations

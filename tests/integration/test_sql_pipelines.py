@@ -287,7 +287,8 @@ def test_a_backfill_of_upstream_and_downstream_runs_them_in_dependency_order(mod
 FIRED = textwrap.dedent('''
     from pipelines.tools.extractors.sql_source import create_sql_pipeline
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
-    DAILY = "SELECT toDate(ts) AS day, cat, count() AS n FROM raw_t WHERE ts >= {start} AND ts < {end} GROUP BY day, cat"
+    DAILY = ("SELECT toDate(ts) AS day, cat, count() AS n FROM raw_t WHERE ts >= {start} AND ts < {end} "
+             "GROUP BY day, cat")
     PIPELINE_REGISTRY = {"fired": {
         "pipeline": create_sql_pipeline(DAILY, create_clickhouse_loader("fired_t", mode="interval", time_column="day"),
                                         name="fired"),
