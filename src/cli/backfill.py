@@ -13,6 +13,7 @@ import click
 from rich.table import Table
 
 from cli.app import EXIT_OK, App, cli, pass_app
+from cli.pipelines import replay_spool
 from core.exceptions import UsageError
 from core.logging import ROOT_LOGGER
 from runner import backfill as bf
@@ -175,7 +176,8 @@ def _print_summary(app: App, report: bf.Report) -> None:
 @click.option("--rerun", type=click.Choice(["failed", "all"]),
               help="Which intervals to run again: 'failed' only failed or crashed ones; 'all' every one. "
                    "Default: every interval without a successful run.")
-@click.option("--force", is_flag=True, help="Same as --rerun all.")
+@click.option("--force", is_flag=True, help="Same as --rerun all, and run intervals whose upstreams (depends_on) "
+              "are not ready too.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (pipeline, interval, run/skip and why); change nothing.")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32),
               help="Run up to N intervals at once, each in a new process, on a ClickHouse server (on the embedded "
@@ -206,10 +208,13 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
             app.console.print(f"  {spec.name}: " + (bf.why_not_backfillable(spec) or "disabled (enabled=False)"))
         return EXIT_OK
     store = app.store
+    if not dry_run:  # (a dry run writes nothing) runs not recorded yet count before planning
+        replay_spool(app)
     steps = bf.plan(store, specs, first, last, policy=policy, hourly=hourly, dry_run=dry_run)
-    steps, refused = deps.prepare_backfill(store, reg, steps)  # depends_on: order, unready intervals
+    # depends_on: dependency order; intervals whose upstreams are not ready are refused (run with --force)
+    steps, refused = deps.prepare_backfill(store, reg, steps, force=force)
     for line in refused:
-        app.err.print(f"[yellow]refused[/] {line}")
+        app.err.print(f"[yellow]{'forced' if force else 'refused'}[/] {line}", soft_wrap=True)
     if dry_run:
         _print_plan(app, steps)
         return EXIT_OK
@@ -239,7 +244,7 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
     from ops.alerts.dispatch import notify_backfill
 
     notify_backfill(app.settings, store, report)  # one summary alert when intervals failed
-    return report.exit_code or (1 if refused else 0)
+    return report.exit_code or (1 if refused and not force else 0)
 
 
 @cli.command("backfill_worker", hidden=True)

@@ -35,7 +35,9 @@ def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
     ok = healthy(results)
     if alert and settings is not None:
         from ops.alerts.dispatch import notify_health
+        from ops.spooled_runs import replay_spooled_runs
 
+        replay_spooled_runs(app.store, settings, app.registry)  # runs not recorded yet, with their alerts
         notify_health(settings, app.store, app.registry, results)
     if quiet:
         for r in results:

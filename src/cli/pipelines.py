@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,14 @@ def _history(app: App, reader: Any, *args: Any) -> Any:
     except DataProcessorError as exc:
         app.err.print(f"[yellow]warning:[/] run history unavailable: {exc}")
         return None
+
+
+def replay_spool(app: App) -> None:
+    """Runs that could not be recorded (the store was busy) are written first, with their alerts
+    (``ops.spooled_runs``); nothing happens when there are none."""
+    from ops.spooled_runs import replay_spooled_runs
+
+    replay_spooled_runs(app.store, app.settings, app.registry)
 
 
 @cli.command("list")
@@ -137,6 +146,7 @@ def _resync_cron(app: App) -> None:
 @click.option("--trigger", type=click.Choice(["manual", "cron", "backfill", "scheduler", "upstream"]),
               default="manual", show_default=True, help="Recorded in the run history.")
 @click.option("--no-downstream", is_flag=True, help="Do not run the pipelines that depend on this one afterwards.")
+@click.option("--force", is_flag=True, help="Run even when an upstream (depends_on) is not complete for the interval.")
 @click.option("--if-due", is_flag=True, hidden=True,
               help="Run only if the schedule is due (in the pipeline's zone) at the minute this process started.")
 @click.option("--fired-at", "fired_at", hidden=True,
@@ -144,15 +154,17 @@ def _resync_cron(app: App) -> None:
                    "the minute this process started.")
 @pass_app
 def cron_run(app: App, name: str, date: str | None, start: str | None, end: str | None, trigger: str,
-             no_downstream: bool, if_due: bool, fired_at: str | None) -> int:
+             no_downstream: bool, force: bool, if_due: bool, fired_at: str | None) -> int:
     """Run one pipeline for one data interval (default: the last complete day or hour).
 
     Fired by a schedule (cron, the scheduler) it runs every complete interval that ended since the
-    previous fire instead (see docs/backfill.md). Afterwards, once its locks are released, the
-    pipelines that depend on it run for the intervals it completed (unless --no-downstream).
+    previous fire instead (see docs/backfill.md). A pipeline with depends_on runs only intervals
+    its upstreams are complete for (else exit 1, nothing recorded), unless --force. Afterwards,
+    once its locks are released, the pipelines that depend on it run for the intervals it
+    completed (unless --no-downstream).
     """
     from ops.alerts.dispatch import notify_run
-    from runner.scheduled import manual_interval, plan_fire, run_fire
+    from runner.scheduled import manual_interval
 
     spec = app.registry.get(name)
     if if_due:  # cron entries of pipelines in another time zone fire at candidate times (see runner.schedule)
@@ -163,6 +175,7 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
             app.console.print(message)
             return EXIT_OK
     fire = _fire_time(fired_at, trigger)
+    replay_spool(app)
     results: list[Any] = []
 
     def report(result: Any) -> int:
@@ -173,14 +186,15 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
         if date or start or end:
             raise UsageError("--fired-at (or --trigger cron/scheduler) chooses the intervals from the schedule; "
                              "it does not go with --date or --start/--end")
-        code = run_fire(spec, app.settings, app.store, plan_fire(spec, fire), trigger, app.console.print, report,
-                        on_finish=notify_run)
+        code = _run_ready_fire(app, spec, fire, trigger, force, report)
     else:
         interval = resolve_interval(spec, date, start, end)
         if interval is None:
             interval, note = manual_interval(spec)
             if note:
                 app.console.print(note)
+        if not _ready(app, spec, interval, force):
+            return EXIT_FAILED
         from runner.runner import run_pipeline
 
         code = report(run_pipeline(spec, app.settings, app.store, interval, trigger=trigger, on_finish=notify_run))
@@ -195,6 +209,39 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
         run_downstream(app.store, app.registry, [Succeeded(name, Interval(r.interval_start, r.interval_end))
                                                  for r in succeeded], app.console.print)
     return code
+
+
+def _run_ready_fire(app: App, spec: PipelineSpec, fire: datetime, trigger: str, force: bool,
+                    report: Callable[[RunRecord], int]) -> int:
+    """A scheduled fire's intervals that are ready (all with ``force``); exit 1 when one was not."""
+    from ops.alerts.dispatch import notify_run
+    from runner.scheduled import EXIT_BUSY, plan_fire, run_fire
+
+    plan = plan_fire(spec, fire)
+    tasks = plan.tasks
+    plan.tasks = [t for t in tasks if _ready(app, spec, t.interval, force)]
+    code = EXIT_OK if tasks and not plan.tasks else run_fire(
+        spec, app.settings, app.store, plan, trigger, app.console.print, report, on_finish=notify_run)
+    return EXIT_FAILED if len(plan.tasks) < len(tasks) and code in (EXIT_OK, EXIT_BUSY) else code
+
+
+def _ready(app: App, spec: PipelineSpec, interval: Interval, force: bool) -> bool:
+    """May ``spec`` run for ``interval``? Not when an upstream is not complete for it (one line
+    on stderr; nothing is recorded, so the interval is not covered), unless ``force``."""
+    if not spec.entry.depends_on:
+        return True
+    from runner.dependencies import not_ready
+
+    checked, reasons = not_ready(app.store, app.registry, spec, interval)
+    if not reasons:
+        return True
+    if force:
+        app.err.print(f"{spec.name} {checked.label}: upstream not ready, running anyway (--force): "
+                      f"{'; '.join(reasons)}", markup=False, soft_wrap=True)
+        return True
+    app.err.print(f"not ready: {spec.name} {checked.label} not run ({'; '.join(reasons)}); --force runs it anyway",
+                  markup=False, soft_wrap=True)
+    return False
 
 
 def _fire_time(fired_at: str | None, trigger: str) -> datetime | None:
@@ -237,6 +284,7 @@ def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bo
     from record.history import list_runs
     from runner.cleanup import reap_dead_runs
 
+    replay_spool(app)
     if _history(app, reap_dead_runs, name) is None:
         return EXIT_FAILED
     records: list[RunRecord] = list_runs(app.store, name, status, limit)

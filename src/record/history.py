@@ -21,9 +21,10 @@ log = get_logger("history")
 _COLUMNS = list(RunRecord.model_fields) + ["version"]
 
 
-def record_run(store: Store, record: RunRecord) -> None:
-    """Store the current state of a run (a new version of its row)."""
-    row = [getattr(record, column) for column in _COLUMNS[:-1]] + [time.time_ns()]
+def record_run(store: Store, record: RunRecord, version: int | None = None) -> None:
+    """Store the current state of a run (a new version of its row; ``version``: a given one, e.g. the
+    spooled record's, so that writing it again is the same row version)."""
+    row = [getattr(record, column) for column in _COLUMNS[:-1]] + [version or time.time_ns()]
     store.insert_rows(RUNS_TABLE, [row], _COLUMNS)
 
 

@@ -127,7 +127,10 @@ def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) 
     from runner.coverage import read_history
 
     if not upstream.pipeline.interval_aware:
-        last = list_runs(store, upstream.name, status="success", limit=1)
+        from record.tables import RUNS_TABLE
+
+        has_history = store.database_exists() and store.table_exists(RUNS_TABLE)
+        last = list_runs(store, upstream.name, status="success", limit=1) if has_history else []
         if last and as_utc(last[0].started_at) >= interval.end:
             return True, ""
         seen = f"its last success started {as_utc(last[0].started_at):%Y-%m-%d %H:%M} UTC" if last else "it never succeeded"
@@ -147,6 +150,24 @@ def unready_reasons(store: Store, registry: Registry, spec: PipelineSpec, interv
         if not ready:
             reasons.append(why)
     return reasons
+
+
+def readiness_interval(spec: PipelineSpec, interval: Interval) -> Interval:
+    """The interval whose upstreams must be complete before ``spec`` runs for ``interval``: the
+    interval itself; for a pipeline that is not interval-aware (it recomputes everything, its
+    interval ends "now") the last complete interval of its granularity by the interval's end."""
+    if spec.pipeline.interval_aware:
+        return interval
+    return _last_complete(spec.entry.granularity, interval.end)
+
+
+def not_ready(store: Store, registry: Registry, spec: PipelineSpec, interval: Interval) -> tuple[Interval, list[str]]:
+    """Whether a run of ``spec`` for ``interval`` may start, whatever its trigger: the interval
+    readiness was decided for, and why it is not ready (empty: ready, or no ``depends_on``)."""
+    checked = readiness_interval(spec, interval)
+    if not spec.entry.depends_on:
+        return checked, []
+    return checked, unready_reasons(store, registry, spec, checked)
 
 
 # ---- downstream runs ------------------------------------------------------------------------
@@ -236,10 +257,12 @@ def run_downstream(store: Store, registry: Registry, succeeded: Sequence[Succeed
 
 # ---- backfills ------------------------------------------------------------------------------
 
-def prepare_backfill(store: Store, registry: Registry, steps: Sequence[Step]) -> tuple[list[Step], list[str]]:
+def prepare_backfill(store: Store, registry: Registry, steps: Sequence[Step],
+                     force: bool = False) -> tuple[list[Step], list[str]]:
     """The plan in dependency order, with the intervals of downstream pipelines that are not
     ready (and that no upstream step of this backfill re-loads) refused: turned into skips whose
-    ``why`` says which upstream. Returns the steps and one line per refused interval."""
+    ``why`` says which upstream. Returns the steps and one line per refused interval; with
+    ``force`` they run anyway and the lines say so."""
     rank = {name: i for i, name in enumerate(in_dependency_order(registry, (s.pipeline for s in steps)))}
     ordered = sorted(steps, key=lambda s: rank[s.pipeline])  # stable: oldest first within a pipeline
     reloaded = [s for s in ordered if s.action == "run"]
@@ -251,7 +274,10 @@ def prepare_backfill(store: Store, registry: Registry, steps: Sequence[Step]) ->
                 s.pipeline in depends and s.interval.start < step.interval.end and s.interval.end > step.interval.start
                 for s in reloaded):
             reasons = unready_reasons(store, registry, step.spec, step.interval)
-            if reasons:
+            if reasons and force:
+                refused.append(f"{step.pipeline} {step.interval.label}: upstream not ready, running anyway "
+                               f"(--force): {'; '.join(reasons)}")
+            elif reasons:
                 why = "refused: upstream not ready: " + "; ".join(reasons)
                 refused.append(f"{step.pipeline} {step.interval.label}: upstream not ready: {'; '.join(reasons)}")
                 step = Step(step.spec, step.interval, "skip", why, step.state)

@@ -38,6 +38,7 @@ from pipelines.run_counts import RunCounts
 from record.coverage import record_coverage
 from record.history import record_run, this_host
 from record.quarantine import RunQuarantine
+from record.spool import spool_run
 from record.state import RunState
 from record.tables import ensure_framework_tables
 from runner.cleanup import reap_dead_runs
@@ -180,6 +181,7 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
                              f"({lock.holder()}); not starting a second run")
     job_log = attach_job_log(settings, spec.name)
     log = get_logger(f"job.{spec.name}")
+    recorded = True
     try:
         with run_context(spec.name, run_id):
             try:
@@ -188,19 +190,21 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
                 with run_lock(store, lock.path.stem, f"Pipeline '{spec.name}' for {interval.label}", entry.timeout):
                     result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
             except StoreLockTimeout as exc:
-                result = _record_lock_timeout(spec, store, interval, trigger, run_id, lock, log, exc)
+                result, recorded = _record_lock_timeout(spec, settings, store, interval, trigger, run_id, lock,
+                                                        log, exc)
     finally:
         detach(job_log)
         lock.release()
-    if on_finish is not None:
+    if on_finish is not None and recorded:  # a spooled run gets its on_finish (alerts) when it is written
         on_finish(spec, settings, store, result)
     return result
 
 
-def _record_lock_timeout(spec: PipelineSpec, store: Store, interval: Interval, trigger: str, run_id: str,
-                         lock: FileLock, log: Any, exc: StoreLockTimeout) -> RunRecord:
+def _record_lock_timeout(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval, trigger: str,
+                         run_id: str, lock: FileLock, log: Any, exc: StoreLockTimeout) -> tuple[RunRecord, bool]:
     """The run gave up waiting for the embedded store: record it as failed when the store frees
-    up within another STORE_LOCK_TIMEOUT (otherwise say that it could not be recorded)."""
+    up within another STORE_LOCK_TIMEOUT, else keep it in the spool (``record.spool``), written by
+    the next command that takes the store. Returns the record and whether it is in the history."""
     log.error("Run %s gave up waiting for the embedded store: %s; recording it as failed", run_id, exc)
     now = datetime.now(UTC)
     record = RunRecord(
@@ -211,9 +215,18 @@ def _record_lock_timeout(spec: PipelineSpec, store: Store, interval: Interval, t
     try:
         ensure_framework_tables(store)
         record_run(store, record)
+        return record, True
     except StoreLockTimeout:
-        log.error("Run %s could not be recorded in the run history: the store is still busy", run_id)
-    return record
+        pass
+    try:
+        path = spool_run(settings, record)
+    except OSError as error:
+        log.error("Run %s could not be recorded: the store is still busy and the spool cannot be written (%s)",
+                  run_id, error)
+        return record, False
+    log.error("Run %s could not be recorded yet (the store is still busy): kept in %s; the next command that "
+              "takes the store writes it to the run history and sends its alert", run_id, path)
+    return record, False
 
 
 def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval, trigger: str,

@@ -8,7 +8,8 @@
   Each interval is a run of its own (own run id, lock and record), as in a backfill.
 - A **person's** ``cron_run NAME`` takes the last complete interval (yesterday, the previous hour).
 - A pipeline that is **not interval-aware** runs "now" either way; its recorded interval
-  (previous fire, this fire) is for display and never counts as coverage.
+  (previous fire, this fire; for a person's run: previous fire, now, and it is told so) is for
+  display and never counts as coverage.
 """
 
 from __future__ import annotations
@@ -89,9 +90,17 @@ def manual_interval(spec: PipelineSpec, now: datetime | None = None) -> tuple[In
         interval = last_complete_interval(entry.granularity, now)
         return interval, (f"interval {interval.label} (the last complete {entry.granularity}); "
                           "use --date to choose")
+    # It reads what its source holds now: its record says so ("the last complete hour" would not be true).
     if entry.schedule:
-        return Interval(previous_fire(entry.schedule, pipeline_zone(spec), now), now), ""
-    return Interval(now - _STEP[entry.granularity], now), ""
+        interval, span = Interval(previous_fire(entry.schedule, pipeline_zone(spec), now), now), \
+            "from the previous fire to now"
+    else:
+        interval, span = Interval(now - _STEP[entry.granularity], now), f"the {entry.granularity} up to now"
+    start, end = interval.start, interval.end
+    shown = f"{start:%Y-%m-%d %H:%M} .. {end:%H:%M}" if start.date() == end.date() else \
+        f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}"
+    return interval, (f"interval {shown} UTC ({span}): {spec.name} is not interval-aware, it reads what its source "
+                      f"holds now, so it has no last complete {entry.granularity}")
 
 
 Say = Callable[[str], None]

@@ -78,7 +78,7 @@ def through_dropping_proxy(server, pipeline: str, day: str):
         result = run_cli("cron_run", pipeline, "--date", day, env={"CLICKHOUSE_PORT": str(proxy.port)})
     finally:
         proxy.close()
-    assert proxy.dropped == 1
+    assert proxy.dropped == 1, result.stderr
     return result
 
 
@@ -109,3 +109,34 @@ def test_a_connection_lost_once_a_commit_that_cannot_be_repeated_started_is_not_
     assert day_counts(clickhouse_server, retry_module, "unmarked_t") == [(date(2026, 1, 15), 24),
                                                                          (date(2026, 1, 16), 24)]
     assert newest_run("unmarked")[:2] == ("failed", 1)
+
+
+def test_the_proxy_passes_on_a_connection_the_server_closed() -> None:
+    """The proxy's race (test_retry_commit hung 120 s on a loaded machine): the server closes an
+    idle keep-alive connection (keep_alive_timeout is 1 s), the proxy kept its client side open,
+    the client reused it and waited for an answer that could not come (send_receive_timeout is
+    300 s). The client must see the close, as it would without the proxy, and then reconnect."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    closed = threading.Event()
+
+    def answer_once_then_close() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        closed.set()  # as ClickHouse does with a keep-alive connection idle for keep_alive_timeout
+
+    threading.Thread(target=answer_once_then_close, daemon=True).start()
+    proxy = server_paths.DropAttachResponse(server.getsockname()[1])
+    try:
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=30) as client:
+            client.sendall(b"POST / HTTP/1.1\r\nContent-Length: 8\r\n\r\nSELECT 1")
+            assert client.recv(65536).endswith(b"ok")
+            assert closed.wait(30)
+            assert client.recv(65536) == b""  # (the old proxy: blocked until the 30 s timeout)
+    finally:
+        proxy.close()
+        server.close()

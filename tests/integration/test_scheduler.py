@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, SRC, cli_env, run_cli, wait_for
 
 MODULE = textwrap.dedent('''
-    import os, time
+    import os, pathlib, time
     import pyarrow as pa
     from pipelines.interfaces import Extractor
     from pipelines.pipeline_factory import create_el_pipeline
@@ -28,7 +28,19 @@ MODULE = textwrap.dedent('''
             self.sleep = sleep
         def extract(self, context):
             yield pa.table({"n": [1, 2, 3]})
+            if os.environ.get("HOLD_DIR"):  # the loop test: say where this run is (inside the run, signals handled)
+                self.hold(pathlib.Path(os.environ["HOLD_DIR"]), context.pipeline)
             time.sleep(self.sleep)
+        def hold(self, directory, name):
+            count = directory / f"{name}.count"  # a pipeline's runs never overlap: a plain counter
+            n = int(count.read_text()) + 1 if count.exists() else 1
+            count.write_text(str(n))
+            if name == "quick" and n < 3:
+                return
+            (directory / f"{name}.holding").write_text(str(os.getpid()))
+            deadline = time.monotonic() + 120
+            while name == "quick" and time.monotonic() < deadline:  # the third quick run waits to be stopped
+                time.sleep(0.05)
 
     def pipe(table, sleep=0.0):
         return create_el_pipeline(Rows(table, sleep), create_clickhouse_loader(table), table)
@@ -83,15 +95,24 @@ def test_once_fires_what_is_due_in_each_pipelines_zone(module: Path) -> None:
 @pytest.mark.slow
 def test_loop_starts_new_processes_skips_overlaps_and_stops_on_sigterm(module: Path, tmp_path: Path,
                                                                         project_env) -> None:
-    """``--tick 1``: a scheduler minute lasts one real second; everything else is real."""
-    log = tmp_path / "scheduler.out"
+    """``--tick 1``: a scheduler minute lasts one real second; everything else is real.
+
+    Synchronised on what the runs say, never on time: two quick runs succeed; the third stays in
+    its extract (it would otherwise race SIGTERM: done in time, or stopped) and is stopped with
+    slow, both recorded as failed (killed)."""
+    log, hold = tmp_path / "scheduler.out", tmp_path / "hold"
+    hold.mkdir()
     with log.open("w") as out:
         scheduler = subprocess.Popen(
             [sys.executable, str(SRC / "main.py"), "scheduler", "--tick", "1", "--grace", "1"],
-            env=cli_env({"LOOP": "1"}), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            env=cli_env({"LOOP": "1", "HOLD_DIR": str(hold)}), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: len(re.findall(r"quick \(pid \d+\) succeeded", log.read_text())) >= 2, timeout=120,
-                     what="two quick runs to finish")
+            def under_way() -> bool:
+                text = log.read_text()
+                return ((hold / "quick.holding").exists() and (hold / "slow.holding").exists()
+                        and "Not starting slow for " in text and "Not starting quick for " in text)
+
+            wait_for(under_way, timeout=120, what="two quick runs done, a third and slow inside their runs")
             assert scheduler.poll() is None
             started = time.monotonic()
             scheduler.send_signal(signal.SIGTERM)
@@ -103,13 +124,20 @@ def test_loop_starts_new_processes_skips_overlaps_and_stops_on_sigterm(module: P
     text = log.read_text()
     assert "Scheduler started (pid" in text and "2 scheduled pipeline(s): quick (* * * * *), slow (* * * * *)" in text
     assert "Not starting slow for " in text and "its previous run (pid" in text
-    assert "Stopping: no new runs; waiting up to 1 s" in text
-    assert "Stopping slow (pid" in text and "with SIGTERM: it is recorded as failed (killed)" in text
+    assert "Stopping: no new runs; waiting up to 1 s for 2 running pipeline(s)" in text
+    third, slow_pid = (int((hold / f"{name}.holding").read_text()) for name in ("quick", "slow"))
+    for name, pid in (("quick", third), ("slow", slow_pid)):
+        assert f"Stopping {name} (pid {pid}) with SIGTERM: it is recorded as failed (killed)" in text
     assert stop_seconds < 15
-    runs = _runs()
+    runs = sorted(_runs(), key=lambda r: r["started_at"])
     slow = [r for r in runs if r["pipeline"] == "slow"]
-    assert [(r["status"], r["reason"], r["trigger"]) for r in slow] == [("failed", "killed", "scheduler")]
+    assert [(r["status"], r["reason"], r["trigger"], r["pid"]) for r in slow] == [
+        ("failed", "killed", "scheduler", slow_pid)]
     quick = [r for r in runs if r["pipeline"] == "quick"]
-    assert len(quick) >= 2 and all(r["status"] == "success" and r["trigger"] == "scheduler" for r in quick)
+    succeeded = [int(pid) for pid in re.findall(r"quick \(pid (\d+)\) succeeded", text)]
+    assert len(succeeded) == 2
+    assert [(r["status"], r["reason"], r["trigger"], r["pid"]) for r in quick] == [
+        ("success", "", "scheduler", succeeded[0]), ("success", "", "scheduler", succeeded[1]),
+        ("failed", "killed", "scheduler", third)]
     assert {r["pipeline"] for r in runs} == {"quick", "slow"}  # paused, manual and the others never fired
     assert list((Path(project_env["RUN_DIR"]) / "pids").glob("*.json")) == []

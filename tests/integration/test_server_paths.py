@@ -166,12 +166,19 @@ def test_a_rebuild_waits_for_another_hosts_rebuild_lock(on_server, tmp_path: Pat
 
 class DropAttachResponse:
     """A TCP proxy to the server that, once, forwards a request containing ``ATTACH`` and then
-    closes the client's connection without its response (the statement did run)."""
+    closes the client's connection without its response (the statement did run).
+
+    One request per connection (``Connection: close`` is added to each), and either side closing
+    closes the other: the server ends idle keep-alive connections after 1 s (keep_alive_timeout);
+    a client whose side stayed open reused it and waited for an answer that never came (that hung
+    test_retry_commit on a loaded machine), and one that sent just as the server closed lost its
+    statement. Without idle connections there is no such race."""
 
     def __init__(self, port: int, on_drop: Callable[[], None] = lambda: None) -> None:
         self.target = port
         self.dropped = 0
         self.on_drop = on_drop
+        self.lock = threading.Lock()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -184,18 +191,42 @@ class DropAttachResponse:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
+    @staticmethod
+    def _close(*sockets: socket.socket) -> None:
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _drops(self, seen: bytes) -> bool:
+        """Is this the request whose answer is dropped (the first naming ATTACH, of any connection)?"""
+        with self.lock:
+            if b"ATTACH" in seen and not self.dropped:
+                self.dropped += 1
+                return True
+            return False
+
     def _serve(self, client: socket.socket) -> None:
         upstream = socket.create_connection(("127.0.0.1", self.target))
         drop = threading.Event()
         threading.Thread(target=self._answer, args=(upstream, client, drop), daemon=True).start()
+        tail, head = b"", b""  # the end of the previous chunk: ATTACH may be split between two
         try:
             while chunk := client.recv(65536):
-                if b"ATTACH" in chunk and not self.dropped:
-                    self.dropped += 1
+                if head is not None:  # the request line: one request on this connection, then the server closes it
+                    head += chunk
+                    if b"\r\n" not in head:
+                        continue
+                    chunk, head = head.replace(b"\r\n", b"\r\nConnection: close\r\n", 1), None
+                if self._drops(tail + chunk):
                     drop.set()
+                tail = chunk[-5:]
                 upstream.sendall(chunk)
         except OSError:
             pass
+        self._close(upstream, client)
 
     def _answer(self, upstream: socket.socket, client: socket.socket, drop: threading.Event) -> None:
         """Server to client; after a dropped request, the answer (the statement ran) is discarded
@@ -204,13 +235,11 @@ class DropAttachResponse:
             while chunk := upstream.recv(65536):
                 if drop.is_set():
                     self.on_drop()
-                    client.shutdown(socket.SHUT_RDWR)
-                    client.close()
-                    upstream.close()
-                    return
+                    break
                 client.sendall(chunk)
         except OSError:
             pass
+        self._close(client, upstream)
 
     def close(self) -> None:
         self.listener.close()

@@ -215,6 +215,11 @@ def test_backfill_of_a_downstream_runs_its_ready_days_and_refuses_the_others(mod
         in result.stderr
     assert "success daily 2025-03-01: 2 rows loaded" in result.stdout
     assert daily(db) == [(DAY1, "a", 3, 9), (DAY1, "b", 3, 12)]
+    forced = run_cli("backfill", "daily", "--start", "2025-03-02", "--end", "2025-03-02", "--no-downstream", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert ("forced daily 2025-03-02: upstream not ready, running anyway (--force): upstream 'raw' has no complete "
+            "successful run covering 2025-03-02") in forced.stderr
+    assert "success daily 2025-03-02: 0 rows loaded" in forced.stdout
 
 
 def test_a_non_interval_upstream_is_ready_for_intervals_that_ended_before_its_success(module: Path, db: Store) -> None:
@@ -277,3 +282,62 @@ def test_a_backfill_of_upstream_and_downstream_runs_them_in_dependency_order(mod
     assert result.stdout.count("downstream monthly") == 1
     assert daily(db) == [(DAY1, "a", 3, 9), (DAY1, "b", 3, 12), (DAY2, "a", 3, 9), (DAY2, "b", 3, 12)]
     assert monthly(db) == [(date(2025, 3, 1), "a", 6, 18), (date(2025, 3, 1), "b", 6, 24)]
+
+
+FIRED = textwrap.dedent('''
+    from pipelines.tools.extractors.sql_source import create_sql_pipeline
+    from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+    DAILY = ("SELECT toDate(ts) AS day, cat, count() AS n FROM raw_t WHERE ts >= {start} AND ts < {end} "
+             "GROUP BY day, cat")
+    PIPELINE_REGISTRY = {"fired": {
+        "pipeline": create_sql_pipeline(DAILY, create_clickhouse_loader("fired_t", mode="interval", time_column="day"),
+                                        name="fired"),
+        "schedule": "0 3 * * *", "depends_on": ["raw"]}}
+''')
+
+
+def test_a_downstream_runs_only_on_ready_intervals_whatever_the_trigger(module: Path, db: Store) -> None:
+    """A manual run of a day raw has no data for is refused (not recorded, so a backfill still runs
+    it once raw has the day); --force runs it anyway."""
+    manual = cron("daily", DAY1, "--no-downstream")
+    assert manual.returncode == 1, manual.stdout
+    assert manual.stderr.strip().splitlines() == [
+        f"not ready: daily {DAY1} not run (upstream 'raw' has no complete successful run covering {DAY1}); "
+        "--force runs it anyway"]
+    assert runs("daily") == []
+    assert cron("raw", DAY1, "--no-downstream").returncode == 0
+    backfilled = run_cli("backfill", "daily", "--start", DAY1.isoformat(), "--end", DAY1.isoformat(), "--no-downstream")
+    assert backfilled.returncode == 0, backfilled.stderr
+    assert "1 interval(s) to run" in backfilled.stderr
+    assert daily(db) == [(DAY1, "a", 3, 9), (DAY1, "b", 3, 12)]
+
+    forced = cron("daily", DAY2, "--no-downstream", "--force")  # the user says so: it runs, on no data
+    assert forced.returncode == 0, forced.stderr
+    assert f"success daily {DAY2}: 0 rows loaded" in forced.stdout
+    assert f"daily {DAY2}: upstream not ready, running anyway (--force)" in forced.stderr
+    assert [r["status"] for r in runs("daily")] == ["success", "success"]
+
+
+def test_a_scheduled_fire_of_a_downstream_skips_intervals_that_are_not_ready(module: Path, db: Store) -> None:
+    (module / "fired_pipeline.py").write_text(FIRED)
+    fire = ("--trigger", "cron", "--fired-at", "2025-03-02T03:00Z")  # owns 2025-03-01
+    refused = cron("fired", None, *fire)
+    assert refused.returncode == 1
+    assert (f"not ready: fired {DAY1} not run (upstream 'raw' has no complete successful run covering {DAY1}); "
+            "--force runs it anyway") in refused.stderr
+    assert runs("fired") == []
+    assert cron("raw", DAY1, "--no-downstream").returncode == 0
+    ready = cron("fired", None, *fire)
+    assert ready.returncode == 0, ready.stderr
+    assert f"success fired {DAY1}: 2 rows loaded" in ready.stdout
+    assert [(r["status"], r["trigger"]) for r in runs("fired")] == [("success", "cron")]
+
+
+def test_a_downstream_that_recomputes_everything_is_ready_when_its_last_complete_interval_is(
+        module: Path, db: Store) -> None:
+    refused = cron("monthly")
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert refused.returncode == 1
+    assert (f"not ready: monthly {yesterday} not run (upstream 'daily' has no complete successful run covering "
+            f"{yesterday}); --force runs it anyway") in refused.stderr
+    assert runs("monthly") == []

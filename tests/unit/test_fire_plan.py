@@ -113,3 +113,17 @@ def test_a_person_gets_the_last_complete_interval() -> None:
     assert note == "interval 2026-03-01 (the last complete day); use --date to choose"
     hourly, note = manual_interval(spec("0 3 * * *", granularity="hour"), utc("2026-03-02T10:17+00:00"))
     assert hourly.label == "2026-03-02T09:00" and "(the last complete hour)" in note
+
+
+def test_a_person_running_a_pipeline_that_reads_now_is_told_what_is_recorded() -> None:
+    """Issue 29: a manual run of an hourly console pipeline recorded [16:00, 16:02) silently, while
+    the README promised the last complete hour. It reads what its source holds now (it is not
+    interval-aware), so "the last complete hour" would be a false record; it is told instead."""
+    console, note = manual_interval(spec("0 * * * *", interval_aware=False, granularity="hour"),
+                                    utc("2026-03-02T16:02:30+00:00"))
+    assert (console.start, console.end) == (utc("2026-03-02T16:00+00:00"), utc("2026-03-02T16:02+00:00"))
+    assert note == ("interval 2026-03-02 16:00 .. 16:02 UTC (from the previous fire to now): p is not "
+                    "interval-aware, it reads what its source holds now, so it has no last complete hour")
+    unscheduled, note = manual_interval(spec("", interval_aware=False), utc("2026-03-02T16:02:30+00:00"))
+    assert (unscheduled.start, unscheduled.end) == (utc("2026-03-01T16:02+00:00"), utc("2026-03-02T16:02+00:00"))
+    assert note.startswith("interval 2026-03-01 16:02 .. 2026-03-02 16:02 UTC (the day up to now): p is not")
