@@ -59,7 +59,8 @@ MODULE = textwrap.dedent('''
             yield pa.table({"ts": pa.array(ts, pa.timestamp("ms", tz="UTC")), "v": [1, 2, 3, 4]})
 
     PIPELINE_REGISTRY = {
-        name: {"pipeline": create_el_pipeline(Tiny(wait), create_clickhouse_loader(name + "_t", time_column="ts"), name)}
+        name: {"pipeline": create_el_pipeline(Tiny(wait), create_clickhouse_loader(name + "_t", time_column="ts"),
+                                              name)}
         for name, wait in [("tiny", 0.0), ("tiny_par", 0.0), ("api_seq", 0.5), ("api_p2", 0.5), ("api_p4", 0.5),
                           ("slow_seq", 2.0), ("slow_p2", 2.0), ("slow_p4", 2.0)]
     }
@@ -105,11 +106,11 @@ def profile_in_process(env: dict[str, str], intervals: int) -> dict[str, float]:
     os.environ.update(env)
     sys.path.insert(0, str(SRC))
     from core.config import load_settings
+    from core.intervals import day_interval
     from core.logging import setup_logging
     from core.store import Store
     from ops.discovery import get_registry
     from runner import runner
-    from core.intervals import day_interval
 
     settings = load_settings()
     setup_logging(settings, console=False)
@@ -195,7 +196,8 @@ def main() -> int:
     for label, seconds in report["profile_seconds_per_interval"].items():
         print(f"  {label:<52} {seconds * 1000:7.1f} ms")
     if "parallel_seconds_per_interval" in report:
-        print(f"\nparallelism ({report['parallel_days']} daily intervals, {report['cpus']} CPUs), seconds per interval:")
+        print(f"\nparallelism ({report['parallel_days']} daily intervals, {report['cpus']} CPUs), "
+              "seconds per interval:")
         for label, seconds in report["parallel_seconds_per_interval"].items():
             print(f"  {label:<28} {seconds:.3f} s")
     out = ROOT / "benchmarks" / "results" / "backfill_overhead.json"

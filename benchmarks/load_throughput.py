@@ -33,6 +33,7 @@ subprocess. Results: a table on stdout and JSON in benchmarks/results/ (git-igno
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -199,12 +200,12 @@ def step_insert_arrow_loop(args: argparse.Namespace, data: dict[str, Any]) -> di
 
 
 def _run_framework(args: argparse.Namespace, extractor, mode: str) -> dict[str, Any]:
+    from core.intervals import day_interval
     from core.models import PipelineEntry
     from core.store import Store
     from pipelines.pipeline_factory import create_el_pipeline
     from pipelines.pipeline_registry import PipelineSpec
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
-    from core.intervals import day_interval
     from runner.runner import bootstrap_store, run_pipeline
 
     settings = _settings(args.workdir, args.batch_size)
@@ -456,10 +457,8 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for package in ("chdb", "clickhouse-connect", "pyarrow", "httpx", "dlt", "duckdb", "orjson"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[package] = version(package)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -473,7 +472,8 @@ def report(results: list[dict[str, Any]], runs: list[dict[str, Any]], args: argp
         cells = []
         for n in rows:
             hit = next((r for r in results if r["step"] == step and r["rows"] == n), None)
-            cells.append(f" {hit['rows_per_second']:>10,.0f} {hit['peak_rss_mb']:>10.0f} MB |" if hit else f" {'':>24} |")
+            cells.append(f" {hit['rows_per_second']:>10,.0f} {hit['peak_rss_mb']:>10.0f} MB |" if hit
+                         else f" {'':>24} |")
         if any(c.strip(" |") for c in cells):
             print(f"| {label:<48} |" + "".join(cells))
     for run in runs:

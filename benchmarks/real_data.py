@@ -168,11 +168,11 @@ def step_insert_arrow_loop(args: argparse.Namespace, data: dict[str, Any]) -> di
 
 def _framework(args: argparse.Namespace, data: dict[str, Any], path: str, transform: bool) -> dict[str, Any]:
     from core.models import PipelineEntry
+    from pipelines.interfaces import Transformer
     from pipelines.pipeline_factory import create_etl_pipeline
     from pipelines.pipeline_registry import PipelineSpec
     from pipelines.tools.extractors.file_extractor import create_file_extractor
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
-    from pipelines.interfaces import Transformer
     from runner.runner import bootstrap_store, run_pipeline
 
     settings, store = _store(args, data)

@@ -65,6 +65,7 @@ def _derived_table(store, name: str) -> None:
 
 def in_process(rows: int) -> dict[str, float]:
     from core.config import load_settings
+    from core.intervals import Interval
     from core.models import PipelineEntry
     from core.store import Store
     from pipelines.pipeline_factory import create_etl_pipeline
@@ -72,7 +73,6 @@ def in_process(rows: int) -> dict[str, float]:
     from pipelines.tools.extractors.sql_source import create_sql_extractor, create_sql_pipeline
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
     from pipelines.tools.transformers.transformers import create_lambda_transformer
-    from core.intervals import Interval
     from record.tables import ensure_framework_tables
     from runner.runner import bootstrap_store, run_pipeline
 
@@ -139,9 +139,11 @@ def main() -> int:
     base = seconds["clickhouse"]
     print(f"{args.rows:,} rows derived inside one day (embedded engine):")
     for name, value in seconds.items():
-        print(f"  {name:<16} {value:6.2f} s  {args.rows / value / 1e6:5.2f} Mrows/s  {value / base:5.2f}x ClickHouse alone")
+        print(f"  {name:<16} {value:6.2f} s  {args.rows / value / 1e6:5.2f} Mrows/s  "
+              f"{value / base:5.2f}x ClickHouse alone")
     print(f"through Python costs {seconds['through_python'] / seconds['sql_pipeline']:.1f}x the SQL pipeline")
-    print(f"cron_run of a tiny upstream: {chain['upstream_alone']:.2f} s alone, {chain['upstream_and_downstream']:.2f} s "
+    print(f"cron_run of a tiny upstream: {chain['upstream_alone']:.2f} s alone, "
+          f"{chain['upstream_and_downstream']:.2f} s "
           f"with its downstream SQL pipeline (+{chain['upstream_and_downstream'] - chain['upstream_alone']:.2f} s: "
           "a new process)")
     return 0

@@ -2,7 +2,8 @@
 
 Write-audit-publish: a loader that stages a run's rows in ClickHouse calls
 ``context.check_staged`` (the runner injects :func:`audit_staged` there) after the last batch
-and before it changes the target. Every check runs there, on the staged slice only; its result is stored in ``_dp_checks``. A failing ``error`` check stops the run:
+and before it changes the target. Every check runs there, on the staged slice only; its result is
+stored in ``_dp_checks``. A failing ``error`` check stops the run:
 nothing is published and the staged table is kept (renamed, so the loader's clean-up leaves it)
 for inspection until the next run of that interval or ``./run.sh clean``. A failing ``warn``
 check is recorded and logged, and the rows are published.

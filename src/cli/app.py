@@ -105,7 +105,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
     elif ctx.invoked_subcommand not in _WITHOUT_SETTINGS and not wants_help:
-        ctx.obj.settings  # a bad configuration stops the command here, whatever it would catch later
+        _ = ctx.obj.settings  # a bad configuration stops the command here, whatever it would catch later
 
 
 pass_app = click.make_pass_decorator(App)

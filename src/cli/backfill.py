@@ -15,10 +15,10 @@ from rich.table import Table
 from cli.app import EXIT_OK, App, cli, pass_app
 from cli.pipelines import replay_spool
 from core.exceptions import UsageError
+from core.intervals import parse_date
 from core.logging import ROOT_LOGGER
 from runner import backfill as bf
 from runner import dependencies as deps
-from core.intervals import parse_date
 
 if TYPE_CHECKING:
     from core.models import RunRecord
@@ -82,8 +82,14 @@ class _Bar(bf.Listener):
     """A live rich progress bar (on a terminal), failures printed above it."""
 
     def __init__(self, app: App) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.app = app
         self.rows = 0

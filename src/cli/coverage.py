@@ -12,11 +12,11 @@ from cli.app import EXIT_OK, App, cli, pass_app
 from cli.backfill import split_days_and_jobs
 from cli.output import json_option, print_json
 from core.exceptions import UsageError
+from core.intervals import Interval, parse_date
 from pipelines.pipeline_registry import PipelineSpec
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import count_rows
-from core.intervals import Interval, parse_date
 
 
 def _interval_text(interval: Interval | None) -> str:

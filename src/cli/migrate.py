@@ -5,7 +5,6 @@ The logic is in :mod:`core.migrations`; these commands only parse options and pr
 
 from __future__ import annotations
 
-
 import click
 from rich.table import Table
 

@@ -33,10 +33,7 @@ def setup_cron(app: App, name: str | None, all_: bool) -> int:
     if bool(name) == all_:
         raise UsageError("give a pipeline NAME or --all")
     registry = app.registry
-    if all_:
-        result = cron.sync_all(registry, app.settings)
-    else:
-        result = cron.install_one(registry.get(name or ""), app.settings)
+    result = cron.sync_all(registry, app.settings) if all_ else cron.install_one(registry.get(name or ""), app.settings)
     for label, names in (("added", result.added), ("updated", result.updated), ("removed", result.removed)):
         for n in names:
             app.console.print(f"{label} {n}")
@@ -105,7 +102,7 @@ def cron_status(app: App, as_json: bool) -> int:
         have = [line.split(" cd ", 1)[0] for line in installed]
         table.add_row(n, f"[{style[s]}]{s}[/]", "\n".join(short) or "-", "\n".join(have) or "-")
     app.console.print(table)
-    for n, error in state.errors.items():
+    for error in state.errors.values():
         app.err.print(f"error: {error}")
     if state.in_sync:
         app.console.print("[green]in sync[/]")
@@ -120,7 +117,8 @@ def cron_status(app: App, as_json: bool) -> int:
 @click.option("--grace", default=30.0, show_default=True, type=click.FloatRange(0),
               help="On SIGTERM, seconds running pipelines get to finish before they are stopped.")
 @click.option("--once", is_flag=True, help="Start what is due this minute (or at --now), wait for it, exit.")
-@click.option("--now", "now_text", help="With --once: the moment to evaluate (ISO date-time, UTC unless a zone is given).")
+@click.option("--now", "now_text",
+              help="With --once: the moment to evaluate (ISO date-time, UTC unless a zone is given).")
 @click.option("--tick", type=click.FloatRange(0.1), default=60.0, hidden=True,
               help="Testing: a scheduler minute lasts this many real seconds.")
 @pass_app

@@ -295,7 +295,8 @@ def runs(app: App, name: str | None, limit: int, status: str | None, as_json: bo
         return print_json([{**r.model_dump(mode="json"), "incomplete": r.incomplete,
                             "checks": summary(checked.get(r.run_id, []))} for r in records])
     if not records:
-        app.console.print("No runs recorded" + (f" for '{name}'" if name else "") + (f" with status {status}" if status else ""))
+        app.console.print("No runs recorded" + (f" for '{name}'" if name else "")
+                          + (f" with status {status}" if status else ""))
         return EXIT_OK
     table = Table(title="runs, newest first", title_justify="left")
     for column in ("run_id", "pipeline", "interval", "trigger", "status", "started", "duration", "rows", "checks",

@@ -49,7 +49,8 @@ def insert_in_process(client: Client, table: str, data: pa.Table, settings: dict
         return False
     names = [name for name in data.column_names if name not in constants]
     columns = ", ".join(quote_identifier(name) for name in [*names, *constants])
-    values = ", ".join([*(quote_identifier(name) for name in names), *(_setting_literal(v) for v in constants.values())])
+    values = ", ".join([*(quote_identifier(name) for name in names),
+                        *(_setting_literal(v) for v in constants.values())])
     options = ", ".join(f"{key} = {_setting_literal(value)}" for key, value in (settings or {}).items())
     # chdb's Python() table function finds the Arrow table by its variable name in this frame.
     dp_arrow_batch = data  # noqa: F841

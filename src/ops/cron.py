@@ -22,11 +22,26 @@ from pathlib import Path
 
 from core.config import PROJECT_ROOT, Settings
 from core.exceptions import CronError, ScheduleError
-from ops.crontab import (HEALTH, HOUSEKEEPING, MAINTENANCE, MAINTENANCE_SPEC, SCOPE_ALL, SCOPE_CHOSEN, Entry,
-                         block_scope, crontab_command, crontab_lock, parse_entries, read_crontab, render_block,
-                         replace_block, split_block, write_crontab)
-from runner.schedule import CronPlan, cron_zone, translate
+from ops.crontab import (
+    HEALTH,
+    HOUSEKEEPING,
+    MAINTENANCE,
+    MAINTENANCE_SPEC,
+    SCOPE_ALL,
+    SCOPE_CHOSEN,
+    Entry,
+    block_scope,
+    crontab_command,
+    crontab_lock,
+    parse_entries,
+    read_crontab,
+    render_block,
+    replace_block,
+    split_block,
+    write_crontab,
+)
 from pipelines.pipeline_registry import PipelineSpec, Registry
+from runner.schedule import CronPlan, cron_zone, translate
 
 LOCK_TIMEOUT = 30.0
 
@@ -293,7 +308,7 @@ def status(registry: Registry, settings: Settings, root: Path = PROJECT_ROOT) ->
     rows = []
     for name in sorted(set(wanted.entries) | set(installed), key=lambda n: (n in HOUSEKEEPING, n)):
         want, have = wanted.entries.get(name), installed.get(name)
-        if want and have:
+        if want and have:  # noqa: SIM108 (a nested conditional expression reads worse)
             state = "ok" if want.text() == have.text() else "changed"
         else:
             state = "missing" if want else "extra"

@@ -8,8 +8,8 @@ store, migrations), then these.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import takewhile
 from datetime import UTC, datetime, timedelta
+from itertools import takewhile
 from typing import TYPE_CHECKING, Any
 
 from core import health

@@ -307,7 +307,8 @@ def create___NAME___pipeline():
     )
 
 ''' + _registry("__NAME__: events per day, computed in ClickHouse").replace(
-    "__TABLE_NAME__", '        "depends_on": [],  # the pipeline(s) that write ' + SQL_SOURCE_TABLE + "\n__TABLE_NAME__")
+    "__TABLE_NAME__",
+    '        "depends_on": [],  # the pipeline(s) that write ' + SQL_SOURCE_TABLE + "\n__TABLE_NAME__")
 
 SQL_QUERY = """\
 -- __NAME__: one row per day of the run's interval (written by ./run.sh new __NAME__ --from sql).

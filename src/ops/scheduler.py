@@ -28,8 +28,8 @@ from types import FrameType
 
 from core.config import PROJECT_ROOT, Settings
 from core.logging import get_logger
-from runner.schedule import ScheduleError, cron_fields, is_due, pipeline_zone
 from pipelines.pipeline_registry import PipelineSpec, Registry
+from runner.schedule import ScheduleError, cron_fields, is_due, pipeline_zone
 
 log = get_logger("scheduler")
 
@@ -119,7 +119,8 @@ class Scheduler:
                 continue
             del self.children[name]
             self.results.append((name, code))
-            outcome = {0: "succeeded", 75: "was already running elsewhere (lock held)"}.get(code, f"failed (exit {code})")
+            outcome = {0: "succeeded", 75: "was already running elsewhere (lock held)"}.get(
+                code, f"failed (exit {code})")
             (log.info if code in (0, 75) else log.error)("%s (pid %d) %s", name, child.process.pid, outcome)
 
     # ---- loop --------------------------------------------------------------------------------

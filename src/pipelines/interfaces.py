@@ -236,7 +236,7 @@ class SqlSource:
     fallback: bool = False
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 (not instantiated itself; its subclasses declare the abstract methods)
     """Common base: a human name for logs and ``list``."""
 
     kind = "component"

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from core.intervals import Interval
 from core.locks import run_is_alive
 from core.models import RunRecord, as_utc
 from core.store import Store
 from record.coverage import Covered
-from core.intervals import Interval
 
 State = Literal["done", "failed", "running", "incomplete", "partial", "missing"]
 
@@ -81,7 +81,7 @@ class History:
         by_when = list(covered)
         self.covered = sorted(by_when, key=lambda c: (c.start, c.end))
         self.runs = [r for r in runs if not (r.status == "success" and not r.incomplete)]
-        self.newest = newest or (Interval(*max(((c.start, c.end) for c in self.covered))) if self.covered else None)
+        self.newest = newest or (Interval(*max((c.start, c.end) for c in self.covered)) if self.covered else None)
         # the newest success of an interval wins (later items overwrite earlier ones)
         self._exact: dict[tuple[datetime, datetime], Covered] = {(c.start, c.end): c for c in by_when}
         self._covered = _Index(self.covered, lambda c: c.start, lambda c: c.end, presorted=True)

@@ -29,10 +29,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from core.config import PROJECT_ROOT
+from core.intervals import Interval, current_interval, split
 from core.logging import get_logger
 from core.models import as_utc
 from runner.backfill import Listener, Step
-from core.intervals import Interval, current_interval, split
 
 if TYPE_CHECKING:
     from core.models import RunRecord
@@ -133,11 +133,13 @@ def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) 
         last = list_runs(store, upstream.name, status="success", limit=1) if has_history else []
         if last and as_utc(last[0].started_at) >= interval.end:
             return True, ""
-        seen = f"its last success started {as_utc(last[0].started_at):%Y-%m-%d %H:%M} UTC" if last else "it never succeeded"
+        seen = (f"its last success started {as_utc(last[0].started_at):%Y-%m-%d %H:%M} UTC" if last
+                else "it never succeeded")
         return False, (f"upstream '{upstream.name}' (not interval-aware) has no success started at or after "
                        f"{interval.end:%Y-%m-%d %H:%M} UTC ({seen})")
     last_day = (interval.end - timedelta(microseconds=1)).date()
-    if read_history(store, upstream.name, create=False, first=interval.start.date(), last=last_day).is_covered(interval):
+    history = read_history(store, upstream.name, create=False, first=interval.start.date(), last=last_day)
+    if history.is_covered(interval):
         return True, ""
     return False, f"upstream '{upstream.name}' has no complete successful run covering {interval.label}"
 

@@ -28,9 +28,11 @@ from typing import Any
 from audit.run import AUDITOR
 from core.config import Settings
 from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, is_retryable
+from core.intervals import Interval, last_complete_interval
 from core.locks import FileLock
 from core.logging import CONSOLE, attach_job_log, detach, get_logger, redact, run_context
 from core.models import RunRecord
+from core.shared_locks import run_lock
 from core.store import Store
 from pipelines.interfaces import Loader, RunContext
 from pipelines.pipeline_registry import PipelineSpec
@@ -42,8 +44,6 @@ from record.spool import spool_run
 from record.state import RunState
 from record.tables import ensure_framework_tables
 from runner.cleanup import reap_dead_runs
-from core.intervals import Interval, last_complete_interval
-from core.shared_locks import run_lock
 
 MAX_RETRY_DELAY = 300.0
 

@@ -21,13 +21,13 @@ from typing import Literal
 
 from core.config import Settings
 from core.exceptions import AlreadyRunning, UsageError
+from core.intervals import Interval, current_interval, ended_in, last_complete_interval, preceding
 from core.logging import CONSOLE, get_logger
 from core.models import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SUCCESS, RunRecord
 from core.store import Store
-from runner.schedule import fired_minute, pipeline_zone, previous_fire
 from pipelines.pipeline_registry import PipelineSpec
-from core.intervals import Interval, current_interval, ended_in, last_complete_interval, preceding
 from runner.runner import RunFinished, run_pipeline
+from runner.schedule import fired_minute, pipeline_zone, previous_fire
 
 log = get_logger("runner")
 

@@ -69,7 +69,8 @@ def test_an_empty_interval_empties_its_slice_on_purpose(store: Store, make_conte
     with pytest.raises(LoadError, match="source returned 0 rows for 2026-03-10, which holds 24 rows"):
         run(make_context, loader)  # a source outage looks like this: refused unless allowed
     run(make_context, loader, allow_empty=True)  # the source really has nothing for day 1 now
-    assert store.query_rows("SELECT toDate(ts), count() FROM events GROUP BY 1") == [((DAY + timedelta(days=1)).date(), 24)]
+    assert store.query_rows("SELECT toDate(ts), count() FROM events GROUP BY 1") == [
+        ((DAY + timedelta(days=1)).date(), 24)]
 
 
 def test_hourly_runs_in_daily_partitions_keep_the_other_hours(store: Store, make_context) -> None:
@@ -77,7 +78,8 @@ def test_hourly_runs_in_daily_partitions_keep_the_other_hours(store: Store, make
     minute = timedelta(minutes=1)
     for hour in range(3):
         start = DAY + timedelta(hours=hour)
-        run(make_context, loader, hourly(start, 60, value=hour, step=minute), start=start, end=start + timedelta(hours=1))
+        run(make_context, loader, hourly(start, 60, value=hour, step=minute), start=start,
+            end=start + timedelta(hours=1))
     start = DAY + timedelta(hours=1)
     run(make_context, loader, hourly(start, 30, value=7, step=minute), start=start, end=start + timedelta(hours=1))
     assert store.query_rows("SELECT toHour(ts), count(), sum(v) FROM events GROUP BY 1 ORDER BY 1") == [
@@ -128,7 +130,8 @@ def test_merge_keeps_the_newest_version_per_key(store: Store, make_context) -> N
     second = pa.table({"id": [2, 3], "email": ["b@new", "c@x"], "updated": [2, 1]})
     run(make_context, loader, first, run_id="m1")
     run(make_context, loader, second, run_id="m2")
-    assert store.query_rows("SELECT id, email FROM customers FINAL ORDER BY id") == [(1, "a@x"), (2, "b@new"), (3, "c@x")]
+    assert store.query_rows("SELECT id, email FROM customers FINAL ORDER BY id") == [
+        (1, "a@x"), (2, "b@new"), (3, "c@x")]
     assert "ReplacingMergeTree(updated)" in store.command(
         "SELECT engine_full FROM system.tables WHERE name = 'customers' AND database = currentDatabase()")
 
@@ -161,8 +164,10 @@ def test_created_tables_have_partitions_order_and_nullability(store: Store, make
     assert columns == {"ts": "DateTime64(6, 'UTC')", "d": "Nullable(Date32)", "i": "Nullable(UInt16)",
                        "f": "Nullable(Float64)", "b": "Nullable(Bool)", "s": "Nullable(String)",
                        "tags": "Array(String)", "_dp_run_id": "String"}
-    ddl = store.command("SELECT create_table_query FROM system.tables WHERE name = 'typed' AND database = currentDatabase()")
-    assert "PARTITION BY toDate(ts)" in ddl and "ORDER BY (ts)" in ddl and "non_replicated_deduplication_window = 1000" in ddl
+    ddl = store.command(
+        "SELECT create_table_query FROM system.tables WHERE name = 'typed' AND database = currentDatabase()")
+    assert ("PARTITION BY toDate(ts)" in ddl and "ORDER BY (ts)" in ddl
+            and "non_replicated_deduplication_window = 1000" in ddl)
 
 
 def test_bad_loader_configuration_is_refused_at_construction() -> None:

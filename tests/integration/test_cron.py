@@ -13,13 +13,13 @@ import stat
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from conftest import SERVER_MODE, ROOT, SRC, cli_env, require_tool, run_cli
+from conftest import ROOT, SERVER_MODE, SRC, cli_env, require_tool, run_cli
 
 MODULE = textwrap.dedent('''
     import pyarrow as pa
@@ -183,7 +183,8 @@ def test_setup_one_and_bad_input(crontab: Crontab, module: Path) -> None:
 
 
 def test_broken_module_keeps_its_pipelines_entries(crontab: Crontab, module: Path) -> None:
-    (module / "extra_pipeline.py").write_text(MODULE.replace("BERLIN_SCHEDULE", "0 3 * * *").replace('"hours"', '"extra"').replace('"berlin"', '"b2"')
+    (module / "extra_pipeline.py").write_text(MODULE.replace("BERLIN_SCHEDULE", "0 3 * * *")
+                                              .replace('"hours"', '"extra"').replace('"berlin"', '"b2"')
                                               .replace('"manual"', '"m2"').replace('"paused"', '"p2"'))
     assert run_cli("setup_cron", "--all").returncode == 0
     (module / "extra_pipeline.py").write_text("import nowhere_to_be_found\n")

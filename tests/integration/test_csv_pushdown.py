@@ -66,7 +66,8 @@ GOOD = (
 )
 
 
-@pytest.mark.embedded_only("ClickHouse reads the local file itself only on this machine's engine; a remote server gets the rows streamed")
+@pytest.mark.embedded_only("ClickHouse reads the local file itself only on this machine's engine; "
+                           "a remote server gets the rows streamed")
 def test_a_good_csv_is_read_by_clickhouse_and_equals_the_python_path(store: Store, make_context, tmp_path,
                                                                     caplog) -> None:
     caplog.set_level("INFO", logger="dp")
@@ -121,7 +122,8 @@ def test_values_clickhouse_might_read_differently_take_the_python_path(store: St
     assert result["push"] == result["python"]
 
 
-@pytest.mark.embedded_only("ClickHouse reads the local file itself only on this machine's engine; a remote server gets the rows streamed")
+@pytest.mark.embedded_only("ClickHouse reads the local file itself only on this machine's engine; "
+                           "a remote server gets the rows streamed")
 def test_a_value_refused_in_sql_falls_back_to_the_python_path(store: Store, make_context, tmp_path,
                                                              caplog) -> None:
     """Types come from the first 8 MB block; a value past it that the checks refuse makes
@@ -165,7 +167,8 @@ def test_a_late_value_of_another_type_fails_as_on_the_python_path(store: Store, 
     assert f"line {lines + 2}: column 'code' cannot be read as int64" in result["push"]["error"]
 
 
-@pytest.mark.embedded_only("ClickHouse reads the local file itself only on this machine's engine; a remote server gets the rows streamed")
+@pytest.mark.embedded_only("ClickHouse reads the local file itself only on this machine's engine; "
+                           "a remote server gets the rows streamed")
 @pytest.mark.parametrize("body, pushed", [
     ("id,at\n1,2013-01-01 05:00:00\n2,2013-12-31T23:59:59\n3,\n", True),       # naive means UTC
     ("id,at\n1,2013-01-01 05:00:00Z\n2,\n", True),                             # all with Z: UTC

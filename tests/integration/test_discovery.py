@@ -52,7 +52,8 @@ def test_discovers_registry_dicts_and_getters(tmp_path: Path) -> None:
 def test_broken_modules_and_entries_are_reported_without_hiding_others(tmp_path: Path) -> None:
     write(tmp_path, "good_pipeline.py", 'PIPELINE_REGISTRY = {"good": {"pipeline": make("good")}}')
     (tmp_path / "crash_pipeline.py").write_text("x = 1\nimport does_not_exist_anywhere\n")
-    write(tmp_path, "cron_pipeline.py", 'PIPELINE_REGISTRY = {"badcron": {"pipeline": make("c"), "schedule": "61 * * * *"}}')
+    write(tmp_path, "cron_pipeline.py",
+          'PIPELINE_REGISTRY = {"badcron": {"pipeline": make("c"), "schedule": "61 * * * *"}}')
     write(tmp_path, "missing_pipeline.py", 'PIPELINE_REGISTRY = {"nopipe": {"description": "forgot it"}}')
     write(tmp_path, "typo_pipeline.py", 'PIPELINE_REGISTRY = {"typo": {"pipeline": make("t"), "shedule": "x"}}')
     write(tmp_path, "none_pipeline.py", "VALUE = 1")

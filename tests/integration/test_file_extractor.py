@@ -208,7 +208,8 @@ def test_naive_datetimes_mean_utc_in_every_format(tmp_path: Path, make_context) 
     transformer does), one with an offset is converted, whatever the file format."""
     expected = [datetime(2026, 1, 15, 10, 0, tzinfo=UTC), datetime(2026, 1, 15, 11, 30, tzinfo=UTC),
                 datetime(2026, 1, 15, 8, 0, tzinfo=UTC)]
-    (tmp_path / "a.csv").write_text("id,at\n1,2026-01-15 10:00:00\n2,2026-01-15T11:30:00\n3,2026-01-15T10:00:00+02:00\n")
+    (tmp_path / "a.csv").write_text("id,at\n1,2026-01-15 10:00:00\n2,2026-01-15T11:30:00\n"
+                                    "3,2026-01-15T10:00:00+02:00\n")
     (tmp_path / "a.jsonl").write_text('{"id": 1, "at": "2026-01-15 10:00:00"}\n{"id": 2, "at": "2026-01-15T11:30:00"}\n'
                                       '{"id": 3, "at": "2026-01-15T10:00:00+02:00"}\n')
     naive = pa.array([datetime(2026, 1, 15, 10), datetime(2026, 1, 15, 11, 30), datetime(2026, 1, 15, 8)],

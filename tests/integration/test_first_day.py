@@ -161,8 +161,8 @@ def test_a_host_name_that_does_not_resolve_fails_at_once(pipelines_dir: Path, pr
     '''))
     result = run_cli("cron_run", "nowhere", timeout=60)
     assert result.returncode == 1
-    assert ("(error): ExtractError: http: GET https://no-such-host.invalid/data: the host name 'no-such-host.invalid' does not "
-            "resolve (") in result.stderr
+    assert ("(error): ExtractError: http: GET https://no-such-host.invalid/data: "
+            "the host name 'no-such-host.invalid' does not resolve (") in result.stderr
     assert "check the URL, or this machine's DNS and network" in result.stderr
     [run] = json.loads(run_cli("runs", "nowhere", "--json").stdout)
     assert (run["status"], run["attempt"]) == ("failed", 1)  # neither the extractor nor the runner retried

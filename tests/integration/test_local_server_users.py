@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_local_server import http
 
 from server_process import start_server
-from test_local_server import http
 
 pytestmark = [pytest.mark.slow, pytest.mark.same_in_both_runs(
     "starts servers of its own on stores of its own, without the suite's settings")]

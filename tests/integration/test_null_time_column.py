@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date
 import textwrap
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ui_project import UiServer
 
 from conftest import rows, run_cli
 from core.store import Store
-from ui_project import UiServer
 
 MIGRATION = """\
 CREATE TABLE IF NOT EXISTS {database}.nt{cluster}

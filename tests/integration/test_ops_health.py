@@ -76,7 +76,8 @@ def test_freshness_per_schedule_and_override(module: Path, store: Store, tmp_pat
     assert "(3.0 h ago, run " in checks["fresh:hourly"]["detail"]
     assert "(freshness: freshness_hours 2); see ./run.sh runs hourly" in checks["fresh:hourly"]["detail"]
     assert checks["fresh:never"] == {"name": "fresh:never", "status": "warn",
-                                     "detail": "never ran successfully (freshness: two periods of '0 3 * * *' = 2.0 days)"}
+                                     "detail": "never ran successfully "
+                                               "(freshness: two periods of '0 3 * * *' = 2.0 days)"}
     assert "fresh:manual" not in checks and "fresh:paused" not in checks
     assert checks["pipelines"] == {"name": "pipelines", "status": "ok",
                                    "detail": "5 pipeline(s) import, 3 scheduled"}

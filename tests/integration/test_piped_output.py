@@ -85,7 +85,7 @@ def test_piped_list_runs_and_check_print_tsv(project_env: dict[str, str]) -> Non
     header, *rows = tsv(checks)
     assert header == ["check", "status", "detail"]
     assert rows and all(len(r) == 3 and r[1] in ("OK", "WARN", "FAIL") for r in rows)
-    assert ["store", "OK"] == [r for r in rows if r[0] == "store"][0][:2]
+    assert [r for r in rows if r[0] == "store"][0][:2] == ["store", "OK"]
     header, *rows = tsv(config)
     assert header == ["variable", "value"]
     assert ["DATA_DIR", project_env["DATA_DIR"]] in rows

@@ -83,7 +83,8 @@ def test_3_11_is_the_minimum_everywhere() -> None:
     texts = {path: path.read_text() for path in [ROOT / "README.md", ROOT / "run.sh", ROOT / "deploy.sh",
                                                  *sorted((ROOT / "docs").glob("*.md"))]}
     stale = {str(p.relative_to(ROOT)): m.group(0) for p, text in texts.items()
-             for m in [re.search(r"Python 3\.(9|10)\b|3\.(9|10)\+|3\.(9|10) or newer|>= ?3\.(9|10)|>= \(3, (9|10)\)", text)]
+             for m in [re.search(r"Python 3\.(9|10)\b|3\.(9|10)\+|3\.(9|10) or newer"
+                                 r"|>= ?3\.(9|10)|>= \(3, (9|10)\)", text)]
              if m}
     assert stale == {}
     assert "Python 3.11" in texts[ROOT / "README.md"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import JsonHandler, run_cli, serve
+
 try:
     from core.redaction import Redactor
 except ImportError:  # the old code had no shared helper
@@ -80,4 +81,5 @@ def test_default_secret_names_and_known_values() -> None:
     assert redact.is_secret_header("X-Refresh-Token") and not redact.is_secret_header("Accept")
     assert redact.is_secret_param("access_token") and not redact.is_secret_param("monkey")
     # JSON echoes ("Authorization": "Bearer ...") are masked too.
-    assert redact('{"Authorization": "Bearer zz1", "x-api-key": "zz3"}') == '{"Authorization": "***", "x-api-key": "***"}'
+    assert (redact('{"Authorization": "Bearer zz1", "x-api-key": "zz3"}')
+            == '{"Authorization": "***", "x-api-key": "***"}')

@@ -12,8 +12,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-
 import test_server_paths as server_paths
+
 from conftest import run_cli
 
 pytestmark = pytest.mark.same_in_both_runs("runs against a real ClickHouse server in either run")

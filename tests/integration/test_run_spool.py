@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_alerts import MODULE
+from test_store import _hold_store
 
 from conftest import rows, run_cli
 from core.store import Store
-from test_alerts import MODULE
-from test_store import _hold_store
 
 pytestmark = pytest.mark.embedded_only("STORE_LOCK_TIMEOUT is the embedded store's lock")
 

@@ -121,7 +121,8 @@ def test_a_failing_transformer_fails_the_run_with_a_traceback(module: Path, db: 
     log = (Path(project_env["LOG_DIR"]) / "jobs" / "boom.log").read_text()
     assert "Traceback (most recent call last)" in log and 'raise ValueError("cannot parse amount' in log
     # Nothing half-written: the target table was created by the failed run at most, empty; no staging left.
-    tables = {r[0]: r[1] for r in rows(db, "SELECT name, total_rows FROM system.tables WHERE database = currentDatabase()")}
+    tables = {r[0]: r[1] for r in rows(
+        db, "SELECT name, total_rows FROM system.tables WHERE database = currentDatabase()")}
     assert tables.get("boom_t", 0) == 0
     assert not [t for t in tables if t.startswith("_dp_stage_")]
 

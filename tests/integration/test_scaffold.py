@@ -25,7 +25,8 @@ def test_the_readmes_first_pipeline_runs_offline_as_written(pipelines_dir: Path)
     (pipelines_dir / "my_pipeline.py").write_text(module)
     # Any host but this machine's goes to a dead proxy: nothing outside is reachable (the store, in
     # server mode, is on 127.0.0.1).
-    offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": "127.0.0.1,localhost"}
+    offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+               "no_proxy": "127.0.0.1,localhost"}
     result = run_cli("cron_run", "my_pipeline", env=offline)
     assert result.returncode == 0, result.stderr
     assert "My Console Loader schema: id int64, name string, score double, processed_at timestamp" in result.stdout \
@@ -77,7 +78,8 @@ def test_new_writes_a_module_a_migration_and_a_test_that_pass(project: Project) 
         "src/pipelines/orders_files_pipeline.py", "src/pipelines/feed_pipeline.py",
         "tests/pipelines/test_orders_api_pipeline.py", "tests/pipelines/test_orders_db_pipeline.py",
         "tests/pipelines/test_orders_files_pipeline.py", "tests/pipelines/test_feed_pipeline.py",
-        f"migrations/sql/{top + 1:04d}_create_orders_api.sql", f"migrations/sql/{top + 1:04d}_create_orders_api.down.sql",
+        f"migrations/sql/{top + 1:04d}_create_orders_api.sql",
+        f"migrations/sql/{top + 1:04d}_create_orders_api.down.sql",
         f"migrations/sql/{top + 2:04d}_create_orders_db.sql", f"migrations/sql/{top + 2:04d}_create_orders_db.down.sql",
         f"migrations/sql/{top + 3:04d}_create_orders_files.sql",
         f"migrations/sql/{top + 3:04d}_create_orders_files.down.sql",
@@ -104,7 +106,8 @@ def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
     cases = [
         (("new", "example_pipeline", "--from", "file"), 1, "error: give the pipeline's name without '_pipeline'"),
         (("new", "Orders", "--from", "db"), 1, "error: 'Orders' is not a valid name: use lower-case letters"),
-        (("new", "orders", "--from", "ftp"), 2, "Invalid value for '--from': 'ftp' is not one of 'http', 'db', 'file', 'sql'"),
+        (("new", "orders", "--from", "ftp"), 2,
+         "Invalid value for '--from': 'ftp' is not one of 'http', 'db', 'file', 'sql'"),
         (("new", "orders"), 2, "Missing option '--from'"),
     ]
     for args, code, message in cases:
@@ -123,7 +126,8 @@ def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
     assert clash.returncode == 1
     assert "error: a pipeline named 'daily' already exists (./run.sh list shows where)" in clash.stderr
     module = project.cli("new", "shop", "--from", "file")
-    assert module.returncode == 1 and "not overwriting" in module.stderr and "src/pipelines/shop_pipeline.py" in module.stderr
+    assert (module.returncode == 1 and "not overwriting" in module.stderr
+            and "src/pipelines/shop_pipeline.py" in module.stderr)
 
 
 def test_new_from_sql_writes_a_sql_pipeline_its_table_and_a_test_that_pass(project: Project) -> None:

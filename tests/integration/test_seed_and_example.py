@@ -43,7 +43,8 @@ def test_the_seed_quick_start_module_runs_as_written(pipelines_dir: Path, api) -
     result = run_cli("cron_run", "my_pipeline")
     assert result.returncode == 0, result.stderr
     assert handler.requests == ["/data"]
-    assert "My Console Loader schema: id int64, name large_string, score double, processed_at timestamp" in result.stdout
+    assert ("My Console Loader schema: id int64, name large_string, score double, processed_at timestamp"
+            in result.stdout)
     assert "alpha" in result.stdout and "beta" in result.stdout
     assert "My Console Loader: 2 rows" in result.stdout
     assert "success my_pipeline" in result.stdout and "2 rows loaded (2 extracted)" in result.stdout

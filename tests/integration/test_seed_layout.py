@@ -22,7 +22,8 @@ MODULE = textwrap.dedent('''
             yield pa.table({"n": [1]})
 
     PIPELINE_REGISTRY = {
-        "hours": {"pipeline": create_el_pipeline(One("one"), create_console_loader(), "hours"), "schedule": "0 2 * * *"},
+        "hours": {"pipeline": create_el_pipeline(One("one"), create_console_loader(), "hours"),
+                  "schedule": "0 2 * * *"},
     }
 ''')
 ADDED = '''

@@ -5,6 +5,7 @@ embedded mode too), each test in its own database; "hosts" are processes with se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -43,7 +44,8 @@ MODULE = textwrap.dedent('''
 
     PIPELINE_REGISTRY = {
         "daily": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("daily_t", time_column="ts"), "d")},
-        "hourly": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("hourly_t", time_column="ts"), "h")},
+        "hourly": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("hourly_t", time_column="ts"),
+                                                  "h")},
         "appended": {"pipeline": create_el_pipeline(Hours(), create_clickhouse_loader("appended_t"), "a"),
                      "retries": 2, "retry_delay": 0.05},
         "untagged": {"pipeline": create_el_pipeline(
@@ -194,10 +196,8 @@ class DropAttachResponse:
     @staticmethod
     def _close(*sockets: socket.socket) -> None:
         for sock in sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
 
     def _drops(self, seen: bytes) -> bool:

@@ -49,7 +49,8 @@ MODULE = textwrap.dedent('''
         WHERE ts >= {start} AND ts < {end} AND cat != '{end}'   -- a literal brace in a string stays
         GROUP BY day, cat
     """
-    MONTHLY = "SELECT toStartOfMonth(day) AS month, cat, sum(n) AS n, sum(total) AS total FROM daily_t GROUP BY month, cat"
+    MONTHLY = ("SELECT toStartOfMonth(day) AS month, cat, sum(n) AS n, sum(total) AS total FROM daily_t "
+               "GROUP BY month, cat")
 
     def day_loader(table):
         return create_clickhouse_loader(table, mode="interval", time_column="day")

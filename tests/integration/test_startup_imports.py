@@ -89,12 +89,12 @@ def test_list_imports_only_the_store_stack(light_env: dict[str, str]) -> None:
 def test_list_discovers_a_light_module_without_arrow(light_env: dict[str, str]) -> None:
     """Discovery itself (the module imports only pipelines.interfaces) loads no Arrow."""
     probe = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(SRC)!r})\n"
         "from pipelines.pipeline_registry import get_registry\n"
         "from core.config import load_settings\n"
         "reg = get_registry(load_settings().pipelines_dir)\n"
-        "print(sorted(reg.pipelines), sorted(m for m in %r if m in sys.modules))\n"
-    ) % (str(SRC), HEAVY)
+        f"print(sorted(reg.pipelines), sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe], env=cli_env(light_env), capture_output=True,
                             text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, result.stderr
@@ -118,11 +118,13 @@ def test_framework_tables_are_repaired_by_a_new_process(store, settings) -> None
         ensure_framework_tables(fresh)
         assert _up_to_date(fresh, 7)
         assert fresh.table_exists(STATE_TABLE)
-        columns = fresh.query_rows("SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
-                                   {"db": fresh.database, "t": QUARANTINE_TABLE})
+        columns = fresh.query_rows(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+            {"db": fresh.database, "t": QUARANTINE_TABLE})
         assert ("interval_end",) in columns
-        ddl = fresh.command("SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-                            {"db": fresh.database, "t": RUNS_TABLE})
+        ddl = fresh.command(
+            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            {"db": fresh.database, "t": RUNS_TABLE})
         assert "toIntervalDay(7)" in str(ddl)
     finally:
         fresh.close()

@@ -73,7 +73,8 @@ def test_two_processes_take_turns_on_the_embedded_store(store: Store, project_en
     ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert store.query_rows("SELECT worker, count() FROM shared GROUP BY worker ORDER BY worker") == [("a", 15), ("b", 15)]
+    assert store.query_rows("SELECT worker, count() FROM shared GROUP BY worker ORDER BY worker") == [
+        ("a", 15), ("b", 15)]
 
 
 _HOLDER = textwrap.dedent("""

@@ -9,9 +9,9 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from ui_project import Project, UiServer, build_runs
 
 from conftest import ROOT, require_tool
-from ui_project import Project, UiServer, build_runs
 
 pytestmark = pytest.mark.slow
 

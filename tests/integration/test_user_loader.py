@@ -133,7 +133,8 @@ def stage_tables(path: Path) -> list[str]:
 
 
 def per_day(path: Path, table: str = "hours") -> list[tuple]:
-    return sqlite_rows(path, f"SELECT substr(ts, 1, 10), count(*), count(DISTINCT ts) FROM {table} GROUP BY 1 ORDER BY 1")
+    return sqlite_rows(path,
+                       f"SELECT substr(ts, 1, 10), count(*), count(DISTINCT ts) FROM {table} GROUP BY 1 ORDER BY 1")
 
 
 def start_hanging(args: list[str], day: str, marker: Path) -> subprocess.Popen[str]:

@@ -7,10 +7,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from core.exceptions import UsageError
+from core.intervals import Interval, day_interval
 from core.models import RunRecord
 from runner.backfill import day_window, decide
 from runner.coverage import History, reported_rows_by_day
-from core.intervals import Interval, day_interval
 
 DAY = date(2025, 3, 10)
 TODAY = date(2025, 3, 20)

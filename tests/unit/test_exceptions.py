@@ -6,8 +6,19 @@ import httpx
 import pytest
 
 from core import exceptions
-from core.exceptions import (AlertError, CronError, DataProcessorError, ExtractError, Retryable, ScaffoldError,
-                             ScheduleError, StoreConnectionLost, StoreError, TransientError, is_retryable)
+from core.exceptions import (
+    AlertError,
+    CronError,
+    DataProcessorError,
+    ExtractError,
+    Retryable,
+    ScaffoldError,
+    ScheduleError,
+    StoreConnectionLost,
+    StoreError,
+    TransientError,
+    is_retryable,
+)
 
 
 class QuotaExceeded(ExtractError, Retryable):

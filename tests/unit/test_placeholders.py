@@ -12,7 +12,8 @@ VALUES = {"start": "2024-01-01", "pipeline": "orders"}
 
 def test_strict_mode_replaces_known_names_and_unescapes_doubled_braces() -> None:
     text = "WHERE d = {start} AND p = {pipeline} AND x = {mine:UInt8} AND y = {{start}}"
-    assert render_placeholders(text, VALUES) == "WHERE d = 2024-01-01 AND p = orders AND x = {mine:UInt8} AND y = {start}"
+    assert (render_placeholders(text, VALUES)
+            == "WHERE d = 2024-01-01 AND p = orders AND x = {mine:UInt8} AND y = {start}")
     assert placeholders_in(text) == {"start", "pipeline"}
 
 

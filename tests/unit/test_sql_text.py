@@ -8,6 +8,7 @@ import pytest
 from core.exceptions import PipelineError
 from core.sql_text import split_statements
 
+
 def test_a_lone_hash_before_a_word_is_not_a_comment() -> None:
     # ClickHouse starts a comment at "# " and "#!" only; "#x" stays code (and so does its ;).
     assert [s.raw for s in split_statements("SELECT 1 #x; SELECT 2")] == ["SELECT 1 #x", "SELECT 2"]

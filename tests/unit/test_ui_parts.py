@@ -116,8 +116,8 @@ def test_cell_states_name_crashes_and_partial_loads() -> None:
 
 
 def test_metrics_text_for_a_failed_and_a_never_run_pipeline() -> None:
-    from pipelines.pipeline_registry import PipelineSpec
     from core.models import PipelineEntry
+    from pipelines.pipeline_registry import PipelineSpec
 
     spec = PipelineSpec("orders", PipelineEntry(pipeline=object()), "x.py")
     failed = run("failed", datetime(2026, 3, 1, tzinfo=UTC)).model_copy(update={"rows_loaded": 0,

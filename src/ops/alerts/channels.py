@@ -6,6 +6,7 @@ and records the failure and never lets it fail a run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -18,10 +19,9 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 
 from core.config import Settings
-from core.redaction import Redactor, mask_webhook
 from core.exceptions import AlertError
+from core.redaction import Redactor, mask_webhook
 from ops.alerts.events import AlertEvent
-
 
 
 class Channel:
@@ -148,17 +148,13 @@ class Command(Channel):
 def _kill_group(process: subprocess.Popen[str]) -> None:
     """SIGKILL the command's process group, reap the command, close its pipes (a child that left
     the group could hold them open: they are not read again)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait()
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
-            try:
+            with contextlib.suppress(OSError):
                 stream.close()
-            except OSError:
-                pass
 
 
 def configured(settings: Settings) -> list[Channel]:

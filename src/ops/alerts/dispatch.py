@@ -13,6 +13,7 @@ from typing import Any
 
 from core.config import Settings
 from core.exceptions import DataProcessorError
+from core.intervals import Interval
 from core.logging import get_logger
 from core.models import RunRecord
 from core.store import Store
@@ -21,7 +22,6 @@ from ops.alerts.config import for_pipeline
 from ops.alerts.events import AlertEvent
 from ops.alerts.state import decide, read_state, record_delivery
 from record.tables import RUNS_TABLE
-from core.intervals import Interval
 
 log = get_logger("alerts")
 

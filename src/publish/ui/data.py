@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from audit.results import CHECKS_TABLE, latest_by_pipeline, results_of_runs
+from core.intervals import Interval
 from core.models import RunRecord, as_utc
 from core.store import Store
 from pipelines.pipeline_registry import PipelineSpec, Registry
@@ -23,7 +24,6 @@ from record.tables import RUNS_TABLE
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import DayCount, RowCounts, count_rows
-from core.intervals import Interval
 
 __all__ = ["DayCount", "RowCounts", "as_utc"]  # re-exported for the pages (runner.counts, core.models)
 # Coverage cell states, in the order of the legend.

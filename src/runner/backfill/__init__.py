@@ -22,6 +22,7 @@ interval-aware extractor and the ClickHouse loader in ``interval`` mode) can be 
 them re-running an interval replaces exactly that interval, so a backfill can never duplicate.
 """
 
+from core.intervals import Interval
 from runner.backfill.execution import execute
 from runner.backfill.planning import (
     DEFAULT_DAYS,
@@ -37,7 +38,6 @@ from runner.backfill.planning import (
 from runner.backfill.reports import Listener, Report
 from runner.backfill.worker import serve_worker
 from runner.coverage import History
-from core.intervals import Interval
 
 __all__ = [
     "DEFAULT_DAYS", "History", "Interval", "Listener", "Policy", "Report", "Step", "day_window", "decide", "execute",

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
 from core.exceptions import UsageError
-from runner.coverage import Coverage, read_history
 from core.intervals import Interval, split
+from runner.coverage import Coverage, read_history
 
 if TYPE_CHECKING:  # pydantic-backed modules: imported where used, so `help` stays fast
     from core.store import Store
@@ -32,7 +32,8 @@ def why_not_backfillable(spec: PipelineSpec) -> str | None:
     loader = pipeline.loader
     if not loader.interval_scoped:
         mode = loader.mode
-        how = f"its loader writes in mode '{mode}'" if mode else f"its loader ({type(loader).__name__}) is not interval-scoped"
+        how = (f"its loader writes in mode '{mode}'" if mode
+               else f"its loader ({type(loader).__name__}) is not interval-scoped")
         return (f"{how}, so a run does not own its interval's slice of the table and re-running a day "
                 "could load its rows twice (backfill needs the ClickHouse loader with time_column, mode 'interval')")
     if not pipeline.extractor.interval_aware:

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Literal
 from runner.backfill.planning import Step
 
 if TYPE_CHECKING:
-    from core.models import RunRecord, RunStatus
     from core.intervals import Interval
+    from core.models import RunRecord, RunStatus
 
 
 def not_run(pipeline: str, interval: Interval, status: RunStatus, reason: str, error: str,

@@ -10,6 +10,7 @@ the embedded store workers would just take turns). The parent writes ``{"pipelin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -23,10 +24,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from core.exceptions import AlreadyRunning
+from core.intervals import Interval
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
-from core.intervals import Interval
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -50,7 +51,7 @@ class _Worker:
     def __init__(self, env: dict[str, str]) -> None:
         from core.config import PROJECT_ROOT
 
-        self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.process = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=self.stderr, text=True, bufsize=1, env=env, cwd=PROJECT_ROOT)
         self.step: Step | None = None
@@ -91,10 +92,8 @@ class _Worker:
 
     def close(self) -> None:
         if self.process.stdin and not self.process.stdin.closed:
-            try:
+            with contextlib.suppress(OSError):
                 self.process.stdin.close()
-            except OSError:
-                pass
         self.process.wait()
         self.stderr.close()
 

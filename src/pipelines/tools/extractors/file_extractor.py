@@ -26,6 +26,7 @@ from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource
 from pipelines.tools.arrow_types import arrow_type, convert_column
 from pipelines.tools.extractors.csv_pushdown import csv_sql_source
+from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.json_records import (
     ArrowJsonReader,
@@ -36,7 +37,6 @@ from pipelines.tools.extractors.json_records import (
     records_from_arrow,
     rows_to_table,
 )
-from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.factory import component_factory
 
 _INTERVAL = re.compile(r"\{(start|end|start_date|end_date)\}")

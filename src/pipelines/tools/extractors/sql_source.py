@@ -153,13 +153,13 @@ class SqlExtractor(Extractor):
     def extract(self, context: RunContext) -> Iterator[pa.Table]:
         """The result in Arrow batches (only when the loader cannot insert it with SQL itself)."""
         size = context.settings.batch_size
-        with context.store.session() as client:
-            with client.query_arrow_stream(self.query, parameters=self.parameters(context),
-                                           settings={"max_block_size": size}) as stream:
-                for batch in stream:
-                    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-                    if table.num_rows:
-                        yield table
+        with context.store.session() as client, \
+                client.query_arrow_stream(self.query, parameters=self.parameters(context),
+                                          settings={"max_block_size": size}) as stream:
+            for batch in stream:
+                table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+                if table.num_rows:
+                    yield table
 
 
 create_sql_extractor = component_factory(SqlExtractor, "create_sql_extractor")

@@ -294,8 +294,8 @@ class ClickHouseLoader(StagedStructure, Loader):
             store.command(
                 f"INSERT INTO {staging} SELECT * FROM {target} WHERE _partition_id = {{p:String}} "
                 f"AND {outside_slice_sql(column)}",
-                {**bounds, "p": partition}, settings={**_INSERT_SETTINGS,
-                                                      "insert_deduplication_token": f"{context.run_id}-keep-{partition}"},
+                {**bounds, "p": partition},
+                settings={**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-keep-{partition}"},
             )
         staged = set(self._partitions(context, self._staging_name))
         for partition in touched:

@@ -67,8 +67,8 @@ class StagedStructure:
         missing = [c for c in [*self.order_by, *([self.time_column] if self.time_column else [])]
                    if re.fullmatch(r"\w+", c) and c not in names]
         if missing:
-            raise LoadError(f"Cannot create table '{self.table}': the data has no column {', '.join(map(repr, missing))} "
-                            f"(columns: {', '.join(names)})")
+            raise LoadError(f"Cannot create table '{self.table}': the data has no column "
+                            f"{', '.join(map(repr, missing))} (columns: {', '.join(names)})")
         keys = self._keys(names)
         columns = [(f.name, clickhouse_type(f, nullable=f.nullable and f.name not in keys)) for f in schema]
         if self.run_id_column:
