@@ -11,4 +11,5 @@ from core.models import Granularity
 
 def test_every_granularity_has_one_step() -> None:
     assert set(typing.get_args(Granularity)) == set(STEP)
-    assert STEP == {"day": timedelta(days=1), "hour": timedelta(hours=1)}
+    lengths = dict(STEP)
+    assert lengths == {"day": timedelta(days=1), "hour": timedelta(hours=1)}
