@@ -255,15 +255,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 @pytest.fixture
 def make_context(store: Store):
-    """Build a RunContext for calling components directly (the runner builds them for real runs)."""
+    """Build a RunContext for calling components directly, with the runner's own wiring (new_context)."""
     from datetime import UTC, datetime, timedelta
 
-    from audit.run import AUDITOR
     from core.logging import get_logger
     from pipelines.interfaces import RunContext
-    from record.quarantine import RunQuarantine
-    from record.state import RunState
     from record.tables import ensure_framework_tables
+    from runner.runner import new_context
 
     ensure_framework_tables(store)
 
@@ -271,13 +269,8 @@ def make_context(store: Store):
               run_id: str = "run-test-1", table_name: str | None = None) -> RunContext:
         start = start or datetime(2026, 1, 15, tzinfo=UTC)
         end = end or start + timedelta(days=1)
-        # Injected as the runner injects them: the run's quarantine and the data-check runner.
-        return RunContext(
-            run_id=run_id, pipeline=pipeline, start=start, end=end,
-            logger=get_logger(f"job.{pipeline}"), settings=store.settings, store=store,
-            state=RunState(store, pipeline), table_name=table_name,
-            quarantined=RunQuarantine(store, pipeline, run_id, start, end), auditor=AUDITOR,
-        )
+        return new_context(store, run_id, pipeline, start, end, logger=get_logger(f"job.{pipeline}"),
+                           table_name=table_name)
 
     return build
 

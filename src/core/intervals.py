@@ -11,7 +11,8 @@ from core.exceptions import UsageError
 if TYPE_CHECKING:  # core.models imports pydantic: `help` and `list` need not
     from core.models import Granularity
 
-_STEP = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
+#: The length of an interval of each granularity (the one table of them).
+STEP: dict[str, timedelta] = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
 
 
 @dataclass(frozen=True, order=True)
@@ -22,9 +23,9 @@ class Interval:
     @property
     def label(self) -> str:
         """``2026-01-15`` for a whole day, ``2026-01-15T13:00`` for an hour, else ``start/end``."""
-        if self.end - self.start == _STEP["day"] and self.start.hour == self.start.minute == 0:
+        if self.end - self.start == STEP["day"] and self.start.hour == self.start.minute == 0:
             return self.start.strftime("%Y-%m-%d")
-        if self.end - self.start == _STEP["hour"] and self.start.minute == 0:
+        if self.end - self.start == STEP["hour"] and self.start.minute == 0:
             return self.start.strftime("%Y-%m-%dT%H:%M")
         return f"{self.start.isoformat()}/{self.end.isoformat()}"
 
@@ -42,18 +43,18 @@ def _floor(moment: datetime, granularity: Granularity) -> datetime:
 def current_interval(granularity: Granularity, now: datetime | None = None) -> Interval:
     """The interval of the given granularity that contains ``now`` (today, or this hour)."""
     start = _floor(now or datetime.now(UTC), granularity)
-    return Interval(start, start + _STEP[granularity])
+    return Interval(start, start + STEP[granularity])
 
 
 def last_complete_interval(granularity: Granularity, now: datetime | None = None) -> Interval:
     """The newest interval that has ended by ``now``: yesterday, or the previous hour."""
     end = _floor(now or datetime.now(UTC), granularity)
-    return Interval(end - _STEP[granularity], end)
+    return Interval(end - STEP[granularity], end)
 
 
 def ended_in(granularity: Granularity, after: datetime, until: datetime) -> list[Interval]:
     """Every interval whose end lies in ``(after, until]``, oldest first (UTC boundaries)."""
-    step = _STEP[granularity]
+    step = STEP[granularity]
     end = _floor(until, granularity)
     found = []
     while end > after.astimezone(UTC):
@@ -64,13 +65,13 @@ def ended_in(granularity: Granularity, after: datetime, until: datetime) -> list
 
 def preceding(first: Interval, count: int, granularity: Granularity) -> list[Interval]:
     """The ``count`` intervals just before ``first``, oldest first."""
-    step = _STEP[granularity]
+    step = STEP[granularity]
     return [Interval(first.start - step * n, first.start - step * (n - 1)) for n in range(count, 0, -1)]
 
 
 def day_interval(day: date) -> Interval:
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return Interval(start, start + _STEP["day"])
+    return Interval(start, start + STEP["day"])
 
 
 def parse_date(text: str, option: str = "--date") -> date:
@@ -98,7 +99,7 @@ def parse_interval(start: str, end: str) -> Interval:
 
 def split(first: datetime, last: datetime, granularity: Granularity) -> list[Interval]:
     """Consecutive intervals of ``granularity`` covering ``[first, last)``, oldest first."""
-    step = _STEP[granularity]
+    step = STEP[granularity]
     cursor = _floor(first, granularity)
     intervals = []
     while cursor < last:

@@ -61,9 +61,9 @@ def place_orders_on_run_day(df: pd.DataFrame, context) -> pd.DataFrame:
 
 
 def create_example_pipeline():
-    extractor = create_file_extractor("data/samples/orders_day.csv", name="Sample orders (one day)")
     # The transformer dates every row into the run's interval, so each run owns one day.
-    extractor.interval_aware = True
+    extractor = create_file_extractor("data/samples/orders_day.csv", name="Sample orders (one day)",
+                                      interval_aware=True)
     return create_etl_pipeline(
         extractor=extractor,
         transformer=create_lambda_transformer(place_orders_on_run_day, "Place orders on the run's day"),

@@ -273,6 +273,12 @@ class Extractor(Component):
         return None
 
 
+def declared(given: bool | None, inferred: bool) -> bool:
+    """A capability given as a keyword (``create_file_extractor(path, interval_aware=True)``) wins;
+    ``None`` (not given) keeps what the component inferred from its arguments."""
+    return inferred if given is None else bool(given)
+
+
 class Transformer(Component):
     kind = "transformer"
 

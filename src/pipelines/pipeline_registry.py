@@ -190,6 +190,7 @@ def _validate(name: str, raw: Any, source: str, entry_checks: Sequence[EntryChec
         raise DiscoveryError(f"{where}: 'pipeline' must be a Pipeline (from create_etl_pipeline() or "
                              f"create_el_pipeline()), got {type(entry.pipeline).__name__}")
     _reserved_tables(entry, where)
+    _one_table(entry, where)
     _declared_extras(name, entry, where, entry_checks)
     for key in ("lookback", "refresh_current"):
         if getattr(entry, key) and not entry.pipeline.interval_aware:
@@ -206,6 +207,15 @@ def _reserved_tables(entry: PipelineEntry, where: str) -> None:
     for label, table in (("table_name", entry.table_name), ("the loader's table", entry.pipeline.loader.table)):
         if isinstance(table, str) and is_framework_table(table):
             raise DiscoveryError(f"{where}: {label} '{table}' is reserved: {reserved}")
+
+
+def _one_table(entry: PipelineEntry, where: str) -> None:
+    """``table_name`` names the table the loader writes, when it writes one (``list`` shows the entry's,
+    counts read the loader's): a console loader may carry any ``table_name``."""
+    written = entry.pipeline.loader.table
+    if entry.table_name and isinstance(written, str) and written and entry.table_name != written:
+        raise DiscoveryError(f"{where}: table_name '{entry.table_name}' is not the table its loader writes "
+                             f"('{written}'): name the loader's table, or leave table_name out")
 
 
 def _declared_extras(name: str, entry: PipelineEntry, where: str, entry_checks: Sequence[EntryCheck]) -> None:

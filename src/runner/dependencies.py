@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING
 
 from core.config import PROJECT_ROOT
@@ -50,22 +51,28 @@ def downstream_of(registry: Registry, name: str) -> list[str]:
 
 
 def in_dependency_order(registry: Registry, names: Iterable[str]) -> list[str]:
-    """``names`` ordered so that every pipeline comes after its upstreams (otherwise as given)."""
+    """``names`` ordered so that every pipeline comes after its upstreams (``graphlib``; discovery
+    already refused cycles): each is placed as soon as its upstreams are, ties in the given order."""
     given = list(dict.fromkeys(names))
-    wanted, done, order = set(given), set(), []
-
-    def place(name: str) -> None:
-        if name in done:
-            return
-        done.add(name)
-        for up in sorted(registry.pipelines[name].entry.depends_on):
-            if up in registry.pipelines:
-                place(up)
-        if name in wanted:
+    rank = {name: i for i, name in enumerate(given)}
+    graph: dict[str, list[str]] = {}
+    todo = list(given)
+    while todo:  # the pipelines asked for and all their upstreams
+        name = todo.pop()
+        if name not in graph:
+            graph[name] = [up for up in registry.pipelines[name].entry.depends_on if up in registry.pipelines]
+            todo.extend(graph[name])
+    sorter = TopologicalSorter(graph)
+    sorter.prepare()
+    ready: list[str] = []
+    order = []
+    while sorter.is_active():
+        ready.extend(sorter.get_ready())
+        ready.sort(key=lambda n: (rank.get(n, -1), n))  # upstreams not asked for first, they only unblock
+        name = ready.pop(0)
+        sorter.done(name)
+        if name in rank:
             order.append(name)
-
-    for name in given:
-        place(name)
     return order
 
 

@@ -168,6 +168,22 @@ def bootstrap_store(store: Store, settings: Settings) -> None:
                                   ", ".join(a.file for a in result.applied))
 
 
+def new_context(store: Store, run_id: str, pipeline: str, start: datetime, end: datetime, *, logger: Any,
+                state: RunState | None = None, quarantined: RunQuarantine | None = None, trigger: str = "manual",
+                attempt: int = 1, table_name: str | None = None, checks: list[Any] | None = None,
+                allow_empty: bool = False) -> RunContext:
+    """A run's context, wired as every run's is: the store's settings, the pipeline's state, the run's
+    quarantine (both made here unless given, as a run shares them across its attempts) and the data-check
+    runner (``audit.run.AUDITOR``). Tests that call components directly build theirs with it too."""
+    return RunContext(
+        run_id=run_id, pipeline=pipeline, start=start, end=end, logger=logger, settings=store.settings,
+        store=store, state=state if state is not None else RunState(store, pipeline), trigger=trigger,
+        attempt=attempt, table_name=table_name,
+        quarantined=quarantined if quarantined is not None else RunQuarantine(store, pipeline, run_id, start, end),
+        checks=checks or [], auditor=AUDITOR, allow_empty=allow_empty,
+    )
+
+
 def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
                  trigger: str = "manual", on_finish: RunFinished | None = None) -> RunRecord:
     """Run ``spec`` for ``interval`` (default: the last complete interval of its granularity) and
@@ -300,11 +316,11 @@ class _Attempts:
         entry, record = self.spec.entry, self.record
         while True:
             self.attempt += 1
-            context = RunContext(
-                run_id=record.run_id, pipeline=self.spec.name, start=record.interval_start, end=record.interval_end,
-                logger=self.log, settings=self.settings, store=self.store, state=self.state, trigger=record.trigger,
-                attempt=self.attempt, table_name=self.spec.table_name, quarantined=self.quarantined,
-                checks=entry.checks or [], auditor=AUDITOR, allow_empty=entry.allow_empty,
+            context = new_context(
+                self.store, record.run_id, self.spec.name, record.interval_start, record.interval_end,
+                logger=self.log, state=self.state, quarantined=self.quarantined, trigger=record.trigger,
+                attempt=self.attempt, table_name=self.spec.table_name, checks=entry.checks or [],
+                allow_empty=entry.allow_empty,
             )
             self.counts = context.counters
             try:

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 from core.config import Settings
 from core.exceptions import AlreadyRunning, UsageError
-from core.intervals import Interval, current_interval, ended_in, last_complete_interval, preceding
+from core.intervals import STEP, Interval, current_interval, ended_in, last_complete_interval, preceding
 from core.logging import CONSOLE, get_logger
 from core.models import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SUCCESS, RunRecord
 from core.store import Store
@@ -34,7 +34,6 @@ log = get_logger("runner")
 Role = Literal["owned", "lookback", "current", "now"]
 EXIT_BUSY = 75
 _SEVERITY = {EXIT_SUCCESS: 0, EXIT_BUSY: 1, EXIT_FAILED: 2, EXIT_INTERRUPTED: 3}
-_STEP = {"day": timedelta(days=1), "hour": timedelta(hours=1)}
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ def manual_interval(spec: PipelineSpec, now: datetime | None = None) -> tuple[In
         interval, span = Interval(previous_fire(entry.schedule, pipeline_zone(spec), now), now), \
             "from the previous fire to now"
     else:
-        interval, span = Interval(now - _STEP[entry.granularity], now), f"the {entry.granularity} up to now"
+        interval, span = Interval(now - STEP[entry.granularity], now), f"the {entry.granularity} up to now"
     start, end = interval.start, interval.end
     shown = f"{start:%Y-%m-%d %H:%M} .. {end:%H:%M}" if start.date() == end.date() else \
         f"{start:%Y-%m-%d %H:%M} .. {end:%Y-%m-%d %H:%M}"

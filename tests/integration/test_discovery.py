@@ -271,3 +271,45 @@ def test_every_framework_table_carries_the_reserved_prefix() -> None:
     tables = [CHECKS_TABLE, LOCKS_TABLE, MIGRATIONS_TABLE, STAGING_PREFIX, ALERT_LOG_TABLE, ALERTS_TABLE,
               ATTACHED_TABLE, COVERAGE_TABLE, QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE]
     assert FRAMEWORK_PREFIX == "_dp_" and all(t.startswith(FRAMEWORK_PREFIX) for t in tables)
+
+
+# ---- issue 26 §3: the entry's table_name and the loader's table are one table --------------------
+
+def test_a_table_name_other_than_the_loaders_table_is_refused_at_discovery(pipelines_dir: Path) -> None:
+    import json
+
+    path = write(pipelines_dir, "tables_pipeline.py", """
+        from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+        PIPELINE_REGISTRY = {
+            "mismatch": {"pipeline": create_el_pipeline(One(), create_clickhouse_loader("events"), "m"),
+                         "table_name": "events_v2"},
+            "same": {"pipeline": create_el_pipeline(One(), create_clickhouse_loader("events"), "s"),
+                     "table_name": "events"},
+            "console": {"pipeline": make("c"), "table_name": "my_data"},
+        }
+    """)
+    error = (f"pipeline 'mismatch' in {path}: table_name 'events_v2' is not the table its loader writes "
+             "('events'): name the loader's table, or leave table_name out")
+    data = json.loads(run_cli("list", "--json").stdout)
+    assert {p["name"]: p["table"] for p in data["pipelines"]} == {"console": "my_data", "same": "events"}
+    assert data["broken"] == [{"source": str(path), "name": "mismatch", "error": error}]
+    listed = run_cli("list")
+    assert listed.returncode == 0
+    assert error in listed.stdout
+    run = run_cli("cron_run", "mismatch")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].endswith(f"Pipeline 'mismatch' cannot run: {error}")
+
+
+def test_the_shipped_pipelines_and_fixtures_pass_discovery() -> None:
+    from core.config import PROJECT_ROOT
+    from ops.discovery import ENTRY_CHECKS
+
+    shipped = discover(PROJECT_ROOT / "src" / "pipelines", ENTRY_CHECKS)
+    assert shipped.broken == []
+    assert {n: s.table_name for n, s in shipped.pipelines.items()} == {
+        "daily_sales": "daily_sales", "example_pipeline": "example_events", "monthly_sales": "monthly_sales"}
+    fixtures = discover(PROJECT_ROOT / "tests" / "fixtures" / "pipelines", ENTRY_CHECKS)
+    assert fixtures.broken == []
+    assert {n: s.table_name for n, s in fixtures.pipelines.items()} == {"fixture_pipeline": "fixture_readings"}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -120,11 +121,17 @@ def test_a_failing_transformer_fails_the_run_with_a_traceback(module: Path, db: 
     assert run["error"] == "ValueError: cannot parse amount 'abc' in row 3"
     log = (Path(project_env["LOG_DIR"]) / "jobs" / "boom.log").read_text()
     assert "Traceback (most recent call last)" in log and 'raise ValueError("cannot parse amount' in log
-    # Nothing half-written: the target table was created by the failed run at most, empty; no staging left.
-    tables = {r[0]: r[1] for r in rows(
-        db, "SELECT name, total_rows FROM system.tables WHERE database = currentDatabase()")}
-    assert tables.get("boom_t", 0) == 0
-    assert not [t for t in tables if t.startswith("_dp_stage_")]
+    # Nothing half-written: no target table and no staging table after a first run that failed ...
+    ours = ("SELECT name FROM system.tables WHERE database = currentDatabase() AND (name LIKE '%boom%' "
+            "OR name LIKE '%hours%') ORDER BY name")
+    assert rows(db, ours) == []
+    # ... and a table's rows are exactly those of the last good load after a later one.
+    assert run_cli("cron_run", "hours", "--date", "2026-01-15").returncode == 0
+    db.command("CREATE TABLE boom_t AS hours_t")
+    db.command("INSERT INTO boom_t SELECT * FROM hours_t")
+    assert run_cli("cron_run", "boom", "--date", "2026-01-15").returncode == 1
+    assert rows(db, "SELECT toDate(ts), count(), sum(v) FROM boom_t GROUP BY 1") == [(date(2026, 1, 15), 24, 276)]
+    assert rows(db, ours) == [("boom_t",), ("hours_t",)]
 
 
 def _start(name: str, marker: Path, *extra: str) -> subprocess.Popen[str]:
@@ -250,3 +257,19 @@ def test_runs_filters_and_usage_errors(module: Path) -> None:
     assert backwards.returncode == 2 and "--end (2026-01-01) must be after --start (2026-01-02)" in backwards.stderr
     unknown = run_cli("cron_run", "nope")
     assert unknown.returncode == 2 and "No pipeline named 'nope' (known: boom, cursor, flaky" in unknown.stderr
+
+
+def test_make_context_is_built_by_the_runners_own_function(make_context) -> None:
+    from datetime import UTC, datetime
+
+    from audit.run import AUDITOR
+    from record.quarantine import RunQuarantine
+    from record.state import RunState
+
+    context = make_context("wired", start=datetime(2026, 3, 1, tzinfo=UTC), run_id="run-w-1", table_name="w_t")
+    assert (context.pipeline, context.run_id, context.table_name, context.trigger, context.attempt) == (
+        "wired", "run-w-1", "w_t", "manual", 1)
+    assert (context.start, context.end) == (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+    assert context.auditor is AUDITOR and context.settings is context.store.settings
+    assert type(context.state) is RunState and type(context.quarantined) is RunQuarantine
+    assert (context.checks, context.allow_empty) == ([], False)

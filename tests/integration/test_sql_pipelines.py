@@ -342,3 +342,23 @@ def test_a_downstream_that_recomputes_everything_is_ready_when_its_last_complete
     assert (f"not ready: monthly {yesterday} not run (upstream 'daily' has no complete successful run covering "
             f"{yesterday}); --force runs it anyway") in refused.stderr
     assert runs("monthly") == []
+
+
+def test_dependency_order_puts_upstreams_first_and_keeps_the_given_order_otherwise(tmp_path: Path) -> None:
+    from pipelines.pipeline_registry import discover
+    from runner.dependencies import all_downstream, in_dependency_order
+
+    # d reads c, c reads b, b reads a; x stands alone; e reads a and d.
+    chain = {"a": [], "b": ["a"], "c": ["b"], "d": ["c"], "e": ["d", "a"], "x": []}
+    (tmp_path / "chain_pipeline.py").write_text(textwrap.dedent(f'''
+        from pipelines.tools.extractors.sql_source import create_sql_pipeline
+        from pipelines.tools.loaders.console_loader import create_console_loader
+        PIPELINE_REGISTRY = {{name: {{"pipeline": create_sql_pipeline("SELECT 1 AS x", create_console_loader()),
+                                     "depends_on": deps}} for name, deps in {chain!r}.items()}}
+    '''))
+    registry = discover(tmp_path)
+    assert registry.broken == []
+    assert in_dependency_order(registry, ["e", "d", "x", "b"]) == ["x", "b", "d", "e"]
+    assert in_dependency_order(registry, ["x", "e", "a", "x"]) == ["x", "a", "e"]
+    assert in_dependency_order(registry, []) == []
+    assert all_downstream(registry, ["b"]) == ["c", "d", "e"]

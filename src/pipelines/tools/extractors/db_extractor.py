@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from core.exceptions import ConfigError, ExtractError, TransientError
-from pipelines.interfaces import Extractor, RunContext
+from pipelines.interfaces import Extractor, RunContext, declared
 from pipelines.tools.factory import component_factory
 
 _INTERVAL_BINDS = {"start", "end", "start_date", "end_date"}
@@ -89,12 +89,14 @@ class DbExtractor(Extractor):
             ``WHERE :cursor IS NULL OR updated_at > :cursor``.
         initial_cursor: the cursor before the first run (default ``None``: read everything).
         batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
+        interval_aware: declare whether the source reads only the run's interval (``True``: runs can
+            be backfilled); default (``None``): inferred from the query's ``:start``/``:end`` binds.
     """
 
     def __init__(self, url: str | None = None, query: str | None = None, table: str | None = None, *,
                  url_env: str | None = None, params: Mapping[str, Any] | None = None,
                  cursor_column: str | None = None, initial_cursor: Any = None, name: str | None = None,
-                 batch_size: int | None = None) -> None:
+                 batch_size: int | None = None, interval_aware: bool | None = None) -> None:
         super().__init__(name or (f"db:{table}" if table else "db"))
         if (query is None) == (table is None):
             raise ConfigError(f"db extractor {self.name!r}: give exactly one of query= or table=")
@@ -128,7 +130,7 @@ class DbExtractor(Extractor):
             self.binds = set(text(query)._bindparams)  # noqa: SLF001 (public API has no accessor)
         else:
             self.binds = set()
-        self.interval_aware = bool(self.binds & _INTERVAL_BINDS)
+        self.interval_aware = declared(interval_aware, bool(self.binds & _INTERVAL_BINDS))
 
     def _resolve_url(self, context: RunContext) -> str:
         if self.url is not None:

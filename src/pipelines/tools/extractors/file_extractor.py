@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
-from pipelines.interfaces import Extractor, RunContext, SqlSource
+from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
 from pipelines.tools.arrow_types import arrow_type, convert_column
 from pipelines.tools.extractors.csv_pushdown import csv_sql_source
 from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
@@ -75,6 +75,8 @@ class FileExtractor(Extractor):
             ``NaN``, ``N/A``... when unlisted) fails naming the column and the list to pass.
         flatten, explode: JSON options, as for the HTTP extractor.
         batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
+        interval_aware: declare whether the source reads only the run's interval (``True``: runs can
+            be backfilled); default (``None``): inferred from the path (a ``{start_date}``-like placeholder in it).
     """
 
     def __init__(self, path: str | Path, *, format: str | None = None, columns: Sequence[str] | None = None,
@@ -82,7 +84,8 @@ class FileExtractor(Extractor):
                  name: str | None = None, delimiter: str | None = None, header: bool = True,
                  column_names: Sequence[str] | None = None, encoding: str = "utf8",
                  compression: str | None = None, flatten: bool = True, explode: str | None = None,
-                 batch_size: int | None = None, null_values: Sequence[str] | None = None) -> None:
+                 batch_size: int | None = None, null_values: Sequence[str] | None = None,
+                 interval_aware: bool | None = None) -> None:
         self.path = str(path)
         super().__init__(name or f"file:{Path(self.path).name}")
         inferred, inferred_compression = suffixes(self.path)
@@ -113,7 +116,7 @@ class FileExtractor(Extractor):
             raise ConfigError(f"file extractor {self.name!r}: null_values must be a list of strings, "
                               f"got {null_values!r}")
         self.null_values = tuple(DEFAULT_NULL_VALUES if null_values is None else null_values)
-        self.interval_aware = bool(_INTERVAL.search(self.path))
+        self.interval_aware = declared(interval_aware, bool(_INTERVAL.search(self.path)))
 
     # ---- ClickHouse reads it itself ------------------------------------------------------------
 

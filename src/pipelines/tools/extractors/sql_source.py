@@ -37,7 +37,7 @@ import pyarrow as pa
 from core.exceptions import PipelineError
 from core.placeholders import render_statement, statement_placeholders
 from core.sql_text import split_statements
-from pipelines.interfaces import Extractor, Loader, RunContext, SqlSource
+from pipelines.interfaces import Extractor, Loader, RunContext, SqlSource, declared
 from pipelines.tools import factory as factory_module
 from pipelines.tools.factory import component_factory
 
@@ -119,13 +119,18 @@ class SqlExtractor(Extractor):
     With the ClickHouse loader and no transformers the rows never leave ClickHouse, on the
     embedded engine and on a server. Other loaders (console, files) receive the result in Arrow
     batches.
+
+    Args:
+        interval_aware: declare whether the source reads only the run's interval (``True``: runs can
+            be backfilled); default (``None``): inferred from the time placeholders (``{start}``, ``{end}``,
+            ...) in the query.
     """
 
     #: The query reads the store's own tables, so the push-down works on a server too.
     reads_store = True
 
     def __init__(self, sql: str | None = None, *, sql_file: str | Path | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, interval_aware: bool | None = None) -> None:
         if (sql is None) == (sql_file is None):
             raise PipelineError("create_sql_extractor: give either sql or sql_file")
         if sql_file is not None:
@@ -136,7 +141,7 @@ class SqlExtractor(Extractor):
         super().__init__(name or "SQL query")
         self.query, self.placeholders = compile_query(sql, self.source)
         # A query bounded by the run's interval re-computes exactly that interval.
-        self.interval_aware = bool(self.placeholders & _TIME_PLACEHOLDERS)
+        self.interval_aware = declared(interval_aware, bool(self.placeholders & _TIME_PLACEHOLDERS))
 
     def parameters(self, context: RunContext) -> dict[str, str]:
         return parameter_values(context, self.placeholders)

@@ -21,7 +21,7 @@ import pyarrow as pa
 from core.exceptions import ConfigError, ExtractError
 from core.logging import in_run_context
 from core.redaction import Redactor, header_secrets, param_secrets
-from pipelines.interfaces import Extractor, RunContext
+from pipelines.interfaces import Extractor, RunContext, declared
 from pipelines.tools.extractors.http.auth import Auth, AuthParts, auth_from_config
 from pipelines.tools.extractors.http.paginators import Page, PageRequest, Paginator, paginator_from_config
 from pipelines.tools.extractors.http.parsing import RecordsParser
@@ -85,6 +85,9 @@ class HttpExtractor(Extractor):
         method, json_body: request method and JSON body (e.g. for POST search APIs).
         timeout: seconds per request (default: the ``TIMEOUT`` setting).
         prefetch: fetch the next page in a background thread while the current one is processed.
+        interval_aware: declare whether the source reads only the run's interval (``True``: runs can
+            be backfilled); default (``None``): inferred from the URL, params and body (``{start}``-like
+            placeholders) and the paginator.
     """
 
     def __init__(self, url: str, headers: Mapping[str, str] | None = None, name: str | None = None, *,
@@ -94,7 +97,7 @@ class HttpExtractor(Extractor):
                  rate_limit: float | None = None, retries: int = 5, backoff: float = 1.0,
                  max_backoff: float = 60.0, flatten: bool = True, explode: str | None = None,
                  method: str = "GET", json_body: Any = None, timeout: float | None = None,
-                 prefetch: bool = True) -> None:
+                 prefetch: bool = True, interval_aware: bool | None = None) -> None:
         super().__init__(name or "http")
         owner = f"http extractor {self.name!r}"
         if not isinstance(url, str) or not url.strip():
@@ -113,7 +116,8 @@ class HttpExtractor(Extractor):
         self.retries, self.backoff, self.max_backoff = max(0, int(retries)), backoff, max_backoff
         self.method, self.json_body = method.upper(), json_body
         self.timeout, self.prefetch = timeout, prefetch
-        self.interval_aware = uses_interval([url, self.params, json_body]) or self.paginator.interval_aware
+        self.interval_aware = declared(
+            interval_aware, uses_interval([url, self.params, json_body]) or self.paginator.interval_aware)
         self._mask = Masker()
 
     # ---- extraction ------------------------------------------------------------------------
