@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -76,6 +76,33 @@ class PipelineEntry(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone '{value}'") from None
         return value
+
+
+class PipelineEntryDict(TypedDict, total=False):
+    """``PipelineEntry`` as a ``TypedDict``, for editors: annotate a registry entry with it
+    (``PIPELINE_REGISTRY: dict[str, PipelineEntryDict]``) and they complete and check the keys.
+    Same keys and types as the model (tests/unit/test_typed_entry.py holds them equal), widened
+    only where the model also accepts another form; the model still validates the values (ranges,
+    cron, time zone) at discovery."""
+
+    pipeline: Any
+    description: str
+    schedule: str | None
+    table_name: str | None
+    retries: int
+    retry_delay: float
+    timeout: float | None
+    granularity: Granularity
+    timezone: str | None
+    freshness_hours: float | None
+    enabled: bool
+    lookback: int
+    refresh_current: bool
+    allow_empty: bool
+    start_date: date | str | None  # also "2013-01-01", which the model parses
+    depends_on: list[str] | str  # also one name
+    checks: Any
+    alerts: dict[str, Any] | None
 
 
 class RunRecord(BaseModel):

@@ -321,13 +321,16 @@ def _cycles(registry: Registry) -> list[list[str]]:
     return found
 
 
-# The pipeline registry: the one piece of process-wide state (discovery runs once per process).
-_REGISTRIES: dict[Path, Registry] = {}
+# The pipeline registry: the one piece of process-wide state (discovery runs once per process and
+# set of entry checks: a registry discovered without the upper layers' checks is never handed to a
+# caller that asked for them).
+_REGISTRIES: dict[tuple[Path, tuple[EntryCheck, ...]], Registry] = {}
 
 
 def get_registry(pipelines_dir: Path, refresh: bool = False, entry_checks: Sequence[EntryCheck] = ()) -> Registry:
-    """The registry for ``pipelines_dir``, discovered (with ``entry_checks``) on first use."""
-    key = pipelines_dir.resolve()
+    """The registry for ``pipelines_dir`` discovered with ``entry_checks`` (on first use of that
+    directory with those checks)."""
+    key = (pipelines_dir.resolve(), tuple(entry_checks))
     if refresh or key not in _REGISTRIES:
-        _REGISTRIES[key] = discover(key, entry_checks)
+        _REGISTRIES[key] = discover(key[0], entry_checks)
     return _REGISTRIES[key]

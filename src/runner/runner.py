@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
 from audit.run import AUDITOR
 from core.config import Settings
 from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, is_retryable
@@ -32,6 +33,7 @@ from core.intervals import Interval, last_complete_interval
 from core.locks import FileLock
 from core.logging import CONSOLE, attach_job_log, detach, get_logger, redact, run_context
 from core.models import RunRecord
+from core.retry import Backoff
 from core.shared_locks import run_lock
 from core.store import Store
 from pipelines.interfaces import Loader, RunContext
@@ -80,11 +82,6 @@ def is_transient(exc: BaseException, context: RunContext, loader: Loader) -> boo
     if not is_retryable(exc):
         return False
     return not context.commit_started or loader.idempotent_commit
-
-
-def retry_delay(attempt: int, base: float) -> float:
-    """Exponential backoff with +-20% jitter, capped at 5 minutes."""
-    return min(MAX_RETRY_DELAY, base * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
 
 
 @contextmanager
@@ -289,6 +286,7 @@ class _Attempts:
         self.state, self.quarantined = state, quarantined
         self.attempt = 0
         self.counts = RunCounts()  # the last attempt's
+        self.context: RunContext | None = None  # the last attempt's
 
     def outcome(self) -> tuple[dict[str, str], Any]:
         """Run to success or a final error: the outcome's fields, and the exc_info to log for a bug."""
@@ -313,31 +311,43 @@ class _Attempts:
                     None if expected else (type(exc), exc, exc.__traceback__))
 
     def _until_done(self) -> None:
+        """Attempts until one succeeds, the error is not transient, or ``retries`` are spent; between
+        attempts the one retry policy's delay (``core.retry.Backoff``: ``retry_delay`` doubling,
+        +-20%, capped at 5 minutes)."""
+        entry = self.spec.entry
+        Retrying(stop=stop_after_attempt(entry.retries + 1), wait=Backoff(entry.retry_delay, MAX_RETRY_DELAY),
+                 retry=retry_if_exception(self._transient), before_sleep=self._before_retry, reraise=True,
+                 sleep=time.sleep)(self._attempt)
+
+    def _attempt(self) -> None:
+        """One attempt with a fresh context; its state and quarantined rows are kept only on success."""
         entry, record = self.spec.entry, self.record
-        while True:
-            self.attempt += 1
-            context = new_context(
-                self.store, record.run_id, self.spec.name, record.interval_start, record.interval_end,
-                logger=self.log, state=self.state, quarantined=self.quarantined, trigger=record.trigger,
-                attempt=self.attempt, table_name=self.spec.table_name, checks=entry.checks or [],
-                allow_empty=entry.allow_empty,
-            )
-            self.counts = context.counters
-            try:
-                self.spec.pipeline.run(context)
-                self.state.commit(record.run_id)
-                self.quarantined.commit()
-                return
-            except Exception as exc:
-                self.state.discard()
-                self.quarantined.discard()
-                if not (is_transient(exc, context, self.spec.pipeline.loader) and self.attempt <= entry.retries):
-                    raise
-                delay = retry_delay(self.attempt, entry.retry_delay)
-                self.log.warning("Attempt %d of %d failed with a transient error (%s); retrying in %.1f s",
-                                 self.attempt, entry.retries + 1, _error_text(exc, self.settings), delay)
-                record_run(self.store, record.model_copy(update={"attempt": self.attempt + 1}))
-                time.sleep(delay)
+        self.attempt += 1
+        self.context = context = new_context(
+            self.store, record.run_id, self.spec.name, record.interval_start, record.interval_end,
+            logger=self.log, state=self.state, quarantined=self.quarantined, trigger=record.trigger,
+            attempt=self.attempt, table_name=self.spec.table_name, checks=entry.checks or [],
+            allow_empty=entry.allow_empty,
+        )
+        self.counts = context.counters
+        try:
+            self.spec.pipeline.run(context)
+        except Exception:
+            self.state.discard()
+            self.quarantined.discard()
+            raise
+        self.state.commit(record.run_id)
+        self.quarantined.commit()
+
+    def _transient(self, exc: BaseException) -> bool:
+        return self.context is not None and is_transient(exc, self.context, self.spec.pipeline.loader)
+
+    def _before_retry(self, retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        self.log.warning("Attempt %d of %d failed with a transient error (%s); retrying in %.1f s",
+                         self.attempt, self.spec.entry.retries + 1, _error_text(exc, self.settings), delay)
+        record_run(self.store, self.record.model_copy(update={"attempt": self.attempt + 1}))
 
 
 def _final_record(record: RunRecord, outcome: dict[str, str], attempts: _Attempts, duration: float) -> RunRecord:

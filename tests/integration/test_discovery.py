@@ -313,3 +313,26 @@ def test_the_shipped_pipelines_and_fixtures_pass_discovery() -> None:
     fixtures = discover(PROJECT_ROOT / "tests" / "fixtures" / "pipelines", ENTRY_CHECKS)
     assert fixtures.broken == []
     assert {n: s.table_name for n, s in fixtures.pipelines.items()} == {"fixture_pipeline": "fixture_readings"}
+
+
+def test_the_registry_cache_is_per_set_of_checks(tmp_path: Path) -> None:
+    """A registry discovered without the upper layers' checks (as cleanup and the process list do)
+    is not what the commands get afterwards: they get the checked one (issue 26 §3)."""
+    from ops import discovery
+    from pipelines import pipeline_registry
+
+    write(tmp_path, "a_pipeline.py", """
+        PIPELINE_REGISTRY = {"ok": {"pipeline": make("ok")},
+                             "noisy": {"pipeline": make("noisy"), "alerts": {"no_such_setting": 1}}}
+    """)
+    unchecked = pipeline_registry.get_registry(tmp_path)
+    assert sorted(unchecked.pipelines) == ["noisy", "ok"] and unchecked.broken == []
+    checked = discovery.get_registry(tmp_path)
+    assert sorted(checked.pipelines) == ["ok"]
+    assert [b.name for b in checked.broken] == ["noisy"]
+    assert checked.broken[0].error.startswith(
+        f"pipeline 'noisy' in {tmp_path / 'a_pipeline.py'}: pipeline 'noisy': unknown alerts setting(s) "
+        "no_such_setting (known: enabled, "), checked.broken[0].error
+    # Each is cached under its own checks: asking again returns the same objects.
+    assert discovery.get_registry(tmp_path) is checked
+    assert pipeline_registry.get_registry(tmp_path) is unchecked

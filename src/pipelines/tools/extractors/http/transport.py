@@ -14,10 +14,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from core.exceptions import ExtractError, TransientError
 from core.redaction import Redactor
+from core.retry import Backoff
 from pipelines.interfaces import RunContext
 
 
@@ -178,4 +179,4 @@ class Transport:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_backoff)
-        return wait_exponential_jitter(multiplier=self.backoff, max=self.max_backoff, jitter=self.backoff)(state)
+        return Backoff(self.backoff, self.max_backoff)(state)
