@@ -31,10 +31,11 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-from core.exceptions import StoreError
+from core.exceptions import StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
 
@@ -47,10 +48,11 @@ SERVER_USER = "data_processor"
 STORE_ID_TABLE = "default._dp_store_id"
 READY_TIMEOUT = 60.0
 # The listener's query: its output format becomes the HTTP default format, and clickhouse-connect's
-# version probe needs TabSeparated. About 30 years of one-second rows.
-_LISTEN_SQL = ("SYSTEM START LISTEN HTTP; SELECT sleepEachRow(1) FROM numbers(1000000000) "
+# version probe needs TabSeparated. About 300 years of tenth-of-a-second rows: a KILL is noticed
+# within 0.1 s (a store turn's listener stops that much sooner).
+_LISTEN_SQL = ("SYSTEM START LISTEN HTTP; SELECT sleepEachRow(0.1) FROM numbers(100000000000) "
                "SETTINGS max_block_size = 1 FORMAT Null")
-_STOP_SQL = ("KILL QUERY WHERE query LIKE 'SELECT sleepEachRow(1) FROM numbers(1000000000)%' "
+_STOP_SQL = ("KILL QUERY WHERE query LIKE 'SELECT sleepEachRow(0.1) FROM numbers(100000000000)%' "
              "AND user != currentUser() SYNC")
 
 
@@ -198,7 +200,11 @@ def ping(host: str, port: int, timeout: float = 1.0) -> bool:
 class LocalServer:
     """Serve the store in this process until :meth:`stop` (the ``clickhouse_server`` command)."""
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 8123) -> None:
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 8123,
+                 password: str | None = None, conf_dir: Path | None = None) -> None:
+        """``password`` (with ``conf_dir``): a private listener for one process's store turn
+        (:mod:`core.store_child`): that password, its configuration in ``conf_dir``, and no server
+        record, so other commands never find it."""
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.clickhouse_password.get_secret_value():
             raise StoreError(f"Binding {host} (not loopback) requires CLICKHOUSE_PASSWORD to be set")
         self.settings = settings
@@ -209,16 +215,21 @@ class LocalServer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._stop = threading.Event()
+        self.private = password is not None
+        self._password = password
+        self._conf = conf_dir or settings.data_dir / "clickhouse-server"
 
-    def start(self) -> ServerRecord:
-        """Take the store, start the listener, wait for ``/ping``, write the server record."""
+    def start(self, wait: float = 0.0, note: str = "clickhouse_server",
+              on_poll: Callable[[], None] | None = None) -> ServerRecord:
+        """Take the store (waiting up to ``wait`` s), start the listener, wait for ``/ping``,
+        write the server record (not for a private listener)."""
         import chdb  # noqa: F401  (before chdir: the import opens a connection with the cwd's config)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
-        if not self.lock.try_acquire("clickhouse_server"):
-            raise StoreError(f"The store {self.settings.store_path} is in use by {self.lock.holder()}; "
-                             "stop that process first")
+        if not self.lock.acquire(wait, note=note, on_poll=on_poll):
+            raise StoreLockTimeout(f"The store {self.settings.store_path} is in use by {self.lock.holder()}; "
+                                   "stop that process first")
         try:
             return self._start_locked()
         except BaseException:
@@ -232,10 +243,9 @@ class LocalServer:
             self.port = free_port(self.host)
         if not port_is_free(self.host, self.port):
             raise StoreError(f"Port {self.port} on {self.host} is already in use; choose another with --port")
-        password = server_password(self.settings, create=True)
-        conf = self.settings.data_dir / "clickhouse-server"
-        write_config(conf, self.host, self.port, SERVER_USER, password)
-        os.chdir(conf)
+        password = self._password or server_password(self.settings, create=True)
+        write_config(self._conf, self.host, self.port, SERVER_USER, password)
+        os.chdir(self._conf)
         store = str(self.settings.store_path)
         self.settings.store_path.mkdir(parents=True, exist_ok=True)
 
@@ -257,7 +267,9 @@ class LocalServer:
                 raise StoreError(f"The ClickHouse listener did not answer /ping within {READY_TIMEOUT:.0f} s")
             time.sleep(0.05)
         self.record = ServerRecord(pid=os.getpid(), host=self.host, port=self.port, store_path=store,
-                                   store_id=self._store_id(password))
+                                   store_id="" if self.private else self._store_id(password))
+        if self.private:
+            return self.record
         tmp = record_path(self.settings).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self.record)))
         tmp.replace(record_path(self.settings))
@@ -298,10 +310,11 @@ class LocalServer:
 
     def stop(self) -> None:
         """Stop the listener's query (so ClickHouse shuts its store down), drop record and lock."""
-        record_path(self.settings).unlink(missing_ok=True)
+        if not self.private:
+            record_path(self.settings).unlink(missing_ok=True)
         if self._thread is not None and self._thread.is_alive() and ping(self.host, self.port):
             try:
-                client = self._client(server_password(self.settings))
+                client = self._client(self._password or server_password(self.settings))
                 try:
                     client.command(_STOP_SQL)
                 finally:

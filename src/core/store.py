@@ -27,6 +27,8 @@ from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
 from core.store_inserts import insert_in_process, json_value, with_constants, worth_in_process
+from core.store_child import StoreChild
+from core.store_server import is_transport_error
 from core.store_server import short as _short
 from core.validators import quote_identifier
 
@@ -64,7 +66,9 @@ class Store:
     the configured database.
     """
 
-    def __init__(self, settings: Settings, linger: float = DEFAULT_LINGER) -> None:
+    def __init__(self, settings: Settings, linger: float = DEFAULT_LINGER, turns: bool = False) -> None:
+        """``turns``: for a long-lived process (the status page): each turn at the embedded store
+        is a child process's (:mod:`core.store_child`), and the store's owner is looked up anew."""
         self.settings = settings
         self.database = settings.database
         self.linger = linger
@@ -78,7 +82,10 @@ class Store:
         # The project's own running clickhouse_server, when it serves this store (None: not looked
         # for yet, False: none, so the store is opened in-process).
         self._local: ServerRecord | Literal[False] | None = None
+        self._child = StoreChild(settings) if turns and settings.is_embedded else None
         atexit.register(self.close)
+        if self._child is not None:
+            atexit.register(self._child.shutdown)  # runs first: no new child once exiting
 
     @property
     def description(self) -> str:
@@ -173,15 +180,21 @@ class Store:
         finally:
             if self._lock is not None:
                 self._lock.release()
+            if self._child is not None:  # the next turn looks for the store's owner again
+                self._child.close()
+                self._local, self._lock = None, FileLock(self.settings.data_dir / "clickhouse.lock")
 
     def _open(self) -> Client:
         if self._lock is not None and self._local is None:
-            self._local = _running_local_server(self.settings)
+            from core.local_server import find_running_server
+            self._local = find_running_server(self.settings) or False
             if self._local:
                 # Decided once per process: a run never switches engine midway.
                 self._lock = None
         if self._lock is None:
             return self._open_server()
+        if self._child is not None:
+            return self._open_turn(self._child)
 
         path = self.settings.store_path
         timeout = self.settings.store_lock_timeout
@@ -233,6 +246,17 @@ class Store:
                     log.warning("Waiting for the embedded store %s: another program has it open", path)
                     reported = True
                 time.sleep(0.2)
+
+    def _open_turn(self, child: StoreChild) -> Client:
+        from core.store_server import connect
+        record, password = child.open(self.settings.store_lock_timeout, note=f"store turn of pid {os.getpid()}")
+        try:
+            client = connect(self.settings, record, self.description, password=password)
+            self._use_database(client)
+        except BaseException:
+            child.close()
+            raise
+        return client
 
     def _open_server(self) -> Client:
         from core.store_server import connect
@@ -350,20 +374,6 @@ class Store:
         self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
 
 
-def _running_local_server(settings: Settings) -> ServerRecord | Literal[False]:
-    from core.local_server import find_running_server
-
-    return find_running_server(settings) or False
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    """A broken HTTP connection (as opposed to an error ClickHouse answered with)."""
-    from clickhouse_connect.driver.exceptions import OperationalError
-    from urllib3.exceptions import HTTPError
-
-    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, HTTPError)
-
-
 @contextmanager
 def _errors(sql: str) -> Iterator[None]:
     """Turn driver errors into :class:`StoreError` naming the statement."""
@@ -378,7 +388,7 @@ def _errors(sql: str) -> Iterator[None]:
             raise
         statement = " ".join(sql.split())
         statement = statement[:200] + ("..." if len(statement) > 200 else "")
-        if _is_transport_error(exc):
+        if is_transport_error(exc):
             raise StoreConnectionLost(f"Lost the connection to ClickHouse: {_short(exc)} "
                                       f"(while running: {statement})") from exc
         raise StoreError(f"ClickHouse error: {_short(exc)} (while running: {statement})") from exc

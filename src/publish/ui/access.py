@@ -65,7 +65,7 @@ class StoreGate:
         self.wait = wait
         self.embedded = settings.is_embedded
         bounded = settings.model_copy(update={"store_lock_timeout": wait})
-        self.store = Store(bounded, linger=0)
+        self.store = Store(bounded, linger=0, turns=True)
         self._turn = threading.Lock()
         self._snapshots: dict[str, Reading] = {}
         self._lock_file = FileLock(settings.data_dir / "clickhouse.lock")
