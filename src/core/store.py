@@ -176,6 +176,8 @@ class Store:
         client, self._client = self._client, None
         try:
             if client is not None:
+                if self._child is not None:  # a turn's port is never seen again: drop its sockets
+                    client.close_connections()
                 client.close()
         finally:
             if self._lock is not None:
