@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cli.app import EXIT_OK, App, cli, pass_app
 from cli.listen import listen_options
 from core.exceptions import ConfigError
+
+
+# Seconds clickhouse_server waits for the store (MAX_IDLE of a lingering holder, and its exit).
+HANDOVER_WAIT = 10.0
+
+
+def _touch(marker: Path) -> None:
+    try:
+        marker.touch()
+    except OSError:
+        pass
 
 
 @cli.command("clickhouse_server")
@@ -19,7 +32,10 @@ def clickhouse_server(app: App, port: int, host: str) -> int:
     if settings.url or settings.clickhouse_host:
         raise ConfigError("clickhouse_server serves the embedded store; unset CLICKHOUSE_HOST/CLICKHOUSE_URL")
     server = LocalServer(settings, host=host, port=port)
-    record = server.start()
+    # A process that merely keeps the store open between reads (the status page, a run between
+    # batches) hands it over when it sees a waiter: wait that long, not a whole STORE_LOCK_TIMEOUT.
+    record = server.start(wait=min(settings.store_lock_timeout, HANDOVER_WAIT), on_poll=lambda: _touch(
+        settings.data_dir / "clickhouse.lock.waiting"))
     try:
         secret = ("CLICKHOUSE_PASSWORD" if settings.clickhouse_password.get_secret_value()
                   else f"the password in {password_file(settings)}")

@@ -78,10 +78,10 @@ class StoreChild:
             child.stdin.flush()
             answer = _read_answer(child.stdout, timeout + _START_GRACE)
         except BaseException:
-            _finish(child)
+            self._retire(child)
             raise
         if "port" not in answer:
-            _finish(child)
+            self._retire(child)
             error = str(answer.get("error", "the store child exited without answering"))
             if answer.get("busy"):
                 raise StoreLockTimeout(error)
@@ -97,11 +97,14 @@ class StoreChild:
         is started."""
         child, self._serving = self._serving, None
         if child is not None:
-            _stop(child)
-            self._stopping.append(child)
-        self._stopping = [c for c in self._stopping if not _reaped(c)]
+            self._retire(child)
         if next_turn:
             self.prestart()
+
+    def _retire(self, child: subprocess.Popen[str]) -> None:
+        """Tell ``child`` to stop; reap the children that have exited (never wait for one)."""
+        _stop(child)
+        self._stopping = [c for c in [*self._stopping, child] if not _reaped(c)]
 
     def shutdown(self) -> None:
         """End the turn and the waiting child, and wait for both (process exit)."""

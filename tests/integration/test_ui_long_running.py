@@ -25,6 +25,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     return project
 
 
+# Seconds after which an idle page has handed the store back (core.store.MAX_IDLE) and its turn's
+# child has exited: the process is measured at rest.
+IDLE = 7.0
+
+
 def usage(pid: int) -> tuple[int, int]:
     """(threads, open descriptors) of process ``pid``."""
     return len(os.listdir(f"/proc/{pid}/task")), len(os.listdir(f"/proc/{pid}/fd"))
@@ -37,18 +42,25 @@ def metrics(ui: UiServer) -> str:
     return response.text
 
 
+def turn(ui: UiServer, project: Project) -> None:
+    """A request, then another process really takes the store (the page hands it over)."""
+    metrics(ui)
+    taken = project.cli("runs", "--limit", "1")
+    assert taken.returncode == 0, taken.stderr
+
+
 def test_metrics_requests_leave_threads_and_descriptors_flat(project: Project) -> None:
-    """Each request is a turn at the embedded store (the page holds it for the read only): the
-    process must not grow with them (chdb leaves ~5 threads behind per engine open)."""
+    """Each request is a turn at the embedded store (a run takes it in between): the process must
+    not grow with them (chdb leaves ~5 threads behind per engine open)."""
     ui = UiServer(project)
     try:
         for _ in range(4):  # warm-up: the waitress threads, the first imports and connections
-            metrics(ui)
-        time.sleep(1.0)
+            turn(ui, project)
+        time.sleep(IDLE)
         warm = usage(ui.process.pid)
         for _ in range(12):
-            metrics(ui)
-        time.sleep(1.0)
+            turn(ui, project)
+        time.sleep(IDLE)
         after = usage(ui.process.pid)
         assert after[0] == warm[0], f"threads grew from {warm[0]} to {after[0]} over 12 requests"
         assert after[1] == warm[1], f"descriptors grew from {warm[1]} to {after[1]} over 12 requests"
