@@ -123,6 +123,8 @@ class Store:
                 self._users -= 1
                 if self._users == 0 and self._lock is not None:
                     self._release_later()
+                elif self._users == 0 and self._child is not None:  # served: find the owner anew next time
+                    self._disconnect()
 
     def _release_later(self) -> None:
         if self.linger <= 0:

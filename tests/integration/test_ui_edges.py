@@ -28,3 +28,26 @@ def test_ui_with_an_unwritable_data_dir_refuses_to_start_in_one_line(tmp_path: P
     last = result.stderr.strip().splitlines()
     assert last[-1].startswith(f"error: DATA_DIR {bad} is not writable (Not a directory: "), result.stderr
     assert "Status page on" not in result.stderr  # refused before listening
+
+
+BROKEN = '''
+raise RuntimeError("GET https://api.example.com/v1/orders?page=2&api_key=k3y-in-the-url-123 failed: "
+                   "401 for Authorization: Bearer t0ken-in-a-header-456")
+'''
+
+
+def test_secrets_in_urls_and_headers_of_an_error_never_show(tmp_path: Path) -> None:
+    from ui_project import UiServer
+
+    project = Project(tmp_path, UI_PASSWORD="")
+    (tmp_path / "pipelines" / "leaky_pipeline.py").write_text(BROKEN)
+    ui = UiServer(project)
+    try:
+        page = ui.get("/")
+        assert page.status_code == 200
+        assert "leaky_pipeline.py" in page.text  # the broken module is listed with its error
+        assert "api.example.com/v1/orders?page=2&amp;api_key=***" in page.text, page.text
+        assert "401 for Authorization: ***" in page.text
+        assert "k3y-in-the-url-123" not in page.text and "t0ken-in-a-header-456" not in page.text
+    finally:
+        ui.stop()

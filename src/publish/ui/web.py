@@ -53,13 +53,13 @@ class StatusPage:
         self.gate = StoreGate(settings)
         self.counts = data.CountsCache()
         self.password = settings.ui_password.get_secret_value()
-        self.secrets = sorted(settings.secret_values(), key=len, reverse=True)
 
     def redact(self, text: Any) -> str:
-        text = "" if text is None else str(text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        """``text`` as the logs show it: configured secrets, secret URL parameters and headers
+        masked (:mod:`core.redaction`, through the process's one redactor)."""
+        from core.logging import redact
+
+        return redact("" if text is None else str(text), self.settings)
 
     def overview(self) -> Reading:
         registry = self.registry()
