@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cli.app import EXIT_OK, App, cli, pass_app
 from cli.listen import listen_options
 from core.exceptions import ConfigError
@@ -13,13 +11,6 @@ from core.exceptions import ConfigError
 HANDOVER_WAIT = 10.0
 
 
-def _touch(marker: Path) -> None:
-    try:
-        marker.touch()
-    except OSError:
-        pass
-
-
 @cli.command("clickhouse_server")
 @listen_options(8123, "HTTP port (0: any free port).",
                 "Address to listen on; anything but loopback requires CLICKHOUSE_PASSWORD.")
@@ -27,6 +18,7 @@ def _touch(marker: Path) -> None:
 def clickhouse_server(app: App, port: int, host: str) -> int:
     """Serve DATA_DIR/clickhouse over HTTP until Ctrl-C/SIGTERM (BI tools, concurrent pipelines)."""
     from core.local_server import SERVER_USER, LocalServer, password_file
+    from core.store_child import signal_waiting
 
     settings = app.settings
     if settings.url or settings.clickhouse_host:
@@ -34,7 +26,7 @@ def clickhouse_server(app: App, port: int, host: str) -> int:
     server = LocalServer(settings, host=host, port=port)
     # A process that merely keeps the store open between reads (the status page, a run between
     # batches) hands it over when it sees a waiter: wait that long, not a whole STORE_LOCK_TIMEOUT.
-    record = server.start(wait=min(settings.store_lock_timeout, HANDOVER_WAIT), on_poll=lambda: _touch(
+    record = server.start(wait=min(settings.store_lock_timeout, HANDOVER_WAIT), on_poll=lambda: signal_waiting(
         settings.data_dir / "clickhouse.lock.waiting"))
     try:
         secret = ("CLICKHOUSE_PASSWORD" if settings.clickhouse_password.get_secret_value()

@@ -27,7 +27,7 @@ from core.exceptions import StoreConnectionLost, StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
 from core.store_inserts import insert_in_process, json_value, with_constants, worth_in_process
-from core.store_child import StoreChild
+from core.store_child import StoreChild, signal_waiting
 from core.store_server import is_transport_error
 from core.store_server import short as _short
 from core.validators import quote_identifier
@@ -43,13 +43,11 @@ if TYPE_CHECKING:
 
 log = get_logger("store")
 
-# Seconds an idle embedded store stays open after its last use: long enough that a stream of
-# batches does not pay the open cost (~0.05 s) each time, short enough that other processes
-# get their turn quickly.
+# Seconds an idle embedded store stays open after its last use: a stream of batches does not
+# pay the open cost (~0.05 s) each time, and other processes get their turn quickly.
 DEFAULT_LINGER = 0.5
-# ...and while no other framework process is waiting for it (waiters touch a marker file), an
-# idle store stays open up to this long: a run whose batches arrive every second or two (an API,
-# a parser) would otherwise close and reopen it (~0.2 s of CPU) for every batch.
+# ...and while no other process waits for it (waiters touch a marker file), up to this long: a run
+# whose batches come every second or two would otherwise reopen it (~0.2 s of CPU) per batch.
 MAX_IDLE = 5.0
 _WAIT_CHECK = 0.1  # seconds between looks at the marker while idle past the linger
 _WAITER_RECENT = 0.3  # a marker touched this recently means a process is waiting now
@@ -105,6 +103,11 @@ class Store:
 
     # ---- connection lifecycle ----------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Start what the next turn needs ahead of time (a ``turns`` store's child process)."""
+        if self._child is not None:
+            self._child.prestart()
+
     @contextmanager
     def session(self) -> Iterator[Client]:
         """A live client for the duration of the block (re-entrant, thread-safe)."""
@@ -154,18 +157,6 @@ class Store:
         except OSError:
             return False
 
-    def _signal_waiting(self) -> None:
-        """Tell the holder that this process waits (it then releases at its next idle moment)."""
-        try:
-            os.utime(self._waiting_marker)
-        except FileNotFoundError:
-            try:
-                self._waiting_marker.touch()
-            except OSError:
-                pass
-        except OSError:
-            pass
-
     def close(self) -> None:
         """Close the client and release the store lock (waits for no one)."""
         with self._mutex:
@@ -211,7 +202,7 @@ class Store:
             log.warning("Waiting for the embedded store %s: it is in use by %s (giving up after %.0f s)",
                         path, holder, timeout)
 
-        if not self._lock.acquire(timeout, on_wait=waiting, on_poll=self._signal_waiting):
+        if not self._lock.acquire(timeout, on_wait=waiting, on_poll=lambda: signal_waiting(self._waiting_marker)):
             raise StoreLockTimeout(
                 f"The embedded store {path} is still in use by {self._lock.holder()} after {timeout:.0f} s "
                 f"(STORE_LOCK_TIMEOUT); wait for that process to finish or stop it"

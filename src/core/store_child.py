@@ -10,13 +10,16 @@ scheduler, a long backfill) would grow by ~5 threads and ~11 descriptors a turn 
 Such a process therefore never opens the engine itself. Each turn is taken by a child process
 (``python -m core.store_child``), started ahead of time so its imports are paid while idle:
 
-1. the parent sends one line: the store, the lock wait, the lock's note;
-2. the child takes the store lock (waiting as any framework process does, touching the waiting
-   marker), serves the store on a loopback port with a private listener (:class:`LocalServer`
-   with a one-turn password, no server record: no other command finds it) and answers with the
-   port and password on its stdout (a pipe only the parent reads);
+1. the parent waits until the store lock is free (touching the waiting marker), then sends one
+   line: the store, the lock wait, the lock's note;
+2. the child takes the store lock, serves the store on a loopback port with a private listener
+   (:class:`LocalServer` with a one-turn password, no server record: no other command finds it)
+   and answers with the port and password on its stdout (a pipe only the parent reads);
 3. the parent uses it as a server over HTTP for the turn, then closes the child's stdin: the
-   child stops the listener and exits, and the kernel frees its threads, descriptors and lock.
+   child stops the listener and exits, and the kernel takes back its threads, descriptors and
+   lock. (One turn per child: the listener cannot start twice in one process, chdb says
+   "EventNotifier is initialized twice".) The next turn's child was started when this turn
+   began, so its imports (~0.5 s of CPU, seconds on a busy machine) are paid meanwhile.
 
 The child also exits when its parent dies (its stdin closes), so it never keeps the store.
 """
@@ -31,10 +34,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from core.exceptions import StoreError, StoreLockTimeout
+from core.locks import FileLock
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -55,6 +60,8 @@ class StoreChild:
         self._ready: subprocess.Popen[str] | None = None
         self._serving: subprocess.Popen[str] | None = None
         self._stopping: list[subprocess.Popen[str]] = []
+        self._lock = FileLock(settings.data_dir / "clickhouse.lock")
+        self._marker = settings.data_dir / "clickhouse.lock.waiting"
 
     def prestart(self) -> None:
         """Start the next turn's child now (it imports, then waits for its request)."""
@@ -68,8 +75,16 @@ class StoreChild:
         from core.local_server import SERVER_USER, ServerRecord
 
         self.prestart()
+        # Wait here while another process holds the store, so a turn that does not come keeps
+        # the child (and its paid imports) for the next one.
+        started = time.monotonic()
+        if not self._lock_frees(timeout):
+            raise StoreLockTimeout(f"The embedded store {self.settings.store_path} is still in use by "
+                                   f"{self._lock.holder()} after {timeout:.1f} s")
+        timeout = max(timeout - (time.monotonic() - started), 0.5)
         with self._mutex:
             child, self._ready = self._ready, None
+        self.prestart()  # the next turn's child imports during this turn
         assert child is not None and child.stdin is not None and child.stdout is not None
         request = {"data_dir": str(self.settings.data_dir), "store": str(self.settings.store_path),
                    "wait": timeout, "note": note}
@@ -91,10 +106,20 @@ class StoreChild:
                               store_path=str(self.settings.store_path), store_id="", user=SERVER_USER)
         return record, str(answer["password"])
 
+    def _lock_frees(self, timeout: float) -> bool:
+        """True once nobody holds the store lock (within ``timeout`` s), touching the waiting
+        marker meanwhile as any waiting framework process does."""
+        deadline = time.monotonic() + timeout
+        while not self._lock.is_free():
+            if time.monotonic() >= deadline:
+                return False
+            signal_waiting(self._marker)
+            time.sleep(0.05)
+        return True
+
     def close(self, next_turn: bool = True) -> None:
-        """End the current turn: the child stops its listener, releases the store and exits on
-        its own (the next turn's child waits for the lock, the caller does not); the next child
-        is started."""
+        """End the current turn: the child stops its listener, releases the store and exits (the
+        caller does not wait for that; the next turn's child, already started, waits for the lock)."""
         child, self._serving = self._serving, None
         if child is not None:
             self._retire(child)
@@ -114,6 +139,14 @@ class StoreChild:
         for each in [*self._stopping, *([child] if child else [])]:
             _finish(each)
         self._stopping = []
+
+
+def signal_waiting(marker: Path) -> None:
+    """Touch the waiting marker: the holder hands the store over at its next idle moment."""
+    try:
+        marker.touch()
+    except OSError:
+        pass
 
 
 def _spawn() -> subprocess.Popen[str]:
@@ -166,40 +199,43 @@ def _finish(child: subprocess.Popen[str]) -> None:
 
 # ---- the child -------------------------------------------------------------------------------
 
-def _serve(request: dict[str, Any], out: IO[str]) -> None:
-    """Take the store, serve it until stdin closes, then stop and release it."""
+def _serve(request: dict[str, Any], out: IO[str]) -> bool:
+    """Take the store, serve it until the parent says ``end`` (or goes), stop and release it.
+    False when the parent has gone (stdin closed)."""
     from core.config import Settings
     from core.local_server import LocalServer
 
     settings = Settings(_env_file=None, data_dir=Path(request["data_dir"]),  # type: ignore[call-arg]
                         clickhouse_host=None, clickhouse_url=None)
     marker = settings.data_dir / "clickhouse.lock.waiting"
-
-    def signal_waiting() -> None:
-        try:
-            marker.touch()
-        except OSError:
-            pass
-
     conf = Path(tempfile.mkdtemp(prefix="dp-store-turn-"))
     password = secrets.token_urlsafe(24)
     server = LocalServer(settings, port=0, password=password, conf_dir=conf)
+    more = True
     try:
         try:
-            record = server.start(float(request["wait"]), note=str(request["note"]), on_poll=signal_waiting)
+            record = server.start(float(request["wait"]), note=str(request["note"]),
+                                  on_poll=lambda: signal_waiting(marker))
         except StoreLockTimeout as exc:
             _answer(out, {"busy": True, "error": str(exc)})
-            return
+            return True
         except StoreError as exc:
             _answer(out, {"error": _foreign(str(exc), settings)})
-            return
+            return True
         _answer(out, {"port": record.port, "password": password})
-        sys.stdin.read()  # until the parent closes it (or dies)
-        # Stopping makes the engine print "Query was cancelled" for its listener: not news.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+        more = sys.stdin.readline().strip() == "end"  # until the turn ends (or the parent goes)
     finally:
-        server.stop()
+        # Stopping makes the engine print "Query was cancelled" for its listener: not news.
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        try:
+            server.stop()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
         shutil.rmtree(conf, ignore_errors=True)
+    return more
 
 
 def _foreign(error: str, settings: Settings) -> str:
@@ -215,21 +251,21 @@ def _answer(out: IO[str], answer: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    """Entry point of ``python -m core.store_child``: one request, one turn, then exit."""
+    """Entry point of ``python -m core.store_child``: a turn per request, until stdin closes."""
     # The imports are what the ahead-of-time start pays for, before the request comes.
     import chdb  # noqa: F401
     import clickhouse_connect  # noqa: F401  (stopping the listener uses a client)
     import core.config  # noqa: F401
     import core.local_server  # noqa: F401
 
-    line = sys.stdin.readline()
-    if not line.strip():
-        return  # the parent ended before asking (it is exiting)
     # The answer pipe is a private copy of stdout; stdout itself (Python's and the engine's) goes
     # to stderr, so nothing else can ever write into the answer.
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
-    _serve(json.loads(line), out)
+    while True:
+        line = sys.stdin.readline()
+        if not line.strip() or not _serve(json.loads(line), out):
+            return  # the parent has gone, or is done with this child
 
 
 if __name__ == "__main__":

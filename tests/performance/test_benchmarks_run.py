@@ -66,3 +66,11 @@ def test_streaming_memory_benchmark_reports_the_ratio() -> None:
     out = run_benchmark("benchmarks/streaming_memory.py", "--rows", "20000", "40000", "--batch-size", "5000",
                         "--variants", "default", "loop")
     assert "default: peak RSS" in out and "loop: peak RSS" in out and "ClickHouse tracked" in out
+
+
+def test_store_turns_benchmark_reports_usage_and_latency() -> None:
+    out = run_benchmark("benchmarks/store_turns.py", "--turns", "6", "--warmup", "2", "--inprocess-turns", "4",
+                        "--clients", "2", "--seconds", "4")
+    assert "child turns      6 turns: after 2 {'threads':" in out and "s/turn" in out
+    assert "in-process       4 turns" in out
+    assert "2 clients, busy store:" in out and "p99" in out

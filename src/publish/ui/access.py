@@ -70,6 +70,7 @@ class StoreGate:
         # Each turn is a child process's (core/store_child.py: chdb does not give back what an
         # engine open takes); it lingers while requests follow each other and nobody waits.
         self.store = Store(bounded, turns=True)
+        self.store.prepare()
         self._turn = threading.Lock()
         self._snapshots: dict[str, Reading] = {}
         self._lock_file = FileLock(settings.data_dir / "clickhouse.lock")
