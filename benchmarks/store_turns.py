@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -186,7 +187,8 @@ def main() -> int:
         data_dir = Path(tmp) / "data"
         (Path(tmp) / "pipelines").mkdir()
         (Path(tmp) / ".env").write_text("")
-        settings = Settings(_env_file=None, data_dir=data_dir, clickhouse_host=None, clickhouse_url=None)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, data_dir=data_dir,  # type: ignore[call-arg]
+                            clickhouse_host=None, clickhouse_url=None)
         setup = ("import chdb; c = chdb.connect('file:{}'); c.query('CREATE DATABASE data_warehouse'); "
                  "c.query('CREATE TABLE data_warehouse.turns_t (id Int64) ENGINE = MergeTree ORDER BY id'); "
                  "c.query('INSERT INTO data_warehouse.turns_t SELECT number FROM numbers(1000)'); c.close()")
@@ -196,7 +198,8 @@ def main() -> int:
         try:
             # Child turns first: the in-process baseline leaves its threads in this process.
             results["child turns"] = turns(settings, taker, args.turns, min(args.warmup, args.turns // 2), True)
-            results["in-process"] = turns(settings, taker, args.inprocess_turns, min(args.warmup, args.inprocess_turns // 2), False)
+            results["in-process"] = turns(settings, taker, args.inprocess_turns,
+                                          min(args.warmup, args.inprocess_turns // 2), False)
         finally:
             taker.stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKHOUSE_")}
@@ -206,13 +209,13 @@ def main() -> int:
         results["clients, busy store"] = clients(env, data_dir, args.clients, args.seconds, busy=True)
 
     for name in ("child turns", "in-process"):
-        r = results[name]
-        print(f"{name:12s} {r['turns']:5d} turns: after {r['warmup']} {r['after_warmup']}  end {r['end']}  "  # type: ignore[index]
-              f"{r['seconds_per_turn']} s/turn")  # type: ignore[index]
+        r: Any = results[name]
+        print(f"{name:12s} {r['turns']:5d} turns: after {r['warmup']} {r['after_warmup']}  end {r['end']}  "
+              f"{r['seconds_per_turn']} s/turn")
     for name in ("clients, idle store", "clients, busy store"):
         r = results[name]
-        print(f"{args.clients} {name}: {r['requests']} requests, p50 {r['p50']} s, p99 {r['p99']} s, "  # type: ignore[index]
-              f"max {r['max']} s, {r['snapshots']} answered from the snapshot")  # type: ignore[index]
+        print(f"{args.clients} {name}: {r['requests']} requests, p50 {r['p50']} s, p99 {r['p99']} s, "
+              f"max {r['max']} s, {r['snapshots']} answered from the snapshot")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "store_turns.json").write_text(json.dumps(results, indent=2))
