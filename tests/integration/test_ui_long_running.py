@@ -98,3 +98,22 @@ def test_the_page_follows_a_clickhouse_server_started_after_it_and_back(project:
 def _last_run(project: Project, pipeline: str) -> str:
     runs = [r for r in project.runs() if r["pipeline"] == pipeline]
     return str(max(runs, key=lambda r: str(r["started_at"]))["run_id"])
+
+
+def test_a_page_killed_mid_turn_leaves_no_process_on_the_store(project: Project) -> None:
+    """The page's turn is its child's: with the page gone (kill -9 while it keeps its turn), the
+    child notices and frees the store at once; nothing sits on it."""
+    from core.locks import FileLock
+
+    ui = UiServer(project)
+    metrics(ui)  # the page now keeps its turn (up to 5 s without requests)
+    lock = FileLock(Path(project.env["DATA_DIR"]) / "clickhouse.lock")
+    assert not lock.is_free() and "store turn of pid" in lock.holder()
+    ui.process.kill()
+    ui.process.wait()
+    deadline = time.monotonic() + 3.0
+    while not lock.is_free():
+        assert time.monotonic() < deadline, f"the store is still held by {lock.holder()}"
+        time.sleep(0.05)
+    taken = project.cli("runs", "--limit", "1", STORE_LOCK_TIMEOUT="5")
+    assert taken.returncode == 0, taken.stderr
