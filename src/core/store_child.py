@@ -52,7 +52,7 @@ _STOP_WAIT = 30.0
 
 
 class StoreChild:
-    """The parent's side: one child per turn, the next one started as soon as a turn ends."""
+    """The parent's side: one child per turn, the next one started as soon as a turn begins."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -62,11 +62,12 @@ class StoreChild:
         self._stopping: list[subprocess.Popen[str]] = []
         self._lock = FileLock(settings.data_dir / "clickhouse.lock")
         self._marker = settings.data_dir / "clickhouse.lock.waiting"
+        self._shut = False
 
     def prestart(self) -> None:
         """Start the next turn's child now (it imports, then waits for its request)."""
         with self._mutex:
-            if self._ready is None or self._ready.poll() is not None:
+            if not self._shut and (self._ready is None or self._ready.poll() is not None):
                 self._ready = _spawn()
 
     def open(self, timeout: float, note: str) -> tuple[ServerRecord, str]:
@@ -85,7 +86,8 @@ class StoreChild:
         with self._mutex:
             child, self._ready = self._ready, None
         self.prestart()  # the next turn's child imports during this turn
-        assert child is not None and child.stdin is not None and child.stdout is not None
+        if child is None or child.stdin is None or child.stdout is None:
+            raise StoreError("No store turn after shutdown (the process is exiting)")
         request = {"data_dir": str(self.settings.data_dir), "store": str(self.settings.store_path),
                    "wait": timeout, "note": note}
         try:
@@ -132,7 +134,8 @@ class StoreChild:
         self._stopping = [c for c in [*self._stopping, child] if not _reaped(c)]
 
     def shutdown(self) -> None:
-        """End the turn and the waiting child, and wait for both (process exit)."""
+        """End the turn and the waiting child, and wait for both (process exit): no child after."""
+        self._shut = True
         self.close(next_turn=False)
         with self._mutex:
             child, self._ready = self._ready, None
