@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import signal
+import tempfile
 from types import FrameType
 
 from cli.app import EXIT_OK, App, cli, pass_app
 from cli.listen import is_loopback, listen_options
-from core.exceptions import UsageError
+from core.config import Settings, unwritable_directory
+from core.exceptions import ConfigError, UsageError
 
 UI_THREADS = 4
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def _check_data_dir(settings: Settings) -> None:
+    """The embedded store's lock lives in DATA_DIR: refuse at start, in one line, as every
+    command does, rather than answer each request with an error."""
+    if not settings.is_embedded:
+        return
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.data_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise unwritable_directory(exc, settings) or ConfigError(
+            f"DATA_DIR {settings.data_dir} is not writable ({exc.strerror or exc})") from None
 
 
 @cli.command("ui")
@@ -31,6 +47,7 @@ def ui(app: App, port: int, host: str) -> int:
     if not is_loopback(host) and not protected:
         raise UsageError(f"--host {host} makes the status page reachable from other machines: set UI_PASSWORD "
                          "(in .env or the environment) to require HTTP basic auth, or keep the default 127.0.0.1")
+    _check_data_dir(settings)
     page = StatusPage(settings, lambda: app.registry)
     server = create_server(create_app(page), host=host, port=port, threads=UI_THREADS, ident="data-processor")
     shown = f"[{server.effective_host}]" if ":" in str(server.effective_host) else server.effective_host

@@ -27,11 +27,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.exceptions import StoreError
+from core.exceptions import StoreError, StoreLockTimeout
 from core.local_server_config import (  # noqa: F401  (password_file: re-exported)
     BI_USER,
     DEFAULT_USER_MAX_SECONDS,
@@ -51,12 +52,13 @@ log = get_logger("local_server")
 STORE_ID_TABLE = "default._dp_store_id"
 READY_TIMEOUT = 60.0
 # The listener's query: its output format becomes the HTTP default format, and clickhouse-connect's
-# version probe needs TabSeparated. About 30 years of one-second rows.
-_LISTEN_SQL = ("SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; SELECT sleepEachRow(1) FROM numbers(1000000000) "
-               "SETTINGS max_block_size = 1 FORMAT Null")
+# version probe needs TabSeparated. About 300 years of tenth-of-a-second rows: a KILL is noticed
+# within 0.1 s (a store turn's listener stops that much sooner).
+_LISTEN_SQL = ("SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; SELECT sleepEachRow(0.1) "
+               "FROM numbers(100000000000) SETTINGS max_block_size = 1 FORMAT Null")
 _BOUND_DEFAULT_SQL = ("KILL QUERY WHERE user = 'default' AND interface != 'Local' "
                       f"AND elapsed > {DEFAULT_USER_MAX_SECONDS} ASYNC")
-_STOP_SQL = ("KILL QUERY WHERE query LIKE 'SELECT sleepEachRow(1) FROM numbers(1000000000)%' "
+_STOP_SQL = ("KILL QUERY WHERE query LIKE 'SELECT sleepEachRow(0.1) FROM numbers(100000000000)%' "
              "AND user != currentUser() SYNC")
 
 
@@ -157,7 +159,11 @@ def ping(host: str, port: int, timeout: float = 1.0) -> bool:
 class LocalServer:
     """Serve the store in this process until :meth:`stop` (the ``clickhouse_server`` command)."""
 
-    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 8123, tcp_port: int = 9000) -> None:
+    def __init__(self, settings: Settings, host: str = "127.0.0.1", port: int = 8123, tcp_port: int = 9000,
+                 password: str | None = None, conf_dir: Path | None = None) -> None:
+        """``password`` (with ``conf_dir``): a private listener for one process's store turn
+        (:mod:`core.store_child`): that password, its configuration in ``conf_dir``, any free native
+        port, and no server record, so other commands never find it."""
         if host not in ("127.0.0.1", "localhost", "::1") and not settings.clickhouse_password.get_secret_value():
             raise StoreError(f"Binding {host} (not loopback) requires CLICKHOUSE_PASSWORD to be set")
         self.settings = settings
@@ -170,16 +176,23 @@ class LocalServer:
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._watchdog: Any = None
+        self.private = password is not None
+        self._password = password
+        self._conf = conf_dir or settings.data_dir / "clickhouse-server"
+        if self.private:
+            self.tcp_port = 0
 
-    def start(self) -> ServerRecord:
-        """Take the store, start the listener, wait for ``/ping``, write the server record."""
+    def start(self, wait: float = 0.0, note: str = "clickhouse_server",
+              on_poll: Callable[[], None] | None = None) -> ServerRecord:
+        """Take the store (waiting up to ``wait`` s), start the listener, wait for ``/ping``,
+        write the server record (not for a private listener)."""
         import chdb  # noqa: F401  (before chdir: the import opens a connection with the cwd's config)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
-        if not self.lock.try_acquire("clickhouse_server"):
-            raise StoreError(f"The store {self.settings.store_path} is in use by {self.lock.holder()}; "
-                             "stop that process first")
+        if not self.lock.acquire(wait, note=note, on_poll=on_poll):
+            raise StoreLockTimeout(f"The store {self.settings.store_path} is in use by {self.lock.holder()}; "
+                                   "stop that process first")
         try:
             return self._start_locked()
         except BaseException:
@@ -190,11 +203,12 @@ class LocalServer:
         from chdb import _chdb
 
         self.port, self.tcp_port = self._ports()
-        password = server_password(self.settings, create=True)
-        bi_password = server_password(self.settings, create=True, user=BI_USER)
-        conf = self.settings.data_dir / "clickhouse-server"
-        write_config(conf, self.host, (self.port, self.tcp_port), password, bi_password)
-        os.chdir(conf)
+        password = self._password or server_password(self.settings, create=True)
+        # A private turn's listener has no BI user worth a password file: a random one nobody knows.
+        bi_password = secrets.token_urlsafe(24) if self.private else server_password(
+            self.settings, create=True, user=BI_USER)
+        write_config(self._conf, self.host, (self.port, self.tcp_port), password, bi_password)
+        os.chdir(self._conf)
         store = str(self.settings.store_path)
         self.settings.store_path.mkdir(parents=True, exist_ok=True)
 
@@ -216,7 +230,10 @@ class LocalServer:
                 raise StoreError(f"The ClickHouse listener did not answer /ping within {READY_TIMEOUT:.0f} s")
             time.sleep(0.05)
         self.record = ServerRecord(pid=os.getpid(), host=self.host, port=self.port, store_path=store,
-                                   store_id=self._store_id(password), tcp_port=self.tcp_port)
+                                   store_id="" if self.private else self._store_id(password),
+                                   tcp_port=self.tcp_port)
+        if self.private:
+            return self.record
         tmp = record_path(self.settings).with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self.record)))
         tmp.replace(record_path(self.settings))
@@ -277,7 +294,7 @@ class LocalServer:
         """
         try:
             if self._watchdog is None:
-                self._watchdog = self._client(server_password(self.settings))
+                self._watchdog = self._client(self._password or server_password(self.settings))
             self._watchdog.command(_BOUND_DEFAULT_SQL)
         except Exception as exc:  # the next second tries again with a new client
             log.warning("Could not bound the default user's queries: %s", _short(exc))
@@ -287,12 +304,13 @@ class LocalServer:
 
     def stop(self) -> None:
         """Stop the listener's query (so ClickHouse shuts its store down), drop record and lock."""
-        record_path(self.settings).unlink(missing_ok=True)
+        if not self.private:
+            record_path(self.settings).unlink(missing_ok=True)
         if self._watchdog is not None:
             self._watchdog.close()
         if self._thread is not None and self._thread.is_alive() and ping(self.host, self.port):
             try:
-                client = self._client(server_password(self.settings))
+                client = self._client(self._password or server_password(self.settings))
                 try:
                     client.command(_STOP_SQL)
                 finally:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from core.exceptions import StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
+from core.store_child import StoreChild, signal_waiting
 from core.store_errors import errors as _errors
 from core.store_errors import setting_literal as _setting_literal
 from core.store_inserts import insert_in_process, json_value, with_constants, worth_in_process
@@ -34,22 +35,19 @@ from core.validators import quote_identifier
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from core.config import Settings
     import pyarrow as pa
     from clickhouse_connect.driver.client import Client
 
+    from core.config import Settings
     from core.local_server import ServerRecord
 
 log = get_logger("store")
 
-# Seconds an idle embedded store stays open after its last use: long enough that a stream of
-# batches does not pay the open cost (~0.05 s) each time, short enough that other processes
-# get their turn quickly.
+# Seconds an idle embedded store stays open after its last use: a stream of batches does not
+# pay the open cost (~0.05 s) each time, and other processes get their turn quickly.
 DEFAULT_LINGER = 0.5
-# ...and while no other framework process is waiting for it (waiters touch a marker file), an
-# idle store stays open up to this long: a run whose batches arrive every second or two (an API,
-# a parser) would otherwise close and reopen it (~0.2 s of CPU) for every batch.
+# ...and while no other process waits for it (waiters touch a marker file), up to this long: a run
+# whose batches come every second or two would otherwise reopen it (~0.2 s of CPU) per batch.
 MAX_IDLE = 5.0
 _WAIT_CHECK = 0.1  # seconds between looks at the marker while idle past the linger
 _WAITER_RECENT = 0.3  # a marker touched this recently means a process is waiting now
@@ -66,7 +64,9 @@ class Store:
     the configured database.
     """
 
-    def __init__(self, settings: Settings, linger: float = DEFAULT_LINGER) -> None:
+    def __init__(self, settings: Settings, linger: float = DEFAULT_LINGER, turns: bool = False) -> None:
+        """``turns``: for a long-lived process (the status page): each turn at the embedded store
+        is a child process's (:mod:`core.store_child`), and the store's owner is looked up anew."""
         self.settings = settings
         self.database = settings.database
         self.linger = linger
@@ -80,7 +80,10 @@ class Store:
         # The project's own running clickhouse_server, when it serves this store (None: not looked
         # for yet, False: none, so the store is opened in-process).
         self._local: ServerRecord | Literal[False] | None = None
+        self._child = StoreChild(settings) if turns and settings.is_embedded else None
         atexit.register(self.close)
+        if self._child is not None:
+            atexit.register(self._child.shutdown)  # runs first: no new child once exiting
 
     @property
     def description(self) -> str:
@@ -100,6 +103,11 @@ class Store:
 
     # ---- connection lifecycle ----------------------------------------------------------
 
+    def prepare(self) -> None:
+        """Start what the next turn needs ahead of time (a ``turns`` store's child process)."""
+        if self._child is not None:
+            self._child.prestart()
+
     @contextmanager
     def session(self) -> Iterator[Client]:
         """A live client for the duration of the block (re-entrant, thread-safe)."""
@@ -118,6 +126,8 @@ class Store:
                 self._users -= 1
                 if self._users == 0 and self._lock is not None:
                     self._release_later()
+                elif self._users == 0 and self._child is not None:  # served: find the owner anew next time
+                    self._disconnect()
 
     def _release_later(self) -> None:
         if self.linger <= 0:
@@ -147,18 +157,6 @@ class Store:
         except OSError:
             return False
 
-    def _signal_waiting(self) -> None:
-        """Tell the holder that this process waits (it then releases at its next idle moment)."""
-        try:
-            os.utime(self._waiting_marker)
-        except FileNotFoundError:
-            try:
-                self._waiting_marker.touch()
-            except OSError:
-                pass
-        except OSError:
-            pass
-
     def close(self) -> None:
         """Close the client and release the store lock (waits for no one)."""
         with self._mutex:
@@ -171,19 +169,27 @@ class Store:
         client, self._client = self._client, None
         try:
             if client is not None:
+                if self._child is not None:  # a turn's port is never seen again: drop its sockets
+                    client.close_connections()
                 client.close()
         finally:
             if self._lock is not None:
                 self._lock.release()
+            if self._child is not None:  # the next turn looks for the store's owner again
+                self._child.close()
+                self._local, self._lock = None, FileLock(self.settings.data_dir / "clickhouse.lock")
 
     def _open(self) -> Client:
         if self._lock is not None and self._local is None:
-            self._local = _running_local_server(self.settings)
+            from core.local_server import find_running_server
+            self._local = find_running_server(self.settings) or False
             if self._local:
                 # Decided once per process: a run never switches engine midway.
                 self._lock = None
         if self._lock is None:
             return self._open_server()
+        if self._child is not None:
+            return self._open_turn(self._child)
 
         path = self.settings.store_path
         timeout = self.settings.store_lock_timeout
@@ -196,7 +202,7 @@ class Store:
             log.warning("Waiting for the embedded store %s: it is in use by %s (giving up after %.0f s)",
                         path, holder, timeout)
 
-        if not self._lock.acquire(timeout, on_wait=waiting, on_poll=self._signal_waiting):
+        if not self._lock.acquire(timeout, on_wait=waiting, on_poll=lambda: signal_waiting(self._waiting_marker)):
             raise StoreLockTimeout(
                 f"The embedded store {path} is still in use by {self._lock.holder()} after {timeout:.0f} s "
                 f"(STORE_LOCK_TIMEOUT); wait for that process to finish or stop it"
@@ -235,6 +241,17 @@ class Store:
                     log.warning("Waiting for the embedded store %s: another program has it open", path)
                     reported = True
                 time.sleep(0.2)
+
+    def _open_turn(self, child: StoreChild) -> Client:
+        from core.store_server import connect
+        record, password = child.open(self.settings.store_lock_timeout, note=f"store turn of pid {os.getpid()}")
+        try:
+            client = connect(self.settings, record, self.description, password=password)
+            self._use_database(client)
+        except BaseException:
+            child.close()
+            raise
+        return client
 
     def _open_server(self) -> Client:
         from core.store_server import connect
@@ -384,9 +401,3 @@ class Store:
         with self.session() as client:
             client.database = "default"
         self.command(f"DROP DATABASE IF EXISTS {quote_identifier(self.database)} SYNC")
-
-
-def _running_local_server(settings: Settings) -> ServerRecord | Literal[False]:
-    from core.local_server import find_running_server
-
-    return find_running_server(settings) or False

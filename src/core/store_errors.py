@@ -8,20 +8,13 @@ from typing import Any
 
 from core.exceptions import StoreConnectionLost, StoreError
 from core.sql_literals import sql_literal
+from core.store_server import is_transport_error
 from core.store_server import short as _short
 
 
 def setting_literal(value: Any) -> str:
     """A setting's value in a ``SET`` statement: a number as is, anything else a string literal."""
     return str(value) if isinstance(value, int) else sql_literal(str(value))
-
-
-def _is_transport_error(exc: BaseException) -> bool:
-    """A broken HTTP connection (as opposed to an error ClickHouse answered with)."""
-    from clickhouse_connect.driver.exceptions import OperationalError
-    from urllib3.exceptions import HTTPError
-
-    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, HTTPError)
 
 
 @contextmanager
@@ -38,7 +31,7 @@ def errors(sql: str) -> Iterator[None]:
             raise
         statement = " ".join(sql.split())
         statement = statement[:200] + ("..." if len(statement) > 200 else "")
-        if _is_transport_error(exc):
+        if is_transport_error(exc):
             raise StoreConnectionLost(f"Lost the connection to ClickHouse: {_short(exc)} "
                                       f"(while running: {statement})") from exc
         raise StoreError(f"ClickHouse error: {_short(exc)} (while running: {statement})") from exc

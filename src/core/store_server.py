@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from core.local_server import ServerRecord
 
 
-def connect(settings: Settings, local: ServerRecord | None, description: str) -> Client:
-    """A client for the configured server (or ``local``); :class:`StoreError` in one line if none answers."""
+def connect(settings: Settings, local: ServerRecord | None, description: str, password: str | None = None) -> Client:
+    """A client for the configured server (or ``local``, with ``password`` when it is a store
+    turn's private listener); :class:`StoreError` in one line if none answers."""
     import logging
 
     import clickhouse_connect
@@ -29,7 +30,7 @@ def connect(settings: Settings, local: ServerRecord | None, description: str) ->
 
     # Its "Unexpected Http Driver Exception" warning duplicates the error we raise in one line.
     logging.getLogger("clickhouse_connect.driver._backend.http_sync").setLevel(logging.ERROR)
-    args = server_args(settings, local)
+    args = server_args(settings, local, password)
     wait = settings.clickhouse_connect_timeout
     try:
         _reachable(args, wait)
@@ -44,7 +45,7 @@ def connect(settings: Settings, local: ServerRecord | None, description: str) ->
         raise StoreError(f"Cannot connect to ClickHouse at {description} (connect timeout {wait:g} s): "
                          f"{reason}") from None
     client.timeout = Timeout(connect=wait, read=args["send_receive_timeout"])
-    if local:
+    if local and local.store_id:
         from core.local_server import verify_store_id
 
         try:
@@ -55,7 +56,7 @@ def connect(settings: Settings, local: ServerRecord | None, description: str) ->
     return client
 
 
-def server_args(settings: Settings, local: ServerRecord | None) -> dict[str, Any]:
+def server_args(settings: Settings, local: ServerRecord | None, password: str | None = None) -> dict[str, Any]:
     """``clickhouse_connect.get_client`` arguments for the configured server (or ``local``)."""
     s = settings
     # No HTTP session: the client is shared by threads (an extractor's prefetch thread and the
@@ -69,7 +70,7 @@ def server_args(settings: Settings, local: ServerRecord | None) -> dict[str, Any
         from core.local_server import server_password
 
         return {"host": local.host, "port": local.port, "username": local.user,
-                "password": server_password(s), **common}
+                "password": server_password(s) if password is None else password, **common}
     if s.url:
         return {"dsn": s.url, **common}
     return {
@@ -94,6 +95,14 @@ def _reachable(args: dict[str, Any], timeout: float) -> None:
     else:
         host, port = args["host"], args["port"]
     socket.create_connection((host, port), timeout=timeout).close()
+
+
+def is_transport_error(exc: BaseException) -> bool:
+    """A broken HTTP connection (as opposed to an error ClickHouse answered with)."""
+    from clickhouse_connect.driver.exceptions import OperationalError
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, HTTPError)
 
 
 def short(exc: BaseException) -> str:

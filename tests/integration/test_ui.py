@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ui_project import Project, UiServer, build_runs, day
 
 from core.config import Settings
 from core.store import Store
-from ui_project import Project, UiServer, build_runs, day
 
 pytestmark = pytest.mark.slow
 
@@ -252,6 +252,8 @@ def test_busy_store_shows_the_last_snapshot_within_the_bound(project: Project) -
 
 def test_a_run_completes_while_the_page_reloads_in_a_loop(project: Project) -> None:
     ui = UiServer(project)
+    for path in ("/", "/coverage?days=7", "/metrics"):  # snapshots to fall back on, as in use
+        assert ui.get(path).status_code == 200
     timings: list[tuple[float, int]] = []
     busy: list[str] = []  # who held the store when a page showed its snapshot
     stop = threading.Event()

@@ -74,3 +74,11 @@ def test_harness_benchmark_reports_ratios_against_the_old_commit() -> None:
     out = run_benchmark("benchmarks/test_harness.py", "--projects", "1", "--tests", "2", "--repeat", "1")
     assert "later runs, median" in out and "baseline cf6f863" in out
     assert "A test session of 3 generated pipeline tests" in out and "x\n" in out
+
+
+def test_store_turns_benchmark_reports_usage_and_latency() -> None:
+    out = run_benchmark("benchmarks/store_turns.py", "--turns", "6", "--warmup", "2", "--inprocess-turns", "4",
+                        "--clients", "2", "--seconds", "4")
+    assert "child turns      6 turns: after 2 {'threads':" in out and "s/turn" in out
+    assert "in-process       4 turns" in out
+    assert "2 clients, busy store:" in out and "p99" in out

@@ -7,7 +7,9 @@ page, and the page must never hang on a run, so each read here:
   waiting marker like any framework process, so a lingering holder hands the store over);
 - does not even try while another process is already waiting for the store (its marker is
   fresh and it is not ours): that process goes first;
-- holds the store only for the read and releases it at once (no linger).
+- holds the store while requests follow each other, and hands it over within 0.1 s of another
+  process starting to wait for it (after ``MAX_IDLE`` seconds idle in any case); each turn is
+  a child process's (:mod:`core.store_child`), so the page stays flat however many turns.
 
 When it does not get its turn, the caller gets the last snapshot of the same view with the time
 it was taken and who holds the store. On a ClickHouse server none of this applies: reads go
@@ -65,7 +67,10 @@ class StoreGate:
         self.wait = wait
         self.embedded = settings.is_embedded
         bounded = settings.model_copy(update={"store_lock_timeout": wait})
-        self.store = Store(bounded, linger=0)
+        # Each turn is a child process's (core/store_child.py: chdb does not give back what an
+        # engine open takes); it lingers while requests follow each other and nobody waits.
+        self.store = Store(bounded, turns=True)
+        self.store.prepare()
         self._turn = threading.Lock()
         self._snapshots: dict[str, Reading] = {}
         self._lock_file = FileLock(settings.data_dir / "clickhouse.lock")
@@ -90,10 +95,10 @@ class StoreGate:
             except StoreLockTimeout:
                 return self._snapshot(key, self._holder())
             except StoreError as exc:  # a server down, a store that cannot be opened
+                self.store.close()
                 return self._snapshot(key, f"unavailable: {exc}")
             finally:
                 self._our_wait_ended = time.time()
-                self.store.close()
             reading = Reading(value, datetime.now(UTC))
             self._snapshots[key] = reading
             return reading

@@ -19,6 +19,7 @@ from pipelines.pipeline_registry import Registry
 from publish.ui import data, metrics
 from publish.ui.access import Reading, StoreBusy, StoreGate
 from publish.ui.joblog import run_log
+from publish.ui.throttle import AuthThrottle
 
 MAX_GRID_DAYS = 366
 MAX_HOURLY_DAYS = 14
@@ -53,13 +54,14 @@ class StatusPage:
         self.gate = StoreGate(settings)
         self.counts = data.CountsCache()
         self.password = settings.ui_password.get_secret_value()
-        self.secrets = sorted(settings.secret_values(), key=len, reverse=True)
+        self.throttle = AuthThrottle()
 
     def redact(self, text: Any) -> str:
-        text = "" if text is None else str(text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
+        """``text`` as the logs show it: configured secrets, secret URL parameters and headers
+        masked (:mod:`core.redaction`, through the process's one redactor)."""
+        from core.logging import redact
+
+        return redact("" if text is None else str(text), self.settings)
 
     def overview(self) -> Reading:
         registry = self.registry()
@@ -80,12 +82,24 @@ class StatusPage:
         return f"store busy ({self.redact(reading.busy)})"
 
 
-def _authorised(page: StatusPage) -> bool:
+def _refused(page: StatusPage) -> Response | None:
+    """401 without the right password, 429 while this address is throttled (None: go on)."""
     if not page.password:
-        return True
+        return None
+    address = request.remote_addr or ""
+    wait = page.throttle.blocked_for(address)
+    if wait:
+        return Response(f"too many wrong passwords from {address}: retry in {wait} s\n", 429,
+                        {"Retry-After": str(wait)})
     auth = request.authorization
     given = (auth.password or "") if auth is not None else ""
-    return hmac.compare_digest(given.encode(), page.password.encode())
+    if hmac.compare_digest(given.encode(), page.password.encode()):
+        page.throttle.succeeded(address)
+        return None
+    if auth is not None:  # a browser's first request carries no credentials: not a failure
+        page.throttle.failed(address)
+    return Response("authentication required (UI_PASSWORD)\n", 401,
+                    {"WWW-Authenticate": 'Basic realm="data-processor", charset="UTF-8"'})
 
 
 def create_app(page: StatusPage) -> Flask:
@@ -99,10 +113,7 @@ def create_app(page: StatusPage) -> Flask:
     def _guard() -> Response | None:
         if request.method not in ("GET", "HEAD"):
             abort(405)
-        if not _authorised(page):
-            return Response("authentication required (UI_PASSWORD)\n", 401,
-                            {"WWW-Authenticate": 'Basic realm="data-processor", charset="UTF-8"'})
-        return None
+        return _refused(page)
 
     @app.after_request
     def _headers(response: Response) -> Response:

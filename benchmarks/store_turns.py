@@ -1,0 +1,227 @@
+"""A long-running process handing the embedded store over, turn after turn: does it stay flat?
+
+    .venv/bin/python benchmarks/store_turns.py [--turns 2000] [--warmup 20] [--inprocess-turns 40]
+                                               [--clients 8] [--seconds 60]
+
+A fresh temporary project (own DATA_DIR, embedded engine, one MergeTree table with rows). Then:
+
+1. **Turns.** This process reads the store (``SELECT count()`` of the table) through a
+   :class:`core.store.Store`, releases it, and a *second process* really takes the store (opens
+   the engine, reads, closes) before the next turn: the store is never kept open. Two ways:
+
+   - ``child turns`` (``Store(turns=True)``, what the status page uses): each turn is a child
+     process's (``core/store_child.py``), for ``--turns`` turns;
+   - ``in-process`` (``Store()``, a short command's way): the engine opened in this process, for
+     ``--inprocess-turns`` turns (the baseline: chdb leaves ~5 threads behind per open).
+
+   Threads, descriptors (``/proc/self``) and RSS of this process after ``--warmup`` turns and at
+   the end, and the seconds per turn.
+
+2. **8 clients on a busy store.** A real ``./run.sh ui`` process; a run-like process takes the
+   store for 0.5 s every second; ``--clients`` threads request ``/`` back to back for
+   ``--seconds``. Latency p50/p99/max and the share of answers that were the last snapshot
+   (store busy); the same clients on an idle store are the baseline.
+
+Writes ``benchmarks/results/store_turns.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+# The second process: on each line of stdin, take the store (engine opened in-process), read,
+# release, answer. ``hold`` seconds keeps it for that long (a run between batches).
+TAKER = '''
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from core.config import Settings
+from core.store import Store
+store = Store(Settings(_env_file=None, data_dir=Path(sys.argv[2]), clickhouse_host=None, clickhouse_url=None), linger=0)
+for line in sys.stdin:
+    with store.session():
+        store.query_rows("SELECT count() FROM data_warehouse.turns_t")
+        time.sleep(float(line))
+    store.close()
+    print("done", flush=True)
+'''
+
+
+def usage() -> dict[str, float]:
+    pid = os.getpid()
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+    return {"threads": len(os.listdir(f"/proc/{pid}/task")), "fds": len(os.listdir(f"/proc/{pid}/fd")),
+            "rss_mb": round(rss / 1024, 1)}
+
+
+class Taker:
+    """The second process (restarted every 100 takes: it opens the engine in-process itself)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[str] | None = None
+        self.takes = 0
+
+    def take(self, hold: float = 0.0) -> None:
+        if self.process is None or self.takes >= 100:
+            self.stop()
+            self.process = subprocess.Popen([sys.executable, "-c", TAKER, str(ROOT / "src"), str(self.data_dir)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                            stderr=subprocess.DEVNULL)  # its "waiting for the store" lines
+            self.takes = 0
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(f"{hold}\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "done"
+        self.takes += 1
+
+    def stop(self) -> None:
+        if self.process is not None:
+            assert self.process.stdin
+            self.process.stdin.close()
+            self.process.wait(60)
+            self.process = None
+
+
+def turns(settings: object, taker: Taker, count: int, warmup: int, child: bool) -> dict[str, object]:
+    from core.store import Store
+
+    store = Store(settings, linger=0, turns=child)  # type: ignore[arg-type]
+    warm: dict[str, float] = {}
+    started = time.monotonic()
+    for turn in range(count):
+        if turn == warmup:
+            time.sleep(1.0)  # the last child's exit
+            warm, started = usage(), time.monotonic()
+        with store.session():
+            store.query_rows("SELECT count() FROM data_warehouse.turns_t")
+        store.close()
+        taker.take()
+        if turn and turn % 250 == 0:
+            print(f"  {'child turns' if child else 'in-process'} turn {turn}: {usage()}", flush=True)
+    seconds = (time.monotonic() - started) / max(count - warmup, 1)
+    time.sleep(1.0)
+    end = usage()
+    if store._child is not None:
+        store._child.shutdown()
+    return {"turns": count, "warmup": warmup, "after_warmup": warm, "end": end, "seconds_per_turn": round(seconds, 3)}
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+def clients(env: dict[str, str], data_dir: Path, count: int, seconds: float, busy: bool) -> dict[str, object]:
+    import httpx
+
+    ui = subprocess.Popen([sys.executable, str(ROOT / "src" / "main.py"), "ui", "--port", "0"], env=env,
+                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, stdin=subprocess.DEVNULL)
+    assert ui.stderr is not None
+    url = ""
+    while not url:
+        line = ui.stderr.readline()
+        if not line:
+            raise RuntimeError("the status page did not start")
+        found = re.search(r"http://\S+?:(\d+)/ ", line)
+        url = f"http://127.0.0.1:{found.group(1)}/" if found else ""
+    threading.Thread(target=ui.stderr.read, daemon=True).start()
+    httpx.get(url, timeout=60)  # the first snapshot
+    stop = threading.Event()
+    taker = Taker(data_dir)
+    times: list[float] = []
+    stale = [0]
+
+    def hog() -> None:
+        while not stop.is_set():
+            taker.take(0.5)
+            stop.wait(0.5)
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as http:
+            while not stop.is_set():
+                started = time.monotonic()
+                page = http.get(url)
+                times.append(time.monotonic() - started)
+                stale[0] += "store busy" in page.text or page.status_code == 503
+
+    threads = [threading.Thread(target=client) for _ in range(count)] + ([threading.Thread(target=hog)] if busy else [])
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    taker.stop()
+    ui.terminate()
+    ui.wait(30)
+    return {"requests": len(times), "p50": round(percentile(times, 0.5), 3), "p99": round(percentile(times, 0.99), 3),
+            "max": round(max(times), 3), "snapshots": stale[0]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--turns", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--inprocess-turns", type=int, default=40)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+
+    from core.config import Settings
+
+    with tempfile.TemporaryDirectory(prefix="dp-bench-turns-") as tmp:
+        data_dir = Path(tmp) / "data"
+        (Path(tmp) / "pipelines").mkdir()
+        (Path(tmp) / ".env").write_text("")
+        settings = Settings(_env_file=None, data_dir=data_dir,  # type: ignore[call-arg]
+                            clickhouse_host=None, clickhouse_url=None)
+        setup = ("import chdb; c = chdb.connect('file:{}'); c.query('CREATE DATABASE data_warehouse'); "
+                 "c.query('CREATE TABLE data_warehouse.turns_t (id Int64) ENGINE = MergeTree ORDER BY id'); "
+                 "c.query('INSERT INTO data_warehouse.turns_t SELECT number FROM numbers(1000)'); c.close()")
+        subprocess.run([sys.executable, "-c", setup.format(settings.store_path)], check=True)
+        taker = Taker(data_dir)
+        results: dict[str, object] = {}
+        try:
+            # Child turns first: the in-process baseline leaves its threads in this process.
+            results["child turns"] = turns(settings, taker, args.turns, min(args.warmup, args.turns // 2), True)
+            results["in-process"] = turns(settings, taker, args.inprocess_turns,
+                                          min(args.warmup, args.inprocess_turns // 2), False)
+        finally:
+            taker.stop()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLICKHOUSE_")}
+        env.update(ENV_FILE=str(Path(tmp) / ".env"), DATA_DIR=str(data_dir), LOG_DIR=str(Path(tmp) / "logs"),
+                   RUN_DIR=str(Path(tmp) / "run"), PIPELINES_DIR=str(Path(tmp) / "pipelines"), UI_PASSWORD="")
+        results["clients, idle store"] = clients(env, data_dir, args.clients, args.seconds / 2, busy=False)
+        results["clients, busy store"] = clients(env, data_dir, args.clients, args.seconds, busy=True)
+
+    for name in ("child turns", "in-process"):
+        r: Any = results[name]
+        print(f"{name:12s} {r['turns']:5d} turns: after {r['warmup']} {r['after_warmup']}  end {r['end']}  "
+              f"{r['seconds_per_turn']} s/turn")
+    for name in ("clients, idle store", "clients, busy store"):
+        r = results[name]
+        print(f"{args.clients} {name}: {r['requests']} requests, p50 {r['p50']} s, p99 {r['p99']} s, "
+              f"max {r['max']} s, {r['snapshots']} answered from the snapshot")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "store_turns.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
