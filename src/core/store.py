@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -189,7 +188,7 @@ class Store:
         if self._lock is None:
             return self._open_server()
         if self._child is not None:
-            return self._open_turn(self._child)
+            return self._child.client(self.description, self._use_database)
 
         path = self.settings.store_path
         timeout = self.settings.store_lock_timeout
@@ -241,17 +240,6 @@ class Store:
                     log.warning("Waiting for the embedded store %s: another program has it open", path)
                     reported = True
                 time.sleep(0.2)
-
-    def _open_turn(self, child: StoreChild) -> Client:
-        from core.store_server import connect
-        record, password = child.open(self.settings.store_lock_timeout, note=f"store turn of pid {os.getpid()}")
-        try:
-            client = connect(self.settings, record, self.description, password=password)
-            self._use_database(client)
-        except BaseException:
-            child.close()
-            raise
-        return client
 
     def _open_server(self) -> Client:
         from core.store_server import connect

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -43,6 +44,8 @@ from core.exceptions import StoreError, StoreLockTimeout
 from core.locks import FileLock
 
 if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
     from core.config import Settings
     from core.local_server import ServerRecord
 
@@ -70,6 +73,19 @@ class StoreChild:
         with self._mutex:
             if not self._shut and (self._ready is None or self._ready.poll() is not None):
                 self._ready = _spawn()
+
+    def client(self, description: str, prepare: Callable[[Client], None]) -> Client:
+        """A client of a new turn at the store (``prepare``: the store's set-up of a new client)."""
+        from core.store_server import connect
+
+        record, password = self.open(self.settings.store_lock_timeout, note=f"store turn of pid {os.getpid()}")
+        try:
+            client = connect(self.settings, record, description, password=password)
+            prepare(client)
+        except BaseException:
+            self.close()
+            raise
+        return client
 
     def open(self, timeout: float, note: str) -> tuple[ServerRecord, str]:
         """Have a child take the store (waiting up to ``timeout`` s for its lock) and serve it:
