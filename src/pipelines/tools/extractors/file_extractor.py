@@ -182,7 +182,7 @@ class FileExtractor(Extractor):
         if not found and not self.allow_empty:
             raise ExtractError(f"{self.name}: no file matches {full}" +
                                (f" (pattern {self.path!r})" if pattern != self.path else "") +
-                               "; pass allow_empty=True if an empty interval is normal")
+                               "; pass allow_empty=True if an empty interval is normal", path=str(full))
         return found
 
     def extract(self, context: RunContext) -> Iterator[pa.Table]:
@@ -246,7 +246,7 @@ class FileExtractor(Extractor):
                 raw: str, error: str) -> None:
         if self.malformed == "error":
             where = f"line {line}" if line is not None else "a row"
-            raise ExtractError(f"{self.name}: {path} {where}: {error}: {raw[:200]!r}")
+            raise ExtractError(f"{self.name}: {path} {where}: {error}: {raw[:200]!r}", path=str(path), row=line)
         pending.append({"source": str(path), "line": line, "raw": raw, "error": error})
         if len(pending) >= _QUARANTINE_FLUSH:
             self._flush(context, pending)
