@@ -140,7 +140,8 @@ def audit_staged(context: RunContext, staged: Staged) -> list[CheckResult]:
     if blocking:
         listed = "; ".join(f"{r.check_name}: {r.detail}" for r in blocking)
         raise CheckFailed(f"data check failed, nothing published; staged rows kept in {kept} "
-                          f"(./run.sh checks {context.pipeline}): {listed}")
+                          f"(./run.sh checks {context.pipeline}): {listed}",
+                          check=blocking[0].check_name, table=staged.target)
     return results
 
 

@@ -28,9 +28,32 @@ class Retryable:
 
 
 class DataProcessorError(Exception):
-    """Base of every error raised by the framework on purpose."""
+    """Base of every error raised by the framework on purpose.
+
+    Besides its one-line message an error may carry structured fields, for code that handles it
+    (as dlt's and sqlglot's errors do): ``table`` (the destination table), ``partition`` (a
+    partition id), ``check`` (a failed data check's name), ``row`` (a 1-based row or line number),
+    ``path`` (a source file) and ``column``. Each is ``None`` when the raise site does not know it:
+    ``LoadError(message, table="orders", column="ts")``. The message never depends on them.
+    """
 
     exit_code: int = 1
+    table: str | None = None
+    partition: str | None = None
+    check: str | None = None
+    row: int | None = None
+    path: str | None = None
+    column: str | None = None
+
+    def __init__(self, *args: object, table: str | None = None, partition: str | None = None,
+                 check: str | None = None, row: int | None = None, path: str | None = None,
+                 column: str | None = None) -> None:
+        super().__init__(*args)
+        fields = {"table": table, "partition": partition, "check": check, "row": row, "path": path,
+                  "column": column}
+        for name, value in fields.items():
+            if value is not None:
+                setattr(self, name, value)
 
 
 class ConfigError(DataProcessorError):

@@ -28,6 +28,7 @@ from pipelines.tools.arrow_types import arrow_type, convert_column
 from pipelines.tools.extractors.csv_pushdown import csv_sql_source
 from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.extractors.http.placeholders import render
+from pipelines.tools.extractors.interval_rows import filter_sql_source, filter_table, kept_message
 from pipelines.tools.extractors.json_records import (
     ArrowJsonReader,
     Batcher,
@@ -76,7 +77,12 @@ class FileExtractor(Extractor):
         flatten, explode: JSON options, as for the HTTP extractor.
         batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
         interval_aware: declare whether the source reads only the run's interval (``True``: runs can
-            be backfilled); default (``None``): inferred from the path (a ``{start_date}``-like placeholder in it).
+            be backfilled); default (``None``): inferred from the path (a ``{start_date}``-like placeholder in
+            it) or ``keep_interval_rows``.
+        keep_interval_rows: the name of a time column: keep only the rows whose time lies in the run's
+            interval (a whole-dataset file loaded by an interval pipeline); the job log says how many
+            were kept and dropped. A NULL time is kept (the loader then fails the run). Default
+            (``None``): every row is loaded, and the loader fails the run on a row outside the interval.
     """
 
     def __init__(self, path: str | Path, *, format: str | None = None, columns: Sequence[str] | None = None,
@@ -85,7 +91,7 @@ class FileExtractor(Extractor):
                  column_names: Sequence[str] | None = None, encoding: str = "utf8",
                  compression: str | None = None, flatten: bool = True, explode: str | None = None,
                  batch_size: int | None = None, null_values: Sequence[str] | None = None,
-                 interval_aware: bool | None = None) -> None:
+                 interval_aware: bool | None = None, keep_interval_rows: str | None = None) -> None:
         self.path = str(path)
         super().__init__(name or f"file:{Path(self.path).name}")
         inferred, inferred_compression = suffixes(self.path)
@@ -116,11 +122,20 @@ class FileExtractor(Extractor):
             raise ConfigError(f"file extractor {self.name!r}: null_values must be a list of strings, "
                               f"got {null_values!r}")
         self.null_values = tuple(DEFAULT_NULL_VALUES if null_values is None else null_values)
-        self.interval_aware = declared(interval_aware, bool(_INTERVAL.search(self.path)))
+        self.keep_interval_rows = keep_interval_rows
+        self.interval_aware = declared(interval_aware, bool(_INTERVAL.search(self.path) or keep_interval_rows))
 
     # ---- ClickHouse reads it itself ------------------------------------------------------------
 
     def sql_source(self, context: RunContext) -> SqlSource | None:
+        """What ClickHouse reads itself (:meth:`_file_source`), reduced to the run's interval when
+        ``keep_interval_rows`` is set."""
+        source = self._file_source(context)
+        if source is None or not self.keep_interval_rows:
+            return source
+        return filter_sql_source(source, self.keep_interval_rows, context, self.name)
+
+    def _file_source(self, context: RunContext) -> SqlSource | None:
         """Plain Parquet files (no column selection, types, flattening or exploding) as
         ``file(...)``, so an EL pipeline on the embedded engine needs no Python per row; plain
         CSV files when ClickHouse is certain to read them as the Python path does (csv_pushdown)."""
@@ -167,7 +182,7 @@ class FileExtractor(Extractor):
         if not found and not self.allow_empty:
             raise ExtractError(f"{self.name}: no file matches {full}" +
                                (f" (pattern {self.path!r})" if pattern != self.path else "") +
-                               "; pass allow_empty=True if an empty interval is normal")
+                               "; pass allow_empty=True if an empty interval is normal", path=str(full))
         return found
 
     def extract(self, context: RunContext) -> Iterator[pa.Table]:
@@ -178,6 +193,7 @@ class FileExtractor(Extractor):
             context.logger.info("%s: no file matches %s (allowed)", self.name, self.path)
         reader = {"csv": self._csv, "tsv": self._csv, "json": self._json, "jsonl": self._jsonl,
                   "parquet": self._parquet}[self.format]
+        total = kept = 0
         for path in files:
             _, compression = suffixes(str(path))
             compression = self.compression if self.compression is not None else compression
@@ -185,6 +201,10 @@ class FileExtractor(Extractor):
             try:
                 for table in reader(path, compression, size, context):
                     table = self._apply_types(table, path)
+                    total += table.num_rows
+                    if self.keep_interval_rows:
+                        table = filter_table(table, self.keep_interval_rows, context, f"{self.name}: {path}")
+                    kept += table.num_rows
                     rows += table.num_rows
                     yield from batcher.add(table)
             except (OSError, EOFError) as exc:
@@ -195,6 +215,8 @@ class FileExtractor(Extractor):
                 raise
             context.count("files_read", 1)
             context.logger.info("%s: %d rows from %s", self.name, rows, path)
+        if self.keep_interval_rows:
+            context.logger.info("%s", kept_message(self.name, kept, total))
         yield from batcher.flush()
 
     def _apply_types(self, table: pa.Table, path: Path) -> pa.Table:
@@ -224,7 +246,7 @@ class FileExtractor(Extractor):
                 raw: str, error: str) -> None:
         if self.malformed == "error":
             where = f"line {line}" if line is not None else "a row"
-            raise ExtractError(f"{self.name}: {path} {where}: {error}: {raw[:200]!r}")
+            raise ExtractError(f"{self.name}: {path} {where}: {error}: {raw[:200]!r}", path=str(path), row=line)
         pending.append({"source": str(path), "line": line, "raw": raw, "error": error})
         if len(pending) >= _QUARANTINE_FLUSH:
             self._flush(context, pending)

@@ -192,7 +192,7 @@ class CsvFormat:
                 f"{self.name}: {path} data row {row}: column {column!r} holds numbers and {marker!r}, which is not "
                 f"one of null_values {list(self.null_values)}; if {marker!r} means missing, pass "
                 f"null_values={[*self.null_values, marker]} (or types={{{column!r}: 'str'}} to keep the column "
-                "as text)")
+                "as text)", path=str(path), column=column)
 
     def _header_names(self, path: Path, compression: str | None) -> list[str] | None:
         """The column names, for an error raised before the reader had a schema (best effort)."""
@@ -215,7 +215,7 @@ class CsvFormat:
             row = bad[-1]
             return ExtractError(f"{self.name}: {path} line {row.number}: expected {row.expected_columns} columns, "
                                 f"got {row.actual_columns}: {row.text[:200]!r} (malformed='skip' sets such rows "
-                                "aside)")
+                                "aside)", path=str(path), row=row.number)
         message = str(exc).replace("\n", " ")
         match = _CONVERSION.search(message)
         if match and names is not None:
@@ -226,8 +226,9 @@ class CsvFormat:
             if value in _MISSING_MARKERS and value not in self.null_values:
                 hint += f"; if {value!r} means missing, pass null_values={[*self.null_values, value]}"
             return ExtractError(f"{self.name}: {path} line {line}: column {column!r} cannot be read as "
-                                f"{type_name}: invalid value {value!r}{hint}")
-        return ExtractError(f"{self.name}: {path}: {message}")
+                                f"{type_name}: invalid value {value!r}{hint}", path=str(path), row=int(line),
+                                column=column)
+        return ExtractError(f"{self.name}: {path}: {message}", path=str(path))
 
 
 def _casts(values: pa.Array, to: pa.DataType) -> bool:

@@ -66,7 +66,8 @@ def attach_recorded(context: RunContext, table: str, staging: str, partition: st
         if now != before:
             raise LoadError(f"Partition {partition} of {table} changed since an earlier attempt of run "
                             f"{context.run_id} attached to it ({before:,} rows before, {was_staged:,} staged, "
-                            f"{now:,} now): cannot tell whether its rows are in; check the table")
+                            f"{now:,} now): cannot tell whether its rows are in; check the table",
+                            table=table, partition=partition)
     store.insert_rows(ATTACHED_TABLE, [[context.run_id, table, partition, now, staged]],
                       ["run_id", "table", "partition_id", "rows_before", "rows_staged"])
     store.command(f"ALTER TABLE {store.table(table)} ATTACH PARTITION ID '{partition}' FROM {store.table(staging)}")

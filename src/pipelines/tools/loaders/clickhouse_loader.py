@@ -178,9 +178,9 @@ class ClickHouseLoader(StagedStructure, Loader):
                 f"SELECT count(), countIf({column} IS NULL), min({column}) FROM {staging} "
                 f"WHERE {outside_slice_sql(column)}", self._bounds(context))
             if nulls:
-                raise LoadError(self._null_time_message(nulls))
+                raise LoadError(self._null_time_message(nulls), table=self.table, column=self.time_column)
             if bad:
-                raise LoadError(self._outside_message(bad, context, first))
+                raise LoadError(self._outside_message(bad, context, first), table=self.table, column=self.time_column)
         self._rows = int(store.command(f"SELECT count() FROM {staging}"))
         return self._rows
 
@@ -349,7 +349,7 @@ class ClickHouseLoader(StagedStructure, Loader):
                             f"got {values.type}")
         values = pc.cast(values, pa.timestamp("us", tz="UTC"))
         if values.null_count:
-            raise LoadError(self._null_time_message(values.null_count))
+            raise LoadError(self._null_time_message(values.null_count), table=self.table, column=column)
         # The common case (every row inside) with min/max on integers: comparing against Python
         # scalars would make pyarrow import pandas (~0.5 s per run) for nothing.
         micros = pc.min_max(values.cast(pa.int64()))
@@ -362,7 +362,7 @@ class ClickHouseLoader(StagedStructure, Loader):
         bad = pc.sum(outside).as_py() or 0
         if bad:
             first = pc.filter(values, outside)[0]
-            raise LoadError(self._outside_message(bad, context, first.as_py()))
+            raise LoadError(self._outside_message(bad, context, first.as_py()), table=self.table, column=column)
 
 
 

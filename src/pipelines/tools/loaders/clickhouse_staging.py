@@ -157,17 +157,19 @@ class StagedStructure:
             type_ = self._columns.get(name)
             if not values.null_count or type_ is None or is_nullable(type_) or not can_be_nullable(type_):
                 continue
-            where = f"row {self._rows + first_null(values) + 1} of the run's data"
+            row = self._rows + first_null(values) + 1
+            where = f"row {row} of the run's data"
             if name in self._keys([name]):
                 where += f" ({values.null_count} NULL(s) in that batch)"
-            self._null_into(context, name, type_, where)
+            self._null_into(context, name, type_, where, row)
 
-    def _null_into(self, context: RunContext, column: str, type_: str, where: str) -> None:
+    def _null_into(self, context: RunContext, column: str, type_: str, where: str, row: int | None = None) -> None:
         if column in self._keys([column]):
             raise LoadError(f"Loader for '{self.table}': key column '{column}' (ORDER BY/PARTITION BY) is NULL in "
-                            f"{where}; a key column cannot hold NULL: fill or filter it in a transformer")
+                            f"{where}; a key column cannot hold NULL: fill or filter it in a transformer",
+                            table=self.table, column=column, row=row)
         if not self.widen_to_nullable:
-            raise LoadError(self._null_message(column, type_, where))
+            raise LoadError(self._null_message(column, type_, where), table=self.table, column=column, row=row)
         widened = nullable_type(type_)
         context.store.command(f"ALTER TABLE {context.store.table(self._staging_name)} MODIFY COLUMN "
                               f"{quote_identifier(column)} {widened}")
