@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +21,23 @@ if str(SRC) not in sys.path:
 
 from core.config import Settings, load_settings  # noqa: E402
 from core.store import Store  # noqa: E402
+from pipelines.interfaces import Extractor  # noqa: E402
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+class Rows(Extractor):
+    """An interval-aware extractor yielding one Arrow table (for calling pipelines directly)."""
+
+    interval_aware = True
+
+    def __init__(self, table: pa.Table) -> None:
+        super().__init__("rows")
+        self.table = table
+
+    def extract(self, context):
+        yield self.table
 
 # Variables a developer's shell or .env could set that must not leak into tests.
 _FRAMEWORK_VARS = [name.upper() for name in Settings.model_fields] + ["ENV_FILE"]

@@ -12,24 +12,13 @@ import pytest
 
 from audit import Check, Outcome, accepted_values, data_check, freshness, in_range, not_null, row_count, sql, unique
 from audit.results import read_results
+from conftest import Rows
 from core.exceptions import CheckDefinitionError, CheckFailed, DataProcessorError
 from core.store import Store
-from pipelines.interfaces import Extractor
 from pipelines.pipeline_factory import create_el_pipeline
 from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
-
-
-class Rows(Extractor):
-    interval_aware = True
-
-    def __init__(self, table: pa.Table) -> None:
-        super().__init__("rows")
-        self.table = table
-
-    def extract(self, context):
-        yield self.table
 
 
 def orders(ids: list, *, day: datetime = DAY, status: list[str] | None = None, amount: list[float] | None = None,

@@ -10,24 +10,13 @@ import pyarrow as pa
 import pytest
 
 from audit import unique
+from conftest import Rows
 from core.exceptions import CheckFailed, DataProcessorError, ExtractError, LoadError
-from pipelines.interfaces import Extractor
 from pipelines.pipeline_factory import create_el_pipeline
 from pipelines.tools.extractors.file_extractor import create_file_extractor
 from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
 DAY = datetime(2026, 3, 10, tzinfo=UTC)
-
-
-class Rows(Extractor):
-    interval_aware = True
-
-    def __init__(self, table: pa.Table) -> None:
-        super().__init__("rows")
-        self.table = table
-
-    def extract(self, context):
-        yield self.table
 
 
 def run(make_context, extractor, loader, checks=()):
