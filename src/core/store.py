@@ -145,12 +145,13 @@ class Store:
             if self._users != 0 or self._client is None:
                 return
             idle = time.monotonic() - self._idle_since
-            if self.linger > 0 and idle < max(MAX_IDLE, self.linger) and not self._someone_waits():
+            if self.linger > 0 and idle < max(MAX_IDLE, self.linger) and not self.someone_waits():
                 self._arm(_WAIT_CHECK)
                 return
             self._disconnect()
 
-    def _someone_waits(self) -> bool:
+    def someone_waits(self) -> bool:
+        """True when another process recently waited for the embedded store (touched its marker)."""
         try:
             return time.time() - self._waiting_marker.stat().st_mtime < _WAITER_RECENT
         except OSError:

@@ -362,3 +362,31 @@ def test_backfill_counts_compares_table_rows_with_what_runs_loaded(module: Path,
     assert backfill("days", "--start", days[2].isoformat(), "--end", days[2].isoformat(), "--force").returncode == 0
     fixed = json.loads(run_cli("backfill_counts", "4", "days", "--json").stdout)["pipelines"][0]
     assert fixed["days"][2]["status"] == "ok" and fixed["total_rows"] == 18
+
+
+@pytest.mark.embedded_only("hand-overs of the embedded store between processes")
+def test_a_long_backfill_hands_the_store_over_only_when_someone_waits(module: Path, project_env) -> None:
+    # Every reopen of the embedded engine costs the process threads chdb never frees (issue 23 §3):
+    # a backfill keeps its store while nobody waits, and gives it to a process that does.
+    job_log = Path(project_env["LOG_DIR"]) / "jobs" / "slow.log"
+    system_log = Path(project_env["LOG_DIR"]) / "system" / "application.log"
+
+    def done() -> int:
+        return job_log.read_text().count(" succeeded in ") if job_log.exists() else 0
+
+    proc = subprocess.Popen([sys.executable, str(SRC / "main.py"), "backfill", "slow", "--start", "2025-03-01",
+                             "--end", "2025-04-19"], env=cli_env({"SLOW_SECONDS": "0.3"}), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Past SHARE_STORE_EVERY (5 s at 0.3 s and more per day) with nobody waiting: no hand-over.
+        wait_for(lambda: done() >= 17, timeout=120, what="17 backfilled days")
+        assert "Handing the embedded store" not in system_log.read_text()
+        waiting = run_cli("runs", "slow", "--json", env={"STORE_LOCK_TIMEOUT": "120"}, timeout=150)
+        assert waiting.returncode == 0, waiting.stderr
+        assert proc.poll() is None, "the backfill ended before the waiting command got the store"
+        assert 17 <= len(json.loads(waiting.stdout)) < 50
+    finally:
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert done() == 50
+    assert system_log.read_text().count("Handing the embedded store to a waiting process") >= 1
