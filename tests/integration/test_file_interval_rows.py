@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import rows, run_cli
+from conftest import SERVER_MODE, rows, run_cli
 from core.store import Store
 
 MODULE = textwrap.dedent('''
@@ -68,6 +68,9 @@ def test_the_interval_rows_are_kept_and_the_dropped_ones_logged(project: Store, 
         (3, datetime(2026, 11, 1, 0, 0)), (4, datetime(2026, 11, 1, 12, 30)), (5, datetime(2026, 11, 1, 23, 59, 59))]
     log = job_log(project_env, name)
     assert "kept 3 of 7 rows of the interval (dropped 4 outside it)" in log
+    if SERVER_MODE:  # a configured server cannot read this machine's files: the Python path runs
+        assert "no Python in the data path" not in log
+        return
     assert path in log  # the path the test means to take
     if name == "kept_sql":
         assert "no Python in the data path" in log
