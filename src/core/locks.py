@@ -81,11 +81,15 @@ class FileLock:
 
     def holder(self) -> str:
         """``pid 123 (command line)`` of the current holder, as it wrote itself in the file."""
-        try:
-            pid, _, note = self.path.read_text().partition("\n")
-        except OSError:
-            return "an unknown process"
-        pid = pid.strip()
+        for _ in range(5):  # a new holder empties the file, then writes itself: read it once it has
+            try:
+                pid, _, note = self.path.read_text().partition("\n")
+            except OSError:
+                return "an unknown process"
+            pid = pid.strip()
+            if pid:
+                break
+            time.sleep(0.01)
         if not pid:
             return "an unknown process"
         return f"pid {pid} ({note.strip()})" if note.strip() else f"pid {pid}"
