@@ -25,6 +25,7 @@ from core.exceptions import ConfigError, ExtractError, TransientError
 from core.store import Store
 from pipelines.pipeline_factory import create_el_pipeline
 from pipelines.tools.extractors.db_extractor import create_db_extractor
+from pipelines.tools.extractors.file_extractor import create_file_extractor
 from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 from pipelines.tools.transformers.transformers import create_type_transformer
 
@@ -239,6 +240,7 @@ def test_a_source_that_never_answers_fails_after_the_connect_timeout(silent_serv
 HUNG_MODULE = """
 from pipelines.pipeline_factory import create_el_pipeline
 from pipelines.tools.extractors.db_extractor import create_db_extractor
+from pipelines.tools.extractors.file_extractor import create_file_extractor
 from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
 PIPELINE_REGISTRY = {"hung": {"pipeline": create_el_pipeline(
@@ -281,3 +283,16 @@ def test_an_unparsable_url_says_to_percent_encode_and_never_shows_the_password(m
     with pytest.raises(ConfigError) as caught:
         list(create_db_extractor(url_env="SOURCE_DB_URL", table="t").extract(make_context()))
     assert "ss:word" not in str(caught.value)
+
+
+def test_the_sample_csv_s_time_of_day_column_loads_as_text(store: Store, make_context) -> None:
+    """Arrow time columns (a CSV's ``08:15:00``) have no ClickHouse type the loader can rely on:
+    they land as String, in the source's own ``HH:MM:SS[.ffffff]`` form."""
+    sample = ROOT / "data" / "samples" / "orders_day.csv"
+    pipeline = create_el_pipeline(create_file_extractor(sample), create_clickhouse_loader("sample_orders"), "s")
+    pipeline.run(make_context(table_name="sample_orders"))
+    first = sample.read_text().splitlines()[1].split(",")[0]
+    assert described(store, "sample_orders")["time_of_day"] == "Nullable(String)"
+    assert store.query_rows("SELECT time_of_day, count() FROM sample_orders GROUP BY 1 ORDER BY 1 LIMIT 1") == [
+        (first, 1)]
+    assert store.query_rows("SELECT count() FROM sample_orders") == [(len(sample.read_text().splitlines()) - 1,)]
