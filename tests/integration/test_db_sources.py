@@ -296,3 +296,17 @@ def test_the_sample_csv_s_time_of_day_column_loads_as_text(store: Store, make_co
     assert store.query_rows("SELECT time_of_day, count() FROM sample_orders GROUP BY 1 ORDER BY 1 LIMIT 1") == [
         (first, 1)]
     assert store.query_rows("SELECT count() FROM sample_orders") == [(len(sample.read_text().splitlines()) - 1,)]
+
+
+@pytest.mark.same_in_both_runs("reads the sources only; no ClickHouse table")
+def test_a_statement_longer_than_the_statement_timeout_fails_the_run(postgres_source, mariadb_source,
+                                                                     make_context) -> None:
+    reasons = {"postgresql": "canceling statement due to statement timeout",
+               "mariadb": "no answer within statement_timeout=0.5 s"}
+    for source, query in ((postgres_source, "SELECT pg_sleep(5) AS x"), (mariadb_source, "SELECT SLEEP(5) AS x")):
+        began = time.monotonic()
+        with pytest.raises(ExtractError) as caught:
+            list(create_db_extractor(source.url, query, statement_timeout=0.5).extract(make_context()))
+        assert time.monotonic() - began < 4, source.kind
+        safe = source.url.replace(source.url.split(":")[2].split("@")[0], "***")
+        assert str(caught.value) == f"db: query failed on {safe}: {reasons[source.kind]}"

@@ -233,6 +233,9 @@ class DbExtractor(Extractor):
         except (ExtractError, ConfigError):
             raise
         except DBAPIError as exc:
+            if self.statement_timeout and "(timed out)" in describe(exc):  # PyMySQL's read timeout
+                raise ExtractError(f"{self.name}: query failed on {safe}: no answer within statement_timeout="
+                                   f"{self.statement_timeout:g} s") from None
             if exc.connection_invalidated:
                 raise TransientError(f"{self.name}: connection to {safe} lost: {describe(exc)}") from None
             raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
