@@ -113,7 +113,8 @@ class DbExtractor(Extractor):
             or ``url_env``: the name of an environment/.env variable holding it (keeps passwords
             out of code).
         query: SQL text; may use ``:start``/``:end`` (the run's interval as UTC datetimes) and
-            ``:start_date``/``:end_date`` (``YYYY-MM-DD``), which make the extractor interval-aware,
+            ``:start_date``/``:end_date`` (the days: UTC midnights on PostgreSQL and MySQL, ``YYYY-MM-DD`` on
+            SQLite), which make the extractor interval-aware,
             ``:cursor`` (incremental mode) and any name given in ``params``.
         table: read ``SELECT * FROM table`` instead of a query (``schema.table`` allowed).
         params: values for the query's other ``:name`` binds.

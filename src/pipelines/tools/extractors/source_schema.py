@@ -129,7 +129,8 @@ _PG_SIMPLE = {
 
 
 def postgres_base(declared: str, is_enum: bool = False) -> str:
-    """The ClickHouse type (without Nullable) for a PostgreSQL type as ``format_type`` writes it."""
+    """The ClickHouse type (without Nullable) for a PostgreSQL type as ``format_type`` writes it
+    (``String|bytes``: a String column filled from bytes; :func:`column` resolves it)."""
     if declared.endswith("[]"):
         inner = postgres_base(declared[:-2])
         return f"Array(Nullable({'String' if inner == _BYTES else inner}))"
@@ -195,7 +196,8 @@ _MY_INTS = {"tinyint": 8, "smallint": 16, "mediumint": 32, "int": 32, "integer":
 
 
 def mysql_base(declared: str) -> str:
-    """The ClickHouse type (without Nullable) for a MySQL/MariaDB ``COLUMN_TYPE``."""
+    """The ClickHouse type (without Nullable) for a MySQL/MariaDB ``COLUMN_TYPE`` (``String|bytes``
+    as in :func:`postgres_base`)."""
     text = declared.lower().strip()
     word = re.match(r"[a-z]+", text)
     kind = word.group(0) if word else text
