@@ -191,9 +191,10 @@ def test_a_value_that_does_not_fit_fails_naming_table_column_and_row(
 
 @pytest.mark.same_in_both_runs("reads the sources only; no ClickHouse table")
 def test_uuid_and_time_columns_take_the_type_transformer(postgres_source, make_context) -> None:
-    postgres_source.execute("DROP TABLE IF EXISTS ids; CREATE TABLE ids (u uuid, t time, span interval); "
-                            "INSERT INTO ids VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '08:30', '1 mon')")
-    (batch,) = create_db_extractor(postgres_source.url, table="ids").extract(make_context())
+    postgres_source.execute('DROP TABLE IF EXISTS "Ids"; CREATE TABLE "Ids" (u uuid, t time, span interval); '
+                            "INSERT INTO \"Ids\" VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '08:30', '1 mon')")
+    (batch,) = create_db_extractor(postgres_source.url, table="Ids").extract(make_context())
+    assert batch.schema.field("u").metadata[b"clickhouse_type"] == b"UUID"  # the catalog found "Ids"
     typed = create_type_transformer({"u": "str", "t": "str", "span": "str"}).transform(batch, make_context())
     assert typed.to_pylist() == [{"u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "t": "08:30:00", "span": "1 mon"}]
 

@@ -162,7 +162,9 @@ ORDER BY a.attnum
 
 
 def _pg_table(cursor: Any, table: str) -> list[SourceColumn]:
-    cursor.execute(_PG_TABLE, {"table": table})
+    # Quoted as the extractor's SELECT quotes it (SQLAlchemy quotes names with capitals).
+    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in table.split("."))
+    cursor.execute(_PG_TABLE, {"table": quoted})
     return [column(name, declared, postgres_base(declared, is_enum), not not_null)
             for name, declared, not_null, is_enum in cursor.fetchall()]
 
