@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import ROOT, SRC, cli_env, run_cli, wait_for
-from core.exceptions import ConfigError, ExtractError, TransientError
+from core.exceptions import ConfigError, ExtractError, LoadError, TransientError
 from core.store import Store
 from pipelines.pipeline_factory import create_el_pipeline
 from pipelines.tools.extractors.db_extractor import create_db_extractor
@@ -311,3 +311,26 @@ def test_a_statement_longer_than_the_statement_timeout_fails_the_run(postgres_so
         assert time.monotonic() - began < 4, source.kind
         safe = source.url.replace(source.url.split(":")[2].split("@")[0], "***")
         assert str(caught.value) == f"db: query failed on {safe}: {reasons[source.kind]}"
+
+
+def test_a_value_too_wide_for_a_column_the_source_widened_later_fails_naming_the_row(
+        postgres_source, store: Store, make_context) -> None:
+    postgres_source.execute("DROP TABLE IF EXISTS grow; CREATE TABLE grow (id int NOT NULL, price numeric(12,2)); "
+                            "INSERT INTO grow VALUES (1, 1.50)")
+
+    def run(run_id: str) -> None:
+        create_el_pipeline(create_db_extractor(postgres_source.url, table="grow"),
+                           create_clickhouse_loader("pg_grow", mode="replace", order_by="id"), "grow").run(
+            make_context(run_id=run_id, table_name="pg_grow"))
+
+    run("r1")
+    postgres_source.execute("ALTER TABLE grow ALTER price TYPE numeric(14,2); INSERT INTO grow VALUES (2, 7.25)")
+    run("r2")  # every value still fits the table's Decimal(12, 2)
+    postgres_source.execute("INSERT INTO grow VALUES (3, 999999999999.99)")
+    with pytest.raises(LoadError) as caught:
+        run("r3")
+    assert str(caught.value) == (
+        "Column 'price' of pg_grow is Nullable(Decimal(12, 2)) but row 3 of the run's data holds 999999999999.99, "
+        "which does not fit: widen the column with a migration (ALTER TABLE ... MODIFY COLUMN)")
+    assert described(store, "pg_grow")["price"] == "Nullable(Decimal(12, 2))"
+    assert store.query_rows("SELECT id, toString(price) FROM pg_grow ORDER BY id") == [(1, "1.5"), (2, "7.25")]

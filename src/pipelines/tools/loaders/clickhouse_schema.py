@@ -109,6 +109,26 @@ def check_compatible(column: str, table_type: str, field: pa.Field, table: str) 
                         f"({data_type}); cast it in a transformer or migrate the column")
 
 
+def check_decimals_fit(column: str, table_type: str, values: pa.ChunkedArray, table: str, first_row: int) -> None:
+    """Decimals wider than the table's ``Decimal(p, s)`` column (a source column widened later):
+    every value must fit, else a LoadError naming the row (ClickHouse would name no row)."""
+    match = re.search(r"Decimal\((\d+), (\d+)\)", table_type)
+    if not match or not pa.types.is_decimal(values.type):
+        return
+    precision, scale = int(match.group(1)), int(match.group(2))
+    if values.type.precision - values.type.scale <= precision - scale and values.type.scale <= scale:
+        return
+    for row, value in enumerate(values.to_pylist()):
+        if value is None:
+            continue
+        exponent = value.as_tuple().exponent
+        digits = len(value.as_tuple().digits)
+        if -exponent > scale and value != round(value, scale) or digits + exponent > precision - scale:
+            raise LoadError(f"Column '{column}' of {table} is {table_type} but row {first_row + row} of the run's "
+                            f"data holds {value}, which does not fit: widen the column with a migration "
+                            f"(ALTER TABLE ... MODIFY COLUMN)", table=table, column=column, row=first_row + row)
+
+
 # ---- nullability -------------------------------------------------------------------------------
 
 def is_nullable(clickhouse: str) -> bool:
