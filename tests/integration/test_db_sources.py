@@ -315,8 +315,8 @@ def test_a_statement_longer_than_the_statement_timeout_fails_the_run(postgres_so
 
 def test_a_value_too_wide_for_a_column_the_source_widened_later_fails_naming_the_row(
         postgres_source, store: Store, make_context) -> None:
-    postgres_source.execute("DROP TABLE IF EXISTS grow; CREATE TABLE grow (id int NOT NULL, price numeric(12,2)); "
-                            "INSERT INTO grow VALUES (1, 1.50)")
+    postgres_source.execute("DROP TABLE IF EXISTS grow; CREATE TABLE grow (id int NOT NULL, price numeric(12,2), "
+                            "n int); INSERT INTO grow VALUES (1, 1.50, 1)")
 
     def run(run_id: str) -> None:
         create_el_pipeline(create_db_extractor(postgres_source.url, table="grow"),
@@ -324,13 +324,19 @@ def test_a_value_too_wide_for_a_column_the_source_widened_later_fails_naming_the
             make_context(run_id=run_id, table_name="pg_grow"))
 
     run("r1")
-    postgres_source.execute("ALTER TABLE grow ALTER price TYPE numeric(14,2); INSERT INTO grow VALUES (2, 7.25)")
+    postgres_source.execute("ALTER TABLE grow ALTER price TYPE numeric(14,2), ALTER n TYPE bigint; "
+                            "INSERT INTO grow VALUES (2, 7.25, 2)")
     run("r2")  # every value still fits the table's Decimal(12, 2)
-    postgres_source.execute("INSERT INTO grow VALUES (3, 999999999999.99)")
+    postgres_source.execute("INSERT INTO grow VALUES (3, 999999999999.99, 3)")
     with pytest.raises(LoadError) as caught:
         run("r3")
     assert str(caught.value) == (
         "Column 'price' of pg_grow is Nullable(Decimal(12, 2)) but row 3 of the run's data holds 999999999999.99, "
         "which does not fit: widen the column with a migration (ALTER TABLE ... MODIFY COLUMN)")
-    assert described(store, "pg_grow")["price"] == "Nullable(Decimal(12, 2))"
-    assert store.query_rows("SELECT id, toString(price) FROM pg_grow ORDER BY id") == [(1, "1.5"), (2, "7.25")]
+    postgres_source.execute("UPDATE grow SET price = 3, n = 3000000000 WHERE id = 3")
+    with pytest.raises(LoadError) as caught:
+        run("r4")
+    assert str(caught.value) == (
+        "Column 'n' of pg_grow is Nullable(Int32) but row 3 of the run's data holds 3000000000, which does not fit: "
+        "widen the column with a migration (ALTER TABLE ... MODIFY COLUMN)")
+    assert store.query_rows("SELECT id, toString(price), n FROM pg_grow ORDER BY id") == [(1, "1.5", 1), (2, "7.25", 2)]
