@@ -112,8 +112,8 @@ def check_compatible(column: str, table_type: str, field: pa.Field, table: str) 
 
 def check_values_fit(column: str, table_type: str, values: pa.ChunkedArray, table: str, first_row: int) -> None:
     """Numbers wider than the table's ``Decimal(p, s)`` or ``(U)IntN`` column (a source column
-    widened later): every value must fit, else a LoadError naming the row (ClickHouse would wrap
-    integers or keep decimals past their precision, silently)."""
+    widened later): every value must fit, else a LoadError naming the row (ClickHouse's own cast
+    names no row, and a Decimal past its precision went in without an error)."""
     bad = _first_misfit(table_type, values)
     if bad is not None:
         row, value = bad
