@@ -210,6 +210,9 @@ def _server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
         client.close()
 # ---- end of server mode ------------------------------------------------------------------------
 
+# Private PostgreSQL and MariaDB sources, one each per session (issue 24): see tests/sources.py.
+from sources import mariadb_source, postgres_source  # noqa: E402, F401
+
 
 @pytest.fixture
 def project_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _server_env: dict[str, str]) -> dict[str, str]:

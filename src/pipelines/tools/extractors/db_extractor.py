@@ -6,6 +6,10 @@
 
 Rows are fetched with a server-side cursor where the driver has one (``stream_results``) and
 ``fetchmany`` of the batch size, so memory stays bounded whatever the table size.
+
+On PostgreSQL and MySQL/MariaDB every batch, the first included, has the types the source declares
+(:mod:`pipelines.tools.extractors.source_schema`), the session's zone is UTC, and the connection
+has a connect and a statement timeout (:mod:`pipelines.tools.extractors.db_values`).
 """
 
 from __future__ import annotations
@@ -20,10 +24,15 @@ import pyarrow as pa
 
 from core.exceptions import ConfigError, ExtractError, TransientError
 from pipelines.interfaces import Extractor, RunContext, declared
+from pipelines.tools.extractors.db_values import after_connect, connect_args, declared_batch, wait_interruptibly
+from pipelines.tools.extractors.source_schema import SourceColumn, source_columns
 from pipelines.tools.factory import component_factory
 
 _INTERVAL_BINDS = {"start", "end", "start_date", "end_date"}
 _CURSOR_KEY = "cursor"
+CONNECT_TIMEOUT = 10.0
+STATEMENT_TIMEOUT = 1800.0
+_TYPED_DIALECTS = ("postgresql", "mysql", "mariadb")
 
 
 def _safe_url(url: str) -> str:
@@ -33,6 +42,21 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 (an unparsable URL is shown without anything after the scheme)
         return url.split(":", 1)[0] + "://***"
+
+
+def _parse_url(url: str, where: str) -> Any:
+    """The SQLAlchemy URL, or a ConfigError that never shows the password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 (a port that is no number raises only when read)
+        return parsed
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{where}: {_safe_url(url)} is not a SQLAlchemy URL (e.g. "
+                          "postgresql+psycopg2://user:pass@host/db, sqlite:///file.db; percent-encode "
+                          "@ : / % # ? in the user or password, e.g. p%40ss for p@ss)") from None
 
 
 def _column(values: list[Any], known: pa.DataType | None) -> pa.Array:
@@ -46,6 +70,16 @@ def _column(values: list[Any], known: pa.DataType | None) -> pa.Array:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _inferred_batch(rows: list[Any], names: list[str], known: dict[str, pa.DataType]) -> pa.Table:
+    """A batch typed from its values (sources without declared types); ``known`` carries types over."""
+    arrays = [_column(list(values), known.get(name))
+              for name, values in zip(names, zip(*rows, strict=False), strict=False)]
+    for name, array in zip(names, arrays, strict=False):
+        if not pa.types.is_null(array.type):
+            known.setdefault(name, array.type)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _to_state(value: Any) -> Any:
@@ -79,7 +113,8 @@ class DbExtractor(Extractor):
             or ``url_env``: the name of an environment/.env variable holding it (keeps passwords
             out of code).
         query: SQL text; may use ``:start``/``:end`` (the run's interval as UTC datetimes) and
-            ``:start_date``/``:end_date`` (``YYYY-MM-DD``), which make the extractor interval-aware,
+            ``:start_date``/``:end_date`` (the days: UTC midnights on PostgreSQL and MySQL, ``YYYY-MM-DD`` on
+            SQLite), which make the extractor interval-aware,
             ``:cursor`` (incremental mode) and any name given in ``params``.
         table: read ``SELECT * FROM table`` instead of a query (``schema.table`` allowed).
         params: values for the query's other ``:name`` binds.
@@ -91,12 +126,18 @@ class DbExtractor(Extractor):
         batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
         interval_aware: declare whether the source reads only the run's interval (``True``: runs can
             be backfilled); default (``None``): inferred from the query's ``:start``/``:end`` binds.
+        connect_timeout: seconds to wait for the database to accept and answer a connection
+            (PostgreSQL, MySQL/MariaDB; default 10).
+        statement_timeout: seconds one statement (or one fetch of a batch) may take before the run
+            fails (default 1800; ``None``: no limit). PostgreSQL enforces it on the server
+            (``statement_timeout``), MySQL/MariaDB on the client (the driver's read timeout).
     """
 
     def __init__(self, url: str | None = None, query: str | None = None, table: str | None = None, *,
                  url_env: str | None = None, params: Mapping[str, Any] | None = None,
                  cursor_column: str | None = None, initial_cursor: Any = None, name: str | None = None,
-                 batch_size: int | None = None, interval_aware: bool | None = None) -> None:
+                 batch_size: int | None = None, interval_aware: bool | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT, statement_timeout: float | None = STATEMENT_TIMEOUT) -> None:
         super().__init__(name or (f"db:{table}" if table else "db"))
         if (query is None) == (table is None):
             raise ConfigError(f"db extractor {self.name!r}: give exactly one of query= or table=")
@@ -109,15 +150,12 @@ class DbExtractor(Extractor):
             raise ConfigError(f"db extractor {self.name!r}: cursor_column {cursor_column!r} is not a plain name")
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"db extractor {self.name!r}: batch_size must be at least 1")
+        if connect_timeout <= 0 or (statement_timeout is not None and statement_timeout <= 0):
+            raise ConfigError(f"db extractor {self.name!r}: connect_timeout and statement_timeout must be positive "
+                              "(statement_timeout=None: no limit)")
         if url is not None:
-            from sqlalchemy.engine import make_url
-            from sqlalchemy.exc import ArgumentError
-
-            try:
-                make_url(url)
-            except ArgumentError:
-                raise ConfigError(f"db extractor {self.name!r}: {_safe_url(url)} is not a SQLAlchemy URL "
-                                  "(e.g. postgresql+psycopg2://user:pass@host/db, sqlite:///file.db)") from None
+            _parse_url(url, f"db extractor {self.name!r}")
+        self.connect_timeout, self.statement_timeout = connect_timeout, statement_timeout
         self.url, self.url_env = url, url_env
         self.query, self.table = query, table
         self.params = dict(params or {})
@@ -186,15 +224,22 @@ class DbExtractor(Extractor):
                 error = TransientError if engine.dialect.name != "sqlite" else ExtractError
                 raise error(f"{self.name}: cannot connect to {safe}: {describe(exc)}") from None
             with connection:
+                described_first = self.table is not None or engine.dialect.name == "postgresql"
+                columns = self._declared(connection, values) if described_first else []
                 result = connection.execution_options(stream_results=True, max_row_buffer=size) \
                     .execute(statement, values)
-                for table, cursor_values in self._batches(result, size, safe):
+                if not described_first:  # MySQL: the running query's own description
+                    columns = source_columns(connection, query=self.query, result=result)
+                for table, cursor_values in self._batches(result, size, safe, columns):
                     new_max = self._max(new_max, cursor_values)
                     total += table.num_rows
                     yield table
         except (ExtractError, ConfigError):
             raise
         except DBAPIError as exc:
+            if self.statement_timeout and "(timed out)" in describe(exc):  # PyMySQL's read timeout
+                raise ExtractError(f"{self.name}: query failed on {safe}: no answer within statement_timeout="
+                                   f"{self.statement_timeout:g} s") from None
             if exc.connection_invalidated:
                 raise TransientError(f"{self.name}: connection to {safe} lost: {describe(exc)}") from None
             raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
@@ -208,23 +253,44 @@ class DbExtractor(Extractor):
             context.logger.info("%s: new cursor %s = %s (saved when the run succeeds)", self.name,
                                 self.cursor_column, new_max)
 
+    def _declared(self, connection: Any, values: dict[str, Any]) -> list[SourceColumn]:
+        """The source's declared columns (``[]`` where it has none to give: SQLite...)."""
+        if self.table is not None:
+            return source_columns(connection, table=self.table)
+        return source_columns(connection, query=self.query, params=values)
+
     def _engine(self, url: str, safe: str) -> Any:
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine, event
         from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
+        parsed = _parse_url(url, f"db extractor {self.name!r}")
         try:
-            return create_engine(url)
+            engine = create_engine(parsed, connect_args=connect_args(
+                parsed.get_driver_name(), self.connect_timeout, self.statement_timeout, parsed.query))
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"db extractor {self.name!r}: no driver for {safe} ({exc}); install the "
                               "database's Python driver") from None
         except SQLAlchemyError as exc:
             raise ConfigError(f"db extractor {self.name!r}: cannot use {safe}: {exc}") from None
+        driver = engine.dialect.driver
+        if driver == "psycopg2":
+            from psycopg2 import extensions
+
+            extensions.set_wait_callback(wait_interruptibly)
+        event.listen(engine, "connect", lambda dbapi_connection, record: after_connect(
+            driver, dbapi_connection, self.statement_timeout))
+        return engine
 
     def _bound_statement(self, engine: Any, cursor: Any, context: RunContext) -> tuple[Any, dict[str, Any]]:
-        """The statement to run and the values of the binds it uses (all must have one)."""
+        """The statement to run and the values of the binds it uses (all must have one).
+
+        On PostgreSQL and MySQL/MariaDB ``:start_date``/``:end_date`` are sent as UTC instants (the
+        days' midnights), so a session or server zone cannot move the interval."""
+        day_bound: Any = (lambda day: dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)) \
+            if engine.dialect.name in _TYPED_DIALECTS else (lambda day: day)
         bound = {
             "start": context.start, "end": context.end,
-            "start_date": context.start_date, "end_date": context.end_date,
+            "start_date": day_bound(context.start_date), "end_date": day_bound(context.end_date),
             "cursor": cursor, **self.params,
         }
         statement, binds = self._statement(engine, cursor)
@@ -234,23 +300,30 @@ class DbExtractor(Extractor):
                               "but params= does not give a value")
         return statement, {k: bound[k] for k in binds}
 
-    def _batches(self, result: Any, size: int, safe: str) -> Iterator[tuple[pa.Table, list[Any]]]:
+    def _batches(self, result: Any, size: int, safe: str,
+                 columns: list[SourceColumn]) -> Iterator[tuple[pa.Table, list[Any]]]:
         """The result in tables of ``size`` rows, each with its raw cursor values (empty without
-        a cursor column); a column keeps the type its first non-null batch gave it."""
+        a cursor column). With declared ``columns`` every batch has their types; without (SQLite),
+        a column keeps the type its first non-null batch gave it."""
         names = list(result.keys())
         if self.cursor_column and self.cursor_column not in names:
             raise ExtractError(f"{self.name}: cursor_column {self.cursor_column!r} is not among the "
                                f"columns of the result ({', '.join(names)}) from {safe}")
+        if columns and [c.name for c in columns] != names:
+            raise ExtractError(f"{self.name}: the source's catalog lists the columns {[c.name for c in columns]} "
+                               f"but the result has {names} ({safe})")
         cursor_index = names.index(self.cursor_column) if self.cursor_column else None
         known: dict[str, pa.DataType] = {}
+        where = f"{self.name} ({self.table or 'query'})"
+        done = 0
         while rows := result.fetchmany(size):
-            columns = list(zip(*rows, strict=False))
-            arrays = [_column(list(col), known.get(name)) for name, col in zip(names, columns, strict=False)]
-            for name, array in zip(names, arrays, strict=False):
-                if not pa.types.is_null(array.type):
-                    known.setdefault(name, array.type)
+            if columns:
+                table = declared_batch(rows, names, columns, done + 1, where)
+            else:
+                table = _inferred_batch(rows, names, known)
+            done += len(rows)
             cursor_values = [r[cursor_index] for r in rows] if cursor_index is not None else []
-            yield pa.Table.from_arrays(arrays, names=names), cursor_values
+            yield table, cursor_values
 
     @staticmethod
     def _max(current: Any, raw: list[Any]) -> Any:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.exceptions import LoadError
+from pipelines.tools.arrow_types import CLICKHOUSE_TYPE_KEY
 
 
 def clickhouse_type(field: pa.Field, nullable: bool) -> str:
-    """The ClickHouse type for an Arrow field (``Nullable(...)`` when ``nullable``)."""
-    base = _base_type(field.type, field.name)
+    """The ClickHouse type for an Arrow field (``Nullable(...)`` when ``nullable``); a type declared
+    in the field's metadata (``clickhouse_type``) wins over the Arrow type."""
+    declared = (field.metadata or {}).get(CLICKHOUSE_TYPE_KEY)
+    base = declared.decode() if declared else _base_type(field.type, field.name)
     if nullable and not base.startswith(("Array(", "LowCardinality(")):
         return f"Nullable({base})"
     if nullable and base.startswith("LowCardinality("):
@@ -32,7 +36,7 @@ def _base_type(t: pa.DataType, column: str) -> str:
         return f"Decimal({t.precision}, {t.scale})"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "String"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_time(t):
         return "String"
     if pa.types.is_timestamp(t):
         scale = {"s": 0, "ms": 3, "us": 6, "ns": 9}[t.unit]
@@ -47,6 +51,16 @@ def _base_type(t: pa.DataType, column: str) -> str:
         return "String"
     raise LoadError(f"Column '{column}' has Arrow type {t}, which has no ClickHouse column type here: "
                     "flatten it or cast it to a string first")
+
+
+def times_as_text(table: pa.Table) -> pa.Table:
+    """Arrow time-of-day columns (a CSV's ``08:15:00``) as ``HH:MM:SS[.fff]`` text: their
+    ClickHouse column is a String (ClickHouse's Time types are too new to rely on)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_time(field.type):
+            table = table.set_column(i, pa.field(field.name, pa.string(), field.nullable),
+                                     table.column(i).cast(pa.string()))
+    return table
 
 
 # Families a value can move between without loss or surprise.
@@ -94,6 +108,43 @@ def check_compatible(column: str, table_type: str, field: pa.Field, table: str) 
     if source not in _ACCEPTS.get(target, {target}):
         raise LoadError(f"Column '{column}' of {table} is {table_type} but the data has {field.type} "
                         f"({data_type}); cast it in a transformer or migrate the column")
+
+
+def check_values_fit(column: str, table_type: str, values: pa.ChunkedArray, table: str, first_row: int) -> None:
+    """Numbers wider than the table's ``Decimal(p, s)`` or ``(U)IntN`` column (a source column
+    widened later): every value must fit, else a LoadError naming the row (ClickHouse's own cast
+    names no row, and a Decimal past its precision went in without an error)."""
+    bad = _first_misfit(table_type, values)
+    if bad is not None:
+        row, value = bad
+        raise LoadError(f"Column '{column}' of {table} is {table_type} but row {first_row + row} of the run's "
+                        f"data holds {value}, which does not fit: widen the column with a migration "
+                        f"(ALTER TABLE ... MODIFY COLUMN)", table=table, column=column, row=first_row + row)
+
+
+def _first_misfit(table_type: str, values: pa.ChunkedArray) -> tuple[int, object] | None:
+    decimal = re.search(r"Decimal\((\d+), (\d+)\)", table_type)
+    integer = re.search(r"\b(U?)Int(8|16|32|64)\b", table_type)
+    if decimal and pa.types.is_decimal(values.type):
+        precision, scale = int(decimal.group(1)), int(decimal.group(2))
+        if values.type.precision - values.type.scale <= precision - scale and values.type.scale <= scale:
+            return None
+        limit = 10 ** (precision - scale)
+        return next(((row, v) for row, v in enumerate(values.to_pylist())
+                     if v is not None and not (abs(v) < limit and v == round(v, scale))), None)
+    if integer and pa.types.is_integer(values.type):
+        bits = int(integer.group(2))
+        unsigned = bool(integer.group(1))
+        if values.type.bit_width < bits or (values.type.bit_width == bits
+                                            and pa.types.is_unsigned_integer(values.type) == unsigned):
+            return None
+        low, high = (0, 2 ** bits - 1) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        extremes = pc.min_max(values)
+        if extremes["min"].as_py() is None or (low <= extremes["min"].as_py() and extremes["max"].as_py() <= high):
+            return None
+        return next(((row, v) for row, v in enumerate(values.to_pylist())
+                     if v is not None and not low <= v <= high), None)
+    return None
 
 
 # ---- nullability -------------------------------------------------------------------------------
