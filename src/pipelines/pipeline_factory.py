@@ -60,7 +60,8 @@ class Pipeline:
 
     def _push_down(self, context: RunContext, stats: RunCounts) -> bool:
         """Let ClickHouse read the source itself when nothing in Python needs the rows."""
-        if self.transformers or not (context.settings.is_embedded or self.extractor.reads_store):
+        if self.transformers or not (context.settings.is_embedded or self.extractor.reads_store
+                                      or self.extractor.reads_remote):
             return False
         source = self.extractor.sql_source(context)
         if source is None:
