@@ -11,6 +11,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from conftest import run_cli
 
 KEY, SECRET = "AKIAQUERYKEY0001", "QuErYsEcReT/abc+def0123456789"
@@ -43,3 +45,30 @@ def test_failing_s3_query_masks_its_credentials_everywhere(pipelines_dir: Path, 
             assert secret not in text, f"{secret} in the {where}: {text}"
     assert "while running:" in run["error"] and "'[HIDDEN]', '[HIDDEN]', 'Parquet'" in run["error"], run["error"]
     assert "missing-bucket" in run["error"]  # the rest of the statement stays readable
+
+
+@pytest.mark.same_in_both_runs("text only, no engine")
+def test_query_credentials_are_masked_as_clickhouse_does() -> None:
+    from core.redaction import Redactor, mask_query
+
+    cases = {
+        "SELECT * FROM s3('http://h/b/x.parquet', 'AKIAKEY1', 'SECRETv1', 'Parquet') WHERE 1":
+            "SELECT * FROM s3('http://h/b/x.parquet', '[HIDDEN]', '[HIDDEN]', 'Parquet') WHERE 1",
+        "s3('http://h/b/x.csv', 'CSVWithNames', 'a Int64')": "s3('http://h/b/x.csv', 'CSVWithNames', 'a Int64')",
+        "s3('http://h/b/x', NOSIGN, 'CSV')": "s3('http://h/b/x', NOSIGN, 'CSV')",
+        "s3Cluster(c, 'http://h/b/x', 'k1x', 's1x', 'tok1', 'JSONEachRow')":
+            "s3Cluster(c, 'http://h/b/x', '[HIDDEN]', '[HIDDEN]', '[HIDDEN]', 'JSONEachRow')",
+        "s3(coll, filename='x', secret_access_key = 'it''s', access_key_id='k2x')":
+            "s3(coll, filename='x', secret_access_key = '[HIDDEN]', access_key_id='[HIDDEN]')",
+        "postgresql('h:5432', 'db', 't', 'u', 'pw1', 'public')":
+            "postgresql('h:5432', 'db', 't', 'u', '[HIDDEN]', 'public')",
+        "CREATE NAMED COLLECTION c AS url = 'http://h/', secret_access_key = 'sss'":
+            "CREATE NAMED COLLECTION c AS url = '[HIDDEN]', secret_access_key = '[HIDDEN]'",
+        # a statement cut short inside the secret (an error message's first 200 characters)
+        "INSERT INTO t SELECT * FROM s3('http://h/b/x.parquet', 'AKIAKEY1', 'SECR":
+            "INSERT INTO t SELECT * FROM s3('http://h/b/x.parquet', '[HIDDEN]', '[HIDDEN]'",
+        "s3({u:String}, {k:String}, {s:String}, 'Parquet')": "s3({u:String}, {k:String}, {s:String}, 'Parquet')",
+    }
+    for text, masked in cases.items():
+        assert mask_query(text) == masked, text
+        assert Redactor()(text) == masked, text
