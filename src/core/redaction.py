@@ -8,6 +8,9 @@ bodies):
 - the value of a secret URL parameter (``?api_key=...``) and of a secret header
   (``Authorization: Bearer ...``, ``"X-API-Key": "..."``) wherever such a pair appears, even when
   the value itself was never seen (an API quoting a request back).
+- credentials in a query text (``s3(url, key, secret, ...)``, ``postgresql(..., password)``,
+  named-collection overrides, ``CREATE NAMED COLLECTION`` values), shown as ClickHouse shows them:
+  ``'[HIDDEN]'`` (:func:`mask_query`).
 
 Secret by default: the headers ``Authorization``, ``Proxy-Authorization``, ``X-API-Key``,
 ``Cookie``, ``Set-Cookie`` and every ``*-Token``; the URL parameters ``api_key``, ``apikey``,
@@ -145,6 +148,7 @@ _PASSWORD_AT_4 = frozenset({"postgresql", "mysql", "mongodb", "materializedpostg
 _CALL = re.compile(r"(?i)\b(" + "|".join(sorted(_OBJECT_STORE_FUNCTIONS | _PASSWORD_AT_4, key=len, reverse=True))
                    + r")\s*\(")
 _LITERAL = r"'(?:[^'\\]|\\.|'')*(?:'|$)"  # a quoted string, or the rest of a text cut inside one
+_LITERAL_AT = re.compile(_LITERAL)
 _SECRET_ARGUMENT = re.compile(r"(?i)\b(secret_access_key|access_key_id|aws_secret_access_key|aws_access_key_id|"
                               r"session_token|password|account_key)(\s*=\s*)(" + _LITERAL + ")")
 _NAMED_COLLECTION = re.compile(r"(?is)\b((?:CREATE|ALTER)\s+NAMED\s+COLLECTION\b)(.*)")
@@ -160,7 +164,7 @@ def _arguments(text: str, start: int) -> tuple[list[tuple[int, int]], int]:
     while i < len(text):
         char = text[i]
         if char == "'":
-            match = re.compile(_LITERAL).match(text, i)
+            match = _LITERAL_AT.match(text, i)
             i = match.end() if match else len(text)
             continue
         if char in "([{":

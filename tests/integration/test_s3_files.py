@@ -40,6 +40,7 @@ MODULE = textwrap.dedent('''
         "pq_sql": pipeline("pq_sql", "/orders/{start_date}/*.parquet"),
         "pq_py": pipeline("pq_py", "/orders/{start_date}/*.parquet", columns=["id", "ts", "amount", "note"]),
         "csv_gz": pipeline("csv_gz", "/csv/{start_date}.csv.gz", types={"ts": "datetime"}),
+        "csv_sql": pipeline("csv_sql", "/csv/{start_date}.csv"),
         "jsonl": pipeline("jsonl", "/json/**/*.jsonl", types={"ts": "datetime"}),
         "kept": pipeline("kept", "/all.parquet", keep_interval_rows="ts"),
         "missing": pipeline("missing", "/orders/{start_date}/nothing-*.parquet"),
@@ -75,8 +76,9 @@ def bucket(s3_server, pipelines_dir: Path, project_env, monkeypatch: pytest.Monk
     s3.put_object(Bucket=name, Key="orders/2026-03-14/a.parquet", Body=parquet(orders([1, 2, 3])))
     s3.put_object(Bucket=name, Key="orders/2026-03-14/b.parquet", Body=parquet(orders([4, 5])))
     s3.put_object(Bucket=name, Key="orders/2026-03-15/a.parquet", Body=parquet(orders([9], DAY.replace(day=15))))
-    s3.put_object(Bucket=name, Key="csv/2026-03-14.csv.gz",
-                  Body=gzip.compress(b"id,ts,city\n1,2026-03-14 01:00:00,Windhoek\n2,2026-03-14 02:00:00,\n"))
+    csv = b"id,ts,city\n1,2026-03-14 01:00:00,Windhoek\n2,2026-03-14 02:00:00,\n"
+    s3.put_object(Bucket=name, Key="csv/2026-03-14.csv.gz", Body=gzip.compress(csv))
+    s3.put_object(Bucket=name, Key="csv/2026-03-14.csv", Body=csv)
     s3.put_object(Bucket=name, Key="json/x/2026-03-14.jsonl",
                   Body=b'{"id": 1, "ts": "2026-03-14 05:00:00", "tags": {"a": 1}}\n'
                        b'{"id": 2, "ts": "2026-03-14 06:00:00"}\n')
@@ -114,13 +116,16 @@ def test_parquet_glob_pushed_down_and_streamed_give_the_same_table(bucket: str, 
     assert ("ts", "DateTime64(6, 'UTC')") in types["pq_sql"]  # the time column
 
 
-def test_csv_and_json_lines_are_streamed_and_the_whole_file_kept_to_the_interval(bucket: str, db: Store,
+def test_csv_pushed_down_or_streamed_json_lines_and_the_whole_file_kept_to_the_interval(bucket: str, db: Store,
                                                                                  project_env) -> None:
-    for name in ("csv_gz", "jsonl", "kept"):
+    for name in ("csv_gz", "csv_sql", "jsonl", "kept"):
         result = run_cli("cron_run", name, "--date", "2026-03-14")
         assert result.returncode == 0, (name, result.stdout + result.stderr)
-    assert rows(db, "SELECT id, ts, city FROM csv_gz ORDER BY id") == [
-        (1, datetime(2026, 3, 14, 1), "Windhoek"), (2, datetime(2026, 3, 14, 2), None)]
+    for name in ("csv_gz", "csv_sql"):
+        assert rows(db, f"SELECT id, ts, city FROM {name} ORDER BY id") == [
+            (1, datetime(2026, 3, 14, 1), "Windhoek"), (2, datetime(2026, 3, 14, 2), None)], name
+    assert "ClickHouse read 2026-03-14.csv itself: 2 rows" in job_log(project_env, "csv_sql")
+    assert "no Python in the data path" not in job_log(project_env, "csv_gz")
     assert rows(db, "SELECT id, ts, tags_a FROM jsonl ORDER BY id") == [
         (1, datetime(2026, 3, 14, 5), 1), (2, datetime(2026, 3, 14, 6), None)]
     assert rows(db, "SELECT id FROM kept ORDER BY id") == [(2,), (3,)]

@@ -26,7 +26,7 @@ from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
 from pipelines.tools.arrow_types import arrow_type, convert_column
-from pipelines.tools.extractors.csv_pushdown import csv_sql_source
+from pipelines.tools.extractors.csv_pushdown import csv_sql_source, local_files
 from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.interval_rows import filter_sql_source, filter_table, kept_message
@@ -145,11 +145,11 @@ class FileExtractor(Extractor):
         """Plain Parquet files (no column selection, types, flattening or exploding) as
         ``file(...)``, so an EL pipeline on the embedded engine needs no Python per row; plain
         CSV files when ClickHouse is certain to read them as the Python path does (csv_pushdown)."""
-        if self.format == "csv" and not self.compression and self.bucket is None:
+        if self.format == "csv" and not self.compression:
             files = self.files(context)
             if not files or self.explode or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
                 return None
-            return csv_sql_source(self.csv_format, files)
+            return csv_sql_source(self.csv_format, files, self.bucket.table_function if self.bucket else local_files)
         if (self.format != "parquet" or self.compression or self.columns or self.types or self.explode
                 or self.column_names):
             return None
@@ -162,13 +162,9 @@ class FileExtractor(Extractor):
             return None  # nested columns are flattened in Python; mixed files are read one by one
         # The files' declared nullability (not whether these files happen to hold NULLs): a table
         # created from a first file without NULLs must still take the next file's NULLs.
-        schema = schemas[0]
-        description = files[0].name if len(files) == 1 else f"{len(files)} Parquet files"
-        if self.bucket:
-            expression, parameters = self.bucket.table_function(files, "Parquet")
-            return SqlSource(expression, schema, description, parameters)
-        paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
-        return SqlSource(f"file('{paths}', 'Parquet')", schema, description)
+        expression, parameters = (self.bucket.table_function if self.bucket else local_files)(files, "Parquet")
+        return SqlSource(expression, schemas[0], files[0].name if len(files) == 1 else f"{len(files)} Parquet files",
+                         parameters)
 
     @property
     def csv_format(self) -> CsvFormat:

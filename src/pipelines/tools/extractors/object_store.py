@@ -75,6 +75,7 @@ class S3Object:
 
     bucket: S3Bucket = field(repr=False)
     key: str  # "bucket/path/to/object"
+    size: int = -1  # bytes, as listed
 
     @property
     def name(self) -> str:
@@ -166,15 +167,15 @@ class S3Bucket:
         with self.errors(location):
             if not _GLOB.search(key):
                 info = self.filesystem.get_file_info(key)
-                return [S3Object(self, key)] if info.type == pafs.FileType.File else []
+                return [S3Object(self, key, info.size)] if info.type == pafs.FileType.File else []
             fixed = key[:_GLOB.search(key).start()]  # type: ignore[union-attr]
             base = fixed.rsplit("/", 1)[0]
             if "/" not in base:  # the bucket itself: list it all
                 base = fixed.split("/", 1)[0]
             infos = self.filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
         pattern = _glob_regex(key)
-        return sorted((S3Object(self, i.path) for i in infos if i.type == pafs.FileType.File and pattern.match(i.path)),
-                      key=lambda o: o.key)
+        return sorted((S3Object(self, i.path, i.size) for i in infos
+                       if i.type == pafs.FileType.File and pattern.match(i.path)), key=lambda o: o.key)
 
     def schemas(self, objects: list[S3Object]) -> list[pa.Schema]:
         """The declared Parquet schema of each object (footers read in parallel)."""
@@ -195,7 +196,8 @@ class S3Bucket:
     def table_function(self, objects: list[S3Object], format: str, structure: str | None = None,
                        ) -> tuple[str, dict[str, Any]]:
         """``s3(...)`` reading exactly these objects, and its query parameters (URL and credentials
-        are parameters, so no credential is in the query text)."""
+        are parameters, so no credential is in the query text); ``structure``: ClickHouse's column
+        list, e.g. ``c0 String, c1 String`` (names and types only: it is not quoted here)."""
         keys = [o.key for o in objects]
         if len(keys) == 1:
             url = self.http_url(keys[0])
