@@ -72,6 +72,9 @@ class Pipeline:
             # Only ClickHouse refusing the statement or the loader refusing its rows; a timeout,
             # an interrupt or a busy store still ends the run.
             if not source.fallback or isinstance(exc, StoreLockTimeout):
+                if type(exc) is StoreError and self.extractor.reads_remote and not context.settings.is_embedded:
+                    raise StoreError(f"{exc} (the ClickHouse server reads {source.description} itself: it must "
+                                     "reach the source too)") from exc
                 raise
             context.logger.info("ClickHouse did not read %s as the Python path does (%s); streaming it instead",
                                 source.description, str(exc).splitlines()[0][:200])

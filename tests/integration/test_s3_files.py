@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import rows, run_cli
+from conftest import SERVER_MODE, rows, run_cli
 from core.store import Store
 
 MODULE = textwrap.dedent('''
@@ -44,6 +44,7 @@ MODULE = textwrap.dedent('''
         "jsonl": pipeline("jsonl", "/json/**/*.jsonl", types={"ts": "datetime"}),
         "kept": pipeline("kept", "/all.parquet", keep_interval_rows="ts"),
         "missing": pipeline("missing", "/orders/{start_date}/nothing-*.parquet"),
+        "broken": pipeline("broken", "/broken/{start_date}.parquet"),
         "named": {"pipeline": create_sql_pipeline(
             "SELECT * FROM s3(test_orders_s3, filename = 'orders/2026-03-14/a.parquet', format = 'Parquet')",
             create_clickhouse_loader("named", time_column="ts"), name="named")},
@@ -84,6 +85,10 @@ def bucket(s3_server, pipelines_dir: Path, project_env, monkeypatch: pytest.Monk
                        b'{"id": 2, "ts": "2026-03-14 06:00:00"}\n')
     whole = pa.concat_tables([orders([1], DAY.replace(day=13)), orders([2, 3]), orders([4], DAY.replace(day=15))])
     s3.put_object(Bucket=name, Key="all.parquet", Body=parquet(whole))
+    # A readable footer (the declared schema) over a page header ClickHouse cannot read.
+    broken = bytearray(parquet(orders([1])))
+    broken[4:24] = b"\xff" * 20
+    s3.put_object(Bucket=name, Key="broken/2026-03-14.parquet", Body=bytes(broken))
     (pipelines_dir / "s3_pipeline.py").write_text(MODULE)
     for key, value in {**s3_server.env(), "TEST_BUCKET": name}.items():
         monkeypatch.setenv(key, value)
@@ -163,6 +168,9 @@ def test_missing_object_wrong_credentials_unreachable_endpoint(bucket: str, s3_s
                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"),
         "pq_py": ({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}"},
                   "cannot reach the S3 endpoint http://127.0.0.1:"),
+        # ClickHouse reads the object itself and fails; on a server the error says the server read it
+        "broken": ({}, "(the ClickHouse server reads 2026-03-14.parquet itself: it must reach the source too)"
+                   if SERVER_MODE else "ClickHouse error: Code: 117"),
     }
     for name, (env, message) in cases.items():
         result = run_cli("cron_run", name, "--date", "2026-03-14", env=env)
