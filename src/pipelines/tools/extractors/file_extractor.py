@@ -295,7 +295,7 @@ class FileExtractor(Extractor):
         except pa.ArrowInvalid as exc:
             raise ExtractError(f"{self.name}: {path}: {exc}") from None
         finally:
-            parquet.close()
+            parquet.close(force=True)  # an object opened here is closed too
 
     def _json(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
         """A JSON document: an array of records (or an object holding one, read whole)."""
