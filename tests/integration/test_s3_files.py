@@ -183,3 +183,37 @@ def test_missing_object_wrong_credentials_unreachable_endpoint(bucket: str, s3_s
         for secret in (s3_server.secret, "wrong-secret-8f7e6d"):
             assert secret not in texts, (name, texts)
         assert errors, result.stderr
+
+
+@pytest.mark.same_in_both_runs("reads the bucket in Python only, no engine statement differs")
+def test_key_variables_named_by_the_extractor_and_glob_meaning(s3_server, make_context,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.exceptions import ExtractError
+    from pipelines.tools.extractors.file_extractor import create_file_extractor
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket=name)
+    for key in ("a/x.jsonl", "a/b/y.jsonl", "a/b/c/z.jsonl", "a/w1.jsonl", "a/w22.jsonl", "a/x.csv"):
+        s3.put_object(Bucket=name, Key=key, Body=b'{"id": 1}\n')
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    monkeypatch.setenv("LAKE_KEY", s3_server.key)
+    context = make_context()
+
+    def keys(pattern: str) -> list[str]:
+        extractor = create_file_extractor(f"s3://{name}/{pattern}", key_env="LAKE_KEY", secret_env="LAKE_SECRET",
+                                          allow_empty=True)
+        return [str(f).split("/", 3)[3] for f in extractor.files(context)]
+
+    with pytest.raises(ExtractError, match="LAKE_SECRET is not set .S3 needs both LAKE_KEY and LAKE_SECRET"):
+        keys("a/*.jsonl")
+    monkeypatch.setenv("LAKE_SECRET", s3_server.secret)
+    assert keys("a/*.jsonl") == ["a/w1.jsonl", "a/w22.jsonl", "a/x.jsonl"]  # * stays within one segment
+    assert keys("a/**/*.jsonl") == ["a/b/c/z.jsonl", "a/b/y.jsonl", "a/w1.jsonl", "a/w22.jsonl", "a/x.jsonl"]
+    assert keys("a/w?.jsonl") == ["a/w1.jsonl"]
+    assert keys("a/[wx]*.jsonl") == ["a/w1.jsonl", "a/w22.jsonl", "a/x.jsonl"]
+    assert keys("a/x.jsonl") == ["a/x.jsonl"] and keys("a/none.jsonl") == []
+    extractor = create_file_extractor(f"s3://{name}/a/**/*.jsonl", key_env="LAKE_KEY", secret_env="LAKE_SECRET")
+    assert sum(t.num_rows for t in extractor.extract(context)) == 5
