@@ -24,7 +24,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from core.exceptions import ExtractError
-from core.logging import add_secrets
 from pipelines.interfaces import RunContext
 
 SCHEME = "s3://"
@@ -123,7 +122,7 @@ class S3Bucket:
             missing = self.secret_env if credentials[0] else self.key_env
             raise ExtractError(f"{self.extractor}: {missing} is not set (S3 needs both {self.key_env} and "
                                f"{self.secret_env}, or neither for a public bucket)")
-        add_secrets(c for c in credentials if c)
+        context.add_secrets(c for c in credentials if c)
         if (endpoint, region, credentials) != (self.endpoint, self.region, self._credentials) or not self._filesystem:
             self._filesystem = None
         self.endpoint, self.region, self._credentials = endpoint, region, credentials
