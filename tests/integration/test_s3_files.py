@@ -217,3 +217,7 @@ def test_key_variables_named_by_the_extractor_and_glob_meaning(s3_server, make_c
     assert keys("a/x.jsonl") == ["a/x.jsonl"] and keys("a/none.jsonl") == []
     extractor = create_file_extractor(f"s3://{name}/a/**/*.jsonl", key_env="LAKE_KEY", secret_env="LAKE_SECRET")
     assert sum(t.num_rows for t in extractor.extract(context)) == 5
+    # The endpoint and keys are read again for every run: a changed setting is taken at once.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(ExtractError, match="cannot reach the S3 endpoint http://127.0.0.1:"):
+        extractor.files(context)

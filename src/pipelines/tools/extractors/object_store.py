@@ -109,6 +109,9 @@ class S3Bucket:
     key_env: str = "AWS_ACCESS_KEY_ID"
     secret_env: str = "AWS_SECRET_ACCESS_KEY"
     token_env: str = "AWS_SESSION_TOKEN"
+    # What this run uses (the configured endpoint and region, else the settings'):
+    _endpoint: str | None = None
+    _region: str = "us-east-1"
     _credentials: tuple[str | None, str | None, str | None] = (None, None, None)
     _filesystem: pafs.S3FileSystem | None = None
 
@@ -123,9 +126,9 @@ class S3Bucket:
             raise ExtractError(f"{self.extractor}: {missing} is not set (S3 needs both {self.key_env} and "
                                f"{self.secret_env}, or neither for a public bucket)")
         context.add_secrets(c for c in credentials if c)
-        if (endpoint, region, credentials) != (self.endpoint, self.region, self._credentials) or not self._filesystem:
+        if (endpoint, region, credentials) != (self._endpoint, self._region, self._credentials):
             self._filesystem = None
-        self.endpoint, self.region, self._credentials = endpoint, region, credentials
+        self._endpoint, self._region, self._credentials = endpoint, region, credentials
         return self
 
     @property
@@ -134,12 +137,12 @@ class S3Bucket:
             key, secret, token = self._credentials
             self._filesystem = pafs.S3FileSystem(
                 access_key=key, secret_key=secret, session_token=token, anonymous=not key,
-                region=self.region, endpoint_override=self.endpoint, connect_timeout=_CONNECT_TIMEOUT,
+                region=self._region, endpoint_override=self._endpoint, connect_timeout=_CONNECT_TIMEOUT,
                 request_timeout=_REQUEST_TIMEOUT, retry_strategy=pafs.AwsStandardS3RetryStrategy(_ATTEMPTS))
         return self._filesystem
 
     def where(self) -> str:
-        return f"endpoint {self.endpoint}" if self.endpoint else f"AWS region {self.region}"
+        return f"endpoint {self._endpoint}" if self._endpoint else f"AWS region {self._region}"
 
     @contextmanager
     def errors(self, what: str) -> Iterator[None]:
@@ -187,10 +190,10 @@ class S3Bucket:
 
     def http_url(self, key: str) -> str:
         """The object's URL as ClickHouse's ``s3()`` takes it (path style on a custom endpoint)."""
-        if self.endpoint:
-            return f"{self.endpoint.rstrip('/')}/{key}"
+        if self._endpoint:
+            return f"{self._endpoint.rstrip('/')}/{key}"
         bucket, _, path = key.partition("/")
-        return f"https://{bucket}.s3.{self.region}.amazonaws.com/{path}"
+        return f"https://{bucket}.s3.{self._region}.amazonaws.com/{path}"
 
     def table_function(self, objects: list[S3Object], format: str, structure: str | None = None,
                        ) -> tuple[str, dict[str, Any]]:
