@@ -142,6 +142,23 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """moto's standalone S3 server on a free 127.0.0.1 port for the session (tests/s3_server.py);
+    skipped when moto is missing, except under CI (it is in requirements.txt)."""
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("moto[server] is not installed (required under CI: it is in requirements.txt)")
+        pytest.skip("moto[server] is not installed (pip install -r requirements.txt)")
+    from s3_server import start_s3_server
+
+    server = start_s3_server(tmp_path_factory.mktemp("s3-server") / "moto.log")
+    yield server
+    server.stop()
+
+
 # ---- server mode (issue 12) -------------------------------------------------------------------
 # ``./run.sh test --server`` (DP_TEST_SERVER=1): one real ClickHouse server process for the session
 # (tests/server_process.py), each test in its own database. Tests of embedded-only behaviour are

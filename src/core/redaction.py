@@ -8,6 +8,9 @@ bodies):
 - the value of a secret URL parameter (``?api_key=...``) and of a secret header
   (``Authorization: Bearer ...``, ``"X-API-Key": "..."``) wherever such a pair appears, even when
   the value itself was never seen (an API quoting a request back).
+- credentials in a query text (``s3(url, key, secret, ...)``, ``postgresql(..., password)``,
+  named-collection overrides, ``CREATE NAMED COLLECTION`` values), shown as ClickHouse shows them:
+  ``'[HIDDEN]'`` (:func:`mask_query`).
 
 Secret by default: the headers ``Authorization``, ``Proxy-Authorization``, ``X-API-Key``,
 ``Cookie``, ``Set-Cookie`` and every ``*-Token``; the URL parameters ``api_key``, ``apikey``,
@@ -88,6 +91,7 @@ class Redactor:
         self._values = tuple(sorted(known, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
+        text = mask_query(text)
         for secret in self._values:
             if secret in text:
                 text = text.replace(secret, MASK)
@@ -127,3 +131,86 @@ def param_secrets(url: str, params: Mapping[str, Any] | None = None) -> set[str]
     """The values of secret URL parameters in ``url`` and ``params``, to mask by value."""
     query = parse_qsl(urlsplit(url).query, keep_blank_values=True) + list((params or {}).items())
     return {str(v) for k, v in query if is_secret_param(str(k)) and v not in (None, "")}
+
+
+# ---- query texts: credentials in table-function arguments -------------------------------------
+# ClickHouse shows ``s3('https://...', 'KEY', '[HIDDEN]', 'Parquet')`` in its own logs; a query
+# text the framework repeats (an error's ``while running:``, a log line, run history) is masked
+# the same way, whether or not the secret was ever configured here.
+HIDDEN = "[HIDDEN]"
+# Table functions and engines whose positional arguments after the URL are credentials up to
+# the format name: s3(url, [key, secret, [token]], format, ...).
+_OBJECT_STORE_FUNCTIONS = frozenset({"s3", "s3cluster", "gcs", "oss", "cosn", "s3queue", "deltalake", "deltalakes3",
+                                     "iceberg", "icebergs3", "hudi"})
+# Functions and engines whose fifth argument is a password: postgresql(host, db, table, user, password).
+_PASSWORD_AT_4 = frozenset({"postgresql", "mysql", "mongodb", "materializedpostgresql", "materializedmysql",
+                            "azureblobstorage"})
+_CALL = re.compile(r"(?i)\b(" + "|".join(sorted(_OBJECT_STORE_FUNCTIONS | _PASSWORD_AT_4, key=len, reverse=True))
+                   + r")\s*\(")
+_LITERAL = r"'(?:[^'\\]|\\.|'')*(?:'|$)"  # a quoted string, or the rest of a text cut inside one
+_LITERAL_AT = re.compile(_LITERAL)
+_SECRET_ARGUMENT = re.compile(r"(?i)\b(secret_access_key|access_key_id|aws_secret_access_key|aws_access_key_id|"
+                              r"session_token|password|account_key)(\s*=\s*)(" + _LITERAL + ")")
+_NAMED_COLLECTION = re.compile(r"(?is)\b((?:CREATE|ALTER)\s+NAMED\s+COLLECTION\b)(.*)")
+_FORMAT_NAME = re.compile(r"(?i)^(auto|one|native|values|npy|bson\w*|(csv|tsv|tabseparated|json|ndjson|jsonlines|"
+                          r"rowbinary|arrow|parquet|orc|avro|protobuf|capnproto|msgpack|rawblob|lineasstring|"
+                          r"customseparated|template|regexp)[a-z]*)$")
+
+
+def _arguments(text: str, start: int) -> tuple[list[tuple[int, int]], int]:
+    """The (start, end) spans of the top-level arguments of a call whose ``(`` ends at ``start``,
+    and where the call ends (the end of ``text`` when it was cut off)."""
+    spans, depth, begin, i = [], 0, start, start
+    while i < len(text):
+        char = text[i]
+        if char == "'":
+            match = _LITERAL_AT.match(text, i)
+            i = match.end() if match else len(text)
+            continue
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                spans.append((begin, i))
+                return spans, i
+            depth -= 1
+        elif char == "," and depth == 0:
+            spans.append((begin, i))
+            begin = i + 1
+        i += 1
+    spans.append((begin, len(text)))
+    return spans, len(text)
+
+
+def _secret_positions(function: str, values: list[str]) -> list[int]:
+    """Which positional arguments of ``function(values...)`` are credentials."""
+    if function in _PASSWORD_AT_4:
+        return [4] if len(values) > 4 else []
+    first = 1 if function == "s3cluster" else 0  # s3Cluster(cluster, url, ...)
+    if len(values) <= first or not values[first].startswith("'"):
+        return []  # a named collection: its overrides are masked by name
+    positions = []
+    for index in range(first + 1, min(len(values), first + 4)):
+        value = values[index]
+        if value.upper() == "NOSIGN" or _FORMAT_NAME.match(value.strip("'")):
+            break
+        positions.append(index)
+    return positions
+
+
+def mask_query(text: str) -> str:
+    """``text`` with the credentials in table-function arguments (``s3(url, key, secret, ...)``,
+    ``postgresql(..., user, password)``), in named arguments (``secret_access_key = '...'``) and in
+    ``CREATE NAMED COLLECTION`` values replaced by ``'[HIDDEN]'``, as ClickHouse shows them."""
+    text = _NAMED_COLLECTION.sub(lambda m: m.group(1) + re.sub(_LITERAL, f"'{HIDDEN}'", m.group(2)), text)
+    text = _SECRET_ARGUMENT.sub(lambda m: f"{m.group(1)}{m.group(2)}'{HIDDEN}'", text)
+    position = 0
+    while match := _CALL.search(text, position):
+        spans, end = _arguments(text, match.end())
+        values = [text[a:b].strip() for a, b in spans]
+        for index in reversed(_secret_positions(match.group(1).lower(), values)):
+            if values[index].startswith("'") and values[index] != f"'{HIDDEN}'":
+                a, b = spans[index]
+                text = f"{text[:a]}{' ' if text[a] == ' ' else ''}'{HIDDEN}'{text[b:]}"
+        position = match.end()
+    return text

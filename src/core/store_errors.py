@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from core.exceptions import StoreConnectionLost, StoreError
+from core.redaction import mask_query
 from core.sql_literals import sql_literal
 from core.store_server import is_transport_error
 from core.store_server import short as _short
@@ -29,7 +30,8 @@ def errors(sql: str) -> Iterator[None]:
 
         if not isinstance(exc, ClickHouseError) and type(exc).__module__.split(".")[0] != "chdb":
             raise
-        statement = " ".join(sql.split())
+        # Masked before it is cut short, so a cut cannot leave half a credential unrecognised.
+        statement = mask_query(" ".join(sql.split()))
         statement = statement[:200] + ("..." if len(statement) > 200 else "")
         if is_transport_error(exc):
             raise StoreConnectionLost(f"Lost the connection to ClickHouse: {_short(exc)} "

@@ -267,6 +267,10 @@ class Extractor(Component):
     #: the push-down works on a server too; ``file(...)`` sources are the embedded engine's only.
     reads_store: bool = False
 
+    #: True when :meth:`sql_source` reads a remote source (a bucket, a database) that a ClickHouse
+    #: server reaches by itself, so the push-down works on a server too (the server connects).
+    reads_remote: bool = False
+
     def sql_source(self, context: RunContext) -> SqlSource | None:
         """The run's input as a ClickHouse table expression, when ClickHouse can read it itself
         (optional fast path; ``None``: stream batches through :meth:`extract`)."""

@@ -60,7 +60,8 @@ class Pipeline:
 
     def _push_down(self, context: RunContext, stats: RunCounts) -> bool:
         """Let ClickHouse read the source itself when nothing in Python needs the rows."""
-        if self.transformers or not (context.settings.is_embedded or self.extractor.reads_store):
+        if self.transformers or not (context.settings.is_embedded or self.extractor.reads_store
+                                      or self.extractor.reads_remote):
             return False
         source = self.extractor.sql_source(context)
         if source is None:
@@ -71,6 +72,9 @@ class Pipeline:
             # Only ClickHouse refusing the statement or the loader refusing its rows; a timeout,
             # an interrupt or a busy store still ends the run.
             if not source.fallback or isinstance(exc, StoreLockTimeout):
+                if type(exc) is StoreError and self.extractor.reads_remote and not context.settings.is_embedded:
+                    raise StoreError(f"{exc} (the ClickHouse server reads {source.description} itself: it must "
+                                     "reach the source too)") from exc
                 raise
             context.logger.info("ClickHouse did not read %s as the Python path does (%s); streaming it instead",
                                 source.description, str(exc).splitlines()[0][:200])

@@ -19,6 +19,7 @@ encoding other than UTF-8, chosen columns or names) are not pushed down at all.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import pyarrow.csv as pcsv
 
 from core.sql_literals import sql_literal
 from pipelines.interfaces import SqlSource
-from pipelines.tools.extractors.file_formats import CsvFormat
+from pipelines.tools.extractors.file_formats import CsvFormat, input_source, open_file
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _INT = r"^-?[0-9]{1,18}$"
@@ -42,7 +43,19 @@ _SETTINGS = ("input_format_csv_trim_whitespaces = 0, format_csv_allow_single_quo
              "format_csv_delimiter = ',', precise_float_parsing = 1")
 
 
-def python_schema(csv: CsvFormat, path: Path) -> pa.Schema | None:
+#: ``reader(files, format, structure)``: the table function reading ``files`` in this ClickHouse
+#: format (with this structure), and its query parameters (local files: :func:`local_files`;
+#: objects in a bucket: ``object_store.S3Bucket.table_function``).
+Reader = Callable[[list[Any], str, str | None], tuple[str, dict[str, Any]]]
+
+
+def local_files(files: list[Any], format: str, structure: str | None = None) -> tuple[str, dict[str, Any]]:
+    """``file(...)`` over local files (their paths hold no character that changes the meaning)."""
+    paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
+    return f"file('{paths}', '{format}'" + (f", '{structure}')" if structure else ")"), {}
+
+
+def python_schema(csv: CsvFormat, path: Path | Any) -> pa.Schema | None:
     """The schema the Python path gives ``path`` (from its first block), or None if unsure."""
     bad: list[Any] = []
 
@@ -50,11 +63,11 @@ def python_schema(csv: CsvFormat, path: Path) -> pa.Schema | None:
         bad.append(row)
         return "skip"
 
-    with open(path, "rb") as fh:
+    with open_file(path, None) as fh:
         if fh.read(3) == b"\xef\xbb\xbf":
             return None
     try:
-        with pa.input_stream(str(path)) as source:
+        with pa.input_stream(input_source(path)) as source:
             reader = pcsv.open_csv(source, **csv.arrow_options(on_invalid))
             if bad:  # a malformed row in the first block (later ones make ClickHouse stop)
                 return None
@@ -109,14 +122,16 @@ def _value(name: str, type_: pa.DataType, alias: str, csv: CsvFormat) -> str:
     return f"if({_null(name, csv)}, NULL, {value}) AS `{alias}`"
 
 
-def csv_sql_source(csv: CsvFormat, files: list[Path]) -> SqlSource | None:
-    """``files`` as one ``SELECT`` over ``file(...)``, when that is certain to equal the Python path."""
+def csv_sql_source(csv: CsvFormat, files: list[Any], reader: Reader = local_files) -> SqlSource | None:
+    r"""``files`` (local ``Path``\ s or ``object_store.S3Object``\ s, read by ``reader``) as one
+    ``SELECT``, when that is certain to equal the Python path."""
     readable = (pa.types.is_int64, pa.types.is_float64, pa.types.is_string)
     if any(not any(test(t) for test in readable) for t in csv.types.values()):
         return None  # e.g. a declared timestamp: converted in Python after reading (arrow_types)
     if (csv.delimiter != "," or not csv.header or csv.columns or csv.column_names
             or csv.encoding.lower() not in {"utf8", "utf-8"}
-            or any(f.suffix.lower() != ".csv" or f.stat().st_size == 0 for f in files)):
+            or any(f.suffix.lower() != ".csv" or (f.stat().st_size if isinstance(f, Path) else f.size) == 0
+                   for f in files)):
         return None
     schemas = [python_schema(csv, f) for f in files]
     schema = schemas[0]
@@ -130,9 +145,9 @@ def csv_sql_source(csv: CsvFormat, files: list[Path]) -> SqlSource | None:
         checks.append(check)
         values.append(_value(f"c{i}", field.type, field.name, csv))
     structure = ", ".join(f"c{i} String" for i in range(len(schema)))
-    paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
-    expression = (f"(SELECT {', '.join(values)} FROM file('{paths}', 'CSVWithNames', '{structure}') "
+    function, parameters = reader(files, "CSVWithNames", structure)
+    expression = (f"(SELECT {', '.join(values)} FROM {function} "
                   f"WHERE throwIf(NOT ({' AND '.join(checks)}), 'a value the Python path reads differently') = 0 "
                   f"SETTINGS {_SETTINGS})")
     return SqlSource(expression, schema, files[0].name if len(files) == 1 else f"{len(files)} CSV files",
-                     fallback=True)
+                     parameters, fallback=True)

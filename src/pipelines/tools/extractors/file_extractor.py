@@ -1,4 +1,5 @@
-"""File extractor: CSV/TSV, JSON, JSON Lines and Parquet, plain, gzip or zstd, one file or a glob.
+"""File extractor: CSV/TSV, JSON, JSON Lines and Parquet, plain, gzip or zstd, one file or a glob,
+on this machine or in an S3-compatible bucket (``s3://bucket/key``, see ``object_store``).
 
     create_file_extractor("data/{start_date}/*.csv.gz", types={"amount": "float"}, malformed="skip")
 
@@ -25,7 +26,7 @@ from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
 from pipelines.tools.arrow_types import arrow_type, convert_column
-from pipelines.tools.extractors.csv_pushdown import csv_sql_source
+from pipelines.tools.extractors.csv_pushdown import csv_sql_source, local_files
 from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.interval_rows import filter_sql_source, filter_table, kept_message
@@ -38,14 +39,13 @@ from pipelines.tools.extractors.json_records import (
     records_from_arrow,
     rows_to_table,
 )
+from pipelines.tools.extractors.object_store import S3Bucket, is_s3
 from pipelines.tools.factory import component_factory
 
 _INTERVAL = re.compile(r"\{(start|end|start_date|end_date)\}")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _JSONL_CHUNK_BYTES = 8 << 20
 _QUARANTINE_FLUSH = 10_000
-
-
 # Characters that would change the meaning of a path inside file('...'): globs, lists, quotes.
 _UNSAFE_IN_SQL = re.compile(r"[*?{}\[\],'\\]")
 
@@ -54,9 +54,11 @@ class FileExtractor(Extractor):
     """An extractor reading CSV/TSV, JSON (array), JSON Lines or Parquet files.
 
     Args:
-        path: a file or glob (``**`` allowed), relative to the project root unless absolute; may use
-            ``{start}``, ``{end}``, ``{start_date}``, ``{end_date}`` (then the extractor is
-            interval-aware). Files are read in sorted order.
+        path: a file or glob (``**`` allowed), relative to the project root unless absolute, or
+            ``s3://bucket/key-or-glob``; may use ``{start}``, ``{end}``, ``{start_date}``,
+            ``{end_date}`` (then the extractor is interval-aware). Files are read in sorted order.
+        endpoint, region, key_env, secret_env: S3 only: an S3-compatible store's endpoint, the region,
+            the variables holding the key pair (defaults from the environment: see ``object_store``).
         format: ``csv``, ``tsv``, ``json``, ``jsonl`` or ``parquet``; default from the extension
             (``.csv``, ``.tsv``, ``.json``, ``.jsonl``/``.ndjson``, ``.parquet``), after removing
             ``.gz``/``.zst``, which select gzip/zstd decompression (or pass ``compression``).
@@ -91,7 +93,9 @@ class FileExtractor(Extractor):
                  column_names: Sequence[str] | None = None, encoding: str = "utf8",
                  compression: str | None = None, flatten: bool = True, explode: str | None = None,
                  batch_size: int | None = None, null_values: Sequence[str] | None = None,
-                 interval_aware: bool | None = None, keep_interval_rows: str | None = None) -> None:
+                 interval_aware: bool | None = None, keep_interval_rows: str | None = None,
+                 endpoint: str | None = None, region: str | None = None, key_env: str = "AWS_ACCESS_KEY_ID",
+                 secret_env: str = "AWS_SECRET_ACCESS_KEY") -> None:
         self.path = str(path)
         super().__init__(name or f"file:{Path(self.path).name}")
         inferred, inferred_compression = suffixes(self.path)
@@ -124,6 +128,8 @@ class FileExtractor(Extractor):
         self.null_values = tuple(DEFAULT_NULL_VALUES if null_values is None else null_values)
         self.keep_interval_rows = keep_interval_rows
         self.interval_aware = declared(interval_aware, bool(_INTERVAL.search(self.path) or keep_interval_rows))
+        self.bucket = S3Bucket(self.name, endpoint, region, key_env, secret_env) if is_s3(self.path) else None
+        self.reads_remote = self.bucket is not None  # a ClickHouse server reads the bucket itself
 
     # ---- ClickHouse reads it itself ------------------------------------------------------------
 
@@ -143,23 +149,22 @@ class FileExtractor(Extractor):
             files = self.files(context)
             if not files or self.explode or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
                 return None
-            return csv_sql_source(self.csv_format, files)
+            return csv_sql_source(self.csv_format, files, self.bucket.table_function if self.bucket else local_files)
         if (self.format != "parquet" or self.compression or self.columns or self.types or self.explode
                 or self.column_names):
             return None
         files = self.files(context)
         if not files or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
             return None
-        schemas = [pq.read_schema(f) for f in files]
+        schemas = self.bucket.schemas(files) if self.bucket else [pq.read_schema(f) for f in files]
         if any(s != schemas[0] for s in schemas[1:]) or any(
                 pa.types.is_nested(field.type) for field in schemas[0]):
             return None  # nested columns are flattened in Python; mixed files are read one by one
         # The files' declared nullability (not whether these files happen to hold NULLs): a table
         # created from a first file without NULLs must still take the next file's NULLs.
-        schema = schemas[0]
-        paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
-        return SqlSource(f"file('{paths}', 'Parquet')", schema,
-                         files[0].name if len(files) == 1 else f"{len(files)} Parquet files")
+        expression, parameters = (self.bucket.table_function if self.bucket else local_files)(files, "Parquet")
+        return SqlSource(expression, schemas[0], files[0].name if len(files) == 1 else f"{len(files)} Parquet files",
+                         parameters)
 
     @property
     def csv_format(self) -> CsvFormat:
@@ -169,16 +174,21 @@ class FileExtractor(Extractor):
 
     # ---- files ---------------------------------------------------------------------------------
 
-    def files(self, context: RunContext) -> list[Path]:
-        """The files this run reads, sorted (an empty match is an error unless allow_empty)."""
+    def files(self, context: RunContext) -> list[Any]:
+        r"""The files (local ``Path``\ s, or ``S3Object``\ s of a bucket) this run reads, sorted (an
+        empty match is an error unless allow_empty)."""
         pattern = render(self.path, context.template_values())
-        full = Path(pattern).expanduser()
-        if not full.is_absolute():
-            full = PROJECT_ROOT / full
-        if _GLOB_CHARS.search(pattern):
-            found = sorted(Path(p) for p in globmod.glob(str(full), recursive=True) if Path(p).is_file())
+        if self.bucket:
+            full: Any = pattern
+            found: list[Any] = self.bucket.connect(context).objects(pattern)
         else:
-            found = [full] if full.is_file() else []
+            full = Path(pattern).expanduser()
+            if not full.is_absolute():
+                full = PROJECT_ROOT / full
+            if _GLOB_CHARS.search(pattern):
+                found = sorted(Path(p) for p in globmod.glob(str(full), recursive=True) if Path(p).is_file())
+            else:
+                found = [full] if full.is_file() else []
         if not found and not self.allow_empty:
             raise ExtractError(f"{self.name}: no file matches {full}" +
                                (f" (pattern {self.path!r})" if pattern != self.path else "") +
@@ -274,7 +284,7 @@ class FileExtractor(Extractor):
             with open_file(path, compression) as fh:
                 source: Any = pa.BufferReader(fh.read())
         else:
-            source = str(path)
+            source = str(path) if isinstance(path, Path) else path.open_input_file()
         try:
             parquet = pq.ParquetFile(source)
         except pa.ArrowInvalid as exc:
@@ -285,7 +295,7 @@ class FileExtractor(Extractor):
         except pa.ArrowInvalid as exc:
             raise ExtractError(f"{self.name}: {path}: {exc}") from None
         finally:
-            parquet.close()
+            parquet.close(force=True)  # an object opened here is closed too
 
     def _json(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
         """A JSON document: an array of records (or an object holding one, read whole)."""
@@ -324,9 +334,7 @@ class FileExtractor(Extractor):
 
     @staticmethod
     def _slices(table: pa.Table, size: int) -> Iterator[pa.Table]:
-        for start in range(0, table.num_rows, size):
-            yield table.slice(start, size)
-
+        yield from (table.slice(start, size) for start in range(0, table.num_rows, size))
     def _jsonl(self, path: Path, compression: str | None, size: int, context: RunContext) -> Iterator[pa.Table]:
         pending: list[dict[str, Any]] = []
         reader = ArrowJsonReader()

@@ -51,15 +51,23 @@ def suffixes(path: str) -> tuple[str | None, str | None]:
     return FORMATS.get(Path(name).suffix), compression
 
 
-def open_file(path: Path, compression: str | None) -> IO[bytes]:
-    """``path`` for reading bytes, decompressed (``gzip``, ``zstd`` or None)."""
+def input_source(path: Path | Any) -> Any:
+    """What pyarrow reads: a local file's name, or an object in a bucket (``object_store.S3Object``)
+    opened as a stream."""
+    return str(path) if isinstance(path, Path) else path.open_input_stream()
+
+
+def open_file(path: Path | Any, compression: str | None) -> IO[bytes]:
+    """``path`` (a local file or an ``object_store.S3Object``) for reading bytes, decompressed
+    (``gzip``, ``zstd`` or None)."""
+    raw: Any = path if isinstance(path, Path) else path.open_input_stream()
     if compression == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(raw, "rb")  # type: ignore[return-value]
     if compression == "zstd":
         import zstandard
 
-        return zstandard.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")
+        return zstandard.open(raw, "rb")  # type: ignore[return-value]
+    return open(raw, "rb") if isinstance(raw, Path) else raw
 
 
 class _RowTooLarge(Exception):
@@ -143,7 +151,7 @@ class CsvFormat:
             bad.append(row)
             return "skip" if self.skip_malformed else "error"
 
-        with pa.input_stream(str(path), compression=compression) as source:
+        with pa.input_stream(input_source(path), compression=compression) as source:
             try:
                 reader = pcsv.open_csv(source, **self.arrow_options(on_invalid, block))
             except pa.ArrowInvalid as exc:
