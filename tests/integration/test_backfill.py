@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, rows, run_cli, wait_for
+from conftest import ROOT, SRC, StoreTaker, cli_env, rows, run_cli, wait_for
 from core.store import Store
 
 MODULE = textwrap.dedent('''
@@ -365,20 +365,6 @@ def test_backfill_counts_compares_table_rows_with_what_runs_loaded(module: Path,
     assert fixed["days"][2]["status"] == "ok" and fixed["total_rows"] == 18
 
 
-# A second process that takes the embedded store (engine opened in-process) on each line of stdin,
-# reads, releases it and answers: a cron run's turn, without a CLI start-up per turn.
-TAKER = """
-import sys
-from core.config import load_settings
-from core.store import Store
-store = Store(load_settings(), linger=0)
-for line in sys.stdin:
-    store.query_rows("SELECT count() FROM slow_t")
-    store.close()
-    print("took", flush=True)
-"""
-
-
 def threads(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
@@ -399,25 +385,20 @@ def test_a_backfill_hands_the_store_over_when_someone_waits_and_stays_flat(modul
     proc = subprocess.Popen([sys.executable, str(SRC / "main.py"), "backfill", "slow", "--start", "2025-03-01",
                              "--end", "2025-03-30"], env=cli_env({"SLOW_SECONDS": "0.2"}), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    taker = subprocess.Popen([sys.executable, "-c", TAKER], env=cli_env(), cwd=ROOT, text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert taker.stdin and taker.stdout
+    taker = StoreTaker()
     seen: list[int] = []
     try:
         # Past SHARE_STORE_EVERY (5 s) with nobody waiting: no hand-over, no worker.
         wait_for(lambda: done() >= 12 and time.monotonic() - started > 5.5, timeout=120, what="12 days and 5.5 s")
         assert "Handing the embedded store" not in system_log.read_text()
         for _ in range(3):  # the second process really takes the store in between
-            taker.stdin.write("take\n")
-            taker.stdin.flush()
-            assert taker.stdout.readline().strip() == "took"
+            taker.take()
             then = done()  # one more run: the backfill has its store (and its engine) again
             wait_for(lambda: done() > then or proc.poll() is not None, timeout=60, what="one more day")  # noqa: B023
             assert proc.poll() is None, "the backfill ended before the store changed hands 3 times"
             seen.append(threads(proc.pid))
     finally:
-        taker.stdin.close()
-        taker.wait(60)
+        taker.close()
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert done() == 30

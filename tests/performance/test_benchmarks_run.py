@@ -77,8 +77,8 @@ def test_harness_benchmark_reports_ratios_against_the_old_commit() -> None:
 
 
 def test_store_turns_benchmark_reports_usage_and_latency() -> None:
-    out = run_benchmark("benchmarks/store_turns.py", "--turns", "6", "--warmup", "2", "--inprocess-turns", "4",
-                        "--clients", "2", "--seconds", "4")
-    assert "child turns      6 turns: after 2 {'threads':" in out and "s/turn" in out
-    assert "in-process       4 turns" in out
+    out = run_benchmark("benchmarks/store_turns.py", "--turns", "4", "--warmup", "1", "--inprocess-turns", "2",
+                        "--clients", "2", "--seconds", "2")
+    assert "child turns      4 turns: after 1 {'threads':" in out and "s/turn" in out
+    assert "in-process       2 turns" in out
     assert "2 clients, busy store:" in out and "p99" in out
