@@ -30,8 +30,8 @@ def test_discovery_benchmark_reports_ratios() -> None:
 
 
 def test_backfill_benchmark_reports_seconds_per_interval() -> None:
-    out = run_benchmark("benchmarks/backfill_overhead.py", "--days", "3", "--no-parallel")
-    assert "per interval" in out
+    out = run_benchmark("benchmarks/backfill_overhead.py", "--days", "3", "--no-parallel", "--profile-intervals", "3")
+    assert "per interval" in out and "in-process, 3 intervals" in out
 
 
 def test_load_benchmark_runs_the_framework_steps() -> None:
