@@ -82,3 +82,9 @@ def test_store_turns_benchmark_reports_usage_and_latency() -> None:
     assert "child turns      4 turns: after 1 {'threads':" in out and "s/turn" in out
     assert "in-process       2 turns" in out
     assert "2 clients, busy store:" in out and "p99" in out
+
+
+def test_backfill_handovers_benchmark_reports_usage() -> None:
+    out = run_benchmark("benchmarks/backfill_handovers.py", "--handovers", "1", "--warmup", "1")
+    assert "0 hand-overs while nobody waited" in out and "1 hand-overs to a second process" in out
+    assert "after warmup  {'threads':" in out and "end           {'threads':" in out
