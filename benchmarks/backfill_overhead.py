@@ -1,6 +1,7 @@
 """What a backfilled interval costs, against one ``cron_run`` of the same pipeline.
 
     .venv/bin/python benchmarks/backfill_overhead.py [--days 60] [--parallel-days 16] [--no-parallel]
+                                                     [--profile-intervals 20]
 
 Everything runs in a fresh temporary project (own DATA_DIR, embedded engine) through the real
 CLI in new processes, like a user would:
@@ -9,8 +10,8 @@ CLI in new processes, like a user would:
    start included (that is what a backfill made of cron_runs would pay per interval).
 2. ``backfill --start .. --end ..`` of ``--days`` daily intervals, sequential: wall time per
    interval, and the mean run duration recorded in ``_dp_runs``.
-3. In-process, the same runner over 20 more intervals with timers around each step, to show
-   where an interval's time goes (run records, framework tables, reaping, staging, commit).
+3. In-process, the same runner over ``--profile-intervals`` (20) more intervals with timers around
+   each step, to show where an interval's time goes (run records, framework tables, reaping, staging, commit).
 4. Parallelism: pipelines whose extraction waits 0.5 s or 2 s (a remote API) backfilled
    sequentially and with ``--parallel 2`` and ``4``, and the tiny pipeline with ``--parallel 2``.
    (Since these figures were taken, ``backfill`` runs sequentially on the embedded store whatever
@@ -153,6 +154,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--parallel-days", type=int, default=16)
     parser.add_argument("--no-parallel", action="store_true")
+    parser.add_argument("--profile-intervals", type=int, default=20, help="intervals of the in-process profile")
     args = parser.parse_args()
     report: dict[str, Any] = {"days": args.days, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="dp-bench-") as tmp:
@@ -171,7 +173,7 @@ def main() -> int:
         report["backfill_seconds_per_interval"] = wall / args.days
         report["run_duration_mean_seconds"] = mean_run_seconds(env, "tiny")
         report["cron_run_vs_backfill_interval"] = report["cron_run_seconds"] / report["backfill_seconds_per_interval"]
-        report["profile_seconds_per_interval"] = profile_in_process(env, 20)
+        report["profile_seconds_per_interval"] = profile_in_process(env, args.profile_intervals)
 
         if not args.no_parallel:
             n = args.parallel_days
@@ -192,7 +194,7 @@ def main() -> int:
           f"{report['backfill_seconds_per_interval']:.3f} s per interval "
           f"(runs themselves: {report['run_duration_mean_seconds']:.3f} s mean)")
     print(f"one cron_run costs {report['cron_run_vs_backfill_interval']:.1f}x a backfilled interval")
-    print("\nwhere an interval's time goes (in-process, 20 intervals):")
+    print(f"\nwhere an interval's time goes (in-process, {args.profile_intervals} intervals):")
     for label, seconds in report["profile_seconds_per_interval"].items():
         print(f"  {label:<52} {seconds * 1000:7.1f} ms")
     if "parallel_seconds_per_interval" in report:

@@ -281,6 +281,31 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class StoreTaker:
+    """A second process that really takes the embedded store (engine opened in-process, one read,
+    released) each time :meth:`take` is called: what a cron run's turn does to a process holding
+    the store, without a CLI start-up per turn. Waits for the store like any framework process."""
+
+    SCRIPT = ("import sys\nfrom core.config import load_settings\nfrom core.store import Store\n"
+              "store = Store(load_settings(), linger=0)\nfor line in sys.stdin:\n"
+              "    store.query_rows('SELECT 1')\n    store.close()\n    print('took', flush=True)\n")
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", self.SCRIPT], env=cli_env(env), cwd=ROOT, text=True,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def take(self) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("take\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline().strip() == "took", "the second process could not take the store"
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(60)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
             input: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``./run.sh``'s Python CLI in a new process (never a fork of this one)."""

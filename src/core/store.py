@@ -76,6 +76,7 @@ class Store:
         self._lock = FileLock(settings.data_dir / "clickhouse.lock") if settings.is_embedded else None
         self._waiting_marker = settings.data_dir / "clickhouse.lock.waiting"
         self._idle_since = 0.0
+        self.engine_opens = 0  # in this process: each costs threads chdb keeps (core/store_child.py)
         # The project's own running clickhouse_server, when it serves this store (None: not looked
         # for yet, False: none, so the store is opened in-process).
         self._local: ServerRecord | Literal[False] | None = None
@@ -210,6 +211,7 @@ class Store:
         try:
             path.mkdir(parents=True, exist_ok=True)
             client = self._open_embedded(deadline)
+            self.engine_opens += 1
         except BaseException:
             self._lock.release()
             raise

@@ -8,12 +8,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SRC, cli_env, rows, run_cli, wait_for
+from conftest import ROOT, SRC, StoreTaker, cli_env, rows, run_cli, wait_for
 from core.store import Store
 
 MODULE = textwrap.dedent('''
@@ -255,7 +256,7 @@ def test_ctrl_c_records_an_interrupted_run_and_the_same_command_resumes(module: 
     resumed = backfill("slow", *FIVE, env={"SLOW_SECONDS": "0"})
     assert resumed.returncode == 0, resumed.stderr
     assert "4 interval(s) to run, 1 skipped" in resumed.stderr
-    assert rows(db, "SELECT count() FROM slow_t") == [(30,)]
+    assert rows(db, "SELECT count() FROM slow_t") == [(22,)]
 
 
 def test_hourly_pipelines_run_hour_by_hour_with_hourly(module: Path, db: Store) -> None:
@@ -364,29 +365,47 @@ def test_backfill_counts_compares_table_rows_with_what_runs_loaded(module: Path,
     assert fixed["days"][2]["status"] == "ok" and fixed["total_rows"] == 18
 
 
+def threads(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
 @pytest.mark.embedded_only("hand-overs of the embedded store between processes")
-def test_a_long_backfill_hands_the_store_over_only_when_someone_waits(module: Path, project_env) -> None:
-    # Every reopen of the embedded engine costs the process threads chdb never frees (issue 23 §3):
-    # a backfill keeps its store while nobody waits, and gives it to a process that does.
+def test_a_backfill_hands_the_store_over_when_someone_waits_and_stays_flat(module: Path, project_env, db) -> None:
+    # issue 23 §3: every reopen of the embedded engine in a process keeps 5 threads chdb never frees.
+    # A backfill keeps its store while nobody waits; from its first hand-over on its runs happen in
+    # a worker process that exits at each hand-over, so the backfill process does not grow.
     job_log = Path(project_env["LOG_DIR"]) / "jobs" / "slow.log"
     system_log = Path(project_env["LOG_DIR"]) / "system" / "application.log"
 
     def done() -> int:
         return job_log.read_text().count(" succeeded in ") if job_log.exists() else 0
 
+    started = time.monotonic()
     proc = subprocess.Popen([sys.executable, str(SRC / "main.py"), "backfill", "slow", "--start", "2025-03-01",
-                             "--end", "2025-04-19"], env=cli_env({"SLOW_SECONDS": "0.3"}), cwd=ROOT,
+                             "--end", "2025-03-22"], env=cli_env({"SLOW_SECONDS": "0.4"}), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    taker = StoreTaker()
+    seen: list[int] = []
     try:
-        # Past SHARE_STORE_EVERY (5 s at 0.3 s and more per day) with nobody waiting: no hand-over.
-        wait_for(lambda: done() >= 17, timeout=120, what="17 backfilled days")
+        # Past SHARE_STORE_EVERY (5 s) with nobody waiting: no hand-over, no worker.
+        wait_for(lambda: done() >= 3 and time.monotonic() - started > 5.5, timeout=120, what="3 days and 5.5 s")
         assert "Handing the embedded store" not in system_log.read_text()
-        waiting = run_cli("runs", "slow", "--json", env={"STORE_LOCK_TIMEOUT": "120"}, timeout=150)
-        assert waiting.returncode == 0, waiting.stderr
-        assert proc.poll() is None, "the backfill ended before the waiting command got the store"
-        assert 17 <= len(json.loads(waiting.stdout)) < 50
+        for _ in range(3):  # the second process really takes the store in between
+            taker.take()
+            then = done()  # one more run: the backfill has its store (and its engine) again
+            wait_for(lambda: done() > then or proc.poll() is not None, timeout=60, what="one more day")  # noqa: B023
+            assert proc.poll() is None, "the backfill ended before the store changed hands 3 times"
+            seen.append(threads(proc.pid))
     finally:
+        taker.close()
         out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert done() == 50
+    assert done() == 22
     assert system_log.read_text().count("Handing the embedded store to a waiting process") >= 1
+    # Flat: less than one engine's threads (5) over 2 more hand-overs (the old code: +30 each).
+    assert max(seen) - seen[0] < 5, seen
+    assert rows(db, "SELECT count(), uniqExact(ts), min(toDate(ts)), max(toDate(ts)) FROM slow_t") == [
+        (132, 132, date(2025, 3, 1), date(2025, 3, 22))]
+    assert rows(db, "SELECT countDistinct(interval_start) FROM _dp_runs FINAL "
+                    "WHERE pipeline = 'slow' AND status = 'success'") == [(22,)]

@@ -54,6 +54,10 @@ class Project:
                 and "__pycache__" not in p.parts}
 
 
+# A copy of the project with its own runtime folders and no server variables: the same in both runs.
+ONCE = pytest.mark.same_in_both_runs("a project copy on its own embedded store")
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     # Bare: the user's own pipelines, migrations and tests must not decide these tests.
@@ -61,6 +65,7 @@ def project(tmp_path: Path) -> Project:
 
 
 @pytest.mark.slow
+@ONCE
 def test_new_writes_a_module_a_migration_and_a_test_that_pass(project: Project) -> None:
     before = project.files()
     versions = sorted(int(p.name[:4]) for p in (project.root / "migrations" / "sql").glob("[0-9]*.sql"))
@@ -101,6 +106,7 @@ def test_new_writes_a_module_a_migration_and_a_test_that_pass(project: Project) 
     assert "orders_api: set ORDERS_API_URL (the API's URL) in .env or the environment" in unset.stderr
 
 
+@ONCE
 def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
     before = project.files()
     cases = [
@@ -130,6 +136,7 @@ def test_new_refuses_bad_names_and_existing_files(project: Project) -> None:
             and "src/pipelines/shop_pipeline.py" in module.stderr)
 
 
+@ONCE
 def test_new_from_sql_writes_a_sql_pipeline_its_table_and_a_test_that_pass(project: Project) -> None:
     before = project.files()
     versions = sorted(int(p.name[:4]) for p in (project.root / "migrations" / "sql").glob("[0-9]*.sql"))
@@ -167,6 +174,7 @@ def test_new_from_sql_writes_a_sql_pipeline_its_table_and_a_test_that_pass(proje
     assert console.returncode == 1 and "a SQL pipeline runs inside ClickHouse" in console.stderr
 
 
+@ONCE
 def test_new_refuses_a_name_too_long_for_its_files_in_one_line(project: Project) -> None:
     before = project.files()
     result = project.cli("new", "a" * 300, "--from", "file")
@@ -179,6 +187,7 @@ def test_new_refuses_a_name_too_long_for_its_files_in_one_line(project: Project)
     assert f"wrote src/pipelines/{'b' * 64}_pipeline.py" in longest.stdout
 
 
+@ONCE
 def test_new_names_the_url_setting_without_repeating_the_source(project: Project) -> None:
     cases = {("orders_db", "db"): "ORDERS_DB_URL", ("orders", "db"): "ORDERS_DB_URL",
              ("shop_api", "http"): "SHOP_API_URL", ("shop", "http"): "SHOP_API_URL",

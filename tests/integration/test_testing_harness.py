@@ -15,6 +15,10 @@ import pytest
 from conftest import FIXTURE_MIGRATIONS, FIXTURE_PIPELINES, ROOT, project_copy
 from pipelines.testing import TestProject
 
+# TestProject is always its own embedded store (it ignores CLICKHOUSE_*), and the nested suites
+# below drop the server variables: the server run would do exactly the same.
+pytestmark = pytest.mark.same_in_both_runs("TestProject: its own embedded store in either run")
+
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -17,7 +17,9 @@ from ui_project import Project, UiServer, build_runs, day
 from core.config import Settings
 from core.store import Store
 
-pytestmark = pytest.mark.slow
+# Every test here reads its own temporary project on the embedded store (ui_project.Project blanks
+# CLICKHOUSE_*): the server run would do exactly the same (the page's data layer on a server: test_ui_data.py).
+pytestmark = [pytest.mark.slow, pytest.mark.same_in_both_runs("the page on its own embedded project")]
 
 
 @pytest.fixture(scope="module")
@@ -316,36 +318,6 @@ def test_ui_password_requires_basic_auth_everywhere_and_never_shows(project: Pro
     finally:
         err = ui.stop()
     assert secret not in err
-
-
-# ---- optional data: check results ------------------------------------------------------------
-
-def test_check_results_are_read_from_the_checks_table(store: Store) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from audit.results import CheckResult, write_results
-    from publish.ui import data
-    from record.tables import ensure_framework_tables
-
-    ensure_framework_tables(store)
-    assert data.failing_checks(store) == {} and data.run_checks(store, "r1") == []  # no _dp_checks yet
-    assert not store.table_exists("_dp_checks")  # and reading did not create it
-
-    def result(run_id: str, pipeline: str, name: str, status: str, hour: int, detail: str = "") -> CheckResult:
-        # recent: results older than RUN_HISTORY_TTL_DAYS expire as they are written
-        at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=12 - hour)
-        return CheckResult(run_id, pipeline, at, at, name, "not_null", "error", status, 3 if status != "pass" else 0,
-                           [], detail, 0.1, "", at)
-
-    write_results(store, [
-        result("r1", "orders", "not_null(id)", "fail", 10, "3 NULL ids"),
-        result("r2", "orders", "not_null(id)", "pass", 11),  # fixed since
-        result("r2", "orders", "row_count", "error", 11, "0 rows"),
-        result("r3", "users", "unique(id)", "pass", 11),
-    ])
-    assert data.failing_checks(store) == {"orders": ["row_count"]}  # the last checked run's
-    checks = data.run_checks(store, "r1")
-    assert [(c["check"], c["status"], c["detail"]) for c in checks] == [("not_null(id)", "fail", "3 NULL ids")]
 
 
 def test_a_server_that_does_not_answer_gives_503_not_a_traceback(project: Project) -> None:

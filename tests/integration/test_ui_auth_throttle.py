@@ -9,7 +9,9 @@ import httpx
 import pytest
 from ui_project import Project, UiServer
 
-pytestmark = pytest.mark.slow
+# Its own temporary project on the embedded store (ui_project.Project blanks CLICKHOUSE_*):
+# the server run would do exactly the same.
+pytestmark = [pytest.mark.slow, pytest.mark.same_in_both_runs("the page on its own embedded project")]
 
 SECRET = "right-pw-for-the-page"
 

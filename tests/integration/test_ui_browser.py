@@ -13,7 +13,9 @@ from ui_project import Project, UiServer, build_runs
 
 from conftest import ROOT, require_tool
 
-pytestmark = pytest.mark.slow
+# Its own temporary project on the embedded store (ui_project.Project blanks CLICKHOUSE_*):
+# the server run would do exactly the same.
+pytestmark = [pytest.mark.slow, pytest.mark.same_in_both_runs("the page on its own embedded project")]
 
 SHOTS = ROOT / "tests" / "results"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

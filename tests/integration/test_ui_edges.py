@@ -12,7 +12,9 @@ from ui_project import Project
 
 from conftest import ROOT, SRC, cli_env
 
-pytestmark = pytest.mark.slow
+# Its own temporary project on the embedded store (ui_project.Project blanks CLICKHOUSE_*):
+# the server run would do exactly the same.
+pytestmark = [pytest.mark.slow, pytest.mark.same_in_both_runs("the page on its own embedded project")]
 
 
 def test_ui_with_an_unwritable_data_dir_refuses_to_start_in_one_line(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from ui_project import Project, UiServer, build_runs, day
 
+from conftest import StoreTaker
 from server_process import start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded_only("store turns and clickhouse_server are the embedded store's")]
@@ -42,29 +43,30 @@ def metrics(ui: UiServer) -> str:
     return response.text
 
 
-def turn(ui: UiServer, project: Project) -> None:
+def turn(ui: UiServer, taker: StoreTaker) -> None:
     """A request, then another process really takes the store (the page hands it over)."""
     metrics(ui)
-    taken = project.cli("runs", "--limit", "1")
-    assert taken.returncode == 0, taken.stderr
+    taker.take()
 
 
 def test_metrics_requests_leave_threads_and_descriptors_flat(project: Project) -> None:
     """Each request is a turn at the embedded store (a run takes it in between): the process must
     not grow with them (chdb leaves ~5 threads behind per engine open)."""
     ui = UiServer(project)
+    taker = StoreTaker(project.env)
     try:
         for _ in range(4):  # warm-up: the waitress threads, the first imports and connections
-            turn(ui, project)
+            turn(ui, taker)
         time.sleep(IDLE)
         warm = usage(ui.process.pid)
         for _ in range(12):
-            turn(ui, project)
+            turn(ui, taker)
         time.sleep(IDLE)
         after = usage(ui.process.pid)
         assert after[0] == warm[0], f"threads grew from {warm[0]} to {after[0]} over 12 requests"
         assert after[1] == warm[1], f"descriptors grew from {warm[1]} to {after[1]} over 12 requests"
     finally:
+        taker.close()
         ui.stop()
 
 

@@ -30,8 +30,8 @@ def test_discovery_benchmark_reports_ratios() -> None:
 
 
 def test_backfill_benchmark_reports_seconds_per_interval() -> None:
-    out = run_benchmark("benchmarks/backfill_overhead.py", "--days", "3", "--no-parallel")
-    assert "per interval" in out
+    out = run_benchmark("benchmarks/backfill_overhead.py", "--days", "3", "--no-parallel", "--profile-intervals", "3")
+    assert "per interval" in out and "in-process, 3 intervals" in out
 
 
 def test_load_benchmark_runs_the_framework_steps() -> None:
@@ -77,8 +77,14 @@ def test_harness_benchmark_reports_ratios_against_the_old_commit() -> None:
 
 
 def test_store_turns_benchmark_reports_usage_and_latency() -> None:
-    out = run_benchmark("benchmarks/store_turns.py", "--turns", "6", "--warmup", "2", "--inprocess-turns", "4",
-                        "--clients", "2", "--seconds", "4")
-    assert "child turns      6 turns: after 2 {'threads':" in out and "s/turn" in out
-    assert "in-process       4 turns" in out
+    out = run_benchmark("benchmarks/store_turns.py", "--turns", "4", "--warmup", "1", "--inprocess-turns", "2",
+                        "--clients", "2", "--seconds", "2")
+    assert "child turns      4 turns: after 1 {'threads':" in out and "s/turn" in out
+    assert "in-process       2 turns" in out
     assert "2 clients, busy store:" in out and "p99" in out
+
+
+def test_backfill_handovers_benchmark_reports_usage() -> None:
+    out = run_benchmark("benchmarks/backfill_handovers.py", "--handovers", "1", "--warmup", "1")
+    assert "0 hand-overs while nobody waited" in out and "1 hand-overs to a second process" in out
+    assert "after warmup  {'threads':" in out and "end           {'threads':" in out

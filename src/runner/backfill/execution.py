@@ -4,6 +4,15 @@ Runs go through :func:`runner.runner.run_pipeline`: locks, retries, run history 
 exactly as ``cron_run``. Sequentially they run in this process on one open store (the cheap way
 on the embedded engine); with ``parallel > 1`` each interval runs in a worker process
 (:mod:`runner.backfill.worker`).
+
+A sequential backfill on the embedded store hands the store to a waiting process (a scheduled
+``cron_run``, ``runs``, the status page) at most every ``SHARE_STORE_EVERY`` seconds. chdb keeps
+the threads of every engine it opened in a process (5 a time, see :mod:`core.store_child`), so
+this process opens the engine itself only until the store first changes hands: from the first
+hand-over on (or the first reopen of its engine, e.g. a waiter took the store between a run's
+batches), the remaining runs go to one worker process, which exits at each hand-over and is
+replaced by a new (spawned) one. Its threads stay flat however many times the store changes
+hands; a backfill nobody waits for never starts a worker.
 """
 
 from __future__ import annotations
@@ -13,24 +22,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core.exceptions import AlreadyRunning
-from core.logging import get_logger
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
-from runner.backfill.worker import run_parallel
+from runner.backfill.worker import run_parallel, share_now
 
 if TYPE_CHECKING:
     from core.config import Settings
     from core.store import Store
-
-# A sequential backfill on the embedded store hands it to waiting processes (cron runs) at most
-# this often, so a long backfill delays them by seconds instead of starving them for its whole
-# length. Only when one waits: every reopen of the engine costs the process threads chdb never
-# gives back (5 a time, see core/store_child.py), so a backfill nobody waits for keeps its store.
-SHARE_STORE_EVERY = 5.0
-_SHARE_PAUSE = 0.15  # > the 0.05 s poll of a waiting FileLock
-
-log = get_logger("backfill")
 
 
 def execute(steps: Sequence[Step], settings: Settings, store: Store, *, parallel: int = 1,
@@ -63,6 +62,7 @@ def _run_sequential(todo: Sequence[Step], settings: Settings, store: Store, cont
     from runner.runner import run_pipeline
 
     held_since = time.monotonic()
+    opens = store.engine_opens + 1  # the first run may open the engine (closed since planning)
     for index, step in enumerate(todo):
         if stop.reason:
             report.stopped = report.stopped or stop.reason
@@ -75,11 +75,12 @@ def _run_sequential(todo: Sequence[Step], settings: Settings, store: Store, cont
             outcome = not_run(step.pipeline, step.interval, "busy", "already running", str(exc))
         report.add(step, outcome, continue_on_error)
         listener.finished(step, outcome)
-        if settings.is_embedded and time.monotonic() - held_since > SHARE_STORE_EVERY and store.someone_waits():
-            log.info("Handing the embedded store to a waiting process")
-            store.close()
-            time.sleep(_SHARE_PAUSE)
-            held_since = time.monotonic()
+        rest = todo[index + 1:]
+        if settings.is_embedded and rest and not report.stopped and (
+                store.engine_opens > opens or share_now(held_since, store)):
+            # From now on the store changes hands: the runs go to a worker process (module doc).
+            return run_parallel(rest, settings, store, 1, continue_on_error, listener, report, stop)
     if stop.reason:
         report.stopped = report.stopped or stop.reason
     return []
+

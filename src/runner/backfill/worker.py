@@ -4,8 +4,14 @@ With ``parallel > 1`` each interval runs in a worker process (never a fork: chdb
 children), at most ``parallel`` at a time (the CLI asks for that on a ClickHouse server only: on
 the embedded store workers would just take turns). The parent writes ``{"pipeline", "start",
 "end"}`` lines to a worker's stdin; the worker answers each with a ``{"dp_backfill_result":
-<run record>}`` line. EOF on stdin ends it. A worker keeps its Python and ClickHouse start-up
-(~1.5 s) across intervals, which per-interval processes would pay each time.
+<run record>, "engine_opens": n}`` line (``n``: how often it opened the embedded engine). EOF on
+stdin ends it. A worker keeps its Python and ClickHouse start-up (~1.5 s) across intervals, which
+per-interval processes would pay each time.
+
+On the embedded store a worker is also how a sequential backfill hands the store over without
+growing (:mod:`runner.backfill.execution`): after an interval, a worker that has held the store
+for ``SHARE_STORE_EVERY`` seconds while a process waits for it, or that reopened its engine, is
+ended (its exit gives back the store and every thread chdb kept) and a new one spawned.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from core.exceptions import AlreadyRunning
 from core.intervals import Interval
+from core.logging import get_logger
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
@@ -36,6 +43,20 @@ if TYPE_CHECKING:
     from pipelines.pipeline_registry import Registry
 
 RESULT_KEY = "dp_backfill_result"
+# A sequential backfill on the embedded store hands it to waiting processes (cron runs) at most
+# this often, so a long backfill delays them by seconds instead of starving them for its whole
+# length. Only when one waits: a backfill nobody waits for keeps its store (and its process).
+SHARE_STORE_EVERY = 5.0
+
+log = get_logger("backfill")
+
+
+def share_now(held_since: float, store: Store) -> bool:
+    """True when the store, held since ``held_since`` (monotonic), is to go to a waiting process now."""
+    if time.monotonic() - held_since > SHARE_STORE_EVERY and store.someone_waits():
+        log.info("Handing the embedded store to a waiting process")
+        return True
+    return False
 
 
 def worker_command() -> list[str]:
@@ -57,10 +78,13 @@ class _Worker:
         self.step: Step | None = None
         self.started = 0.0
         self.signalled = False
+        self.since: float | None = None  # when it was sent its first interval
+        self.engine_opens = 0
 
     def send(self, step: Step) -> None:
         assert self.process.stdin is not None
         self.step, self.started, self.signalled = step, time.monotonic(), False
+        self.since = self.since or self.started
         self.process.stdin.write(json.dumps({"pipeline": step.pipeline, "start": step.interval.start.isoformat(),
                                              "end": step.interval.end.isoformat()}) + "\n")
         self.process.stdin.flush()
@@ -75,7 +99,9 @@ class _Worker:
             self.process.wait()
             return self._died()
         try:
-            return RunRecord.model_validate(json.loads(line)[RESULT_KEY])
+            answer = json.loads(line)
+            self.engine_opens = int(answer.get("engine_opens", 0))
+            return RunRecord.model_validate(answer[RESULT_KEY])
         except (ValueError, KeyError, TypeError):  # (pydantic's ValidationError is a ValueError)
             return None  # not ours (the worker sends user code's stdout to stderr; be safe anyway)
 
@@ -172,12 +198,20 @@ def run_parallel(todo: Sequence[Step], settings: Settings, store: Store, paralle
                     pool.drop(worker)
                     if pending and not report.stopped:  # replace it
                         pool.add()
+                elif settings.is_embedded and pending and not report.stopped and _hand_over(worker, store):
+                    pool.add()  # first: its imports overlap the old worker's exit and the waiter's turn
+                    pool.drop(worker)
     except BaseException:
         _stop_workers(pool.busy(), "interrupted", waited=float("inf"))
         raise
     finally:
         pool.close()
     return pending
+
+
+def _hand_over(worker: _Worker, store: Store) -> bool:
+    """True when ``worker`` is to end so the embedded store changes hands (see the module doc)."""
+    return worker.engine_opens > 1 or share_now(worker.since or time.monotonic(), store)
 
 
 def _stop_workers(busy: Sequence[_Worker], reason: str, waited: float, grace: float = 2.0) -> None:
@@ -214,7 +248,8 @@ def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
             task = json.loads(line)
             interval = Interval(datetime.fromisoformat(task["start"]), datetime.fromisoformat(task["end"]))
             result = _run_task(settings, registry, store, task["pipeline"], interval)
-            answers.write(json.dumps({RESULT_KEY: result.model_dump(mode="json")}) + "\n")
+            answers.write(json.dumps({RESULT_KEY: result.model_dump(mode="json"),
+                                      "engine_opens": store.engine_opens}) + "\n")
     finally:
         store.close()
         answers.close()
