@@ -226,7 +226,10 @@ class SqlSource:
     ``parameters`` are the values of ``{name:Type}`` query parameters in ``expression``.
     ``fallback``: when ClickHouse refuses the source (a value it cannot read as the Python path
     would, a malformed line), the run streams the rows through :meth:`Extractor.extract`
-    instead, whose messages and quarantine then decide.
+    instead, whose messages and quarantine then decide. ``settings``: ClickHouse settings the
+    statement reading the source needs (e.g. ``session_timezone``). ``remote``: where the source
+    lives when ClickHouse connects to it (a database: ``host:port``); a failed read then ends the
+    run with one line naming it (on a server: the server must reach it).
     """
 
     expression: str
@@ -234,6 +237,8 @@ class SqlSource:
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
     fallback: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    remote: str | None = None
 
 
 class Component(ABC):  # noqa: B024 (not instantiated itself; its subclasses declare the abstract methods)
@@ -266,6 +271,10 @@ class Extractor(Component):
     #: True when :meth:`sql_source` reads only tables of the store itself (a SQL pipeline), so
     #: the push-down works on a server too; ``file(...)`` sources are the embedded engine's only.
     reads_store: bool = False
+
+    #: True when a ClickHouse server can reach :meth:`sql_source` itself (a database it connects
+    #: to over the network), so the push-down runs on a server too, the server connecting.
+    server_reads_source: bool = False
 
     def sql_source(self, context: RunContext) -> SqlSource | None:
         """The run's input as a ClickHouse table expression, when ClickHouse can read it itself

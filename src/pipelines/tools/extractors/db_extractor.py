@@ -13,13 +13,28 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
 
 from core.exceptions import ConfigError, ExtractError, TransientError
-from pipelines.interfaces import Extractor, RunContext, declared
+from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
+from pipelines.tools.extractors.db_pushdown import (
+    PushdownPlan,
+    check_zone,
+    cursor_ceiling,
+    endpoint,
+    safe_description,
+)
+from pipelines.tools.extractors.db_query_shape import (
+    Comparison,
+    NotExpressible,
+    QueryShape,
+    query_shape,
+    table_shape,
+)
 from pipelines.tools.factory import component_factory
 
 _INTERVAL_BINDS = {"start", "end", "start_date", "end_date"}
@@ -91,12 +106,20 @@ class DbExtractor(Extractor):
         batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
         interval_aware: declare whether the source reads only the run's interval (``True``: runs can
             be backfilled); default (``None``): inferred from the query's ``:start``/``:end`` binds.
+        pushdown: ``True`` (default): a PostgreSQL or MySQL/MariaDB source is read by ClickHouse
+            itself when the extraction is expressible there (:mod:`db_pushdown`, docs/connectors.md
+            "Databases"); ``False``: always read it through Python (the job log says which path ran
+            and why).
     """
+
+    #: ClickHouse connects to the source itself: the push-down works on a server too.
+    server_reads_source = True
 
     def __init__(self, url: str | None = None, query: str | None = None, table: str | None = None, *,
                  url_env: str | None = None, params: Mapping[str, Any] | None = None,
                  cursor_column: str | None = None, initial_cursor: Any = None, name: str | None = None,
-                 batch_size: int | None = None, interval_aware: bool | None = None) -> None:
+                 batch_size: int | None = None, interval_aware: bool | None = None,
+                 pushdown: bool = True) -> None:
         super().__init__(name or (f"db:{table}" if table else "db"))
         if (query is None) == (table is None):
             raise ConfigError(f"db extractor {self.name!r}: give exactly one of query= or table=")
@@ -124,6 +147,8 @@ class DbExtractor(Extractor):
         self.cursor_column = cursor_column
         self.initial_cursor = initial_cursor
         self.batch_size = batch_size
+        self.pushdown = pushdown
+        self._started: dict[tuple[str, int], Any] = {}
         if query is not None:
             from sqlalchemy import text
 
@@ -160,46 +185,117 @@ class DbExtractor(Extractor):
             sql += f" ORDER BY {column}"
         return text(sql), binds
 
-    def extract(self, context: RunContext) -> Iterator[pa.Table]:
-        from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+    def _cursor(self, context: RunContext) -> Any:
+        """The cursor this run starts from (``None`` without a cursor column or before the first run):
+        the one :meth:`sql_source` started from when the loader then asked for batches after all."""
+        if not self.cursor_column:
+            return None
+        run = (context.run_id, context.attempt)
+        if run in self._started:
+            return self._started.pop(run)
+        return _from_state(context.state.get(_CURSOR_KEY, _to_state(self.initial_cursor)))
 
+    def sql_source(self, context: RunContext) -> SqlSource | None:
+        """The run as one statement ClickHouse runs itself, or ``None`` (the Python path) with
+        the reason in the job log."""
+        if not self.pushdown:
+            return self._python_path(context, "the extractor sets pushdown=False")
         url = self._resolve_url(context)
+        try:
+            where = endpoint(url)
+        except NotExpressible as exc:
+            return self._python_path(context, str(exc))
+        context.add_secrets([where.password])
+        cursor = self._cursor(context)
+        self._started[(context.run_id, context.attempt)] = cursor
+        binds = {"start": context.start, "end": context.end, "start_date": context.start_date,
+                 "end_date": context.end_date, "cursor": cursor, **self.params}
         safe = _safe_url(url)
-        size = self.batch_size or context.settings.batch_size
-        cursor = _from_state(context.state.get(_CURSOR_KEY, _to_state(self.initial_cursor))) \
-            if self.cursor_column else None
-        engine = self._engine(url, safe)
-        password = engine.url.password
+        try:
+            shape = table_shape(self.table) if self.table else query_shape(self.query or "", where.backend)
+            if self.table and self.cursor_column and cursor is not None:
+                shape.where.append(Comparison(self.cursor_column, ">", "cursor"))
+            engine = self._engine(url, safe)
+            try:
+                with self._source_errors(safe, where.password, connecting=True):
+                    plan = PushdownPlan(shape, where, self._source_columns(engine, shape), binds)
+                    check_zone(plan, engine, context)
+            finally:
+                engine.dispose()
+            extra = self._cursor_bound(plan, context) if self.cursor_column else []
+            return plan.source(extra, safe_description(where, shape.table))
+        except NotExpressible as exc:
+            return self._python_path(context, str(exc))
+
+    def _cursor_bound(self, plan: PushdownPlan, context: RunContext) -> list[Comparison]:
+        """The run loads cursor values up to the highest one now in the source, saved as the new cursor."""
+        assert self.cursor_column is not None
+        ceiling = cursor_ceiling(plan, self.cursor_column, context)
+        column = dict((out, c.name) for c, out in plan.selected())[self.cursor_column]
+        if ceiling is None:
+            plan.binds["dp_cursor_max"] = None
+            return [Comparison(column, "<=", "dp_cursor_max")]  # no rows yet: load none
+        plan.binds["dp_cursor_max"] = ceiling
+        context.state.set(_CURSOR_KEY, _to_state(ceiling))
+        context.logger.info("%s: new cursor %s = %s (saved when the run succeeds)", self.name,
+                            self.cursor_column, ceiling)
+        return [Comparison(column, "<=", "dp_cursor_max")]
+
+    @staticmethod
+    def _source_columns(engine: Any, shape: QueryShape) -> list[Any]:
+        from pipelines.tools.extractors.source_schema import source_columns
+
+        table = f"{shape.schema}.{shape.table}" if shape.schema else shape.table
+        return source_columns(engine, table, None)
+
+    def _python_path(self, context: RunContext, reason: str) -> None:
+        context.logger.info("%s: read through Python: %s", self.name, reason)
+
+    @contextmanager
+    def _source_errors(self, safe: str, password: str | None, connecting: bool = False,
+                       transient: bool = True) -> Iterator[None]:
+        """Driver errors as the framework's, one line naming the source, the password masked."""
+        from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
         def describe(exc: BaseException) -> str:
             orig = getattr(exc, "orig", None) or exc
             text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
             return text.replace(str(password), "***") if password else text
 
+        try:
+            yield
+        except (ExtractError, ConfigError):
+            raise
+        except DBAPIError as exc:
+            if connecting and isinstance(exc, OperationalError):
+                error = TransientError if transient else ExtractError
+                raise error(f"{self.name}: cannot connect to {safe}: {describe(exc)}") from None
+            if exc.connection_invalidated:
+                raise TransientError(f"{self.name}: connection to {safe} lost: {describe(exc)}") from None
+            raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
+        except SQLAlchemyError as exc:
+            raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
+
+    def extract(self, context: RunContext) -> Iterator[pa.Table]:
+        url = self._resolve_url(context)
+        safe = _safe_url(url)
+        size = self.batch_size or context.settings.batch_size
+        cursor = self._cursor(context)
+        engine = self._engine(url, safe)
+        password = engine.url.password
         statement, values = self._bound_statement(engine, cursor, context)
         new_max: Any = None
         total = 0
         try:
-            try:
+            with self._source_errors(safe, password, connecting=True, transient=engine.dialect.name != "sqlite"):
                 connection = engine.connect()
-            except OperationalError as exc:
-                error = TransientError if engine.dialect.name != "sqlite" else ExtractError
-                raise error(f"{self.name}: cannot connect to {safe}: {describe(exc)}") from None
-            with connection:
+            with connection, self._source_errors(safe, password):
                 result = connection.execution_options(stream_results=True, max_row_buffer=size) \
                     .execute(statement, values)
                 for table, cursor_values in self._batches(result, size, safe):
                     new_max = self._max(new_max, cursor_values)
                     total += table.num_rows
                     yield table
-        except (ExtractError, ConfigError):
-            raise
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise TransientError(f"{self.name}: connection to {safe} lost: {describe(exc)}") from None
-            raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
-        except SQLAlchemyError as exc:
-            raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
         finally:
             engine.dispose()
         context.logger.info("%s: %d rows from %s", self.name, total, safe)

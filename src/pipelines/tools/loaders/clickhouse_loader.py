@@ -160,7 +160,8 @@ class ClickHouseLoader(StagedStructure, Loader):
         values = [quote_identifier(n) for n in schema.names] + [sql_literal(v) for v in constants.values()]
         insert = (f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} "
                   f"FROM {source.expression}")
-        settings = {**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
+        settings = {**_INSERT_SETTINGS, **source.settings,
+                    "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
         while True:
             try:
                 store.command(insert, source.parameters or None, settings=settings)

@@ -1,0 +1,221 @@
+"""The db extractor's push-down (issue 24 §1): ClickHouse reads PostgreSQL itself, and the same
+pipeline forced onto the Python path (``pushdown=False``) gives the same table: DESCRIBE, rows
+(checksum), NULLs, cursor state, empty intervals and write modes. On the real private PostgreSQL
+of ``tests/sources.py`` (zone America/New_York, a password with URL characters), in both engine
+modes: on a server, the server connects to PostgreSQL itself."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from core.exceptions import DataProcessorError
+from core.store import Store
+from pipelines.interfaces import Transformer
+from pipelines.pipeline_factory import create_el_pipeline, create_etl_pipeline
+from pipelines.tools.extractors.db_extractor import create_db_extractor
+from pipelines.tools.extractors.db_query_shape import NotExpressible, query_shape
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+DAY = datetime(2026, 1, 15, tzinfo=UTC)
+INTERVAL_QUERY = ("SELECT id, created_at, amount, note, paid, ts FROM pd_orders "
+                  "WHERE created_at >= :start AND created_at < :end ORDER BY id")
+
+
+class Passthrough(Transformer):
+    def transform(self, batch, context):
+        return batch
+
+
+@pytest.fixture(scope="module")
+def source(postgres_source):
+    """``pd_orders``: 3 days of a row a minute around the test day (UTC), NULLs in every nullable column."""
+    postgres_source.execute(
+        "DROP TABLE IF EXISTS pd_orders; DROP TABLE IF EXISTS pd_events;"
+        "CREATE TABLE pd_orders (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, amount numeric(12,2), "
+        "note text, paid boolean, ts timestamp);"
+        "INSERT INTO pd_orders SELECT i, timestamptz '2026-01-14 00:00:00+00' + i * interval '1 minute', "
+        "CASE WHEN i % 7 = 0 THEN NULL ELSE i * 1.25 END, CASE WHEN i % 3 = 0 THEN NULL ELSE 'n' || i END, "
+        "CASE WHEN i % 5 = 0 THEN NULL ELSE i % 2 = 0 END, timestamp '2026-01-14' + i * interval '1 minute' "
+        "FROM generate_series(0, 3 * 1440 - 1) i;"
+        "CREATE TABLE pd_events (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, v numeric(10,3));"
+        "INSERT INTO pd_events SELECT i, timestamptz '2026-01-10 00:00:00+00' + i * interval '1 hour', i / 8.0 "
+        "FROM generate_series(1, 100) i;")
+    return postgres_source
+
+
+def run(store: Store, make_context, extractor, table: str, *, mode: str = "interval", start: datetime = DAY,
+        run_id: str = "r1", transformers=(), allow_empty: bool = False, **loader) -> str | None:
+    """One run of ``extractor`` into ``table`` (committed with its state); the error, if any."""
+    if mode == "interval":
+        loader.setdefault("time_column", "created_at")
+    target = create_clickhouse_loader(table, mode=mode, **loader)
+    pipeline = (create_etl_pipeline(extractor, list(transformers), target, table) if transformers
+                else create_el_pipeline(extractor, target, table))
+    context = make_context(pipeline=table, start=start, run_id=run_id)
+    context.allow_empty = allow_empty
+    try:
+        pipeline.run(context)
+    except DataProcessorError as exc:
+        context.state.discard()
+        return str(exc)
+    context.state.commit(run_id)
+    return None
+
+
+def table_facts(store: Store, table: str) -> dict[str, object]:
+    """What both paths must agree on: column types, row count, checksum, NULLs per column."""
+    types = store.query_rows("SELECT name, type FROM system.columns WHERE database = currentDatabase() "
+                             "AND table = {t:String} AND name != '_dp_run_id' ORDER BY position", {"t": table})
+    names = [name for name, _ in types]
+    columns = ", ".join(f"`{n}`" for n in names)
+    nulls = ", ".join(f"countIf(`{n}` IS NULL)" for n in names)
+    [(count, checksum, *null_counts)] = store.query_rows(
+        f"SELECT count(), groupBitXor(cityHash64({columns})), {nulls} FROM `{table}`")
+    return {"types": types, "count": count, "checksum": checksum, "nulls": null_counts}
+
+
+def logged(caplog) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.same_in_both_runs("sqlglot only, no database")
+def test_what_is_expressible() -> None:
+    shape = query_shape("SELECT a, B AS b2, o.\"C\" FROM s.orders o WHERE (:cursor IS NULL OR u > :cursor) "
+                        "AND :start <= t AND t < :end ORDER BY a", "postgresql")
+    assert (shape.schema, shape.table, shape.columns) == ("s", "orders", [("a", "a"), ("b", "b2"), ("C", "C")])
+    assert [(t.column, t.op, t.bind, t.unless_null) for t in shape.where] == [
+        ("u", ">", "cursor", True), ("t", ">=", "start", False), ("t", "<", "end", False)]
+    assert query_shape("SELECT * FROM `Orders` WHERE d >= :start_date", "mysql").table == "Orders"
+    for sql, why in [("SELECT a FROM x JOIN y ON x.i = y.i", "JOIN"), ("SELECT a FROM x LIMIT 5", "LIMIT"),
+                     ("SELECT lower(a) FROM x", "not a plain column"), ("SELECT a FROM x WHERE a = 5", "does not compare"),
+                     ("SELECT a FROM x WHERE a > :s OR b < :e", "OR"), ("SELECT count(*) FROM x", "plain column"),
+                     ("SELECT a FROM (SELECT a FROM x) q", "one plain"), ("DELETE FROM x", "one plain SELECT"),
+                     ("WITH q AS (SELECT 1) SELECT a FROM q", "WITH"), ("SELECT DISTINCT a FROM x", "DISTINCT")]:
+        with pytest.raises(NotExpressible, match=why):
+            query_shape(sql, "postgresql")
+
+
+def test_interval_query_same_on_both_paths(source, store: Store, make_context, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    for table, pushdown in (("iv_sql", True), ("iv_py", False)):
+        extractor = create_db_extractor(source.url, INTERVAL_QUERY, pushdown=pushdown)
+        assert run(store, make_context, extractor, table) is None
+    log = logged(caplog)
+    assert "ClickHouse read pd_orders on postgresql://dp_reader@" in log
+    assert "no Python in the data path" in log
+    assert "read through Python: the extractor sets pushdown=False" in log
+    pushed, python = table_facts(store, "iv_sql"), table_facts(store, "iv_py")
+    assert pushed == python
+    assert pushed["count"] == 1440
+    # The interval's instants, whatever the source's zone (New York here).
+    assert store.query_rows("SELECT toUnixTimestamp(min(created_at)), min(id), max(id) FROM iv_sql") == [
+        (int(DAY.timestamp()), 1440, 2879)]
+    assert store.query_rows("SELECT amount, note, paid FROM iv_sql WHERE id = 1441") == [
+        (Decimal("1801.25"), "n1441", None if 1441 % 5 == 0 else False)]
+
+
+def test_start_date_form_and_empty_interval(source, store: Store, make_context) -> None:
+    query = "SELECT * FROM pd_orders WHERE created_at >= :start_date AND created_at < :end_date"
+    for table, pushdown in (("sd_sql", True), ("sd_py", False)):
+        assert run(store, make_context, create_db_extractor(source.url, query, pushdown=pushdown), table) is None
+        # A day without rows must not empty the slice silently; allow_empty says it is real.
+        empty_day = DAY + timedelta(days=30)
+        assert run(store, make_context, create_db_extractor(source.url, query, pushdown=pushdown), table,
+                   start=empty_day, run_id="r2") is None
+        error = run(store, make_context, create_db_extractor(source.url, query, pushdown=pushdown), table,
+                    start=empty_day, run_id="r3", allow_empty=False)
+        assert error is None  # nothing held there: nothing to protect
+    assert table_facts(store, "sd_sql") == table_facts(store, "sd_py")
+    assert table_facts(store, "sd_sql")["count"] == 1440
+
+
+def test_incremental_cursor_same_state_and_valid_across_paths(source, store: Store, make_context) -> None:
+    states = {}
+    for table, pushdown in (("inc_sql", True), ("inc_py", False)):
+        extractor = create_db_extractor(source.url, table="pd_events", cursor_column="updated_at", pushdown=pushdown)
+        assert run(store, make_context, extractor, table, mode="append") is None
+        states[table] = make_context(pipeline=table).state.get("cursor")
+    assert states["inc_sql"] == states["inc_py"]
+    assert table_facts(store, "inc_sql") == table_facts(store, "inc_py")
+    assert table_facts(store, "inc_sql")["count"] == 100
+    source.execute("INSERT INTO pd_events SELECT i, timestamptz '2026-01-10 00:00:00+00' + i * interval '1 hour', "
+                   "i / 8.0 FROM generate_series(101, 110) i")
+    try:
+        # Each pipeline switches path: the cursor the other path saved reads exactly the new rows.
+        for table, pushdown in (("inc_sql", False), ("inc_py", True)):
+            extractor = create_db_extractor(source.url, table="pd_events", cursor_column="updated_at",
+                                            pushdown=pushdown)
+            assert run(store, make_context, extractor, table, mode="append", run_id="r2") is None
+            states[table] = make_context(pipeline=table).state.get("cursor")
+        assert states["inc_sql"] == states["inc_py"]
+        assert table_facts(store, "inc_sql") == table_facts(store, "inc_py")
+        assert store.query_rows("SELECT count(), uniqExact(id) FROM inc_py") == [(110, 110)]
+    finally:
+        source.execute("DELETE FROM pd_events WHERE id > 100")
+
+
+@pytest.mark.parametrize("mode", ["merge", "replace"])
+def test_write_modes_same_on_both_paths(source, store: Store, make_context, mode: str) -> None:
+    query = "SELECT id, updated_at, v FROM pd_events WHERE id <= :top"
+    for table, pushdown in ((f"{mode}_sql", True), (f"{mode}_py", False)):
+        for run_id, top in (("r1", 60), ("r2", 80)):
+            extractor = create_db_extractor(source.url, query, params={"top": top}, pushdown=pushdown)
+            options = {"primary_key": ["id"]} if mode == "merge" else {}
+            assert run(store, make_context, extractor, table, mode=mode, run_id=run_id, **options) is None
+    assert table_facts(store, f"{mode}_sql") == table_facts(store, f"{mode}_py")
+    assert store.query_rows(f"SELECT count() FROM {mode}_sql FINAL") == [(80,)]
+
+
+def test_python_path_when_not_expressible_and_why(source, store: Store, make_context, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    cases = {
+        "np_func": create_db_extractor(source.url, "SELECT id, lower(note) AS note FROM pd_orders WHERE id < :top",
+                                       params={"top": 10}),
+        "np_ssl": create_db_extractor(source.url + "?sslmode=disable", table="pd_events"),
+    }
+    for table, extractor in cases.items():
+        assert run(store, make_context, extractor, table, mode="append") is None
+    assert run(store, make_context, create_db_extractor(source.url, table="pd_events"), "np_tr", mode="append",
+               transformers=[Passthrough()]) is None
+    log = logged(caplog)
+    assert "db: read through Python: 'LOWER(note)' is not a plain column" in log
+    assert "read through Python: the URL's connection option(s) sslmode are not carried over" in log
+    assert "db:pd_events: read through Python: the pipeline's transformers need the rows in Python" in log
+    assert "no Python in the data path" not in log
+    assert store.query_rows("SELECT count() FROM np_func") == [(9,)]
+    assert store.query_rows("SELECT count() FROM np_tr") == [(100,)]
+
+
+def test_failing_pushdown_is_one_line_and_hides_the_password(source, pipelines_dir: Path, project_env, db) -> None:
+    from urllib.parse import quote
+
+    bad = source.url.replace(quote(source.password, safe=""), quote(source.password + "x", safe=""))
+    closed = source.url.replace(f":{source.port}/", ":1/")
+    (pipelines_dir / "pd_pipeline.py").write_text(
+        "import os\n"
+        "from pipelines.pipeline_factory import create_el_pipeline\n"
+        "from pipelines.tools.extractors.db_extractor import create_db_extractor\n"
+        "from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader\n"
+        "PIPELINE_REGISTRY = {name: {'pipeline': create_el_pipeline(create_db_extractor(url_env=var, "
+        "table='pd_events'), create_clickhouse_loader(name, mode='append'), name), 'retries': 0}\n"
+        "    for name, var in (('wrong_password', 'BAD_URL'), ('closed_port', 'CLOSED_URL'))}\n")
+    env = {"BAD_URL": bad, "CLOSED_URL": closed}
+    assert run_cli("setup_db", env=env).returncode == 0
+    logs = Path(project_env["LOG_DIR"])
+    for name in ("wrong_password", "closed_port"):
+        result = run_cli("cron_run", name, "--date", "2026-01-15", env=env)
+        assert result.returncode != 0
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
+        assert errors, result.stdout + result.stderr
+        texts = [result.stdout, result.stderr, (logs / "jobs" / f"{name}.log").read_text(),
+                 (logs / "system" / "application.log").read_text(),
+                 repr(db.query_rows("SELECT * FROM _dp_runs"))]
+        for text in texts:
+            assert source.password not in text and quote(source.password, safe="") not in text
+    db.close()
