@@ -188,7 +188,7 @@ def test_python_path_when_not_expressible_and_why(source, store: Store, make_con
     assert "read through Python: the URL's connection option(s) sslmode are not carried over" in log
     assert "db:pd_events: read through Python: the pipeline's transformers need the rows in Python" in log
     assert "no Python in the data path" not in log
-    assert store.query_rows("SELECT count() FROM np_func") == [(9,)]
+    assert store.query_rows("SELECT count() FROM np_func") == [(10,)]
     assert store.query_rows("SELECT count() FROM np_tr") == [(100,)]
 
 

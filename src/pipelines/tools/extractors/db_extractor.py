@@ -64,9 +64,10 @@ def _column(values: list[Any], known: pa.DataType | None) -> pa.Array:
 
 
 def _to_state(value: Any) -> Any:
-    """A cursor value as JSON (datetimes and decimals keep their type through a tag)."""
+    """A cursor value as JSON (datetimes and decimals keep their type through a tag; an instant
+    in UTC, so both paths save the same text whatever the source session's zone)."""
     if isinstance(value, dt.datetime):
-        return {"type": "datetime", "value": value.isoformat()}
+        return {"type": "datetime", "value": (value.astimezone(dt.UTC) if value.tzinfo else value).isoformat()}
     if isinstance(value, dt.date):
         return {"type": "date", "value": value.isoformat()}
     if isinstance(value, Decimal):

@@ -216,6 +216,9 @@ def cursor_ceiling(plan: PushdownPlan, cursor_column: str, context: RunContext) 
     [(ceiling,)] = context.store.query_rows(
         f"SELECT maxOrNull({quote_identifier(cursor_column)}) FROM {source.expression} SETTINGS session_timezone = 'UTC'",
         source.parameters)
+    zoned = "," in _base(dict((out, c.clickhouse_type) for c, out in plan.selected())[cursor_column])
+    if isinstance(ceiling, datetime) and ceiling.tzinfo is None and zoned:
+        ceiling = ceiling.replace(tzinfo=UTC)  # the driver's UTC wall time of a zoned column: the instant
     return ceiling
 
 
