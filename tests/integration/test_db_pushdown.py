@@ -93,7 +93,8 @@ def test_what_is_expressible() -> None:
         ("u", ">", "cursor", True), ("t", ">=", "start", False), ("t", "<", "end", False)]
     assert query_shape("SELECT * FROM `Orders` WHERE d >= :start_date", "mysql").table == "Orders"
     for sql, why in [("SELECT a FROM x JOIN y ON x.i = y.i", "JOIN"), ("SELECT a FROM x LIMIT 5", "LIMIT"),
-                     ("SELECT lower(a) FROM x", "not a plain column"), ("SELECT a FROM x WHERE a = 5", "does not compare"),
+                     ("SELECT lower(a) FROM x", "not a plain column"),
+                     ("SELECT a FROM x WHERE a = 5", "does not compare"),
                      ("SELECT a FROM x WHERE a > :s OR b < :e", "OR"), ("SELECT count(*) FROM x", "plain column"),
                      ("SELECT a FROM (SELECT a FROM x) q", "one plain"), ("DELETE FROM x", "one plain SELECT"),
                      ("WITH q AS (SELECT 1) SELECT a FROM q", "WITH"), ("SELECT DISTINCT a FROM x", "DISTINCT")]:

@@ -13,6 +13,10 @@ import pyarrow as pa
 
 from core.exceptions import ConfigError
 
+#: Arrow field metadata naming the ClickHouse column type when the Arrow type cannot say it (a
+#: database's uuid is an Arrow string, its column UUID); the loader creates the column with it.
+CLICKHOUSE_TYPE_KEY = b"clickhouse_type"
+
 _NAMES: dict[str, pa.DataType] = {
     "int": pa.int64(), "integer": pa.int64(), "int64": pa.int64(), "int32": pa.int32(),
     "int16": pa.int16(), "int8": pa.int8(), "uint64": pa.uint64(), "uint32": pa.uint32(),

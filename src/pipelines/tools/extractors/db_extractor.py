@@ -6,6 +6,10 @@
 
 Rows are fetched with a server-side cursor where the driver has one (``stream_results``) and
 ``fetchmany`` of the batch size, so memory stays bounded whatever the table size.
+
+On PostgreSQL and MySQL/MariaDB every batch, the first included, has the types the source declares
+(:mod:`pipelines.tools.extractors.source_schema`), the session's zone is UTC, and the connection
+has a connect and a statement timeout (:mod:`pipelines.tools.extractors.db_values`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -21,24 +24,16 @@ import pyarrow as pa
 
 from core.exceptions import ConfigError, ExtractError, TransientError
 from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
-from pipelines.tools.extractors.db_pushdown import (
-    PushdownPlan,
-    check_zone,
-    cursor_ceiling,
-    endpoint,
-    safe_description,
-)
-from pipelines.tools.extractors.db_query_shape import (
-    Comparison,
-    NotExpressible,
-    QueryShape,
-    query_shape,
-    table_shape,
-)
+from pipelines.tools.extractors.db_values import connect_args, declared_batch, raw_text_types, wait_interruptibly
+from pipelines.tools.extractors.source_schema import SourceColumn, source_columns
 from pipelines.tools.factory import component_factory
 
 _INTERVAL_BINDS = {"start", "end", "start_date", "end_date"}
 _CURSOR_KEY = "cursor"
+CONNECT_TIMEOUT = 10.0
+STATEMENT_TIMEOUT = 1800.0
+_TYPED_DIALECTS = ("postgresql", "mysql", "mariadb")
+_NOT_STARTED = object()
 
 
 def _safe_url(url: str) -> str:
@@ -48,6 +43,21 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 (an unparsable URL is shown without anything after the scheme)
         return url.split(":", 1)[0] + "://***"
+
+
+def _parse_url(url: str, where: str) -> Any:
+    """The SQLAlchemy URL, or a ConfigError that never shows the password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        parsed.port  # noqa: B018 (a port that is no number raises only when read)
+        return parsed
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{where}: {_safe_url(url)} is not a SQLAlchemy URL (e.g. "
+                          "postgresql+psycopg2://user:pass@host/db, sqlite:///file.db; percent-encode "
+                          "@ : / % # ? in the user or password, e.g. p%40ss for p@ss)") from None
 
 
 def _column(values: list[Any], known: pa.DataType | None) -> pa.Array:
@@ -61,6 +71,16 @@ def _column(values: list[Any], known: pa.DataType | None) -> pa.Array:
         return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def _inferred_batch(rows: list[Any], names: list[str], known: dict[str, pa.DataType]) -> pa.Table:
+    """A batch typed from its values (sources without declared types); ``known`` carries types over."""
+    arrays = [_column(list(values), known.get(name))
+              for name, values in zip(names, zip(*rows, strict=False), strict=False)]
+    for name, array in zip(names, arrays, strict=False):
+        if not pa.types.is_null(array.type):
+            known.setdefault(name, array.type)
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 def _to_state(value: Any) -> Any:
@@ -107,10 +127,14 @@ class DbExtractor(Extractor):
         batch_size: rows per batch (default: the ``BATCH_SIZE`` setting).
         interval_aware: declare whether the source reads only the run's interval (``True``: runs can
             be backfilled); default (``None``): inferred from the query's ``:start``/``:end`` binds.
+        connect_timeout: seconds to wait for the database to accept and answer a connection
+            (PostgreSQL, MySQL/MariaDB; default 10).
+        statement_timeout: seconds one statement (or one fetch of a batch) may take before the run
+            fails (default 1800; ``None``: no limit). PostgreSQL enforces it on the server
+            (``statement_timeout``), MySQL/MariaDB on the client (the driver's read timeout).
         pushdown: ``True`` (default): a PostgreSQL or MySQL/MariaDB source is read by ClickHouse
             itself when the extraction is expressible there (:mod:`db_pushdown`, docs/connectors.md
-            "Databases"); ``False``: always read it through Python (the job log says which path ran
-            and why).
+            "Databases"); ``False``: always through Python. The job log says which path ran and why.
     """
 
     #: ClickHouse connects to the source itself: the push-down works on a server too.
@@ -120,6 +144,7 @@ class DbExtractor(Extractor):
                  url_env: str | None = None, params: Mapping[str, Any] | None = None,
                  cursor_column: str | None = None, initial_cursor: Any = None, name: str | None = None,
                  batch_size: int | None = None, interval_aware: bool | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT, statement_timeout: float | None = STATEMENT_TIMEOUT,
                  pushdown: bool = True) -> None:
         super().__init__(name or (f"db:{table}" if table else "db"))
         if (query is None) == (table is None):
@@ -133,15 +158,12 @@ class DbExtractor(Extractor):
             raise ConfigError(f"db extractor {self.name!r}: cursor_column {cursor_column!r} is not a plain name")
         if batch_size is not None and batch_size < 1:
             raise ConfigError(f"db extractor {self.name!r}: batch_size must be at least 1")
+        if connect_timeout <= 0 or (statement_timeout is not None and statement_timeout <= 0):
+            raise ConfigError(f"db extractor {self.name!r}: connect_timeout and statement_timeout must be positive "
+                              "(statement_timeout=None: no limit)")
         if url is not None:
-            from sqlalchemy.engine import make_url
-            from sqlalchemy.exc import ArgumentError
-
-            try:
-                make_url(url)
-            except ArgumentError:
-                raise ConfigError(f"db extractor {self.name!r}: {_safe_url(url)} is not a SQLAlchemy URL "
-                                  "(e.g. postgresql+psycopg2://user:pass@host/db, sqlite:///file.db)") from None
+            _parse_url(url, f"db extractor {self.name!r}")
+        self.connect_timeout, self.statement_timeout = connect_timeout, statement_timeout
         self.url, self.url_env = url, url_env
         self.query, self.table = query, table
         self.params = dict(params or {})
@@ -149,6 +171,7 @@ class DbExtractor(Extractor):
         self.initial_cursor = initial_cursor
         self.batch_size = batch_size
         self.pushdown = pushdown
+        # The cursor a run's push-down started from, for when its loader asks for batches after all.
         self._started: dict[tuple[str, int], Any] = {}
         if query is not None:
             from sqlalchemy import text
@@ -186,142 +209,113 @@ class DbExtractor(Extractor):
             sql += f" ORDER BY {column}"
         return text(sql), binds
 
-    def _cursor(self, context: RunContext) -> Any:
-        """The cursor this run starts from (``None`` without a cursor column or before the first run):
-        the one :meth:`sql_source` started from when the loader then asked for batches after all."""
+    def cursor(self, context: RunContext) -> Any:
+        """The cursor this run starts from (``None`` without a cursor column or before the first run)."""
         if not self.cursor_column:
             return None
-        run = (context.run_id, context.attempt)
-        if run in self._started:
-            return self._started.pop(run)
+        started = self._started.pop((context.run_id, context.attempt), _NOT_STARTED)
+        if started is not _NOT_STARTED:
+            return started
         return _from_state(context.state.get(_CURSOR_KEY, _to_state(self.initial_cursor)))
 
-    def sql_source(self, context: RunContext) -> SqlSource | None:
-        """The run as one statement ClickHouse runs itself, or ``None`` (the Python path) with
-        the reason in the job log."""
-        if not self.pushdown:
-            return self._python_path(context, "the extractor sets pushdown=False")
-        url = self._resolve_url(context)
-        try:
-            where = endpoint(url)
-        except NotExpressible as exc:
-            return self._python_path(context, str(exc))
-        context.add_secrets([where.password])
-        cursor = self._cursor(context)
-        self._started[(context.run_id, context.attempt)] = cursor
-        binds = {"start": context.start, "end": context.end, "start_date": context.start_date,
-                 "end_date": context.end_date, "cursor": cursor, **self.params}
-        safe = _safe_url(url)
-        try:
-            shape = table_shape(self.table) if self.table else query_shape(self.query or "", where.backend)
-            if self.table and self.cursor_column and cursor is not None:
-                shape.where.append(Comparison(self.cursor_column, ">", "cursor"))
-            engine = self._engine(url, safe)
-            try:
-                with self._source_errors(safe, where.password, connecting=True):
-                    plan = PushdownPlan(shape, where, self._source_columns(engine, shape), binds)
-                    check_zone(plan, engine, context)
-            finally:
-                engine.dispose()
-            extra = self._cursor_bound(plan, context) if self.cursor_column else []
-            return plan.source(extra, safe_description(where, shape.table))
-        except NotExpressible as exc:
-            return self._python_path(context, str(exc))
-
-    def _cursor_bound(self, plan: PushdownPlan, context: RunContext) -> list[Comparison]:
-        """The run loads cursor values up to the highest one now in the source, saved as the new cursor."""
-        assert self.cursor_column is not None
-        ceiling = cursor_ceiling(plan, self.cursor_column, context)
-        column = dict((out, c.name) for c, out in plan.selected())[self.cursor_column]
-        if ceiling is None:
-            plan.binds["dp_cursor_max"] = None
-            return [Comparison(column, "<=", "dp_cursor_max")]  # no rows yet: load none
-        plan.binds["dp_cursor_max"] = ceiling
-        context.state.set(_CURSOR_KEY, _to_state(ceiling))
+    def save_cursor(self, context: RunContext, value: Any) -> None:
+        """Stage the new cursor (saved when the run succeeds) and say so in the job log."""
+        context.state.set(_CURSOR_KEY, _to_state(value))
         context.logger.info("%s: new cursor %s = %s (saved when the run succeeds)", self.name,
-                            self.cursor_column, ceiling)
-        return [Comparison(column, "<=", "dp_cursor_max")]
+                            self.cursor_column, value)
 
-    @staticmethod
-    def _source_columns(engine: Any, shape: QueryShape) -> list[Any]:
-        from pipelines.tools.extractors.source_schema import source_columns
+    def sql_source(self, context: RunContext) -> SqlSource | None:
+        """The run as one statement ClickHouse runs itself, or ``None`` (the Python path, the
+        reason in the job log): :func:`db_pushdown.pushdown_source`."""
+        from pipelines.tools.extractors.db_pushdown import pushdown_source
 
-        table = f"{shape.schema}.{shape.table}" if shape.schema else shape.table
-        return source_columns(engine, table, None)
+        start = self.cursor(context)
+        if self.cursor_column:
+            self._started[(context.run_id, context.attempt)] = start
+        return pushdown_source(self, context, self._resolve_url(context), start)
 
-    def _python_path(self, context: RunContext, reason: str) -> None:
-        context.logger.info("%s: read through Python: %s", self.name, reason)
-
-    @contextmanager
-    def _source_errors(self, safe: str, password: str | None, connecting: bool = False,
-                       transient: bool = True) -> Iterator[None]:
-        """Driver errors as the framework's, one line naming the source, the password masked."""
+    def extract(self, context: RunContext) -> Iterator[pa.Table]:
         from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+        url = self._resolve_url(context)
+        safe = _safe_url(url)
+        size = self.batch_size or context.settings.batch_size
+        cursor = self.cursor(context)
+        engine = self._engine(url, safe)
+        password = engine.url.password
 
         def describe(exc: BaseException) -> str:
             orig = getattr(exc, "orig", None) or exc
             text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
             return text.replace(str(password), "***") if password else text
 
+        statement, values = self._bound_statement(engine, cursor, context)
+        new_max: Any = None
+        total = 0
         try:
-            yield
+            try:
+                connection = engine.connect()
+            except OperationalError as exc:
+                error = TransientError if engine.dialect.name != "sqlite" else ExtractError
+                raise error(f"{self.name}: cannot connect to {safe}: {describe(exc)}") from None
+            with connection:
+                columns = self._declared(connection, values)
+                result = connection.execution_options(stream_results=True, max_row_buffer=size) \
+                    .execute(statement, values)
+                for table, cursor_values in self._batches(result, size, safe, columns):
+                    new_max = self._max(new_max, cursor_values)
+                    total += table.num_rows
+                    yield table
         except (ExtractError, ConfigError):
             raise
         except DBAPIError as exc:
-            if connecting and isinstance(exc, OperationalError):
-                error = TransientError if transient else ExtractError
-                raise error(f"{self.name}: cannot connect to {safe}: {describe(exc)}") from None
             if exc.connection_invalidated:
                 raise TransientError(f"{self.name}: connection to {safe} lost: {describe(exc)}") from None
             raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
         except SQLAlchemyError as exc:
             raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None
-
-    def extract(self, context: RunContext) -> Iterator[pa.Table]:
-        url = self._resolve_url(context)
-        safe = _safe_url(url)
-        size = self.batch_size or context.settings.batch_size
-        cursor = self._cursor(context)
-        engine = self._engine(url, safe)
-        password = engine.url.password
-        statement, values = self._bound_statement(engine, cursor, context)
-        new_max: Any = None
-        total = 0
-        try:
-            with self._source_errors(safe, password, connecting=True, transient=engine.dialect.name != "sqlite"):
-                connection = engine.connect()
-            with connection, self._source_errors(safe, password):
-                result = connection.execution_options(stream_results=True, max_row_buffer=size) \
-                    .execute(statement, values)
-                for table, cursor_values in self._batches(result, size, safe):
-                    new_max = self._max(new_max, cursor_values)
-                    total += table.num_rows
-                    yield table
         finally:
             engine.dispose()
         context.logger.info("%s: %d rows from %s", self.name, total, safe)
         if self.cursor_column and new_max is not None:
-            context.state.set(_CURSOR_KEY, _to_state(new_max))
-            context.logger.info("%s: new cursor %s = %s (saved when the run succeeds)", self.name,
-                                self.cursor_column, new_max)
+            self.save_cursor(context, new_max)
+
+    def _declared(self, connection: Any, values: dict[str, Any]) -> list[SourceColumn]:
+        """The source's declared columns (``[]`` where it has none to give: SQLite...)."""
+        if self.table is not None:
+            return source_columns(connection, table=self.table)
+        return source_columns(connection, query=self.query, params=values)
 
     def _engine(self, url: str, safe: str) -> Any:
-        from sqlalchemy import create_engine
+        from sqlalchemy import create_engine, event
         from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
+        parsed = _parse_url(url, f"db extractor {self.name!r}")
         try:
-            return create_engine(url)
+            engine = create_engine(parsed, connect_args=connect_args(
+                parsed.get_driver_name(), self.connect_timeout, self.statement_timeout))
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"db extractor {self.name!r}: no driver for {safe} ({exc}); install the "
                               "database's Python driver") from None
         except SQLAlchemyError as exc:
             raise ConfigError(f"db extractor {self.name!r}: cannot use {safe}: {exc}") from None
+        if engine.dialect.driver == "psycopg2":
+            from psycopg2 import extensions
+
+            extensions.set_wait_callback(wait_interruptibly)
+            event.listen(engine, "connect", lambda dbapi_connection, record: raw_text_types(dbapi_connection))
+        return engine
 
     def _bound_statement(self, engine: Any, cursor: Any, context: RunContext) -> tuple[Any, dict[str, Any]]:
-        """The statement to run and the values of the binds it uses (all must have one)."""
+        """The statement to run and the values of the binds it uses (all must have one).
+
+        On PostgreSQL and MySQL/MariaDB ``:start_date``/``:end_date`` are sent as UTC instants (the
+        days' midnights), so a session or server zone cannot move the interval."""
+        day_bound: Any = (lambda day: dt.datetime.fromisoformat(day).replace(tzinfo=dt.UTC)) \
+            if engine.dialect.name in _TYPED_DIALECTS else (lambda day: day)
         bound = {
             "start": context.start, "end": context.end,
-            "start_date": context.start_date, "end_date": context.end_date,
+            "start_date": day_bound(context.start_date), "end_date": day_bound(context.end_date),
             "cursor": cursor, **self.params,
         }
         statement, binds = self._statement(engine, cursor)
@@ -331,23 +325,30 @@ class DbExtractor(Extractor):
                               "but params= does not give a value")
         return statement, {k: bound[k] for k in binds}
 
-    def _batches(self, result: Any, size: int, safe: str) -> Iterator[tuple[pa.Table, list[Any]]]:
+    def _batches(self, result: Any, size: int, safe: str,
+                 columns: list[SourceColumn]) -> Iterator[tuple[pa.Table, list[Any]]]:
         """The result in tables of ``size`` rows, each with its raw cursor values (empty without
-        a cursor column); a column keeps the type its first non-null batch gave it."""
+        a cursor column). With declared ``columns`` every batch has their types; without (SQLite),
+        a column keeps the type its first non-null batch gave it."""
         names = list(result.keys())
         if self.cursor_column and self.cursor_column not in names:
             raise ExtractError(f"{self.name}: cursor_column {self.cursor_column!r} is not among the "
                                f"columns of the result ({', '.join(names)}) from {safe}")
+        if columns and [c.name for c in columns] != names:
+            raise ExtractError(f"{self.name}: the source's catalog lists the columns {[c.name for c in columns]} "
+                               f"but the result has {names} ({safe})")
         cursor_index = names.index(self.cursor_column) if self.cursor_column else None
         known: dict[str, pa.DataType] = {}
+        where = f"{self.name} ({self.table or 'query'})"
+        done = 0
         while rows := result.fetchmany(size):
-            columns = list(zip(*rows, strict=False))
-            arrays = [_column(list(col), known.get(name)) for name, col in zip(names, columns, strict=False)]
-            for name, array in zip(names, arrays, strict=False):
-                if not pa.types.is_null(array.type):
-                    known.setdefault(name, array.type)
+            if columns:
+                table = declared_batch(rows, names, columns, done + 1, where)
+            else:
+                table = _inferred_batch(rows, names, known)
+            done += len(rows)
             cursor_values = [r[cursor_index] for r in rows] if cursor_index is not None else []
-            yield pa.Table.from_arrays(arrays, names=names), cursor_values
+            yield table, cursor_values
 
     @staticmethod
     def _max(current: Any, raw: list[Any]) -> Any:

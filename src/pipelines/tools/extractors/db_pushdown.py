@@ -115,18 +115,21 @@ def is_utc(zone: str) -> bool:
     return zone.strip().lower() in _UTC_NAMES or zone.strip() in ("+0:00", "00:00")
 
 
-def session_zone(engine: Any, backend: str) -> tuple[str, str]:
+def session_zone(url: str, backend: str) -> tuple[str, str]:
     """The zone a new session of the source starts in (what ClickHouse's own session gets) and
     where PostgreSQL took it from (``client``: this process's environment, e.g. ``PGTZ``)."""
-    from sqlalchemy import text
+    from sqlalchemy import create_engine, text
 
+    engine = create_engine(url)  # no session options: the zone a plain client gets
     with engine.connect() as connection:
         if backend == "postgresql":
             zone, source = connection.execute(
                 text("SELECT setting, source FROM pg_settings WHERE name = 'TimeZone'")).one()
+            engine.dispose()
             return str(zone), str(source)
         zone, system = connection.execute(text("SELECT @@global.time_zone, @@system_time_zone")).one()
-        return str(system if str(zone).upper() == "SYSTEM" else zone), "server"
+    engine.dispose()
+    return str(system if str(zone).upper() == "SYSTEM" else zone), "server"
 
 
 def utc_sessions_here() -> None:
@@ -187,7 +190,8 @@ class PushdownPlan:
                     continue
                 raise NotExpressible(f":{term.bind} is NULL in a comparison")
             name = f"dp_bind_{i}"
-            terms.append(f"{quote_identifier(term.column)} {term.op} {{{name}:{_bind_type(term.bind, types[term.column])}}}")
+            kind = _bind_type(term.bind, types[term.column])
+            terms.append(f"{quote_identifier(term.column)} {term.op} {{{name}:{kind}}}")
             parameters[name] = parameter_text(value)
         return terms, parameters
 
@@ -199,8 +203,7 @@ class PushdownPlan:
         inner = f"SELECT {raw} FROM {self.function()}" + (f" WHERE {' AND '.join(terms)}" if terms else "")
         casts = ", ".join(f"CAST({quote_identifier(c.name)} AS {c.clickhouse_type}) AS {quote_identifier(out)}"
                           for c, out in selected)
-        schema = pa.schema([pa.field(out, c.arrow_type, nullable=c.clickhouse_type.startswith("Nullable("))
-                            for c, out in selected])
+        schema = pa.schema([c.arrow_field().with_name(out) for c, out in selected])
         return SqlSource(f"(SELECT {casts} FROM ({inner}))", schema, description,
                          {**self.parameters(), **parameters}, settings=dict(PUSHDOWN_SETTINGS),
                          remote=f"{self.where.host}:{self.where.port}")
@@ -213,9 +216,8 @@ def cursor_ceiling(plan: PushdownPlan, cursor_column: str, context: RunContext) 
     if cursor_column not in outputs:
         raise NotExpressible(f"cursor_column {cursor_column!r} is not among the query's columns")
     source = plan.source([], "the cursor's maximum")
-    [(ceiling,)] = context.store.query_rows(
-        f"SELECT maxOrNull({quote_identifier(cursor_column)}) FROM {source.expression} SETTINGS session_timezone = 'UTC'",
-        source.parameters)
+    [(ceiling,)] = context.store.query_rows(f"SELECT maxOrNull({quote_identifier(cursor_column)}) FROM "
+                                            f"{source.expression} SETTINGS session_timezone = 'UTC'", source.parameters)
     zoned = "," in _base(dict((out, c.clickhouse_type) for c, out in plan.selected())[cursor_column])
     if isinstance(ceiling, datetime) and ceiling.tzinfo is None and zoned:
         ceiling = ceiling.replace(tzinfo=UTC)  # the driver's UTC wall time of a zoned column: the instant
@@ -227,7 +229,7 @@ def safe_description(where: Endpoint, table: str) -> str:
     return f"{table} on {where.backend}://{quote(where.user, safe='')}@{where.host}:{where.port}/{where.database}"
 
 
-def check_zone(plan: PushdownPlan, engine: Any, context: RunContext) -> None:
+def check_zone(plan: PushdownPlan, url: str, context: RunContext) -> None:
     """Refuse (:class:`NotExpressible`) a push-down that would read zoned values in a non-UTC session."""
     zoned = zoned_columns(plan.used(), plan.where.backend)
     if not zoned:
@@ -235,9 +237,83 @@ def check_zone(plan: PushdownPlan, engine: Any, context: RunContext) -> None:
     if plan.where.backend == "postgresql" and context.settings.is_embedded:
         utc_sessions_here()
         return
-    zone, source = session_zone(engine, plan.where.backend)
+    zone, source = session_zone(url, plan.where.backend)
     if source == "client":
         raise NotExpressible("PGTZ is set here, so the zone the ClickHouse server's sessions start in is unknown")
     if not is_utc(zone):
         raise NotExpressible(f"the source's sessions start in zone {zone}, and ClickHouse would read "
                              f"{', '.join(zoned)} in it without the offset (ClickHouse issue #89128)")
+
+
+#: Source types whose value ClickHouse's table functions read exactly as the Python path does,
+#: by ClickHouse type; a String column only from these source types (others, e.g. time, interval,
+#: unconstrained numeric, bytea, arrays, are read through Python).
+_EXACT_STRINGS = ("text", "character", "varchar", "char", "json", "jsonb", "tinytext", "mediumtext", "longtext",
+                  "citext")
+_EXACT = re.compile(r"(U?Int(8|16|32|64)|Float(32|64)|Bool|Decimal\(\d+, \d+\)|DateTime64\(6, 'UTC'\)|Date32|UUID)")
+
+
+def check_exact(plan: PushdownPlan) -> None:
+    """Refuse (:class:`NotExpressible`) a column whose value ClickHouse may read differently."""
+    for column in plan.used():
+        base = _base(column.clickhouse_type)
+        if _EXACT.fullmatch(base):
+            continue
+        if base == "String" and column.source_type.lower().startswith(_EXACT_STRINGS):
+            continue
+        raise NotExpressible(f"column {column.name!r} ({column.source_type}) is read through Python "
+                             f"(ClickHouse's {plan.where.backend}() may read it differently)")
+
+
+def pushdown_source(extractor: Any, context: RunContext, url: str, cursor: Any) -> SqlSource | None:
+    """``extractor``'s run (from ``cursor``) as a :class:`SqlSource` over ``postgresql()``/``mysql()``,
+    or ``None`` after logging why the Python path runs. ``extractor`` is a :class:`DbExtractor`."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pipelines.tools.extractors.db_query_shape import query_shape, table_shape
+
+    def python_path(reason: str) -> None:
+        context.logger.info("%s: read through Python: %s", extractor.name, reason)
+
+    if not extractor.pushdown:
+        return python_path("the extractor sets pushdown=False")
+    try:
+        where = endpoint(url)
+        context.add_secrets([where.password])
+        binds = {"start": context.start, "end": context.end, "start_date": context.start_date,
+                 "end_date": context.end_date, "cursor": cursor, **extractor.params}
+        shape = table_shape(extractor.table) if extractor.table else query_shape(extractor.query, where.backend)
+        if extractor.table and extractor.cursor_column and cursor is not None:
+            shape.where.append(Comparison(extractor.cursor_column, ">", "cursor"))
+        plan = PushdownPlan(shape, where, _catalog(extractor, url, shape), binds)
+        check_exact(plan)
+        check_zone(plan, url, context)
+        extra = _cursor_bound(extractor, plan, context) if extractor.cursor_column else []
+        return plan.source(extra, safe_description(where, shape.table))
+    except NotExpressible as exc:
+        return python_path(str(exc))
+    except SQLAlchemyError:
+        return python_path("the source's catalog could not be read (the Python path says why)")
+
+
+def _catalog(extractor: Any, url: str, shape: QueryShape) -> list[Any]:
+    from pipelines.tools.extractors.source_schema import source_columns
+
+    engine = extractor._engine(url, "the source")  # noqa: SLF001 (the extractor's own connection settings)
+    try:
+        columns = source_columns(engine, table=f"{shape.schema}.{shape.table}" if shape.schema else shape.table)
+    finally:
+        engine.dispose()
+    if not columns:
+        raise NotExpressible(f"the source's catalog has no table {shape.table!r}")
+    return columns
+
+
+def _cursor_bound(extractor: Any, plan: PushdownPlan, context: RunContext) -> list[Comparison]:
+    """The run loads cursor values up to the highest one now in the source, saved as the new cursor."""
+    ceiling = cursor_ceiling(plan, extractor.cursor_column, context)
+    column = {out: c.name for c, out in plan.selected()}[extractor.cursor_column]
+    plan.binds["dp_cursor_max"] = ceiling
+    if ceiling is not None:
+        extractor.save_cursor(context, ceiling)
+    return [Comparison(column, "<=", "dp_cursor_max")]

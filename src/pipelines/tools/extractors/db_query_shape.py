@@ -170,7 +170,8 @@ def _null_guard(node: object, tables: set[str], backend: str) -> Comparison:
             comparison = _comparison(other.this if isinstance(other, exp.Paren) else other, tables, backend)
             if comparison.bind == guard.this.name:
                 return Comparison(comparison.column, comparison.op, comparison.bind, unless_null=True)
-    raise NotExpressible(f"the condition {_sql(node)} is an OR (only '(:b IS NULL OR column > :b)' is read by ClickHouse)")
+    raise NotExpressible(f"the condition {_sql(node)} is an OR (ClickHouse takes only "
+                         "'(:b IS NULL OR column > :b)')")
 
 
 def _sql(node: object) -> str:

@@ -7,11 +7,14 @@ import re
 import pyarrow as pa
 
 from core.exceptions import LoadError
+from pipelines.tools.arrow_types import CLICKHOUSE_TYPE_KEY
 
 
 def clickhouse_type(field: pa.Field, nullable: bool) -> str:
-    """The ClickHouse type for an Arrow field (``Nullable(...)`` when ``nullable``)."""
-    base = _base_type(field.type, field.name)
+    """The ClickHouse type for an Arrow field (``Nullable(...)`` when ``nullable``); a type declared
+    in the field's metadata (``clickhouse_type``) wins over the Arrow type."""
+    declared = (field.metadata or {}).get(CLICKHOUSE_TYPE_KEY)
+    base = declared.decode() if declared else _base_type(field.type, field.name)
     if nullable and not base.startswith(("Array(", "LowCardinality(")):
         return f"Nullable({base})"
     if nullable and base.startswith("LowCardinality("):
