@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -145,6 +145,9 @@ class PushdownPlan:
     where: Endpoint
     columns: list[Any]  # SourceColumn of the source table, in its order
     binds: dict[str, Any]  # bind name -> value (cursor, interval, params)
+    #: The result's columns by name as the Python path types them (a query's, from its description):
+    #: the casts and the schema follow them, so both paths create the same table.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
     def selected(self) -> list[tuple[Any, str]]:
         """(source column, output name) in the query's order."""
@@ -201,9 +204,10 @@ class PushdownPlan:
         terms, parameters = self.conditions(extra)
         raw = ", ".join(quote_identifier(c.name) for c in self.used())
         inner = f"SELECT {raw} FROM {self.function()}" + (f" WHERE {' AND '.join(terms)}" if terms else "")
-        casts = ", ".join(f"CAST({quote_identifier(c.name)} AS {c.clickhouse_type}) AS {quote_identifier(out)}"
-                          for c, out in selected)
-        schema = pa.schema([c.arrow_field().with_name(out) for c, out in selected])
+        typed = [(c, self.outputs.get(out, c), out) for c, out in selected]
+        casts = ", ".join(f"CAST({quote_identifier(c.name)} AS {t.clickhouse_type}) AS {quote_identifier(out)}"
+                          for c, t, out in typed)
+        schema = pa.schema([t.arrow_field().with_name(out) for _, t, out in typed])
         return SqlSource(f"(SELECT {casts} FROM ({inner}))", schema, description,
                          {**self.parameters(), **parameters}, settings=dict(PUSHDOWN_SETTINGS),
                          remote=f"{self.where.host}:{self.where.port}")
@@ -285,7 +289,8 @@ def pushdown_source(extractor: Any, context: RunContext, url: str, cursor: Any) 
         shape = table_shape(extractor.table) if extractor.table else query_shape(extractor.query, where.backend)
         if extractor.table and extractor.cursor_column and cursor is not None:
             shape.where.append(Comparison(extractor.cursor_column, ">", "cursor"))
-        plan = PushdownPlan(shape, where, _catalog(extractor, url, shape), binds)
+        columns, outputs = _catalog(extractor, url, shape, binds)
+        plan = PushdownPlan(shape, where, columns, binds, outputs)
         check_exact(plan)
         check_zone(plan, url, context)
         extra = _cursor_bound(extractor, plan, context) if extractor.cursor_column else []
@@ -296,17 +301,21 @@ def pushdown_source(extractor: Any, context: RunContext, url: str, cursor: Any) 
         return python_path("the source's catalog could not be read (the Python path says why)")
 
 
-def _catalog(extractor: Any, url: str, shape: QueryShape) -> list[Any]:
+def _catalog(extractor: Any, url: str, shape: QueryShape, binds: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The table's columns from the catalog, and a query's result columns by name (as the Python path
+    types them: a query's columns are all Nullable on PostgreSQL)."""
     from pipelines.tools.extractors.source_schema import source_columns
 
     engine = extractor._engine(url, "the source")  # noqa: SLF001 (the extractor's own connection settings)
     try:
         columns = source_columns(engine, table=f"{shape.schema}.{shape.table}" if shape.schema else shape.table)
+        outputs = {} if extractor.query is None else {
+            c.name: c for c in source_columns(engine, query=extractor.query, params=dict(binds))}
     finally:
         engine.dispose()
     if not columns:
         raise NotExpressible(f"the source's catalog has no table {shape.table!r}")
-    return columns
+    return columns, outputs
 
 
 def _cursor_bound(extractor: Any, plan: PushdownPlan, context: RunContext) -> list[Comparison]:
