@@ -7,13 +7,13 @@ modes: on a server, the server connects to PostgreSQL itself."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import SERVER_MODE, run_cli
 from core.exceptions import DataProcessorError
 from core.store import Store
 from pipelines.interfaces import Transformer
@@ -32,9 +32,17 @@ class Passthrough(Transformer):
         return batch
 
 
+UTC_USER = "pd_utc"
+
+
 @pytest.fixture(scope="module")
 def source(postgres_source):
-    """``pd_orders``: 3 days of a row a minute around the test day (UTC), NULLs in every nullable column."""
+    """``pd_orders``: 3 days of a row a minute around the test day (UTC), NULLs in every nullable column.
+
+    ``url``: how the pipelines connect. A ClickHouse server connects with its own environment, so on
+    one the framework pushes down zoned columns only when the source's sessions start in UTC: there
+    the pipelines log in as a role whose sessions do (``ALTER ROLE ... SET TimeZone``); the server
+    default stays New York (see test_server_refuses_a_non_utc_source)."""
     postgres_source.execute(
         "DROP TABLE IF EXISTS pd_orders; DROP TABLE IF EXISTS pd_events;"
         "CREATE TABLE pd_orders (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, amount numeric(12,2), "
@@ -46,6 +54,19 @@ def source(postgres_source):
         "CREATE TABLE pd_events (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, v numeric(10,3));"
         "INSERT INTO pd_events SELECT i, timestamptz '2026-01-10 00:00:00+00' + i * interval '1 hour', i / 8.0 "
         "FROM generate_series(1, 100) i;")
+    import psycopg2
+
+    admin = psycopg2.connect(host=str(postgres_source.directory), port=postgres_source.port, user="postgres",
+                             dbname=postgres_source.database)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"DROP ROLE IF EXISTS {UTC_USER}")
+        cursor.execute(f"CREATE ROLE {UTC_USER} LOGIN PASSWORD %s", (postgres_source.password,))
+        cursor.execute(f"ALTER ROLE {UTC_USER} SET TimeZone = 'UTC'")
+        cursor.execute(f"GRANT SELECT ON pd_orders, pd_events TO {UTC_USER}")
+    admin.close()
+    postgres_source.pushdown_url = (postgres_source.url.replace(f"//{postgres_source.user}:", f"//{UTC_USER}:")
+                                    if SERVER_MODE else postgres_source.url)
     return postgres_source
 
 
@@ -105,10 +126,10 @@ def test_what_is_expressible() -> None:
 def test_interval_query_same_on_both_paths(source, store: Store, make_context, caplog) -> None:
     caplog.set_level(logging.INFO)
     for table, pushdown in (("iv_sql", True), ("iv_py", False)):
-        extractor = create_db_extractor(source.url, INTERVAL_QUERY, pushdown=pushdown)
+        extractor = create_db_extractor(source.pushdown_url, INTERVAL_QUERY, pushdown=pushdown)
         assert run(store, make_context, extractor, table) is None
     log = logged(caplog)
-    assert "ClickHouse read pd_orders on postgresql://dp_reader@" in log
+    assert f"ClickHouse read pd_orders on postgresql://{UTC_USER if SERVER_MODE else 'dp_reader'}@" in log
     assert "no Python in the data path" in log
     assert "read through Python: the extractor sets pushdown=False" in log
     pushed, python = table_facts(store, "iv_sql"), table_facts(store, "iv_py")
@@ -122,24 +143,32 @@ def test_interval_query_same_on_both_paths(source, store: Store, make_context, c
 
 
 def test_start_date_form_and_empty_interval(source, store: Store, make_context) -> None:
-    query = "SELECT * FROM pd_orders WHERE created_at >= :start_date AND created_at < :end_date"
+    query = ("SELECT * FROM pd_orders WHERE created_at >= :start_date AND created_at < :end_date "
+             "AND id >= :low")
+    facts, errors = {}, {}
     for table, pushdown in (("sd_sql", True), ("sd_py", False)):
-        assert run(store, make_context, create_db_extractor(source.url, query, pushdown=pushdown), table) is None
-        # A day without rows must not empty the slice silently; allow_empty says it is real.
-        empty_day = DAY + timedelta(days=30)
-        assert run(store, make_context, create_db_extractor(source.url, query, pushdown=pushdown), table,
-                   start=empty_day, run_id="r2") is None
-        error = run(store, make_context, create_db_extractor(source.url, query, pushdown=pushdown), table,
-                    start=empty_day, run_id="r3", allow_empty=False)
-        assert error is None  # nothing held there: nothing to protect
-    assert table_facts(store, "sd_sql") == table_facts(store, "sd_py")
-    assert table_facts(store, "sd_sql")["count"] == 1440
+        def once(low: int, run_id: str, allow_empty: bool = False, table=table, pushdown=pushdown) -> str | None:
+            extractor = create_db_extractor(source.pushdown_url, query, params={"low": low}, pushdown=pushdown)
+            return run(store, make_context, extractor, table, run_id=run_id, allow_empty=allow_empty)
+
+        assert once(0, "r1") is None
+        facts[table] = table_facts(store, table)
+        # An empty result must not empty the day silently; allow_empty says it is real.
+        errors[table] = once(10**9, "r2")
+        assert store.query_rows(f"SELECT count() FROM {table}") == [(1440,)]
+        assert once(10**9, "r3", allow_empty=True) is None
+        assert store.query_rows(f"SELECT count() FROM {table}") == [(0,)]
+    assert facts["sd_sql"] == facts["sd_py"]
+    assert facts["sd_sql"]["count"] == 1440
+    assert errors["sd_sql"] == errors["sd_py"]
+    assert "source returned 0 rows for 2026-01-15, which holds 1,440 rows; set allow_empty=True" in errors["sd_sql"]
 
 
 def test_incremental_cursor_same_state_and_valid_across_paths(source, store: Store, make_context) -> None:
     states = {}
     for table, pushdown in (("inc_sql", True), ("inc_py", False)):
-        extractor = create_db_extractor(source.url, table="pd_events", cursor_column="updated_at", pushdown=pushdown)
+        extractor = create_db_extractor(source.pushdown_url, table="pd_events", cursor_column="updated_at",
+                                        pushdown=pushdown)
         assert run(store, make_context, extractor, table, mode="append") is None
         states[table] = make_context(pipeline=table).state.get("cursor")
     assert states["inc_sql"] == states["inc_py"]
@@ -150,7 +179,7 @@ def test_incremental_cursor_same_state_and_valid_across_paths(source, store: Sto
     try:
         # Each pipeline switches path: the cursor the other path saved reads exactly the new rows.
         for table, pushdown in (("inc_sql", False), ("inc_py", True)):
-            extractor = create_db_extractor(source.url, table="pd_events", cursor_column="updated_at",
+            extractor = create_db_extractor(source.pushdown_url, table="pd_events", cursor_column="updated_at",
                                             pushdown=pushdown)
             assert run(store, make_context, extractor, table, mode="append", run_id="r2") is None
             states[table] = make_context(pipeline=table).state.get("cursor")
@@ -166,7 +195,7 @@ def test_write_modes_same_on_both_paths(source, store: Store, make_context, mode
     query = "SELECT id, updated_at, v FROM pd_events WHERE id <= :top"
     for table, pushdown in ((f"{mode}_sql", True), (f"{mode}_py", False)):
         for run_id, top in (("r1", 60), ("r2", 80)):
-            extractor = create_db_extractor(source.url, query, params={"top": top}, pushdown=pushdown)
+            extractor = create_db_extractor(source.pushdown_url, query, params={"top": top}, pushdown=pushdown)
             options = {"primary_key": ["id"]} if mode == "merge" else {}
             assert run(store, make_context, extractor, table, mode=mode, run_id=run_id, **options) is None
     assert table_facts(store, f"{mode}_sql") == table_facts(store, f"{mode}_py")
@@ -220,3 +249,19 @@ def test_failing_pushdown_is_one_line_and_hides_the_password(source, pipelines_d
         for text in texts:
             assert source.password not in text and quote(source.password, safe="") not in text
     db.close()
+
+
+def test_server_refuses_a_non_utc_source(source, store: Store, make_context, caplog) -> None:
+    """The source's default zone is New York: a server, connecting with its own environment, would
+    read timestamptz values without their offset, so the run reads through Python and says why
+    (the embedded engine makes its own sessions UTC and pushes down)."""
+    caplog.set_level(logging.INFO)
+    assert run(store, make_context, create_db_extractor(source.url, INTERVAL_QUERY), "ny") is None
+    log = logged(caplog)
+    if SERVER_MODE:
+        assert ("read through Python: the source's sessions start in zone America/New_York, and ClickHouse "
+                "would read created_at in it without the offset (ClickHouse issue #89128)") in log
+    else:
+        assert "no Python in the data path" in log
+    assert store.query_rows("SELECT count(), toUnixTimestamp(min(created_at)) FROM ny") == [
+        (1440, int(DAY.timestamp()))]
