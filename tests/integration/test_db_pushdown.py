@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from audit import not_null, row_count
 from conftest import SERVER_MODE, run_cli
 from core.exceptions import DataProcessorError
 from core.store import Store
@@ -71,7 +72,7 @@ def source(postgres_source):
 
 
 def run(store: Store, make_context, extractor, table: str, *, mode: str = "interval", start: datetime = DAY,
-        run_id: str = "r1", transformers=(), allow_empty: bool = False, **loader) -> str | None:
+        run_id: str = "r1", transformers=(), allow_empty: bool = False, checks=(), **loader) -> str | None:
     """One run of ``extractor`` into ``table`` (committed with its state); the error, if any."""
     if mode == "interval":
         loader.setdefault("time_column", "created_at")
@@ -80,6 +81,7 @@ def run(store: Store, make_context, extractor, table: str, *, mode: str = "inter
                 else create_el_pipeline(extractor, target, table))
     context = make_context(pipeline=table, start=start, run_id=run_id)
     context.allow_empty = allow_empty
+    context.checks = list(checks)
     try:
         pipeline.run(context)
     except DataProcessorError as exc:
@@ -138,6 +140,13 @@ def test_interval_query_same_on_both_paths(source, store: Store, make_context, c
     # The interval's instants, whatever the source's zone (New York here).
     assert store.query_rows("SELECT toUnixTimestamp(min(created_at)), min(id), max(id) FROM iv_sql") == [
         (int(DAY.timestamp()), 1440, 2879)]
+    # Data checks see the same staged rows on both paths: a failing one publishes nothing.
+    errors = [run(store, make_context, create_db_extractor(source.pushdown_url, INTERVAL_QUERY, pushdown=pushdown),
+                  table, run_id="r2", checks=[row_count(min=1440, max=1440), not_null("id", "note")])
+              for table, pushdown in (("iv_sql", True), ("iv_py", False))]
+    assert errors[0] == errors[1].replace("iv_py", "iv_sql")
+    assert "not_null" in errors[0] and "note" in errors[0]
+    assert table_facts(store, "iv_sql") == pushed
     assert store.query_rows("SELECT amount, note, paid FROM iv_sql WHERE id = 1441") == [
         (Decimal("1801.25"), "n1441", None if 1441 % 5 == 0 else False)]
 
@@ -222,33 +231,62 @@ def test_python_path_when_not_expressible_and_why(source, store: Store, make_con
     assert store.query_rows("SELECT count() FROM np_tr") == [(100,)]
 
 
+FAILING = """
+import dataclasses, os
+from pipelines.pipeline_factory import create_el_pipeline
+from pipelines.tools.extractors import db_pushdown
+from pipelines.tools.extractors.db_extractor import create_db_extractor
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+# 'clickhouse_refuses': the catalog is read with the right password, ClickHouse gets a wrong one
+# (as when the server's own connection is refused), so ClickHouse's error is the one shown.
+_endpoint = db_pushdown.endpoint
+def endpoint(url):
+    found = _endpoint(url)
+    return dataclasses.replace(found, password=found.password + "x") if "CH_WRONG" in os.environ else found
+db_pushdown.endpoint = endpoint
+
+def pipeline(name, var):
+    extractor = create_db_extractor(url_env=var, table="pd_events")
+    return {"pipeline": create_el_pipeline(extractor, create_clickhouse_loader(name, mode="append"), name),
+            "retries": 0}
+
+PIPELINE_REGISTRY = {"wrong_password": pipeline("wrong_password", "BAD_URL"),
+                     "closed_port": pipeline("closed_port", "CLOSED_URL"),
+                     "clickhouse_refuses": pipeline("clickhouse_refuses", "GOOD_URL")}
+"""
+
+
 def test_failing_pushdown_is_one_line_and_hides_the_password(source, pipelines_dir: Path, project_env, db) -> None:
     from urllib.parse import quote
 
-    bad = source.url.replace(quote(source.password, safe=""), quote(source.password + "x", safe=""))
-    closed = source.url.replace(f":{source.port}/", ":1/")
-    (pipelines_dir / "pd_pipeline.py").write_text(
-        "import os\n"
-        "from pipelines.pipeline_factory import create_el_pipeline\n"
-        "from pipelines.tools.extractors.db_extractor import create_db_extractor\n"
-        "from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader\n"
-        "PIPELINE_REGISTRY = {name: {'pipeline': create_el_pipeline(create_db_extractor(url_env=var, "
-        "table='pd_events'), create_clickhouse_loader(name, mode='append'), name), 'retries': 0}\n"
-        "    for name, var in (('wrong_password', 'BAD_URL'), ('closed_port', 'CLOSED_URL'))}\n")
-    env = {"BAD_URL": bad, "CLOSED_URL": closed}
+    url = source.pushdown_url
+    bad = url.replace(quote(source.password, safe=""), quote(source.password + "x", safe=""))
+    (pipelines_dir / "pd_pipeline.py").write_text(FAILING)
+    env = {"BAD_URL": bad, "CLOSED_URL": url.replace(f":{source.port}/", ":1/"), "GOOD_URL": url}
     assert run_cli("setup_db", env=env).returncode == 0
     logs = Path(project_env["LOG_DIR"])
-    for name in ("wrong_password", "closed_port"):
-        result = run_cli("cron_run", name, "--date", "2026-01-15", env=env)
+    expected = {
+        "wrong_password": "password authentication failed",
+        "closed_port": "cannot connect to",
+        "clickhouse_refuses": "ClickHouse could not read pd_events on postgresql://",
+    }
+    for name, message in expected.items():
+        result = run_cli("cron_run", name, "--date", "2026-01-15",
+                         env={**env, **({"CH_WRONG": "1"} if name == "clickhouse_refuses" else {})})
         assert result.returncode != 0
-        errors = [line for line in (result.stdout + result.stderr).splitlines() if "error" in line.lower()]
-        assert errors, result.stdout + result.stderr
-        texts = [result.stdout, result.stderr, (logs / "jobs" / f"{name}.log").read_text(),
+        console = result.stdout + result.stderr
+        errors = [line for line in console.splitlines() if message in line]
+        assert len(errors) == 1, console
+        if name == "clickhouse_refuses":
+            assert "password authentication failed" in errors[0]
+            assert ("must reach it" in errors[0]) == SERVER_MODE
+        texts = [console, (logs / "jobs" / f"{name}.log").read_text(),
                  (logs / "system" / "application.log").read_text(),
                  repr(db.query_rows("SELECT * FROM _dp_runs"))]
         for text in texts:
             assert source.password not in text and quote(source.password, safe="") not in text
-    db.close()
+        db.close()
 
 
 def test_server_refuses_a_non_utc_source(source, store: Store, make_context, caplog) -> None:
