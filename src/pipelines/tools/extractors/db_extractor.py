@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from core.exceptions import ConfigError, ExtractError, TransientError
 from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
-from pipelines.tools.extractors.db_values import connect_args, declared_batch, raw_text_types, wait_interruptibly
+from pipelines.tools.extractors.db_values import after_connect, connect_args, declared_batch, wait_interruptibly
 from pipelines.tools.extractors.source_schema import SourceColumn, source_columns
 from pipelines.tools.factory import component_factory
 
@@ -299,11 +299,13 @@ class DbExtractor(Extractor):
                               "database's Python driver") from None
         except SQLAlchemyError as exc:
             raise ConfigError(f"db extractor {self.name!r}: cannot use {safe}: {exc}") from None
-        if engine.dialect.driver == "psycopg2":
+        driver = engine.dialect.driver
+        if driver == "psycopg2":
             from psycopg2 import extensions
 
             extensions.set_wait_callback(wait_interruptibly)
-            event.listen(engine, "connect", lambda dbapi_connection, record: raw_text_types(dbapi_connection))
+        event.listen(engine, "connect", lambda dbapi_connection, record: after_connect(
+            driver, dbapi_connection, self.statement_timeout))
         return engine
 
     def _bound_statement(self, engine: Any, cursor: Any, context: RunContext) -> tuple[Any, dict[str, Any]]:

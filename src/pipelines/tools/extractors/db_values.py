@@ -51,16 +51,14 @@ def _text(value: Any) -> Any:
 
 
 def _in_range(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        naive = value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
-        if not _FIRST <= naive <= _LAST:
-            raise ValueError(f"{value} is outside ClickHouse's range (1900-01-01 to 2299-12-31)"
-                             + (" (PostgreSQL 'infinity'?)" if value.year in (1, 9999) else ""))
-    elif isinstance(value, dt.date) and not _FIRST.date() <= value <= _LAST.date():
-        raise ValueError(f"{value} is outside ClickHouse's range (1900-01-01 to 2299-12-31)"
-                         + (" (PostgreSQL 'infinity'?)" if value.year in (1, 9999) else ""))
-    elif isinstance(value, str):
-        raise ValueError(f"{value!r} is not a valid date or time (a MySQL zero date?)")
+    day = value.date() if isinstance(value, dt.datetime) else value
+    if isinstance(value, dt.datetime) and value.tzinfo:
+        day = value.astimezone(dt.UTC).date()
+    if isinstance(day, dt.date) and not _FIRST.date() <= day <= _LAST.date():
+        infinity = " (PostgreSQL's 'infinity'?)" if day.year in (1, 9999) else ""
+        raise ValueError(f"outside ClickHouse's range 1900-01-01 to 2299-12-31{infinity}")
+    if isinstance(value, str):
+        raise ValueError("not a date (a MySQL zero date?)")
     return value
 
 
@@ -103,7 +101,8 @@ def declared_batch(rows: list[Any], names: list[str], columns: list[SourceColumn
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, ValueError,
                 TypeError, UnicodeDecodeError):
             row, value, reason = _bad_row(values, column)
-            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            shown = value.isoformat() if isinstance(value, dt.date) else repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
             raise ExtractError(f"{where}: column '{column.name}' ({column.source_type}) row {first_row + row}: "
                                f"{shown} does not fit {column.clickhouse_type}: {reason}") from None
     schema = pa.schema([c.arrow_field() for c in columns])
@@ -122,10 +121,23 @@ def connect_args(driver: str, connect_timeout: float, statement_timeout: float |
                 "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
     if driver in ("pymysql", "mysqldb"):
         args: dict[str, Any] = {"connect_timeout": connect_timeout, "init_command": "SET time_zone = '+00:00'"}
-        if statement_timeout:
-            args.update(read_timeout=statement_timeout, write_timeout=statement_timeout)
+        # PyMySQL reads the server's greeting with its read timeout: the connect timeout until
+        # connected (then the statement timeout, see after_connect); mysqlclient has one for both.
+        read = connect_timeout if driver == "pymysql" else statement_timeout
+        if read:
+            args.update(read_timeout=read, write_timeout=read)
         return args
     return {}
+
+
+def after_connect(driver: str, dbapi_connection: Any, statement_timeout: float | None) -> None:
+    """Per new connection: psycopg2 reads JSON/time/interval as text; PyMySQL gets the statement
+    timeout as its read timeout once the handshake (bounded by the connect timeout) is done."""
+    if driver == "psycopg2":
+        raw_text_types(dbapi_connection)
+    elif driver == "pymysql":
+        dbapi_connection._read_timeout = statement_timeout  # noqa: SLF001 (no public setter)
+        dbapi_connection._write_timeout = statement_timeout  # noqa: SLF001
 
 
 def raw_text_types(dbapi_connection: Any) -> None:

@@ -254,7 +254,8 @@ def _my_query(connection: Any, query: str, params: Any) -> list[SourceColumn]:
             length, scale = int(d[3] or 0), int(d[5] or 0)
             declared = f"decimal({length - (scale > 0) - (not flags & _UNSIGNED_FLAG)},{scale})"
         else:
-            declared = kind + (" unsigned" if flags & _UNSIGNED_FLAG else "")
+            numeric = kind in _MY_INTS or kind in ("float", "double")
+            declared = kind + (" unsigned" if numeric and flags & _UNSIGNED_FLAG else "")
         result.append(column(d[0], declared, mysql_base(declared), not flags & _NOT_NULL_FLAG))
     return result
 

@@ -46,6 +46,7 @@ from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, t
 from pipelines.tools.factory import component_factory
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
 from pipelines.tools.loaders.clickhouse_layout import Layout, read_layout, report_rebuild
+from pipelines.tools.loaders.clickhouse_schema import times_as_text
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
 RUN_ID_COLUMN = "_dp_run_id"
@@ -129,6 +130,7 @@ class ClickHouseLoader(StagedStructure, Loader):
             return 0
         if self.run_id_column in data.column_names:
             data = data.drop_columns([self.run_id_column])
+        data = times_as_text(data)
         self._ensure_staging(context, data.schema)
         self._evolve(context, data.schema)
         self._supplied.update(data.column_names)

@@ -35,7 +35,7 @@ def _base_type(t: pa.DataType, column: str) -> str:
         return f"Decimal({t.precision}, {t.scale})"
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return "String"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_time(t):
         return "String"
     if pa.types.is_timestamp(t):
         scale = {"s": 0, "ms": 3, "us": 6, "ns": 9}[t.unit]
@@ -50,6 +50,16 @@ def _base_type(t: pa.DataType, column: str) -> str:
         return "String"
     raise LoadError(f"Column '{column}' has Arrow type {t}, which has no ClickHouse column type here: "
                     "flatten it or cast it to a string first")
+
+
+def times_as_text(table: pa.Table) -> pa.Table:
+    """Arrow time-of-day columns (a CSV's ``08:15:00``) as ``HH:MM:SS[.fff]`` text: their
+    ClickHouse column is a String (ClickHouse's Time types are too new to rely on)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_time(field.type):
+            table = table.set_column(i, pa.field(field.name, pa.string(), field.nullable),
+                                     table.column(i).cast(pa.string()))
+    return table
 
 
 # Families a value can move between without loss or surprise.
