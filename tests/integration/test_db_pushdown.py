@@ -303,3 +303,31 @@ def test_server_refuses_a_non_utc_source(source, store: Store, make_context, cap
         assert "no Python in the data path" in log
     assert store.query_rows("SELECT count(), toUnixTimestamp(min(created_at)) FROM ny") == [
         (1440, int(DAY.timestamp()))]
+
+
+def test_mariadb_same_on_both_paths(mariadb_source, store: Store, make_context, caplog) -> None:
+    """MySQL's protocol through ClickHouse's mysql(): a DATETIME interval (zone-less: pushed down even
+    with the server at +02:00), and a TIMESTAMP column, which ClickHouse would read in the server's
+    zone, taking the Python path with the reason."""
+    caplog.set_level(logging.INFO)
+    mariadb_source.execute(
+        "SET SESSION max_recursive_iterations = 10000; DROP TABLE IF EXISTS pd_sales; CREATE TABLE pd_sales (id bigint NOT NULL PRIMARY KEY, "
+        "sold_at datetime(6) NOT NULL, amount decimal(12,2), label varchar(20), day date, n int, "
+        "stamped timestamp(6) NULL);"
+        "INSERT INTO pd_sales WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 2999) "
+        "SELECT i, TIMESTAMP'2026-01-14 00:00:00' + INTERVAL i MINUTE, IF(i % 7 = 0, NULL, i * 1.25), "
+        "IF(i % 3 = 0, NULL, CONCAT('l', i)), DATE(TIMESTAMP'2026-01-14 00:00:00' + INTERVAL i MINUTE), "
+        "IF(i % 5 = 0, NULL, i), NULL FROM s")
+    query = ("SELECT id, sold_at, amount, label, day, n FROM pd_sales "
+             "WHERE sold_at >= :start AND sold_at < :end")
+    for table, pushdown in (("my_sql", True), ("my_py", False)):
+        extractor = create_db_extractor(mariadb_source.url, query, pushdown=pushdown)
+        assert run(store, make_context, extractor, table, time_column="sold_at") is None
+    stamped = create_db_extractor(mariadb_source.url, "SELECT id, stamped FROM pd_sales WHERE id < :top",
+                                  params={"top": 5})
+    assert run(store, make_context, stamped, "my_ts", mode="append") is None
+    log = logged(caplog)
+    assert "ClickHouse read pd_sales on mysql://dp_reader@" in log
+    assert "read through Python: the source's sessions start in zone +02:00" in log
+    assert table_facts(store, "my_sql") == table_facts(store, "my_py")
+    assert store.query_rows("SELECT count(), min(id), max(id) FROM my_sql") == [(1440, 1440, 2879)]
