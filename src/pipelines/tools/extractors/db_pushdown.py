@@ -308,9 +308,10 @@ def _catalog(extractor: Any, url: str, shape: QueryShape, binds: dict[str, Any])
 
     engine = extractor._engine(url, "the source")  # noqa: SLF001 (the extractor's own connection settings)
     try:
-        columns = source_columns(engine, table=f"{shape.schema}.{shape.table}" if shape.schema else shape.table)
-        outputs = {} if extractor.query is None else {
-            c.name: c for c in source_columns(engine, query=extractor.query, params=dict(binds))}
+        with engine.connect() as connection:  # one connection for both questions
+            columns = source_columns(connection, table=f"{shape.schema}.{shape.table}" if shape.schema else shape.table)
+            outputs = {} if extractor.query is None else {
+                c.name: c for c in source_columns(connection, query=extractor.query, params=dict(binds))}
     finally:
         engine.dispose()
     if not columns:
