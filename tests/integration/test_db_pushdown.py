@@ -311,7 +311,8 @@ def test_mariadb_same_on_both_paths(mariadb_source, store: Store, make_context, 
     zone, taking the Python path with the reason."""
     caplog.set_level(logging.INFO)
     mariadb_source.execute(
-        "SET SESSION max_recursive_iterations = 10000; DROP TABLE IF EXISTS pd_sales; CREATE TABLE pd_sales (id bigint NOT NULL PRIMARY KEY, "
+        "SET SESSION max_recursive_iterations = 10000; DROP TABLE IF EXISTS pd_sales; "
+        "CREATE TABLE pd_sales (id bigint NOT NULL PRIMARY KEY, "
         "sold_at datetime(6) NOT NULL, amount decimal(12,2), label varchar(20), day date, n int, "
         "stamped timestamp(6) NULL);"
         "INSERT INTO pd_sales WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 2999) "
