@@ -293,7 +293,7 @@ class DbExtractor(Extractor):
         parsed = _parse_url(url, f"db extractor {self.name!r}")
         try:
             engine = create_engine(parsed, connect_args=connect_args(
-                parsed.get_driver_name(), self.connect_timeout, self.statement_timeout))
+                parsed.get_driver_name(), self.connect_timeout, self.statement_timeout, parsed.query))
         except (NoSuchModuleError, ImportError) as exc:
             raise ConfigError(f"db extractor {self.name!r}: no driver for {safe} ({exc}); install the "
                               "database's Python driver") from None

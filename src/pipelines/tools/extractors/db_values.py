@@ -111,16 +111,19 @@ def declared_batch(rows: list[Any], names: list[str], columns: list[SourceColumn
 
 # ---- sessions ------------------------------------------------------------------------------------
 
-def connect_args(driver: str, connect_timeout: float, statement_timeout: float | None) -> dict[str, Any]:
-    """Driver arguments: a UTC session zone and the timeouts (PostgreSQL's psycopg2, PyMySQL/mysqlclient)."""
+def connect_args(driver: str, connect_timeout: float, statement_timeout: float | None,
+                 url_query: Any = None) -> dict[str, Any]:
+    """Driver arguments: a UTC session zone and the timeouts (PostgreSQL's psycopg2, PyMySQL/mysqlclient).
+    libpq ``options`` given in the URL's query are kept, after ours."""
+    given = dict(url_query or {})
     if driver == "psycopg2":
-        options = "-c TimeZone=UTC"
+        options = " ".join(filter(None, ["-c TimeZone=UTC", given.get("options")]))
         if statement_timeout:
             options += f" -c statement_timeout={int(statement_timeout * 1000)}"
         return {"connect_timeout": max(1, round(connect_timeout)), "options": options,
                 "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
     if driver in ("pymysql", "mysqldb"):
-        args: dict[str, Any] = {"connect_timeout": connect_timeout, "init_command": "SET time_zone = '+00:00'"}
+        args: dict[str, Any] = {"connect_timeout": connect_timeout}
         # PyMySQL reads the server's greeting with its read timeout: the connect timeout until
         # connected (then the statement timeout, see after_connect); mysqlclient has one for both.
         read = connect_timeout if driver == "pymysql" else statement_timeout
@@ -131,11 +134,19 @@ def connect_args(driver: str, connect_timeout: float, statement_timeout: float |
 
 
 def after_connect(driver: str, dbapi_connection: Any, statement_timeout: float | None) -> None:
-    """Per new connection: psycopg2 reads JSON/time/interval as text; PyMySQL gets the statement
-    timeout as its read timeout once the handshake (bounded by the connect timeout) is done."""
+    """Per new connection: psycopg2 reads JSON/time/interval as text; MySQL sessions are UTC, and
+    PyMySQL gets the statement timeout as its read timeout once the handshake (bounded by the
+    connect timeout) is done."""
     if driver == "psycopg2":
         raw_text_types(dbapi_connection)
-    elif driver == "pymysql":
+        return
+    if driver in ("pymysql", "mysqldb"):
+        # TIMESTAMP values are shown in the session's zone: UTC makes the driver's naive datetimes
+        # UTC, whatever the server's default zone.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SET time_zone = '+00:00'")
+        cursor.close()
+    if driver == "pymysql":
         dbapi_connection._read_timeout = statement_timeout  # noqa: SLF001 (no public setter)
         dbapi_connection._write_timeout = statement_timeout  # noqa: SLF001
 
@@ -169,7 +180,7 @@ def wait_interruptibly(connection: Any) -> None:
             return
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            connection.close() if hasattr(connection, "close") else None
+            connection.close()
             raise OperationalError(f"timeout expired: no answer within connect_timeout={limit:g} s")
         if state == extensions.POLL_READ:
             select.select([connection.fileno()], [], [], left)
