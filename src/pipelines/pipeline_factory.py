@@ -85,6 +85,9 @@ class Pipeline:
             self.loader.begin(context)
             return False
         if rows is None:
+            if extractor.server_reads_source:
+                context.logger.info("%s: read through Python: the loader %s takes batches only",
+                                    extractor.name, self.loader.name)
             return False
         stats.batches = 1
         stats.rows_extracted = stats.rows_transformed = stats.rows_loaded = rows
