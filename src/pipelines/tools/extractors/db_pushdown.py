@@ -115,12 +115,13 @@ def is_utc(zone: str) -> bool:
     return zone.strip().lower() in _UTC_NAMES or zone.strip() in ("+0:00", "00:00")
 
 
-def session_zone(url: str, backend: str) -> tuple[str, str]:
+def session_zone(url: str, backend: str, connect_timeout: float) -> tuple[str, str]:
     """The zone a new session of the source starts in (what ClickHouse's own session gets) and
     where PostgreSQL took it from (``client``: this process's environment, e.g. ``PGTZ``)."""
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url)  # no session options: the zone a plain client gets
+    # No session options (the zone a plain client gets), but the extractor's connect timeout.
+    engine = create_engine(url, connect_args={"connect_timeout": max(1, int(connect_timeout))})
     with engine.connect() as connection:
         if backend == "postgresql":
             zone, source = connection.execute(
@@ -233,7 +234,7 @@ def safe_description(where: Endpoint, table: str) -> str:
     return f"{table} on {where.backend}://{quote(where.user, safe='')}@{where.host}:{where.port}/{where.database}"
 
 
-def check_zone(plan: PushdownPlan, url: str, context: RunContext) -> None:
+def check_zone(plan: PushdownPlan, url: str, context: RunContext, connect_timeout: float) -> None:
     """Refuse (:class:`NotExpressible`) a push-down that would read zoned values in a non-UTC session."""
     zoned = zoned_columns(plan.used(), plan.where.backend)
     if not zoned:
@@ -241,7 +242,7 @@ def check_zone(plan: PushdownPlan, url: str, context: RunContext) -> None:
     if plan.where.backend == "postgresql" and context.settings.is_embedded:
         utc_sessions_here()
         return
-    zone, source = session_zone(url, plan.where.backend)
+    zone, source = session_zone(url, plan.where.backend, connect_timeout)
     if source == "client":
         raise NotExpressible("PGTZ is set here, so the zone the ClickHouse server's sessions start in is unknown")
     if not is_utc(zone):
@@ -292,7 +293,7 @@ def pushdown_source(extractor: Any, context: RunContext, url: str, cursor: Any) 
         columns, outputs = _catalog(extractor, url, shape, binds)
         plan = PushdownPlan(shape, where, columns, binds, outputs)
         check_exact(plan)
-        check_zone(plan, url, context)
+        check_zone(plan, url, context, extractor.connect_timeout)
         extra = _cursor_bound(extractor, plan, context) if extractor.cursor_column else []
         return plan.source(extra, safe_description(where, shape.table))
     except NotExpressible as exc:
