@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import ROOT, SRC, cli_env, run_cli, wait_for
-from core.exceptions import ConfigError, ExtractError, TransientError
+from core.exceptions import ConfigError, ExtractError, LoadError, TransientError
 from core.store import Store
 from pipelines.pipeline_factory import create_el_pipeline
 from pipelines.tools.extractors.db_extractor import create_db_extractor
@@ -191,9 +191,10 @@ def test_a_value_that_does_not_fit_fails_naming_table_column_and_row(
 
 @pytest.mark.same_in_both_runs("reads the sources only; no ClickHouse table")
 def test_uuid_and_time_columns_take_the_type_transformer(postgres_source, make_context) -> None:
-    postgres_source.execute("DROP TABLE IF EXISTS ids; CREATE TABLE ids (u uuid, t time, span interval); "
-                            "INSERT INTO ids VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '08:30', '1 mon')")
-    (batch,) = create_db_extractor(postgres_source.url, table="ids").extract(make_context())
+    postgres_source.execute('DROP TABLE IF EXISTS "Ids"; CREATE TABLE "Ids" (u uuid, t time, span interval); '
+                            "INSERT INTO \"Ids\" VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '08:30', '1 mon')")
+    (batch,) = create_db_extractor(postgres_source.url, table="Ids").extract(make_context())
+    assert batch.schema.field("u").metadata[b"clickhouse_type"] == b"UUID"  # the catalog found "Ids"
     typed = create_type_transformer({"u": "str", "t": "str", "span": "str"}).transform(batch, make_context())
     assert typed.to_pylist() == [{"u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "t": "08:30:00", "span": "1 mon"}]
 
@@ -296,3 +297,46 @@ def test_the_sample_csv_s_time_of_day_column_loads_as_text(store: Store, make_co
     assert store.query_rows("SELECT time_of_day, count() FROM sample_orders GROUP BY 1 ORDER BY 1 LIMIT 1") == [
         (first, 1)]
     assert store.query_rows("SELECT count() FROM sample_orders") == [(len(sample.read_text().splitlines()) - 1,)]
+
+
+@pytest.mark.same_in_both_runs("reads the sources only; no ClickHouse table")
+def test_a_statement_longer_than_the_statement_timeout_fails_the_run(postgres_source, mariadb_source,
+                                                                     make_context) -> None:
+    reasons = {"postgresql": "canceling statement due to statement timeout",
+               "mariadb": "no answer within statement_timeout=0.5 s"}
+    for source, query in ((postgres_source, "SELECT pg_sleep(5) AS x"), (mariadb_source, "SELECT SLEEP(5) AS x")):
+        began = time.monotonic()
+        with pytest.raises(ExtractError) as caught:
+            list(create_db_extractor(source.url, query, statement_timeout=0.5).extract(make_context()))
+        assert time.monotonic() - began < 4, source.kind
+        safe = source.url.replace(source.url.split(":")[2].split("@")[0], "***")
+        assert str(caught.value) == f"db: query failed on {safe}: {reasons[source.kind]}"
+
+
+def test_a_value_too_wide_for_a_column_the_source_widened_later_fails_naming_the_row(
+        postgres_source, store: Store, make_context) -> None:
+    postgres_source.execute("DROP TABLE IF EXISTS grow; CREATE TABLE grow (id int NOT NULL, price numeric(12,2), "
+                            "n int); INSERT INTO grow VALUES (1, 1.50, 1)")
+
+    def run(run_id: str) -> None:
+        create_el_pipeline(create_db_extractor(postgres_source.url, table="grow"),
+                           create_clickhouse_loader("pg_grow", mode="replace", order_by="id"), "grow").run(
+            make_context(run_id=run_id, table_name="pg_grow"))
+
+    run("r1")
+    postgres_source.execute("ALTER TABLE grow ALTER price TYPE numeric(14,2), ALTER n TYPE bigint; "
+                            "INSERT INTO grow VALUES (2, 7.25, 2)")
+    run("r2")  # every value still fits the table's Decimal(12, 2)
+    postgres_source.execute("INSERT INTO grow VALUES (3, 999999999999.99, 3)")
+    with pytest.raises(LoadError) as caught:
+        run("r3")
+    assert str(caught.value) == (
+        "Column 'price' of pg_grow is Nullable(Decimal(12, 2)) but row 3 of the run's data holds 999999999999.99, "
+        "which does not fit: widen the column with a migration (ALTER TABLE ... MODIFY COLUMN)")
+    postgres_source.execute("UPDATE grow SET price = 3, n = 3000000000 WHERE id = 3")
+    with pytest.raises(LoadError) as caught:
+        run("r4")
+    assert str(caught.value) == (
+        "Column 'n' of pg_grow is Nullable(Int32) but row 3 of the run's data holds 3000000000, which does not fit: "
+        "widen the column with a migration (ALTER TABLE ... MODIFY COLUMN)")
+    assert store.query_rows("SELECT id, toString(price), n FROM pg_grow ORDER BY id") == [(1, "1.5", 1), (2, "7.25", 2)]

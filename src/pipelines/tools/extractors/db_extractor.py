@@ -115,7 +115,8 @@ class DbExtractor(Extractor):
             or ``url_env``: the name of an environment/.env variable holding it (keeps passwords
             out of code).
         query: SQL text; may use ``:start``/``:end`` (the run's interval as UTC datetimes) and
-            ``:start_date``/``:end_date`` (``YYYY-MM-DD``), which make the extractor interval-aware,
+            ``:start_date``/``:end_date`` (the days: UTC midnights on PostgreSQL and MySQL, ``YYYY-MM-DD`` on
+            SQLite), which make the extractor interval-aware,
             ``:cursor`` (incremental mode) and any name given in ``params``.
         table: read ``SELECT * FROM table`` instead of a query (``schema.table`` allowed).
         params: values for the query's other ``:name`` binds.
@@ -269,6 +270,9 @@ class DbExtractor(Extractor):
         except (ExtractError, ConfigError):
             raise
         except DBAPIError as exc:
+            if self.statement_timeout and "(timed out)" in describe(exc):  # PyMySQL's read timeout
+                raise ExtractError(f"{self.name}: query failed on {safe}: no answer within statement_timeout="
+                                   f"{self.statement_timeout:g} s") from None
             if exc.connection_invalidated:
                 raise TransientError(f"{self.name}: connection to {safe} lost: {describe(exc)}") from None
             raise ExtractError(f"{self.name}: query failed on {safe}: {describe(exc)}") from None

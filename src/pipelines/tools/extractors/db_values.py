@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.exceptions import ExtractError
 from pipelines.tools.extractors.source_schema import SourceColumn
@@ -50,35 +51,39 @@ def _text(value: Any) -> Any:
     return str(value)
 
 
-def _in_range(value: Any) -> Any:
-    day = value.date() if isinstance(value, dt.datetime) else value
-    if isinstance(value, dt.datetime) and value.tzinfo:
-        day = value.astimezone(dt.UTC).date()
-    if isinstance(day, dt.date) and not _FIRST.date() <= day <= _LAST.date():
-        infinity = " (PostgreSQL's 'infinity'?)" if day.year in (1, 9999) else ""
-        raise ValueError(f"outside ClickHouse's range 1900-01-01 to 2299-12-31{infinity}")
-    if isinstance(value, str):
-        raise ValueError("not a date (a MySQL zero date?)")
-    return value
-
-
 def _prepare(target: pa.DataType) -> Callable[[Any], Any]:
     """How one driver value becomes what ``pa.array(..., type=target)`` takes."""
     if pa.types.is_string(target):
         return _text
     if pa.types.is_binary(target):
         return lambda v: bytes(v) if isinstance(v, memoryview | bytearray) else v
-    if pa.types.is_timestamp(target) or pa.types.is_date(target):
-        return lambda v: v if v is None else _in_range(v)
     if pa.types.is_list(target):
         inner = _prepare(target.value_type)
         return lambda v: v if v is None else [inner(x) for x in v]
     return lambda v: v
 
 
+_UTC = pa.timestamp("us", tz="UTC")
+_RANGE = {"date": (pa.scalar(_FIRST.date(), pa.date32()), pa.scalar(_LAST.date(), pa.date32())),
+          "timestamp": (pa.scalar(_FIRST, _UTC), pa.scalar(_LAST, _UTC))}
+
+
 def _array(values: list[Any], column: SourceColumn) -> pa.Array:
-    prepare = _prepare(column.arrow_type)
-    return pa.array([None if v is None else prepare(v) for v in values], type=column.arrow_type)
+    target = column.arrow_type
+    timed = "date" if pa.types.is_date(target) else "timestamp" if pa.types.is_timestamp(target) else None
+    if timed is None:
+        prepare = _prepare(target)
+        return pa.array([None if v is None else prepare(v) for v in values], type=target)
+    if any(isinstance(v, str) for v in values):  # the driver's text for what is no date (MySQL zero dates)
+        raise ValueError("not a date (a MySQL zero date?)")
+    array = pa.array(values, type=target)
+    low, high = pc.min_max(array).values()
+    first, last = _RANGE[timed]
+    if low.is_valid and (pc.less(low, first).as_py() or pc.greater(high, last).as_py()):
+        years = {low.as_py().year, high.as_py().year}
+        infinity = " (PostgreSQL's 'infinity'?)" if years & {1, 9999} else ""
+        raise ValueError(f"outside ClickHouse's range 1900-01-01 to 2299-12-31{infinity}")
+    return array
 
 
 def _bad_row(values: list[Any], column: SourceColumn) -> tuple[int, Any, str]:

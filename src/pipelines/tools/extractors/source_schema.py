@@ -129,7 +129,8 @@ _PG_SIMPLE = {
 
 
 def postgres_base(declared: str, is_enum: bool = False) -> str:
-    """The ClickHouse type (without Nullable) for a PostgreSQL type as ``format_type`` writes it."""
+    """The ClickHouse type (without Nullable) for a PostgreSQL type as ``format_type`` writes it
+    (``String|bytes``: a String column filled from bytes; :func:`column` resolves it)."""
     if declared.endswith("[]"):
         inner = postgres_base(declared[:-2])
         return f"Array(Nullable({'String' if inner == _BYTES else inner}))"
@@ -161,7 +162,9 @@ ORDER BY a.attnum
 
 
 def _pg_table(cursor: Any, table: str) -> list[SourceColumn]:
-    cursor.execute(_PG_TABLE, {"table": table})
+    # Quoted as the extractor's SELECT quotes it (SQLAlchemy quotes names with capitals).
+    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in table.split("."))
+    cursor.execute(_PG_TABLE, {"table": quoted})
     return [column(name, declared, postgres_base(declared, is_enum), not not_null)
             for name, declared, not_null, is_enum in cursor.fetchall()]
 
@@ -195,7 +198,8 @@ _MY_INTS = {"tinyint": 8, "smallint": 16, "mediumint": 32, "int": 32, "integer":
 
 
 def mysql_base(declared: str) -> str:
-    """The ClickHouse type (without Nullable) for a MySQL/MariaDB ``COLUMN_TYPE``."""
+    """The ClickHouse type (without Nullable) for a MySQL/MariaDB ``COLUMN_TYPE`` (``String|bytes``
+    as in :func:`postgres_base`)."""
     text = declared.lower().strip()
     word = re.match(r"[a-z]+", text)
     kind = word.group(0) if word else text

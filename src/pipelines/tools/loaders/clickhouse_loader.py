@@ -46,7 +46,7 @@ from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, t
 from pipelines.tools.factory import component_factory
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
 from pipelines.tools.loaders.clickhouse_layout import Layout, read_layout, report_rebuild
-from pipelines.tools.loaders.clickhouse_schema import times_as_text
+from pipelines.tools.loaders.clickhouse_schema import check_values_fit, times_as_text
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
 RUN_ID_COLUMN = "_dp_run_id"
@@ -133,6 +133,8 @@ class ClickHouseLoader(StagedStructure, Loader):
         data = times_as_text(data)
         self._ensure_staging(context, data.schema)
         self._evolve(context, data.schema)
+        for name in data.column_names:
+            check_values_fit(name, self._columns.get(name, ""), data.column(name), self.table, self._rows + 1)
         self._supplied.update(data.column_names)
         self._check_nulls(context, data)
         if self.mode == "interval":

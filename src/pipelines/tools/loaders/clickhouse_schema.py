@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.exceptions import LoadError
 from pipelines.tools.arrow_types import CLICKHOUSE_TYPE_KEY
@@ -107,6 +108,43 @@ def check_compatible(column: str, table_type: str, field: pa.Field, table: str) 
     if source not in _ACCEPTS.get(target, {target}):
         raise LoadError(f"Column '{column}' of {table} is {table_type} but the data has {field.type} "
                         f"({data_type}); cast it in a transformer or migrate the column")
+
+
+def check_values_fit(column: str, table_type: str, values: pa.ChunkedArray, table: str, first_row: int) -> None:
+    """Numbers wider than the table's ``Decimal(p, s)`` or ``(U)IntN`` column (a source column
+    widened later): every value must fit, else a LoadError naming the row (ClickHouse's own cast
+    names no row, and a Decimal past its precision went in without an error)."""
+    bad = _first_misfit(table_type, values)
+    if bad is not None:
+        row, value = bad
+        raise LoadError(f"Column '{column}' of {table} is {table_type} but row {first_row + row} of the run's "
+                        f"data holds {value}, which does not fit: widen the column with a migration "
+                        f"(ALTER TABLE ... MODIFY COLUMN)", table=table, column=column, row=first_row + row)
+
+
+def _first_misfit(table_type: str, values: pa.ChunkedArray) -> tuple[int, object] | None:
+    decimal = re.search(r"Decimal\((\d+), (\d+)\)", table_type)
+    integer = re.search(r"\b(U?)Int(8|16|32|64)\b", table_type)
+    if decimal and pa.types.is_decimal(values.type):
+        precision, scale = int(decimal.group(1)), int(decimal.group(2))
+        if values.type.precision - values.type.scale <= precision - scale and values.type.scale <= scale:
+            return None
+        limit = 10 ** (precision - scale)
+        return next(((row, v) for row, v in enumerate(values.to_pylist())
+                     if v is not None and not (abs(v) < limit and v == round(v, scale))), None)
+    if integer and pa.types.is_integer(values.type):
+        bits = int(integer.group(2))
+        unsigned = bool(integer.group(1))
+        if values.type.bit_width < bits or (values.type.bit_width == bits
+                                            and pa.types.is_unsigned_integer(values.type) == unsigned):
+            return None
+        low, high = (0, 2 ** bits - 1) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        extremes = pc.min_max(values)
+        if extremes["min"].as_py() is None or (low <= extremes["min"].as_py() and extremes["max"].as_py() <= high):
+            return None
+        return next(((row, v) for row, v in enumerate(values.to_pylist())
+                     if v is not None and not low <= v <= high), None)
+    return None
 
 
 # ---- nullability -------------------------------------------------------------------------------
