@@ -86,7 +86,7 @@ class Pipeline:
             return False
         if rows is None:
             if extractor.server_reads_source:
-                context.logger.info("%s: read through Python: the loader %s takes batches only",
+                context.logger.info("%s: read through Python: the loader %s did not take the rows as SQL",
                                     extractor.name, self.loader.name)
             return False
         stats.batches = 1

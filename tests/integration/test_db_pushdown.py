@@ -332,3 +332,32 @@ def test_mariadb_same_on_both_paths(mariadb_source, store: Store, make_context, 
     assert "read through Python: the source's sessions start in zone +02:00" in log
     assert table_facts(store, "my_sql") == table_facts(store, "my_py")
     assert store.query_rows("SELECT count(), min(id), max(id) FROM my_sql") == [(1440, 1440, 2879)]
+
+
+def test_a_source_column_widened_later_is_checked_value_by_value(source, store: Store, make_context, caplog) -> None:
+    """ClickHouse's INSERT ... SELECT would wrap a too-wide integer and ignore a Decimal's precision:
+    with a table column narrower than the source's, the rows go through Python, which names the row."""
+    caplog.set_level(logging.INFO)
+    source.execute("DROP TABLE IF EXISTS pd_wide; CREATE TABLE pd_wide (id integer NOT NULL, v numeric(12,2));"
+                   "INSERT INTO pd_wide VALUES (1, 1.5), (2, 9999999999.99)")
+    extractor = create_db_extractor(source.pushdown_url, table="pd_wide")
+    assert run(store, make_context, extractor, "wide", mode="replace") is None
+    assert "no Python in the data path" in logged(caplog)
+    source.execute("ALTER TABLE pd_wide ALTER COLUMN v TYPE numeric(16,2); ALTER TABLE pd_wide ALTER COLUMN id "
+                   "TYPE bigint; INSERT INTO pd_wide VALUES (3, 12345678901234.50)")
+    try:
+        caplog.clear()
+        error = run(store, make_context, create_db_extractor(source.pushdown_url, table="pd_wide"), "wide",
+                    mode="replace", run_id="r2")
+        assert "the source's id, v are wider than the table's column(s)" in logged(caplog)
+        assert error is not None and "row 3" in error and "12345678901234.50" in error, error
+        assert store.query_rows("SELECT id, v FROM wide ORDER BY id") == [
+            (1, Decimal("1.50")), (2, Decimal("9999999999.99"))]
+        source.execute("UPDATE pd_wide SET v = 7 WHERE id = 3")  # fits: loads, through Python
+        caplog.clear()
+        assert run(store, make_context, create_db_extractor(source.pushdown_url, table="pd_wide"), "wide",
+                   mode="replace", run_id="r3") is None
+        assert "no Python in the data path" not in logged(caplog)
+        assert store.query_rows("SELECT count() FROM wide") == [(3,)]
+    finally:
+        source.execute("DROP TABLE pd_wide")
