@@ -339,7 +339,8 @@ def test_a_source_column_widened_later_is_checked_value_by_value(source, store: 
     with a table column narrower than the source's, the rows go through Python, which names the row."""
     caplog.set_level(logging.INFO)
     source.execute("DROP TABLE IF EXISTS pd_wide; CREATE TABLE pd_wide (id integer NOT NULL, v numeric(12,2));"
-                   "INSERT INTO pd_wide VALUES (1, 1.5), (2, 9999999999.99)")
+                   "INSERT INTO pd_wide VALUES (1, 1.5), (2, 9999999999.99);"
+                   f"GRANT SELECT ON pd_wide TO {UTC_USER}")
     extractor = create_db_extractor(source.pushdown_url, table="pd_wide")
     assert run(store, make_context, extractor, "wide", mode="replace") is None
     assert "no Python in the data path" in logged(caplog)
