@@ -362,3 +362,31 @@ def test_a_source_column_widened_later_is_checked_value_by_value(source, store: 
         assert store.query_rows("SELECT count() FROM wide") == [(3,)]
     finally:
         source.execute("DROP TABLE pd_wide")
+
+
+def test_extremes_and_text_same_on_both_paths(source, store: Store, make_context, caplog) -> None:
+    """Dates and times at the ends of ClickHouse's range, unicode, empty string against NULL, uuid,
+    json: pushed down, and the same as the Python path's."""
+    caplog.set_level(logging.INFO)
+    source.execute(
+        "DROP TABLE IF EXISTS pd_edges; CREATE TABLE pd_edges (id integer NOT NULL, d date, at timestamptz, "
+        "wall timestamp, u uuid, j jsonb, s text, c varchar(5), big numeric(38,10), f double precision);"
+        "INSERT INTO pd_edges VALUES (1, '1900-01-01', '1900-01-01 00:00:00+00', '1900-01-01 00:00:00', "
+        "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"b\": 1, \"a\": [1, 2]}', 'Grüße, 世界 🎉', '', "
+        "9999999999999999999999999999.9999999999, -0.5),"
+        "(2, '2262-04-11', '2262-04-11 23:47:16.854775+00', '2262-04-11 23:47:16.854775', NULL, NULL, NULL, NULL, "
+        "NULL, NULL), (3, '1969-12-31', '1969-12-31 23:59:59.999999+00', '1970-01-01 00:00:00', "
+        "'00000000-0000-0000-0000-000000000000', '{}', '', 'x', -1.5, 1e300);"
+        f"GRANT SELECT ON pd_edges TO {UTC_USER}")
+    try:
+        for table, pushdown in (("edges_sql", True), ("edges_py", False)):
+            extractor = create_db_extractor(source.pushdown_url, table="pd_edges", pushdown=pushdown)
+            assert run(store, make_context, extractor, table, mode="append") is None
+        assert "ClickHouse read pd_edges" in logged(caplog)
+        assert table_facts(store, "edges_sql") == table_facts(store, "edges_py")
+        assert store.query_rows("SELECT toString(d), toString(at), s, c, j FROM edges_sql ORDER BY id") == [
+            ("1900-01-01", "1900-01-01 00:00:00.000000", "Grüße, 世界 🎉", "", '{"a": [1, 2], "b": 1}'),
+            ("2262-04-11", "2262-04-11 23:47:16.854775", None, None, None),
+            ("1969-12-31", "1969-12-31 23:59:59.999999", "", "x", "{}")]
+    finally:
+        source.execute("DROP TABLE pd_edges")
