@@ -260,9 +260,12 @@ class DbExtractor(Extractor):
                 error = TransientError if engine.dialect.name != "sqlite" else ExtractError
                 raise error(f"{self.name}: cannot connect to {safe}: {describe(exc)}") from None
             with connection:
-                columns = self._declared(connection, values, context)
+                described_first = self.table is not None or engine.dialect.name == "postgresql"
+                columns = self._declared(connection, values) if described_first else []
                 result = connection.execution_options(stream_results=True, max_row_buffer=size) \
                     .execute(statement, values)
+                if not described_first:  # MySQL: the running query's own description
+                    columns = source_columns(connection, query=self.query, result=result)
                 for table, cursor_values in self._batches(result, size, safe, columns):
                     new_max = self._max(new_max, cursor_values)
                     total += table.num_rows
@@ -284,21 +287,11 @@ class DbExtractor(Extractor):
         if self.cursor_column and new_max is not None:
             self.save_cursor(context, new_max)
 
-    def _declared(self, connection: Any, values: dict[str, Any], context: RunContext) -> list[SourceColumn]:
+    def _declared(self, connection: Any, values: dict[str, Any]) -> list[SourceColumn]:
         """The source's declared columns (``[]`` where it has none to give: SQLite...)."""
-        from sqlalchemy.exc import DBAPIError
-
         if self.table is not None:
             return source_columns(connection, table=self.table)
-        try:
-            return source_columns(connection, query=self.query, params=values)
-        except DBAPIError as exc:
-            if connection.dialect.name == "postgresql":  # a failed statement aborts the transaction
-                raise
-            # MySQL cannot wrap every query it runs (duplicate column names in a derived table)
-            context.logger.warning("%s: the query's column types could not be described (%s); they come from "
-                                   "the values of each batch", self.name, str(getattr(exc, "orig", exc))[:200])
-            return []
+        return source_columns(connection, query=self.query, params=values)
 
     def _engine(self, url: str, safe: str) -> Any:
         from sqlalchemy import create_engine, event

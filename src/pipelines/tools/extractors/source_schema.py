@@ -7,8 +7,9 @@ push-down path casts every column to ``clickhouse_type``, so both paths give the
 
 - A table: the catalog (PostgreSQL ``pg_attribute``/``format_type``, MySQL/MariaDB
   ``information_schema.COLUMNS``); ``NOT NULL`` columns are not ``Nullable``.
-- A query: the result's description, from ``SELECT * FROM (query) LIMIT 0`` (PostgreSQL: type OIDs
-  with the numeric precision and scale; MySQL: field types, flags, lengths). A query's columns are all
+- A query: the result's description, from ``SELECT * FROM (query) LIMIT 0`` or, on MySQL, from
+  the query's own executed result (PostgreSQL: type OIDs with the numeric precision and scale;
+  MySQL: field types, flags, lengths). A query's columns are all
   ``Nullable`` on PostgreSQL (an outer join can make a NOT NULL column NULL); on MySQL the server's
   own NOT NULL flag for the result column is kept.
 
@@ -243,8 +244,8 @@ _BINARY_CHARSET = 63
 _UNSIGNED_FLAG, _NOT_NULL_FLAG = 32, 1
 
 
-def _my_query(connection: Any, query: str, params: Any) -> list[SourceColumn]:
-    cursor = _described(connection, query, params)
+def _my_fields(cursor: Any) -> list[SourceColumn]:
+    """The columns of an executed MySQL query, from its DB-API cursor (PyMySQL's field packets)."""
     fields = getattr(getattr(cursor, "_result", None), "fields", None)
     result = []
     for i, d in enumerate(cursor.description):
@@ -271,8 +272,11 @@ def _strip(query: str) -> str:
 
 
 def source_columns(connection_or_engine: Any, table: str | None = None, query: str | None = None,
-                   params: dict[str, Any] | None = None) -> list[SourceColumn]:
+                   params: dict[str, Any] | None = None, result: Any = None) -> list[SourceColumn]:
     """The columns of ``table`` (from the catalog) or of ``query`` (from its result description).
+
+    ``result``: on MySQL/MariaDB, the query's own executed SQLAlchemy result, described instead
+    of running the query again (MySQL may materialize a derived table before its ``LIMIT 0``).
 
     ``connection_or_engine``: a SQLAlchemy Engine or Connection to PostgreSQL or MySQL/MariaDB
     (other databases return ``[]``: their batches keep the types the driver's values give).
@@ -289,7 +293,7 @@ def source_columns(connection_or_engine: Any, table: str | None = None, query: s
     connection = engine.connect() if own else connection_or_engine
     try:
         if dialect != "postgresql" and query is not None:
-            return _my_query(connection, query, params)
+            return _my_fields(result.cursor if result is not None else _described(connection, query, params))
         with connection.connection.dbapi_connection.cursor() as cursor:
             if dialect == "postgresql":
                 return _pg_table(cursor, table) if table else _pg_query(connection, cursor, query or "", params)
