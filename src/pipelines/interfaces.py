@@ -226,7 +226,10 @@ class SqlSource:
     ``parameters`` are the values of ``{name:Type}`` query parameters in ``expression``.
     ``fallback``: when ClickHouse refuses the source (a value it cannot read as the Python path
     would, a malformed line), the run streams the rows through :meth:`Extractor.extract`
-    instead, whose messages and quarantine then decide.
+    instead, whose messages and quarantine then decide. ``settings``: ClickHouse settings the
+    statement reading the source needs (e.g. ``session_timezone``). ``remote``: where the source
+    lives when ClickHouse connects to it (a database: ``host:port``); a failed read then ends the
+    run with one line naming it (on a server: the server must reach it).
     """
 
     expression: str
@@ -234,6 +237,8 @@ class SqlSource:
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
     fallback: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    remote: str | None = None
 
 
 class Component(ABC):  # noqa: B024 (not instantiated itself; its subclasses declare the abstract methods)

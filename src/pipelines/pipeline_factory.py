@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.exceptions import LoadError, PipelineError, StoreError, StoreLockTimeout
-from pipelines.interfaces import Extractor, Loader, RunContext, Transformer, batch_rows
+from core.exceptions import ExtractError, LoadError, PipelineError, StoreError, StoreLockTimeout
+from pipelines.interfaces import Extractor, Loader, RunContext, SqlSource, Transformer, batch_rows
 from pipelines.run_counts import RunCounts
 
 
@@ -60,8 +60,12 @@ class Pipeline:
 
     def _push_down(self, context: RunContext, stats: RunCounts) -> bool:
         """Let ClickHouse read the source itself when nothing in Python needs the rows."""
-        if self.transformers or not (context.settings.is_embedded or self.extractor.reads_store
-                                      or self.extractor.reads_remote):
+        extractor = self.extractor
+        if self.transformers and extractor.reads_remote:
+            context.logger.info("%s: read through Python: the pipeline's transformers need the rows in Python",
+                                extractor.name)
+        if self.transformers or not (context.settings.is_embedded or extractor.reads_store
+                                     or extractor.reads_remote):
             return False
         source = self.extractor.sql_source(context)
         if source is None:
@@ -71,8 +75,10 @@ class Pipeline:
         except (StoreError, LoadError) as exc:
             # Only ClickHouse refusing the statement or the loader refusing its rows; a timeout,
             # an interrupt or a busy store still ends the run.
+            if source.remote is not None and isinstance(exc, StoreError) and not isinstance(exc, StoreLockTimeout):
+                raise ExtractError(self._remote_failure(source, exc, context)) from None
             if not source.fallback or isinstance(exc, StoreLockTimeout):
-                if type(exc) is StoreError and self.extractor.reads_remote and not context.settings.is_embedded:
+                if type(exc) is StoreError and extractor.reads_remote and not context.settings.is_embedded:
                     raise StoreError(f"{exc} (the ClickHouse server reads {source.description} itself: it must "
                                      "reach the source too)") from exc
                 raise
@@ -82,12 +88,25 @@ class Pipeline:
             self.loader.begin(context)
             return False
         if rows is None:
+            if extractor.reads_remote:
+                context.logger.info("%s: read through Python: the loader %s did not take the rows as SQL",
+                                    extractor.name, self.loader.name)
             return False
         stats.batches = 1
         stats.rows_extracted = stats.rows_transformed = stats.rows_loaded = rows
         context.logger.info("ClickHouse read %s itself: %d rows, no Python in the data path",
                             source.description, rows)
         return True
+
+    def _remote_failure(self, source: SqlSource, exc: StoreError, context: RunContext) -> str:
+        """One line for a source ClickHouse could not read (its own words, the statement left out)."""
+        from core.store_server import short
+
+        reason = " ".join(short(exc.__cause__ or exc).split())
+        where = "" if context.settings.is_embedded else (
+            f" (the ClickHouse server {context.settings.store_description} connects to {source.remote} "
+            "itself and must reach it; the extractor keyword pushdown=False reads it through Python here)")
+        return f"{self.extractor.name}: ClickHouse could not read {source.description}: {reason}{where}"
 
     def _stream(self, context: RunContext, stats: RunCounts) -> None:
         """Extract -> transformers -> loader.write, one batch at a time."""

@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from core.exceptions import ConfigError, ExtractError, TransientError
-from pipelines.interfaces import Extractor, RunContext, declared
+from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
 from pipelines.tools.extractors.db_values import after_connect, connect_args, declared_batch, wait_interruptibly
 from pipelines.tools.extractors.source_schema import SourceColumn, source_columns
 from pipelines.tools.factory import component_factory
@@ -33,6 +33,7 @@ _CURSOR_KEY = "cursor"
 CONNECT_TIMEOUT = 10.0
 STATEMENT_TIMEOUT = 1800.0
 _TYPED_DIALECTS = ("postgresql", "mysql", "mariadb")
+_NOT_STARTED = object()
 
 
 def _safe_url(url: str) -> str:
@@ -83,9 +84,10 @@ def _inferred_batch(rows: list[Any], names: list[str], known: dict[str, pa.DataT
 
 
 def _to_state(value: Any) -> Any:
-    """A cursor value as JSON (datetimes and decimals keep their type through a tag)."""
+    """A cursor value as JSON (datetimes and decimals keep their type through a tag; an instant
+    in UTC, so both paths save the same text whatever the source session's zone)."""
     if isinstance(value, dt.datetime):
-        return {"type": "datetime", "value": value.isoformat()}
+        return {"type": "datetime", "value": (value.astimezone(dt.UTC) if value.tzinfo else value).isoformat()}
     if isinstance(value, dt.date):
         return {"type": "date", "value": value.isoformat()}
     if isinstance(value, Decimal):
@@ -131,13 +133,20 @@ class DbExtractor(Extractor):
         statement_timeout: seconds one statement (or one fetch of a batch) may take before the run
             fails (default 1800; ``None``: no limit). PostgreSQL enforces it on the server
             (``statement_timeout``), MySQL/MariaDB on the client (the driver's read timeout).
+        pushdown: ``True`` (default): a PostgreSQL or MySQL/MariaDB source is read by ClickHouse
+            itself when the extraction is expressible there (:mod:`db_pushdown`, docs/connectors.md
+            "Databases"); ``False``: always through Python. The job log says which path ran and why.
     """
+
+    #: ClickHouse connects to the source itself: the push-down works on a server too.
+    reads_remote = True
 
     def __init__(self, url: str | None = None, query: str | None = None, table: str | None = None, *,
                  url_env: str | None = None, params: Mapping[str, Any] | None = None,
                  cursor_column: str | None = None, initial_cursor: Any = None, name: str | None = None,
                  batch_size: int | None = None, interval_aware: bool | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT, statement_timeout: float | None = STATEMENT_TIMEOUT) -> None:
+                 connect_timeout: float = CONNECT_TIMEOUT, statement_timeout: float | None = STATEMENT_TIMEOUT,
+                 pushdown: bool = True) -> None:
         super().__init__(name or (f"db:{table}" if table else "db"))
         if (query is None) == (table is None):
             raise ConfigError(f"db extractor {self.name!r}: give exactly one of query= or table=")
@@ -162,6 +171,9 @@ class DbExtractor(Extractor):
         self.cursor_column = cursor_column
         self.initial_cursor = initial_cursor
         self.batch_size = batch_size
+        self.pushdown = pushdown
+        # The cursor a run's push-down started from, for when its loader asks for batches after all.
+        self._started: dict[tuple[str, int], Any] = {}
         if query is not None:
             from sqlalchemy import text
 
@@ -198,14 +210,38 @@ class DbExtractor(Extractor):
             sql += f" ORDER BY {column}"
         return text(sql), binds
 
+    def cursor(self, context: RunContext) -> Any:
+        """The cursor this run starts from (``None`` without a cursor column or before the first run)."""
+        if not self.cursor_column:
+            return None
+        started = self._started.pop((context.run_id, context.attempt), _NOT_STARTED)
+        if started is not _NOT_STARTED:
+            return started
+        return _from_state(context.state.get(_CURSOR_KEY, _to_state(self.initial_cursor)))
+
+    def save_cursor(self, context: RunContext, value: Any) -> None:
+        """Stage the new cursor (saved when the run succeeds) and say so in the job log."""
+        context.state.set(_CURSOR_KEY, _to_state(value))
+        context.logger.info("%s: new cursor %s = %s (saved when the run succeeds)", self.name,
+                            self.cursor_column, value)
+
+    def sql_source(self, context: RunContext) -> SqlSource | None:
+        """The run as one statement ClickHouse runs itself, or ``None`` (the Python path, the
+        reason in the job log): :func:`db_pushdown.pushdown_source`."""
+        from pipelines.tools.extractors.db_pushdown import pushdown_source
+
+        start = self.cursor(context)
+        if self.cursor_column:
+            self._started[(context.run_id, context.attempt)] = start
+        return pushdown_source(self, context, self._resolve_url(context), start)
+
     def extract(self, context: RunContext) -> Iterator[pa.Table]:
         from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
         url = self._resolve_url(context)
         safe = _safe_url(url)
         size = self.batch_size or context.settings.batch_size
-        cursor = _from_state(context.state.get(_CURSOR_KEY, _to_state(self.initial_cursor))) \
-            if self.cursor_column else None
+        cursor = self.cursor(context)
         engine = self._engine(url, safe)
         password = engine.url.password
 
@@ -249,9 +285,7 @@ class DbExtractor(Extractor):
             engine.dispose()
         context.logger.info("%s: %d rows from %s", self.name, total, safe)
         if self.cursor_column and new_max is not None:
-            context.state.set(_CURSOR_KEY, _to_state(new_max))
-            context.logger.info("%s: new cursor %s = %s (saved when the run succeeds)", self.name,
-                                self.cursor_column, new_max)
+            self.save_cursor(context, new_max)
 
     def _declared(self, connection: Any, values: dict[str, Any]) -> list[SourceColumn]:
         """The source's declared columns (``[]`` where it has none to give: SQLite...)."""

@@ -43,7 +43,7 @@ def filter_sql_source(source: SqlSource, column: str, context: RunContext, name:
         return None
     context.logger.info("%s", kept_message(name, int(kept), int(total)))
     expression = f"(SELECT * FROM {source.expression} WHERE {_keep_sql(column)})"
-    return SqlSource(expression, source.schema, source.description, parameters, source.fallback)
+    return SqlSource(expression, source.schema, source.description, parameters, source.fallback, source.settings)
 
 
 def _naive_utc(moment: datetime) -> datetime:

@@ -46,7 +46,7 @@ from pipelines.interfaces import Batch, Loader, RunContext, SqlSource, Staged, t
 from pipelines.tools.factory import component_factory
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
 from pipelines.tools.loaders.clickhouse_layout import Layout, read_layout, report_rebuild
-from pipelines.tools.loaders.clickhouse_schema import check_values_fit, times_as_text
+from pipelines.tools.loaders.clickhouse_schema import check_values_fit, may_not_fit, times_as_text
 from pipelines.tools.loaders.clickhouse_staging import _INSERT_SETTINGS, MODES, Mode, StagedStructure
 
 RUN_ID_COLUMN = "_dp_run_id"
@@ -152,6 +152,12 @@ class ClickHouseLoader(StagedStructure, Loader):
         """Load a source ClickHouse reads itself with one ``INSERT ... SELECT`` into staging."""
         store = context.store
         schema = pa.schema([f for f in source.schema if f.name != self.run_id_column])
+        narrow = [f.name for f in schema if f.name in self._columns and may_not_fit(self._columns[f.name], f.type)]
+        if narrow:  # ClickHouse would not refuse a value too wide for them: each is checked in Python
+            context.logger.info("Loader for '%s': the source's %s wider than the table's column(s): the rows "
+                                "go through Python, where every value is checked", self.table, ", ".join(narrow) +
+                                (" is" if len(narrow) == 1 else " are"))
+            return None
         self._ensure_staging(context, schema)
         self._evolve(context, schema)
         self._supplied.update(schema.names)
@@ -164,7 +170,8 @@ class ClickHouseLoader(StagedStructure, Loader):
         values = [quote_identifier(n) for n in schema.names] + [sql_literal(v) for v in constants.values()]
         insert = (f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} "
                   f"FROM {source.expression}")
-        settings = {**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
+        settings = {**_INSERT_SETTINGS, **source.settings,
+                    "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
         while True:
             try:
                 store.command(insert, source.parameters or None, settings=settings)

@@ -127,7 +127,7 @@ def _first_misfit(table_type: str, values: pa.ChunkedArray) -> tuple[int, object
     integer = re.search(r"\b(U?)Int(8|16|32|64)\b", table_type)
     if decimal and pa.types.is_decimal(values.type):
         precision, scale = int(decimal.group(1)), int(decimal.group(2))
-        if values.type.precision - values.type.scale <= precision - scale and values.type.scale <= scale:
+        if not _wider(table_type, values.type):
             return None
         limit = 10 ** (precision - scale)
         return next(((row, v) for row, v in enumerate(values.to_pylist())
@@ -135,8 +135,7 @@ def _first_misfit(table_type: str, values: pa.ChunkedArray) -> tuple[int, object
     if integer and pa.types.is_integer(values.type):
         bits = int(integer.group(2))
         unsigned = bool(integer.group(1))
-        if values.type.bit_width < bits or (values.type.bit_width == bits
-                                            and pa.types.is_unsigned_integer(values.type) == unsigned):
+        if not _wider(table_type, values.type):
             return None
         low, high = (0, 2 ** bits - 1) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
         extremes = pc.min_max(values)
@@ -145,6 +144,27 @@ def _first_misfit(table_type: str, values: pa.ChunkedArray) -> tuple[int, object
         return next(((row, v) for row, v in enumerate(values.to_pylist())
                      if v is not None and not low <= v <= high), None)
     return None
+
+
+def may_not_fit(table_type: str, arrow_type: pa.DataType) -> bool:
+    """True when values of ``arrow_type`` can be too wide for the table's ``Decimal(p, s)`` or
+    ``(U)IntN`` column: ClickHouse's own conversion would not refuse them (``INSERT ... SELECT``
+    wraps integers and ignores a Decimal's precision), so such rows go through
+    :func:`check_values_fit` instead."""
+    return _wider(table_type, arrow_type)
+
+
+def _wider(table_type: str, arrow_type: pa.DataType) -> bool:
+    decimal = re.search(r"Decimal\((\d+), (\d+)\)", table_type)
+    integer = re.search(r"\b(U?)Int(8|16|32|64)\b", table_type)
+    if decimal and pa.types.is_decimal(arrow_type):
+        precision, scale = int(decimal.group(1)), int(decimal.group(2))
+        return not (arrow_type.precision - arrow_type.scale <= precision - scale and arrow_type.scale <= scale)
+    if integer and pa.types.is_integer(arrow_type):
+        bits, unsigned = int(integer.group(2)), bool(integer.group(1))
+        return not (arrow_type.bit_width < bits or (arrow_type.bit_width == bits
+                                                    and pa.types.is_unsigned_integer(arrow_type) == unsigned))
+    return False
 
 
 # ---- nullability -------------------------------------------------------------------------------
