@@ -86,7 +86,17 @@ class OpenFailure:
 
     @property
     def label(self) -> str:
+        """``2026-03-10`` (an interval), or ``runs since 2026-03-10 13:05 UTC`` (not interval-aware)."""
+        if not self.interval_aware:
+            return f"failed runs up to {self.failed_at:%Y-%m-%d %H:%M} UTC"
         return Interval(self.start, self.end).label
+
+    @property
+    def waive_command(self) -> str:
+        """The command that closes this failure for good, to be completed with the reason."""
+        if not self.interval_aware:
+            return f"./run.sh waive {self.pipeline} --reason '...'"
+        return f"./run.sh waive {self.pipeline} --date {self.start.date()} --reason '...'"
 
     @property
     def heal_command(self) -> str:
@@ -218,15 +228,17 @@ def _last_successes(store: Store) -> dict[str, datetime]:
         f"SELECT pipeline, max(started_at) FROM {store.table(RUNS_TABLE)} WHERE status = 'success' GROUP BY pipeline")}
 
 
-_FAILED_RUNS = """SELECT pipeline, interval_start, interval_end, argMax(run_id, started_at) AS run_id,
-        max(started_at) AS failed_at, argMax(status, started_at) AS status, argMax(reason, started_at) AS reason,
-        argMax(substring(error, 1, 2000), started_at) AS error, count() AS runs
+# Aliases differ from the columns: an alias named like a column would replace it in WHERE.
+_FAILED_RUNS = """SELECT pipeline, interval_start, interval_end, argMax(run_id, started_at) AS last_run,
+        max(started_at) AS failed_at, argMax(status, started_at) AS last_status,
+        argMax(reason, started_at) AS last_reason, argMax(substring(error, 1, 2000), started_at) AS last_error,
+        count() AS runs
     FROM {runs} FINAL WHERE status IN ('failed', 'crashed') AND pipeline IN {aware:Array(String)}
     GROUP BY pipeline, interval_start, interval_end"""
 
 # Interval-aware: a failed interval is open while no complete success of that interval started after it.
-_OPEN_INTERVALS = f"""SELECT f.pipeline, f.interval_start, f.interval_end, f.run_id, f.failed_at, f.status,
-        f.reason, f.error, f.runs
+_OPEN_INTERVALS = f"""SELECT f.pipeline, f.interval_start, f.interval_end, f.last_run, f.failed_at, f.last_status,
+        f.last_reason, f.last_error, f.runs
     FROM ({_FAILED_RUNS}) AS f
     LEFT JOIN (SELECT pipeline, interval_start, interval_end, max(started_at) AS loaded_at FROM {{coverage}}
                WHERE pipeline IN {{aware:Array(String)}} GROUP BY pipeline, interval_start, interval_end) AS c

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import textwrap
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest

@@ -89,11 +89,12 @@ def has_history(store: Store) -> bool:
 
 def freshness(spec: PipelineSpec, success: RunRecord | None, now: datetime) -> Freshness:
     """The same rule as ``./run.sh check`` (two schedule periods, or ``freshness_hours``)."""
-    from ops.health import freshness_limit
+    from runner.status import tolerance
 
     if not spec.entry.schedule and not spec.entry.freshness_hours:
         return Freshness("n/a", _age(success, now))
-    limit, rule = freshness_limit(spec, now)
+    allowed, rule = tolerance(spec, now)
+    limit = now - allowed
     if success is None:
         return Freshness("never", None, rule)
     state = "stale" if as_utc(success.started_at) < limit else "fresh"
