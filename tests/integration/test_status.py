@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,93 @@ def test_a_later_day_does_not_heal_a_failed_one(project) -> None:
             checks["open:weather"]["detail"]
         assert "range(id)" in checks["checks:weather"]["detail"]
         assert code == 3
+
+
+def _spec(name: str, schedule: str | None, aware: bool = True, **entry):
+    from types import SimpleNamespace
+
+    from core.models import PipelineEntry
+    from pipelines.pipeline_registry import PipelineSpec
+
+    return PipelineSpec(name, PipelineEntry(pipeline=SimpleNamespace(interval_aware=aware), schedule=schedule,
+                                            timezone="UTC", **entry), "test")
+
+
+def _run(store, pipeline: str, day: str, status: str = "success", started: datetime | None = None,
+         reason: str = "", error: str = "", hours: int = 24) -> str:
+    from core.models import RunRecord
+    from record.coverage import record_coverage
+    from record.history import record_run
+
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    started = started or start + timedelta(hours=hours, minutes=5)
+    run_id = f"{pipeline}-{day}-{status}-{started:%H%M%S%f}"
+    end = start + timedelta(hours=hours)
+    record = RunRecord(run_id=run_id, pipeline=pipeline, interval_start=start, interval_end=end,
+                       trigger="cron", status=status, reason=reason, error=error, started_at=started,
+                       finished_at=started + timedelta(seconds=3), rows_loaded=2 if status == "success" else 0)
+    record_run(store, record)
+    record_coverage(store, record)
+    return run_id
+
+
+def test_pipeline_statuses_from_the_store(store) -> None:
+    """Freshness on data, open failures (healed, re-failed, waived), upstream and failing checks, as
+    one read of the store: the module every surface uses. Days relative to today (the run history
+    has a TTL); ``today`` plays 2026-03-11, 05:00 the moment asked about."""
+    from audit.results import CheckResult, write_results
+    from record.tables import ensure_framework_tables
+    from record.waivers import record_waiver
+    from runner.status import pipeline_statuses
+
+    ensure_framework_tables(store)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def day(n: int) -> str:
+        return f"{today - timedelta(days=n):%Y-%m-%d}"
+
+    def at(n: int, hour: int, minute: int = 0) -> datetime:
+        return today - timedelta(days=n) + timedelta(hours=hour, minutes=minute)
+
+    now = at(0, 5)
+    for n in (3, 2):
+        _run(store, "d", day(n))
+    _run(store, "d", day(4), "failed", reason="error", error="RuntimeError: down\ntraceback")
+    _run(store, "d", day(4), started=at(2, 9))   # healed by a later success
+    _run(store, "d", day(5), "crashed", reason="process gone")
+    record_waiver(store, "d", at(5, 0), at(4, 0), "gone for good")
+    failed = _run(store, "d", day(1), "failed", reason="check_failed", error="CheckFailed: range(id)")
+    refailed = _run(store, "d", day(1), "failed", reason="check_failed", error="CheckFailed: range(id) again",
+                    started=at(0, 2))
+    _run(store, "d", day(0), started=at(0, 4))  # the day in progress: incomplete
+    _run(store, "d", "2009-06-02", started=at(0, 4, 30))  # an old manual run
+    write_results(store, [CheckResult(refailed, "d", at(1, 0), at(0, 0), "range(id)", "range", "error", "fail", 1,
+                                      [], "1 failing row(s)", 0.1, "", at(0, 2))])
+    _run(store, "u", day(2))
+    _run(store, "n", day(0), started=now - timedelta(hours=1), hours=1)
+    for minutes in (30, 20):
+        _run(store, "n", day(0), "failed", reason="timeout", started=now - timedelta(minutes=minutes), hours=1)
+    specs = [_spec("d", "0 * * * *"), _spec("u", "0 * * * *", depends_on=["d"]),
+             _spec("n", "*/5 * * * *", aware=False), _spec("idle", None)]
+    statuses = pipeline_statuses(store, specs, now)
+
+    d = statuses["d"]
+    assert (d.freshness_basis, d.data_until, d.expected_until, d.fresh) == ("data", at(1, 0), at(0, 0), False)
+    assert d.last_success == at(0, 4, 30)  # the 2009 run: a success, not fresh data
+    assert [(f.label, f.kind, f.run_id, f.runs, f.message) for f in d.open_failures] == [
+        (day(1), "check_failed", refailed, 2, "CheckFailed: range(id) again")]
+    assert failed != refailed and [c.check_name for c in d.failing_checks] == ["range(id)"]
+    u = statuses["u"]
+    assert (u.fresh, u.behind_upstream, u.open_failures) == (False, ("d",), ())
+    n = statuses["n"]
+    assert (n.freshness_basis, n.fresh, n.last_success) == ("last_success", False, now - timedelta(hours=1))
+    assert [(f.kind, f.runs, f.interval_aware) for f in n.open_failures] == [("timeout", 2, False)]
+    idle = statuses["idle"]
+    assert (idle.fresh, idle.expected_until, idle.data_until, idle.open_failures) == (True, None, None, ())
+
+    # Loading day(1) heals it and makes d fresh; a waiver made before a failure does not close it.
+    _run(store, "d", day(1), started=at(0, 4, 45))
+    _run(store, "d", day(5), "failed", started=datetime.now(UTC))  # after the waiver
+    d = pipeline_statuses(store, specs, now)["d"]
+    assert d.fresh and d.data_until == at(0, 0)
+    assert [f.label for f in d.open_failures] == [day(5)]
