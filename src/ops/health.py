@@ -92,6 +92,7 @@ def _read_history(settings: Settings, registry: Registry) -> History | None:
     """The status and run history in one visit to the store; None when there is no database yet."""
     from record.history import recent_runs
     from record.tables import ensure_framework_tables
+    from runner.cleanup import reap_dead_runs
     from runner.status import pipeline_statuses
 
     store = _patient_store(settings)
@@ -100,6 +101,9 @@ def _read_history(settings: Settings, registry: Registry) -> History | None:
             if not store.database_exists():
                 return None
             ensure_framework_tables(store)
+            # A run whose process is gone is a crash, hence an open failure: say so now, not at
+            # the next run (check --alert sends its run_crashed alert, found by its row version).
+            reap_dead_runs(store)
             statuses = pipeline_statuses(store, registry.pipelines.values())
             newest: dict[str, list[RunRecord]] = {}
             for run in recent_runs(store, STREAK_LIMIT):

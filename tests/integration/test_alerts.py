@@ -160,8 +160,11 @@ def test_a_crashed_run_alerts_when_detected_then_recovers(project) -> None:
         wait_for(lambda: pids.is_dir() and list(pids.glob("*.json")), what="the run's pid file")
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
-        run_cli("check", "--alert", "--quiet", env={"ALERT_WEBHOOK_URL": url})  # the cron entry finds it
+        found = run_cli("check", "--alert", "--quiet", env={"ALERT_WEBHOOK_URL": url})  # the cron entry finds it
         assert kinds(receiver) == ["run_crashed"]
+        # The crashed day is an open failure of kind crash, with the command that heals it.
+        assert "FAIL open:feed: 1 open failure(s): 2026-03-10 (crash, run " in found.stdout
+        assert "-> ./run.sh backfill feed --start 2026-03-10 --end 2026-03-10 --rerun failed" in found.stdout
         assert cron_run("feed", day="2026-03-11", ALERT_WEBHOOK_URL=url).returncode == 0
         run_cli("check", "--alert", "--quiet", env={"ALERT_WEBHOOK_URL": url})
         # A later day loaded is no recovery: the crashed day is still open (and the data is old: stale).
