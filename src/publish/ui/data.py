@@ -24,6 +24,7 @@ from record.tables import RUNS_TABLE
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import DayCount, RowCounts, count_rows
+from runner.status import PipelineStatus
 
 __all__ = ["DayCount", "RowCounts", "as_utc"]  # re-exported for the pages (runner.counts, core.models)
 # Coverage cell states, in the order of the legend.
@@ -35,7 +36,7 @@ COUNTS_MAX_AGE = 600.0
 
 @dataclass
 class Freshness:
-    """How old the last successful run is against the pipeline's freshness rule."""
+    """A pipeline's freshness on the page, from runner.status (the rule of check)."""
 
     state: str  # fresh, stale, never, n/a (no schedule and no freshness_hours)
     age_seconds: float | None = None
@@ -87,21 +88,18 @@ def has_history(store: Store) -> bool:
 
 # ---- pipelines page ------------------------------------------------------------------------
 
-def freshness(spec: PipelineSpec, success: RunRecord | None, now: datetime) -> Freshness:
-    """The same rule as ``./run.sh check`` (two schedule periods, or ``freshness_hours``)."""
-    from ops.health import freshness_limit
-
-    if not spec.entry.schedule and not spec.entry.freshness_hours:
-        return Freshness("n/a", _age(success, now))
-    limit, rule = freshness_limit(spec, now)
-    if success is None:
+def freshness(spec: PipelineSpec, status: PipelineStatus | None, now: datetime) -> Freshness:
+    """The rule of ``./run.sh check``, from :mod:`runner.status` (data for interval-aware pipelines,
+    the last success for the others); the age is of what freshness is judged on."""
+    mark = status.freshness_mark if status else None
+    age = None if mark is None else max(0.0, (now - mark).total_seconds())
+    if status is None or status.expected_until is None:
+        return Freshness("n/a", age, status.rule if status else "")
+    basis = "data loaded up to" if status.freshness_basis == "data" else "last success"
+    rule = f"{status.rule}; freshness on {basis.replace(' up to', '')}"
+    if mark is None:
         return Freshness("never", None, rule)
-    state = "stale" if as_utc(success.started_at) < limit else "fresh"
-    return Freshness(state, _age(success, now), rule)
-
-
-def _age(run: RunRecord | None, now: datetime) -> float | None:
-    return None if run is None else max(0.0, (now - as_utc(run.started_at)).total_seconds())
+    return Freshness("fresh" if status.fresh else "stale", age, rule)
 
 
 def failure_counts(store: Store) -> dict[str, int]:
@@ -135,14 +133,16 @@ def overview(store: Store, registry: Registry, now: datetime | None = None) -> l
     """Every discovered pipeline with its schedule, last run, freshness, failures and checks."""
     from cli.pipelines import next_run
     from record.history import last_runs, last_success
+    from runner.status import pipeline_statuses
 
     now = now or datetime.now(UTC)
-    last, success, failures, checks = {}, {}, {}, {}
+    last, success, failures, checks, statuses = {}, {}, {}, {}, {}
     if has_history(store):
         last, success, failures = last_runs(store), last_success(store), failure_counts(store)
         checks = failing_checks(store)
+        statuses = pipeline_statuses(store, registry.pipelines.values(), now)
     return [PipelineRow(spec, next_run(spec, now), last.get(spec.name), success.get(spec.name),
-                        freshness(spec, success.get(spec.name), now), failures.get(spec.name, 0),
+                        freshness(spec, statuses.get(spec.name), now), failures.get(spec.name, 0),
                         checks.get(spec.name, []), list(spec.entry.depends_on))
             for spec in sorted(registry.pipelines.values(), key=lambda s: s.name)]
 
