@@ -24,8 +24,12 @@ _COLUMNS = list(RunRecord.model_fields) + ["version"]
 def record_run(store: Store, record: RunRecord, version: int | None = None) -> None:
     """Store the current state of a run (a new version of its row; ``version``: a given one, e.g. the
     spooled record's, so that writing it again is the same row version)."""
-    row = [getattr(record, column) for column in _COLUMNS[:-1]] + [version or time.time_ns()]
+    from record.totals import record_outcome
+
+    version = version or time.time_ns()
+    row = [getattr(record, column) for column in _COLUMNS[:-1]] + [version]
     store.insert_rows(RUNS_TABLE, [row], _COLUMNS)
+    record_outcome(store, record, version)
 
 
 def _select(where: str = "1", order: str = "started_at DESC", limit: int | None = None) -> str:

@@ -122,17 +122,20 @@ def test_metrics_text_for_a_failed_and_a_never_run_pipeline() -> None:
     spec = PipelineSpec("orders", PipelineEntry(pipeline=object()), "x.py")
     failed = run("failed", datetime(2026, 3, 1, tzinfo=UTC)).model_copy(update={"rows_loaded": 0,
                                                                                  "duration_seconds": 1.5})
-    rows = [data.PipelineRow(spec, None, failed, None, data.Freshness("never"), failures_total=3,
-                             failing_checks=["not_null"]),
+    from record.totals import Totals
+
+    totals = Totals(runs={"failed": 3}, duration_sum=4.5, duration_buckets=[0, 3, 3, 3, 3, 3, 3, 3])
+    rows = [data.PipelineRow(spec, None, failed, None, data.Freshness("never"), totals=totals),
             data.PipelineRow(PipelineSpec("idle", PipelineEntry(pipeline=object()), "x.py"), None, None, None,
                              data.Freshness("n/a"))]
     text = metrics.render(rows, datetime.now(UTC), store_busy=False).decode()
     assert 'dp_pipeline_last_run_status{pipeline="orders",status="failed"} 1.0' in text
     assert 'dp_pipeline_last_run_status{pipeline="orders",status="success"} 0.0' in text
     assert 'dp_pipeline_last_run_duration_seconds{pipeline="orders"} 1.5' in text
-    assert 'dp_pipeline_failures_total{pipeline="orders"} 3.0' in text
-    assert 'dp_pipeline_failing_checks{pipeline="orders"} 1.0' in text
-    assert 'dp_pipeline_stale{pipeline="orders"} 1.0' in text
-    assert 'dp_pipeline_stale{pipeline="idle"} 0.0' in text
-    assert 'pipeline="idle",status=' not in text
+    assert 'dp_pipeline_runs_total{pipeline="orders",status="failed"} 3.0' in text
+    assert 'dp_pipeline_runs_total{pipeline="idle",status="failed"} 0.0' in text
+    assert 'dp_pipeline_run_duration_seconds_bucket{le="1",pipeline="orders"} 0.0' in text
+    assert 'dp_pipeline_run_duration_seconds_bucket{le="5",pipeline="orders"} 3.0' in text
+    assert 'dp_pipeline_run_duration_seconds_sum{pipeline="orders"} 4.5' in text
+    assert 'last_run_status{pipeline="idle"' not in text
     assert "dp_ui_snapshot_age_seconds 0.0" in text

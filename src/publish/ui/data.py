@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from audit.results import CHECKS_TABLE, latest_by_pipeline, results_of_runs
+from audit.results import CHECKS_TABLE, CheckResult, latest_by_pipeline, results_of_runs
 from core.intervals import Interval
 from core.models import RunRecord, as_utc
 from core.store import Store
 from pipelines.pipeline_registry import PipelineSpec, Registry
 from record.tables import RUNS_TABLE
+from record.totals import Totals, read_totals
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import DayCount, RowCounts, count_rows
@@ -51,9 +52,11 @@ class PipelineRow:
     last_run: RunRecord | None
     last_success: RunRecord | None
     freshness: Freshness
-    failures_total: int = 0
     failing_checks: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
+    status: Any = None  # record.status.PipelineStatus: data freshness and open failures
+    totals: Totals = field(default_factory=Totals)
+    checks: list[CheckResult] = field(default_factory=list)  # of its most recently checked run
 
     @property
     def name(self) -> str:
@@ -104,21 +107,13 @@ def _age(run: RunRecord | None, now: datetime) -> float | None:
     return None if run is None else max(0.0, (now - as_utc(run.started_at)).total_seconds())
 
 
-def failure_counts(store: Store) -> dict[str, int]:
-    """Failed or crashed runs per pipeline in the kept history (``RUN_HISTORY_TTL_DAYS``)."""
-    rows = store.query_rows(f"SELECT pipeline, count() FROM {store.table(RUNS_TABLE)} FINAL "
-                            "WHERE status IN ('failed', 'crashed') GROUP BY pipeline")
-    return {str(name): int(n) for name, n in rows}
-
-
-def failing_checks(store: Store) -> dict[str, list[str]]:
-    """Per pipeline, the checks that failed (or errored) on its most recently checked run;
-    empty while ``_dp_checks`` does not exist."""
+def latest_checks(store: Store) -> dict[str, list[CheckResult]]:
+    """Per pipeline, the check results of its most recently checked run, by check name; empty
+    while ``_dp_checks`` does not exist."""
     if not store.table_exists(CHECKS_TABLE):
         return {}
-    return {pipeline: [r.check_name for r in results if r.status != "pass"]
-            for pipeline, results in latest_by_pipeline(store).items()
-            if any(r.status != "pass" for r in results)}
+    return {pipeline: sorted(results, key=lambda r: r.check_name)
+            for pipeline, results in latest_by_pipeline(store).items()}
 
 
 def run_checks(store: Store, run_id: str) -> list[dict[str, Any]]:
@@ -137,13 +132,19 @@ def overview(store: Store, registry: Registry, now: datetime | None = None) -> l
     from record.history import last_runs, last_success
 
     now = now or datetime.now(UTC)
-    last, success, failures, checks = {}, {}, {}, {}
+    last: dict[str, RunRecord] = {}
+    success: dict[str, RunRecord] = {}
+    checks: dict[str, list[CheckResult]] = {}
+    totals: dict[str, Totals] = {}
+    statuses: dict[str, Any] = {}
     if has_history(store):
-        last, success, failures = last_runs(store), last_success(store), failure_counts(store)
-        checks = failing_checks(store)
+        last, success, checks, totals = last_runs(store), last_success(store), latest_checks(store), read_totals(store)
+        statuses = pipeline_statuses(store, registry, now)
     return [PipelineRow(spec, next_run(spec, now), last.get(spec.name), success.get(spec.name),
-                        freshness(spec, success.get(spec.name), now), failures.get(spec.name, 0),
-                        checks.get(spec.name, []), list(spec.entry.depends_on))
+                        freshness(spec, success.get(spec.name), now),
+                        [r.check_name for r in checks.get(spec.name, []) if r.status != "pass"],
+                        list(spec.entry.depends_on), statuses.get(spec.name), totals.get(spec.name, Totals()),
+                        checks.get(spec.name, []))
             for spec in sorted(registry.pipelines.values(), key=lambda s: s.name)]
 
 
@@ -205,3 +206,31 @@ class CountsCache:
         counts = count_rows(store, spec, first, last)
         self._entries[key] = (stamp, counts)
         return counts
+
+
+# ---- interim: replaced by record.status (issue 25 §1-2, branch h25status) when merged ---------
+
+@dataclass(frozen=True)
+class _InterimStatus:
+    data_until: datetime | None
+    expected_until: datetime | None
+    last_success: datetime | None
+    fresh: bool
+    open_failures: tuple[Any, ...] = ()
+
+
+def pipeline_statuses(store: Store, registry: Registry, now: datetime) -> dict[str, Any]:
+    from record.coverage import COVERAGE_TABLE, newest_covered
+    from record.history import last_success
+
+    success = last_success(store)
+    covered = store.table_exists(COVERAGE_TABLE)
+    found = {}
+    for spec in registry.pipelines.values():
+        run = success.get(spec.name)
+        newest = newest_covered(store, spec.name) if covered else None
+        until = newest[1] if newest else (as_utc(run.finished_at) if run and run.finished_at else None)
+        fresh = freshness(spec, run, now).state == "fresh"
+        found[spec.name] = _InterimStatus(until, None, as_utc(run.finished_at) if run and run.finished_at else None,
+                                          fresh)
+    return found
