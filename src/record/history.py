@@ -44,8 +44,8 @@ def _records(store: Store, sql: str, parameters: dict[str, Any] | None = None) -
 
 
 def list_runs(store: Store, pipeline: str | None = None, status: str | None = None,
-              limit: int = 20) -> list[RunRecord]:
-    """Most recent runs first, optionally for one pipeline and/or one status."""
+              limit: int = 20, offset: int = 0) -> list[RunRecord]:
+    """Most recent runs first, optionally for one pipeline and/or one status, after skipping ``offset``."""
     clauses, params = [], {}
     if pipeline:
         clauses.append("pipeline = {p:String}")
@@ -53,7 +53,8 @@ def list_runs(store: Store, pipeline: str | None = None, status: str | None = No
     if status:
         clauses.append("status = {s:String}")
         params["s"] = status
-    return _records(store, _select(" AND ".join(clauses) or "1", limit=limit), params)
+    sql = _select(" AND ".join(clauses) or "1", limit=limit)
+    return _records(store, sql + (f" OFFSET {int(offset)}" if offset else ""), params)
 
 
 def get_run(store: Store, run_id: str) -> RunRecord | None:

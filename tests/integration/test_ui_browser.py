@@ -58,7 +58,7 @@ def test_pipelines_page(server: UiServer, chrome) -> None:
 
     chrome.get(server.url + "/")
     names = [row.get_attribute("id") for row in chrome.find_elements(By.CSS_SELECTOR, "#pipelines tbody tr[id]")]
-    assert names == ["pipeline-days", "pipeline-flaky", "pipeline-never"]
+    assert names == ["pipeline-days", "pipeline-flaky", "pipeline-never", "pipeline-snap"]
     status = chrome.find_element(By.CSS_SELECTOR, "#pipeline-flaky .status").text
     assert status == "failed"
     error = chrome.find_element(By.CSS_SELECTOR, "tr.error pre").text

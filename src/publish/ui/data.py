@@ -78,9 +78,18 @@ class GridRow:
     name: str
     granularity: str
     cells: list[Cell]
+    interval_aware: bool = True  # False: runs do not own an interval, nothing is "missing"
 
     def count(self, state: str) -> int:
         return sum(1 for c in self.cells if c.state == state)
+
+    def periods(self) -> list[tuple[str, list[Cell]]]:
+        """The cells by month (by day for hours): the grid's date axis, a boundary between each."""
+        found: dict[str, list[Cell]] = {}
+        shape = "%Y-%m" if self.granularity == "day" else "%Y-%m-%d"
+        for cell in self.cells:
+            found.setdefault(cell.interval.start.strftime(shape), []).append(cell)
+        return list(found.items())
 
 
 def has_history(store: Store) -> bool:
@@ -161,6 +170,8 @@ def cell_state(coverage: cov.Coverage) -> str:
 
 
 def _row(spec: PipelineSpec, intervals: Sequence[Interval], history: cov.History) -> GridRow:
+    if not getattr(spec.pipeline, "interval_aware", False):
+        return GridRow(spec.name, "day", [], interval_aware=False)
     cells = []
     for interval in intervals:
         coverage = history.coverage(interval)
@@ -172,10 +183,11 @@ def _row(spec: PipelineSpec, intervals: Sequence[Interval], history: cov.History
 
 
 def coverage_grid(store: Store, registry: Registry, first: date, last: date, hourly: bool = False,
-                  now: datetime | None = None) -> list[GridRow]:
-    """A row of intervals per pipeline over days ``first..last`` (hours for hourly pipelines when
-    ``hourly``), read from the coverage table and the window's runs in two queries."""
-    specs = sorted(registry.pipelines.values(), key=lambda s: s.name)
+                  now: datetime | None = None, only: str | None = None) -> list[GridRow]:
+    """A row of intervals per pipeline (``only``: of that one) over days ``first..last`` (hours for
+    hourly pipelines when ``hourly``), read from the coverage table and the window's runs in two
+    queries. Pipelines whose runs own no interval get a row without cells."""
+    specs = sorted((s for s in registry.pipelines.values() if only is None or s.name == only), key=lambda s: s.name)
     histories = cov.read_histories(store, [s.name for s in specs], first, last)
     return [_row(spec, bf.intervals_for(spec, first, last, hourly, now), histories[spec.name]) for spec in specs]
 

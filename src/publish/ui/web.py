@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, abort, render_template, request
+from flask import Flask, Response, abort, render_template, request, url_for
 
 from core.config import Settings
 from pipelines.pipeline_registry import Registry
@@ -37,12 +37,6 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         abort(400, f"{name} must be between {low} and {high}, got {value}")
     return value
-
-
-def _window(days: int) -> tuple[date, date]:
-    """The ``days`` days up to today (UTC): today is shown too, it is what runs write now."""
-    today = datetime.now(UTC).date()
-    return today - timedelta(days=days - 1), today
 
 
 class StatusPage:
@@ -128,8 +122,11 @@ def create_app(page: StatusPage) -> Flask:
         html = render_template("busy.html", holder=page.redact(exc.holder), refresh=5)
         return html, 503, {"Retry-After": "5"}
 
+    from publish.ui.history_pages import history_routes
+
     _routes(app, page)
     _detail_routes(app, page)
+    history_routes(app, page)
     return app
 
 
@@ -143,23 +140,30 @@ def _view(template: str, page: StatusPage, reading: Reading, **context: Any) -> 
 def _routes(app: Flask, page: StatusPage) -> None:
     @app.get("/")
     def pipelines() -> str:
+        from publish.ui.graph import dependency_svg
+
         registry = page.registry()
-        return _view("pipelines.html", page, page.overview(), broken=registry.broken)
+        reading = page.overview()
+        graph = dependency_svg(reading.value, url_for("pipelines") + "pipelines/")
+        return _view("pipelines.html", page, reading, broken=registry.broken, graph=graph)
 
     @app.get("/coverage")
     def coverage() -> str:
+        from publish.ui.history_pages import window
+
         hourly = request.args.get("hourly") == "1"
-        days = _int_arg("days", 3 if hourly else DEFAULT_GRID_DAYS, 1, MAX_HOURLY_DAYS if hourly else MAX_GRID_DAYS)
-        first, last = _window(days)
+        span = window(3 if hourly else DEFAULT_GRID_DAYS, MAX_HOURLY_DAYS if hourly else MAX_GRID_DAYS)
         registry = page.registry()
-        reading = page.gate.read(f"coverage:{days}:{hourly}",
-                                 lambda store: data.coverage_grid(store, registry, first, last, hourly))
-        return _view("coverage.html", page, reading, days=days, hourly=hourly, first=first, last=last)
+        reading = page.gate.read(f"coverage:{span.query()}:{hourly}",
+                                 lambda store: data.coverage_grid(store, registry, span.first, span.last, hourly))
+        return _view("coverage.html", page, reading, window=span, hourly=hourly, first=span.first, last=span.last)
 
     @app.get("/rows")
     def rows() -> str:
-        days = _int_arg("days", DEFAULT_CHART_DAYS, 1, MAX_GRID_DAYS)
-        first, last = _window(days)
+        from publish.ui.history_pages import window
+
+        span = window(DEFAULT_CHART_DAYS, MAX_GRID_DAYS)
+        first, last = span.first, span.last
         registry = page.registry()
         wanted = request.args.get("pipeline", "")
         specs = [s for s in data.counted_specs(registry) if not wanted or s.name == wanted]
@@ -172,8 +176,9 @@ def _routes(app: Flask, page: StatusPage) -> None:
             newest = last_runs(store) if data.has_history(store) else {}
             return [page.counts.get(store, spec, first, last, newest.get(spec.name)) for spec in specs]
 
-        reading = page.gate.read(f"rows:{days}:{wanted}", read)
-        return _view("rows.html", page, reading, days=days, wanted=wanted, charts=_chart_data(reading.value))
+        reading = page.gate.read(f"rows:{span.query()}:{wanted}", read)
+        return _view("rows.html", page, reading, window=span, days=span.days, wanted=wanted,
+                     charts=_chart_data(reading.value))
 
 
 
