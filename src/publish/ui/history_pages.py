@@ -3,12 +3,15 @@ per pipeline (settings, open failures, coverage, runs newest first, paged and fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import Flask, abort, request
 
+MAX_GRID_DAYS = 366
+DEFAULT_GRID_DAYS = 30
 RUNS_PER_PAGE = 50
 RUN_STATUSES = ("success", "failed", "crashed", "running")
 
@@ -32,6 +35,18 @@ class Window:
         return f"start={self.first.isoformat()}&end={self.last.isoformat()}"
 
 
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query argument within ``low..high`` (400 otherwise)."""
+    raw = request.args.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        abort(400, f"{name} must be a whole number, got {raw[:40]!r}")
+    if not low <= value <= high:
+        abort(400, f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
 def _date_arg(name: str) -> date | None:
     raw = request.args.get(name, "")
     if not raw:
@@ -45,11 +60,9 @@ def _date_arg(name: str) -> date | None:
 def window(default_days: int, max_days: int) -> Window:
     """The window asked for: ``start``/``end`` (either alone: the default length from or up to
     it), else ``days`` up to today, else the last ``default_days`` days."""
-    from publish.ui.web import _int_arg
-
     start, end = _date_arg("start"), _date_arg("end")
     if start is None and end is None:
-        days = _int_arg("days", default_days, 1, max_days)
+        days = int_arg("days", default_days, 1, max_days)
         today = datetime.now(UTC).date()
         return Window(today - timedelta(days=days - 1), today)
     if start is None:
@@ -63,10 +76,10 @@ def window(default_days: int, max_days: int) -> Window:
     return Window(start, end)
 
 
-def history_routes(app: Flask, page: Any) -> None:
-    """``/pipelines/<name>``: one pipeline's settings, open failures, coverage and runs."""
+def history_routes(app: Flask, page: Any, view: Callable[..., str]) -> None:
+    """``/pipelines/<name>``: one pipeline's settings, open failures, coverage and runs (``view``:
+    how the application renders a template with a reading)."""
     from publish.ui import data
-    from publish.ui.web import DEFAULT_GRID_DAYS, MAX_GRID_DAYS, _int_arg, _view
 
     @app.get("/pipelines/<name>")
     def pipeline(name: str) -> str:
@@ -80,17 +93,18 @@ def history_routes(app: Flask, page: Any) -> None:
         status = request.args.get("status", "")
         if status and status not in RUN_STATUSES:
             abort(400, f"status must be one of {', '.join(RUN_STATUSES)}, got {status[:40]!r}")
-        number = _int_arg("page", 1, 1, 100_000)
+        number = int_arg("page", 1, 1, 100_000)
+        size = int_arg("per_page", RUNS_PER_PAGE, 1, 500)
 
         def read(store: Any) -> dict[str, Any]:
             rows = data.overview(store, registry)
-            runs = list_runs(store, name, status or None, limit=RUNS_PER_PAGE + 1,
-                             offset=(number - 1) * RUNS_PER_PAGE) if data.has_history(store) else []
+            runs = list_runs(store, name, status or None, limit=size + 1,
+                             offset=(number - 1) * size) if data.has_history(store) else []
             grid = data.coverage_grid(store, registry, span.first, span.last, only=name)
             return {"row": next(r for r in rows if r.name == name), "runs": runs, "grid": grid}
 
-        reading = page.gate.read(f"pipeline:{name}:{span.query()}:{status}:{number}", read)
+        reading = page.gate.read(f"pipeline:{name}:{span.query()}:{status}:{number}:{size}", read)
         found = reading.value
-        return _view("pipeline.html", page, reading, spec=spec, row=found["row"], grid=found["grid"],
-                     runs=found["runs"][:RUNS_PER_PAGE], more=len(found["runs"]) > RUNS_PER_PAGE,
+        return view("pipeline.html", page, reading, spec=spec, row=found["row"], grid=found["grid"],
+                     runs=found["runs"][:size], more=len(found["runs"]) > size,
                      number=number, status=status, window=span, statuses=RUN_STATUSES)

@@ -18,25 +18,13 @@ from core.config import Settings
 from pipelines.pipeline_registry import Registry
 from publish.ui import data, metrics
 from publish.ui.access import Reading, StoreBusy, StoreGate
+from publish.ui.history_pages import DEFAULT_GRID_DAYS, MAX_GRID_DAYS, history_routes, window
 from publish.ui.joblog import run_log
 from publish.ui.throttle import AuthThrottle
 
-MAX_GRID_DAYS = 366
 MAX_HOURLY_DAYS = 14
-DEFAULT_GRID_DAYS = 30
 DEFAULT_CHART_DAYS = 14
 REFRESH_CHOICES = (0, 10, 30, 60, 300)
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, "")
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        abort(400, f"{name} must be a whole number, got {raw[:40]!r}")
-    if not low <= value <= high:
-        abort(400, f"{name} must be between {low} and {high}, got {value}")
-    return value
 
 
 class StatusPage:
@@ -122,11 +110,9 @@ def create_app(page: StatusPage) -> Flask:
         html = render_template("busy.html", holder=page.redact(exc.holder), refresh=5)
         return html, 503, {"Retry-After": "5"}
 
-    from publish.ui.history_pages import history_routes
-
     _routes(app, page)
     _detail_routes(app, page)
-    history_routes(app, page)
+    history_routes(app, page, _view)
     return app
 
 
@@ -149,8 +135,6 @@ def _routes(app: Flask, page: StatusPage) -> None:
 
     @app.get("/coverage")
     def coverage() -> str:
-        from publish.ui.history_pages import window
-
         hourly = request.args.get("hourly") == "1"
         span = window(3 if hourly else DEFAULT_GRID_DAYS, MAX_HOURLY_DAYS if hourly else MAX_GRID_DAYS)
         registry = page.registry()
@@ -160,8 +144,6 @@ def _routes(app: Flask, page: StatusPage) -> None:
 
     @app.get("/rows")
     def rows() -> str:
-        from publish.ui.history_pages import window
-
         span = window(DEFAULT_CHART_DAYS, MAX_GRID_DAYS)
         first, last = span.first, span.last
         registry = page.registry()
