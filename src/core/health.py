@@ -83,6 +83,7 @@ def check_store(settings: Settings) -> list[CheckResult]:
     try:
         version = store.server_version()
         exists = store.database_exists()
+        where = store.description  # after a query: the project's running clickhouse_server is named as such
     except DataProcessorError as exc:
         return [CheckResult("store", "fail", str(exc))]
     except OSError as exc:  # DATA_DIR or RUN_DIR cannot be written: a FAIL line, not a traceback
@@ -92,7 +93,7 @@ def check_store(settings: Settings) -> list[CheckResult]:
         return [CheckResult("store", "fail", str(problem))]
     finally:
         store.close()
-    results = [CheckResult("store", "ok", f"ClickHouse {version}, {settings.store_description}")]
+    results = [CheckResult("store", "ok", f"ClickHouse {version}, {where}")]
     if exists:
         results.append(CheckResult("database", "ok", f"database '{settings.database}' exists"))
     else:

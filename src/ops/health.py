@@ -8,9 +8,9 @@ store, migrations), then these.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import takewhile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from core import health
 from core.config import Settings, env_file_path, load_settings
@@ -19,11 +19,16 @@ from core.health import CheckResult
 from core.models import RunRecord
 from ops.discovery import get_registry
 from pipelines.pipeline_registry import PipelineSpec, Registry
+from runner.status import PipelineStatus
+from runner.status import age as _age
 
 if TYPE_CHECKING:
     from core.store import Store
 
 FRESHNESS_STORE_WAIT = 10.0  # seconds check waits for a busy embedded store before giving up
+#: check's exit codes: the set-up is broken (a FAIL line about Python, config, the store, cron...);
+#: the set-up works but the data needs attention (stale data, open failures, failing runs).
+EXIT_BROKEN, EXIT_DATA = 1, 3
 
 
 def check_pipelines(registry: Registry) -> CheckResult:
@@ -58,33 +63,6 @@ def check_cron(registry: Registry, settings: Settings) -> CheckResult:
     return CheckResult("cron", "ok", f"cron block in sync: {len(wanted)} pipeline(s)")
 
 
-def freshness_limit(spec: PipelineSpec, now: datetime) -> tuple[datetime, str]:
-    """The oldest acceptable start of the last successful run, and how it was derived.
-
-    Default: two schedule periods before now, the period being the gap between the schedule's
-    last two fire times (croniter, in the pipeline's zone), so one missed or failed run is
-    tolerated and two are not; ``freshness_hours`` overrides it.
-    """
-    if spec.entry.freshness_hours:
-        hours = spec.entry.freshness_hours
-        return now - timedelta(hours=hours), f"freshness_hours {hours:g}"
-    from croniter import croniter
-
-    from core.validators import cron_expression
-    from runner.schedule import pipeline_zone
-
-    zone = pipeline_zone(spec)
-    fires = croniter(cron_expression(spec.entry.schedule or ""), now.astimezone(zone))
-    last = fires.get_prev(datetime)
-    period = last - fires.get_prev(datetime)
-    return now - 2 * period, f"two periods of '{spec.entry.schedule}' = {_age(2 * period)}"
-
-
-def _age(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
-
-
 def _patient_store(settings: Settings) -> Store:
     """A store that waits at most FRESHNESS_STORE_WAIT for a busy embedded engine, then gives up."""
     from core.store import Store
@@ -95,39 +73,39 @@ def _patient_store(settings: Settings) -> Store:
 
 FAILED_STATES = ("failed", "crashed")
 STREAK_LIMIT = 10  # newest runs per pipeline looked at for a failure streak
+OPEN_LISTED = 10  # open failures named per pipeline in check's line (the rest are counted)
+#: Check lines about the data rather than the set-up: their FAIL exits with EXIT_DATA, not 1.
+DATA_LINES = ("fresh:", "open:", "checks:", "runs")
 
 
 @dataclass
 class History:
-    """What check reads from the run history in one visit to the store."""
+    """What check reads from the store in one visit: the status of every pipeline (one source of
+    truth, :mod:`runner.status`), the store it read, and the newest runs while they are failures."""
 
-    last_success: dict[str, Any]  # pipeline -> its last (complete) success: a run or a coverage row
+    statuses: dict[str, PipelineStatus]
     failures: dict[str, list[RunRecord]]  # pipeline -> its newest runs while they are failures
+    store: str = ""  # where the store was read (the running clickhouse_server named as such)
 
 
 def _read_history(settings: Settings, registry: Registry) -> History | None:
-    """The run history in one visit to the store; None when there is no database yet."""
-    from record.coverage import last_loads
-    from record.history import last_success, recent_runs
-    from record.tables import ensure_framework_tables
+    """The status and run history in one visit to the store; None when there is no database yet."""
+    from record.history import recent_runs
+    from runner.status import pipeline_statuses
 
     store = _patient_store(settings)
     try:
         with store.session():  # one engine open for all the queries (each open reads every table's parts)
             if not store.database_exists():
                 return None
-            ensure_framework_tables(store)
+            statuses = pipeline_statuses(store, registry.pipelines.values())
             newest: dict[str, list[RunRecord]] = {}
             for run in recent_runs(store, STREAK_LIMIT):
                 if run.status != "running":
                     newest.setdefault(run.pipeline, []).append(run)
             failures = {name: list(takewhile(lambda r: r.status in FAILED_STATES, runs))
                         for name, runs in newest.items()}
-            last: dict[str, Any] = last_success(store)
-            # Interval-aware pipelines: what the coverage remembers (it outlives the run history).
-            last |= {name: load for name, load in last_loads(store).items()
-                     if name in registry.pipelines and registry.pipelines[name].pipeline.interval_aware}
-            return History(last, {name: runs for name, runs in failures.items() if runs})
+            return History(statuses, {name: runs for name, runs in failures.items() if runs}, store.description)
     finally:
         store.close()
 
@@ -151,49 +129,80 @@ def check_failed_runs(registry: Registry, history: History) -> CheckResult:
     return CheckResult("runs", worst, "; ".join(problems) + hint)  # type: ignore[arg-type]
 
 
+def _utc(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def freshness_line(spec: PipelineSpec, status: PipelineStatus, now: datetime) -> CheckResult:
+    """``fresh:<pipeline>``: its data (or last success) against what its schedule owes by now."""
+    name, rule = f"fresh:{spec.name}", status.rule
+    mark = status.freshness_mark
+    if status.freshness_basis == "data":
+        if mark is None:
+            return CheckResult(name, "warn", f"no complete interval loaded yet (freshness: {rule})")
+        have = f"data loaded up to {_utc(mark)}"
+    else:
+        if mark is None:
+            return CheckResult(name, "warn", f"never ran successfully (freshness: {rule})")
+        have = f"last success {_age(now - mark)} ago ({_utc(mark)}; not interval-aware, so freshness is " \
+               "the last success)"
+    if status.fresh:
+        return CheckResult(name, "ok", have)
+    owed = f"expected up to {_utc(status.expected_until)}" if status.freshness_basis == "data" else \
+        f"expected one since {_utc(status.expected_until)}"  # type: ignore[arg-type]
+    upstream = f"; behind because upstream {', '.join(status.behind_upstream)} is behind" \
+        if status.behind_upstream else ""
+    see = f"./run.sh backfill_list {spec.name}" if status.freshness_basis == "data" else f"./run.sh runs {spec.name}"
+    return CheckResult(name, "fail", f"stale: {have}; {owed} (freshness: {rule}){upstream}; see {see}")
+
+
 def check_freshness(registry: Registry, history: History, now: datetime | None = None) -> list[CheckResult]:
-    """Per scheduled pipeline: its last success is recent enough (see :func:`freshness_limit`)."""
+    """Per scheduled pipeline: its data is as recent as its schedule owes (:mod:`runner.status`)."""
     specs = [s for s in registry.pipelines.values() if s.entry.schedule and s.entry.enabled]
     now = now or datetime.now(UTC)
+    return [freshness_line(spec, history.statuses[spec.name], now)
+            for spec in sorted(specs, key=lambda s: s.name) if spec.name in history.statuses]
+
+
+def open_failures_line(status: PipelineStatus) -> CheckResult | None:
+    """``open:<pipeline>``: its failed intervals not healed nor waived, each with the command that heals it."""
+    found = status.open_failures
+    if not found:
+        return None
+    parts = [f"{f.label} ({f.kind}, run {f.run_id}{f', {f.runs} failed runs' if f.runs > 1 else ''}: "
+             f"{f.message}) -> {f.heal_command}" for f in found[:OPEN_LISTED]]
+    more = f"; and {len(found) - OPEN_LISTED} more (./run.sh backfill_list {status.pipeline})" \
+        if len(found) > OPEN_LISTED else ""
+    return CheckResult(f"open:{status.pipeline}", "fail",
+                       f"{len(found)} open failure(s): " + "; ".join(parts) + more
+                       + f"; or to close one for good: {found[0].waive_command}")
+
+
+def check_open_failures(history: History) -> list[CheckResult]:
+    return [line for name in sorted(history.statuses) if (line := open_failures_line(history.statuses[name]))]
+
+
+def check_data_checks(history: History) -> list[CheckResult]:
+    """One line per pipeline with a failing data check on an open failure or its newest checked run."""
+    from audit.results import summary
+
     results = []
-    for spec in sorted(specs, key=lambda s: s.name):
-        name = f"fresh:{spec.name}"
-        limit, rule = freshness_limit(spec, now)
-        run = history.last_success.get(spec.name)
-        if run is None:
-            results.append(CheckResult(name, "warn", f"never ran successfully (freshness: {rule})"))
-            continue
-        started = run.started_at.replace(tzinfo=UTC) if run.started_at.tzinfo is None else run.started_at
-        if started < limit:
-            results.append(CheckResult(
-                name, "fail", f"stale: last success {started:%Y-%m-%d %H:%M} UTC ({_age(now - started)} ago, "
-                              f"run {run.run_id}); expected one since {limit:%Y-%m-%d %H:%M} UTC (freshness: {rule}); "
-                              f"see ./run.sh runs {spec.name}"))
-        else:
-            results.append(CheckResult(name, "ok", f"last success {_age(now - started)} ago "
-                                                   f"({started:%Y-%m-%d %H:%M} UTC, {run.rows_loaded:,} rows)"))
+    for name in sorted(history.statuses):
+        failing = list(history.statuses[name].failing_checks)
+        if failing:
+            runs = sorted({r.run_id for r in failing})
+            results.append(CheckResult(f"checks:{name}", "warn",
+                                       f"{summary(failing)} (run {', '.join(runs)}; ./run.sh checks {name})"))
     return results
 
 
-def check_data_checks(settings: Settings) -> list[CheckResult]:
-    """One line per pipeline whose latest checked run had a failing data check (``./run.sh checks``)."""
-    from audit.results import latest_by_pipeline, summary
-
-    store = _patient_store(settings)
-    try:
-        if not store.database_exists():
-            return []
-        latest = latest_by_pipeline(store)
-    except DataProcessorError as exc:
-        return [CheckResult("data checks", "warn", f"results unavailable: {exc}")]
-    finally:
-        store.close()
-    results = []
-    for pipeline, found in sorted(latest.items()):
-        if any(r.status != "pass" for r in found):
-            results.append(CheckResult(f"checks:{pipeline}", "warn",
-                                       f"{summary(found)} (run {found[0].run_id}; ./run.sh checks {pipeline})"))
-    return results
+def exit_code(results: list[CheckResult]) -> int:
+    """``check``'s exit code: 1 when the set-up is broken (a FAIL line about it), else
+    :data:`EXIT_DATA` when only the data needs attention (stale, open failures), else 0."""
+    failing = [r for r in results if r.status == "fail"]
+    if any(not r.name.startswith(DATA_LINES) for r in failing):
+        return EXIT_BROKEN
+    return EXIT_DATA if failing else 0
 
 
 def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckResult]:
@@ -213,8 +222,9 @@ def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckRe
         return results
     from ops.materialized_views import check_materialized_views
 
-    return results + [check_failed_runs(registry, history), *check_freshness(registry, history),
-                      *check_materialized_views(registry, settings), *check_data_checks(settings)]
+    return results + [CheckResult("status", "ok", f"read from {history.store}"), check_failed_runs(registry, history),
+                      *check_freshness(registry, history), *check_open_failures(history),
+                      *check_materialized_views(registry, settings), *check_data_checks(history)]
 
 
 def run_checks() -> tuple[list[CheckResult], Settings | None]:

@@ -3,7 +3,8 @@
 - A kernel lock per pipeline (per pipeline and interval when the loader owns only the interval's
   slice) prevents overlapping runs; it dies with the process, kill -9 included.
 - The run is recorded in ``_dp_runs`` as ``running`` before any work, then ``success`` or
-  ``failed`` (with reason: error, timeout, interrupted, killed, store_lock_timeout). A run whose
+  ``failed`` (with reason: error, check_failed, timeout, interrupted, killed, store_lock_timeout:
+  ``runner.status.failure_kind`` reads it). A run whose
   process vanished is marked ``crashed`` by the next run or ``runs`` listing.
 - Transient errors are retried (exponential backoff with jitter, capped); the loader commits
   only at the end, so a retry starts from a clean slate.
@@ -28,7 +29,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from audit.run import AUDITOR
 from core.config import Settings
-from core.exceptions import AlreadyRunning, DataProcessorError, RunTimeout, StoreLockTimeout, is_retryable
+from core.exceptions import AlreadyRunning, CheckFailed, DataProcessorError, RunTimeout, StoreLockTimeout, is_retryable
 from core.intervals import Interval, last_complete_interval
 from core.locks import FileLock
 from core.logging import CONSOLE, attach_job_log, detach, get_logger, redact, run_context
@@ -306,7 +307,8 @@ class _Attempts:
             # An expected error (bad input, a refused load) needs no traceback; a bug does. The error is
             # logged once, by the caller (the job log gets the traceback, the console only with --debug).
             expected = isinstance(exc, DataProcessorError) and self.settings.log_level != "DEBUG"
-            reason = "store_lock_timeout" if isinstance(exc, StoreLockTimeout) else "error"
+            reason = ("store_lock_timeout" if isinstance(exc, StoreLockTimeout)
+                      else "check_failed" if isinstance(exc, CheckFailed) else "error")
             return ({"status": "failed", "reason": reason, "error": _error_text(exc, self.settings)},
                     None if expected else (type(exc), exc, exc.__traceback__))
 

@@ -25,6 +25,7 @@ from record.totals import Totals, read_totals
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import DayCount, RowCounts, count_rows
+from runner.status import PipelineStatus, pipeline_statuses
 
 __all__ = ["DayCount", "RowCounts", "as_utc"]  # re-exported for the pages (runner.counts, core.models)
 # Coverage cell states, in the order of the legend.
@@ -36,7 +37,7 @@ COUNTS_MAX_AGE = 600.0
 
 @dataclass
 class Freshness:
-    """How old the last successful run is against the pipeline's freshness rule."""
+    """The pipeline's freshness as the page words it (from :class:`runner.status.PipelineStatus`)."""
 
     state: str  # fresh, stale, never, n/a (no schedule and no freshness_hours)
     age_seconds: float | None = None
@@ -54,7 +55,7 @@ class PipelineRow:
     freshness: Freshness
     failing_checks: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
-    status: Any = None  # record.status.PipelineStatus: data freshness and open failures
+    status: PipelineStatus | None = None  # data freshness, open failures (runner.status)
     totals: Totals = field(default_factory=Totals)
     checks: list[CheckResult] = field(default_factory=list)  # of its most recently checked run
 
@@ -99,21 +100,19 @@ def has_history(store: Store) -> bool:
 
 # ---- pipelines page ------------------------------------------------------------------------
 
-def freshness(spec: PipelineSpec, success: RunRecord | None, now: datetime) -> Freshness:
-    """The same rule as ``./run.sh check`` (two schedule periods, or ``freshness_hours``)."""
-    from ops.health import freshness_limit
-
-    if not spec.entry.schedule and not spec.entry.freshness_hours:
-        return Freshness("n/a", _age(success, now))
-    limit, rule = freshness_limit(spec, now)
-    if success is None:
-        return Freshness("never", None, rule)
-    state = "stale" if as_utc(success.started_at) < limit else "fresh"
-    return Freshness(state, _age(success, now), rule)
-
-
-def _age(run: RunRecord | None, now: datetime) -> float | None:
-    return None if run is None else max(0.0, (now - as_utc(run.started_at)).total_seconds())
+def freshness(status: PipelineStatus | None, now: datetime) -> Freshness:
+    """The freshness :mod:`runner.status` decided (the one rule ``check`` and ``/metrics`` use),
+    with the age of what it is based on: the data's end, or the last success for pipelines whose
+    runs own no interval."""
+    if status is None:
+        return Freshness("never")
+    mark = status.data_until if status.freshness_basis == "data" else status.last_success
+    age = None if mark is None else max(0.0, (now - as_utc(mark)).total_seconds())
+    if status.expected_until is None:
+        return Freshness("n/a", age, status.rule)
+    if mark is None:
+        return Freshness("never", None, status.rule)
+    return Freshness("fresh" if status.fresh else "stale", age, status.rule)
 
 
 def latest_checks(store: Store) -> dict[str, list[CheckResult]]:
@@ -145,16 +144,18 @@ def overview(store: Store, registry: Registry, now: datetime | None = None) -> l
     success: dict[str, RunRecord] = {}
     checks: dict[str, list[CheckResult]] = {}
     totals: dict[str, Totals] = {}
-    statuses: dict[str, Any] = {}
+    statuses: dict[str, PipelineStatus] = {}
     if has_history(store):
         last, success, checks, totals = last_runs(store), last_success(store), latest_checks(store), read_totals(store)
-        statuses = pipeline_statuses(store, registry, now)
-    return [PipelineRow(spec, next_run(spec, now), last.get(spec.name), success.get(spec.name),
-                        freshness(spec, success.get(spec.name), now),
-                        [r.check_name for r in checks.get(spec.name, []) if r.status != "pass"],
-                        list(spec.entry.depends_on), statuses.get(spec.name), totals.get(spec.name, Totals()),
-                        checks.get(spec.name, []))
-            for spec in sorted(registry.pipelines.values(), key=lambda s: s.name)]
+        statuses = pipeline_statuses(store, registry.pipelines.values(), now)
+    rows = []
+    for spec in sorted(registry.pipelines.values(), key=lambda s: s.name):
+        status = statuses.get(spec.name)
+        failing = sorted({r.check_name for r in status.failing_checks if r.status != "pass"}) if status else []
+        rows.append(PipelineRow(spec, next_run(spec, now), last.get(spec.name), success.get(spec.name),
+                                freshness(status, now), failing, list(spec.entry.depends_on), status,
+                                totals.get(spec.name, Totals()), checks.get(spec.name, [])))
+    return rows
 
 
 # ---- coverage grid -------------------------------------------------------------------------
@@ -218,31 +219,3 @@ class CountsCache:
         counts = count_rows(store, spec, first, last)
         self._entries[key] = (stamp, counts)
         return counts
-
-
-# ---- interim: replaced by record.status (issue 25 §1-2, branch h25status) when merged ---------
-
-@dataclass(frozen=True)
-class _InterimStatus:
-    data_until: datetime | None
-    expected_until: datetime | None
-    last_success: datetime | None
-    fresh: bool
-    open_failures: tuple[Any, ...] = ()
-
-
-def pipeline_statuses(store: Store, registry: Registry, now: datetime) -> dict[str, Any]:
-    from record.coverage import COVERAGE_TABLE, newest_covered
-    from record.history import last_success
-
-    success = last_success(store)
-    covered = store.table_exists(COVERAGE_TABLE)
-    found = {}
-    for spec in registry.pipelines.values():
-        run = success.get(spec.name)
-        newest = newest_covered(store, spec.name) if covered else None
-        until = newest[1] if newest else (as_utc(run.finished_at) if run and run.finished_at else None)
-        fresh = freshness(spec, run, now).state == "fresh"
-        found[spec.name] = _InterimStatus(until, None, as_utc(run.finished_at) if run and run.finished_at else None,
-                                          fresh)
-    return found

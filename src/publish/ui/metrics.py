@@ -3,7 +3,7 @@
 Built per scrape from the same read model as the page (or its last snapshot when the store is
 busy: ``dp_ui_snapshot_age_seconds`` then tells how old it is), in a registry of its own so
 nothing is global. Freshness and open failures come from the one status computation
-(:mod:`record.status`), run counts and durations from the never-shrinking ``_dp_run_totals``
+(:mod:`runner.status`), run counts and durations from the never-shrinking ``_dp_run_totals``
 (:mod:`record.totals`), so the counters stay monotonic when the run history expires and when the
 page restarts. Names follow the Prometheus conventions (base units, ``_total`` counters,
 ``_timestamp_seconds`` for Unix times) and ``promtool check metrics`` accepts the page.
@@ -49,11 +49,11 @@ class _Collector:
 
     def _status(self) -> Iterator[Metric]:
         until = _gauge("dp_pipeline_data_until_timestamp_seconds",
-                       "End of the newest complete loaded interval (non-interval pipelines: last success), Unix time")
+                       "End of the newest complete, successfully loaded interval (Unix time)")
         expected = _gauge("dp_pipeline_expected_until_timestamp_seconds",
                           "Where the data should reach by now by the pipeline's schedule, Unix time")
         fresh = _gauge("dp_pipeline_fresh", "1 when the loaded data reaches what the schedule expects, else 0")
-        success = _gauge("dp_pipeline_last_success_timestamp_seconds", "When the last successful run finished")
+        success = _gauge("dp_pipeline_last_success_timestamp_seconds", "When the last successful run started")
         open_failures = _gauge("dp_pipeline_open_failures",
                                "Failed intervals not loaded by a later run (nor waived)")
         for row in self.rows:

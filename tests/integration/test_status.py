@@ -1,0 +1,177 @@
+"""Status on the data (issue 25 §1, §2, §5): freshness, open failures, waivers, check's exit codes
+and per-interval alerts, through the real CLI against the real store."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from integration.test_alerts import kinds, webhook
+
+MODULE = textwrap.dedent('''
+    import os
+    from datetime import timedelta
+    import pyarrow as pa
+    from audit import in_range
+    from pipelines.interfaces import Extractor
+    from pipelines.pipeline_factory import create_el_pipeline
+    from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+    class Feed(Extractor):
+        interval_aware = True
+        def extract(self, context):
+            if os.environ.get("FAIL"):
+                raise RuntimeError("source is down")
+            ids = [1, 1000] if os.environ.get("BAD_ID") else [1, 2]
+            ts = [context.start + timedelta(hours=h) for h in range(len(ids))]
+            yield pa.table({"ts": pa.array(ts, pa.timestamp("ms", tz="UTC")), "id": pa.array(ids, pa.int64())})
+
+    class Snapshot(Extractor):
+        def extract(self, context):
+            if os.environ.get("FAIL"):
+                raise RuntimeError("api is down")
+            yield pa.table({"n": pa.array([1], pa.int64())})
+
+    def feed(table, **checks):
+        return create_el_pipeline(Feed(), create_clickhouse_loader(table, time_column="ts"), table)
+
+    PIPELINE_REGISTRY = {
+        "ohlc": {"pipeline": feed("ohlc_t"), "schedule": "0 2 * * *"},
+        "weather": {"pipeline": feed("weather_t"), "schedule": "0 * * * *",
+                    "checks": [in_range("id", max=100)]},
+        "snap": {"pipeline": create_el_pipeline(Snapshot(), create_clickhouse_loader("snap_t"), "snap_t"),
+                 "schedule": "*/5 * * * *"},
+    }
+''')
+NO_CRON = "/nonexistent/crontab"
+
+
+@pytest.fixture
+def project(pipelines_dir: Path, project_env: dict[str, str]) -> dict[str, str]:
+    (pipelines_dir / "status_pipeline.py").write_text(MODULE)
+    return project_env
+
+
+def check(*args: str, **env: str) -> tuple[int, dict[str, dict]]:
+    result = run_cli("check", "--json", *args, env={"CRONTAB_COMMAND": NO_CRON, **env})
+    return result.returncode, {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+
+
+def test_an_old_manual_run_never_makes_a_pipeline_fresh(project) -> None:
+    """Issue 25: ``cron_run ohlc --date 2009-06-02`` made check say ``fresh:ohlc OK last success``."""
+    assert run_cli("cron_run", "ohlc", "--date", "2009-06-02").returncode == 0
+    _, checks = check()
+    assert checks["fresh:ohlc"]["status"] == "fail", checks["fresh:ohlc"]
+    assert checks["fresh:ohlc"]["detail"].startswith("stale: data loaded up to 2009-06-03 00:00 UTC")
+
+
+def test_a_later_day_does_not_heal_a_failed_one(project) -> None:
+    """Issue 25: a day failed a data check, a later day succeeded: the webhook said ``recovered``
+    and check's failing checks said none, while the failed day is still unpublished."""
+    with webhook() as (receiver, url):
+        env = {"ALERT_WEBHOOK_URL": url}
+        assert run_cli("cron_run", "weather", "--date", "2026-03-10", env={**env, "BAD_ID": "1"}).returncode == 1
+        assert run_cli("cron_run", "weather", "--date", "2026-03-11", env=env).returncode == 0
+        assert kinds(receiver) == ["check_failed"], receiver.posts
+        code, checks = check()
+        assert checks["open:weather"]["status"] == "fail"
+        assert "2026-03-10 (check_failed, run " in checks["open:weather"]["detail"]
+        assert "./run.sh backfill weather --start 2026-03-10 --end 2026-03-10 --rerun failed" in \
+            checks["open:weather"]["detail"]
+        assert "range(id)" in checks["checks:weather"]["detail"]
+        assert code == 3
+
+
+def _spec(name: str, schedule: str | None, aware: bool = True, **entry):
+    from types import SimpleNamespace
+
+    from core.models import PipelineEntry
+    from pipelines.pipeline_registry import PipelineSpec
+
+    return PipelineSpec(name, PipelineEntry(pipeline=SimpleNamespace(interval_aware=aware), schedule=schedule,
+                                            timezone="UTC", **entry), "test")
+
+
+def _run(store, pipeline: str, day: str, status: str = "success", started: datetime | None = None,
+         reason: str = "", error: str = "", hours: int = 24) -> str:
+    from core.models import RunRecord
+    from record.coverage import record_coverage
+    from record.history import record_run
+
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    started = started or start + timedelta(hours=hours, minutes=5)
+    run_id = f"{pipeline}-{day}-{status}-{started:%H%M%S%f}"
+    end = start + timedelta(hours=hours)
+    record = RunRecord(run_id=run_id, pipeline=pipeline, interval_start=start, interval_end=end,
+                       trigger="cron", status=status, reason=reason, error=error, started_at=started,
+                       finished_at=started + timedelta(seconds=3), rows_loaded=2 if status == "success" else 0)
+    record_run(store, record)
+    record_coverage(store, record)
+    return run_id
+
+
+def test_pipeline_statuses_from_the_store(store) -> None:
+    """Freshness on data, open failures (healed, re-failed, waived), upstream and failing checks, as
+    one read of the store: the module every surface uses. Days relative to today (the run history
+    has a TTL); ``today`` plays 2026-03-11, 05:00 the moment asked about."""
+    from audit.results import CheckResult, write_results
+    from record.tables import ensure_framework_tables
+    from record.waivers import record_waiver
+    from runner.status import pipeline_statuses
+
+    ensure_framework_tables(store)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def day(n: int) -> str:
+        return f"{today - timedelta(days=n):%Y-%m-%d}"
+
+    def at(n: int, hour: int, minute: int = 0) -> datetime:
+        return today - timedelta(days=n) + timedelta(hours=hour, minutes=minute)
+
+    now = at(0, 5)
+    for n in (3, 2):
+        _run(store, "d", day(n))
+    _run(store, "d", day(4), "failed", reason="error", error="RuntimeError: down\ntraceback")
+    _run(store, "d", day(4), started=at(2, 9))   # healed by a later success
+    _run(store, "d", day(5), "crashed", reason="process gone")
+    record_waiver(store, "d", at(5, 0), at(4, 0), "gone for good")
+    failed = _run(store, "d", day(1), "failed", reason="check_failed", error="CheckFailed: range(id)")
+    refailed = _run(store, "d", day(1), "failed", reason="check_failed", error="CheckFailed: range(id) again",
+                    started=at(0, 2))
+    _run(store, "d", day(0), started=at(0, 4))  # the day in progress: incomplete
+    _run(store, "d", "2009-06-02", started=at(0, 4, 30))  # an old manual run
+    write_results(store, [CheckResult(refailed, "d", at(1, 0), at(0, 0), "range(id)", "range", "error", "fail", 1,
+                                      [], "1 failing row(s)", 0.1, "", at(0, 2))])
+    _run(store, "u", day(2))
+    _run(store, "n", day(0), started=now - timedelta(hours=1), hours=1)
+    for minutes in (30, 20):
+        _run(store, "n", day(0), "failed", reason="timeout", started=now - timedelta(minutes=minutes), hours=1)
+    specs = [_spec("d", "0 * * * *"), _spec("u", "0 * * * *", depends_on=["d"]),
+             _spec("n", "*/5 * * * *", aware=False), _spec("idle", None)]
+    statuses = pipeline_statuses(store, specs, now)
+
+    d = statuses["d"]
+    assert (d.freshness_basis, d.data_until, d.expected_until, d.fresh) == ("data", at(1, 0), at(0, 0), False)
+    assert d.last_success == at(0, 4, 30)  # the 2009 run: a success, not fresh data
+    assert [(f.label, f.kind, f.run_id, f.runs, f.message) for f in d.open_failures] == [
+        (day(1), "check_failed", refailed, 2, "CheckFailed: range(id) again")]
+    assert failed != refailed and [c.check_name for c in d.failing_checks] == ["range(id)"]
+    u = statuses["u"]
+    assert (u.fresh, u.behind_upstream, u.open_failures) == (False, ("d",), ())
+    n = statuses["n"]
+    assert (n.freshness_basis, n.fresh, n.last_success) == ("last_success", False, now - timedelta(hours=1))
+    assert [(f.kind, f.runs, f.interval_aware) for f in n.open_failures] == [("timeout", 2, False)]
+    idle = statuses["idle"]
+    assert (idle.fresh, idle.expected_until, idle.data_until, idle.open_failures) == (True, None, None, ())
+
+    # Loading day(1) heals it and makes d fresh; a waiver made before a failure does not close it.
+    _run(store, "d", day(1), started=at(0, 4, 45))
+    _run(store, "d", day(5), "failed", started=datetime.now(UTC))  # after the waiver
+    d = pipeline_statuses(store, specs, now)["d"]
+    assert d.fresh and d.data_until == at(0, 0)
+    assert [f.label for f in d.open_failures] == [day(5)]
