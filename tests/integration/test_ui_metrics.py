@@ -60,43 +60,6 @@ def sql(project: Project, statement: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_counters_pass_promtool_and_never_go_down(project: Project) -> None:
-    """History expiry and a page restart leave the run counters as they were; a store without the
-    totals table (older code) gets it, filled from the history it still has."""
-    promtool = require_tool("promtool")
-    ui = UiServer(project)
-    try:
-        text = ui.get("/metrics").text
-        checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
-        assert checked.returncode == 0, checked.stdout + checked.stderr
-        failed = 'dp_pipeline_runs_total{pipeline="flaky",status="failed"}'
-        days_ok = 'dp_pipeline_runs_total{pipeline="days",status="success"}'
-        assert (value(text, failed), value(text, days_ok)) == (1.0, 5.0)
-        assert value(text, 'dp_pipeline_rows_loaded_total{pipeline="days"}') == 30.0
-        assert value(text, 'dp_pipeline_run_duration_seconds_count{pipeline="days"}') == 5.0
-        assert value(text, 'dp_pipeline_run_duration_seconds_bucket{le="+Inf",pipeline="flaky"}') == 2.0
-        assert value(text, 'dp_pipeline_runs_total{pipeline="never",status="success"}') == 0.0
-        # a store from before the totals table: set up again, it counts the history it has
-        sql(project, "DROP TABLE _dp_run_totals")
-        assert project.cli("runs").returncode == 0
-        assert value(ui.get("/metrics").text, failed) == 1.0
-        # the history of flaky's failure and of every run of days expires (what the TTL does)
-        sql(project, "ALTER TABLE _dp_runs DELETE WHERE pipeline = 'days' OR status = 'failed' "
-                     "SETTINGS mutations_sync = 2")
-        assert not [r for r in project.runs() if r["pipeline"] == "days"]
-        after = ui.get("/metrics").text
-    finally:
-        ui.stop()
-    restarted = UiServer(project)
-    try:
-        again = restarted.get("/metrics").text
-    finally:
-        restarted.stop()
-    for scrape in (after, again):
-        assert (value(scrape, failed), value(scrape, days_ok)) == (1.0, 5.0)
-        assert value(scrape, 'dp_pipeline_rows_loaded_total{pipeline="days"}') == 30.0
-
-
 def test_status_and_check_series(project: Project) -> None:
     ui = UiServer(project)
     try:
@@ -154,3 +117,41 @@ def test_documented_alert_rules_fire_where_they_should(project: Project, tmp_pat
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
     result = subprocess.run([promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# last: it expires history (the other tests read the open failure from it)
+def test_counters_pass_promtool_and_never_go_down(project: Project) -> None:
+    """History expiry and a page restart leave the run counters as they were; a store without the
+    totals table (older code) gets it, filled from the history it still has."""
+    promtool = require_tool("promtool")
+    ui = UiServer(project)
+    try:
+        text = ui.get("/metrics").text
+        checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        failed = 'dp_pipeline_runs_total{pipeline="flaky",status="failed"}'
+        days_ok = 'dp_pipeline_runs_total{pipeline="days",status="success"}'
+        assert (value(text, failed), value(text, days_ok)) == (1.0, 5.0)
+        assert value(text, 'dp_pipeline_rows_loaded_total{pipeline="days"}') == 30.0
+        assert value(text, 'dp_pipeline_run_duration_seconds_count{pipeline="days"}') == 5.0
+        assert value(text, 'dp_pipeline_run_duration_seconds_bucket{le="+Inf",pipeline="flaky"}') == 2.0
+        assert value(text, 'dp_pipeline_runs_total{pipeline="never",status="success"}') == 0.0
+        # a store from before the totals table: set up again, it counts the history it has
+        sql(project, "DROP TABLE _dp_run_totals")
+        assert project.cli("runs").returncode == 0
+        assert value(ui.get("/metrics").text, failed) == 1.0
+        # the history of flaky's failure and of every run of days expires (what the TTL does)
+        sql(project, "ALTER TABLE _dp_runs DELETE WHERE pipeline = 'days' OR status = 'failed' "
+                     "SETTINGS mutations_sync = 2")
+        assert not [r for r in project.runs() if r["pipeline"] == "days"]
+        after = ui.get("/metrics").text
+    finally:
+        ui.stop()
+    restarted = UiServer(project)
+    try:
+        again = restarted.get("/metrics").text
+    finally:
+        restarted.stop()
+    for scrape in (after, again):
+        assert (value(scrape, failed), value(scrape, days_ok)) == (1.0, 5.0)
+        assert value(scrape, 'dp_pipeline_rows_loaded_total{pipeline="days"}') == 30.0
