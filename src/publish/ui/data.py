@@ -134,8 +134,10 @@ def run_checks(store: Store, run_id: str) -> list[dict[str, Any]]:
             for r in sorted(results_of_runs(store, [run_id]).get(run_id, []), key=lambda r: r.check_name)]
 
 
-def overview(store: Store, registry: Registry, now: datetime | None = None) -> list[PipelineRow]:
-    """Every discovered pipeline with its schedule, last run, freshness, failures and checks."""
+def overview(store: Store, registry: Registry, now: datetime | None = None,
+             only: str | None = None) -> list[PipelineRow]:
+    """Every discovered pipeline (``only``: that one) with its schedule, last run, freshness,
+    failures and checks."""
     from cli.pipelines import next_run
     from record.history import last_runs, last_success
 
@@ -145,11 +147,12 @@ def overview(store: Store, registry: Registry, now: datetime | None = None) -> l
     checks: dict[str, list[CheckResult]] = {}
     totals: dict[str, Totals] = {}
     statuses: dict[str, PipelineStatus] = {}
+    specs = sorted((s for s in registry.pipelines.values() if only is None or s.name == only), key=lambda s: s.name)
     if has_history(store):
         last, success, checks, totals = last_runs(store), last_success(store), latest_checks(store), read_totals(store)
-        statuses = pipeline_statuses(store, registry.pipelines.values(), now)
+        statuses = pipeline_statuses(store, specs, now)
     rows = []
-    for spec in sorted(registry.pipelines.values(), key=lambda s: s.name):
+    for spec in specs:
         status = statuses.get(spec.name)
         failing = sorted({r.check_name for r in status.failing_checks if r.status != "pass"}) if status else []
         rows.append(PipelineRow(spec, next_run(spec, now), last.get(spec.name), success.get(spec.name),

@@ -97,11 +97,11 @@ def history_routes(app: Flask, page: Any, view: Callable[..., str]) -> None:
         size = int_arg("per_page", RUNS_PER_PAGE, 1, 500)
 
         def read(store: Any) -> dict[str, Any]:
-            rows = data.overview(store, registry)
+            rows = data.overview(store, registry, only=name)
             runs = list_runs(store, name, status or None, limit=size + 1,
                              offset=(number - 1) * size) if data.has_history(store) else []
             grid = data.coverage_grid(store, registry, span.first, span.last, only=name)
-            return {"row": next(r for r in rows if r.name == name), "runs": runs, "grid": grid}
+            return {"row": rows[0], "runs": runs, "grid": grid}
 
         reading = page.gate.read(f"pipeline:{name}:{span.query()}:{status}:{number}:{size}", read)
         found = reading.value
