@@ -49,6 +49,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
         client.close()
 
 
+@pytest.fixture(scope="module")
+def server(project: Project) -> Iterator[UiServer]:
+    ui = UiServer(project)
+    yield ui
+    ui.stop()
+
+
 def value(text: str, series: str) -> float:
     found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.M)
     assert found, f"{series} not in the scrape"
@@ -60,12 +67,8 @@ def sql(project: Project, statement: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_status_and_check_series(project: Project) -> None:
-    ui = UiServer(project)
-    try:
-        text = ui.get("/metrics").text
-    finally:
-        ui.stop()
+def test_status_and_check_series(server: UiServer) -> None:
+    text = server.get("/metrics").text
     today = datetime.fromisoformat(day(0)).replace(tzinfo=UTC).timestamp()
     assert value(text, 'dp_pipeline_data_until_timestamp_seconds{pipeline="days"}') == today
     assert value(text, 'dp_pipeline_data_until_timestamp_seconds{pipeline="late"}') == today - 3 * 86400
@@ -85,17 +88,13 @@ def alert_rules() -> dict[str, object]:
     return yaml.safe_load(block.group(1))
 
 
-def test_documented_alert_rules_fire_where_they_should(project: Project, tmp_path: Path) -> None:
+def test_documented_alert_rules_fire_where_they_should(server: UiServer, tmp_path: Path) -> None:
     """Each rule of docs/ui.md, on this store's scrape at today 00:00 UTC: ``late`` (data 3 days
     old) is not fresh, ``flaky`` has an open failure and a failing check, ``days`` fires nothing."""
     from prometheus_client.parser import text_string_to_metric_families
 
     promtool = require_tool("promtool")
-    ui = UiServer(project)
-    try:
-        text = ui.get("/metrics").text
-    finally:
-        ui.stop()
+    text = server.get("/metrics").text
     today = int(datetime.fromisoformat(day(0)).replace(tzinfo=UTC).timestamp() // 86400)
     series = []
     for family in text_string_to_metric_families(text):
@@ -120,11 +119,11 @@ def test_documented_alert_rules_fire_where_they_should(project: Project, tmp_pat
 
 
 # last: it expires history (the other tests read the open failure from it)
-def test_counters_pass_promtool_and_never_go_down(project: Project) -> None:
+def test_counters_pass_promtool_and_never_go_down(project: Project, server: UiServer) -> None:
     """History expiry and a page restart leave the run counters as they were; a store without the
     totals table (older code) gets it, filled from the history it still has."""
     promtool = require_tool("promtool")
-    ui = UiServer(project)
+    ui = server  # stopped below: a new page must count the same
     try:
         text = ui.get("/metrics").text
         checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
