@@ -125,8 +125,8 @@ def test_metrics_text_for_a_failed_and_a_never_run_pipeline() -> None:
     from record.totals import Totals
 
     totals = Totals(runs={"failed": 3}, duration_sum=4.5, duration_buckets=[0, 3, 3, 3, 3, 3, 3, 3])
-    rows = [data.PipelineRow(spec, None, failed, None, data.Freshness("never"), totals=totals),
-            data.PipelineRow(PipelineSpec("idle", PipelineEntry(pipeline=object()), "x.py"), None, None, None,
+    rows = [data.PipelineRow(spec, None, failed, data.Freshness("never"), totals=totals),
+            data.PipelineRow(PipelineSpec("idle", PipelineEntry(pipeline=object()), "x.py"), None, None,
                              data.Freshness("n/a"))]
     text = metrics.render(rows, datetime.now(UTC), store_busy=False).decode()
     assert 'dp_pipeline_last_run_status{pipeline="orders",status="failed"} 1.0' in text

@@ -51,7 +51,6 @@ class PipelineRow:
     spec: PipelineSpec
     next_run: datetime | None
     last_run: RunRecord | None
-    last_success: RunRecord | None
     freshness: Freshness
     failing_checks: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
@@ -139,24 +138,23 @@ def overview(store: Store, registry: Registry, now: datetime | None = None,
     """Every discovered pipeline (``only``: that one) with its schedule, last run, freshness,
     failures and checks."""
     from cli.pipelines import next_run
-    from record.history import last_runs, last_success
+    from record.history import last_runs
 
     now = now or datetime.now(UTC)
     last: dict[str, RunRecord] = {}
-    success: dict[str, RunRecord] = {}
     checks: dict[str, list[CheckResult]] = {}
     totals: dict[str, Totals] = {}
     statuses: dict[str, PipelineStatus] = {}
     specs = sorted((s for s in registry.pipelines.values() if only is None or s.name == only), key=lambda s: s.name)
     if has_history(store):
-        last, success, checks, totals = last_runs(store), last_success(store), latest_checks(store), read_totals(store)
+        last, checks, totals = last_runs(store), latest_checks(store), read_totals(store)
         statuses = pipeline_statuses(store, specs, now)
     rows = []
     for spec in specs:
         status = statuses.get(spec.name)
         failing = sorted({r.check_name for r in status.failing_checks if r.status != "pass"}) if status else []
-        rows.append(PipelineRow(spec, next_run(spec, now), last.get(spec.name), success.get(spec.name),
-                                freshness(status, now), failing, list(spec.entry.depends_on), status,
+        rows.append(PipelineRow(spec, next_run(spec, now), last.get(spec.name), freshness(status, now), failing,
+                                list(spec.entry.depends_on), status,
                                 totals.get(spec.name, Totals()), checks.get(spec.name, [])))
     return rows
 

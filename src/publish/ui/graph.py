@@ -39,7 +39,8 @@ def _reach(row: PipelineRow) -> str:
     until = getattr(row.status, "data_until", None)
     if until is not None:
         return "data until " + as_utc(until).strftime("%Y-%m-%d %H:%M")
-    return "no data loaded" if row.last_success is None else "loaded"
+    success = getattr(row.status, "last_success", None)
+    return "no data loaded" if success is None else "last success " + as_utc(success).strftime("%Y-%m-%d %H:%M")
 
 
 def dependency_svg(rows: Sequence[PipelineRow], link_prefix: str) -> Markup:
