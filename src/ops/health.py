@@ -91,6 +91,7 @@ class History:
 def _read_history(settings: Settings, registry: Registry) -> History | None:
     """The status and run history in one visit to the store; None when there is no database yet."""
     from record.history import recent_runs
+    from record.tables import ensure_framework_tables
     from runner.status import pipeline_statuses
 
     store = _patient_store(settings)
@@ -98,6 +99,7 @@ def _read_history(settings: Settings, registry: Registry) -> History | None:
         with store.session():  # one engine open for all the queries (each open reads every table's parts)
             if not store.database_exists():
                 return None
+            ensure_framework_tables(store)
             statuses = pipeline_statuses(store, registry.pipelines.values())
             newest: dict[str, list[RunRecord]] = {}
             for run in recent_runs(store, STREAK_LIMIT):

@@ -43,8 +43,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from audit.results import CHECKS_TABLE, results_of_runs
 from core.intervals import STEP, Interval, last_complete_interval
 from core.models import as_utc
+from record.coverage import COVERAGE_TABLE
+from record.tables import RUNS_TABLE
+from record.waivers import WAIVERS_TABLE, read_waivers
 
 if TYPE_CHECKING:
     from audit.results import CheckResult
@@ -169,18 +173,22 @@ def expectation(spec: PipelineSpec, now: datetime) -> tuple[datetime | None, str
 
 def pipeline_statuses(store: Store, specs: Iterable[PipelineSpec], now: datetime | None = None
                       ) -> dict[str, PipelineStatus]:
-    """The status of each pipeline in ``specs`` (one store visit: five queries in all)."""
-    from record.tables import ensure_framework_tables
+    """The status of each pipeline in ``specs`` (one store visit, six queries at most).
 
+    Read-only: a framework table that does not exist yet (a store made by older code, before the
+    first run) counts as empty, so the web page can call it too; writers create the tables.
+    """
     now = now or datetime.now(UTC)
     specs = list(specs)
-    ensure_framework_tables(store)
     aware = {s.name for s in specs if s.pipeline.interval_aware}
     with store.session():  # one engine open for all the queries
-        data_until = _data_until(store)
-        successes = _last_successes(store)
-        failures = _open_failures(store, aware, {s.name for s in specs} - aware)
-        checks = _failing_checks(store, [f.run_id for found in failures.values() for f in found])
+        present = _present(store)
+        data_until = _data_until(store) if COVERAGE_TABLE in present else {}
+        successes = _last_successes(store) if RUNS_TABLE in present else {}
+        failures = _open_failures(store, aware, {s.name for s in specs} - aware, present) \
+            if RUNS_TABLE in present else {}
+        checks = _failing_checks(store, [f.run_id for found in failures.values() for f in found]) \
+            if CHECKS_TABLE in present else {}
     result = {}
     for spec in specs:
         name = spec.name
@@ -192,6 +200,15 @@ def pipeline_statuses(store: Store, specs: Iterable[PipelineSpec], now: datetime
             name, basis, data_until.get(name), successes.get(name), expected, fresh, rule,
             open_failures=tuple(failures.get(name, ())), failing_checks=tuple(checks.get(name, ())))
     return {name: _with_upstream(status, specs, result) for name, status in result.items()}
+
+
+def _present(store: Store) -> set[str]:
+    """Which of the tables status reads exist (none before setup_db)."""
+    if not store.database_exists():
+        return set()
+    return {name for (name,) in store.query_rows(
+        "SELECT name FROM system.tables WHERE database = {db:String} AND name IN {t:Array(String)}",
+        {"db": store.database, "t": [RUNS_TABLE, COVERAGE_TABLE, CHECKS_TABLE, WAIVERS_TABLE]})}
 
 
 def _with_upstream(status: PipelineStatus, specs: list[PipelineSpec],
@@ -213,16 +230,12 @@ def _with_upstream(status: PipelineStatus, specs: list[PipelineSpec],
 
 
 def _data_until(store: Store) -> dict[str, datetime]:
-    from record.coverage import COVERAGE_TABLE
-
     # No FINAL: a replaced row has the same interval, so max() is the same and the read is cheaper.
     return {p: as_utc(end) for p, end in store.query_rows(
         f"SELECT pipeline, max(interval_end) FROM {store.table(COVERAGE_TABLE)} GROUP BY pipeline")}
 
 
 def _last_successes(store: Store) -> dict[str, datetime]:
-    from record.tables import RUNS_TABLE
-
     # A run's 'success' row is its final version: no FINAL needed for the newest start.
     return {p: as_utc(at) for p, at in store.query_rows(
         f"SELECT pipeline, max(started_at) FROM {store.table(RUNS_TABLE)} WHERE status = 'success' GROUP BY pipeline")}
@@ -257,11 +270,8 @@ _OPEN_RUNS = """SELECT r.pipeline, min(r.interval_start), max(r.interval_end), a
     GROUP BY r.pipeline ORDER BY r.pipeline"""
 
 
-def _open_failures(store: Store, aware: set[str], others: set[str]) -> dict[str, list[OpenFailure]]:
-    from record.coverage import COVERAGE_TABLE
-    from record.tables import RUNS_TABLE
-    from record.waivers import read_waivers
-
+def _open_failures(store: Store, aware: set[str], others: set[str], present: set[str]
+                   ) -> dict[str, list[OpenFailure]]:
     def sql(text: str) -> str:
         return text.replace("{runs}", store.table(RUNS_TABLE)).replace("{coverage}", store.table(COVERAGE_TABLE))
 
@@ -270,7 +280,7 @@ def _open_failures(store: Store, aware: set[str], others: set[str]) -> dict[str,
         rows += [(True, r) for r in store.query_rows(sql(_OPEN_INTERVALS), {"aware": sorted(aware)})]
     if others:
         rows += [(False, r) for r in store.query_rows(sql(_OPEN_RUNS), {"others": sorted(others)})]
-    waivers = read_waivers(store)
+    waivers = read_waivers(store) if WAIVERS_TABLE in present else {}
     found: dict[str, list[OpenFailure]] = {}
     for interval_aware, (pipeline, start, end, run_id, failed_at, status, reason, error, runs) in rows:
         failure = OpenFailure(pipeline, as_utc(start), as_utc(end), failure_kind(status, reason, error), run_id,
@@ -291,9 +301,6 @@ def _first_line(text: str) -> str:
 
 def _failing_checks(store: Store, run_ids: list[str]) -> dict[str, list[CheckResult]]:
     """Non-passing check results of the open failures' runs and of each pipeline's newest checked run."""
-    from audit.results import CHECKS_TABLE, ensure_checks_table, results_of_runs
-
-    ensure_checks_table(store)
     newest = [run_id for (run_id,) in store.query_rows(
         f"SELECT argMax(run_id, checked_at) FROM {store.table(CHECKS_TABLE)} GROUP BY pipeline")]
     found: dict[str, list[CheckResult]] = {}

@@ -164,8 +164,12 @@ def test_a_crashed_run_alerts_when_detected_then_recovers(project) -> None:
         assert kinds(receiver) == ["run_crashed"]
         assert cron_run("feed", day="2026-03-11", ALERT_WEBHOOK_URL=url).returncode == 0
         run_cli("check", "--alert", "--quiet", env={"ALERT_WEBHOOK_URL": url})
-    assert kinds(receiver) == ["run_crashed", "recovered"]
+        # A later day loaded is no recovery: the crashed day is still open (and the data is old: stale).
+        assert kinds(receiver) == ["run_crashed", "stale"]
+        assert cron_run("feed", day="2026-03-10", ALERT_WEBHOOK_URL=url).returncode == 0
+    assert kinds(receiver) == ["run_crashed", "stale", "recovered"]
     assert "ended without recording an outcome" in receiver.posts[0]["summary"]
+    assert receiver.posts[2]["interval"] == "2026-03-10" and "no open failures left" in receiver.posts[2]["summary"]
 
 
 def test_email_over_smtp_alerts_once_and_on_recovery(project) -> None:
@@ -321,19 +325,24 @@ def test_a_backfill_sends_one_summary(project) -> None:
 
 def test_check_alert_on_stale_data_once(project, db: Store) -> None:
     from core.models import RunRecord
+    from record.coverage import record_coverage
     from record.history import record_run
     from record.tables import ensure_framework_tables
 
     db.create_database()
     ensure_framework_tables(db)
-    old = datetime.now(UTC) - timedelta(days=2)
-    record_run(db, RunRecord(run_id="old", pipeline="feed", interval_start=old, interval_end=old + timedelta(hours=1),
-                             trigger="cron", status="success", started_at=old, rows_loaded=5))
+    old = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=2)
+    loaded = RunRecord(run_id="old", pipeline="feed", interval_start=old - timedelta(days=1), interval_end=old,
+                       trigger="cron", status="success", started_at=old, rows_loaded=5)
+    record_run(db, loaded)
+    record_coverage(db, loaded)
     db.close()
     with webhook() as (receiver, url):
         for _ in range(2):
             checked = run_cli("check", "--alert", "--quiet", env={"ALERT_WEBHOOK_URL": url})
-            assert checked.returncode == 1 and "FAIL fresh:feed: stale" in checked.stdout
+            # Only the data needs attention: exit 3, not 1 (a broken set-up).
+            assert checked.returncode == 3 and f"FAIL fresh:feed: stale: data loaded up to {old:%Y-%m-%d %H:%M} UTC" \
+                in checked.stdout
     assert kinds(receiver) == ["stale"] and receiver.posts[0]["pipeline"] == "feed"
 
 

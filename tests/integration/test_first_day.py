@@ -100,9 +100,9 @@ def test_check_reports_pipelines_whose_last_runs_failed(pipelines_dir: Path, tmp
     for _ in range(3):
         assert run_cli("cron_run", "flaky").returncode == 1
     code, four = _runs_check()
-    assert code == 1 and four["status"] == "fail" and four["detail"].startswith("flaky: last 4 runs failed (newest ")
+    assert code == 3 and four["status"] == "fail" and four["detail"].startswith("flaky: last 4 runs failed (newest ")
     human = run_cli("check")
-    assert human.returncode == 1 and "flaky: last 4 runs failed" in " ".join(human.stdout.split())
+    assert human.returncode == 3 and "flaky: last 4 runs failed" in " ".join(human.stdout.split())
     switch.write_text("ok")
     assert run_cli("cron_run", "flaky").returncode == 0
     assert _runs_check() == (0, {"name": "runs", "status": "ok", "detail": "no pipeline's last run failed"})

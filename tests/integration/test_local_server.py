@@ -94,6 +94,11 @@ def test_framework_commands_use_the_running_server_and_refuse_a_second_one(tmp_p
         client = server.client()
         assert client.command("EXISTS DATABASE data_warehouse") == 1
         client.close()
+        # check names the store it read: the server, not "embedded" (issue 25 §1).
+        checked = {c["name"]: c["detail"] for c in json.loads(cli(data, "check", "--json").stdout)["checks"]}
+        served = f"local server http://data_processor@127.0.0.1:{server.port} (serving "
+        assert served in checked["store"], checked["store"]
+        assert checked["status"].startswith(f"read from {served}"), checked
         # The store is held by the server: a second server names it and stops.
         second = cli(data, "clickhouse_server", "--port", "0", "--tcp-port", "0", timeout=60)
         assert second.returncode == 1

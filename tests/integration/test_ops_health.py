@@ -68,12 +68,16 @@ def test_freshness_per_schedule_and_override(module: Path, store: Store, tmp_pat
     store.close()
     no_cron = {"CRONTAB_COMMAND": str(tmp_path / "none")}
     code, checks = _checks(**no_cron)
-    assert code == 1
+    assert code == 3  # only the data needs attention (1 is a broken set-up)
     assert checks["fresh:daily"]["status"] == "ok"
     assert checks["fresh:daily"]["detail"].startswith("last success 47.0 h ago")
     assert checks["fresh:hourly"]["status"] == "fail"
     assert checks["fresh:hourly"]["detail"].startswith("stale: last success ")
-    assert "(3.0 h ago, run " in checks["fresh:hourly"]["detail"]
+    assert checks["fresh:hourly"]["detail"].startswith("stale: last success 3.0 h ago (")
+    assert "not interval-aware, so freshness is the last success" in checks["fresh:hourly"]["detail"]
+    # The failed run after the last success is an open failure until a run succeeds.
+    assert checks["open:hourly"]["detail"].startswith("1 open failure(s): failed runs up to ")
+    assert "-> ./run.sh cron_run hourly" in checks["open:hourly"]["detail"]
     assert "(freshness: freshness_hours 2); see ./run.sh runs hourly" in checks["fresh:hourly"]["detail"]
     assert checks["fresh:never"] == {"name": "fresh:never", "status": "warn",
                                      "detail": "never ran successfully "
@@ -83,18 +87,18 @@ def test_freshness_per_schedule_and_override(module: Path, store: Store, tmp_pat
                                    "detail": "5 pipeline(s) import, 3 scheduled"}
     human = run_cli("check", env=no_cron)
     # Piped: the checks as TSV on stdout, the verdict on stderr.
-    assert human.returncode == 1 and "fresh:hourly" in human.stdout and "unhealthy" in human.stderr
+    assert human.returncode == 3 and "fresh:hourly" in human.stdout and "data needs attention" in human.stderr
 
     fresh = Store(store.settings, linger=0)
     _success(fresh, "hourly", now - timedelta(minutes=5))
     fresh.close()
     code, checks = _checks(**no_cron)
-    assert code == 0 and checks["fresh:hourly"]["status"] == "ok"
+    assert code == 0 and checks["fresh:hourly"]["status"] == "ok" and "open:hourly" not in checks
 
 
 def test_two_periods_follow_irregular_schedules() -> None:
-    from ops.health import freshness_limit
     from pipelines.pipeline_registry import PipelineSpec
+    from runner.status import tolerance
 
     class Entry:
         schedule, timezone, freshness_hours = "0 9 * * 1-5", "UTC", None
@@ -102,11 +106,12 @@ def test_two_periods_follow_irregular_schedules() -> None:
     spec = PipelineSpec.__new__(PipelineSpec)
     spec.entry = Entry()  # type: ignore[assignment]
     monday = datetime(2026, 1, 19, 10, 0, tzinfo=UTC)
-    limit, rule = freshness_limit(spec, monday)
+    allowed, rule = tolerance(spec, monday)
     # Fired Monday 09:00 and, before that, Friday 09:00: a period of 72 h, so 144 h are fine.
-    assert limit == datetime(2026, 1, 13, 10, 0, tzinfo=UTC) and rule == "two periods of '0 9 * * 1-5' = 6.0 days"
-    limit, _ = freshness_limit(spec, monday + timedelta(days=1))  # Tuesday: a 24 h period
-    assert limit == datetime(2026, 1, 18, 10, 0, tzinfo=UTC)
+    assert monday - allowed == datetime(2026, 1, 13, 10, 0, tzinfo=UTC)
+    assert rule == "two periods of '0 9 * * 1-5' = 6.0 days"
+    allowed, _ = tolerance(spec, monday + timedelta(days=1))  # Tuesday: a 24 h period
+    assert monday + timedelta(days=1) - allowed == datetime(2026, 1, 18, 10, 0, tzinfo=UTC)
 
 
 def test_broken_module_and_no_database(module: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import rows, run_cli
 from integration.test_alerts import kinds, webhook
 
 MODULE = textwrap.dedent('''
@@ -70,21 +70,73 @@ def test_an_old_manual_run_never_makes_a_pipeline_fresh(project) -> None:
     assert checks["fresh:ohlc"]["detail"].startswith("stale: data loaded up to 2009-06-03 00:00 UTC")
 
 
-def test_a_later_day_does_not_heal_a_failed_one(project) -> None:
+def test_a_later_day_does_not_heal_a_failed_one(project, db) -> None:
     """Issue 25: a day failed a data check, a later day succeeded: the webhook said ``recovered``
-    and check's failing checks said none, while the failed day is still unpublished."""
+    and check's failing checks said none, while the failed day is still unpublished. Now the day
+    stays an open failure (check names it with the command that heals it, exit 3), until that day
+    is loaded; check --alert reminds of it, in one message listing every open interval."""
     with webhook() as (receiver, url):
         env = {"ALERT_WEBHOOK_URL": url}
         assert run_cli("cron_run", "weather", "--date", "2026-03-10", env={**env, "BAD_ID": "1"}).returncode == 1
         assert run_cli("cron_run", "weather", "--date", "2026-03-11", env=env).returncode == 0
-        assert kinds(receiver) == ["check_failed"], receiver.posts
         code, checks = check()
         assert checks["open:weather"]["status"] == "fail"
         assert "2026-03-10 (check_failed, run " in checks["open:weather"]["detail"]
         assert "./run.sh backfill weather --start 2026-03-10 --end 2026-03-10 --rerun failed" in \
             checks["open:weather"]["detail"]
-        assert "range(id)" in checks["checks:weather"]["detail"]
-        assert code == 3
+        assert "range(id) failed (error)" in checks["checks:weather"]["detail"]
+        assert code == 3 and checks["status"]["detail"].startswith(("read from embedded chdb://", "read from http"))
+        assert kinds(receiver) == ["check_failed"], receiver.posts
+        assert len(rows(db, "SELECT run_id FROM _dp_runs FINAL WHERE reason = 'check_failed'")) == 1
+        # Two more days fail: check --alert reminds once, one message with the three open intervals.
+        for day in ("2026-03-12", "2026-03-13"):
+            assert run_cli("cron_run", "weather", "--date", day, env={**env, "FAIL": "1"}).returncode == 1
+        assert kinds(receiver) == ["check_failed"]
+        reminded = run_cli("check", "--alert", "--quiet", env={**env, "ALERT_REMIND_HOURS": "0.0001",
+                                                                "CRONTAB_COMMAND": NO_CRON})
+        assert reminded.returncode == 3
+        failing = [p for p in receiver.posts if p["kind"] == "run_failed"]
+        assert len(failing) == 1 and failing[0]["summary"].startswith("still failing: 3 open failure(s): 2026-03-10 ")
+        assert [f["interval"] for f in failing[0]["details"]["open_failures"]] == [
+            "2026-03-10", "2026-03-12", "2026-03-13"]
+        # Loading the failed days (the command check gave) heals them: only then "recovered".
+        healed = run_cli("backfill", "weather", "--start", "2026-03-10", "--end", "2026-03-12", "--rerun", "failed",
+                         env=env)
+        assert healed.returncode == 0, healed.stderr
+        assert run_cli("cron_run", "weather", "--date", "2026-03-13", env=env).returncode == 0
+        assert kinds(receiver)[-1] == "recovered" and receiver.posts[-1]["interval"] == "2026-03-13"
+        code, checks = check()
+        assert "open:weather" not in checks and "checks:weather" not in checks
+
+
+def test_waive_closes_an_open_failure_and_old_stores_get_the_table(project, db) -> None:
+    """waive records who and why; a store made before _dp_waivers existed gets it in place."""
+    assert run_cli("cron_run", "snap", env={"FAIL": "1"}).returncode == 1
+    assert run_cli("cron_run", "weather", "--date", "2026-03-10", env={"FAIL": "1"}).returncode == 1
+    rows(db, "DROP TABLE _dp_waivers")  # the store as older code made it
+    refused = run_cli("waive", "weather", "--date", "2026-03-11", "--reason", "gone")
+    assert refused.returncode == 2
+    assert "No open failure of 'weather' in 2026-03-11..2026-03-11 to waive (open failures: 2026-03-10)" in \
+        refused.stderr
+    for bad, message in ((["--reason", " "], "--reason must say why"),
+                         (["--reason", "x"], "Which interval of 'weather'?"),
+                         (["--date", "2026-03-10", "--start", "2026-03-10", "--reason", "x"], "not both"),
+                         (["--start", "2026-03-10", "--end", "2026-03-09", "--reason", "x"], "is before --start")):
+        result = run_cli("waive", "weather", *bad)
+        assert result.returncode == 2 and message in result.stderr, (bad, result.stderr)
+    assert "is not interval-aware" in run_cli("waive", "snap", "--date", "2026-03-10", "--reason", "x").stderr
+    waived = run_cli("waive", "weather", "--date", "2026-03-10", "--reason", "the source lost that day")
+    assert waived.returncode == 0, waived.stderr
+    assert "waived weather 2026-03-10 (error, run " in waived.stdout and "none left" in waived.stdout
+    assert run_cli("waive", "snap", "--reason", "api retired").returncode == 0
+    assert rows(db, "SELECT pipeline, reason FROM _dp_waivers ORDER BY pipeline") == [
+        ("snap", "api retired"), ("weather", "the source lost that day")]
+    _, checks = check()
+    assert "open:weather" not in checks and "open:snap" not in checks
+    # A new failure of the waived day opens it again.
+    assert run_cli("cron_run", "weather", "--date", "2026-03-10", env={"FAIL": "1"}).returncode == 1
+    _, checks = check()
+    assert checks["open:weather"]["detail"].startswith("1 open failure(s): 2026-03-10 (error, run ")
 
 
 def _spec(name: str, schedule: str | None, aware: bool = True, **entry):

@@ -8,6 +8,7 @@ recorded in ``_dp_alert_log``; nothing here ever raises into the run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,11 +20,13 @@ from core.models import RunRecord
 from core.store import Store
 from ops.alerts.channels import Channel, configured
 from ops.alerts.config import for_pipeline
-from ops.alerts.events import AlertEvent
+from ops.alerts.events import AlertEvent, Kind
 from ops.alerts.state import decide, read_state, record_delivery
 from record.tables import RUNS_TABLE
+from runner.status import OpenFailure, failure_kind, pipeline_statuses
 
 log = get_logger("alerts")
+ALERT_LISTED = 20  # open failures named in one message (the rest are counted)
 
 
 def _remind(settings: Settings) -> timedelta | None:
@@ -114,21 +117,42 @@ def _crash_events(store: Store, settings: Settings, name: str) -> list[AlertEven
     return events
 
 
+def open_failures_text(failures: Sequence[OpenFailure]) -> str:
+    """``2 open failure(s): 2026-03-10 (check_failed: ...); 2026-03-12 (error: ...)``: one message lists them all."""
+    listed = [f"{f.label} ({f.kind}: {f.message[:200]})" for f in failures[:ALERT_LISTED]]
+    more = f"; and {len(failures) - ALERT_LISTED} more" if len(failures) > ALERT_LISTED else ""
+    return f"{len(failures)} open failure(s): " + "; ".join(listed) + more
+
+
+def _failing_event(name: str, failures: Sequence[OpenFailure], result: RunRecord | None) -> AlertEvent:
+    """The pipeline's failing condition: its open failures, in one message (never one per interval)."""
+    newest = max(failures, key=lambda f: f.failed_at)
+    kind: Kind = "check_failed" if newest.kind == "check_failed" else "run_failed"
+    lead = ""
+    if result is not None and result.status != "success":
+        lead = f"{result.status} ({failure_kind(result.status, result.reason, result.error)}): {result.error[:1000]}\n"
+    details = {"open_failures": [{"interval": f.label, "kind": f.kind, "run_id": f.run_id, "heal": f.heal_command}
+                                 for f in failures[:ALERT_LISTED]]}
+    return AlertEvent(kind, name, lead + open_failures_text(failures), key=f"{name}:failing",
+                      run_id=newest.run_id, interval=newest.label, details=details)
+
+
 def _run_events(store: Store, settings: Settings, spec: Any, result: RunRecord) -> list[AlertEvent]:
-    name, key = spec.name, f"{spec.name}:failing"
+    """The failing condition of a pipeline is "it has open failures" (runner.status): a later day's
+    success does not end it, loading (or waiving) the failed intervals does."""
+    name = spec.name
     interval = Interval(result.interval_start, result.interval_end).label
     events = _crash_events(store, settings, name)
-    recovery = AlertEvent("recovered", name, f"run {result.run_id} succeeded after earlier failures "
-                          f"({result.rows_loaded:,} rows)", key=key, run_id=result.run_id, interval=interval)
-    if result.status == "success":
-        if found := _condition(store, settings, recovery, False, recovery):
-            events.append(found)
-    else:
-        kind = "check_failed" if result.error.startswith("CheckFailed") else "run_failed"
-        failed = AlertEvent(kind, name, f"{result.status} ({result.reason}): {result.error[:1000]}", key=key,
-                            run_id=result.run_id, interval=interval)
-        if found := _condition(store, settings, failed, True):
-            events.append(found)
+    failures = pipeline_statuses(store, [spec])[name].open_failures
+    if not failures and result.status != "success":  # recorded, but not read back yet (or no interval)
+        failures = (OpenFailure(name, result.interval_start, result.interval_end,
+                                failure_kind(result.status, result.reason, result.error), result.run_id,
+                                result.started_at, result.error[:300]),)
+    recovery = AlertEvent("recovered", name, f"run {result.run_id} loaded {interval} ({result.rows_loaded:,} rows): "
+                          "no open failures left", key=f"{name}:failing", run_id=result.run_id, interval=interval)
+    event = _failing_event(name, failures, result) if failures else recovery
+    if found := _condition(store, settings, event, bool(failures), recovery):
+        events.append(found)
     if settings.alert_on_warn:
         events.extend(_warn_events(store, settings, name, result.run_id, interval))
     return events
@@ -171,7 +195,8 @@ def notify_backfill(settings: Settings, store: Store, report: Any) -> None:
 
 
 def notify_health(settings: Settings, store: Store, registry: Any, results: list[Any]) -> list[AlertEvent]:
-    """``check --alert``: runs found crashed, and stale / fresh-again data (``fresh:<pipeline>`` results)."""
+    """``check --alert``: runs found crashed, open failures (alerted once, then reminded every
+    ALERT_REMIND_HOURS, recovered when none is left) and stale / fresh-again data (``fresh:<pipeline>``)."""
     from record.tables import ensure_framework_tables
     from runner.cleanup import reap_dead_runs
 
@@ -182,12 +207,18 @@ def notify_health(settings: Settings, store: Store, registry: Any, results: list
             return []
         ensure_framework_tables(store)
         reap_dead_runs(store)
+        statuses = pipeline_statuses(store, registry.pipelines.values())
         for name, spec in registry.pipelines.items():
             pipeline_settings = for_pipeline(settings, spec.entry.alerts)
             channels = configured(pipeline_settings) if pipeline_settings else []
             if not channels or pipeline_settings is None:
                 continue
             found = _crash_events(store, pipeline_settings, name)
+            failures = statuses[name].open_failures
+            recovered = AlertEvent("recovered", name, "no open failures left (loaded again or waived)",
+                                   key=f"{name}:failing")
+            failing = _failing_event(name, failures, None) if failures else recovered
+            found += filter(None, [_condition(store, pipeline_settings, failing, bool(failures), recovered)])
             if name in freshness:
                 result, key = freshness[name], f"{name}:stale"
                 stale, fresh = (AlertEvent(kind, name, result.detail, key=key) for kind in ("stale", "fresh"))

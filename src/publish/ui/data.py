@@ -37,7 +37,7 @@ COUNTS_MAX_AGE = 600.0
 
 @dataclass
 class Freshness:
-    """The pipeline's freshness as the page words it (from :class:`runner.status.PipelineStatus`)."""
+    """A pipeline's freshness on the page, from runner.status (the rule of check)."""
 
     state: str  # fresh, stale, never, n/a (no schedule and no freshness_hours)
     age_seconds: float | None = None
@@ -99,19 +99,18 @@ def has_history(store: Store) -> bool:
 
 # ---- pipelines page ------------------------------------------------------------------------
 
-def freshness(status: PipelineStatus | None, now: datetime) -> Freshness:
-    """The freshness :mod:`runner.status` decided (the one rule ``check`` and ``/metrics`` use),
-    with the age of what it is based on: the data's end, or the last success for pipelines whose
-    runs own no interval."""
-    if status is None:
-        return Freshness("never")
-    mark = status.data_until if status.freshness_basis == "data" else status.last_success
-    age = None if mark is None else max(0.0, (now - as_utc(mark)).total_seconds())
-    if status.expected_until is None:
-        return Freshness("n/a", age, status.rule)
+def freshness(spec: PipelineSpec, status: PipelineStatus | None, now: datetime) -> Freshness:
+    """The rule of ``./run.sh check``, from :mod:`runner.status` (data for interval-aware pipelines,
+    the last success for the others); the age is of what freshness is judged on."""
+    mark = status.freshness_mark if status else None
+    age = None if mark is None else max(0.0, (now - mark).total_seconds())
+    if status is None or status.expected_until is None:
+        return Freshness("n/a", age, status.rule if status else "")
+    basis = "data loaded up to" if status.freshness_basis == "data" else "last success"
+    rule = f"{status.rule}; freshness on {basis.replace(' up to', '')}"
     if mark is None:
-        return Freshness("never", None, status.rule)
-    return Freshness("fresh" if status.fresh else "stale", age, status.rule)
+        return Freshness("never", None, rule)
+    return Freshness("fresh" if status.fresh else "stale", age, rule)
 
 
 def latest_checks(store: Store) -> dict[str, list[CheckResult]]:
@@ -153,7 +152,7 @@ def overview(store: Store, registry: Registry, now: datetime | None = None,
     for spec in specs:
         status = statuses.get(spec.name)
         failing = sorted({r.check_name for r in status.failing_checks if r.status != "pass"}) if status else []
-        rows.append(PipelineRow(spec, next_run(spec, now), last.get(spec.name), freshness(status, now), failing,
+        rows.append(PipelineRow(spec, next_run(spec, now), last.get(spec.name), freshness(spec, status, now), failing,
                                 list(spec.entry.depends_on), status,
                                 totals.get(spec.name, Totals()), checks.get(spec.name, [])))
     return rows
