@@ -207,8 +207,11 @@ def test_busy_store_shows_the_last_snapshot_within_the_bound(project: Project) -
     ui = UiServer(project)
     try:
         assert ui.get("/").status_code == 200  # a snapshot to fall back on
+        assert ui.get("/pipelines/days").status_code == 200
         oldest = run_ids(project, "days")[0]
         with holding_store(project):
+            other = ui.get("/pipelines/days")  # a pipeline page too: its last snapshot, marked
+            assert other.status_code == 200 and "store busy" in other.text and 'id="runs"' in other.text
             started = time.monotonic()
             page = ui.get("/")
             waited = time.monotonic() - started
