@@ -72,11 +72,12 @@ def test_pipelines_page_shows_schedule_last_run_and_freshness(server: UiServer, 
 
 def test_error_text_with_script_tag_shows_as_text(server: UiServer, project: Project) -> None:
     failed = run_ids(project, "flaky", "failed")[0]
-    for path in ("/", f"/runs/{failed}", "/coverage"):
+    for path in ("/", f"/runs/{failed}", "/coverage", "/pipelines/flaky"):
         html = server.get(path).text
         assert "<script>alert" not in html, path
         assert "&lt;script&gt;alert(" in html, path
-    for path in ("/rows?pipeline=<script>x</script>", "/runs/<script>x</script>", "/coverage?days=<script>"):
+    for path in ("/rows?pipeline=<script>x</script>", "/runs/<script>x</script>", "/coverage?days=<script>",
+                 "/pipelines/<script>x</script>", "/pipelines/days?status=<script>"):
         answer = server.get(path)
         assert answer.status_code in (400, 404), path
         assert "<script>x" not in answer.text and "<script>" not in answer.text, path

@@ -103,16 +103,20 @@ class _Collector:
         yield from (runs, loaded, durations)
 
     def _checks(self) -> Iterator[Metric]:
-        passing = GaugeMetricFamily("dp_check_passing",
-                                    "1 when the check passed on its pipeline's most recently checked run, else 0",
+        passing = GaugeMetricFamily("dp_check_passing", "0 when the check failed on the pipeline's most recently "
+                                    "checked run or on the run of an open failure, else 1",
                                     labels=["pipeline", "check", "severity"])
-        failing = GaugeMetricFamily("dp_check_failing_rows", "Rows the check found failing on that run",
+        failing = GaugeMetricFamily("dp_check_failing_rows", "Rows the check found failing there",
                                     labels=["pipeline", "check"])
         for row in self.rows:
-            for result in row.checks:
-                passing.add_metric([row.name, result.check_name, result.severity],
-                                   1.0 if result.status == "pass" else 0.0)
-                failing.add_metric([row.name, result.check_name], float(result.failing))
+            # a failure of a still-open interval outweighs a later pass (the day is still not published)
+            results = {r.check_name: r for r in row.checks}
+            for result in getattr(row.status, "failing_checks", ()):
+                if result.status != "pass":
+                    results[result.check_name] = result
+            for name, result in sorted(results.items()):
+                passing.add_metric([row.name, name, result.severity], 1.0 if result.status == "pass" else 0.0)
+                failing.add_metric([row.name, name], float(result.failing))
         yield from (passing, failing)
 
 
