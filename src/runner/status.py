@@ -32,8 +32,13 @@ The rules (docs/operations.md, "Freshness and open failures"):
 - **Failing checks.** The non-passing results of the runs of the open failures and of the
   pipeline's most recently checked run.
 
-Cost: three aggregate queries and two small reads, whatever the number of pipelines; their cost
-follows the failed runs and covered intervals, never the successful runs read into Python.
+Read-only (a framework table not created yet counts as empty), so the web page may call it.
+
+Cost: at most seven queries whatever the number of pipelines (which tables exist; newest covered
+interval and last success per pipeline, both aggregates; open failures of interval-aware pipelines,
+a join of the failed runs with the coverage; those of the others; the waivers; the check results
+of the open failures' runs). Only aggregates and open failures reach Python, never the runs:
+measured 32 ms for 50 pipelines and 20,000 runs (embedded store, best of 5).
 """
 
 from __future__ import annotations
@@ -173,7 +178,7 @@ def expectation(spec: PipelineSpec, now: datetime) -> tuple[datetime | None, str
 
 def pipeline_statuses(store: Store, specs: Iterable[PipelineSpec], now: datetime | None = None
                       ) -> dict[str, PipelineStatus]:
-    """The status of each pipeline in ``specs`` (one store visit, six queries at most).
+    """The status of each pipeline in ``specs`` (one store visit, seven queries at most).
 
     Read-only: a framework table that does not exist yet (a store made by older code, before the
     first run) counts as empty, so the web page can call it too; writers create the tables.

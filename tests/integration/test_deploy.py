@@ -37,6 +37,8 @@ FAKE_PYTHON = textwrap.dedent("""\
 
 # A scheduled pipeline shipped with the deployed copy, so that setup_cron has an entry to write.
 PROBE_PIPELINE = textwrap.dedent('''\
+    import os
+
     import pyarrow as pa
 
     from pipelines.interfaces import Extractor
@@ -46,6 +48,8 @@ PROBE_PIPELINE = textwrap.dedent('''\
 
     class One(Extractor):
         def extract(self, context):
+            if os.environ.get("PROBE_FAIL"):
+                raise RuntimeError("the probe was told to fail")
             yield pa.table({"n": [1]})
 
 
@@ -306,6 +310,25 @@ def test_second_deploy_is_a_no_op(deployed: Deployment, server: Server, source: 
     assert "did not exist" not in result.stderr
     assert tree(deployed.remote) == before
     print(f"second deploy took {seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_an_open_failure_on_the_host_is_no_unhealthy_deploy(deployed: Deployment, server: Server,
+                                                           source: Path) -> None:
+    """check exits 3 for data that needs attention (an old failed run): the deploy is healthy and
+    says so; only a broken set-up (exit 1) fails it (issue 25 §2)."""
+    remote = deployed.remote
+    failed = server.ssh(f"cd {remote} && PROBE_FAIL=1 ./run.sh cron_run deploy_probe")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    try:
+        result = deploy(server, source, remote)
+        assert result.returncode == 0, result.stdout + result.stderr
+        health = summary(result.stdout)["health"]
+        assert health.startswith("healthy") and "the data needs attention (1 FAIL line(s)" in health, health
+        assert "open:deploy_probe" in result.stdout
+    finally:
+        healed = server.ssh(f"cd {remote} && ./run.sh cron_run deploy_probe")
+        assert healed.returncode == 0, healed.stdout + healed.stderr
 
 
 @pytest.mark.slow

@@ -227,3 +227,46 @@ def test_pipeline_statuses_from_the_store(store) -> None:
     d = pipeline_statuses(store, specs, now)["d"]
     assert d.fresh and d.data_until == at(0, 0)
     assert [f.label for f in d.open_failures] == [day(5)]
+
+
+CHAIN = textwrap.dedent('''
+    import pyarrow as pa
+    from pipelines.interfaces import Extractor
+    from pipelines.pipeline_factory import create_el_pipeline
+    from pipelines.tools.extractors.sql_source import create_sql_pipeline
+    from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+    class Raw(Extractor):
+        interval_aware = True
+        def extract(self, context):
+            yield pa.table({"ts": pa.array([context.start], pa.timestamp("ms", tz="UTC")), "v": [1]})
+
+    DAILY = "SELECT toDate(ts) AS day, count() AS n FROM raw_t WHERE ts >= {start} AND ts < {end} GROUP BY day"
+
+    PIPELINE_REGISTRY = {
+        "raw": {"pipeline": create_el_pipeline(Raw(), create_clickhouse_loader("raw_t", time_column="ts"), "raw"),
+                "schedule": "0 * * * *"},
+        "daily": {"pipeline": create_sql_pipeline(DAILY, create_clickhouse_loader("daily_t", mode="interval",
+                                                                                   time_column="day"), name="daily"),
+                  "depends_on": ["raw"], "schedule": "0 * * * *"},
+    }
+''')
+
+
+def test_a_sql_pipeline_behind_because_of_its_upstream_says_so(pipelines_dir: Path) -> None:
+    (pipelines_dir / "chain_pipeline.py").write_text(CHAIN)
+    today = datetime.now(UTC).date()
+    if datetime.now(UTC).hour < 2:
+        pytest.skip("before 02:00 UTC the day before yesterday is what an hourly-fired daily pipeline owes")
+    old = f"{today - timedelta(days=3)}"
+    assert run_cli("cron_run", "raw", "--date", old).returncode == 0  # runs daily after it (depends_on)
+    _, checks = check()
+    assert checks["fresh:raw"]["detail"].startswith("stale: data loaded up to ")
+    assert "behind because upstream" not in checks["fresh:raw"]["detail"]
+    assert "; behind because upstream raw is behind; see ./run.sh backfill_list daily" in \
+        checks["fresh:daily"]["detail"]
+    yesterday = f"{today - timedelta(days=1)}"
+    assert run_cli("cron_run", "raw", "--date", yesterday).returncode == 0
+    code, checks = check()
+    assert checks["fresh:raw"]["status"] == checks["fresh:daily"]["status"] == "ok", checks
+    assert checks["fresh:daily"]["detail"] == f"data loaded up to {today} 00:00 UTC"
