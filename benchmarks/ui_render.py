@@ -17,6 +17,15 @@ template rendered) and each page is timed:
 
 Prints seconds (median and best of ``--repeat``, and CPU seconds) and the ratio to the baseline, and writes
 ``benchmarks/results/ui_render.json``.
+
+    .venv/bin/python benchmarks/ui_render.py --scale [--pipelines 20] [--days 400] [--repeat 3]
+
+Flat cost with history (issue 25 §5): the same pipelines over ``--days`` days with 200 runs, then
+with 20,000 runs (each size in a new process: one embedded store per process), runs spread evenly
+over the pipelines and days. The pipelines page, a pipeline page and ``/metrics`` are timed cold
+(the first request of a newly started page: its first turn at the store, nothing cached) and warm
+(the median of ``--repeat`` requests after it); the 20,000-run figures must stay within 1.5x of the
+200-run ones. Writes ``benchmarks/results/ui_render_scale.json``.
 """
 
 from __future__ import annotations
@@ -94,6 +103,36 @@ def history(pipelines: int, runs: int, days: int, seed: int = 7) -> list[list[ob
     return rows[:runs]
 
 
+def spread_history(pipelines: int, runs: int, days: int) -> list[list[object]]:
+    """``runs`` daily runs spread evenly over the pipelines and the last ``days`` days: a success
+    per slot, and every tenth slot a failed (or crashed) run first, healed by that success an hour
+    later; whatever the size, the same shape."""
+    from core.models import RunRecord
+
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows: list[list[object]] = []
+
+    def add(name: str, start: datetime, status: str, started: datetime) -> None:
+        n = len(rows)
+        record = RunRecord(run_id=f"s{n:06d}", pipeline=name, interval_start=start,
+                           interval_end=start + timedelta(days=1), trigger="backfill", status=status,
+                           reason="" if status == "success" else "error", started_at=started,
+                           finished_at=started + timedelta(seconds=2), duration_seconds=2.0,
+                           rows_loaded=100 if status == "success" else 0,
+                           error="" if status == "success" else "ValueError: source returned 503", host="bench", pid=1)
+        rows.append([getattr(record, c) for c in RunRecord.model_fields] + [n + 1])
+
+    slots = max(1, runs * 10 // 11 // pipelines)  # per pipeline; a tenth of them with a failure first
+    for k in range(slots):
+        start = today - timedelta(days=days - (k * days) // slots)
+        for p in range(pipelines):
+            name, started = f"bench_{p:02d}", start + timedelta(days=1, hours=2, seconds=k)
+            if k % 10 == 9:
+                add(name, start, ("failed", "crashed")[p % 2], started - timedelta(hours=1))
+            add(name, start, "success", started)
+    return rows[:runs]
+
+
 def timed(action: Callable[[], object], repeat: int) -> dict[str, float]:
     """Wall seconds (median, best) and CPU seconds of this process, all threads (median): on a
     shared machine the CPU figure moves less with the load."""
@@ -112,7 +151,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--scale", action="store_true", help="200 against 20,000 runs (see above)")
+    parser.add_argument("--one-size", type=int, default=0, help=argparse.SUPPRESS)  # a --scale child
     args = parser.parse_args()
+    if args.scale:
+        return scale(args)
 
     work = Path(tempfile.mkdtemp(prefix="dp-ui-bench-"))
     (work / "pipelines").mkdir()
@@ -123,25 +166,16 @@ def main() -> int:
     os.environ.update({"ENV_FILE": str(work / ".env"), "DATA_DIR": str(work / "data"), "LOG_DIR": str(work / "logs"),
                        "RUN_DIR": str(work / "run"), "PIPELINES_DIR": str(work / "pipelines")})
 
-    from core.config import load_settings
-    from core.store import Store
     from ops.discovery import get_registry
     from publish.ui.web import StatusPage, create_app
-    from record.coverage import fill_from_history
-    from record.history import _COLUMNS
-    from record.tables import RUNS_TABLE, ensure_framework_tables
+    from record.tables import RUNS_TABLE
 
-    settings = load_settings()
-    store = Store(settings)
-    ensure_framework_tables(store)
-    rows = history(args.pipelines, args.runs, args.days)
-    for chunk in range(0, len(rows), 5000):
-        store.insert_rows(RUNS_TABLE, rows[chunk:chunk + 5000], _COLUMNS)
-    stored = int(store.command(f"SELECT count() FROM {store.table(RUNS_TABLE)} FINAL"))
-    fill_from_history(store, RUNS_TABLE)  # the coverage table, as the runs would have written it
-    store.close()
-
+    rows = (spread_history(args.pipelines, args.one_size, args.days) if args.one_size
+            else history(args.pipelines, args.runs, args.days))
+    settings, stored = _store_with(rows)
     registry = get_registry(settings.pipelines_dir)
+    if args.one_size:
+        return _one_size(settings, registry, args)
     assert len(registry.pipelines) == args.pipelines, registry.broken
     page = StatusPage(settings, lambda: registry)
     client = create_app(page).test_client()
@@ -184,6 +218,83 @@ def main() -> int:
                                                     "results": results}, indent=2))
     page.gate.close()
     return 0
+
+
+def _store_with(rows: list[list[object]]) -> tuple[object, int]:
+    """The project's embedded store with these run rows (and, as the runs would have written
+    them, the coverage and the run totals); the settings and the number of runs stored."""
+    from core.config import load_settings
+    from core.store import Store
+    from record.coverage import fill_from_history
+    from record.history import _COLUMNS
+    from record.tables import RUNS_TABLE, ensure_framework_tables
+    from record.totals import TOTALS_TABLE
+    from record.totals import fill_from_history as fill_totals
+
+    settings = load_settings()
+    store = Store(settings)
+    ensure_framework_tables(store)
+    for chunk in range(0, len(rows), 5000):
+        store.insert_rows(RUNS_TABLE, rows[chunk:chunk + 5000], _COLUMNS)
+    stored = int(store.command(f"SELECT count() FROM {store.table(RUNS_TABLE)} FINAL"))
+    fill_from_history(store, RUNS_TABLE)
+    store.command(f"TRUNCATE TABLE {store.table(TOTALS_TABLE)}")
+    fill_totals(store, RUNS_TABLE)
+    store.close()
+    return settings, stored
+
+
+SCALE_PATHS = ("/", "/pipelines/bench_00", "/metrics")
+
+
+def _one_size(settings: object, registry: object, args: argparse.Namespace) -> int:
+    """Cold and warm seconds of each page of SCALE_PATHS on this store, as JSON on stdout."""
+    from publish.ui.web import StatusPage, create_app
+
+    figures = {}
+    for path in SCALE_PATHS:
+        page = StatusPage(settings, lambda: registry)  # type: ignore[arg-type]
+        client = create_app(page).test_client()
+
+        def fetch(path: str = path, client: object = client) -> None:
+            answer = client.get(path)  # type: ignore[attr-defined]
+            assert answer.status_code == 200 and b"store busy" not in answer.data, (path, answer.status_code)
+
+        cold = timed(fetch, 1)["median"]
+        warm = timed(fetch, args.repeat)
+        figures[path] = {"cold": cold, "warm": warm["median"], "warm_cpu": warm["cpu"]}
+        page.gate.close()
+    print(json.dumps(figures))
+    return 0
+
+
+def scale(args: argparse.Namespace) -> int:
+    """200 against 20,000 runs, each size in a new process; prints the table and the ratios."""
+    import subprocess
+
+    found = {}
+    for runs in (200, 20000):
+        child = subprocess.run([sys.executable, __file__, "--one-size", str(runs), "--pipelines", str(args.pipelines),
+                                "--days", str(args.days), "--repeat", str(args.repeat)],
+                               capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
+        if child.returncode != 0:
+            print(child.stdout + child.stderr, file=sys.stderr)
+            return 1
+        found[runs] = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"status page, embedded store: {args.pipelines} pipelines, {args.days} days, 200 against 20,000 runs "
+          f"(cold: first request of a new page; warm: median of {args.repeat})")
+    worst = 0.0
+    for path in SCALE_PATHS:
+        for kind in ("cold", "warm"):
+            small, big = found[200][path][kind], found[20000][path][kind]
+            worst = max(worst, big / small)
+            print(f"  {path:<22} {kind}: {small:.3f} s -> {big:.3f} s  x{big / small:.2f}")
+    print(f"  worst ratio x{worst:.2f} ({'within' if worst <= 1.5 else 'OVER'} the 1.5x bound)")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ui_render_scale.json").write_text(json.dumps({"pipelines": args.pipelines, "days": args.days,
+                                                          "results": {str(k): v for k, v in found.items()}}, indent=2))
+    return 0 if worst <= 1.5 else 1
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ _COLUMNS = list(RunRecord.model_fields) + ["version"]
 def record_run(store: Store, record: RunRecord, version: int | None = None) -> None:
     """Store the current state of a run (a new version of its row; ``version``: a given one, e.g. the
     spooled record's, so that writing it again is the same row version)."""
-    row = [getattr(record, column) for column in _COLUMNS[:-1]] + [version or time.time_ns()]
+    from record.totals import record_outcome
+
+    version = version or time.time_ns()
+    row = [getattr(record, column) for column in _COLUMNS[:-1]] + [version]
     store.insert_rows(RUNS_TABLE, [row], _COLUMNS)
+    record_outcome(store, record, version)
 
 
 def _select(where: str = "1", order: str = "started_at DESC", limit: int | None = None) -> str:
@@ -40,8 +44,8 @@ def _records(store: Store, sql: str, parameters: dict[str, Any] | None = None) -
 
 
 def list_runs(store: Store, pipeline: str | None = None, status: str | None = None,
-              limit: int = 20) -> list[RunRecord]:
-    """Most recent runs first, optionally for one pipeline and/or one status."""
+              limit: int = 20, offset: int = 0) -> list[RunRecord]:
+    """Most recent runs first, optionally for one pipeline and/or one status, after skipping ``offset``."""
     clauses, params = [], {}
     if pipeline:
         clauses.append("pipeline = {p:String}")
@@ -49,7 +53,8 @@ def list_runs(store: Store, pipeline: str | None = None, status: str | None = No
     if status:
         clauses.append("status = {s:String}")
         params["s"] = status
-    return _records(store, _select(" AND ".join(clauses) or "1", limit=limit), params)
+    sql = _select(" AND ".join(clauses) or "1", limit=limit)
+    return _records(store, sql + (f" OFFSET {int(offset)}" if offset else ""), params)
 
 
 def get_run(store: Store, run_id: str) -> RunRecord | None:

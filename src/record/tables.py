@@ -83,24 +83,36 @@ def _ensure_coverage(store: Store) -> None:
     fill_from_history(store, RUNS_TABLE)
 
 
+def _ensure_totals(store: Store) -> None:
+    """``_dp_run_totals`` (no TTL); when it is new, filled once from the run history."""
+    from record.totals import TOTALS_TABLE, fill_from_history, totals_ddl
+
+    if store.table_exists(TOTALS_TABLE):
+        return
+    store.command(totals_ddl(store))
+    fill_from_history(store, RUNS_TABLE)
+
+
 def _up_to_date(store: Store, ttl_days: int) -> bool:
-    """One query: do all framework tables (the coverage and waivers too) exist with the current columns and retention?
+    """One query: do all framework tables (coverage, waivers, run totals too) exist with the current columns and
+    retention?
 
     A store is set up once; every later process (each cron run) then pays this SELECT instead of
     the eight statements below. It reads the live DDL, so a dropped table or a changed
     RUN_HISTORY_TTL_DAYS is still noticed and repaired.
     """
     from record.coverage import COVERAGE_TABLE
+    from record.totals import TOTALS_TABLE
     from record.waivers import WAIVERS_TABLE
 
     rows = store.query_rows(
         "SELECT name, create_table_query FROM system.tables WHERE database = {db:String} AND name IN {t:Array(String)}",
         {"db": store.database, "t": [RUNS_TABLE, STATE_TABLE, QUARANTINE_TABLE, COVERAGE_TABLE,
-                                                 WAIVERS_TABLE]},
+                                                 WAIVERS_TABLE, TOTALS_TABLE]},
     )
     ddl = dict(rows)
     ttl = f"toIntervalDay({ttl_days})"
-    return (len(ddl) == 5 and ttl in ddl[RUNS_TABLE] and ttl in ddl[QUARANTINE_TABLE]
+    return (len(ddl) == 6 and ttl in ddl[RUNS_TABLE] and ttl in ddl[QUARANTINE_TABLE]
             and all(f"`{column}` " in ddl[QUARANTINE_TABLE] for column in ("interval_start", "interval_end")))
 
 
@@ -127,6 +139,7 @@ def ensure_framework_tables(store: Store) -> None:
         store.command(f"ALTER TABLE {store.table(QUARANTINE_TABLE)} ADD COLUMN IF NOT EXISTS {column} {_UTC_MS}")
     _ensure_coverage(store)
     _ensure_waivers(store)
+    _ensure_totals(store)
     # Keep the retention in step with RUN_HISTORY_TTL_DAYS when it changes.
     for table in (RUNS_TABLE, QUARANTINE_TABLE):
         ddl = store.command(

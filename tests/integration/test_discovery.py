@@ -267,9 +267,10 @@ def test_every_framework_table_carries_the_reserved_prefix() -> None:
     from pipelines.tools.loaders.clickhouse_attach import ATTACHED_TABLE
     from record.coverage import COVERAGE_TABLE
     from record.tables import QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE
+    from record.totals import TOTALS_TABLE
 
     tables = [CHECKS_TABLE, LOCKS_TABLE, MIGRATIONS_TABLE, STAGING_PREFIX, ALERT_LOG_TABLE, ALERTS_TABLE,
-              ATTACHED_TABLE, COVERAGE_TABLE, QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE]
+              ATTACHED_TABLE, COVERAGE_TABLE, QUARANTINE_TABLE, RUNS_TABLE, STATE_TABLE, TOTALS_TABLE]
     assert FRAMEWORK_PREFIX == "_dp_" and all(t.startswith(FRAMEWORK_PREFIX) for t in tables)
 
 

@@ -74,11 +74,12 @@ def test_pipelines_page_shows_schedule_last_run_and_freshness(server: UiServer, 
 
 def test_error_text_with_script_tag_shows_as_text(server: UiServer, project: Project) -> None:
     failed = run_ids(project, "flaky", "failed")[0]
-    for path in ("/", f"/runs/{failed}", "/coverage"):
+    for path in ("/", f"/runs/{failed}", "/coverage", "/pipelines/flaky"):
         html = server.get(path).text
         assert "<script>alert" not in html, path
         assert "&lt;script&gt;alert(" in html, path
-    for path in ("/rows?pipeline=<script>x</script>", "/runs/<script>x</script>", "/coverage?days=<script>"):
+    for path in ("/rows?pipeline=<script>x</script>", "/runs/<script>x</script>", "/coverage?days=<script>",
+                 "/pipelines/<script>x</script>", "/pipelines/days?status=<script>"):
         answer = server.get(path)
         assert answer.status_code in (400, 404), path
         assert "<script>x" not in answer.text and "<script>" not in answer.text, path
@@ -183,15 +184,10 @@ def test_metrics(server: UiServer) -> None:
     assert 'dp_pipeline_last_run_status{pipeline="days",status="success"} 1.0' in text
     assert 'dp_pipeline_last_run_status{pipeline="flaky",status="failed"} 1.0' in text
     assert 'dp_pipeline_last_run_rows_loaded{pipeline="days"} 6.0' in text
-    assert 'dp_pipeline_failures_total{pipeline="flaky"} 1.0' in text
-    assert 'dp_pipeline_failures_total{pipeline="days"} 0.0' in text
-    assert 'dp_pipeline_failing_checks{pipeline="days"} 0.0' in text
-    assert 'dp_pipeline_failing_checks{pipeline="flaky"} 1.0' in text
-    assert 'dp_pipeline_stale{pipeline="days"} 0.0' in text
-    assert re.search(r'dp_pipeline_freshness_age_seconds\{pipeline="days"\} \d', text)
+    # the run counters, freshness and check series: tests/integration/test_ui_metrics.py
     assert re.search(r'dp_pipeline_last_run_timestamp_seconds\{pipeline="flaky"\} 1\.\d+e\+09', text)
     assert re.search(r'dp_pipeline_last_run_duration_seconds\{pipeline="days"\} \d', text)
-    assert 'pipeline="never",status=' not in text  # never ran: no last-run series
+    assert 'last_run_status{pipeline="never"' not in text  # never ran: no last-run series
 
 
 # ---- the store's turn ------------------------------------------------------------------------
@@ -214,8 +210,11 @@ def test_busy_store_shows_the_last_snapshot_within_the_bound(project: Project) -
     ui = UiServer(project)
     try:
         assert ui.get("/").status_code == 200  # a snapshot to fall back on
+        assert ui.get("/pipelines/days").status_code == 200
         oldest = run_ids(project, "days")[0]
         with holding_store(project):
+            other = ui.get("/pipelines/days")  # a pipeline page too: its last snapshot, marked
+            assert other.status_code == 200 and "store busy" in other.text and 'id="runs"' in other.text
             started = time.monotonic()
             page = ui.get("/")
             waited = time.monotonic() - started
@@ -335,3 +334,58 @@ def test_a_server_that_does_not_answer_gives_503_not_a_traceback(project: Projec
         assert ui.get("/metrics").status_code == 503
     finally:
         ui.stop()
+
+
+# ---- issue 25 §4: any date range, a page per pipeline, the dependency graph -----------------------
+
+def test_coverage_of_any_year_with_axis_and_navigation(server: UiServer) -> None:
+    html = server.get("/coverage?start=2015-01-01&end=2015-12-31").text
+    assert "<h1>Coverage 2015-01-01 .. 2015-12-31" in html
+    days = re.search(r'<section class="grid" id="grid-days">(.*?)</section>', html, re.S).group(1)
+    assert re.findall(r'<span class="axis">([^<]+)</span>', days) == [f"2015-{m:02d}" for m in range(1, 13)]
+    assert days.count('class="cell missing"') == 365 and "(365 days: 365 missing)" in days
+    assert 'href="/coverage?start=2014-01-01&amp;end=2014-12-31" id="previous"' in html
+    assert 'href="/coverage?start=2016-01-01&amp;end=2016-12-30" id="next"' in html  # the same 365 days (2016 has 366)
+    snap = re.search(r'<section class="grid" id="grid-snap">(.*?)</section>', html, re.S).group(1)
+    assert "runs load no interval" in snap and "class=\"cell" not in snap and "missing" not in snap
+    recent = server.get("/coverage").text  # still the last 30 days, the backfilled 5 done
+    assert f'<h1>Coverage {day(29)} .. {day(0)}' in recent
+    assert "(30 days: 5 done, 25 missing)" in recent or "(29 days: 5 done, 24 missing)" in recent
+    assert server.get("/rows?start=2015-03-01&end=2015-03-31").status_code == 200
+    for bad, says in (("start=2015-13-01", "start must be a date"), ("start=2015-02-01&end=2015-01-01", "is before"),
+                      ("start=2014-01-01&end=2015-12-31", "at most 366 days"), ("end=<script>", "end must be")):
+        answer = server.get(f"/coverage?{bad}")
+        assert answer.status_code == 400 and says in answer.text, bad
+        assert "<script>" not in answer.text
+
+
+def test_pipeline_page_settings_runs_paged_and_filtered(server: UiServer, project: Project) -> None:
+    html = server.get("/pipelines/flaky").text
+    settings = re.search(r'<table id="settings".*?</table>', html, re.S).group(0)
+    for text in ("<code>0 3 * * *</code>", "flaky_t", "interval", "<code>few_rows</code>"):
+        assert text in settings, text
+    runs = re.findall(r'<tr id="run-([^"]+)">', html)
+    assert runs == run_ids(project, "flaky")[::-1]  # newest first
+    assert f'<a href="/runs/{runs[0]}">' in html
+    failed = re.findall(r'<tr id="run-([^"]+)">', server.get("/pipelines/flaky?status=failed").text)
+    assert failed == run_ids(project, "flaky", "failed")
+    everything = run_ids(project, "days")[::-1]
+    pages = [re.findall(r'<tr id="run-([^"]+)">', server.get(f"/pipelines/days?per_page=2&page={n}").text)
+             for n in (1, 2, 3)]
+    assert pages == [everything[:2], everything[2:4], everything[4:]]
+    first = server.get("/pipelines/days?per_page=2").text
+    assert 'id="older"' in first and 'id="newer"' not in first
+    assert 'id="older"' not in server.get("/pipelines/days?per_page=2&page=3").text
+    snap = server.get("/pipelines/snap").text
+    assert "replace" in snap and "runs load no interval" in snap
+    assert server.get("/pipelines/nope").status_code == 404
+    assert server.get("/pipelines/days?status=bogus").status_code == 400
+
+
+def test_dependency_graph_is_an_svg_on_the_pipelines_page(server: UiServer) -> None:
+    html = server.get("/").text
+    svg = re.search(r'<svg [^>]*id="graph".*?</svg>', html, re.S).group(0)
+    assert 'id="node-days"' in svg and 'id="node-never"' in svg and "node-snap" not in svg  # snap: no relation
+    assert '<a href="/pipelines/never">' in svg and svg.count('class="edge"') == 1
+    assert re.search(r'<g class="node fresh" id="node-days">.*?data until ' + day(0) + ' 00:00', svg)
+    assert re.search(r'<g class="node [a-z]+" id="node-never">.*?no data loaded', svg)

@@ -1,10 +1,13 @@
 """The status page in a real browser: headless Chromium driven by Selenium, data from real runs.
 
-Screenshots of each page go to ``tests/results/ui_*.png``.
+Screenshots of each page go to ``tests/results/ui_*.png``; with ``UPDATE_DOC_IMAGES=1`` those the
+docs show are copied to ``docs/images/ui-*.png`` too.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 
@@ -20,6 +23,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.same_in_both_runs("the page on its o
 SHOTS = ROOT / "tests" / "results"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--window-size=1400,1000")
+
+
+DOC_IMAGES = ("pipelines", "coverage", "rows", "run", "pipeline", "coverage_2015")
+
+
+def shot(driver: object, name: str) -> None:
+    """Save a screenshot as tests/results/ui_<name>.png (and as docs/images when asked to)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"ui_{name}.png"
+    driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+    if os.environ.get("UPDATE_DOC_IMAGES") == "1" and name in DOC_IMAGES:
+        shutil.copy(path, ROOT / "docs" / "images" / f"ui-{name.replace('_', '-')}.png")
 
 
 def browser(javascript: bool = True) -> object:
@@ -60,13 +75,12 @@ def test_pipelines_page(server: UiServer, chrome) -> None:
 
     chrome.get(server.url + "/")
     names = [row.get_attribute("id") for row in chrome.find_elements(By.CSS_SELECTOR, "#pipelines tbody tr[id]")]
-    assert names == ["pipeline-days", "pipeline-flaky", "pipeline-never"]
+    assert names == ["pipeline-days", "pipeline-flaky", "pipeline-never", "pipeline-snap"]
     status = chrome.find_element(By.CSS_SELECTOR, "#pipeline-flaky .status").text
     assert status == "failed"
     error = chrome.find_element(By.CSS_SELECTOR, "tr.error pre").text
     assert "bad input <script>alert('x')</script> for" in error  # shown as text, not run
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    chrome.save_screenshot(str(SHOTS / "ui_pipelines.png"))
+    shot(chrome, "pipelines")
 
 
 def test_coverage_grid_cells_link_to_their_runs(server: UiServer, chrome) -> None:
@@ -81,12 +95,12 @@ def test_coverage_grid_cells_link_to_their_runs(server: UiServer, chrome) -> Non
     missing = chrome.find_element(By.CSS_SELECTOR, "#grid-days .cells .cell.missing")
     assert colour != missing.value_of_css_property("background-color")
     assert len(chrome.find_elements(By.CSS_SELECTOR, "#grid-flaky .cells .cell.failed")) == 1
-    chrome.save_screenshot(str(SHOTS / "ui_coverage.png"))
+    shot(chrome, "coverage")
     chrome.find_element(By.CSS_SELECTOR, "#grid-flaky .cells a.cell.failed").click()
     WebDriverWait(chrome, 10).until(lambda d: "/runs/" in d.current_url)
     assert chrome.find_element(By.CSS_SELECTOR, "h1 .status").text == "failed"
     assert "[flaky " in chrome.find_element(By.ID, "log").text
-    chrome.save_screenshot(str(SHOTS / "ui_run.png"))
+    shot(chrome, "run")
 
 
 def test_rows_chart_is_drawn(server: UiServer, chrome) -> None:
@@ -104,7 +118,7 @@ def test_rows_chart_is_drawn(server: UiServer, chrome) -> None:
     assert painted > 1000
     legend = chrome.find_element(By.CSS_SELECTOR, '.chart[data-pipeline="days"] .u-legend').text
     assert "rows in table" in legend and "rows loaded by runs" in legend
-    chrome.save_screenshot(str(SHOTS / "ui_rows.png"))
+    shot(chrome, "rows")
 
 
 def test_refresh_control(server: UiServer, chrome) -> None:
@@ -131,7 +145,41 @@ def test_tables_work_with_javascript_off(server: UiServer) -> None:
         driver.get(server.url + "/coverage?days=7")
         assert len(driver.find_elements(By.CSS_SELECTOR, "#grid-days .cells .cell.done")) == 5
         driver.get(server.url + "/")
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#pipelines tbody tr[id]")) == 3
-        driver.save_screenshot(str(SHOTS / "ui_no_javascript.png"))
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#pipelines tbody tr[id]")) == 4
+        assert driver.find_element(By.ID, "graph").size["width"] > 100  # the graph is no script either
+        driver.get(server.url + "/pipelines/flaky?status=failed")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#runs tbody tr[id]")) == 1
+        shot(driver, "no_javascript")
     finally:
         driver.quit()
+
+
+def test_pipelines_table_fits_1280_px_and_the_graph_links_to_pipeline_pages(server: UiServer, chrome) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chrome.set_window_size(1280, 1000)
+    try:
+        chrome.get(server.url + "/")
+        table = chrome.find_element(By.ID, "pipelines")
+        assert table.size["width"] <= 1280 - 16, table.size
+        line = chrome.find_element(By.CSS_SELECTOR, "#pipeline-days td.when a").size["height"]
+        for cell in chrome.find_elements(By.CSS_SELECTOR, "#pipelines td.when"):
+            assert cell.size["height"] < 2.5 * line, cell.text  # a timestamp stays on one line
+        node = chrome.find_element(By.CSS_SELECTOR, "#graph #node-never")
+        assert node.size["width"] > 100
+        shot(chrome, "pipelines")
+        chrome.find_element(By.CSS_SELECTOR, '#graph a[href="/pipelines/never"]').click()
+        WebDriverWait(chrome, 10).until(lambda d: d.current_url.endswith("/pipelines/never"))
+        chrome.get(server.url + "/pipelines/flaky")
+        assert chrome.find_element(By.CSS_SELECTOR, "h1").text == "Pipeline flaky"
+        assert len(chrome.find_elements(By.CSS_SELECTOR, "#open-failures tbody tr")) == 1
+        shot(chrome, "pipeline")
+        chrome.find_element(By.ID, "previous").click()
+        WebDriverWait(chrome, 10).until(lambda d: "start=" in d.current_url)
+        chrome.get(server.url + "/coverage?start=2015-01-01&end=2015-12-31")
+        axis = [a.text for a in chrome.find_elements(By.CSS_SELECTOR, "#grid-days .axis")]
+        assert axis == [f"2015-{m:02d}" for m in range(1, 13)]
+        shot(chrome, "coverage_2015")
+    finally:
+        chrome.set_window_size(1400, 1000)

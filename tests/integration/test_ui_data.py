@@ -13,7 +13,7 @@ def test_check_results_are_read_from_the_checks_table(store: Store) -> None:
     from record.tables import ensure_framework_tables
 
     ensure_framework_tables(store)
-    assert data.failing_checks(store) == {} and data.run_checks(store, "r1") == []  # no _dp_checks yet
+    assert data.latest_checks(store) == {} and data.run_checks(store, "r1") == []  # no _dp_checks yet
     assert not store.table_exists("_dp_checks")  # and reading did not create it
 
     def result(run_id: str, pipeline: str, name: str, status: str, hour: int, detail: str = "") -> CheckResult:
@@ -28,6 +28,8 @@ def test_check_results_are_read_from_the_checks_table(store: Store) -> None:
         result("r2", "orders", "row_count", "error", 11, "0 rows"),
         result("r3", "users", "unique(id)", "pass", 11),
     ])
-    assert data.failing_checks(store) == {"orders": ["row_count"]}  # the last checked run's
+    latest = {p: [(r.check_name, r.status) for r in results] for p, results in data.latest_checks(store).items()}
+    assert latest == {"orders": [("not_null(id)", "pass"), ("row_count", "error")],  # the last checked run's
+                      "users": [("unique(id)", "pass")]}
     checks = data.run_checks(store, "r1")
     assert [(c["check"], c["status"], c["detail"]) for c in checks] == [("not_null(id)", "fail", "3 NULL ids")]

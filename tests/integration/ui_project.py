@@ -40,6 +40,11 @@ MODULE = textwrap.dedent('''
             ts = [context.start + timedelta(hours=4 * i) for i in range(6)]
             yield pa.table({"ts": pa.array(ts, pa.timestamp("ms", tz="UTC")), "v": list(range(6))})
 
+    class Snap(Extractor):
+        """The same 3 rows every run: a replace pipeline, its runs own no interval."""
+        def extract(self, context):
+            yield pa.table({"v": [1, 2, 3]})
+
     def loader(table):
         return create_clickhouse_loader(table, time_column="ts")
 
@@ -49,6 +54,8 @@ MODULE = textwrap.dedent('''
         "flaky": {"pipeline": create_el_pipeline(Days(), loader("flaky_t"), "flaky"), "schedule": "0 3 * * *",
                   "checks": [row_count(max=3, severity="warn", name="few_rows")]},  # fails, publishes
         "never": {"pipeline": create_el_pipeline(Days(), loader("never_t"), "never"), "depends_on": ["days"]},
+        "snap": {"pipeline": create_el_pipeline(Snap(), create_clickhouse_loader("snap_t", mode="replace"), "snap"),
+                 "schedule": "0 4 * * *"},
     }
 ''')
 
@@ -88,13 +95,15 @@ class Project:
 
 def build_runs(project: Project) -> None:
     """Real runs: 5 days of ``days`` (a backfill, ``never`` left alone), a success (its warn check
-    ``few_rows`` failing) then a failure of ``flaky``."""
+    ``few_rows`` failing) then a failure of ``flaky``, one run of ``snap`` (no interval)."""
     done = project.cli("backfill", "--start", day(5), "--end", day(1), "--no-downstream", "days")
     assert done.returncode == 0, done.stdout + done.stderr
     ok = project.cli("cron_run", "flaky", "--date", day(2))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     bad = project.cli("cron_run", "flaky", "--date", day(1), FAIL_DAY=day(1))
     assert bad.returncode == 1, bad.stdout + bad.stderr
+    snap = project.cli("cron_run", "snap")
+    assert snap.returncode == 0, snap.stdout + snap.stderr
 
 
 class UiServer:

@@ -122,17 +122,43 @@ def test_metrics_text_for_a_failed_and_a_never_run_pipeline() -> None:
     spec = PipelineSpec("orders", PipelineEntry(pipeline=object()), "x.py")
     failed = run("failed", datetime(2026, 3, 1, tzinfo=UTC)).model_copy(update={"rows_loaded": 0,
                                                                                  "duration_seconds": 1.5})
-    rows = [data.PipelineRow(spec, None, failed, None, data.Freshness("never"), failures_total=3,
-                             failing_checks=["not_null"]),
-            data.PipelineRow(PipelineSpec("idle", PipelineEntry(pipeline=object()), "x.py"), None, None, None,
+    from record.totals import Totals
+
+    totals = Totals(runs={"failed": 3}, duration_sum=4.5, duration_buckets=[0, 3, 3, 3, 3, 3, 3, 3])
+    rows = [data.PipelineRow(spec, None, failed, data.Freshness("never"), totals=totals),
+            data.PipelineRow(PipelineSpec("idle", PipelineEntry(pipeline=object()), "x.py"), None, None,
                              data.Freshness("n/a"))]
     text = metrics.render(rows, datetime.now(UTC), store_busy=False).decode()
     assert 'dp_pipeline_last_run_status{pipeline="orders",status="failed"} 1.0' in text
     assert 'dp_pipeline_last_run_status{pipeline="orders",status="success"} 0.0' in text
     assert 'dp_pipeline_last_run_duration_seconds{pipeline="orders"} 1.5' in text
-    assert 'dp_pipeline_failures_total{pipeline="orders"} 3.0' in text
-    assert 'dp_pipeline_failing_checks{pipeline="orders"} 1.0' in text
-    assert 'dp_pipeline_stale{pipeline="orders"} 1.0' in text
-    assert 'dp_pipeline_stale{pipeline="idle"} 0.0' in text
-    assert 'pipeline="idle",status=' not in text
+    assert 'dp_pipeline_runs_total{pipeline="orders",status="failed"} 3.0' in text
+    assert 'dp_pipeline_runs_total{pipeline="idle",status="failed"} 0.0' in text
+    assert 'dp_pipeline_run_duration_seconds_bucket{le="1",pipeline="orders"} 0.0' in text
+    assert 'dp_pipeline_run_duration_seconds_bucket{le="5",pipeline="orders"} 3.0' in text
+    assert 'dp_pipeline_run_duration_seconds_sum{pipeline="orders"} 4.5' in text
+    assert 'last_run_status{pipeline="idle"' not in text
     assert "dp_ui_snapshot_age_seconds 0.0" in text
+
+
+def test_a_check_failing_on_an_open_failure_is_not_hidden_by_a_later_pass() -> None:
+    from audit.results import CheckResult
+    from core.models import PipelineEntry
+    from pipelines.pipeline_registry import PipelineSpec
+    from runner.status import PipelineStatus
+
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def result(run_id: str, status: str, failing: int) -> CheckResult:
+        return CheckResult(run_id, "orders", day, day, "not_null(id)", "not_null", "error", status, failing, [], "",
+                           0.1, "", day)
+
+    status = PipelineStatus("orders", "data", day, day, day, True, "rule",
+                            failing_checks=(result("r1", "fail", 4),))
+    spec = PipelineSpec("orders", PipelineEntry(pipeline=object()), "x.py")
+    row = data.PipelineRow(spec, None, None, data.Freshness("fresh"), status=status,
+                           checks=[result("r2", "pass", 0)])  # the newest checked run passed
+    text = metrics.render([row], datetime.now(UTC), store_busy=False).decode()
+    assert 'dp_check_passing{check="not_null(id)",pipeline="orders",severity="error"} 0.0' in text
+    assert 'dp_check_failing_rows{check="not_null(id)",pipeline="orders"} 4.0' in text
+    assert "dp_pipeline_open_failures{pipeline=\"orders\"} 0.0" in text

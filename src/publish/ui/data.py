@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from audit.results import CHECKS_TABLE, latest_by_pipeline, results_of_runs
+from audit.results import CHECKS_TABLE, CheckResult, latest_by_pipeline, results_of_runs
 from core.intervals import Interval
 from core.models import RunRecord, as_utc
 from core.store import Store
 from pipelines.pipeline_registry import PipelineSpec, Registry
 from record.tables import RUNS_TABLE
+from record.totals import Totals, read_totals
 from runner import backfill as bf
 from runner import coverage as cov
 from runner.counts import DayCount, RowCounts, count_rows
-from runner.status import PipelineStatus
+from runner.status import PipelineStatus, pipeline_statuses
 
 __all__ = ["DayCount", "RowCounts", "as_utc"]  # re-exported for the pages (runner.counts, core.models)
 # Coverage cell states, in the order of the legend.
@@ -50,11 +51,12 @@ class PipelineRow:
     spec: PipelineSpec
     next_run: datetime | None
     last_run: RunRecord | None
-    last_success: RunRecord | None
     freshness: Freshness
-    failures_total: int = 0
     failing_checks: list[str] = field(default_factory=list)
     depends_on: list[str] = field(default_factory=list)
+    status: PipelineStatus | None = None  # data freshness, open failures (runner.status)
+    totals: Totals = field(default_factory=Totals)
+    checks: list[CheckResult] = field(default_factory=list)  # of its most recently checked run
 
     @property
     def name(self) -> str:
@@ -76,9 +78,18 @@ class GridRow:
     name: str
     granularity: str
     cells: list[Cell]
+    interval_aware: bool = True  # False: runs do not own an interval, nothing is "missing"
 
     def count(self, state: str) -> int:
         return sum(1 for c in self.cells if c.state == state)
+
+    def periods(self) -> list[tuple[str, list[Cell]]]:
+        """The cells by month (by day for hours): the grid's date axis, a boundary between each."""
+        found: dict[str, list[Cell]] = {}
+        shape = "%Y-%m" if self.granularity == "day" else "%Y-%m-%d"
+        for cell in self.cells:
+            found.setdefault(cell.interval.start.strftime(shape), []).append(cell)
+        return list(found.items())
 
 
 def has_history(store: Store) -> bool:
@@ -102,21 +113,13 @@ def freshness(spec: PipelineSpec, status: PipelineStatus | None, now: datetime) 
     return Freshness("fresh" if status.fresh else "stale", age, rule)
 
 
-def failure_counts(store: Store) -> dict[str, int]:
-    """Failed or crashed runs per pipeline in the kept history (``RUN_HISTORY_TTL_DAYS``)."""
-    rows = store.query_rows(f"SELECT pipeline, count() FROM {store.table(RUNS_TABLE)} FINAL "
-                            "WHERE status IN ('failed', 'crashed') GROUP BY pipeline")
-    return {str(name): int(n) for name, n in rows}
-
-
-def failing_checks(store: Store) -> dict[str, list[str]]:
-    """Per pipeline, the checks that failed (or errored) on its most recently checked run;
-    empty while ``_dp_checks`` does not exist."""
+def latest_checks(store: Store) -> dict[str, list[CheckResult]]:
+    """Per pipeline, the check results of its most recently checked run, by check name; empty
+    while ``_dp_checks`` does not exist."""
     if not store.table_exists(CHECKS_TABLE):
         return {}
-    return {pipeline: [r.check_name for r in results if r.status != "pass"]
-            for pipeline, results in latest_by_pipeline(store).items()
-            if any(r.status != "pass" for r in results)}
+    return {pipeline: sorted(results, key=lambda r: r.check_name)
+            for pipeline, results in latest_by_pipeline(store).items()}
 
 
 def run_checks(store: Store, run_id: str) -> list[dict[str, Any]]:
@@ -129,22 +132,30 @@ def run_checks(store: Store, run_id: str) -> list[dict[str, Any]]:
             for r in sorted(results_of_runs(store, [run_id]).get(run_id, []), key=lambda r: r.check_name)]
 
 
-def overview(store: Store, registry: Registry, now: datetime | None = None) -> list[PipelineRow]:
-    """Every discovered pipeline with its schedule, last run, freshness, failures and checks."""
+def overview(store: Store, registry: Registry, now: datetime | None = None,
+             only: str | None = None) -> list[PipelineRow]:
+    """Every discovered pipeline (``only``: that one) with its schedule, last run, freshness,
+    failures and checks."""
     from cli.pipelines import next_run
-    from record.history import last_runs, last_success
-    from runner.status import pipeline_statuses
+    from record.history import last_runs
 
     now = now or datetime.now(UTC)
-    last, success, failures, checks, statuses = {}, {}, {}, {}, {}
+    last: dict[str, RunRecord] = {}
+    checks: dict[str, list[CheckResult]] = {}
+    totals: dict[str, Totals] = {}
+    statuses: dict[str, PipelineStatus] = {}
+    specs = sorted((s for s in registry.pipelines.values() if only is None or s.name == only), key=lambda s: s.name)
     if has_history(store):
-        last, success, failures = last_runs(store), last_success(store), failure_counts(store)
-        checks = failing_checks(store)
-        statuses = pipeline_statuses(store, registry.pipelines.values(), now)
-    return [PipelineRow(spec, next_run(spec, now), last.get(spec.name), success.get(spec.name),
-                        freshness(spec, statuses.get(spec.name), now), failures.get(spec.name, 0),
-                        checks.get(spec.name, []), list(spec.entry.depends_on))
-            for spec in sorted(registry.pipelines.values(), key=lambda s: s.name)]
+        last, checks, totals = last_runs(store), latest_checks(store), read_totals(store)
+        statuses = pipeline_statuses(store, specs, now)
+    rows = []
+    for spec in specs:
+        status = statuses.get(spec.name)
+        failing = sorted({r.check_name for r in status.failing_checks if r.status != "pass"}) if status else []
+        rows.append(PipelineRow(spec, next_run(spec, now), last.get(spec.name), freshness(spec, status, now), failing,
+                                list(spec.entry.depends_on), status,
+                                totals.get(spec.name, Totals()), checks.get(spec.name, [])))
+    return rows
 
 
 # ---- coverage grid -------------------------------------------------------------------------
@@ -160,6 +171,8 @@ def cell_state(coverage: cov.Coverage) -> str:
 
 
 def _row(spec: PipelineSpec, intervals: Sequence[Interval], history: cov.History) -> GridRow:
+    if not getattr(spec.pipeline, "interval_aware", False):
+        return GridRow(spec.name, "day", [], interval_aware=False)
     cells = []
     for interval in intervals:
         coverage = history.coverage(interval)
@@ -171,10 +184,11 @@ def _row(spec: PipelineSpec, intervals: Sequence[Interval], history: cov.History
 
 
 def coverage_grid(store: Store, registry: Registry, first: date, last: date, hourly: bool = False,
-                  now: datetime | None = None) -> list[GridRow]:
-    """A row of intervals per pipeline over days ``first..last`` (hours for hourly pipelines when
-    ``hourly``), read from the coverage table and the window's runs in two queries."""
-    specs = sorted(registry.pipelines.values(), key=lambda s: s.name)
+                  now: datetime | None = None, only: str | None = None) -> list[GridRow]:
+    """A row of intervals per pipeline (``only``: of that one) over days ``first..last`` (hours for
+    hourly pipelines when ``hourly``), read from the coverage table and the window's runs in two
+    queries. Pipelines whose runs own no interval get a row without cells."""
+    specs = sorted((s for s in registry.pipelines.values() if only is None or s.name == only), key=lambda s: s.name)
     histories = cov.read_histories(store, [s.name for s in specs], first, last)
     return [_row(spec, bf.intervals_for(spec, first, last, hourly, now), histories[spec.name]) for spec in specs]
 

@@ -9,40 +9,22 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, abort, render_template, request
+from flask import Flask, Response, abort, render_template, request, url_for
 
 from core.config import Settings
 from pipelines.pipeline_registry import Registry
 from publish.ui import data, metrics
 from publish.ui.access import Reading, StoreBusy, StoreGate
+from publish.ui.history_pages import DEFAULT_GRID_DAYS, MAX_GRID_DAYS, history_routes, window
 from publish.ui.joblog import run_log
 from publish.ui.throttle import AuthThrottle
 
-MAX_GRID_DAYS = 366
 MAX_HOURLY_DAYS = 14
-DEFAULT_GRID_DAYS = 30
 DEFAULT_CHART_DAYS = 14
 REFRESH_CHOICES = (0, 10, 30, 60, 300)
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, "")
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        abort(400, f"{name} must be a whole number, got {raw[:40]!r}")
-    if not low <= value <= high:
-        abort(400, f"{name} must be between {low} and {high}, got {value}")
-    return value
-
-
-def _window(days: int) -> tuple[date, date]:
-    """The ``days`` days up to today (UTC): today is shown too, it is what runs write now."""
-    today = datetime.now(UTC).date()
-    return today - timedelta(days=days - 1), today
 
 
 class StatusPage:
@@ -130,6 +112,7 @@ def create_app(page: StatusPage) -> Flask:
 
     _routes(app, page)
     _detail_routes(app, page)
+    history_routes(app, page, _view)
     return app
 
 
@@ -143,23 +126,26 @@ def _view(template: str, page: StatusPage, reading: Reading, **context: Any) -> 
 def _routes(app: Flask, page: StatusPage) -> None:
     @app.get("/")
     def pipelines() -> str:
+        from publish.ui.graph import dependency_svg
+
         registry = page.registry()
-        return _view("pipelines.html", page, page.overview(), broken=registry.broken)
+        reading = page.overview()
+        graph = dependency_svg(reading.value, url_for("pipelines") + "pipelines/")
+        return _view("pipelines.html", page, reading, broken=registry.broken, graph=graph)
 
     @app.get("/coverage")
     def coverage() -> str:
         hourly = request.args.get("hourly") == "1"
-        days = _int_arg("days", 3 if hourly else DEFAULT_GRID_DAYS, 1, MAX_HOURLY_DAYS if hourly else MAX_GRID_DAYS)
-        first, last = _window(days)
+        span = window(3 if hourly else DEFAULT_GRID_DAYS, MAX_HOURLY_DAYS if hourly else MAX_GRID_DAYS)
         registry = page.registry()
-        reading = page.gate.read(f"coverage:{days}:{hourly}",
-                                 lambda store: data.coverage_grid(store, registry, first, last, hourly))
-        return _view("coverage.html", page, reading, days=days, hourly=hourly, first=first, last=last)
+        reading = page.gate.read(f"coverage:{span.query()}:{hourly}",
+                                 lambda store: data.coverage_grid(store, registry, span.first, span.last, hourly))
+        return _view("coverage.html", page, reading, window=span, hourly=hourly, first=span.first, last=span.last)
 
     @app.get("/rows")
     def rows() -> str:
-        days = _int_arg("days", DEFAULT_CHART_DAYS, 1, MAX_GRID_DAYS)
-        first, last = _window(days)
+        span = window(DEFAULT_CHART_DAYS, MAX_GRID_DAYS)
+        first, last = span.first, span.last
         registry = page.registry()
         wanted = request.args.get("pipeline", "")
         specs = [s for s in data.counted_specs(registry) if not wanted or s.name == wanted]
@@ -172,8 +158,9 @@ def _routes(app: Flask, page: StatusPage) -> None:
             newest = last_runs(store) if data.has_history(store) else {}
             return [page.counts.get(store, spec, first, last, newest.get(spec.name)) for spec in specs]
 
-        reading = page.gate.read(f"rows:{days}:{wanted}", read)
-        return _view("rows.html", page, reading, days=days, wanted=wanted, charts=_chart_data(reading.value))
+        reading = page.gate.read(f"rows:{span.query()}:{wanted}", read)
+        return _view("rows.html", page, reading, window=span, days=span.days, wanted=wanted,
+                     charts=_chart_data(reading.value))
 
 
 
