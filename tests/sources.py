@@ -70,6 +70,10 @@ class SourceServer:
         connection = self.connect()
         try:
             with connection.cursor() as cursor:
+                if self.kind == "postgresql":
+                    # The server's zone, stated: a push-down sets PGTZ=UTC in this process
+                    # (db_pushdown), which would make the tests' own literals UTC from then on.
+                    cursor.execute("SET TIME ZONE 'America/New_York'")
                 cursor.execute(sql, params)
                 rows = cursor.fetchall() if cursor.description else []
                 if self.kind == "mariadb":
