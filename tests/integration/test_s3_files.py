@@ -45,6 +45,7 @@ MODULE = textwrap.dedent('''
         "kept": pipeline("kept", "/all.parquet", keep_interval_rows="ts"),
         "missing": pipeline("missing", "/orders/{start_date}/nothing-*.parquet"),
         "broken": pipeline("broken", "/broken/{start_date}.parquet"),
+        "mixed": pipeline("mixed", "/mixed/{start_date}/*.parquet"),
         "named": {"pipeline": create_sql_pipeline(
             "SELECT * FROM s3(test_orders_s3, filename = 'orders/2026-03-14/a.parquet', format = 'Parquet')",
             create_clickhouse_loader("named", time_column="ts"), name="named")},
@@ -89,6 +90,12 @@ def bucket(s3_server, pipelines_dir: Path, project_env, monkeypatch: pytest.Monk
     broken = bytearray(parquet(orders([1])))
     broken[4:24] = b"\xff" * 20
     s3.put_object(Bucket=name, Key="broken/2026-03-14.parquet", Body=bytes(broken))
+    # Same names, but one file declares another type and one an extra column: not one s3() read.
+    s3.put_object(Bucket=name, Key="mixed/2026-03-14/a.parquet", Body=parquet(orders([1, 2])))
+    s3.put_object(Bucket=name, Key="mixed/2026-03-14/b.parquet",
+                  Body=parquet(orders([3]).set_column(0, "id", pa.array([3], pa.int32()))))
+    s3.put_object(Bucket=name, Key="mixed/2026-03-14/c.parquet",
+                  Body=parquet(orders([4]).append_column("channel", pa.array(["web"]))))
     (pipelines_dir / "s3_pipeline.py").write_text(MODULE)
     for key, value in {**s3_server.env(), "TEST_BUCKET": name}.items():
         monkeypatch.setenv(key, value)
@@ -119,6 +126,16 @@ def test_parquet_glob_pushed_down_and_streamed_give_the_same_table(bucket: str, 
     assert types["pq_sql"] == types["pq_py"]
     assert ("amount", "Nullable(Decimal(12, 2))") in types["pq_sql"]  # the files' declared types
     assert ("ts", "DateTime64(6, 'UTC')") in types["pq_sql"]  # the time column
+
+
+def test_parquet_files_of_different_schemas_are_not_pushed_down(bucket: str, db: Store, project_env) -> None:
+    result = run_cli("cron_run", "mixed", "--date", "2026-03-14")
+    assert result.returncode == 0, result.stdout + result.stderr
+    log = job_log(project_env, "mixed")
+    assert "no Python in the data path" not in log
+    for key, count in (("a", 2), ("b", 1), ("c", 1)):
+        assert f"{count} rows from s3://{bucket}/mixed/2026-03-14/{key}.parquet" in log, log
+    assert rows(db, "SELECT id, channel FROM mixed ORDER BY id") == [(1, None), (2, None), (3, None), (4, "web")]
 
 
 def test_csv_pushed_down_or_streamed_json_lines_and_the_whole_file_kept_to_the_interval(bucket: str, db: Store,

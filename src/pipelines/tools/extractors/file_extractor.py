@@ -156,14 +156,16 @@ class FileExtractor(Extractor):
         files = self.files(context)
         if not files or any(_UNSAFE_IN_SQL.search(str(f)) for f in files):
             return None
-        schemas = self.bucket.schemas(files) if self.bucket else [pq.read_schema(f) for f in files]
-        if any(s != schemas[0] for s in schemas[1:]) or any(
-                pa.types.is_nested(field.type) for field in schemas[0]):
+        # Every file's footer: ClickHouse would fill a later file's missing columns with defaults,
+        # drop its extra ones and convert its types to the first file's. The first difference ends it.
+        schemas = self.bucket.schemas(files) if self.bucket else (pq.read_schema(f) for f in files)
+        first = next(iter(schemas))
+        if any(pa.types.is_nested(field.type) for field in first) or any(s != first for s in schemas):
             return None  # nested columns are flattened in Python; mixed files are read one by one
         # The files' declared nullability (not whether these files happen to hold NULLs): a table
         # created from a first file without NULLs must still take the next file's NULLs.
         expression, parameters = (self.bucket.table_function if self.bucket else local_files)(files, "Parquet")
-        return SqlSource(expression, schemas[0], files[0].name if len(files) == 1 else f"{len(files)} Parquet files",
+        return SqlSource(expression, first, files[0].name if len(files) == 1 else f"{len(files)} Parquet files",
                          parameters)
 
     @property
