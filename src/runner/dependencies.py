@@ -8,28 +8,23 @@ A pipeline lists in ``depends_on`` the pipelines that write the tables it reads.
   of it); an upstream that is not interval-aware (e.g. a cursor-appended raw table) has a success
   that started at or after the interval's end. A success that started before its interval ended
   (today's run) never makes a downstream interval ready.
-- **Downstream runs.** When upstream runs succeed, :func:`run_downstream` runs the downstream
-  pipelines' ready intervals after the upstream released its locks, in dependency order, each as
-  a new process (``cron_run ... --trigger upstream --no-downstream``; never a fork). Several
-  upstream intervals touching one downstream interval give one run of it (coalesced); a
-  downstream that is not interval-aware (it recomputes everything) runs once, for its newest
-  interval.
+- **Downstream runs.** When upstream runs succeed, :func:`runner.cascade.run_downstream` runs the
+  downstream pipelines' ready intervals (:func:`candidates`) in dependency order, in the process
+  that holds the store. Several upstream intervals touching one downstream interval give one run
+  of it (coalesced); a downstream that is not interval-aware (it recomputes everything) runs once,
+  for its newest interval.
 - **The graph.** Discovery (:func:`pipelines.pipeline_registry.check_graph`) turns unknown names
   and cycles into broken entries naming the modules; here the graph is walked in dependency order.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING
 
-from core.config import PROJECT_ROOT
 from core.intervals import Interval, current_interval, split
 from core.logging import get_logger
 from core.models import as_utc
@@ -194,7 +189,7 @@ def _last_complete(granularity: str, now: datetime) -> Interval:
     return split(current.start - timedelta(seconds=1), current.start, granularity)[-1]  # type: ignore[arg-type]
 
 
-def _candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[Interval]],
+def candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[Interval]],
                 now: datetime) -> list[Interval]:
     """The intervals of ``spec`` that its upstreams' runs in this cascade may have made ready."""
     granularity = spec.entry.granularity
@@ -211,57 +206,6 @@ def _candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[
     if ordered and not spec.pipeline.interval_aware:
         return ordered[-1:]  # it recomputes everything: one run, for the newest interval
     return ordered
-
-
-def cron_run_command(name: str, interval: Interval) -> list[str]:
-    """A new process (never a fork) running one downstream interval."""
-    return [sys.executable, str(PROJECT_ROOT / "src" / "main.py"), "cron_run", name,
-            "--start", interval.start.isoformat(), "--end", interval.end.isoformat(),
-            "--trigger", "upstream", "--no-downstream"]
-
-
-def run_downstream(store: Store, registry: Registry, succeeded: Sequence[Succeeded], echo: Callable[[str], None],
-                   already: Iterable[tuple[str, Interval]] = (), now: datetime | None = None) -> int:
-    """Run the downstream pipelines of ``succeeded``, in dependency order; returns how many failed.
-
-    Each ready interval runs once in a new process; an interval that is not ready is reported
-    and skipped; a failure skips what depends on that interval. ``already`` lists (pipeline,
-    interval) pairs that ran anyway (a backfill's own steps) and are not run again.
-    """
-    now = now or datetime.now(UTC)
-    touched: dict[str, list[Interval]] = {}
-    for run in succeeded:
-        touched.setdefault(run.pipeline, []).append(run.interval)
-    done = set(already)
-    failed: dict[str, list[Interval]] = {}
-    failures = 0
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")]))
-    for name in all_downstream(registry, touched):
-        spec = registry.pipelines[name]
-        if not spec.entry.enabled:
-            continue
-        for interval in _candidates(registry, spec, touched, now):
-            if (name, interval) in done:
-                continue
-            broken_up = [u for u in spec.entry.depends_on
-                         if any(i.start < interval.end and i.end > interval.start for i in failed.get(u, []))]
-            reasons = [f"upstream '{u}' failed" for u in broken_up] or unready_reasons(store, registry, spec, interval)
-            if reasons:
-                echo(f"downstream {name} {interval.label}: not ready, not run ({'; '.join(reasons)})")
-                continue
-            store.close()  # the child needs the embedded store
-            echo(f"downstream {name} {interval.label}: running (trigger upstream)")
-            code = subprocess.run(cron_run_command(name, interval), env=env, cwd=PROJECT_ROOT,
-                                  stdin=subprocess.DEVNULL, check=False).returncode
-            done.add((name, interval))
-            if code == 0:
-                touched.setdefault(name, []).append(interval)
-            else:
-                failures += 1
-                failed.setdefault(name, []).append(interval)
-                echo(f"downstream {name} {interval.label}: failed (exit {code}); see ./run.sh runs {name}")
-    return failures
 
 
 # ---- backfills ------------------------------------------------------------------------------

@@ -13,24 +13,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core.exceptions import AlreadyRunning
-from core.logging import get_logger
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
 from runner.backfill.worker import run_parallel
+from runner.turns import StoreTurns
 
 if TYPE_CHECKING:
     from core.config import Settings
     from core.store import Store
 
-# A sequential backfill on the embedded store hands it to waiting processes (cron runs) at most
-# this often, so a long backfill delays them by seconds instead of starving them for its whole
-# length. Only when one waits: every reopen of the engine costs the process threads chdb never
-# gives back (5 a time, see core/store_child.py), so a backfill nobody waits for keeps its store.
-SHARE_STORE_EVERY = 5.0
-_SHARE_PAUSE = 0.15  # > the 0.05 s poll of a waiting FileLock
-
-log = get_logger("backfill")
 
 
 def execute(steps: Sequence[Step], settings: Settings, store: Store, *, parallel: int = 1,
@@ -62,7 +54,7 @@ def _run_sequential(todo: Sequence[Step], settings: Settings, store: Store, cont
                     listener: Listener, report: Report, stop: StopRequest) -> list[Step]:
     from runner.runner import run_pipeline
 
-    held_since = time.monotonic()
+    turns = StoreTurns(settings, store)  # a long backfill hands the embedded store to waiting processes
     for index, step in enumerate(todo):
         if stop.reason:
             report.stopped = report.stopped or stop.reason
@@ -75,11 +67,7 @@ def _run_sequential(todo: Sequence[Step], settings: Settings, store: Store, cont
             outcome = not_run(step.pipeline, step.interval, "busy", "already running", str(exc))
         report.add(step, outcome, continue_on_error)
         listener.finished(step, outcome)
-        if settings.is_embedded and time.monotonic() - held_since > SHARE_STORE_EVERY and store.someone_waits():
-            log.info("Handing the embedded store to a waiting process")
-            store.close()
-            time.sleep(_SHARE_PAUSE)
-            held_since = time.monotonic()
+        turns.between_runs()
     if stop.reason:
         report.stopped = report.stopped or stop.reason
     return []

@@ -1,9 +1,10 @@
 """Parallel backfills: worker processes and the line protocol between them and the parent.
 
-With ``parallel > 1`` each interval runs in a worker process (never a fork: chdb hangs in forked
-children), at most ``parallel`` at a time (the CLI asks for that on a ClickHouse server only: on
-the embedded store workers would just take turns). The parent writes ``{"pipeline", "start",
-"end"}`` lines to a worker's stdin; the worker answers each with a ``{"dp_backfill_result":
+With ``parallel > 1`` each interval runs in a worker process (a ``worker`` child of
+:mod:`runner.child_protocol`; never a fork: chdb hangs in forked children), at most ``parallel``
+at a time (the CLI asks for that on a ClickHouse server only: on the embedded store workers would
+just take turns). After the child's request, the parent writes ``{"pipeline", "start", "end"}``
+lines to a worker's stdin; the worker answers each with a ``{"dp_backfill_result":
 <run record>}`` line. EOF on stdin ends it. A worker keeps its Python and ClickHouse start-up
 (~1.5 s) across intervals, which per-interval processes would pay each time.
 """
@@ -38,22 +39,19 @@ if TYPE_CHECKING:
 RESULT_KEY = "dp_backfill_result"
 
 
-def worker_command() -> list[str]:
-    """A new process (never a fork) that runs the intervals it reads on stdin: ``backfill_worker``."""
-    from core.config import PROJECT_ROOT
-
-    return [sys.executable, str(PROJECT_ROOT / "src" / "main.py"), "backfill_worker"]
+# Sibling workers wait for the embedded store while one holds it: each hands it over 0.1 s after
+# a burst of statements (e.g. while extracting) instead of the default 0.5 s.
+WORKER_STORE_LINGER = 0.1
 
 
 class _Worker:
     """One worker process of a parallel backfill: one interval at a time (see the module doc)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        from core.config import PROJECT_ROOT
+    def __init__(self) -> None:
+        from runner.child_protocol import ChildRequest, start_child
 
         self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True, bufsize=1, env=env, cwd=PROJECT_ROOT)
+        self.process = start_child(ChildRequest("worker", "backfill"), stdout=subprocess.PIPE, stderr=self.stderr)
         self.step: Step | None = None
         self.started = 0.0
         self.signalled = False
@@ -102,17 +100,13 @@ class _Pool:
     """The worker processes of one parallel backfill and the selector watching their answers."""
 
     def __init__(self, size: int) -> None:
-        from core.config import PROJECT_ROOT
-
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), self.env.get("PYTHONPATH")]))
         self.selector: selectors.BaseSelector = selectors.DefaultSelector()
         self.workers: list[_Worker] = []
         for _ in range(size):
             self.add()
 
     def add(self) -> None:
-        self.workers.append(worker := _Worker(self.env))
+        self.workers.append(worker := _Worker())
         self.selector.register(worker.process.stdout, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
 
     def feed(self, pending: list[Step]) -> None:
@@ -200,7 +194,7 @@ def _stop_workers(busy: Sequence[_Worker], reason: str, waited: float, grace: fl
 
 
 def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
-    """The ``backfill_worker`` loop: run each interval read from stdin, answer on stdout."""
+    """A backfill worker's loop: run each interval read from stdin, answer on stdout."""
     # Our answers go to the real stdout; anything user code prints goes to stderr instead.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
     sys.stdout.flush()
