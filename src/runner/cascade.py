@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from core.exceptions import DataProcessorError
 from core.intervals import Interval
 from core.models import EXIT_INTERRUPTED
-from runner.dependencies import Succeeded, all_downstream, candidates, not_ready
+from runner.dependencies import Succeeded, all_downstream, candidates, readiness
 from runner.turns import StoreTurns
 
 if TYPE_CHECKING:
@@ -95,12 +95,12 @@ def run_downstream(store: Store, registry: Registry, settings: Settings, succeed
         spec = registry.pipelines[name]
         if not spec.entry.enabled:
             continue
-        for interval in candidates(registry, spec, touched, now):
-            if (name, interval) in done:
-                continue
+        todo = [i for i in candidates(registry, spec, touched, now) if (name, i) not in done]
+        unready = readiness(store, registry, spec, todo)
+        for interval in todo:
             broken_up = [u for u in spec.entry.depends_on
                          if any(i.start < interval.end and i.end > interval.start for i in failed.get(u, []))]
-            reasons = [f"upstream '{u}' failed" for u in broken_up] or not_ready(store, registry, spec, interval)[1]
+            reasons = [f"upstream '{u}' failed" for u in broken_up] or unready(interval)
             if reasons:
                 out.say(f"downstream {name} {interval.label}: not ready, not run ({'; '.join(reasons)})")
                 continue

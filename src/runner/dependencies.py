@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from core.models import RunRecord
     from core.store import Store
     from pipelines.pipeline_registry import PipelineSpec, Registry
+    from runner.coverage import History
 
 log = get_logger("dependencies")
 
@@ -119,11 +120,13 @@ def tree_lines(registry: Registry, name: str | None = None) -> list[str]:
 
 # ---- readiness ------------------------------------------------------------------------------
 
-def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) -> tuple[bool, str]:
+def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval,
+                      history: History | None = None) -> tuple[bool, str]:
     """Is ``upstream`` complete for ``interval``? (and why not, for the user).
 
     The one place readiness is decided: interval-aware upstreams by their coverage
-    (``_dp_coverage``: complete successes only, kept as long as the data), others by the run history.
+    (``_dp_coverage``: complete successes only, kept as long as the data; ``history``: already
+    read for days including the interval's), others by the run history.
     """
     from record.history import list_runs
     from runner.coverage import read_history
@@ -139,20 +142,48 @@ def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) 
                 else "it never succeeded")
         return False, (f"upstream '{upstream.name}' (not interval-aware) has no success started at or after "
                        f"{interval.end:%Y-%m-%d %H:%M} UTC ({seen})")
-    last_day = (interval.end - timedelta(microseconds=1)).date()
-    history = read_history(store, upstream.name, create=False, first=interval.start.date(), last=last_day)
+    if history is None:
+        history = read_history(store, upstream.name, create=False, first=interval.start.date(),
+                               last=_last_day(interval))
     if history.is_covered(interval):
         return True, ""
     return False, f"upstream '{upstream.name}' has no complete successful run covering {interval.label}"
 
 
-def unready_reasons(store: Store, registry: Registry, spec: PipelineSpec, interval: Interval) -> list[str]:
-    """Why ``interval`` of ``spec`` is not ready (empty: ready)."""
+def _last_day(interval: Interval) -> date:
+    return (interval.end - timedelta(microseconds=1)).date()
+
+
+def unready_reasons(store: Store, registry: Registry, spec: PipelineSpec, interval: Interval,
+                    histories: dict[str, History] | None = None) -> list[str]:
+    """Why ``interval`` of ``spec`` is not ready (empty: ready); ``histories``: upstreams'
+    coverage already read (see :func:`readiness`)."""
     reasons = []
     for name in spec.entry.depends_on:
-        ready, why = upstream_complete(store, registry.get(name), interval)
+        ready, why = upstream_complete(store, registry.get(name), interval, (histories or {}).get(name))
         if not ready:
             reasons.append(why)
+    return reasons
+
+
+def readiness(store: Store, registry: Registry, spec: PipelineSpec,
+              intervals: Sequence[Interval]) -> Callable[[Interval], list[str]]:
+    """:func:`not_ready`'s reasons for each of ``intervals``, with the coverage of each
+    interval-aware upstream read once for all of them instead of once per interval (a cascade's
+    upstreams do not change while ``spec`` runs: they come before it in dependency order)."""
+    checked = [readiness_interval(spec, i) for i in intervals]
+    histories: dict[str, History] = {}
+    if spec.entry.depends_on and checked:
+        from runner.coverage import read_history
+
+        first, last = min(c.start for c in checked).date(), max(_last_day(c) for c in checked)
+        histories = {name: read_history(store, name, create=False, first=first, last=last)
+                     for name in spec.entry.depends_on if registry.get(name).pipeline.interval_aware}
+
+    def reasons(interval: Interval) -> list[str]:
+        if not spec.entry.depends_on:
+            return []
+        return unready_reasons(store, registry, spec, readiness_interval(spec, interval), histories)
     return reasons
 
 

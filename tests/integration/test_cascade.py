@@ -21,7 +21,8 @@ from core.store import Store
 from runner.child_protocol import ChildRequest, Work, start_child
 
 MODULE = textwrap.dedent('''
-        import pyarrow as pa
+    import os
+    import pyarrow as pa
     from pipelines.interfaces import Extractor
     from pipelines.pipeline_factory import create_el_pipeline
     from pipelines.tools.extractors.sql_source import create_sql_pipeline
