@@ -1,4 +1,4 @@
-"""Commands about backfills: backfill (and the internal backfill_worker); coverage commands are in cli/coverage.py."""
+"""Commands about backfills: backfill; coverage commands are in cli/coverage.py."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import click
 from rich.table import Table
 
 from cli.app import EXIT_OK, App, cli, pass_app
-from cli.pipelines import replay_spool
+from cli.pipelines import outlet, replay_spool
 from core.exceptions import UsageError
 from core.intervals import parse_date
 from core.logging import ROOT_LOGGER
 from runner import backfill as bf
+from runner import cascade
 from runner import dependencies as deps
 
 if TYPE_CHECKING:
     from core.models import RunRecord
 
-WORKER_STORE_LINGER = 0.1
 _ACTION_STYLE = {"run": "green", "skip": "dim"}
 _OUTCOME_STYLE = {"success": "green", "failed": "bold red", "crashed": "bold red", "busy": "yellow"}
 
@@ -246,20 +246,8 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
     report.seconds = time.monotonic() - started
     _print_summary(app, report)
     if not no_downstream and not report.stopped:  # reported, never folded into the exit code (as cron_run)
-        deps.run_downstream(store, reg, recorder.succeeded, app.console.print, already=recorder.ran)
+        cascade.run_downstream(store, reg, app.settings, recorder.succeeded, outlet(app), already=recorder.ran)
     from ops.alerts.dispatch import notify_backfill
 
     notify_backfill(app.settings, store, report)  # one summary alert when intervals failed
     return report.exit_code or (1 if refused and not force else 0)
-
-
-@cli.command("backfill_worker", hidden=True)
-@pass_app
-def backfill_worker(app: App) -> int:
-    """A worker of a parallel backfill (internal): runs the intervals it reads on stdin."""
-    from core.store import Store
-
-    # Sibling workers wait for the embedded store while this one holds it: hand it over 0.1 s
-    # after each burst of statements (e.g. while extracting) instead of the default 0.5 s.
-    store = Store(app.settings, linger=WORKER_STORE_LINGER)
-    return bf.serve_worker(app.settings, app.registry, store)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from core.intervals import Interval, day_interval, parse_date, parse_interval
 if TYPE_CHECKING:  # pydantic-backed: imported by the commands that use them, not for `help`
     from core.models import RunRecord
     from pipelines.pipeline_registry import PipelineSpec
+    from runner.cascade import Outlet
 
 _STATUS_STYLE = {"success": "green", "failed": "bold red", "crashed": "bold red", "running": "cyan"}
 
@@ -120,24 +120,6 @@ def resolve_interval(spec: PipelineSpec, date: str | None, start: str | None, en
     return None
 
 
-def _resync_cron(app: App) -> None:
-    """A cron-fired run re-syncs a drifted cron block (see ops.cron.resync_if_drifted); a problem
-    there is logged, never the run's failure."""
-    from core.logging import get_logger
-    from ops.cron import resync_if_drifted
-
-    log = get_logger("cron")
-    try:
-        result = resync_if_drifted(app.registry, app.settings)
-    except DataProcessorError as exc:
-        log.warning("Could not re-sync the cron block with the pipelines: %s", exc)
-        return
-    if result is not None and result.changed:
-        changes = [f"{what} {', '.join(names)}" for what, names in
-                   (("added", result.added), ("updated", result.updated), ("removed", result.removed)) if names]
-        log.info("Cron block re-synced with the pipelines: %s", "; ".join(changes) or "housekeeping entry")
-
-
 @cli.command("cron_run")
 @click.argument("name")
 @click.option("--date", help="Run for this day (YYYY-MM-DD).")
@@ -163,7 +145,8 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
     once its locks are released, the pipelines that depend on it run for the intervals it
     completed (unless --no-downstream).
     """
-    from ops.alerts.dispatch import notify_run
+    from ops.cron import resync_after_fire
+    from runner.fire import run_intervals, run_scheduled_fire
     from runner.scheduled import manual_interval
 
     spec = app.registry.get(name)
@@ -176,72 +159,30 @@ def cron_run(app: App, name: str, date: str | None, start: str | None, end: str 
             return EXIT_OK
     fire = _fire_time(fired_at, trigger)
     replay_spool(app)
-    results: list[Any] = []
-
-    def report(result: Any) -> int:
-        results.append(result)
-        return _print_result(app, result)
-
+    out = outlet(app)
     if fire is not None:
         if date or start or end:
             raise UsageError("--fired-at (or --trigger cron/scheduler) chooses the intervals from the schedule; "
                              "it does not go with --date or --start/--end")
-        code = _run_ready_fire(app, spec, fire, trigger, force, report)
-    else:
-        interval = resolve_interval(spec, date, start, end)
-        if interval is None:
-            interval, note = manual_interval(spec)
-            if note:
-                app.console.print(note)
-        if not _ready(app, spec, interval, force):
-            return EXIT_FAILED
-        from runner.runner import run_pipeline
-
-        code = report(run_pipeline(spec, app.settings, app.store, interval, trigger=trigger, on_finish=notify_run))
-    if trigger == "cron":
-        _resync_cron(app)
-    succeeded = [r for r in results if r.status == "success"]
-    if succeeded and not no_downstream:  # after the runs released their locks
-        from runner.dependencies import Succeeded, run_downstream
-
-        # One call for every interval of this fire, so downstream intervals are coalesced; their
-        # outcomes are reported, never folded into this run's exit code.
-        run_downstream(app.store, app.registry, [Succeeded(name, Interval(r.interval_start, r.interval_end))
-                                                 for r in succeeded], app.console.print)
-    return code
+        resync = (lambda: resync_after_fire(app.registry, app.settings)) if trigger == "cron" else None
+        return run_scheduled_fire(spec, app.settings, app.store, app.registry, fire, trigger, out, force=force,
+                                  downstream=not no_downstream, after_fire=resync)
+    interval = resolve_interval(spec, date, start, end)
+    if interval is None:
+        interval, note = manual_interval(spec)
+        if note:
+            app.console.print(note)
+    return run_intervals(app.settings, app.store, app.registry, [(name, interval)], trigger, out, force=force,
+                         downstream=not no_downstream)
 
 
-def _run_ready_fire(app: App, spec: PipelineSpec, fire: datetime, trigger: str, force: bool,
-                    report: Callable[[RunRecord], int]) -> int:
-    """A scheduled fire's intervals that are ready (all with ``force``); exit 1 when one was not."""
+def outlet(app: App) -> Outlet:
+    """How the runs of a command report: results and progress on stdout, problems on stderr, alerts."""
     from ops.alerts.dispatch import notify_run
-    from runner.scheduled import EXIT_BUSY, plan_fire, run_fire
+    from runner.cascade import Outlet
 
-    plan = plan_fire(spec, fire)
-    tasks = plan.tasks
-    plan.tasks = [t for t in tasks if _ready(app, spec, t.interval, force)]
-    code = EXIT_OK if tasks and not plan.tasks else run_fire(
-        spec, app.settings, app.store, plan, trigger, app.console.print, report, on_finish=notify_run)
-    return EXIT_FAILED if len(plan.tasks) < len(tasks) and code in (EXIT_OK, EXIT_BUSY) else code
-
-
-def _ready(app: App, spec: PipelineSpec, interval: Interval, force: bool) -> bool:
-    """May ``spec`` run for ``interval``? Not when an upstream is not complete for it (one line
-    on stderr; nothing is recorded, so the interval is not covered), unless ``force``."""
-    if not spec.entry.depends_on:
-        return True
-    from runner.dependencies import not_ready
-
-    checked, reasons = not_ready(app.store, app.registry, spec, interval)
-    if not reasons:
-        return True
-    if force:
-        app.err.print(f"{spec.name} {checked.label}: upstream not ready, running anyway (--force): "
-                      f"{'; '.join(reasons)}", markup=False, soft_wrap=True)
-        return True
-    app.err.print(f"not ready: {spec.name} {checked.label} not run ({'; '.join(reasons)}); --force runs it anyway",
-                  markup=False, soft_wrap=True)
-    return False
+    return Outlet(say=app.console.print, report=lambda result: _print_result(app, result), on_finish=notify_run,
+                  warn=lambda line: app.err.print(line, markup=False, soft_wrap=True))
 
 
 def _fire_time(fired_at: str | None, trigger: str) -> datetime | None:
@@ -260,16 +201,16 @@ def _fire_time(fired_at: str | None, trigger: str) -> datetime | None:
 
 
 def _print_result(app: App, result: RunRecord) -> int:
-    log_file = app.settings.log_dir / "jobs" / f"{result.pipeline}.log"
-    label = Interval(result.interval_start, result.interval_end).label
+    from runner.cascade import result_lines
+
+    first, *rest = result_lines(app.settings, result)
+    status, _, text = first.partition(" ")
     if result.status == "success":
-        app.console.print(
-            f"[green]success[/] {result.pipeline} {label}: {result.rows_loaded:,} rows loaded "
-            f"({result.rows_extracted:,} extracted) in {result.duration_seconds:.2f} s, run {result.run_id}")
+        app.console.print(f"[green]{status}[/] {text}")
     else:
-        app.err.print(f"[bold red]{result.status}[/] {result.pipeline} {label} ({result.reason}): "
-                      f"{result.error}")
-        app.err.print(f"details: {log_file} (run {result.run_id})")
+        app.err.print(f"[bold red]{status}[/] {text}")
+        for line in rest:
+            app.err.print(line)
     return int(result.exit_code)
 
 

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import PROJECT_ROOT, Settings
-from core.exceptions import CronError, ScheduleError
+from core.exceptions import CronError, DataProcessorError, ScheduleError
+from core.logging import get_logger
 from ops.crontab import (
     HEALTH,
     HOUSEKEEPING,
@@ -238,6 +239,21 @@ def resync_if_drifted(registry: Registry, settings: Settings, root: Path = PROJE
     if not state.block_installed or all(st == "ok" for _, st, _, _ in state.rows):
         return None
     return sync_all(registry, settings, root, RESYNC_LOCK_TIMEOUT, keep_scope=True)
+
+
+def resync_after_fire(registry: Registry, settings: Settings) -> None:
+    """What a cron-fired run does after its runs: :func:`resync_if_drifted`, logged; a problem
+    there is logged, never the run's failure."""
+    log = get_logger("cron")
+    try:
+        result = resync_if_drifted(registry, settings)
+    except DataProcessorError as exc:
+        log.warning("Could not re-sync the cron block with the pipelines: %s", exc)
+        return
+    if result is not None and result.changed:
+        changes = [f"{what} {', '.join(names)}" for what, names in
+                   (("added", result.added), ("updated", result.updated), ("removed", result.removed)) if names]
+        log.info("Cron block re-synced with the pipelines: %s", "; ".join(changes) or "housekeeping entry")
 
 
 def install_one(spec: PipelineSpec, settings: Settings, root: Path = PROJECT_ROOT) -> SyncResult:

@@ -22,6 +22,7 @@ import psutil
 from core.config import Settings
 from core.locks import run_is_alive
 from core.logging import get_logger
+from runner.child_protocol import is_child_command
 
 log = get_logger("ops")
 
@@ -88,7 +89,8 @@ def verify(run: RunProcess) -> RunProcess:
     except psutil.AccessDenied:
         run.problem = f"process {run.pid} cannot be inspected (another user's process)"
         return run
-    if not _contains(cmdline, run.cmdline) or not any(arg.endswith("main.py") for arg in cmdline):
+    ours = any(arg.endswith("main.py") for arg in cmdline) or is_child_command(cmdline)
+    if not _contains(cmdline, run.cmdline) or not ours:
         run.problem = f"pid {run.pid} is now another program ({' '.join(cmdline)[:120]})"
     elif run.started_at and created > run.started_at.timestamp() + 1:
         run.problem = f"pid {run.pid} was reused by a process started after the run"

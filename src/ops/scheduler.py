@@ -1,10 +1,11 @@
 """``./run.sh scheduler``: a foreground loop that starts due pipelines, for hosts without cron.
 
 - At every minute boundary each enabled, scheduled pipeline whose schedule is due (croniter, in
-  the pipeline's ``timezone``, else the system zone) is started as a NEW process running
-  ``cron_run NAME --trigger scheduler --fired-at MINUTE`` -- the same runner, lock and history as
-  cron. Never a fork of this process. The child processes the intervals that ended by the minute
-  it was due (not by the time it got the store), so ``--once --now T`` and caught-up minutes use T.
+  the pipeline's ``timezone``, else the system zone) is started as a NEW process (a ``fire``
+  child of :mod:`runner.child_protocol`, trigger ``scheduler``) -- the same runner, lock, history
+  and cascade as cron's ``cron_run`` (:mod:`runner.fire`). Never a fork of this process. The
+  child processes the intervals that ended by the minute it was due (not by the time it got the
+  store), so ``--once --now T`` and caught-up minutes use T.
 - A pipeline whose previous process is still running is not started again (logged); the
   runner's lock would refuse it anyway, e.g. against a manual run.
 - Runs missed while the scheduler was not running are not replayed (use backfill). Minutes
@@ -20,28 +21,27 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from types import FrameType
 
-from core.config import PROJECT_ROOT, Settings
+from core.config import Settings
 from core.logging import get_logger
 from pipelines.pipeline_registry import PipelineSpec, Registry
+from runner.child_protocol import ChildRequest, start_child
 from runner.schedule import ScheduleError, cron_fields, is_due, pipeline_zone
 
 log = get_logger("scheduler")
 
 CATCH_UP_MINUTES = 5
 KILL_AFTER_TERM = 10.0
-MAIN = PROJECT_ROOT / "src" / "main.py"
 
 
 @dataclass
 class Child:
     name: str
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     minute: datetime
 
 
@@ -101,13 +101,7 @@ class Scheduler:
             log.warning("Not starting %s for %s: its previous run (pid %d, started for %s) is still running",
                         spec.name, f"{minute:%Y-%m-%d %H:%M}", running.process.pid, f"{running.minute:%H:%M}")
             return False
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")]))
-        process = subprocess.Popen(
-            [sys.executable, str(MAIN), "cron_run", spec.name, "--trigger", "scheduler",
-             "--fired-at", minute.astimezone(UTC).isoformat()],
-            cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL,
-        )
+        process = start_child(ChildRequest("fire", "scheduler", spec.name, minute.astimezone(UTC)))
         self.children[spec.name] = Child(spec.name, process, minute)
         log.info("Started %s (pid %d), due at %s", spec.name, process.pid, f"{minute:%Y-%m-%d %H:%M} UTC")
         return True

@@ -8,28 +8,23 @@ A pipeline lists in ``depends_on`` the pipelines that write the tables it reads.
   of it); an upstream that is not interval-aware (e.g. a cursor-appended raw table) has a success
   that started at or after the interval's end. A success that started before its interval ended
   (today's run) never makes a downstream interval ready.
-- **Downstream runs.** When upstream runs succeed, :func:`run_downstream` runs the downstream
-  pipelines' ready intervals after the upstream released its locks, in dependency order, each as
-  a new process (``cron_run ... --trigger upstream --no-downstream``; never a fork). Several
-  upstream intervals touching one downstream interval give one run of it (coalesced); a
-  downstream that is not interval-aware (it recomputes everything) runs once, for its newest
-  interval.
+- **Downstream runs.** When upstream runs succeed, :func:`runner.cascade.run_downstream` runs the
+  downstream pipelines' ready intervals (:func:`candidates`) in dependency order, in the process
+  that holds the store. Several upstream intervals touching one downstream interval give one run
+  of it (coalesced); a downstream that is not interval-aware (it recomputes everything) runs once,
+  for its newest interval.
 - **The graph.** Discovery (:func:`pipelines.pipeline_registry.check_graph`) turns unknown names
   and cycles into broken entries naming the modules; here the graph is walked in dependency order.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING
 
-from core.config import PROJECT_ROOT
 from core.intervals import Interval, current_interval, split
 from core.logging import get_logger
 from core.models import as_utc
@@ -39,6 +34,7 @@ if TYPE_CHECKING:
     from core.models import RunRecord
     from core.store import Store
     from pipelines.pipeline_registry import PipelineSpec, Registry
+    from runner.coverage import History
 
 log = get_logger("dependencies")
 
@@ -124,11 +120,13 @@ def tree_lines(registry: Registry, name: str | None = None) -> list[str]:
 
 # ---- readiness ------------------------------------------------------------------------------
 
-def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) -> tuple[bool, str]:
+def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval,
+                      history: History | None = None) -> tuple[bool, str]:
     """Is ``upstream`` complete for ``interval``? (and why not, for the user).
 
     The one place readiness is decided: interval-aware upstreams by their coverage
-    (``_dp_coverage``: complete successes only, kept as long as the data), others by the run history.
+    (``_dp_coverage``: complete successes only, kept as long as the data; ``history``: already
+    read for days including the interval's), others by the run history.
     """
     from record.history import list_runs
     from runner.coverage import read_history
@@ -144,20 +142,48 @@ def upstream_complete(store: Store, upstream: PipelineSpec, interval: Interval) 
                 else "it never succeeded")
         return False, (f"upstream '{upstream.name}' (not interval-aware) has no success started at or after "
                        f"{interval.end:%Y-%m-%d %H:%M} UTC ({seen})")
-    last_day = (interval.end - timedelta(microseconds=1)).date()
-    history = read_history(store, upstream.name, create=False, first=interval.start.date(), last=last_day)
+    if history is None:
+        history = read_history(store, upstream.name, create=False, first=interval.start.date(),
+                               last=_last_day(interval))
     if history.is_covered(interval):
         return True, ""
     return False, f"upstream '{upstream.name}' has no complete successful run covering {interval.label}"
 
 
-def unready_reasons(store: Store, registry: Registry, spec: PipelineSpec, interval: Interval) -> list[str]:
-    """Why ``interval`` of ``spec`` is not ready (empty: ready)."""
+def _last_day(interval: Interval) -> date:
+    return (interval.end - timedelta(microseconds=1)).date()
+
+
+def unready_reasons(store: Store, registry: Registry, spec: PipelineSpec, interval: Interval,
+                    histories: dict[str, History] | None = None) -> list[str]:
+    """Why ``interval`` of ``spec`` is not ready (empty: ready); ``histories``: upstreams'
+    coverage already read (see :func:`readiness`)."""
     reasons = []
     for name in spec.entry.depends_on:
-        ready, why = upstream_complete(store, registry.get(name), interval)
+        ready, why = upstream_complete(store, registry.get(name), interval, (histories or {}).get(name))
         if not ready:
             reasons.append(why)
+    return reasons
+
+
+def readiness(store: Store, registry: Registry, spec: PipelineSpec,
+              intervals: Sequence[Interval]) -> Callable[[Interval], list[str]]:
+    """:func:`not_ready`'s reasons for each of ``intervals``, with the coverage of each
+    interval-aware upstream read once for all of them instead of once per interval (a cascade's
+    upstreams do not change while ``spec`` runs: they come before it in dependency order)."""
+    checked = [readiness_interval(spec, i) for i in intervals]
+    histories: dict[str, History] = {}
+    if spec.entry.depends_on and checked:
+        from runner.coverage import read_history
+
+        first, last = min(c.start for c in checked).date(), max(_last_day(c) for c in checked)
+        histories = {name: read_history(store, name, create=False, first=first, last=last)
+                     for name in spec.entry.depends_on if registry.get(name).pipeline.interval_aware}
+
+    def reasons(interval: Interval) -> list[str]:
+        if not spec.entry.depends_on:
+            return []
+        return unready_reasons(store, registry, spec, readiness_interval(spec, interval), histories)
     return reasons
 
 
@@ -194,7 +220,7 @@ def _last_complete(granularity: str, now: datetime) -> Interval:
     return split(current.start - timedelta(seconds=1), current.start, granularity)[-1]  # type: ignore[arg-type]
 
 
-def _candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[Interval]],
+def candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[Interval]],
                 now: datetime) -> list[Interval]:
     """The intervals of ``spec`` that its upstreams' runs in this cascade may have made ready."""
     granularity = spec.entry.granularity
@@ -211,57 +237,6 @@ def _candidates(registry: Registry, spec: PipelineSpec, touched: dict[str, list[
     if ordered and not spec.pipeline.interval_aware:
         return ordered[-1:]  # it recomputes everything: one run, for the newest interval
     return ordered
-
-
-def cron_run_command(name: str, interval: Interval) -> list[str]:
-    """A new process (never a fork) running one downstream interval."""
-    return [sys.executable, str(PROJECT_ROOT / "src" / "main.py"), "cron_run", name,
-            "--start", interval.start.isoformat(), "--end", interval.end.isoformat(),
-            "--trigger", "upstream", "--no-downstream"]
-
-
-def run_downstream(store: Store, registry: Registry, succeeded: Sequence[Succeeded], echo: Callable[[str], None],
-                   already: Iterable[tuple[str, Interval]] = (), now: datetime | None = None) -> int:
-    """Run the downstream pipelines of ``succeeded``, in dependency order; returns how many failed.
-
-    Each ready interval runs once in a new process; an interval that is not ready is reported
-    and skipped; a failure skips what depends on that interval. ``already`` lists (pipeline,
-    interval) pairs that ran anyway (a backfill's own steps) and are not run again.
-    """
-    now = now or datetime.now(UTC)
-    touched: dict[str, list[Interval]] = {}
-    for run in succeeded:
-        touched.setdefault(run.pipeline, []).append(run.interval)
-    done = set(already)
-    failed: dict[str, list[Interval]] = {}
-    failures = 0
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), env.get("PYTHONPATH")]))
-    for name in all_downstream(registry, touched):
-        spec = registry.pipelines[name]
-        if not spec.entry.enabled:
-            continue
-        for interval in _candidates(registry, spec, touched, now):
-            if (name, interval) in done:
-                continue
-            broken_up = [u for u in spec.entry.depends_on
-                         if any(i.start < interval.end and i.end > interval.start for i in failed.get(u, []))]
-            reasons = [f"upstream '{u}' failed" for u in broken_up] or unready_reasons(store, registry, spec, interval)
-            if reasons:
-                echo(f"downstream {name} {interval.label}: not ready, not run ({'; '.join(reasons)})")
-                continue
-            store.close()  # the child needs the embedded store
-            echo(f"downstream {name} {interval.label}: running (trigger upstream)")
-            code = subprocess.run(cron_run_command(name, interval), env=env, cwd=PROJECT_ROOT,
-                                  stdin=subprocess.DEVNULL, check=False).returncode
-            done.add((name, interval))
-            if code == 0:
-                touched.setdefault(name, []).append(interval)
-            else:
-                failures += 1
-                failed.setdefault(name, []).append(interval)
-                echo(f"downstream {name} {interval.label}: failed (exit {code}); see ./run.sh runs {name}")
-    return failures
 
 
 # ---- backfills ------------------------------------------------------------------------------

@@ -105,6 +105,11 @@ def manual_interval(spec: PipelineSpec, now: datetime | None = None) -> tuple[In
 Say = Callable[[str], None]
 
 
+def worst(code: int, other: int) -> int:
+    """The more serious of two exit codes (interrupted > failed > busy > success; others: failed)."""
+    return max(code, other, key=lambda c: _SEVERITY.get(c, _SEVERITY[EXIT_FAILED]))
+
+
 def run_fire(spec: PipelineSpec, settings: Settings, store: Store, plan: FirePlan, trigger: str,
              say: Say, report: Callable[[RunRecord], None], on_finish: RunFinished | None = None) -> int:
     """Run the plan's intervals one by one; the worst exit code (0 when there was nothing to do).
@@ -119,7 +124,7 @@ def run_fire(spec: PipelineSpec, settings: Settings, store: Store, plan: FirePla
         log.info(message, extra={CONSOLE: False})  # said once: cron sends stdout and stderr to one file
         say(message)
         return EXIT_SUCCESS
-    worst = EXIT_SUCCESS
+    outcome = EXIT_SUCCESS
     for task in plan.tasks:
         try:
             result = run_pipeline(spec, settings, store, task.interval, trigger=trigger, on_finish=on_finish)
@@ -128,10 +133,10 @@ def run_fire(spec: PipelineSpec, settings: Settings, store: Store, plan: FirePla
                 say(f"{spec.name}: {task.role} {task.interval.label} skipped: it is running elsewhere ({exc})")
                 continue
             say(f"{spec.name}: {task.interval.label}: {exc}")
-            worst = max(worst, EXIT_BUSY, key=_SEVERITY.__getitem__)
+            outcome = worst(outcome, EXIT_BUSY)
             continue
         report(result)
-        worst = max(worst, result.exit_code, key=_SEVERITY.__getitem__)
+        outcome = worst(outcome, result.exit_code)
         if result.exit_code == EXIT_INTERRUPTED or result.reason == "killed":
             break
-    return worst
+    return outcome

@@ -25,7 +25,8 @@ from core.exceptions import AlreadyRunning
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
-from runner.backfill.worker import run_parallel, share_now
+from runner.backfill.worker import run_parallel
+from runner.turns import share_now
 
 if TYPE_CHECKING:
     from core.config import Settings

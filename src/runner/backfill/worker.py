@@ -1,17 +1,19 @@
 """Parallel backfills: worker processes and the line protocol between them and the parent.
 
-With ``parallel > 1`` each interval runs in a worker process (never a fork: chdb hangs in forked
-children), at most ``parallel`` at a time (the CLI asks for that on a ClickHouse server only: on
-the embedded store workers would just take turns). The parent writes ``{"pipeline", "start",
-"end"}`` lines to a worker's stdin; the worker answers each with a ``{"dp_backfill_result":
-<run record>, "engine_opens": n}`` line (``n``: how often it opened the embedded engine). EOF on
-stdin ends it. A worker keeps its Python and ClickHouse start-up (~1.5 s) across intervals, which
-per-interval processes would pay each time.
+With ``parallel > 1`` each interval runs in a worker process (a ``worker`` child of
+:mod:`runner.child_protocol`; never a fork: chdb hangs in forked children), at most ``parallel``
+at a time (the CLI asks for that on a ClickHouse server only: on the embedded store workers would
+just take turns). After the child's request, the parent writes ``{"pipeline", "start", "end"}``
+lines to a worker's stdin; the worker answers each with a ``{"dp_backfill_result": <run record>,
+"engine_opens": n}`` line (``n``: how often it opened the embedded engine). EOF on stdin ends it.
+A worker keeps its Python and ClickHouse start-up (~1.5 s) across intervals, which per-interval
+processes would pay each time.
 
 On the embedded store a worker is also how a sequential backfill hands the store over without
 growing (:mod:`runner.backfill.execution`): after an interval, a worker that has held the store
-for ``SHARE_STORE_EVERY`` seconds while a process waits for it, or that reopened its engine, is
-ended (its exit gives back the store and every thread chdb kept) and a new one spawned.
+for ``SHARE_STORE_EVERY`` seconds (:mod:`runner.turns`) while a process waits for it, or that
+reopened its engine, is ended (its exit gives back the store and every thread chdb kept) and a new
+one spawned.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from typing import TYPE_CHECKING
 
 from core.exceptions import AlreadyRunning
 from core.intervals import Interval
-from core.logging import get_logger
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
+from runner.turns import share_now
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -43,38 +45,20 @@ if TYPE_CHECKING:
     from pipelines.pipeline_registry import Registry
 
 RESULT_KEY = "dp_backfill_result"
-# A sequential backfill on the embedded store hands it to waiting processes (cron runs) at most
-# this often, so a long backfill delays them by seconds instead of starving them for its whole
-# length. Only when one waits: a backfill nobody waits for keeps its store (and its process).
-SHARE_STORE_EVERY = 5.0
 
-log = get_logger("backfill")
-
-
-def share_now(held_since: float, store: Store) -> bool:
-    """True when the store, held since ``held_since`` (monotonic), is to go to a waiting process now."""
-    if time.monotonic() - held_since > SHARE_STORE_EVERY and store.someone_waits():
-        log.info("Handing the embedded store to a waiting process")
-        return True
-    return False
-
-
-def worker_command() -> list[str]:
-    """A new process (never a fork) that runs the intervals it reads on stdin: ``backfill_worker``."""
-    from core.config import PROJECT_ROOT
-
-    return [sys.executable, str(PROJECT_ROOT / "src" / "main.py"), "backfill_worker"]
+# Sibling workers wait for the embedded store while one holds it: each hands it over 0.1 s after
+# a burst of statements (e.g. while extracting) instead of the default 0.5 s.
+WORKER_STORE_LINGER = 0.1
 
 
 class _Worker:
     """One worker process of a parallel backfill: one interval at a time (see the module doc)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        from core.config import PROJECT_ROOT
+    def __init__(self) -> None:
+        from runner.child_protocol import ChildRequest, start_child
 
         self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        self.process = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self.stderr, text=True, bufsize=1, env=env, cwd=PROJECT_ROOT)
+        self.process = start_child(ChildRequest("worker", "backfill"), stdout=subprocess.PIPE, stderr=self.stderr)
         self.step: Step | None = None
         self.started = 0.0
         self.signalled = False
@@ -128,17 +112,13 @@ class _Pool:
     """The worker processes of one parallel backfill and the selector watching their answers."""
 
     def __init__(self, size: int) -> None:
-        from core.config import PROJECT_ROOT
-
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "src"), self.env.get("PYTHONPATH")]))
         self.selector: selectors.BaseSelector = selectors.DefaultSelector()
         self.workers: list[_Worker] = []
         for _ in range(size):
             self.add()
 
     def add(self) -> None:
-        self.workers.append(worker := _Worker(self.env))
+        self.workers.append(worker := _Worker())
         self.selector.register(worker.process.stdout, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
 
     def feed(self, pending: list[Step]) -> None:
@@ -234,7 +214,7 @@ def _stop_workers(busy: Sequence[_Worker], reason: str, waited: float, grace: fl
 
 
 def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
-    """The ``backfill_worker`` loop: run each interval read from stdin, answer on stdout."""
+    """A backfill worker's loop: run each interval read from stdin, answer on stdout."""
     # Our answers go to the real stdout; anything user code prints goes to stderr instead.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
     sys.stdout.flush()
