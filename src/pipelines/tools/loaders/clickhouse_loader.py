@@ -23,8 +23,8 @@ adapter (``core.clickhouse_adapter``).
     The run's slice ``[start, end)`` of ``time_column`` is replaced as a whole. Every partition
     the slice touches is rebuilt in staging (rows of that partition outside the slice are copied
     in) and swapped in with one ``ALTER ... REPLACE PARTITION``, atomic per partition (not across
-    partitions); a partition left with no rows is dropped. With daily partitions and daily runs nothing is copied. Re-running
-    an interval, a retry or a backfill twice gives exactly the same rows.
+    partitions); a partition left with no rows is dropped. With daily partitions and daily runs
+    nothing is copied. Re-running an interval, a retry or a backfill twice gives exactly the same rows.
 ``append``
     The staged partitions are attached to the target (``ATTACH PARTITION ... FROM``, no copy).
     Each staged batch carries an ``insert_deduplication_token`` (run id + attempt + batch).
