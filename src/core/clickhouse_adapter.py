@@ -9,14 +9,16 @@ Topology: the adapter knows where a table lives. Today that is always ``single``
 engine or one server). Publishing staged rows differs per topology (on a Distributed or
 replicated target, staging is per shard and each node replaces its partitions), so the loader's
 write strategies never ask which one it is: they call :meth:`stage_like`,
-:meth:`replace_partitions`, :meth:`attach_partition` and :meth:`exchange`, which an adapter for
-another topology overrides.
+:meth:`create_table`, :meth:`create_as`, :meth:`add_column`, :meth:`modify_column`, :meth:`replace_partitions`,
+:meth:`attach_partition` and :meth:`exchange`, which an adapter for another topology overrides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
+
+from core.validators import quote_identifier
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -112,7 +114,28 @@ class ClickHouseAdapter:
     def stage_like(self, staging: str, target: str) -> None:
         """(Re)create ``staging`` with ``target``'s structure, partition key, ORDER BY and engine."""
         self.drop(staging, sync=False)
-        self.store.command(f"CREATE TABLE {self.store.table(staging)} AS {self.store.table(target)}")
+        self.create_as(staging, target)
+
+    def create_table(self, table: str, columns: list[tuple[str, str]], engine: str, order_by: str,
+                     partition_by: str | None = None) -> None:
+        """Create ``table`` with ``columns`` (name, type), deduplicating inserts by their
+        ``insert_deduplication_token`` (off by default on a non-replicated MergeTree)."""
+        body = ",\n    ".join(f"{quote_identifier(column)} {type_}" for column, type_ in columns)
+        self.store.command(f"CREATE TABLE {self.store.table(table)} (\n    {body}\n) ENGINE = {engine}\n"
+                           + (f"PARTITION BY {partition_by}\n" if partition_by else "")
+                           + f"ORDER BY ({order_by})\n"
+                           + "SETTINGS non_replicated_deduplication_window = 1000")
+
+    def create_as(self, table: str, source: str) -> None:
+        """Create ``table`` with ``source``'s structure (a first run's target, from its staging table)."""
+        self.store.command(f"CREATE TABLE {self.store.table(table)} AS {self.store.table(source)}")
+
+    def add_column(self, table: str, column: str, type_: str) -> None:
+        self.store.command(f"ALTER TABLE {self.store.table(table)} ADD COLUMN IF NOT EXISTS "
+                           f"{quote_identifier(column)} {type_}")
+
+    def modify_column(self, table: str, column: str, type_: str) -> None:
+        self.store.command(f"ALTER TABLE {self.store.table(table)} MODIFY COLUMN {quote_identifier(column)} {type_}")
 
     def replace_partitions(self, target: str, staging: str, partitions: Iterable[str],
                            emptied: Iterable[str] = ()) -> None:

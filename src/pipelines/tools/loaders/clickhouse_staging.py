@@ -104,17 +104,10 @@ class StagingTable:
             columns.append((spec.run_id_column, "String"))
         name = self._table_name(context)
         context.store.adapter.drop(name, sync=False)
-        context.store.command(self._create_ddl(context, name, columns))
+        order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in spec.order_by)
+        context.store.adapter.create_table(name, columns, self.engine, order, spec.partition_by)
         self._name = name
         self.columns = context.store.adapter.columns(name)
-
-    def _create_ddl(self, context: RunContext, name: str, columns: list[tuple[str, str]]) -> str:
-        body = ",\n    ".join(f"{quote_identifier(column)} {type_}" for column, type_ in columns)
-        order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in self.spec.order_by) or ""
-        return (f"CREATE TABLE {context.store.table(name)} (\n    {body}\n) ENGINE = {self.engine}\n"
-                + (f"PARTITION BY {self.spec.partition_by}\n" if self.spec.partition_by else "")
-                + f"ORDER BY ({order})\n"
-                + "SETTINGS non_replicated_deduplication_window = 1000")
 
     def like_target(self, context: RunContext, again: bool = False) -> None:
         """(Re)create the staging table with the target's structure."""
@@ -125,35 +118,32 @@ class StagingTable:
 
     def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
         """Add columns the data has and the staging table lacks; refuse incompatible types."""
-        store = context.store
         for f in schema:
             existing = self.columns.get(f.name)
             if existing is not None:
                 check_compatible(f.name, existing, f, self.spec.table)
                 continue
             new_type = clickhouse_type(f, nullable=True)
-            store.command(f"ALTER TABLE {store.table(self.name)} ADD COLUMN IF NOT EXISTS "
-                          f"{quote_identifier(f.name)} {new_type}")
+            context.store.adapter.add_column(self.name, f.name, new_type)
             self.columns[f.name] = new_type
 
     def publish_structure(self, context: RunContext, restage: bool) -> bool:
         """Under the commit lock: create the target (then True), or bring it in line with the staging
         table and, when ``restage``, move the staged rows into the target's structure if it differs."""
-        store, table = context.store, self.spec.table
-        if not store.adapter.table_exists(table):
-            store.command(f"CREATE TABLE {store.table(table)} AS {store.table(self.name)}")
+        adapter, table = context.store.adapter, self.spec.table
+        if not adapter.table_exists(table):
+            adapter.create_as(table, self.name)
             return True
-        target = store.adapter.columns(table)
+        target = adapter.columns(table)
         for column, type_ in self.columns.items():
             old = target.get(column)
             if old is None:
-                store.command(f"ALTER TABLE {store.table(table)} ADD COLUMN IF NOT EXISTS "
-                              f"{quote_identifier(column)} {type_}")
+                adapter.add_column(table, column, type_)
                 context.logger.warning("Schema evolution: added column %s %s to %s", column, type_, table)
             elif self.spec.widen_to_nullable and old != type_ and is_nullable(type_) and nullable_type(old) == type_:
                 # Widened in staging by this run (opt-in); without the opt-in a NULL fails re-staging.
-                store.command(f"ALTER TABLE {store.table(table)} MODIFY COLUMN {quote_identifier(column)} {type_}")
-        if restage and list(store.adapter.columns(table).items()) != list(self.columns.items()):
+                adapter.modify_column(table, column, type_)
+        if restage and list(adapter.columns(table).items()) != list(self.columns.items()):
             self._restage(context)
         return False
 
@@ -247,8 +237,7 @@ class StagingTable:
         if not self.spec.widen_to_nullable:
             raise LoadError(self._null_message(column, type_, where), table=table, column=column, row=row)
         widened = nullable_type(type_)
-        context.store.command(f"ALTER TABLE {context.store.table(self.name)} MODIFY COLUMN "
-                              f"{quote_identifier(column)} {widened}")
+        context.store.adapter.modify_column(self.name, column, widened)
         self.columns[column] = widened
         context.logger.warning("Schema evolution: column %s of %s widened to %s (%s is NULL; widen_to_nullable=True)",
                                column, table, widened, where)
