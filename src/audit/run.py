@@ -76,7 +76,7 @@ def start_checks(context: RunContext, loader: Loader) -> None:
         return
     store = context.store
     for kept in kept_tables_of(store, context.pipeline, context.start):
-        store.command(f"DROP TABLE IF EXISTS {store.table(kept)} SYNC")
+        store.adapter.drop(kept)
         context.logger.info("Dropped %s, kept by an earlier failed run of this interval", kept)
     if not checks:
         return

@@ -44,7 +44,7 @@ def run_tables(store: Store, run_id: str | None = None) -> list[str]:
 def drop_tables(store: Store, names: Iterable[str]) -> None:
     """Drop these tables of the store's database (those already gone are no error)."""
     for name in names:
-        store.command(f"DROP TABLE IF EXISTS {store.table(name)} SYNC")
+        store.adapter.drop(name)
 
 
 def drop_run_tables(store: Store, run_id: str) -> list[str]:
