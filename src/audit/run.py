@@ -4,9 +4,9 @@ Write-audit-publish: a loader that stages a run's rows in ClickHouse calls
 ``context.check_staged`` (the runner injects :func:`audit_staged` there) after the last batch
 and before it changes the target. Every check runs there, on the staged slice only; its result is
 stored in ``_dp_checks``. A failing ``error`` check stops the run:
-nothing is published and the staged table is kept (renamed, so the loader's clean-up leaves it)
-for inspection until the next run of that interval or ``./run.sh clean``. A failing ``warn``
-check is recorded and logged, and the rows are published.
+nothing is published and the staged rows are kept (through ``Staged.keep``, under a name the
+loader's clean-up leaves alone) for inspection until the next run of that interval or
+``./run.sh clean``. A failing ``warn`` check is recorded and logged, and the rows are published.
 """
 
 from __future__ import annotations
@@ -59,12 +59,6 @@ def resolve_checks(pipeline: str, checks: Any, loader: Loader) -> list[Check]:
     return list(checks)
 
 
-def _columns_of(context: RunContext, table: str) -> dict[str, str]:
-    return dict(context.store.query_rows(
-        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} ORDER BY position",
-        {"db": context.store.database, "t": table}))
-
-
 def _check_columns(context: RunContext, check: Check, columns: dict[str, str], table: str) -> None:
     for column in check.columns():
         if column not in columns:
@@ -82,14 +76,14 @@ def start_checks(context: RunContext, loader: Loader) -> None:
         return
     store = context.store
     for kept in kept_tables_of(store, context.pipeline, context.start):
-        store.command(f"DROP TABLE IF EXISTS {store.table(kept)} SYNC")
+        store.adapter.drop(kept)
         context.logger.info("Dropped %s, kept by an earlier failed run of this interval", kept)
     if not checks:
         return
     # Without the table yet (the first run creates it) only the syntax can be checked now; the
     # columns are checked on the staged rows before anything is published.
     exists = store.table_exists(table)
-    columns = _columns_of(context, table) if exists else {}
+    columns = store.adapter.columns(table) if exists else {}
     audit = Audit(context, Staged(table, table, loader.mode or "append"), columns)
     for check in checks:
         if exists:
@@ -123,7 +117,7 @@ def audit_staged(context: RunContext, staged: Staged) -> list[CheckResult]:
     checks: list[Check] = list(context.checks)
     if not checks:
         return []
-    columns = _columns_of(context, staged.staging)
+    columns = context.store.adapter.columns(staged.staging)
     for check in checks:
         _check_columns(context, check, columns, staged.target)
     results = [_run_one(context, check, staged, columns) for check in checks]
@@ -146,11 +140,14 @@ def audit_staged(context: RunContext, staged: Staged) -> list[CheckResult]:
 
 
 def _keep(context: RunContext, staged: Staged) -> str:
-    """Rename the staging table out of the loader's way; returns the kept name."""
-    store = context.store
+    """Keep the staged rows under a name no clean-up of the loader's matches (``Staged.keep``, or
+    by renaming the staging table when the loader gives none); returns the kept name."""
     rest = staged.staging[len(STAGING_PREFIX):] if staged.staging.startswith(STAGING_PREFIX) else staged.staging
     kept = re.sub(r"[^A-Za-z0-9_]", "_", f"{STAGING_PREFIX}{KEPT_MARKER}{rest}")
-    store.command(f"RENAME TABLE {store.table(staged.staging)} TO {store.table(kept)}")
+    if staged.keep is not None:
+        staged.keep(kept)
+    else:
+        context.store.adapter.rename(staged.staging, kept)
     return kept
 
 

@@ -38,16 +38,13 @@ def run_table_name(base: str, run_id: str) -> str:
 
 def run_tables(store: Store, run_id: str | None = None) -> list[str]:
     """Run-private tables in the store's database (of one run, or of every run)."""
-    return [name for (name,) in store.query_rows(
-        "SELECT name FROM system.tables WHERE database = {db:String} AND startsWith(name, {p:String}) "
-        "AND endsWith(name, {s:String}) ORDER BY name",
-        {"db": store.database, "p": STAGING_PREFIX, "s": run_suffix(run_id) if run_id else ""})]
+    return store.adapter.tables(STAGING_PREFIX, run_suffix(run_id) if run_id else "")
 
 
 def drop_tables(store: Store, names: Iterable[str]) -> None:
     """Drop these tables of the store's database (those already gone are no error)."""
     for name in names:
-        store.command(f"DROP TABLE IF EXISTS {store.table(name)} SYNC")
+        store.adapter.drop(name)
 
 
 def drop_run_tables(store: Store, run_id: str) -> list[str]:

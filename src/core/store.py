@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
+from core.clickhouse_adapter import ClickHouseAdapter
 from core.exceptions import StoreError, StoreLockTimeout
 from core.locks import FileLock
 from core.logging import get_logger
@@ -81,6 +82,9 @@ class Store:
         # for yet, False: none, so the store is opened in-process).
         self._local: ServerRecord | Literal[False] | None = None
         self._child = StoreChild(settings) if turns and settings.is_embedded else None
+        #: Catalogue look-ups and publishing DDL (``core.clickhouse_adapter``): what the framework asks
+        #: ClickHouse about its tables goes through it.
+        self.adapter = ClickHouseAdapter(self)
         atexit.register(self.close)
         if self._child is not None:
             atexit.register(self._child.shutdown)  # runs first: no new child once exiting
@@ -370,11 +374,7 @@ class Store:
 
     def list_tables(self) -> list[dict[str, Any]]:
         """Tables of the configured database: name, engine, rows (``None`` for views)."""
-        return self.query_dicts(
-            "SELECT name, engine, total_rows AS rows FROM system.tables "
-            "WHERE database = {db:String} ORDER BY name",
-            {"db": self.database},
-        )
+        return self.adapter.table_listing()
 
     def server_version(self) -> str:
         with self.session() as client:

@@ -40,13 +40,8 @@ def check_materialized_views(registry: Registry, settings: Settings) -> list[Che
     try:
         if not store.database_exists():
             return []
-        rows = store.query_rows(
-            "SELECT name, arrayFilter((t, d) -> d = {db:String}, dependencies_table, dependencies_database) "
-            "FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
-            {"db": store.database, "names": list(tables)})
-        views = {name for (name,) in store.query_rows(
-            "SELECT name FROM system.tables WHERE database = {db:String} AND engine = 'MaterializedView'",
-            {"db": store.database})}
+        rows = store.adapter.dependents(tables).items()
+        views = set(store.adapter.tables(engine="MaterializedView"))
     except DataProcessorError as exc:
         return [CheckResult("materialized views", "warn", f"could not look for materialized views: {exc}")]
     finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, Union
@@ -206,7 +206,10 @@ class Staged:
 
     ``target`` is the table the rows go to, ``staging`` the table holding them now. ``mode``:
     the loader's write mode (``interval``, ``append``, ``replace``, ``merge``); ``time_column``
-    bounds the slice in interval mode; ``primary_key`` is the merge key.
+    bounds the slice in interval mode; ``primary_key`` is the merge key. ``keep(name)``: when an
+    ``error`` check fails, the checks keep the staged rows for inspection under ``name`` through
+    it, and the loader then neither publishes nor drops them. Without it (``None``) the checks
+    rename ``staging`` to ``name`` in the store, and the loader finds nothing under the old name.
     """
 
     target: str
@@ -214,6 +217,7 @@ class Staged:
     mode: str = "append"
     time_column: str | None = None
     primary_key: list[str] = field(default_factory=list)
+    keep: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

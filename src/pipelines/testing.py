@@ -136,10 +136,7 @@ class TestProject:
         table = spec.table_name
         if not table or not self.store.table_exists(table):
             return []
-        columns = {row["name"] for row in self.query(
-            "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
-            {"t": table})}
-        if RUN_ID_COLUMN not in columns:
+        if RUN_ID_COLUMN not in self.store.adapter.columns(table):
             return self.table_rows(table)
         return self.query(f"SELECT * FROM {self.store.table(table)} WHERE {RUN_ID_COLUMN} = {{r:String}}",
                           {"r": run_id})

@@ -105,12 +105,8 @@ def _up_to_date(store: Store, ttl_days: int) -> bool:
     from record.totals import TOTALS_TABLE
     from record.waivers import WAIVERS_TABLE
 
-    rows = store.query_rows(
-        "SELECT name, create_table_query FROM system.tables WHERE database = {db:String} AND name IN {t:Array(String)}",
-        {"db": store.database, "t": [RUNS_TABLE, STATE_TABLE, QUARANTINE_TABLE, COVERAGE_TABLE,
-                                                 WAIVERS_TABLE, TOTALS_TABLE]},
-    )
-    ddl = dict(rows)
+    ddl = store.adapter.create_statements([RUNS_TABLE, STATE_TABLE, QUARANTINE_TABLE, COVERAGE_TABLE,
+                                           WAIVERS_TABLE, TOTALS_TABLE])
     ttl = f"toIntervalDay({ttl_days})"
     return (len(ddl) == 6 and ttl in ddl[RUNS_TABLE] and ttl in ddl[QUARANTINE_TABLE]
             and all(f"`{column}` " in ddl[QUARANTINE_TABLE] for column in ("interval_start", "interval_end")))
@@ -142,11 +138,8 @@ def ensure_framework_tables(store: Store) -> None:
     _ensure_totals(store)
     # Keep the retention in step with RUN_HISTORY_TTL_DAYS when it changes.
     for table in (RUNS_TABLE, QUARANTINE_TABLE):
-        ddl = store.command(
-            "SELECT create_table_query FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-            {"db": store.database, "t": table},
-        )
-        if f"toIntervalDay({ttl_days})" not in str(ddl):
+        ddl = store.adapter.create_statements([table]).get(table, "")
+        if f"toIntervalDay({ttl_days})" not in ddl:
             column = "started_at" if table == RUNS_TABLE else "quarantined_at"
             store.command(f"ALTER TABLE {store.table(table)} MODIFY TTL toDateTime({column}) + INTERVAL {ttl_days} DAY")
     store._dp_framework_tables = done  # type: ignore[attr-defined]

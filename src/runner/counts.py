@@ -96,10 +96,9 @@ def table_counts(store: Store, table: str, time_column: str | None, first: date,
     total = int(store.command(f"SELECT count() FROM {store.table(table)}"))
     if not time_column:
         return total, {}
-    kind = store.command("SELECT type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
-                         "AND name = {c:String}", {"db": store.database, "t": table, "c": time_column})
+    kind = store.adapter.columns(table).get(time_column, "")
     column = quote_identifier(time_column)
-    day = column if str(kind).removeprefix("Nullable(").startswith("Date") and "DateTime" not in str(kind) \
+    day = column if kind.removeprefix("Nullable(").startswith("Date") and "DateTime" not in kind \
         else f"toDate({column}, 'UTC')"
     rows = store.query_rows(
         f"SELECT {day} AS d, count() FROM {store.table(table)} "

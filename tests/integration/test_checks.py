@@ -267,3 +267,31 @@ def test_a_context_built_without_an_auditor_loads_without_checks_and_refuses_che
     with pytest.raises(DataProcessorError, match="this run context cannot run data checks"):
         create_el_pipeline(Rows(orders([3])), loader, "t").run(context)
     assert table_rows(store, "no_auditor") == [(1, "ok", 1.0), (2, "ok", 1.0)]
+
+
+@pytest.mark.same_in_both_runs("a RENAME by the audit, nothing the engine modes do differently")
+def test_a_users_staging_loader_without_keep_gets_its_rows_kept_by_a_rename(store: Store, make_context) -> None:
+    """A loader of the user's own that stages in ClickHouse and hands over ``Staged`` without
+    ``keep``: a failing check renames its staging table (documented), so its rollback finds nothing."""
+    from pipelines.interfaces import Loader, Staged, to_arrow
+
+    class Staging(Loader):
+        supports_checks, table, mode = True, "u", "append"
+
+        def begin(self, context) -> None:
+            context.store.command("CREATE TABLE _dp_stage_u_mine (id Int64, status Nullable(String)) "
+                                  "ENGINE = MergeTree ORDER BY id")
+
+        def write(self, batch, context) -> int:
+            return context.store.insert_arrow("_dp_stage_u_mine", to_arrow(batch).select(["id", "status"]))
+
+        def commit(self, context) -> None:
+            context.check_staged(Staged("u", "_dp_stage_u_mine", "append"))
+
+        def rollback(self, context) -> None:
+            context.store.command("DROP TABLE IF EXISTS _dp_stage_u_mine")
+
+    with pytest.raises(CheckFailed, match=r"staged rows kept in _dp_stage_kept_u_mine"):
+        run(make_context, Staging(), orders([1, 2], status=["ok", None]), [not_null("status")], run_id="mine")
+    assert kept_tables(store) == ["_dp_stage_kept_u_mine"]
+    assert store.query_rows("SELECT id FROM _dp_stage_kept_u_mine ORDER BY id") == [(1,), (2,)]

@@ -26,9 +26,8 @@ def partitions_of_run(context: RunContext, table: str, run_id_column: str | None
     """Partitions of ``table`` holding rows of this run, read from its run id column."""
     if not run_id_column:
         return set()
-    return {p for (p,) in context.store.query_rows(
-        f"SELECT DISTINCT _partition_id FROM {context.store.table(table)} "
-        f"WHERE {quote_identifier(run_id_column)} = {{r:String}}", {"r": context.run_id})}
+    return set(context.store.adapter.partitions(table, f"{quote_identifier(run_id_column)} = {{r:String}}",
+                                                 {"r": context.run_id}))
 
 
 def ensure_attached_table(store: Store) -> None:
@@ -39,20 +38,14 @@ def ensure_attached_table(store: Store) -> None:
                   f"ORDER BY (table, run_id) TTL toDateTime(recorded_at) + INTERVAL {ATTACHED_TTL_DAYS} DAY")
 
 
-def _partition_rows(store: Store, table: str, partition: str) -> int:
-    return int(store.command(f"SELECT count() FROM {store.table(table)} WHERE _partition_id = {{p:String}}",
-                             {"p": partition}))
-
-
 def attach_recorded(context: RunContext, table: str, staging: str, partition: str) -> bool:
     """Attach ``partition`` of ``staging`` to ``table`` unless this run already did; True if attached.
 
     For targets without a run id column (see the module doc); :func:`ensure_attached_table` first.
     """
     store = context.store
-    staged = int(store.command(f"SELECT count() FROM {store.table(staging)} WHERE _partition_id = {{p:String}}",
-                               {"p": partition}))
-    now = _partition_rows(store, table, partition)
+    staged = store.adapter.partition_rows(staging, partition)
+    now = store.adapter.partition_rows(table, partition)
     earlier = store.query_rows(
         f"SELECT rows_before, rows_staged FROM {store.table(ATTACHED_TABLE)} WHERE table = {{t:String}} "
         "AND run_id = {r:String} AND partition_id = {p:String} ORDER BY recorded_at DESC LIMIT 1",
@@ -70,5 +63,5 @@ def attach_recorded(context: RunContext, table: str, staging: str, partition: st
                             table=table, partition=partition)
     store.insert_rows(ATTACHED_TABLE, [[context.run_id, table, partition, now, staged]],
                       ["run_id", "table", "partition_id", "rows_before", "rows_staged"])
-    store.command(f"ALTER TABLE {store.table(table)} ATTACH PARTITION ID '{partition}' FROM {store.table(staging)}")
+    store.adapter.attach_partition(table, staging, partition)
     return True

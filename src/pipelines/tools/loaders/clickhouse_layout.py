@@ -67,11 +67,8 @@ class Layout:
 
 def read_layout(store: Store, table: str, time_column: str, supplied: set[str]) -> Layout:
     """``table``'s layout; ``supplied``: the columns the run's data carries (their DEFAULTs do not apply)."""
-    [(key,)] = store.query_rows("SELECT partition_key FROM system.tables WHERE database = {db:String} "
-                                "AND name = {t:String}", {"db": store.database, "t": table})
-    columns = {name: (type_, kind, expression) for name, type_, kind, expression in store.query_rows(
-        "SELECT name, type, default_kind, default_expression FROM system.columns WHERE database = {db:String} "
-        "AND table = {t:String}", {"db": store.database, "t": table})}
+    key = store.adapter.partition_key(table)
+    columns = store.adapter.column_defaults(table)
     names = list(columns)
     time_type = columns.get(time_column, ("DateTime64(6, 'UTC')", "", ""))[0]
     used = referenced_columns([key], names) if key else set()

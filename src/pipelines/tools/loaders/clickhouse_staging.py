@@ -1,18 +1,20 @@
-"""The ClickHouse loader's staging table and its structure, and the NULL rules.
+"""One run's staging table for the ClickHouse loader: its structure, schema evolution, the NULL rules.
 
 The run's rows go to a staging table whose structure follows the target (or, for a first run,
 the data); changes of structure are made to the staging table during the run and to the target
-only at commit (:meth:`StagedStructure._publish_structure`), under the commit lock.
+only at commit (:meth:`StagingTable.publish_structure`), under the commit lock. What happens to
+the staged rows then is the write strategy's (``clickhouse_strategies``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
+from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource, run_table_name
 from pipelines.tools.loaders.clickhouse_schema import (
@@ -26,168 +28,233 @@ from pipelines.tools.loaders.clickhouse_schema import (
     referenced_columns,
 )
 
-Mode = Literal["interval", "append", "replace", "merge"]
-MODES = ("interval", "append", "replace", "merge")
-
 # Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases. A NULL
 # must never become a type's default: ``input_format_null_as_default`` covers format inserts
 # (the server path), ``insert_null_as_default`` every ``INSERT ... SELECT`` (chdb's Python(), the
 # Parquet push-down, partition rebuilds); both then fail with Code 349.
 # Every insert goes to the run's staging table, so one touching many partitions (a year of daily
 # partitions in one load) is normal there: no limit (the default of 100 would fail it).
-_INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0,
-                    "max_partitions_per_insert_block": 0}
+INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0,
+                   "max_partitions_per_insert_block": 0}
 
 
-class StagedStructure:
-    """Staging-table structure and NULL handling for :class:`ClickHouseLoader` (a mixin)."""
+@dataclass(frozen=True)
+class TableSpec:
+    """What the loader was told about its table (the same for every run)."""
 
     table: str
-    mode: Mode
-    time_column: str | None
-    order_by: list[str]
-    partition_by: str | None
-    version_column: str | None
-    run_id_column: str | None
-    widen_to_nullable: bool
-    _staging: str | None
-    _columns: dict[str, str]
-    _rows: int
+    time_column: str | None = None
+    order_by: list[str] = field(default_factory=list)
+    partition_by: str | None = None
+    primary_key: list[str] = field(default_factory=list)
+    version_column: str | None = None
+    run_id_column: str | None = None
+    widen_to_nullable: bool = False
+
+    def keys(self, names: list[str]) -> set[str]:
+        """Which of ``names`` ClickHouse sorts or partitions by (never Nullable)."""
+        exprs = [*self.order_by, self.partition_by or "", self.time_column or "", self.version_column or ""]
+        return referenced_columns(exprs, names)
+
+
+class StagingTable:
+    """A run's private staging table (``_dp_stage_<table>_<run id>``) in the store; ``engine``:
+    the table engine of a staging table (and so of a target) made from the data."""
+
+    def __init__(self, spec: TableSpec, engine: str) -> None:
+        self.spec = spec
+        self.engine = engine
+        self._name: str | None = None
+        self.columns: dict[str, str] = {}  # the staging table's columns (the target's at commit)
+        self.rows = 0
+        self.batches = 0
+        self.supplied: set[str] = set()  # the columns the run's data carries (their DEFAULTs do not apply)
+
+    @property
+    def exists(self) -> bool:
+        return self._name is not None
+
+    @property
+    def name(self) -> str:
+        assert self._name is not None
+        return self._name
 
     # ---- structure: staging during the run, the target at commit ------------------------
 
-    def _ensure_staging(self, context: RunContext, schema: pa.Schema) -> None:
-        """The run's staging table, before its first rows: like the target, or from the data."""
-        if self._staging is not None:
-            return
-        if context.store.table_exists(self.table):  # another run created it since begin()
-            self._stage_like_target(context)
-            return
-        names = list(schema.names)
-        missing = [c for c in [*self.order_by, *([self.time_column] if self.time_column else [])]
+    def prepare(self, context: RunContext, schema: pa.Schema) -> None:
+        """Before rows of ``schema`` go in: the table exists and has their columns."""
+        if self._name is None:
+            if context.store.adapter.table_exists(self.spec.table):  # another run created it since begin()
+                self.like_target(context)
+            else:
+                self._create_from(context, schema)
+        self._evolve(context, schema)
+        self.supplied.update(schema.names)
+
+    def _create_from(self, context: RunContext, schema: pa.Schema) -> None:
+        spec, names = self.spec, list(schema.names)
+        missing = [c for c in [*spec.order_by, *([spec.time_column] if spec.time_column else [])]
                    if re.fullmatch(r"\w+", c) and c not in names]
         if missing:
-            raise LoadError(f"Cannot create table '{self.table}': the data has no column "
+            raise LoadError(f"Cannot create table '{spec.table}': the data has no column "
                             f"{', '.join(map(repr, missing))} (columns: {', '.join(names)})")
-        keys = self._keys(names)
+        keys = spec.keys(names)
         columns = [(f.name, clickhouse_type(f, nullable=f.nullable and f.name not in keys)) for f in schema]
-        if self.run_id_column:
-            columns.append((self.run_id_column, "String"))
-        name = self._staging_table_name(context)
-        context.store.command(f"DROP TABLE IF EXISTS {context.store.table(name)}")
-        context.store.command(self._create_ddl(context, name, columns))
-        self._staging = name
-        self._columns = self._table_columns(context, name)
+        if spec.run_id_column:
+            columns.append((spec.run_id_column, "String"))
+        name = self._table_name(context)
+        context.store.adapter.drop(name, sync=False)
+        order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in spec.order_by)
+        context.store.adapter.create_table(name, columns, self.engine, order, spec.partition_by)
+        self._name = name
+        self.columns = context.store.adapter.columns(name)
 
-    def _create_ddl(self, context: RunContext, name: str, columns: list[tuple[str, str]]) -> str:
-        body = ",\n    ".join(f"{quote_identifier(column)} {type_}" for column, type_ in columns)
-        if self.mode == "merge":
-            engine = f"ReplacingMergeTree({quote_identifier(self.version_column)})" if self.version_column \
-                else "ReplacingMergeTree"
-        else:
-            engine = "MergeTree"
-        order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in self.order_by) or ""
-        return (f"CREATE TABLE {context.store.table(name)} (\n    {body}\n) ENGINE = {engine}\n"
-                + (f"PARTITION BY {self.partition_by}\n" if self.partition_by else "")
-                + f"ORDER BY ({order})\n"
-                + "SETTINGS non_replicated_deduplication_window = 1000")
+    def like_target(self, context: RunContext, again: bool = False) -> None:
+        """(Re)create the staging table with the target's structure."""
+        name = self._table_name(context, again)
+        context.store.adapter.stage_like(name, self.spec.table)
+        self._name = name
+        self.columns = context.store.adapter.columns(name)
 
-    def _stage_like_target(self, context: RunContext, again: bool = False) -> None:
-        store = context.store
-        name = self._staging_table_name(context, again)
-        store.command(f"DROP TABLE IF EXISTS {store.table(name)}")
-        store.command(f"CREATE TABLE {store.table(name)} AS {store.table(self.table)}")
-        self._staging = name
-        self._columns = self._table_columns(context, name)
+    def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
+        """Add columns the data has and the staging table lacks; refuse incompatible types."""
+        for f in schema:
+            existing = self.columns.get(f.name)
+            if existing is not None:
+                check_compatible(f.name, existing, f, self.spec.table)
+                continue
+            new_type = clickhouse_type(f, nullable=True)
+            context.store.adapter.add_column(self.name, f.name, new_type)
+            self.columns[f.name] = new_type
 
-    def _publish_structure(self, context: RunContext) -> None:
-        """Under the commit lock: create the target, or bring it and the staging table in line."""
-        store = context.store
-        if not store.table_exists(self.table):
-            store.command(f"CREATE TABLE {store.table(self.table)} AS {store.table(self._staging_name)}")
-            context.logger.info("Created table %s (%s mode) from the run's data", self.table, self.mode)
-            return
-        target = self._table_columns(context, self.table)
-        for column, type_ in self._columns.items():
+    def publish_structure(self, context: RunContext, restage: bool) -> bool:
+        """Under the commit lock: create the target (then True), or bring it in line with the staging
+        table and, when ``restage``, move the staged rows into the target's structure if it differs."""
+        adapter, table = context.store.adapter, self.spec.table
+        if not adapter.table_exists(table):
+            adapter.create_as(table, self.name)
+            return True
+        target = adapter.columns(table)
+        for column, type_ in self.columns.items():
             old = target.get(column)
             if old is None:
-                store.command(f"ALTER TABLE {store.table(self.table)} ADD COLUMN IF NOT EXISTS "
-                              f"{quote_identifier(column)} {type_}")
-                context.logger.warning("Schema evolution: added column %s %s to %s", column, type_, self.table)
-            elif self.widen_to_nullable and old != type_ and is_nullable(type_) and nullable_type(old) == type_:
+                adapter.add_column(table, column, type_)
+                context.logger.warning("Schema evolution: added column %s %s to %s", column, type_, table)
+            elif self.spec.widen_to_nullable and old != type_ and is_nullable(type_) and nullable_type(old) == type_:
                 # Widened in staging by this run (opt-in); without the opt-in a NULL fails re-staging.
-                store.command(f"ALTER TABLE {store.table(self.table)} MODIFY COLUMN {quote_identifier(column)} {type_}")
-        target = self._table_columns(context, self.table)
-        if list(target.items()) != list(self._columns.items()) and self.mode != "replace":
+                adapter.modify_column(table, column, type_)
+        if restage and list(adapter.columns(table).items()) != list(self.columns.items()):
             self._restage(context)
+        return False
 
     def _restage(self, context: RunContext) -> None:
         """Another run created or changed the target meanwhile: move the rows into its structure."""
         store = context.store
-        old, names = self._staging_name, list(self._columns)
-        self._staging = None
-        self._stage_like_target(context, again=old == self._staging_table_name(context))
+        old, names = self.name, list(self.columns)
+        self._name = None
+        self.like_target(context, again=old == self._table_name(context))
         columns = ", ".join(quote_identifier(n) for n in names)
         try:
-            store.command(f"INSERT INTO {store.table(self._staging_name)} ({columns}) "
-                          f"SELECT {columns} FROM {store.table(old)}",
-                          settings={**_INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-restage"})
+            store.command(f"INSERT INTO {store.table(self.name)} ({columns}) SELECT {columns} FROM {store.table(old)}",
+                          settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-restage"})
         except StoreError as exc:
             column = self._null_column(exc)
             if column is None:
                 raise
-            raise LoadError(self._null_message(column, self._columns[column], "the run's data (re-staged into "
-                            f"{self.table}, which another run created or changed meanwhile)")) from None
+            raise LoadError(self._null_message(column, self.columns[column], "the run's data (re-staged into "
+                            f"{self.spec.table}, which another run created or changed meanwhile)")) from None
         finally:
-            store.command(f"DROP TABLE IF EXISTS {store.table(old)} SYNC")
+            store.adapter.drop(old)
         context.logger.info("Table %s was created or changed by another run meanwhile: re-staged %d rows into "
-                            "its structure", self.table, self._rows)
+                            "its structure", self.spec.table, self.rows)
+
+    # ---- rows ----------------------------------------------------------------------------
+
+    def constants(self, context: RunContext) -> dict[str, str]:
+        """Columns with one value for the whole run (the run id, when the table records it)."""
+        column = self.spec.run_id_column
+        return {column: context.run_id} if column and column in self.columns else {}
+
+    def insert(self, context: RunContext, data: pa.Table) -> int:
+        """Stage one batch (its NULLs checked); returns its rows."""
+        self.batches += 1
+        token = f"{context.run_id}-{context.attempt}-{self.batches}"
+        # The run id is a constant column: ClickHouse fills it during the insert (no 100k-row
+        # string column built per batch in Python); a column of that name in the data is replaced.
+        context.store.insert_arrow(self.name, data, constants=self.constants(context),
+                                   settings={**INSERT_SETTINGS, "insert_deduplication_token": token})
+        self.rows += data.num_rows
+        return data.num_rows
+
+    def insert_select(self, context: RunContext, source: SqlSource, names: list[str]) -> None:
+        """Stage ``source`` (columns ``names``) with one ``INSERT ... SELECT``; a NULL for a column
+        that cannot hold it widens the column (opt-in, then the insert is redone) or fails naming the row."""
+        store = context.store
+        staging = store.table(self.name)
+        constants = self.constants(context)
+        targets = [quote_identifier(n) for n in [*names, *constants]]
+        values = [quote_identifier(n) for n in names] + [sql_literal(v) for v in constants.values()]
+        insert = (f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} "
+                  f"FROM {source.expression}")
+        settings = {**INSERT_SETTINGS, **source.settings,
+                    "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
+        while True:
+            try:
+                store.command(insert, source.parameters or None, settings=settings)
+                break
+            except StoreError as exc:
+                column = self._null_column(exc)
+                if column is None:
+                    raise
+                where = self._first_null_in_source(context, source, column)
+                self._null_into(context, column, self.columns[column], where)  # widens or raises
+                store.command(f"TRUNCATE TABLE {staging}")
+
+    def count(self, context: RunContext) -> int:
+        """Rows in the staging table now."""
+        return int(context.store.command(f"SELECT count() FROM {context.store.table(self.name)}"))
 
     # ---- NULLs ---------------------------------------------------------------------------
 
-    def _keys(self, names: list[str]) -> set[str]:
-        """Columns ClickHouse sorts or partitions by (never Nullable)."""
-        exprs = [*self.order_by, self.partition_by or "", self.time_column or "", self.version_column or ""]
-        return referenced_columns(exprs, names)
-
-    def _check_nulls(self, context: RunContext, data: pa.Table) -> None:
+    def check_nulls(self, context: RunContext, data: pa.Table) -> None:
         """A NULL for a column that cannot hold it: widen (opt-in) or fail naming the row."""
         for name in data.column_names:
             values = data.column(name)
-            type_ = self._columns.get(name)
+            type_ = self.columns.get(name)
             if not values.null_count or type_ is None or is_nullable(type_) or not can_be_nullable(type_):
                 continue
-            row = self._rows + first_null(values) + 1
+            row = self.rows + first_null(values) + 1
             where = f"row {row} of the run's data"
-            if name in self._keys([name]):
+            if name in self.spec.keys([name]):
                 where += f" ({values.null_count} NULL(s) in that batch)"
             self._null_into(context, name, type_, where, row)
 
     def _null_into(self, context: RunContext, column: str, type_: str, where: str, row: int | None = None) -> None:
-        if column in self._keys([column]):
-            raise LoadError(f"Loader for '{self.table}': key column '{column}' (ORDER BY/PARTITION BY) is NULL in "
+        table = self.spec.table
+        if column in self.spec.keys([column]):
+            raise LoadError(f"Loader for '{table}': key column '{column}' (ORDER BY/PARTITION BY) is NULL in "
                             f"{where}; a key column cannot hold NULL: fill or filter it in a transformer",
-                            table=self.table, column=column, row=row)
-        if not self.widen_to_nullable:
-            raise LoadError(self._null_message(column, type_, where), table=self.table, column=column, row=row)
+                            table=table, column=column, row=row)
+        if not self.spec.widen_to_nullable:
+            raise LoadError(self._null_message(column, type_, where), table=table, column=column, row=row)
         widened = nullable_type(type_)
-        context.store.command(f"ALTER TABLE {context.store.table(self._staging_name)} MODIFY COLUMN "
-                              f"{quote_identifier(column)} {widened}")
-        self._columns[column] = widened
+        context.store.adapter.modify_column(self.name, column, widened)
+        self.columns[column] = widened
         context.logger.warning("Schema evolution: column %s of %s widened to %s (%s is NULL; widen_to_nullable=True)",
-                               column, self.table, widened, where)
+                               column, table, widened, where)
 
     def _null_message(self, column: str, type_: str, where: str) -> str:
-        return (f"Loader for '{self.table}': column '{column}' is {type_} (not Nullable) but is NULL in {where}; "
-                "a NULL is never stored as a default: make the column Nullable (a migration, or the loader's "
-                "widen_to_nullable=True) or fill it in a transformer")
+        return (f"Loader for '{self.spec.table}': column '{column}' is {type_} (not Nullable) but is NULL in "
+                f"{where}; a NULL is never stored as a default: make the column Nullable (a migration, or the "
+                "loader's widen_to_nullable=True) or fill it in a transformer")
 
     @staticmethod
     def _null_column(exc: StoreError) -> str | None:
         match = NULL_INTO_NON_NULLABLE.search(str(exc))
         return match.group(2) if match else None
 
-    def _first_null_in_source(self, context: RunContext, source: SqlSource, column: str) -> str:
+    @staticmethod
+    def _first_null_in_source(context: RunContext, source: SqlSource, column: str) -> str:
         try:
             [(path, row)] = context.store.query_rows(
                 f"SELECT _path, _row_number FROM {source.expression} WHERE {quote_identifier(column)} IS NULL "
@@ -196,47 +263,22 @@ class StagedStructure:
         except (StoreError, ValueError):  # a source without those virtual columns
             return source.description
 
+    # ---- the table's end -----------------------------------------------------------------
 
-    # ---- staging helpers ------------------------------------------------------------------
-
-    @property
-    def _staging_name(self) -> str:
-        assert self._staging is not None
-        return self._staging
-
-    def _staging_table_name(self, context: RunContext, again: bool = False) -> str:
+    def _table_name(self, context: RunContext, again: bool = False) -> str:
         # A run-private table: the framework drops a crashed run's leftovers (core.run_tables).
-        return run_table_name(f"{self.table}{'_restaged' if again else ''}", context.run_id)
+        return run_table_name(f"{self.spec.table}{'_restaged' if again else ''}", context.run_id)
 
-    def _table_columns(self, context: RunContext, table: str) -> dict[str, str]:
-        rows = context.store.query_rows(
-            "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String} "
-            "ORDER BY position", {"db": context.store.database, "t": table})
-        return dict(rows)
+    def keep(self, context: RunContext, name: str) -> None:
+        """Keep the staged rows as ``name`` (a failed check): they are then neither published nor dropped."""
+        context.store.adapter.rename(self.name, name)
+        self._name = None
 
-    def _partitions(self, context: RunContext, table: str) -> list[str]:
-        return [p for (p,) in context.store.query_rows(
-            "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} "
-            "AND active", {"db": context.store.database, "t": table})]
-
-    def _drop_staging(self, context: RunContext) -> None:
-        if self._staging is not None:
-            name, self._staging = self._staging, None
+    def drop(self, context: RunContext) -> None:
+        """Drop the staging table (nothing when there is none, or it was kept); never raises."""
+        if self._name is not None:
+            name, self._name = self._name, None
             try:
-                context.store.command(f"DROP TABLE IF EXISTS {context.store.table(name)} SYNC")
+                context.store.adapter.drop(name)
             except Exception:
                 context.logger.warning("Could not drop staging table %s; ./run.sh clean removes it", name)
-
-    def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
-        """Add columns the data has and the staging table lacks; refuse incompatible types."""
-        store = context.store
-        for field in schema:
-            existing = self._columns.get(field.name)
-            if existing is not None:
-                check_compatible(field.name, existing, field, self.table)
-                continue
-            new_type = clickhouse_type(field, nullable=True)
-            store.command(f"ALTER TABLE {store.table(self._staging_name)} ADD COLUMN IF NOT EXISTS "
-                          f"{quote_identifier(field.name)} {new_type}")
-            self._columns[field.name] = new_type
-
