@@ -94,11 +94,22 @@ class StagedStructure:
 
     def _stage_like_target(self, context: RunContext, again: bool = False) -> None:
         store = context.store
+        self._refuse_distributed(context)
         name = self._staging_table_name(context, again)
         store.command(f"DROP TABLE IF EXISTS {store.table(name)}")
         store.command(f"CREATE TABLE {store.table(name)} AS {store.table(self.table)}")
         self._staging = name
         self._columns = self._table_columns(context, name)
+
+    def _refuse_distributed(self, context: RunContext) -> None:
+        """Staging made ``AS`` a Distributed target is Distributed too: rows would go straight into the
+        shards and the partition swap fails (issue 28). Refused until per-topology publish exists."""
+        store = context.store
+        engine = store.query_rows("SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                                  {"db": store.database, "t": self.table})
+        if engine and engine[0][0] == "Distributed":
+            raise LoadError(f"the target {store.database}.{self.table} is a Distributed table: loading into it is "
+                            "not supported yet, see docs/deployment.md (Clusters and Cloud)")
 
     def _publish_structure(self, context: RunContext) -> None:
         """Under the commit lock: create the target, or bring it and the staging table in line."""
