@@ -199,6 +199,22 @@ def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[obje
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """ZooKeeper and two ClickHouse nodes with a 2-shard cluster, once per session (tests/cluster.py);
+    skipped without java/ZooKeeper, except under CI (.ci/run installs zookeeper)."""
+    from cluster import missing_tool, start_cluster
+
+    missing = missing_tool()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing} (required under CI: .ci/run must install it)")
+        pytest.skip(missing)
+    cluster = start_cluster(tmp_path_factory.mktemp("local-cluster"))
+    yield cluster
+    cluster.stop()
+
+
 def database() -> str:
     """The database the current test's framework processes use (its own one in server mode)."""
     return os.environ.get("CLICKHOUSE_DATABASE", "data_warehouse")

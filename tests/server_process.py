@@ -70,13 +70,14 @@ def framework_env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[s
 
 
 def start_server(data_dir: Path, port: int = 0, extra_env: dict[str, str] | None = None,
-                 wait: bool = True) -> ServerProcess:
-    """Start ``clickhouse_server`` on ``data_dir``; with ``wait``, return once it is ready."""
+                 wait: bool = True, tcp_port: int = 0) -> ServerProcess:
+    """Start ``clickhouse_server`` on ``data_dir``; with ``wait``, return once it is ready.
+    ``tcp_port`` 0: any free native port."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"{data_dir.name}-server.log"
     handle = open(log, "w")  # noqa: SIM115  (owned by the process for its lifetime)
     process = subprocess.Popen(
-        [sys.executable, str(SRC / "main.py"), "clickhouse_server", "--port", str(port), "--tcp-port", "0"],
+        [sys.executable, str(SRC / "main.py"), "clickhouse_server", "--port", str(port), "--tcp-port", str(tcp_port)],
         env=framework_env(data_dir, extra_env), stdout=handle, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, text=True, cwd=str(data_dir.parent),
     )

@@ -75,7 +75,15 @@ def check(app: App, as_json: bool, alert: bool, quiet: bool) -> int:
 @cli.command("setup_db")
 @pass_app
 def setup_db(app: App) -> None:
-    """Create the database (safe to run again)."""
+    """Create the database (safe to run again); on a cluster (CLICKHOUSE_CLUSTER) on every node."""
+    cluster = app.settings.clickhouse_cluster
+    if cluster and not app.settings.is_embedded:
+        from core.topology import create_database_on_cluster
+
+        created = create_database_on_cluster(app.store, cluster)
+        where = f"every node of cluster '{cluster}' ({app.store.description})"
+        app.console.print(f"{'Created' if created else 'Database already exists:'} '{app.store.database}' on {where}")
+        return
     created = app.store.create_database()
     verb = "Created" if created else "Database already exists:"
     app.console.print(f"{verb} '{app.store.database}' in {app.store.description}")

@@ -14,6 +14,7 @@ from typing import Literal
 
 from core.config import PROJECT_ROOT, Settings, unwritable_directory
 from core.exceptions import DataProcessorError
+from core.topology import detect
 
 Status = Literal["ok", "warn", "fail"]
 MIN_PYTHON = (3, 11)
@@ -84,6 +85,7 @@ def check_store(settings: Settings) -> list[CheckResult]:
         version = store.server_version()
         exists = store.database_exists()
         where = store.description  # after a query: the project's running clickhouse_server is named as such
+        topology = detect(store)
     except DataProcessorError as exc:
         return [CheckResult("store", "fail", str(exc))]
     except OSError as exc:  # DATA_DIR or RUN_DIR cannot be written: a FAIL line, not a traceback
@@ -94,6 +96,12 @@ def check_store(settings: Settings) -> list[CheckResult]:
     finally:
         store.close()
     results = [CheckResult("store", "ok", f"ClickHouse {version}, {where}")]
+    problems = topology.problems()
+    if problems:
+        results += [CheckResult("topology", "fail", problem) for problem in problems]
+    else:
+        every = ", every node answers" if topology.kind == "cluster" else ""
+        results.append(CheckResult("topology", "ok", topology.describe() + every))
     if exists:
         results.append(CheckResult("database", "ok", f"database '{settings.database}' exists"))
     else:

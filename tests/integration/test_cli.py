@@ -39,6 +39,9 @@ def test_check_reports_the_embedded_store_and_version(project_env) -> None:
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["store"]["status"] == "ok"
     assert checks["store"]["detail"].startswith("ClickHouse 26.")
+    # The topology line (issue 28): a server in the --server run, where CLICKHOUSE_HOST is set.
+    expected = "single server" if os.environ.get("DP_TEST_SERVER") == "1" else "embedded (single node)"
+    assert (checks["topology"]["status"], checks["topology"]["detail"]) == ("ok", expected)
     assert checks["database"]["status"] == "warn"
     human = run_cli("check", env={"COLUMNS": "200"})
     assert human.returncode == 0

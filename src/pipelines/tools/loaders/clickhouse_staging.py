@@ -111,6 +111,11 @@ class StagingTable:
 
     def like_target(self, context: RunContext, again: bool = False) -> None:
         """(Re)create the staging table with the target's structure."""
+        if context.store.adapter.engine(self.spec.table) == "Distributed":
+            # Staging made AS a Distributed target is Distributed too: rows would go straight into
+            # the shards and the partition swap fails (issue 28). Refused until per-topology publish.
+            raise LoadError(f"the target {context.store.database}.{self.spec.table} is a Distributed table: "
+                            "loading into it is not supported yet, see docs/deployment.md (Clusters and Cloud)")
         name = self._table_name(context, again)
         context.store.adapter.stage_like(name, self.spec.table)
         self._name = name
