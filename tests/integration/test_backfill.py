@@ -256,7 +256,7 @@ def test_ctrl_c_records_an_interrupted_run_and_the_same_command_resumes(module: 
     resumed = backfill("slow", *FIVE, env={"SLOW_SECONDS": "0"})
     assert resumed.returncode == 0, resumed.stderr
     assert "4 interval(s) to run, 1 skipped" in resumed.stderr
-    assert rows(db, "SELECT count() FROM slow_t") == [(22,)]
+    assert rows(db, "SELECT count() FROM slow_t") == [(30,)]
 
 
 def test_hourly_pipelines_run_hour_by_hour_with_hourly(module: Path, db: Store) -> None:
