@@ -382,16 +382,18 @@ say "running ./run.sh check on $HOST"
 check_rc=0
 remote "$CD ./run.sh check" >"$TMP/check.out" 2>&1 || check_rc=$?
 if [ "$check_rc" = 0 ] || [ "$check_rc" = 3 ]; then
-    warnings=$(grep -c 'WARN' "$TMP/check.out" || true)
+    # check's piped output is TSV (name, status, message): count status columns, not the summary's words
+    tab=$(printf '\t')
+    warnings=$(grep -c "${tab}WARN${tab}" "$TMP/check.out" || true)
     health="healthy"
     if [ "$warnings" -gt 0 ]; then
-        health="healthy, $warnings warning(s):"
-        grep 'WARN' "$TMP/check.out" | sed 's/^/  /'
+        health="healthy, $warnings warning(s)"
+        grep "${tab}WARN${tab}" "$TMP/check.out" | sed 's/^/  /'
     fi
     if [ "$check_rc" = 3 ]; then
-        failing=$(grep -c 'FAIL' "$TMP/check.out" || true)
-        health="$health; the data needs attention ($failing FAIL line(s): stale data or open failures):"
-        grep 'FAIL' "$TMP/check.out" | sed 's/^/  /'
+        failing=$(grep -c "${tab}FAIL${tab}" "$TMP/check.out" || true)
+        health="$health; the data needs attention ($failing FAIL line(s): stale data or open failures)"
+        grep "${tab}FAIL${tab}" "$TMP/check.out" | sed 's/^/  /'
     fi
 else
     cat "$TMP/check.out" >&2
