@@ -344,3 +344,31 @@ def test_a_value_too_wide_for_a_column_the_source_widened_later_fails_naming_the
         "Column 'n' of pg_grow is Nullable(Int32) but row 3 of the run's data holds 3000000000, which does not fit: "
         "widen the column with a migration (ALTER TABLE ... MODIFY COLUMN)")
     assert store.query_rows("SELECT id, toString(price), n FROM pg_grow ORDER BY id") == [(1, "1.5", 1), (2, "7.25", 2)]
+
+
+@pytest.mark.same_in_both_runs("the driver's wait in this process; the same in both runs")
+def test_a_process_holding_over_1024_descriptors_still_reads_postgres(postgres_source) -> None:
+    # A long-running process (a backfill, this test process after hundreds of tests) may hold more
+    # than 1024 descriptors: the driver's wait used select(), which cannot wait on one numbered
+    # 1024 or more ("ValueError: filedescriptor out of range in select()", seen in the whole suite).
+    import os
+
+    from pipelines.tools.extractors.db_values import wait_interruptibly
+
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        import psycopg2
+
+        source = postgres_source
+        connection = psycopg2.connect(host=source.host, port=source.port, user=source.user, password=source.password,
+                                      dbname=source.database, async_=True)
+        assert connection.fileno() >= 1024
+        wait_interruptibly(connection)
+        cursor = connection.cursor()
+        cursor.execute("SELECT 41 + 1")
+        wait_interruptibly(connection)
+        assert cursor.fetchone() == (42,)
+        connection.close()
+    finally:
+        for fd in held:
+            os.close(fd)

@@ -58,7 +58,7 @@ def test_pipelines_page_shows_schedule_last_run_and_freshness(server: UiServer, 
     row = re.search(r'<tr id="pipeline-days">(.*?)</tr>', html, re.S).group(1)
     assert "<code>0 2 * * *</code>" in row and "days_t" in row
     assert '<span class="status success">success</span>' in row
-    assert f"{day(1)} 00:00 → " in row  # the newest interval the backfill loaded
+    assert f"{day(1)} 00:00</span> → " in row  # the newest interval the backfill loaded
     assert '<td class="num">6</td>' in row
     assert "fresh" in row
     # user text is escaped, not interpreted

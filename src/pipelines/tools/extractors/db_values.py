@@ -187,9 +187,10 @@ def wait_interruptibly(connection: Any) -> None:
         if left is not None and left <= 0:
             connection.close()
             raise OperationalError(f"timeout expired: no answer within connect_timeout={limit:g} s")
-        if state == extensions.POLL_READ:
-            select.select([connection.fileno()], [], [], left)
-        elif state == extensions.POLL_WRITE:
-            select.select([], [connection.fileno()], [], left)
-        else:
+        if state not in (extensions.POLL_READ, extensions.POLL_WRITE):
             raise OperationalError(f"bad state from poll: {state}")
+        # poll(), not select(): a long-running process may hold more than 1024 descriptors, and
+        # select() cannot wait on one numbered 1024 or more ("filedescriptor out of range").
+        waiter = select.poll()
+        waiter.register(connection.fileno(), select.POLLIN if state == extensions.POLL_READ else select.POLLOUT)
+        waiter.poll(None if left is None else max(0, int(left * 1000)))
