@@ -211,9 +211,7 @@ def _present(store: Store) -> set[str]:
     """Which of the tables status reads exist (none before setup_db)."""
     if not store.database_exists():
         return set()
-    return {name for (name,) in store.query_rows(
-        "SELECT name FROM system.tables WHERE database = {db:String} AND name IN {t:Array(String)}",
-        {"db": store.database, "t": [RUNS_TABLE, COVERAGE_TABLE, CHECKS_TABLE, WAIVERS_TABLE]})}
+    return set(store.adapter.create_statements([RUNS_TABLE, COVERAGE_TABLE, CHECKS_TABLE, WAIVERS_TABLE]))
 
 
 def _with_upstream(status: PipelineStatus, specs: list[PipelineSpec],
