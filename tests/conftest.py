@@ -177,16 +177,39 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "runs in the embedded run only")
 
 
+# CI runs the two suite runs side by side (.ci/run): DP_SAME_IN_SERVER_RUN names test modules
+# (file names without .py, shell patterns) whose same_in_both_runs tests run in the server run
+# instead of the embedded one, to even out the two runs' wall times. They run there exactly as in
+# the embedded run: no server variables, no DP_TEST_SERVER in their processes.
+def runs_in_server_run(item: pytest.Item) -> bool:
+    """True for a same_in_both_runs test that DP_SAME_IN_SERVER_RUN moves to the server run."""
+    from fnmatch import fnmatch
+
+    patterns = os.environ.get("DP_SAME_IN_SERVER_RUN", "").split()
+    return (item.get_closest_marker("same_in_both_runs") is not None
+            and any(fnmatch(item.path.stem, pattern) for pattern in patterns))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not SERVER_MODE:
-        return
     for item in items:
+        moved = runs_in_server_run(item)
+        if not SERVER_MODE:
+            if moved:
+                item.add_marker(pytest.mark.skip(reason="runs in the server run (DP_SAME_IN_SERVER_RUN)"))
+            continue
         for name, default in (("embedded_only", "embedded engine only"),
                               ("same_in_both_runs", "does the same in the embedded run")):
             marker = item.get_closest_marker(name)
-            if marker is not None:
+            if marker is not None and not moved:
                 reason = marker.args[0] if marker.args else default
                 item.add_marker(pytest.mark.skip(reason=f"server mode: {reason}"))
+
+
+@pytest.fixture(autouse=True)
+def _moved_tests_run_as_embedded(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test moved to the server run starts its processes as the embedded run would."""
+    if SERVER_MODE and runs_in_server_run(request.node):
+        monkeypatch.delenv("DP_TEST_SERVER", raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -230,7 +253,7 @@ def server_database(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def _server_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """In server mode: the variables pointing the test at the session's server, in its own database."""
-    if not SERVER_MODE:
+    if not SERVER_MODE or runs_in_server_run(request.node):
         yield {}
         return
     server = request.getfixturevalue("clickhouse_server")
