@@ -61,9 +61,12 @@ def _keeper_lock(store: Store, name: str, found: str) -> KeeperLock:
         try:
             _create_keeper_table(store, found)
         except StoreError as exc:
+            text = str(exc)
+            if not any(sign in text for sign in ("keeper_map_path_prefix", "NO_ZOOKEEPER", "ZooKeeper")):
+                raise  # not about Keeper (a node down, no rights): said as it is
             where = (f"cluster '{store.settings.clickhouse_cluster}'" if found == "cluster"
-                     else f"Replicated database '{store.database}'")
-            reason = str(exc) if "keeper_map_path_prefix" not in str(exc) else "keeper_map_path_prefix is not set"
+                     else f"the Replicated/Shared database '{store.database}'")
+            reason = "keeper_map_path_prefix is not set" if "keeper_map_path_prefix" in text else text
             raise ConfigError(f"Locks on {where} need KeeperMap (a claim row is not safe across replicas), "
                               f"which this server refused: {KEEPER_MAP_HELP} ({reason[:300]})") from None
     return KeeperLock(store, name)

@@ -197,6 +197,7 @@ def test_a_cluster_without_keeper_map_path_prefix_is_refused(local_cluster, tmp_
         assert "\n" not in message
         assert message.startswith("Locks on cluster 'dp_cluster' need KeeperMap (a claim row is not safe across "
                                   "replicas), which this server refused: set <keeper_map_path_prefix>"), message
+        assert message.endswith("(keeper_map_path_prefix is not set)"), message
         # Never the unsafe lock instead: no claim table was made.
         assert store.query_rows("SELECT name FROM system.tables WHERE database = 'no_keeper'") == []
         store.close()
