@@ -103,8 +103,9 @@ def start_zookeeper(directory: Path, port: int = 0) -> ZooKeeper:
     return zookeeper
 
 
-def node_config(shard: int, tcp_ports: list[int], password: str, zookeeper_port: int) -> str:
-    """``config.d/cluster.xml`` of the node serving ``shard`` (1-based)."""
+def node_config(shard: int, tcp_ports: list[int], password: str, zookeeper_port: int, keeper_map: bool = True) -> str:
+    """``config.d/cluster.xml`` of the node serving ``shard`` (1-based); ``keeper_map`` False: without
+    ``keeper_map_path_prefix`` (KeeperMap tables refused: a cluster the framework's locks refuse)."""
     from xml.sax.saxutils import escape
 
     shards = "".join(
@@ -113,7 +114,8 @@ def node_config(shard: int, tcp_ports: list[int], password: str, zookeeper_port:
     return (f"<clickhouse>\n  <remote_servers><{CLUSTER}>{shards}</{CLUSTER}></remote_servers>\n"
             f"  <macros><shard>{shard}</shard><replica>node{shard}</replica><cluster>{CLUSTER}</cluster></macros>\n"
             f"  <zookeeper><node><host>127.0.0.1</host><port>{zookeeper_port}</port></node></zookeeper>\n"
-            "  <keeper_map_path_prefix>/keeper_map</keeper_map_path_prefix>\n</clickhouse>\n")
+            + ("  <keeper_map_path_prefix>/keeper_map</keeper_map_path_prefix>\n" if keeper_map else "")
+            + "</clickhouse>\n")
 
 
 @dataclass
@@ -152,35 +154,36 @@ class LocalCluster:
         self.zookeeper.stop()
 
 
-def start_cluster(directory: Path) -> LocalCluster:
-    """ZooKeeper, then both nodes started side by side; return once every node answers."""
+def start_cluster(directory: Path, nodes: int = 2, keeper_map: bool = True) -> LocalCluster:
+    """ZooKeeper, then the nodes (one shard each) started side by side; return once every node answers.
+    ``keeper_map`` False: the nodes have no ``keeper_map_path_prefix``."""
     started = time.monotonic()
     zookeeper = start_zookeeper(directory / "zookeeper")
     password = secrets.token_urlsafe(18)
     http_ports: list[int] = []
     tcp_ports: list[int] = []
-    for _ in range(2):
+    for _ in range(nodes):
         http_ports.append(free_port(http_ports + tcp_ports + [zookeeper.port]))
         tcp_ports.append(free_port(http_ports + tcp_ports + [zookeeper.port]))
-    nodes = []
+    servers: list[ServerProcess] = []
     try:
-        for index in range(2):
+        for index in range(nodes):
             data_dir = directory / f"node{index + 1}" / "data"
             conf = data_dir / "clickhouse-server" / "config.d"
             conf.mkdir(parents=True, exist_ok=True)
             fd = os.open(conf / "cluster.xml", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
-                handle.write(node_config(index + 1, tcp_ports, password, zookeeper.port))
-            nodes.append(start_server(data_dir, port=http_ports[index], tcp_port=tcp_ports[index],
-                                      extra_env={"CLICKHOUSE_PASSWORD": password}, wait=False))
-        for node in nodes:
+                handle.write(node_config(index + 1, tcp_ports, password, zookeeper.port, keeper_map))
+            servers.append(start_server(data_dir, port=http_ports[index], tcp_port=tcp_ports[index],
+                                        extra_env={"CLICKHOUSE_PASSWORD": password}, wait=False))
+        for node in servers:
             wait_ready(node)
     except BaseException:
-        for node in nodes:
+        for node in servers:
             node.stop()
         zookeeper.stop()
         raise
-    return LocalCluster(zookeeper, nodes, tcp_ports, password, seconds_to_start=time.monotonic() - started)
+    return LocalCluster(zookeeper, servers, tcp_ports, password, seconds_to_start=time.monotonic() - started)
 
 
 def _terminate(process: subprocess.Popen[str], timeout: float) -> None:

@@ -83,6 +83,34 @@ def server_args(settings: Settings, local: ServerRecord | None, password: str | 
     }
 
 
+#: Sent on every request to a cluster or a ``Replicated``/``Shared`` database so that what this
+#: process wrote is what it reads next, whichever node a load balancer picks (as dbt-clickhouse
+#: does in cluster mode): inserts into a Distributed table reach the shards before they return,
+#: ALTERs and mutations return once every active replica has applied them, replicated inserts
+#: return once a majority of replicas has the block, and a Replicated database applies its DDL
+#: synchronously. A single server needs none of it (nothing to lag behind).
+CLUSTER_CONSISTENCY: dict[str, Any] = {
+    "insert_distributed_sync": 1,
+    "alter_sync": 3,
+    "mutations_sync": 3,
+    "insert_quorum": "auto",
+    "database_replicated_enforce_synchronous_settings": 1,
+}
+#: ClickHouse Cloud's ``Shared`` database (SharedMergeTree): quorum settings do not apply there, a
+#: SELECT instead first fetches the newest parts list from Keeper.
+SHARED_CONSISTENCY: dict[str, Any] = {**CLUSTER_CONSISTENCY, "select_sequential_consistency": 1}
+
+
+def consistency_settings(cluster: str | None, database_engine: str) -> dict[str, Any]:
+    """The read-after-write settings for a store on a cluster (``CLICKHOUSE_CLUSTER``) or whose
+    database has ``database_engine`` (empty: it does not exist yet); empty for a single server."""
+    if database_engine == "Shared":
+        return SHARED_CONSISTENCY
+    if cluster or database_engine == "Replicated":
+        return CLUSTER_CONSISTENCY
+    return {}
+
+
 def _reachable(args: dict[str, Any], timeout: float) -> None:
     """One TCP connection attempt within ``timeout``: clickhouse-connect's own probe retries the
     connect (2 x the timeout) before failing, on every command when a host is down."""

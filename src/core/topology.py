@@ -77,16 +77,29 @@ class Topology:
         return lines
 
 
+#: Database engines whose DDL replicates by itself (``Shared``: ClickHouse Cloud's).
+REPLICATED_ENGINES = ("Replicated", "Shared")
+
+
 def detect(store: Store) -> Topology:
     """The store's topology; on a cluster each node is asked for its macros (see :func:`cluster_nodes`)."""
+    found = kind(store)
+    if found == "cluster":
+        cluster = store.settings.clickhouse_cluster
+        return Topology("cluster", cluster, tuple(cluster_nodes(store, cluster)))
+    return Topology(found)
+
+
+def kind(store: Store) -> Kind:
+    """The store's kind of topology without asking every node (one query at most): what the
+    cross-host locks (core/shared_locks.py) choose by."""
     settings = store.settings
     if settings.is_embedded:
-        return Topology("embedded")
+        return "embedded"
     if settings.clickhouse_cluster:
-        cluster = settings.clickhouse_cluster
-        return Topology("cluster", cluster, tuple(cluster_nodes(store, cluster)))
+        return "cluster"
     engine = store.query_rows("SELECT engine FROM system.databases WHERE name = {db:String}", {"db": store.database})
-    return Topology("replicated" if engine and engine[0][0] == "Replicated" else "server")
+    return "replicated" if engine and engine[0][0] in REPLICATED_ENGINES else "server"
 
 
 def cluster_nodes(store: Store, cluster: str) -> list[Node]:
@@ -142,15 +155,20 @@ def create_database_on_cluster(store: Store, cluster: str) -> bool:
     return created
 
 
-def _create_on_node(store: Store, node: Node, create: str) -> bool:
+def node_store(store: Store, node: Node) -> Store:
+    """A store on ``node`` alone (its host and HTTP port, the same user and password); close it after use."""
     from core.store import Store
 
     settings = store.settings.model_copy(update={"clickhouse_host": node.host, "clickhouse_port": node.http_port,
                                                  "clickhouse_url": None})
-    node_store = Store(settings, linger=0)
+    return Store(settings, linger=0)
+
+
+def _create_on_node(store: Store, node: Node, create: str) -> bool:
+    on_node = node_store(store, node)
     try:
-        existed = node_store.database_exists()
-        node_store.command(create)
+        existed = on_node.database_exists()
+        on_node.command(create)
     finally:
-        node_store.close()
+        on_node.close()
     return not existed

@@ -145,10 +145,13 @@ def test_hourly_runs_on_two_hosts_rebuilding_one_day_lose_no_rows(on_server, cli
 def test_a_rebuild_waits_for_another_hosts_rebuild_lock(on_server, tmp_path: Path) -> None:
     from core.config import load_settings
     from core.migrations import ClickHouseLock
+    from core.shared_locks import cross_host_lock
     from core.store import Store
 
     assert run_cli("cron_run", "hourly", "--start", "2026-01-15T00:00", "--end", "2026-01-15T01:00").returncode == 0
     store = Store(load_settings())
+    # A single server keeps the claim-row lock (a cluster gets Keeper's: test_cluster_locks.py).
+    assert type(cross_host_lock(store, "any", 60)) is ClickHouseLock
     other = ClickHouseLock(store, name=f"{store.database}:rebuild:hourly_t")
     other.owner = "build-7.example.com:4242"
     assert other.try_acquire() is None

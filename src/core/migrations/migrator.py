@@ -12,7 +12,7 @@ from core.exceptions import DataProcessorError, MigrationError, MigrationLocked
 from core.locks import FileLock
 from core.logging import get_logger
 from core.migrations.files import display_path, load_migrations
-from core.migrations.lock import LOCK_SETTLE_SECONDS, ClickHouseLock
+from core.migrations.lock import LOCK_NAME, LOCK_TTL_SECONDS, ClickHouseLock
 from core.migrations.placeholders import settings_placeholders
 from core.migrations.planner import (
     AppliedMigration,
@@ -25,10 +25,12 @@ from core.migrations.planner import (
 )
 from core.migrations.tables import framework_ddl
 from core.migrations.tracking import Tracker
+from core.shared_locks import cross_host_lock
 from core.store import Store
 
 if TYPE_CHECKING:
     from core.config import Settings
+    from core.keeper_lock import KeeperLock
 
 log = get_logger("migrations")
 
@@ -57,7 +59,7 @@ class Migrator:
             records = self.tracker.read()
             # "running" rows are only running while somebody holds the lock; else they were interrupted.
             lock_live = (any(r.status == "running" for r in records.values())
-                         and bool(ClickHouseLock(self.store).live()))
+                         and bool(cross_host_lock(self.store, LOCK_NAME, LOCK_TTL_SECONDS).live()))
             return migration_statuses(files, records, lock_live)
 
     def plan(self, statuses: list[MigrationStatus], target: int | None = None,
@@ -70,7 +72,7 @@ class Migrator:
 
     @contextmanager
     def locked(self, timeout: float = DEFAULT_LOCK_TIMEOUT, force_unlock: bool = False,
-               on_wait: Callable[[str], None] | None = None) -> Iterator[ClickHouseLock]:
+               on_wait: Callable[[str], None] | None = None) -> Iterator[ClickHouseLock | KeeperLock]:
         """Hold the local file lock and the ClickHouse lock row (creating the tracking tables)."""
         file_lock = FileLock(self.settings.data_dir / "migrate.lock")
         started = time.monotonic()
@@ -83,12 +85,10 @@ class Migrator:
                 f"another migrate on this machine ({file_lock.holder()}) still runs after {timeout:.0f} s; "
                 "wait for it or stop it"
             )
-        # An embedded store is reachable from this host only, where the file lock already decides:
-        # no need to wait for claims from other hosts to become visible.
-        ch_lock = ClickHouseLock(self.store, settle=0 if self.settings.is_embedded else LOCK_SETTLE_SECONDS)
         # One store session for the whole run: the embedded store is then opened once, not per
         # statement (other processes wait for it; they would wait for the migration lock anyway).
         stack = ExitStack()
+        ch_lock: ClickHouseLock | KeeperLock | None = None
         try:
             stack.enter_context(self.store.session())
             if not self.store.database_exists():
@@ -98,6 +98,8 @@ class Migrator:
                 )
             for ddl in framework_ddl(self.store, self.settings.clickhouse_cluster):
                 self.store.command(ddl)
+            # (On an embedded store the file lock already decides: its claim row waits for no other host.)
+            ch_lock = cross_host_lock(self.store, LOCK_NAME, LOCK_TTL_SECONDS)
             if force_unlock:
                 ch_lock.force_unlock()
             ch_lock.acquire(max(timeout - (time.monotonic() - started), 0),
@@ -105,7 +107,8 @@ class Migrator:
             yield ch_lock
         finally:
             try:
-                ch_lock.release()
+                if ch_lock is not None:
+                    ch_lock.release()
             except DataProcessorError as exc:
                 log.warning("Could not release the migration lock row (it expires by itself): %s", exc)
             finally:
@@ -142,7 +145,7 @@ class Migrator:
                 result.applied.append(self._apply(item, lock))
         return result
 
-    def _apply(self, item: PlannedMigration, lock: ClickHouseLock) -> AppliedMigration:
+    def _apply(self, item: PlannedMigration, lock: ClickHouseLock | KeeperLock) -> AppliedMigration:
         m, statements, total = item.migration, item.statements, len(item.statements)
         started = time.monotonic()
         if item.start:

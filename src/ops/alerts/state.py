@@ -4,7 +4,7 @@ A condition (``<pipeline>:failing``, ``<pipeline>:stale``, ``<pipeline>:warn:<ch
 when it starts, again as a reminder every ``ALERT_REMIND_HOURS`` while it lasts, and once
 when it ends. The decision is a read-modify-write made under a lock that covers every process
 using the store: the embedded store's own file lock (held for the whole decision), and on a
-server the ``_dp_locks`` claim protocol the migrations use, so two processes never both send.
+server the cross-host lock the migrations use (core/shared_locks.py), so two processes never both send.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def decide(store: Store, key: str, pipeline: str, firing: bool, event: str, run_
 
 
 class DecisionLock:
-    """Server mode: a ``_dp_locks`` claim per condition; embedded: the held session is the lock."""
+    """Server mode: a cross-host lock per condition (core/shared_locks.py); embedded: the held session is the lock."""
 
     def __init__(self, store: Store, key: str) -> None:
         self.store, self.key, self.lock = store, key, None
@@ -112,12 +112,9 @@ class DecisionLock:
     def __enter__(self) -> bool:
         if self.store.settings.is_embedded:
             return True
-        from core.migrations import LOCK_SETTLE_SECONDS, LOCKS_TABLE, ClickHouseLock, framework_ddl
+        from core.shared_locks import cross_host_lock
 
-        for statement in framework_ddl(self.store, None):
-            if LOCKS_TABLE in statement:
-                self.store.command(statement)
-        self.lock = ClickHouseLock(self.store, name=f"alert:{self.key}", ttl=60, settle=LOCK_SETTLE_SECONDS)
+        self.lock = cross_host_lock(self.store, f"alert:{self.key}", ttl=60)
         deadline = time.monotonic() + LOCK_WAIT
         while self.lock.try_acquire() is not None:
             if time.monotonic() >= deadline:
