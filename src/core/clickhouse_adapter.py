@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.clickhouse_cluster import Sharding, plain_engine, shard_nodes
-from core.run_tables import STAGING_PREFIX
+from core.clickhouse_cluster import Sharding, plain_engine
 from core.validators import quote_identifier
 
 if TYPE_CHECKING:
@@ -215,11 +214,6 @@ class ClickHouseAdapter:
         self.store.command(f"RENAME TABLE {self.store.table(table)} TO {self.store.table(new_name)}")
 
     def drop(self, table: str, sync: bool = True) -> None:
-        """Drop ``table`` if it exists (``SYNC``: wait until its data is gone); a run's Distributed
-        staging table goes with its local tables on every node of its cluster (those first)."""
-        sharding = self.sharding(table) if table.startswith(STAGING_PREFIX) else None
-        if sharding is not None and sharding.local.startswith(STAGING_PREFIX):
-            with shard_nodes(self.store, sharding) as nodes:
-                for node in nodes:
-                    node.store.adapter.drop(sharding.local, sync)
+        """Drop ``table`` if it exists (``SYNC``: wait until its data is gone); a run's table that
+        may be a Distributed staging is dropped with ``core.run_tables.drop_tables``."""
         self.store.command(f"DROP TABLE IF EXISTS {self.store.table(table)}{' SYNC' if sync else ''}")

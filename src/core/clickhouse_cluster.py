@@ -6,19 +6,15 @@ target's local table with a plain (non-replicated) engine and its partition key,
 primary key, behind a ``Distributed`` staging table (on the node the framework talks to) with the
 target's sharding key. Inserts go through the Distributed staging synchronously; publishing runs on
 each node against its own local tables, so each shard replaces (or attaches) exactly what it staged.
-The nodes are reached as :func:`core.topology.cluster_nodes` lists them (host from
-``system.clusters``, the HTTP port each node reports), with the store's user and password.
+The statements per node are run through ``core.shards``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.exceptions import LoadError
 from core.sql_literals import sql_literal
 
 if TYPE_CHECKING:
@@ -107,51 +103,6 @@ class Sharding:
         return self.database in (database, "currentDatabase()") and self.local == table
 
 
-@dataclass
-class ShardNode:
-    """One node of a Distributed table's cluster, as the framework reaches it."""
-
-    shard: int
-    address: str
-    store: Store
-
-
-@contextmanager
-def shard_nodes(store: Store, sharding: Sharding) -> Iterator[list[ShardNode]]:
-    """A store on every node of ``sharding``'s cluster (one replica per shard: see :func:`refusal`),
-    closed afterwards."""
-    from core.store import Store
-    from core.topology import Topology, cluster_nodes
-
-    nodes = cluster_nodes(store, sharding.cluster)
-    problems = Topology("cluster", sharding.cluster, tuple(nodes)).problems()
-    if problems:
-        raise LoadError(f"the Distributed table {store.database}.{sharding.table} cannot be loaded: {problems[0]}")
-    opened: list[ShardNode] = []
-    try:
-        for node in nodes:
-            settings = store.settings.model_copy(update={
-                "clickhouse_host": node.host, "clickhouse_port": node.http_port, "clickhouse_url": None})
-            opened.append(ShardNode(node.shard, node.address, Store(settings, linger=0)))
-        yield opened
-    finally:
-        for node in opened:
-            node.store.close()
-
-
-def replica_refusal(store: Store, sharding: Sharding) -> str | None:
-    """Why ``sharding``'s cluster cannot be staged per shard (None: it can). With several replicas
-    in a shard, the Distributed staging would insert into one replica's (non-replicated) staging and
-    the others would publish an empty one: refused, not guessed."""
-    rows = store.query_rows("SELECT shard_num, count() FROM system.clusters WHERE cluster = {c:String} "
-                            "GROUP BY shard_num HAVING count() > 1 ORDER BY shard_num", {"c": sharding.cluster})
-    if rows:
-        return (f"the Distributed table {store.database}.{sharding.table} is on cluster {sharding.cluster}, "
-                f"whose shard {rows[0][0]} has {rows[0][1]} replicas: loading is supported with one replica per "
-                "shard only (docs/deployment.md, Clusters and Cloud)")
-    return None
-
-
 def distributed_statement(staging: str, local: str, sharding: Sharding, store: Store) -> str:
     """``CREATE TABLE`` of the Distributed staging ``staging`` over the tables ``local`` of every node,
     with the structure of ``sharding``'s table and its cluster and sharding key."""
@@ -160,10 +111,3 @@ def distributed_statement(staging: str, local: str, sharding: Sharding, store: S
         arguments.append(sharding.key)
     return (f"CREATE TABLE {store.table(staging)} AS {store.table(sharding.table)} "
             f"ENGINE = Distributed({', '.join(arguments)})")
-
-
-def local_partitions(store: Store, table: str) -> set[str]:
-    """Partition ids of ``table``'s active parts on the node of ``store``."""
-    return {str(p) for (p,) in store.query_rows(
-        "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} "
-        "AND active", {"db": store.database, "t": table})}

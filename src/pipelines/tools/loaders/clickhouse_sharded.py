@@ -15,14 +15,10 @@ Which modes a Distributed target allows, and why, is :func:`mode_refusal`'s.
 
 from __future__ import annotations
 
-from core.clickhouse_cluster import (
-    Sharding,
-    distributed_statement,
-    local_partitions,
-    replica_refusal,
-    shard_nodes,
-)
 from core.clickhouse_adapter import replace_partitions_sql
+from core.clickhouse_cluster import Sharding, distributed_statement
+from core.run_tables import drop_tables
+from core.shards import local_partitions, replica_refusal, shard_nodes
 from core.validators import quote_identifier
 from pipelines.interfaces import RunContext
 from pipelines.tools.loaders.clickhouse_schema import referenced_columns
@@ -77,19 +73,18 @@ class ShardedStaging:
         self.context, self.name, self.local, self.sharding = context, name, local, sharding
 
     def create(self) -> None:
-        """The Distributed staging first (a crash then leaves what :meth:`ClickHouseAdapter.drop`
+        """The Distributed staging first (a crash then leaves what ``core.run_tables.drop_tables``
         follows to every node), then each node's local staging made like its local table."""
         store = self.context.store
-        store.adapter.drop(self.name, sync=False)
+        drop_tables(store, [self.name])
         store.command(distributed_statement(self.name, self.local, self.sharding, store))
         with shard_nodes(store, self.sharding) as nodes:
             for node in nodes:
                 node.store.adapter.stage_like(self.local, self.sharding.local)
 
     def partitions(self) -> list[str]:
-        """Partition ids staged on any shard."""
-        store = self.context.store
-        return sorted(str(p) for (p,) in store.query_rows(f"SELECT DISTINCT _partition_id FROM {store.table(self.name)}"))
+        """Partition ids staged on any shard (read through the Distributed staging: it has no parts)."""
+        return self.context.store.adapter.partitions(self.name, "1")
 
     def replace_partitions(self, partitions: list[str]) -> None:
         """On every shard: each of ``partitions`` swapped for the shard's staged one, or dropped when
@@ -132,4 +127,4 @@ class ShardedStaging:
         store = self.context.store
         store.command(f"CREATE TABLE {store.table(name)} ENGINE = MergeTree ORDER BY tuple() "
                       f"AS SELECT * FROM {store.table(self.name)}")
-        store.adapter.drop(self.name)
+        drop_tables(store, [self.name])

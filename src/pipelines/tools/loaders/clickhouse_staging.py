@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
+from core.run_tables import drop_tables
 from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource, run_table_name
-from pipelines.tools.loaders.clickhouse_sharded import ShardedStaging, topology_refusal
 from pipelines.tools.loaders.clickhouse_schema import (
     NULL_INTO_NON_NULLABLE,
     can_be_nullable,
@@ -28,6 +28,7 @@ from pipelines.tools.loaders.clickhouse_schema import (
     nullable_type,
     referenced_columns,
 )
+from pipelines.tools.loaders.clickhouse_sharded import ShardedStaging, topology_refusal
 
 # Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases. A NULL
 # must never become a type's default: ``input_format_null_as_default`` covers format inserts
@@ -182,7 +183,7 @@ class StagingTable:
             raise LoadError(self._null_message(column, self.columns[column], "the run's data (re-staged into "
                             f"{self.spec.table}, which another run created or changed meanwhile)")) from None
         finally:
-            store.adapter.drop(old)
+            drop_tables(store, [old])
         context.logger.info("Table %s was created or changed by another run meanwhile: re-staged %d rows into "
                             "its structure", self.spec.table, self.rows)
 
@@ -319,6 +320,6 @@ class StagingTable:
         if self._name is not None:
             name, self._name = self._name, None
             try:
-                context.store.adapter.drop(name)
+                drop_tables(context.store, [name])
             except Exception:
                 context.logger.warning("Could not drop staging table %s; ./run.sh clean removes it", name)
