@@ -28,11 +28,11 @@ _REPLICATED = re.compile(r"^(Replicated|Shared)(\w*MergeTree)$")
 def engine_arguments(engine_full: str) -> tuple[str, list[str], str]:
     """``Name(a, b) rest`` -> (``Name``, [``a``, ``b``], ``rest``): top-level arguments, quotes and
     nested parentheses respected; an engine without parentheses has no arguments."""
-    match = re.match(r"\s*(\w+)\s*", engine_full)
+    match = re.match(r"\s*(\w+)", engine_full)
     if not match:
         return "", [], engine_full
     name, position = match.group(1), match.end()
-    if position >= len(engine_full) or engine_full[position] != "(":
+    if engine_full[position:position + 1] != "(":
         return name, [], engine_full[position:]
     arguments, depth, quote, current, index = [], 0, "", "", position + 1
     while index < len(engine_full):
