@@ -142,13 +142,14 @@ def test_an_interval_on_a_distributed_target_is_published_exactly_once_on_every_
     _ok(_run(env, "ids", list(range(0, 20, 2))))
     assert _per_shard(c, db, "events", day) == [10, 0]
     assert _per_shard(c, db, "events", f"toDate(ts) = '{BEFORE}'") == [5, 5]
-    # A failing check (row_count max 50, 100 rows; unique passes without Code 288) publishes nothing
-    # on either shard and counts the staged rows only (the issue saw the whole target counted).
-    failed = _run(env, "ids_capped", list(range(100)))
+    # Failing checks publish nothing on either shard. row_count counts the staged rows only (the issue
+    # saw the whole target counted); unique finds id 1001, staged on shard 2 and kept outside the
+    # interval there, without Code 288 (IN over two Distributed tables).
+    failed = _run(env, "ids_capped", [*range(100), 1001])
     assert failed.returncode != 0
     out = failed.stdout + failed.stderr
-    assert "100 rows, more than max 50" in out and "nothing published" in out, out
-    assert "Code: 288" not in out
+    assert "101 rows, more than max 50" in out and "nothing published" in out, out
+    assert "unique(id): 1 failing row(s)" in out and "Code: 288" not in out, out
     assert _per_shard(c, db, "events", day) == [10, 0]
     assert _staging_left(c, db) == [[], []]
     # And the other way round: shard 1's partition is emptied.
