@@ -10,7 +10,8 @@ from core.clickhouse_cluster import Sharding, engine_arguments, plain_engine
 @pytest.mark.parametrize(("engine", "plain"), [
     ("ReplicatedReplacingMergeTree('/clickhouse/x/{shard}/r', '{replica}', v) PARTITION BY toDate(ts) "
      "PRIMARY KEY id ORDER BY (id, ts) SETTINGS index_granularity = 4096",
-     "ReplacingMergeTree(v) PARTITION BY toDate(ts) PRIMARY KEY id ORDER BY (id, ts) SETTINGS index_granularity = 4096"),
+     "ReplacingMergeTree(v) PARTITION BY toDate(ts) PRIMARY KEY id ORDER BY (id, ts) "
+     "SETTINGS index_granularity = 4096"),
     ("ReplicatedMergeTree('/t/{shard}', '{replica}') ORDER BY id", "MergeTree ORDER BY id"),
     ("SharedMergeTree('/clickhouse/tables/{uuid}/{shard}', '{replica}') ORDER BY id", "MergeTree ORDER BY id"),
     ("ReplicatedCollapsingMergeTree('/a,b)', '{replica}', sign) ORDER BY id", "CollapsingMergeTree(sign) ORDER BY id"),

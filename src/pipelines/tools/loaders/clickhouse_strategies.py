@@ -61,8 +61,8 @@ class WriteStrategy(ABC):
         self.staging = StagingTable(self.spec, self.engine())
         if context.store.adapter.table_exists(self.spec.table):
             sharding = context.store.adapter.sharding(self.spec.table)
-            refusal = sharding and mode_refusal(context, self.mode, sharding, self.spec.run_id_column,
-                                                self.spec.primary_key)
+            refusal = None if sharding is None else mode_refusal(
+                context, self.mode, sharding, self.spec.run_id_column, self.spec.primary_key)
             if refusal:
                 raise LoadError(refusal, table=self.spec.table)
             self.staging.like_target(context)
