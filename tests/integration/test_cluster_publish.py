@@ -36,16 +36,20 @@ from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
 
 class Ids(Extractor):
-    """The ids of $DP_IDS (a JSON list), one a minute from the interval's start; with $DP_HANG, the
-    run writes that file once its first batch is staged, then hangs."""
+    """The ids of $DP_IDS (a JSON list), one a minute from the interval's start (with a column
+    ``note`` when $DP_NOTE is set); with $DP_HANG, the run writes that file once its first batch is
+    staged, then hangs."""
 
     interval_aware = True
 
     def extract(self, context):
         ids = json.loads(os.environ.get("DP_IDS", "[]"))
-        yield pa.table({"ts": pa.array([context.start + timedelta(minutes=i) for i in range(len(ids))],
-                                       pa.timestamp("ms", tz="UTC")),
-                        "id": pa.array(ids, pa.uint64()), "v": pa.array([1] * len(ids), pa.uint32())})
+        data = pa.table({"ts": pa.array([context.start + timedelta(minutes=i) for i in range(len(ids))],
+                                        pa.timestamp("ms", tz="UTC")),
+                         "id": pa.array(ids, pa.uint64()), "v": pa.array([1] * len(ids), pa.uint32())})
+        if os.environ.get("DP_NOTE"):  # a column the target does not have
+            data = data.append_column("note", pa.array(["x"] * len(ids)))
+        yield data
         if os.environ.get("DP_HANG"):
             Path(os.environ["DP_HANG"]).write_text(context.run_id)
             time.sleep(600)
@@ -155,6 +159,13 @@ def test_an_interval_on_a_distributed_target_is_published_exactly_once_on_every_
     # And the other way round: shard 1's partition is emptied.
     _ok(_run(env, "ids", list(range(1, 20, 2))))
     assert _per_shard(c, db, "events", day) == [0, 10]
+    # A column the Distributed target lacks: the loader changes no structure on a cluster (a migration does).
+    extra = _run({**env, "DP_NOTE": "1"}, "ids", list(range(4)))
+    assert extra.returncode != 0
+    assert ("the data has column 'note', which the Distributed table cannot take; on a cluster the loader "
+            "does not change a target's structure: do it with a migration") in extra.stdout + extra.stderr
+    assert _per_shard(c, db, "events", day) == [0, 10]
+    assert _staging_left(c, db) == [[], []]
 
 
 def test_append_merge_and_replace_on_distributed_targets(local_cluster, project) -> None:
