@@ -20,6 +20,8 @@ import sys
 
 import pytest
 
+from cluster import REPLICAS
+
 pytestmark = pytest.mark.same_in_both_runs("a cluster of its own (ZooKeeper and two chdb nodes) in either run")
 
 DAY, BEFORE = "2026-03-10", "2026-03-09"
@@ -65,6 +67,7 @@ PIPELINE_REGISTRY = {
     "ids_capped": {"pipeline": create_el_pipeline(Ids("ids"), loader("events", "interval"), "ids_capped"),
                    "checks": [unique("id"), row_count(max=50)]},
     "ids_local": {"pipeline": create_el_pipeline(Ids("ids"), loader("events_local", "interval"), "ids_local")},
+    "ids_replicas": {"pipeline": create_el_pipeline(Ids("ids"), loader("events_r", "interval"), "ids_replicas")},
     **{f"{mode}_{table}": {"pipeline": create_el_pipeline(Ids("ids"), loader(table, mode), f"{mode}_{table}")}
        for mode, table in [("append", "app"), ("append", "app_untagged"), ("merge", "mrg"),
                            ("merge", "mrg_rand"), ("replace", "rep")]},
@@ -209,7 +212,7 @@ def test_append_merge_and_replace_on_distributed_targets(local_cluster, project)
     assert _staging_left(c, db) == [[], []]
 
 
-def test_a_shard_local_target_is_refused_through_either_node(local_cluster, project) -> None:
+def test_a_shard_local_target_and_a_cluster_with_replicas_are_refused(local_cluster, project) -> None:
     """The issue: writing the shard-local table through each node succeeded on each (2,000 rows for
     1,000 ids over the Distributed table). Refused, naming the Distributed table to load into."""
     env, db = project
@@ -223,6 +226,14 @@ def test_a_shard_local_target_is_refused_through_either_node(local_cluster, proj
                 f"(cluster {c.name}): a write through one node would be exactly-once on that node only; "
                 f"load into {db}.events") in result.stdout + result.stderr
     assert _per_shard(c, db, "events") == [0, 0]
+    # A Distributed table over a shard with two replicas: its staging could not be per replica.
+    c.client(0).command(f"CREATE TABLE {db}.events_r AS {db}.events_local ENGINE = "
+                        f"Distributed('{REPLICAS}', '{db}', 'events_local', id)")
+    result = _run(env, "ids_replicas", list(range(10)))
+    assert result.returncode != 0
+    assert (f"the Distributed table {db}.events_r is on cluster {REPLICAS}, whose shard 1 has 2 replicas: loading "
+            "is supported with one replica per shard only") in result.stdout + result.stderr
+    assert _per_shard(c, db, "events") == [0, 0] and _staging_left(c, db) == [[], []]
 
 
 def test_a_kill_9_mid_load_leaves_no_staging_on_any_node(local_cluster, project, tmp_path) -> None:
