@@ -68,6 +68,7 @@ PIPELINE_REGISTRY = {
                    "checks": [unique("id"), row_count(max=50)]},
     "ids_local": {"pipeline": create_el_pipeline(Ids("ids"), loader("events_local", "interval"), "ids_local")},
     "ids_replicas": {"pipeline": create_el_pipeline(Ids("ids"), loader("events_r", "interval"), "ids_replicas")},
+    "ids_other": {"pipeline": create_el_pipeline(Ids("ids"), loader("events_o", "interval"), "ids_other")},
     **{f"{mode}_{table}": {"pipeline": create_el_pipeline(Ids("ids"), loader(table, mode), f"{mode}_{table}")}
        for mode, table in [("append", "app"), ("append", "app_untagged"), ("merge", "mrg"),
                            ("merge", "mrg_rand"), ("replace", "rep")]},
@@ -233,6 +234,13 @@ def test_a_shard_local_target_and_a_cluster_with_replicas_are_refused(local_clus
     assert result.returncode != 0
     assert (f"the Distributed table {db}.events_r is on cluster {REPLICAS}, whose shard 1 has 2 replicas: loading "
             "is supported with one replica per shard only") in result.stdout + result.stderr
+    # A Distributed table over another database's local tables.
+    c.client(0).command(f"CREATE TABLE {db}.events_o AS {db}.events_local ENGINE = "
+                        f"Distributed('{c.name}', 'elsewhere', 'events_local', id)")
+    result = _run(env, "ids_other", list(range(10)))
+    assert result.returncode != 0
+    assert (f"the Distributed table {db}.events_o reads elsewhere.events_local: loading is supported when its "
+            f"local table is in the same database ({db})") in result.stdout + result.stderr
     assert _per_shard(c, db, "events") == [0, 0] and _staging_left(c, db) == [[], []]
 
 
