@@ -89,7 +89,10 @@ class ClickHouseAdapter:
         return [s for s in found if s.points_at(self.store.database, table)]
 
     def swappable(self, table: str) -> bool:
-        """True when ``table``'s staging is a copy of it (``AS`` it), so ``EXCHANGE`` may swap them."""
+        """True when ``table``'s staging is a copy of it (``AS`` it), so ``EXCHANGE`` may swap them;
+        never on a cluster (``CLICKHOUSE_CLUSTER``): EXCHANGE renames on one node, nothing replicates it."""
+        if self.store.settings.clickhouse_cluster:
+            return False
         engine = self.engine_full(table) or ""
         return plain_engine(engine) is None and not engine.startswith("Distributed(")
 
