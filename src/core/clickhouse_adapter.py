@@ -9,8 +9,8 @@ Topology: the adapter tells what a table is made of. A replicated target (``Repl
 ``Shared*MergeTree``) is staged in its non-replicated twin (:meth:`stage_like`), so its partition
 swap runs on one node and replicates; ``EXCHANGE`` is for plain targets only (:meth:`swappable`).
 A ``Distributed`` target (:meth:`sharding`) is staged per shard (``core.clickhouse_cluster``); its
-Distributed staging table is dropped with its local tables on every node (:meth:`drop`), so every
-clean-up of run tables covers the whole cluster.
+Distributed staging table is dropped with its local tables on every node (``core.shards``), so
+every clean-up of run tables covers the whole cluster.
 """
 
 from __future__ import annotations

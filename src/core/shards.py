@@ -33,7 +33,7 @@ class ShardNode:
 
 @contextmanager
 def shard_nodes(store: Store, sharding: Sharding) -> Iterator[list[ShardNode]]:
-    """A store on every node of ``sharding``'s cluster (one replica per shard: see :func:`refusal`),
+    """A store on every node of ``sharding``'s cluster (one replica per shard: see :func:`replica_refusal`),
     closed afterwards."""
     from core.store import Store
     from core.topology import Topology, cluster_nodes
@@ -65,13 +65,6 @@ def replica_refusal(store: Store, sharding: Sharding) -> str | None:
                 f"whose shard {rows[0][0]} has {rows[0][1]} replicas: loading is supported with one replica per "
                 "shard only (docs/deployment.md, Clusters and Cloud)")
     return None
-
-
-def local_partitions(store: Store, table: str) -> set[str]:
-    """Partition ids of ``table``'s active parts on the node of ``store``."""
-    return {str(p) for (p,) in store.query_rows(
-        "SELECT DISTINCT partition_id FROM system.parts WHERE database = {db:String} AND table = {t:String} "
-        "AND active", {"db": store.database, "t": table})}
 
 
 def drop_table(store: Store, table: str, staging_prefix: str, sync: bool = True) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from core.clickhouse_adapter import replace_partitions_sql
 from core.clickhouse_cluster import Sharding, distributed_statement
 from core.run_tables import drop_tables
-from core.shards import local_partitions, replica_refusal, shard_nodes
+from core.shards import replica_refusal, shard_nodes
 from core.validators import quote_identifier
 from pipelines.interfaces import RunContext
 from pipelines.tools.loaders.clickhouse_schema import referenced_columns
@@ -91,7 +91,7 @@ class ShardedStaging:
         the shard staged no row of it."""
         with shard_nodes(self.context.store, self.sharding) as nodes:
             for node in nodes:
-                staged = local_partitions(node.store, self.local)
+                staged = set(node.store.adapter.partitions(self.local))
                 statement = replace_partitions_sql(
                     node.store.table(self.sharding.local), node.store.table(self.local),
                     [p for p in partitions if p in staged], [p for p in partitions if p not in staged])
@@ -112,7 +112,7 @@ class ShardedStaging:
         with shard_nodes(context.store, self.sharding) as nodes:
             for node in nodes:
                 done = set(node.store.adapter.partitions(self.sharding.local, where, {"r": context.run_id}))
-                for partition in sorted(local_partitions(node.store, self.local)):
+                for partition in node.store.adapter.partitions(self.local):
                     if partition in done:
                         context.logger.warning("Partition %s of %s on %s already holds rows of run %s: not "
                                                "attached again", partition, self.sharding.local, node.address,
