@@ -160,15 +160,12 @@ def test_an_interval_on_a_distributed_target_is_published_exactly_once_on_every_
     assert "unique(id): 1 failing row(s)" in out and "Code: 288" not in out, out
     assert _per_shard(c, db, "events", day) == [10, 0]
     assert _staging_left(c, db) == [[], []]
-    # And the other way round: shard 1's partition is emptied.
-    _ok(_run(env, "ids", list(range(1, 20, 2))))
-    assert _per_shard(c, db, "events", day) == [0, 10]
     # A column the Distributed target lacks: the loader changes no structure on a cluster (a migration does).
     extra = _run({**env, "DP_NOTE": "1"}, "ids", list(range(4)))
     assert extra.returncode != 0
     assert ("the data has column 'note', which the Distributed table cannot take; on a cluster the loader "
             "does not change a target's structure: do it with a migration") in extra.stdout + extra.stderr
-    assert _per_shard(c, db, "events", day) == [0, 10]
+    assert _per_shard(c, db, "events", day) == [10, 0]
     assert _staging_left(c, db) == [[], []]
 
 
