@@ -32,6 +32,7 @@ from pathlib import Path
 from server_process import ServerProcess, start_server, wait_ready
 
 CLUSTER = "dp_cluster"
+REPLICAS = "dp_replicas"
 ZOOKEEPER_CLASSPATH = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 READY_TIMEOUT = 60.0
@@ -111,7 +112,11 @@ def node_config(shard: int, tcp_ports: list[int], password: str, zookeeper_port:
     shards = "".join(
         f"<shard><replica><host>127.0.0.1</host><port>{port}</port><user>data_processor</user>"
         f"<password>{escape(password)}</password></replica></shard>" for port in tcp_ports)
-    return (f"<clickhouse>\n  <remote_servers><{CLUSTER}>{shards}</{CLUSTER}></remote_servers>\n"
+    # REPLICAS: one shard whose two replicas are the two nodes (what a Distributed target is refused on).
+    replicas = "".join(f"<replica><host>127.0.0.1</host><port>{port}</port><user>data_processor</user>"
+                       f"<password>{escape(password)}</password></replica>" for port in tcp_ports)
+    return (f"<clickhouse>\n  <remote_servers><{CLUSTER}>{shards}</{CLUSTER}>"
+            f"<{REPLICAS}><shard>{replicas}</shard></{REPLICAS}></remote_servers>\n"
             f"  <macros><shard>{shard}</shard><replica>node{shard}</replica><cluster>{CLUSTER}</cluster></macros>\n"
             f"  <zookeeper><node><host>127.0.0.1</host><port>{zookeeper_port}</port></node></zookeeper>\n"
             + ("  <keeper_map_path_prefix>/keeper_map</keeper_map_path_prefix>\n" if keeper_map else "")

@@ -22,6 +22,11 @@ PARAMETER_TYPES = {
     "start_date": "Date", "end_date": "Date", "run_id": "String", "pipeline": "String",
 }
 _WRAPPER = re.compile(r"^(?:LowCardinality|Nullable)\((.*)\)$")
+#: Every check query's settings. On a Distributed target the staged rows and the target are both
+#: Distributed tables: an ``IN``/``JOIN`` over one inside a query over the other must be ``GLOBAL``
+#: (else Code 288, or each shard comparing with its own rows only); ``global`` makes it so, and
+#: changes nothing for other tables.
+CHECK_SETTINGS = {"distributed_product_mode": "global"}
 
 
 @dataclass
@@ -86,14 +91,17 @@ class Audit:
         return outside_slice_sql(self.q(self.staged.time_column or ""))
 
     def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
-        rows = self.store.query_rows(sql, {**self.params, **(params or {})})
+        rows = self.store.query(sql, {**self.params, **(params or {})}, settings=CHECK_SETTINGS).result_rows
         return rows[0][0] if rows and rows[0] else None
 
     def failing_rows(self, sql: str, params: dict[str, Any] | None = None) -> Outcome:
         """Count the rows of ``sql`` and keep a few of them as the sample."""
         bound = {**self.params, **(params or {})}
-        count = int(self.store.query_rows(f"SELECT count() FROM ({sql})", bound)[0][0])
-        sample = self.store.query_dicts(f"SELECT * FROM ({sql}) LIMIT {SAMPLE_ROWS}", bound) if count else []
+        count = int(self.scalar(f"SELECT count() FROM ({sql})", bound))
+        sample = []
+        if count:
+            result = self.store.query(f"SELECT * FROM ({sql}) LIMIT {SAMPLE_ROWS}", bound, settings=CHECK_SETTINGS)
+            sample = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
         return Outcome(count, [_jsonable(row) for row in sample], f"{count} failing row(s)" if count else "")
 
 

@@ -5,12 +5,12 @@ Every read of ``system.tables``, ``system.columns`` and ``system.parts`` goes th
 (``store.adapter``): the loader, the data checks, row counts, the clean-up after dead runs, the
 framework's own tables and ``check``'s look for materialized views.
 
-Topology: the adapter knows where a table lives. Today that is always ``single`` (the embedded
-engine or one server). Publishing staged rows differs per topology (on a Distributed or
-replicated target, staging is per shard and each node replaces its partitions), so the loader's
-write strategies never ask which one it is: they call :meth:`stage_like`,
-:meth:`create_table`, :meth:`create_as`, :meth:`add_column`, :meth:`modify_column`, :meth:`replace_partitions`,
-:meth:`attach_partition` and :meth:`exchange`, which an adapter for another topology overrides.
+Topology: the adapter tells what a table is made of. A replicated target (``Replicated*`` or
+``Shared*MergeTree``) is staged in its non-replicated twin (:meth:`stage_like`), so its partition
+swap runs on one node and replicates; ``EXCHANGE`` is for plain targets only (:meth:`swappable`).
+A ``Distributed`` target (:meth:`sharding`) is staged per shard (``core.clickhouse_cluster``); its
+Distributed staging table is dropped with its local tables on every node (``core.shards``), so
+every clean-up of run tables covers the whole cluster.
 """
 
 from __future__ import annotations
@@ -18,12 +18,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
+from core.clickhouse_cluster import Sharding, plain_engine
 from core.validators import quote_identifier
 
 if TYPE_CHECKING:
     from core.store import Store
 
 Topology = Literal["single"]
+
+
+def replace_partitions_sql(target: str, staging: str, partitions: Iterable[str], emptied: Iterable[str] = ()) -> str:
+    """One ``ALTER`` of the quoted ``target`` swapping ``partitions`` for the quoted ``staging``'s and
+    dropping the ``emptied`` ones (``""``: nothing to do)."""
+    commands = [f"REPLACE PARTITION ID '{p}' FROM {staging}" for p in partitions]
+    commands += [f"DROP PARTITION ID '{p}'" for p in emptied]
+    return f"ALTER TABLE {target} {', '.join(commands)}" if commands else ""
 
 
 class ClickHouseAdapter:
@@ -61,6 +70,31 @@ class ClickHouseAdapter:
         rows = self._system("SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
                             t=table)
         return str(rows[0][0]) if rows else None
+
+    def engine_full(self, table: str) -> str | None:
+        """``table``'s whole engine clause (``None`` when it does not exist)."""
+        rows = self._system("SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                            t=table)
+        return str(rows[0][0]) if rows else None
+
+    def sharding(self, table: str) -> Sharding | None:
+        """What the ``Distributed`` table ``table`` spreads over (``None``: not a Distributed table)."""
+        engine = self.engine_full(table)
+        return Sharding.of(table, engine) if engine and engine.startswith("Distributed(") else None
+
+    def distributed_over(self, table: str) -> list[Sharding]:
+        """The Distributed tables of this node whose local table is ``table`` of this database."""
+        found = [Sharding.of(name, engine) for name, engine in self.store.query_rows(
+            "SELECT concat(database, '.', name), engine_full FROM system.tables WHERE engine = 'Distributed'")]
+        return [s for s in found if s.points_at(self.store.database, table)]
+
+    def swappable(self, table: str) -> bool:
+        """True when ``table``'s staging is a copy of it (``AS`` it), so ``EXCHANGE`` may swap them;
+        never on a cluster (``CLICKHOUSE_CLUSTER``): EXCHANGE renames on one node, nothing replicates it."""
+        if self.store.settings.clickhouse_cluster:
+            return False
+        engine = self.engine_full(table) or ""
+        return plain_engine(engine) is None and not engine.startswith("Distributed(")
 
     def partition_key(self, table: str) -> str:
         """``table``'s PARTITION BY expression (``""``: none, or no such table)."""
@@ -112,9 +146,16 @@ class ClickHouseAdapter:
     # ---- publishing (per topology) ------------------------------------------------------------
 
     def stage_like(self, staging: str, target: str) -> None:
-        """(Re)create ``staging`` with ``target``'s structure, partition key, ORDER BY and engine."""
+        """(Re)create ``staging`` with ``target``'s structure, partition key, ORDER BY, primary key and
+        engine; a replicated engine's non-replicated twin (``AS`` a replicated table would register a
+        second replica at its path: Code 253)."""
         self.drop(staging, sync=False)
-        self.create_as(staging, target)
+        plain = plain_engine(self.engine_full(target) or "")
+        if plain is None:
+            self.create_as(staging, target)
+        else:
+            self.store.command(f"CREATE TABLE {self.store.table(staging)} AS {self.store.table(target)} "
+                               f"ENGINE = {plain}")
 
     def create_table(self, table: str, columns: list[tuple[str, str]], engine: str, order_by: str,
                      partition_by: str | None = None) -> None:
@@ -143,11 +184,25 @@ class ClickHouseAdapter:
         ``ALTER``. Atomic per partition, NOT across partitions: a reader (or a failure) between two
         of them sees some partitions new and others old. A partition with no staged rows must be
         passed as ``emptied`` (ClickHouse refuses ``REPLACE PARTITION`` from an empty source)."""
-        source = self.store.table(staging)
-        commands = [f"REPLACE PARTITION ID '{p}' FROM {source}" for p in partitions]
-        commands += [f"DROP PARTITION ID '{p}'" for p in emptied]
-        if commands:
-            self.store.command(f"ALTER TABLE {self.store.table(target)} {', '.join(commands)}")
+        statement = replace_partitions_sql(self.store.table(target), self.store.table(staging), partitions, emptied)
+        if statement:
+            self.store.command(statement)
+
+    def replace_all_sql(self, target: str, staging: str) -> str:
+        """The ``ALTER`` making ``target`` hold exactly ``staging``'s rows: each of ``staging``'s
+        partitions swapped in, every other partition of ``target`` dropped (``""``: both empty)."""
+        staged = set(self.partitions(staging))
+        everything = sorted(staged | set(self.partitions(target)))
+        return replace_partitions_sql(self.store.table(target), self.store.table(staging),
+                                      [p for p in everything if p in staged],
+                                      [p for p in everything if p not in staged])
+
+    def replace_all(self, target: str, staging: str) -> None:
+        """Replace ``target``'s rows by ``staging``'s partition by partition (a ``replace`` commit
+        where ``EXCHANGE`` cannot be used: atomic per partition, not across partitions)."""
+        statement = self.replace_all_sql(target, staging)
+        if statement:
+            self.store.command(statement)
 
     def attach_partition(self, target: str, staging: str, partition: str) -> None:
         """Add ``staging``'s rows of ``partition`` to ``target`` (``ATTACH PARTITION ... FROM``: no copy)."""
@@ -162,5 +217,6 @@ class ClickHouseAdapter:
         self.store.command(f"RENAME TABLE {self.store.table(table)} TO {self.store.table(new_name)}")
 
     def drop(self, table: str, sync: bool = True) -> None:
-        """Drop ``table`` if it exists (``SYNC``: wait until its data is gone)."""
+        """Drop ``table`` if it exists (``SYNC``: wait until its data is gone); a run's table that
+        may be a Distributed staging is dropped with ``core.run_tables.drop_tables``."""
         self.store.command(f"DROP TABLE IF EXISTS {self.store.table(table)}{' SYNC' if sync else ''}")

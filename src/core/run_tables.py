@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from core.shards import drop_table
+
 if TYPE_CHECKING:
     from core.store import Store
 
@@ -42,9 +44,10 @@ def run_tables(store: Store, run_id: str | None = None) -> list[str]:
 
 
 def drop_tables(store: Store, names: Iterable[str]) -> None:
-    """Drop these tables of the store's database (those already gone are no error)."""
+    """Drop these tables of the store's database (those already gone are no error); a run's
+    Distributed staging table with its local table on every node (``core.shards``)."""
     for name in names:
-        store.adapter.drop(name)
+        drop_table(store, name, STAGING_PREFIX)
 
 
 def drop_run_tables(store: Store, run_id: str) -> list[str]:

@@ -40,6 +40,19 @@ def test_the_adapter_reads_the_catalogue_and_publishes_partitions(store: Store) 
 
     adapter.exchange("t", "_dp_stage_t_r1")
     assert store.query_rows("SELECT count() FROM t") == [(2,)]
+    # replace without EXCHANGE (a replicated or Distributed target): every partition replaced or dropped.
+    assert adapter.sharding("t") is None and adapter.distributed_over("t") == [] and adapter.swappable("t")
+    store.settings.clickhouse_cluster = "c"  # on a cluster: never EXCHANGE
+    try:
+        assert not adapter.swappable("t")
+    finally:
+        store.settings.clickhouse_cluster = None
+    adapter.stage_like("_dp_stage_t_r2", "t")
+    store.command("INSERT INTO _dp_stage_t_r2 (d, v) VALUES ('2026-01-04', 41), ('2026-01-05', 50)")
+    assert adapter.replace_all_sql("t", "_dp_stage_t_r2").count("DROP PARTITION") == 1
+    adapter.replace_all("t", "_dp_stage_t_r2")
+    assert store.query_rows("SELECT toString(d), v FROM t ORDER BY d") == [("2026-01-04", 41), ("2026-01-05", 50)]
+    adapter.drop("_dp_stage_t_r2")
     adapter.rename("_dp_stage_t_r1", "_dp_stage_kept_t_r1")
     adapter.drop("_dp_stage_kept_t_r1")
     adapter.drop("_dp_stage_kept_t_r1")  # gone already: no error

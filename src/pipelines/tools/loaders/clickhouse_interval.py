@@ -108,7 +108,9 @@ class IntervalStrategy(WriteStrategy):
 
     def layout(self, context: RunContext) -> Layout:
         """The target's partitions against the time column (DEFAULTs of columns the data supplied do not count)."""
-        return read_layout(context.store, self.spec.table, self.column, self.staging.supplied)
+        sharded = self.staging.sharded
+        table = sharded.sharding.local if sharded else self.spec.table  # a Distributed table has no partitions
+        return read_layout(context.store, table, self.column, self.staging.supplied)
 
     def publish_lock(self, context: RunContext) -> AbstractContextManager[None]:
         """On a server, rebuilds that copy rows from outside the slice are serialised across hosts
@@ -126,7 +128,7 @@ class IntervalStrategy(WriteStrategy):
         target, staging = self.spec.table, self.staging.name
         column, bounds = quote_identifier(self.column), slice_parameters(context.start, context.end)
         held = adapter.partitions(target, in_slice_sql(column), bounds)
-        touched = sorted(set(held) | set(adapter.partitions(staging)))
+        touched = sorted(set(held) | set(self.staging.partitions(context)))
         for partition in touched:
             # Rebuild the whole partition in staging: the slice's new rows are there already;
             # copy the partition's rows outside the slice (none when partitions align with runs),
@@ -137,11 +139,11 @@ class IntervalStrategy(WriteStrategy):
                 {**bounds, "p": partition},
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-keep-{partition}"},
             )
-        staged = set(adapter.partitions(staging))
+        staged = set(self.staging.partitions(context))
         # A partition left with no rows: the slice is empty on purpose (ClickHouse refuses
         # REPLACE PARTITION from an empty source, and an empty result must not be a no-op).
-        adapter.replace_partitions(target, staging, [p for p in touched if p in staged],
-                                   emptied=[p for p in touched if p not in staged])
+        self.staging.replace_partitions(context, [p for p in touched if p in staged],
+                                        [p for p in touched if p not in staged])
         kept = self.staging.count(context) - staged_rows
         context.logger.info("Replaced interval %s..%s of %s: %d rows loaded, %d partition(s) swapped%s",
                             bounds["start"], bounds["end"], target, staged_rows, len(touched),

@@ -1,8 +1,13 @@
 """ClickHouse loader: Arrow batches into a MergeTree table, with idempotent write modes.
 
 Every mode writes the run's batches into a private staging table (``_dp_stage_<table>_<run>``,
-created ``AS`` the target so structure, partition key and ORDER BY match) and touches the target
-only in :meth:`commit`, so a failed run leaves the target as it was. A missing target is created at
+made like the target so structure, partition key and ORDER BY match) and touches the target
+only in :meth:`commit`, so a failed run leaves the target as it was. The staging follows the
+target's topology (``clickhouse_sharded``, docs/deployment.md "Loading per topology"): a
+replicated target's is its non-replicated twin, a ``Distributed`` target's is one local table per
+shard behind a Distributed staging table, published shard by shard; the shard-local table of a
+Distributed table, and modes that cannot be exactly-once on a Distributed target, are refused
+before any row. A missing target is created at
 commit too (from the staging table's structure), and changes of structure (added columns,
 ``widen_to_nullable``) are made to the staging table during the run and to the target at commit.
 Under the commit lock the target is looked at again: when another run created or changed it
@@ -30,6 +35,7 @@ adapter (``core.clickhouse_adapter``).
     Each staged batch carries an ``insert_deduplication_token`` (run id + attempt + batch).
 ``replace``
     The staged table becomes the target with ``EXCHANGE TABLES`` (atomic); the old data is dropped.
+    A replicated or Distributed target gets every partition replaced or dropped instead.
 ``merge``
     A ReplacingMergeTree on ``primary_key`` with ``version_column``: staged partitions are attached;
     ClickHouse keeps the newest version of each key at merge time, so readers use ``FINAL``.

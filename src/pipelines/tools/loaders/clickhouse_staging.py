@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
+from core.run_tables import drop_tables
 from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource, run_table_name
@@ -27,15 +28,18 @@ from pipelines.tools.loaders.clickhouse_schema import (
     nullable_type,
     referenced_columns,
 )
+from pipelines.tools.loaders.clickhouse_sharded import ShardedStaging, topology_refusal
 
 # Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases. A NULL
 # must never become a type's default: ``input_format_null_as_default`` covers format inserts
 # (the server path), ``insert_null_as_default`` every ``INSERT ... SELECT`` (chdb's Python(), the
 # Parquet push-down, partition rebuilds); both then fail with Code 349.
 # Every insert goes to the run's staging table, so one touching many partitions (a year of daily
-# partitions in one load) is normal there: no limit (the default of 100 would fail it).
+# partitions in one load) is normal there: no limit (the default of 100 would fail it). Through a
+# Distributed staging table an insert has reached every shard when it returns (no background
+# queue to lose rows in: ``insert_distributed_sync``, the name every release since 2016 knows).
 INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0,
-                   "max_partitions_per_insert_block": 0}
+                   "max_partitions_per_insert_block": 0, "insert_distributed_sync": 1}
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class StagingTable:
         self.rows = 0
         self.batches = 0
         self.supplied: set[str] = set()  # the columns the run's data carries (their DEFAULTs do not apply)
+        #: The per-shard side of the staging table when the target is Distributed (None: one table).
+        self.sharded: ShardedStaging | None = None
 
     @property
     def exists(self) -> bool:
@@ -110,16 +116,23 @@ class StagingTable:
         self.columns = context.store.adapter.columns(name)
 
     def like_target(self, context: RunContext, again: bool = False) -> None:
-        """(Re)create the staging table with the target's structure."""
-        if context.store.adapter.engine(self.spec.table) == "Distributed":
-            # Staging made AS a Distributed target is Distributed too: rows would go straight into
-            # the shards and the partition swap fails (issue 28). Refused until per-topology publish.
-            raise LoadError(f"the target {context.store.database}.{self.spec.table} is a Distributed table: "
-                            "loading into it is not supported yet, see docs/deployment.md (Clusters and Cloud)")
+        """(Re)create the staging table with the target's structure: per shard behind a Distributed
+        staging table for a Distributed target (``clickhouse_sharded``), else one table; a target
+        this topology cannot load exactly once is refused here, before any row."""
+        adapter = context.store.adapter
+        sharding = adapter.sharding(self.spec.table)
+        refusal = topology_refusal(context, self.spec.table, sharding)
+        if refusal:
+            raise LoadError(refusal, table=self.spec.table)
         name = self._table_name(context, again)
-        context.store.adapter.stage_like(name, self.spec.table)
+        if sharding is None:
+            self.sharded = None
+            adapter.stage_like(name, self.spec.table)
+        else:
+            self.sharded = ShardedStaging(context, name, self._table_name(context, again, "_shard"), sharding)
+            self.sharded.create()
         self._name = name
-        self.columns = context.store.adapter.columns(name)
+        self.columns = adapter.columns(name)
 
     def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
         """Add columns the data has and the staging table lacks; refuse incompatible types."""
@@ -129,6 +142,7 @@ class StagingTable:
                 check_compatible(f.name, existing, f, self.spec.table)
                 continue
             new_type = clickhouse_type(f, nullable=True)
+            self._refuse_sharded_change(f"has column '{f.name}', which")
             context.store.adapter.add_column(self.name, f.name, new_type)
             self.columns[f.name] = new_type
 
@@ -169,9 +183,15 @@ class StagingTable:
             raise LoadError(self._null_message(column, self.columns[column], "the run's data (re-staged into "
                             f"{self.spec.table}, which another run created or changed meanwhile)")) from None
         finally:
-            store.adapter.drop(old)
+            drop_tables(store, [old])
         context.logger.info("Table %s was created or changed by another run meanwhile: re-staged %d rows into "
                             "its structure", self.spec.table, self.rows)
+
+    def _refuse_sharded_change(self, what: str) -> None:
+        if self.sharded is not None:
+            raise LoadError(f"Loader for '{self.spec.table}': the data {what} the Distributed table cannot take; "
+                            "on a cluster the loader does not change a target's structure: do it with a migration",
+                            table=self.spec.table)
 
     # ---- rows ----------------------------------------------------------------------------
 
@@ -215,6 +235,18 @@ class StagingTable:
                 self._null_into(context, column, self.columns[column], where)  # widens or raises
                 store.command(f"TRUNCATE TABLE {staging}")
 
+    def partitions(self, context: RunContext) -> list[str]:
+        """Partition ids of the staged rows (on any shard)."""
+        return self.sharded.partitions() if self.sharded else context.store.adapter.partitions(self.name)
+
+    def replace_partitions(self, context: RunContext, partitions: list[str], emptied: list[str]) -> None:
+        """Swap ``partitions`` of the target for the staged ones and drop the ``emptied`` ones; per shard
+        for a Distributed target, where a partition the shard staged no row of is dropped."""
+        if self.sharded is not None:
+            self.sharded.replace_partitions(sorted({*partitions, *emptied}))
+        else:
+            context.store.adapter.replace_partitions(self.spec.table, self.name, partitions, emptied)
+
     def count(self, context: RunContext) -> int:
         """Rows in the staging table now."""
         return int(context.store.command(f"SELECT count() FROM {context.store.table(self.name)}"))
@@ -243,6 +275,7 @@ class StagingTable:
         if not self.spec.widen_to_nullable:
             raise LoadError(self._null_message(column, type_, where), table=table, column=column, row=row)
         widened = nullable_type(type_)
+        self._refuse_sharded_change(f"has a NULL for column '{column}' ({type_}), which")
         context.store.adapter.modify_column(self.name, column, widened)
         self.columns[column] = widened
         context.logger.warning("Schema evolution: column %s of %s widened to %s (%s is NULL; widen_to_nullable=True)",
@@ -270,13 +303,16 @@ class StagingTable:
 
     # ---- the table's end -----------------------------------------------------------------
 
-    def _table_name(self, context: RunContext, again: bool = False) -> str:
+    def _table_name(self, context: RunContext, again: bool = False, part: str = "") -> str:
         # A run-private table: the framework drops a crashed run's leftovers (core.run_tables).
-        return run_table_name(f"{self.spec.table}{'_restaged' if again else ''}", context.run_id)
+        return run_table_name(f"{self.spec.table}{'_restaged' if again else ''}{part}", context.run_id)
 
     def keep(self, context: RunContext, name: str) -> None:
         """Keep the staged rows as ``name`` (a failed check): they are then neither published nor dropped."""
-        context.store.adapter.rename(self.name, name)
+        if self.sharded is not None:
+            self.sharded.keep(name)
+        else:
+            context.store.adapter.rename(self.name, name)
         self._name = None
 
     def drop(self, context: RunContext) -> None:
@@ -284,6 +320,6 @@ class StagingTable:
         if self._name is not None:
             name, self._name = self._name, None
             try:
-                context.store.adapter.drop(name)
+                drop_tables(context.store, [name])
             except Exception:
                 context.logger.warning("Could not drop staging table %s; ./run.sh clean removes it", name)

@@ -26,6 +26,7 @@ from core.locks import FileLock
 from core.validators import quote_identifier
 from pipelines.interfaces import RunContext, Staged
 from pipelines.tools.loaders.clickhouse_attach import attach_recorded, ensure_attached_table, partitions_of_run
+from pipelines.tools.loaders.clickhouse_sharded import mode_refusal
 from pipelines.tools.loaders.clickhouse_staging import StagingTable, TableSpec
 
 Mode = Literal["interval", "append", "replace", "merge"]
@@ -59,6 +60,11 @@ class WriteStrategy(ABC):
     def begin(self, context: RunContext) -> None:
         self.staging = StagingTable(self.spec, self.engine())
         if context.store.adapter.table_exists(self.spec.table):
+            sharding = context.store.adapter.sharding(self.spec.table)
+            refusal = None if sharding is None else mode_refusal(
+                context, self.mode, sharding, self.spec.run_id_column, self.spec.primary_key)
+            if refusal:
+                raise LoadError(refusal, table=self.spec.table)
             self.staging.like_target(context)
 
     def check_columns(self, names: list[str]) -> None:  # noqa: B027 (optional hook)
@@ -144,6 +150,11 @@ class AppendStrategy(WriteStrategy):
     def publish(self, context: RunContext) -> None:
         adapter, table, staging = context.store.adapter, self.spec.table, self.staging.name
         column = self.spec.run_id_column
+        if self.staging.sharded is not None and column:  # begin() refused a Distributed target without it
+            attached = self.staging.sharded.attach(column)
+            context.logger.info("Appended %d rows to %s (%d partition(s) attached on its shards)",
+                                self.staging.rows, table, attached)
+            return
         tagged = column if column in self.staging.columns else None
         done = partitions_of_run(context, table, tagged)
         if not tagged:
@@ -182,7 +193,9 @@ class MergeStrategy(AppendStrategy):
 
 class ReplaceStrategy(WriteStrategy):
     """``replace``: the staging table becomes the target with ``EXCHANGE TABLES`` (atomic); the old
-    data is dropped with the staging table."""
+    data is dropped with the staging table. A replicated or Distributed target is never exchanged
+    (its staging is not a copy of it, and EXCHANGE does not replicate): each partition is replaced
+    or dropped instead, on every shard of a Distributed one (atomic per partition, not across them)."""
 
     mode = "replace"
     replaces = True
@@ -194,5 +207,14 @@ class ReplaceStrategy(WriteStrategy):
         return rows, f"which would replace all {rows:,} rows of {self.spec.table}"
 
     def publish(self, context: RunContext) -> None:
-        context.store.adapter.exchange(self.spec.table, self.staging.name)
-        context.logger.info("Replaced %s with %d rows (EXCHANGE TABLES)", self.spec.table, self.staging.rows)
+        adapter, table, staging = context.store.adapter, self.spec.table, self.staging.name
+        if self.staging.sharded is not None:
+            self.staging.sharded.replace_all()
+            how = "every partition of every shard replaced"
+        elif adapter.swappable(table):
+            adapter.exchange(table, staging)
+            how = "EXCHANGE TABLES"
+        else:
+            adapter.replace_all(table, staging)
+            how = "every partition replaced"
+        context.logger.info("Replaced %s with %d rows (%s)", table, self.staging.rows, how)
