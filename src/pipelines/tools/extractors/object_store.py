@@ -211,9 +211,11 @@ class S3Bucket:
         list, e.g. ``c0 String, c1 String`` (names and types only: it is not quoted here).
 
         Several objects are one glob over their common folder (``folder/**``: one LIST, which gives
-        ClickHouse every size) kept to exactly these keys by ``has(keys, _path)``, which ClickHouse
-        applies to the listing before reading. Naming the keys (``{a,b,...}``) or ``_path IN (...)``
-        makes it send a HEAD per object first: 365 more requests for a year of daily files."""
+        ClickHouse every size) kept to exactly these keys by a filter on ``_path``, which ClickHouse
+        applies to the listing before reading any object. Naming the keys (``{a,b,...}``) or a plain
+        ``_path IN (...)`` (turned into the list of keys) makes it send a HEAD per object first: 365
+        more requests for a year of daily files, hence ``concat(_path, '')``; ``IN`` is a hash
+        lookup per row where ``has(keys, _path)`` compared each row with every key (3x slower)."""
         key, secret, token = self._credentials
         parameters: dict[str, Any] = {}
         if key:
@@ -232,7 +234,7 @@ class S3Bucket:
         prefix = _common_prefix(keys)
         parameters.update(dp_s3_url=self.http_url(prefix[:prefix.rfind("/") + 1] + "**"), dp_s3_paths=keys)
         return (f"(SELECT *, _path, _row_number FROM s3({{dp_s3_url:String}}{auth}, '{format}'{tail}) "
-                "WHERE has({dp_s3_paths:Array(String)}, _path))"), parameters
+                "WHERE concat(_path, '') IN {dp_s3_paths:Array(String)})"), parameters
 
 
 def _common_prefix(keys: list[str]) -> str:
