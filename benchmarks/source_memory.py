@@ -10,8 +10,10 @@ Sources, started once by the parent (the tests' own helpers): a private PostgreS
 1,000,000 rows (row groups of 100,000) per million rows of each size. Each (variant, size) runs in
 a fresh process on a fresh embedded store (ClickHouse is in that process, so its memory counts):
 
+  pg_clickhouse no framework: ClickHouse's own INSERT INTO t SELECT ... FROM postgresql(...) (reference)
   pg_pushdown   create_db_extractor(url, interval query): ClickHouse reads postgresql() itself
   pg_python     the same with pushdown=False: psycopg2 rows to Arrow batches in Python
+  s3_clickhouse no framework: ClickHouse's own INSERT INTO t SELECT * FROM s3(glob, ...) (reference)
   s3_pushdown   create_file_extractor("s3://mem/<size>/*.parquet"): ClickHouse's s3() reads them
   s3_streamed   the same with columns=[...]: pyarrow reads row group by row group in Python
 
@@ -32,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("pg_pushdown", "pg_python", "s3_pushdown", "s3_streamed")
+VARIANTS = ("pg_clickhouse", "pg_pushdown", "pg_python", "s3_clickhouse", "s3_pushdown", "s3_streamed")
 DAY = datetime(2026, 1, 15, tzinfo=UTC)
 PER_DAY = 1_000_000
 QUERY = ("SELECT id, created_at, amount, customer, paid FROM orders "
@@ -98,10 +100,13 @@ def child(variant: str, rows: int, workdir: Path, source: str) -> None:
     settings = load_settings()
     store = Store(settings)
     store.create_database()
+    if variant.endswith("_clickhouse"):
+        print(json.dumps({"seconds": clickhouse_alone(store, variant, rows, json.loads(source))}))
+        return
     bootstrap_store(store, settings)
     ensure_framework_tables(store)
     if variant.startswith("pg_"):
-        extractor = create_db_extractor(source, QUERY, pushdown=variant == "pg_pushdown")
+        extractor = create_db_extractor(json.loads(source)["url"], QUERY, pushdown=variant == "pg_pushdown")
     else:
         extractor = create_file_extractor(f"s3://mem/{rows}/*.parquet",
                                           columns=COLUMNS if variant == "s3_streamed" else None)
@@ -112,6 +117,25 @@ def child(variant: str, rows: int, workdir: Path, source: str) -> None:
     assert record.status == "success" and record.rows_loaded == rows, (record.status, record.error)
     store.close()
     print(json.dumps({"seconds": record.duration_seconds}))
+
+
+def clickhouse_alone(store, variant: str, rows: int, source: dict[str, str]) -> float:
+    """The reference: ClickHouse's own INSERT ... SELECT into a table of the pipelines' column types."""
+    store.command("CREATE TABLE orders (id Int64, created_at DateTime64(6, 'UTC'), amount Nullable(Decimal(12, 2)), "
+                  "customer Nullable(String), paid Nullable(Bool)) ENGINE = MergeTree ORDER BY ()")
+    if variant == "pg_clickhouse":
+        # The interval's rows are ids 0 .. rows-1 (fill_postgres); ClickHouse sends the WHERE to PostgreSQL.
+        table = ("postgresql({host:String}, {database:String}, 'orders', {user:String}, {password:String}) "
+                 "WHERE id < {rows:Int64}")
+        parameters = {**source, "rows": rows}
+    else:
+        table = "s3({url:String}, {key:String}, {secret:String}, 'Parquet')"
+        parameters = {"url": f"{os.environ['AWS_ENDPOINT_URL']}/mem/{rows}/*.parquet",
+                      "key": os.environ["AWS_ACCESS_KEY_ID"], "secret": os.environ["AWS_SECRET_ACCESS_KEY"]}
+    started = time.perf_counter()
+    store.command(f"INSERT INTO orders SELECT {', '.join(COLUMNS)} FROM {table}", parameters)
+    assert int(store.command("SELECT count() FROM orders")) == rows
+    return time.perf_counter() - started
 
 
 def measure(variant: str, rows: int, source: str, env: dict[str, str]) -> tuple[float, float]:
@@ -161,7 +185,9 @@ def main() -> int:
             print(f"sources filled in {time.perf_counter() - started:.0f} s", flush=True)
             results = {}
             for variant in args.only:
-                source = postgres.url if postgres and variant.startswith("pg_") else "-"
+                source = json.dumps({"url": postgres.url, "host": f"{postgres.host}:{postgres.port}",
+                                     "database": postgres.database, "user": postgres.user,
+                                     "password": postgres.password} if postgres else {})
                 for rows in args.rows:
                     results[variant, rows] = measure(variant, rows, source, env)
                     rss, seconds = results[variant, rows]
