@@ -82,6 +82,8 @@ def bucket(s3_server, pipelines_dir: Path, project_env, monkeypatch: pytest.Monk
     # In the folder ClickHouse lists (orders/2026-03-14/**) but not matched by the glob: never read.
     s3.put_object(Bucket=name, Key="orders/2026-03-14/deeper/c.parquet", Body=parquet(orders([100])))
     s3.put_object(Bucket=name, Key="orders/2026-03-14/a.parquet.bak", Body=parquet(orders([101])))
+    s3.put_object(Bucket=name, Key="orders/2026-03-14/0-manifest.json", Body=b'{"files": 2}')
+    s3.put_object(Bucket=name, Key="orders/2026-03-14/_SUCCESS", Body=b"")
     csv = b"id,ts,city\n1,2026-03-14 01:00:00,Windhoek\n2,2026-03-14 02:00:00,\n"
     s3.put_object(Bucket=name, Key="csv/2026-03-14.csv.gz", Body=gzip.compress(csv))
     s3.put_object(Bucket=name, Key="csv/2026-03-14.csv", Body=csv)
