@@ -41,6 +41,7 @@ MODULE = textwrap.dedent('''
         "pq_py": pipeline("pq_py", "/orders/{start_date}/*.parquet", columns=["id", "ts", "amount", "note"]),
         "csv_gz": pipeline("csv_gz", "/csv/{start_date}.csv.gz", types={"ts": "datetime"}),
         "csv_sql": pipeline("csv_sql", "/csv/{start_date}.csv"),
+        "csv_two": pipeline("csv_two", "/csv2/{start_date}/*.csv"),
         "jsonl": pipeline("jsonl", "/json/**/*.jsonl", types={"ts": "datetime"}),
         "kept": pipeline("kept", "/all.parquet", keep_interval_rows="ts"),
         "missing": pipeline("missing", "/orders/{start_date}/nothing-*.parquet"),
@@ -78,9 +79,17 @@ def bucket(s3_server, pipelines_dir: Path, project_env, monkeypatch: pytest.Monk
     s3.put_object(Bucket=name, Key="orders/2026-03-14/a.parquet", Body=parquet(orders([1, 2, 3])))
     s3.put_object(Bucket=name, Key="orders/2026-03-14/b.parquet", Body=parquet(orders([4, 5])))
     s3.put_object(Bucket=name, Key="orders/2026-03-15/a.parquet", Body=parquet(orders([9], DAY.replace(day=15))))
+    # In the folder ClickHouse lists (orders/2026-03-14/**) but not matched by the glob: never read.
+    s3.put_object(Bucket=name, Key="orders/2026-03-14/deeper/c.parquet", Body=parquet(orders([100])))
+    s3.put_object(Bucket=name, Key="orders/2026-03-14/a.parquet.bak", Body=parquet(orders([101])))
+    s3.put_object(Bucket=name, Key="orders/2026-03-14/0-manifest.json", Body=b'{"files": 2}')
+    s3.put_object(Bucket=name, Key="orders/2026-03-14/_SUCCESS", Body=b"")
     csv = b"id,ts,city\n1,2026-03-14 01:00:00,Windhoek\n2,2026-03-14 02:00:00,\n"
     s3.put_object(Bucket=name, Key="csv/2026-03-14.csv.gz", Body=gzip.compress(csv))
     s3.put_object(Bucket=name, Key="csv/2026-03-14.csv", Body=csv)
+    s3.put_object(Bucket=name, Key="csv2/2026-03-14/a.csv", Body=csv)
+    s3.put_object(Bucket=name, Key="csv2/2026-03-14/b.csv", Body=b"id,ts,city\n3,2026-03-14 03:00:00,Lima\n")
+    s3.put_object(Bucket=name, Key="csv2/2026-03-14/old/c.csv", Body=b"id,ts,city\n4,2026-03-14 04:00:00,Oslo\n")
     s3.put_object(Bucket=name, Key="json/x/2026-03-14.jsonl",
                   Body=b'{"id": 1, "ts": "2026-03-14 05:00:00", "tags": {"a": 1}}\n'
                        b'{"id": 2, "ts": "2026-03-14 06:00:00"}\n')
@@ -140,13 +149,16 @@ def test_parquet_files_of_different_schemas_are_not_pushed_down(bucket: str, db:
 
 def test_csv_pushed_down_or_streamed_json_lines_and_the_whole_file_kept_to_the_interval(bucket: str, db: Store,
                                                                                  project_env) -> None:
-    for name in ("csv_gz", "csv_sql", "jsonl", "kept"):
+    for name in ("csv_gz", "csv_sql", "csv_two", "jsonl", "kept"):
         result = run_cli("cron_run", name, "--date", "2026-03-14")
         assert result.returncode == 0, (name, result.stdout + result.stderr)
+    two = [(1, datetime(2026, 3, 14, 1), "Windhoek"), (2, datetime(2026, 3, 14, 2), None)]
     for name in ("csv_gz", "csv_sql"):
-        assert rows(db, f"SELECT id, ts, city FROM {name} ORDER BY id") == [
-            (1, datetime(2026, 3, 14, 1), "Windhoek"), (2, datetime(2026, 3, 14, 2), None)], name
+        assert rows(db, f"SELECT id, ts, city FROM {name} ORDER BY id") == two, name
     assert "ClickHouse read 2026-03-14.csv itself: 2 rows" in job_log(project_env, "csv_sql")
+    # Two objects: one s3() over their folder, kept to the listed keys (old/c.csv is not read).
+    assert rows(db, "SELECT id, ts, city FROM csv_two ORDER BY id") == [*two, (3, datetime(2026, 3, 14, 3), "Lima")]
+    assert "ClickHouse read 2 CSV files itself: 3 rows" in job_log(project_env, "csv_two")
     assert "no Python in the data path" not in job_log(project_env, "csv_gz")
     assert rows(db, "SELECT id, ts, tags_a FROM jsonl ORDER BY id") == [
         (1, datetime(2026, 3, 14, 5), 1), (2, datetime(2026, 3, 14, 6), None)]

@@ -24,6 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from core.exceptions import ExtractError
+from core.validators import quote_identifier
 from pipelines.interfaces import RunContext
 
 SCHEME = "s3://"
@@ -208,15 +209,18 @@ class S3Bucket:
                        ) -> tuple[str, dict[str, Any]]:
         """``s3(...)`` reading exactly these objects, and its query parameters (URL and credentials
         are parameters, so no credential is in the query text); ``structure``: ClickHouse's column
-        list, e.g. ``c0 String, c1 String`` (names and types only: it is not quoted here)."""
-        keys = [o.key for o in objects]
-        if len(keys) == 1:
-            url = self.http_url(keys[0])
-        else:
-            cut = len(re.match(r".*/", _common_prefix(keys)).group(0)) if "/" in _common_prefix(keys) else 0
-            url = self.http_url(keys[0][:cut] + "{" + ",".join(k[cut:] for k in keys) + "}")
+        list, e.g. ``c0 String, c1 String`` (passed as a query parameter, like the URL).
+
+        Several objects are one glob over their common folder (``folder/**``: one LIST, which gives
+        ClickHouse every size) kept to exactly these keys by a filter on ``_path``, which ClickHouse
+        applies to the listing before reading any object. Naming the keys (``{a,b,...}``) or a plain
+        ``_path IN (...)`` (turned into the list of keys) makes it send a HEAD per object first: 365
+        more requests for a year of daily files, hence ``concat(_path, '')``; ``IN`` is a hash
+        lookup per row where ``has(keys, _path)`` compared each row with every key (3x slower).
+        Several objects need ``structure`` (:meth:`structure`): the glob's listing may hold
+        objects ClickHouse would otherwise infer the schema from."""
         key, secret, token = self._credentials
-        parameters: dict[str, Any] = {"dp_s3_url": url}
+        parameters: dict[str, Any] = {}
         if key:
             parameters.update(dp_s3_key=key, dp_s3_secret=secret)
             auth = ", {dp_s3_key:String}, {dp_s3_secret:String}"
@@ -225,8 +229,28 @@ class S3Bucket:
                 auth += ", {dp_s3_token:String}"
         else:
             auth = ", NOSIGN"
-        tail = f", '{structure}'" if structure else ""
-        return f"s3({{dp_s3_url:String}}{auth}, '{format}'{tail})", parameters
+        tail = ", {dp_s3_structure:String}" if structure else ""
+        if structure:
+            parameters["dp_s3_structure"] = structure
+        if len(objects) == 1:
+            parameters["dp_s3_url"] = self.http_url(objects[0].key)
+            return f"s3({{dp_s3_url:String}}{auth}, '{format}'{tail})", parameters
+        if not structure:
+            raise ValueError("several objects in one s3() need their structure")
+        keys = [o.key for o in objects]
+        prefix = _common_prefix(keys)
+        parameters.update(dp_s3_url=self.http_url(prefix[:prefix.rfind("/") + 1] + "**"), dp_s3_paths=keys)
+        return (f"(SELECT *, _path, _row_number FROM s3({{dp_s3_url:String}}{auth}, '{format}'{tail}) "
+                "WHERE concat(_path, '') IN {dp_s3_paths:Array(String)})"), parameters
+
+
+    def structure(self, context: RunContext, obj: S3Object, format: str) -> str:
+        """ClickHouse's own reading of ``obj``'s schema (one checked object), as an ``s3()``
+        structure: a glob over the folder would infer it from the first object its listing gives,
+        which may be one the framework did not list or check (a ``_SUCCESS`` marker, a manifest)."""
+        function, parameters = self.table_function([obj], format)
+        rows = context.store.query_rows(f"DESCRIBE {function}", parameters)
+        return ", ".join(f"{quote_identifier(row[0])} {row[1]}" for row in rows)
 
 
 def _common_prefix(keys: list[str]) -> str:
