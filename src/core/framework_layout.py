@@ -23,7 +23,10 @@ from core.sql_literals import sql_literal
 from core.validators import quote_identifier
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from core.config import Settings
+    from core.store import Store
 
 #: ZooKeeper path of a framework table on a cluster; ``{database}`` is ClickHouse's own macro,
 #: expanded at CREATE, so two projects (databases) on one cluster never share a path.
@@ -56,6 +59,16 @@ class FrameworkLayout:
         replicated = re.search(r"\bENGINE = (Replicated|Shared)\w*MergeTree", create_statement) is not None
         return replicated or not self.cluster
 
+    def misfit(self, ddl: dict[str, str], database: str) -> StoreError | None:
+        """On a cluster, framework tables (``ddl``: their live ``CREATE`` by name) made for a single server
+        would keep one history per node: the error naming the command that moves them (None: they fit)."""
+        plain = sorted(table for table, create in ddl.items() if not self.fits(create))
+        if not plain:
+            return None
+        return StoreError(f"cluster '{self.cluster}': the framework's tables in '{database}' ({', '.join(plain)}) "
+                          "were made for a single server, so each node would keep its own history: run "
+                          "./run.sh db_to_cluster to move them, with their history, to the replicated layout")
+
     def refusal(self, exc: Exception) -> StoreError | None:
         """The one-line error for a CREATE ... ON CLUSTER the server refused (None: another error)."""
         if not self.cluster or DDL_REFUSED not in str(exc):
@@ -64,6 +77,20 @@ class FrameworkLayout:
             f"cluster '{self.cluster}': the server refuses ON CLUSTER DDL (Code 392, distributed DDL disabled), "
             "so the framework's tables (run history, coverage, state) cannot be made on every node: enable "
             "<distributed_ddl> in every server's config, see docs/deployment.md (Clusters and Cloud)")
+
+
+def create_tables(store: Store, statements: Iterable[str]) -> None:
+    """Run framework ``CREATE`` statements made for the store's layout; a server refusing ``ON CLUSTER``
+    is said in one line (:meth:`FrameworkLayout.refusal`)."""
+    layout = framework_layout(store.settings)
+    try:
+        for statement in statements:
+            store.command(statement)
+    except StoreError as exc:
+        refused = layout.refusal(exc)
+        if refused is None:
+            raise
+        raise refused from None
 
 
 def framework_layout(settings: Settings) -> FrameworkLayout:

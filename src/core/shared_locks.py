@@ -22,13 +22,12 @@ REBUILD_LOCK_TTL = 3600.0
 
 
 def _lock(store: Store, name: str, ttl: float):  # noqa: ANN202  (ClickHouseLock, imported late)
-    from core.migrations import LOCKS_TABLE, ClickHouseLock, framework_ddl
+    from core.migrations import LOCKS_TABLE, ClickHouseLock
+    from core.migrations.tables import create_locks_table
 
     if not store.table_exists(LOCKS_TABLE):
         store.create_database()
-        for ddl in framework_ddl(store, store.settings.clickhouse_cluster):
-            if LOCKS_TABLE in ddl:
-                store.command(ddl)
+        create_locks_table(store)
     return ClickHouseLock(store, name=f"{store.database}:{name}", ttl=ttl)
 
 

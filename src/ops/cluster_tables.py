@@ -50,6 +50,13 @@ def framework_statements(store: Store) -> dict[str, str]:
     return by_name
 
 
+def check_layout(store: Store) -> str | None:
+    """``check``'s line when the framework tables do not fit the store's layout (None: they do)."""
+    layout = framework_layout(store.settings)
+    misfit = layout.misfit(store.adapter.create_statements(list(framework_statements(store))), store.database)
+    return None if misfit is None else str(misfit)
+
+
 def move_to_cluster(store: Store) -> list[tuple[str, int]]:
     """``db_to_cluster``: move the single-server framework tables to the replicated layout (see the
     module doc); the tables moved and their rows (empty: nothing to move)."""
@@ -87,9 +94,10 @@ def move_tables(store: Store, layout: FrameworkLayout, creates: dict[str, str]) 
         old = name + SINGLE_SUFFIX
         kept = store.adapter.columns(old)  # an older store may lack columns added since: they take defaults
         columns = ", ".join(quote_identifier(c) for c in store.adapter.columns(name) if c in kept)
-        # No deduplication of identical blocks: every row of the history is copied.
+        # Every row as it is: no deduplication of identical blocks, no collapsing of a Replacing table's row
+        # versions at insert (optimize_on_insert), so the counts can be compared.
         store.command(f"INSERT INTO {store.table(name)} ({columns}) SELECT {columns} FROM {store.table(old)}",
-                      settings={"insert_deduplicate": 0, "async_insert": 0})
+                      settings={"insert_deduplicate": 0, "optimize_on_insert": 0, "async_insert": 0})
         copied = int(store.command(f"SELECT count() FROM {store.table(name)}"))
         if copied != rows:
             raise StoreError(f"{name}: {copied:,} rows copied of {rows:,}; the old table is kept as {old}")

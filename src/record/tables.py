@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from core.exceptions import StoreError
-from core.framework_layout import FrameworkLayout, framework_layout
+from core.framework_layout import FrameworkLayout, create_tables, framework_layout
 from core.store import Store
 
 RUNS_TABLE = "_dp_runs"
@@ -121,16 +120,6 @@ def _up_to_date(store: Store, ttl_days: int, ddl: dict[str, str] | None = None) 
             and all(f"`{column}` " in ddl[QUARANTINE_TABLE] for column in ("interval_start", "interval_end")))
 
 
-def refuse_other_layout(layout: FrameworkLayout, ddl: dict[str, str], database: str) -> None:
-    """On a cluster, framework tables made for a single server would keep one history per node:
-    refused, naming the command that moves them (``db_to_cluster``)."""
-    plain = sorted(table for table, create in ddl.items() if not layout.fits(create))
-    if plain:
-        raise StoreError(f"cluster '{layout.cluster}': the framework's tables in '{database}' ({', '.join(plain)}) "
-                         "were made for a single server, so each node would keep its own history: run "
-                         "./run.sh db_to_cluster to move them, with their history, to the replicated layout")
-
-
 def _create_database(store: Store, layout: FrameworkLayout) -> None:
     if not layout.cluster:
         store.create_database()
@@ -153,20 +142,15 @@ def ensure_framework_tables(store: Store) -> None:
         return
     layout, ttl_days = framework_layout(store.settings), store.settings.run_history_ttl_days
     ddl = _framework_ddl(store)
-    refuse_other_layout(layout, ddl, store.database)
+    misfit = layout.misfit(ddl, store.database)
+    if misfit is not None:
+        raise misfit
     if _up_to_date(store, ttl_days, ddl):
         store._dp_framework_tables = done  # type: ignore[attr-defined]
         return
     if not store.database_exists():
         _create_database(store, layout)
-    try:
-        for statement in history_ddl(store, ttl_days):
-            store.command(statement)
-    except StoreError as exc:
-        refused = layout.refusal(exc)
-        if refused is None:
-            raise
-        raise refused from None
+    create_tables(store, history_ddl(store, ttl_days))
     _upgrade(store, ttl_days)
     store._dp_framework_tables = done  # type: ignore[attr-defined]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.exceptions import DataProcessorError, MigrationError, MigrationLocked
+from core.framework_layout import create_tables
 from core.locks import FileLock
 from core.logging import get_logger
 from core.migrations.files import display_path, load_migrations
@@ -96,8 +97,7 @@ class Migrator:
                     f"database '{self.store.database}' does not exist in {self.store.description}: "
                     "run ./run.sh setup_db first"
                 )
-            for ddl in framework_ddl(self.store, self.settings.clickhouse_cluster):
-                self.store.command(ddl)
+            create_tables(self.store, framework_ddl(self.store, self.settings.clickhouse_cluster))
             if force_unlock:
                 ch_lock.force_unlock()
             ch_lock.acquire(max(timeout - (time.monotonic() - started), 0),

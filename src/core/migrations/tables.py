@@ -60,6 +60,13 @@ def framework_ddl(store: Store, cluster: str | None) -> list[str]:
     ]
 
 
+def create_locks_table(store: Store) -> None:
+    """Create ``_dp_locks`` (in the store's layout) when missing."""
+    from core.framework_layout import create_tables
+
+    create_tables(store, [framework_ddl(store, store.settings.clickhouse_cluster)[1]])
+
+
 def owner() -> str:
     """``host:pid`` of this process, as recorded in tracking and lock rows."""
     return f"{socket.gethostname()}:{os.getpid()}"

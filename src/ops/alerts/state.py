@@ -119,11 +119,10 @@ class DecisionLock:
     def __enter__(self) -> bool:
         if self.store.settings.is_embedded:
             return True
-        from core.migrations import LOCK_SETTLE_SECONDS, LOCKS_TABLE, ClickHouseLock, framework_ddl
+        from core.migrations import LOCK_SETTLE_SECONDS, ClickHouseLock
+        from core.migrations.tables import create_locks_table
 
-        for statement in framework_ddl(self.store, self.store.settings.clickhouse_cluster):
-            if LOCKS_TABLE in statement:
-                self.store.command(statement)
+        create_locks_table(self.store)
         self.lock = ClickHouseLock(self.store, name=f"alert:{self.key}", ttl=60, settle=LOCK_SETTLE_SECONDS)
         deadline = time.monotonic() + LOCK_WAIT
         while self.lock.try_acquire() is not None:
