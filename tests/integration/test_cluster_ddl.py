@@ -71,12 +71,16 @@ def test_runner_hosts_on_a_cluster_never_keep_a_history_each(local_cluster, env)
     the run is refused before anything is written, through either node."""
     database = env["CLICKHOUSE_DATABASE"]
     assert run_cli("setup_db", env=env).returncode == 0
+    refusal = ("cluster 'dp_cluster': the server refuses ON CLUSTER DDL (Code 392, distributed DDL disabled), "
+               "so the framework's tables (run history, coverage, state) cannot be made on every node")
     for node in (0, 1):
+        # Reading the history made the tables on the node asked (old code: a history per node).
+        runs = run_cli("runs", env=_on(env, local_cluster, node))
+        assert _framework_tables(local_cluster, node, database) == []
+        assert runs.returncode != 0 and refusal in runs.stdout + runs.stderr, runs.stdout + runs.stderr
         result = run_cli("cron_run", "ids", "--date", "2026-03-10", env=_on(env, local_cluster, node))
         output = result.stdout + result.stderr
-        assert result.returncode == 1, output
-        assert ("cluster 'dp_cluster': the server refuses ON CLUSTER DDL (Code 392, distributed DDL disabled), "
-                "so the framework's tables (run history, coverage, state) cannot be made on every node") in output
+        assert result.returncode == 1 and refusal in output, output
     for node in (0, 1):
         assert _framework_tables(local_cluster, node, database) == []
         assert _rows(local_cluster, node, f"SELECT count() FROM system.tables WHERE database = '{database}'") == [
