@@ -201,3 +201,23 @@ def test_run_private_tables_of_a_replicated_table_are_plain_and_no_target_is_mad
         assert "_dp_stage" not in str(_framework_tables(local_cluster, 0, database))
     finally:
         store.close()
+
+
+def test_check_fails_for_a_node_that_does_not_answer(local_cluster, env) -> None:
+    """Node 2 stopped: check names it and exits 1 (the healthy check is in test_cluster.py). Last in this
+    module: it restarts the node of the session's cluster on the same ports."""
+    from server_process import start_server
+
+    node = local_cluster.nodes[1]
+    http_port, tcp_port = node.port, local_cluster.tcp_ports[1]
+    node.stop()
+    try:
+        down = run_cli("check", "--quiet", env=env)
+        assert down.returncode == 1, down.stdout + down.stderr
+        assert (f"FAIL topology: node 127.0.0.1:{tcp_port} (shard 2, replica 1) of cluster 'dp_cluster' "
+                "does not answer") in down.stdout, down.stdout
+    finally:
+        local_cluster.nodes[1] = start_server(node.data_dir, port=http_port, tcp_port=tcp_port,
+                                              extra_env={"CLICKHOUSE_PASSWORD": local_cluster.password})
+    assert _rows(local_cluster, 0, f"SELECT count() FROM clusterAllReplicas('{local_cluster.name}', system.one)") == [
+        (2,)]
