@@ -96,14 +96,21 @@ def _ensure_totals(store: Store) -> None:
     fill_from_history(store, RUNS_TABLE)
 
 
-def _framework_ddl(store: Store) -> dict[str, str]:
-    """The live ``CREATE`` statements of the framework tables that exist (coverage, waivers, run totals too)."""
+def _own_tables() -> tuple[str, ...]:
+    """The tables :func:`ensure_framework_tables` makes (coverage, waivers, run totals too)."""
     from record.coverage import COVERAGE_TABLE
     from record.totals import TOTALS_TABLE
     from record.waivers import WAIVERS_TABLE
 
-    return store.adapter.create_statements([RUNS_TABLE, STATE_TABLE, QUARANTINE_TABLE, COVERAGE_TABLE,
-                                            WAIVERS_TABLE, TOTALS_TABLE])
+    return RUNS_TABLE, STATE_TABLE, QUARANTINE_TABLE, COVERAGE_TABLE, WAIVERS_TABLE, TOTALS_TABLE
+
+
+def _framework_ddl(store: Store) -> dict[str, str]:
+    """The live ``CREATE`` statements of those tables that exist, and of the migrations' and locks' tables
+    (their layout is checked too)."""
+    from core.migrations import LOCKS_TABLE, MIGRATIONS_TABLE
+
+    return store.adapter.create_statements([*_own_tables(), MIGRATIONS_TABLE, LOCKS_TABLE])
 
 
 def _up_to_date(store: Store, ttl_days: int, ddl: dict[str, str] | None = None) -> bool:
@@ -116,7 +123,7 @@ def _up_to_date(store: Store, ttl_days: int, ddl: dict[str, str] | None = None) 
     """
     ddl = _framework_ddl(store) if ddl is None else ddl
     ttl = f"toIntervalDay({ttl_days})"
-    return (len(ddl) == 6 and ttl in ddl[RUNS_TABLE] and ttl in ddl[QUARANTINE_TABLE]
+    return (all(table in ddl for table in _own_tables()) and ttl in ddl[RUNS_TABLE] and ttl in ddl[QUARANTINE_TABLE]
             and all(f"`{column}` " in ddl[QUARANTINE_TABLE] for column in ("interval_start", "interval_end")))
 
 
@@ -148,7 +155,7 @@ def ensure_framework_tables(store: Store) -> None:
     if _up_to_date(store, ttl_days, ddl):
         store._dp_framework_tables = done  # type: ignore[attr-defined]
         return
-    if not store.database_exists():
+    if layout.cluster or not store.database_exists():  # on a cluster: on every node, even if this one has it
         _create_database(store, layout)
     create_tables(store, history_ddl(store, ttl_days))
     _upgrade(store, ttl_days)

@@ -94,7 +94,8 @@ def test_single_server_tables_are_refused_on_a_cluster_until_db_to_cluster(local
     assert made.returncode == 0, made.stdout + made.stderr
     tables = _framework_tables(local_cluster, 0, database)
     assert ("_dp_runs", "ReplacingMergeTree") in tables and _framework_tables(local_cluster, 1, database) == []
-    line = (f"cluster 'dp_cluster': the framework's tables in '{database}' (_dp_coverage, _dp_quarantine, "
+    line = (f"cluster 'dp_cluster': the framework's tables in '{database}' (_dp_coverage, _dp_locks, "
+            "_dp_migrations, _dp_quarantine, "
             "_dp_run_totals, _dp_runs, _dp_state, _dp_waivers) were made for a single server, so each node would "
             "keep its own history: run ./run.sh db_to_cluster to move them, with their history, to the "
             "replicated layout")
@@ -102,8 +103,12 @@ def test_single_server_tables_are_refused_on_a_cluster_until_db_to_cluster(local
     assert refused.returncode == 1 and line in refused.stdout + refused.stderr, refused.stdout + refused.stderr
     check = run_cli("check", "--quiet", env=env)
     # check names every framework table (those of locks and migrations too)
-    every = line.replace("(_dp_coverage, ", "(_dp_checks, _dp_coverage, _dp_locks, _dp_migrations, ")
+    every = line.replace("(_dp_coverage, ", "(_dp_checks, _dp_coverage, ")
     assert check.returncode == 1 and f"FAIL framework tables: {every}" in check.stdout, check.stdout + check.stderr
+    migrate = run_cli("migrate", env=env)
+    assert migrate.returncode != 0, migrate.stdout + migrate.stderr
+    assert (f"cluster 'dp_cluster': the framework's tables in '{database}' (_dp_locks, _dp_migrations) were made "
+            "for a single server") in migrate.stdout + migrate.stderr, migrate.stdout + migrate.stderr
     # db_to_cluster on these nodes: the tables are renamed, the ON CLUSTER CREATE is refused (Code 392),
     # and everything is put back as it was.
     moved = run_cli("db_to_cluster", env=env)
