@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from core.framework_layout import framework_layout
 from core.store import Store
 
 CHECKS_TABLE = "_dp_checks"
@@ -46,7 +47,14 @@ def ensure_checks_table(store: Store) -> None:
     ttl = store.settings.run_history_ttl_days
     if getattr(store, "_dp_checks_table", None) == (store.database, ttl):
         return
-    store.command(f"""CREATE TABLE IF NOT EXISTS {store.table(CHECKS_TABLE)} (
+    store.command(checks_ddl(store))
+    store._dp_checks_table = (store.database, ttl)  # type: ignore[attr-defined]
+
+
+def checks_ddl(store: Store) -> str:
+    """``CREATE`` of ``_dp_checks`` in the store's layout (:mod:`core.framework_layout`)."""
+    layout, ttl = framework_layout(store.settings), store.settings.run_history_ttl_days
+    return f"""CREATE TABLE IF NOT EXISTS {store.table(CHECKS_TABLE)}{layout.on_cluster} (
         run_id String,
         pipeline LowCardinality(String),
         interval_start DateTime64(3, 'UTC'),
@@ -61,11 +69,10 @@ def ensure_checks_table(store: Store) -> None:
         duration_seconds Float64,
         kept_table String,
         checked_at DateTime64(3, 'UTC')
-    ) ENGINE = MergeTree
+    ) ENGINE = {layout.engine(CHECKS_TABLE)}
     PARTITION BY toYYYYMM(checked_at)
     ORDER BY (pipeline, checked_at, run_id)
-    TTL toDateTime(checked_at) + INTERVAL {int(ttl)} DAY""")
-    store._dp_checks_table = (store.database, ttl)  # type: ignore[attr-defined]
+    TTL toDateTime(checked_at) + INTERVAL {int(ttl)} DAY"""
 
 
 def write_results(store: Store, results: list[CheckResult]) -> None:

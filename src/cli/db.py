@@ -1,4 +1,4 @@
-"""Commands about the installation and the store: check, setup_db, drop_db, test."""
+"""Commands about the installation and the store: check, setup_db, db_to_cluster, drop_db, test."""
 
 from __future__ import annotations
 
@@ -87,6 +87,30 @@ def setup_db(app: App) -> None:
     created = app.store.create_database()
     verb = "Created" if created else "Database already exists:"
     app.console.print(f"{verb} '{app.store.database}' in {app.store.description}")
+
+
+@cli.command("db_to_cluster")
+@pass_app
+def db_to_cluster(app: App) -> int:
+    """Move the framework tables a single server made (run history, coverage, state...) to the
+    replicated layout of the cluster CLICKHOUSE_CLUSTER names, with their history. Stop the
+    scheduler first; safe to run again."""
+    from core.exceptions import StoreError
+    from ops.cluster_tables import move_to_cluster
+
+    try:
+        moved = move_to_cluster(app.store)
+    except StoreError as exc:
+        app.err.print(f"error: {exc}", markup=False, highlight=False)
+        return EXIT_FAILED
+    if not moved:
+        app.console.print(f"Nothing to move: the framework tables of '{app.store.database}' are replicated already "
+                          "(or not made yet)")
+        return EXIT_OK
+    for table, rows in moved:
+        app.console.print(f"{table}: {rows:,} rows moved to the replicated layout")
+    app.console.print(f"Moved {len(moved)} framework tables to cluster '{app.settings.clickhouse_cluster}'")
+    return EXIT_OK
 
 
 @cli.command("drop_db")

@@ -38,7 +38,7 @@ def cross_host_lock(store: Store, name: str, ttl: float, settle: float | None = 
     """The lock ``name`` for this store's topology (see the module's docstring); ``ttl`` and
     ``settle`` are the claim row's (``settle`` None: the default wait, 0 on the embedded engine)."""
     from core.migrations.lock import LOCK_SETTLE_SECONDS, ClickHouseLock
-    from core.migrations.tables import LOCKS_TABLE, framework_ddl
+    from core.migrations.tables import LOCKS_TABLE, create_locks_table
     from core.topology import kind
 
     found = kind(store)
@@ -46,9 +46,7 @@ def cross_host_lock(store: Store, name: str, ttl: float, settle: float | None = 
         return _keeper_lock(store, name, found)
     if not store.table_exists(LOCKS_TABLE):
         store.create_database()
-        for ddl in framework_ddl(store, None):
-            if LOCKS_TABLE in ddl:
-                store.command(ddl)
+        create_locks_table(store)
     if settle is None:
         settle = 0 if found == "embedded" else LOCK_SETTLE_SECONDS
     return ClickHouseLock(store, name=name, ttl=ttl, settle=settle)

@@ -233,6 +233,24 @@ def operations_checks(settings: Settings, store_ok: bool = True) -> list[CheckRe
                       *check_materialized_views(registry, settings), *check_data_checks(history)]
 
 
+def check_framework_layout(settings: Settings) -> list[CheckResult]:
+    """On a self-managed cluster: the framework tables are replicated (else one history per node)."""
+    if not settings.clickhouse_cluster or settings.is_embedded:
+        return []
+    from core.store import Store
+    from ops.cluster_tables import check_layout
+
+    store = Store(settings, linger=0)
+    try:
+        problem = check_layout(store) if store.database_exists() else None
+    except DataProcessorError as exc:
+        problem = str(exc)
+    finally:
+        store.close()
+    return [CheckResult("framework tables", "fail" if problem else "ok",
+                        problem or f"in the replicated layout of cluster '{settings.clickhouse_cluster}'")]
+
+
 def run_checks() -> tuple[list[CheckResult], Settings | None]:
     """Every check, in order; a configuration error still reports the checks that need none."""
     results = [health.check_python(), health.check_dependencies()]
@@ -246,6 +264,8 @@ def run_checks() -> tuple[list[CheckResult], Settings | None]:
     results.append(CheckResult("config", "ok", f"valid ({source})"))
     results.extend(health.check_directories(settings))
     store_results = health.check_store(settings)
+    if all(r.status != "fail" for r in store_results):
+        store_results += check_framework_layout(settings)
     results.extend(store_results)
     if store_results[0].status == "ok":
         results.append(health.check_migrations(settings))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from core.framework_layout import framework_layout
 from core.models import RunRecord, as_utc
 from core.store import Store
 
@@ -30,7 +31,8 @@ _COLUMNS = ("pipeline", "interval_start", "interval_end", "run_id", "trigger", "
 
 def coverage_ddl(store: Store) -> str:
     # ReplacingMergeTree: the newest complete success of an interval wins (readers use FINAL).
-    return f"""CREATE TABLE IF NOT EXISTS {store.table(COVERAGE_TABLE)} (
+    layout = framework_layout(store.settings)
+    return f"""CREATE TABLE IF NOT EXISTS {store.table(COVERAGE_TABLE)}{layout.on_cluster} (
         pipeline LowCardinality(String),
         interval_start {_UTC_MS},
         interval_end {_UTC_MS},
@@ -40,7 +42,7 @@ def coverage_ddl(store: Store) -> str:
         started_at {_UTC_MS},
         finished_at Nullable({_UTC_MS}),
         version UInt64
-    ) ENGINE = ReplacingMergeTree(version)
+    ) ENGINE = {layout.engine(COVERAGE_TABLE, "ReplacingMergeTree", "version")}
     ORDER BY (pipeline, interval_start, interval_end)"""
 
 

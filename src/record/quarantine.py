@@ -35,8 +35,11 @@ class RunQuarantine:
         if not rows:
             return
         if self.rows == 0:
+            # A plain engine of its own: AS a replicated _dp_quarantine (a cluster) it would share the
+            # quarantine's replication path (Code 253 REPLICA_ALREADY_EXISTS).
             self.store.command(f"CREATE TABLE IF NOT EXISTS {self.store.table(self.staging)} "
-                               f"AS {self.store.table(QUARANTINE_TABLE)}")
+                               f"AS {self.store.table(QUARANTINE_TABLE)} "
+                               "ENGINE = MergeTree ORDER BY (pipeline, run_id)")
         values = [
             [self.pipeline, self.run_id, str(r.get("source", "")),
              None if r.get("line") is None else int(r["line"]), str(r.get("raw", "")), str(r.get("error", "")),

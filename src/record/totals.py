@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.framework_layout import framework_layout
 from core.models import RunRecord
 from core.store import Store
 
@@ -25,14 +26,15 @@ _COLUMNS = ("pipeline", "run_id", "status", "duration_seconds", "rows_loaded", "
 def totals_ddl(store: Store) -> str:
     # ReplacingMergeTree on the run id: a run that was marked crashed and later recorded its real
     # outcome (the spool) counts once, as its newest status.
-    return f"""CREATE TABLE IF NOT EXISTS {store.table(TOTALS_TABLE)} (
+    layout = framework_layout(store.settings)
+    return f"""CREATE TABLE IF NOT EXISTS {store.table(TOTALS_TABLE)}{layout.on_cluster} (
         pipeline LowCardinality(String),
         run_id String,
         status LowCardinality(String),
         duration_seconds Float64,
         rows_loaded UInt64,
         version UInt64
-    ) ENGINE = ReplacingMergeTree(version)
+    ) ENGINE = {layout.engine(TOTALS_TABLE, "ReplacingMergeTree", "version")}
     ORDER BY (pipeline, run_id)"""
 
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from core.framework_layout import framework_layout
 from core.models import as_utc
 from core.store import Store
 
@@ -23,7 +24,8 @@ _COLUMNS = ("pipeline", "interval_start", "interval_end", "reason", "waived_by",
 
 
 def waivers_ddl(store: Store) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {store.table(WAIVERS_TABLE)} (
+    layout = framework_layout(store.settings)
+    return f"""CREATE TABLE IF NOT EXISTS {store.table(WAIVERS_TABLE)}{layout.on_cluster} (
         pipeline LowCardinality(String),
         interval_start {_UTC_MS},
         interval_end {_UTC_MS},
@@ -31,7 +33,7 @@ def waivers_ddl(store: Store) -> str:
         waived_by String,
         waived_at {_UTC_MS},
         version UInt64
-    ) ENGINE = MergeTree
+    ) ENGINE = {layout.engine(WAIVERS_TABLE)}
     ORDER BY (pipeline, interval_start, waived_at)"""
 
 

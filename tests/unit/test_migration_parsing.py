@@ -118,10 +118,10 @@ def test_framework_tables_on_a_cluster_are_replicated_on_cluster(store_free_tabl
     local = framework_ddl(store_free_table, None)
     assert "ReplacingMergeTree(row_version)" in local[0] and "ON CLUSTER" not in local[0]
     clustered = framework_ddl(store_free_table, "prod")
-    assert clustered[0].startswith("CREATE TABLE IF NOT EXISTS `dw`.`_dp_migrations` ON CLUSTER prod (")
+    assert clustered[0].startswith("CREATE TABLE IF NOT EXISTS `dw`.`_dp_migrations` ON CLUSTER `prod` (")
     assert ("ReplicatedReplacingMergeTree('/clickhouse/data_processor/{database}/_dp_migrations', '{replica}', "
             "row_version)") in clustered[0]
-    assert "`dw`.`_dp_locks` ON CLUSTER prod" in clustered[1]
+    assert "`dw`.`_dp_locks` ON CLUSTER `prod`" in clustered[1]
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.exceptions import DataProcessorError, MigrationError, MigrationLocked
+from core.framework_layout import create_tables, framework_layout
 from core.locks import FileLock
 from core.logging import get_logger
 from core.migrations.files import display_path, load_migrations
@@ -23,7 +24,7 @@ from core.migrations.planner import (
     plan_down,
     plan_up,
 )
-from core.migrations.tables import framework_ddl
+from core.migrations.tables import LOCKS_TABLE, MIGRATIONS_TABLE, framework_ddl
 from core.migrations.tracking import Tracker
 from core.shared_locks import cross_host_lock
 from core.store import Store
@@ -96,8 +97,12 @@ class Migrator:
                     f"database '{self.store.database}' does not exist in {self.store.description}: "
                     "run ./run.sh setup_db first"
                 )
-            for ddl in framework_ddl(self.store, self.settings.clickhouse_cluster):
-                self.store.command(ddl)
+            layout = framework_layout(self.settings)
+            misfit = layout.misfit(self.store.adapter.create_statements([MIGRATIONS_TABLE, LOCKS_TABLE]),
+                                   self.store.database)
+            if misfit is not None:  # a plain tracking table would be this node's history only
+                raise MigrationError(str(misfit))
+            create_tables(self.store, framework_ddl(self.store, layout.cluster))
             # (On an embedded store the file lock already decides: its claim row waits for no other host.)
             ch_lock = cross_host_lock(self.store, LOCK_NAME, LOCK_TTL_SECONDS)
             if force_unlock:

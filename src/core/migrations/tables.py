@@ -8,8 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from core.migrations.placeholders import cluster_clause
-from core.sql_literals import sql_literal
+from core.framework_layout import FrameworkLayout
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -22,16 +21,14 @@ def framework_ddl(store: Store, cluster: str | None) -> list[str]:
     """DDL of the tracking and lock tables.
 
     On a cluster both are created ``ON CLUSTER`` as Replicated tables sharing ONE replication
-    path for the whole cluster (not one per shard), so every node sees the same history and locks.
-    ``{database}`` and ``{replica}`` there are ClickHouse's own macros.
+    path for the whole cluster (not one per shard), so every node sees the same history and locks
+    (:mod:`core.framework_layout`, like every framework table).
     """
-    on_cluster = cluster_clause(cluster)
+    layout = FrameworkLayout(cluster)
+    on_cluster = layout.on_cluster
 
     def engine(table: str, version_column: str) -> str:
-        if not cluster:
-            return f"ReplacingMergeTree({version_column})"
-        path = f"/clickhouse/data_processor/{{database}}/{table}"
-        return f"ReplicatedReplacingMergeTree({sql_literal(path)}, '{{replica}}', {version_column})"
+        return layout.engine(table, "ReplacingMergeTree", version_column)
 
     return [
         f"""CREATE TABLE IF NOT EXISTS {store.table(MIGRATIONS_TABLE)}{on_cluster} (
@@ -61,6 +58,13 @@ def framework_ddl(store: Store, cluster: str | None) -> list[str]:
         ORDER BY (name, token)
         TTL toDateTime(expires_at) + INTERVAL 30 DAY""",
     ]
+
+
+def create_locks_table(store: Store) -> None:
+    """Create ``_dp_locks`` (in the store's layout) when missing."""
+    from core.framework_layout import create_tables
+
+    create_tables(store, [framework_ddl(store, store.settings.clickhouse_cluster)[1]])
 
 
 def owner() -> str:

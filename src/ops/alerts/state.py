@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from core.framework_layout import framework_layout
 from core.store import Store
 
 ALERTS_TABLE = "_dp_alerts"
@@ -35,18 +36,24 @@ class ConditionState:
 def ensure_alert_tables(store: Store) -> None:
     if getattr(store, "_dp_alert_tables", None) == store.database:
         return
-    ttl = int(store.settings.run_history_ttl_days)
-    store.command(f"""CREATE TABLE IF NOT EXISTS {store.table(ALERTS_TABLE)} (
+    for statement in alert_ddl(store):
+        store.command(statement)
+    store._dp_alert_tables = store.database  # type: ignore[attr-defined]
+
+
+def alert_ddl(store: Store) -> list[str]:
+    """``CREATE`` of ``_dp_alerts`` and ``_dp_alert_log`` in the store's layout (:mod:`core.framework_layout`)."""
+    layout, ttl = framework_layout(store.settings), int(store.settings.run_history_ttl_days)
+    return [f"""CREATE TABLE IF NOT EXISTS {store.table(ALERTS_TABLE)}{layout.on_cluster} (
         key String, pipeline LowCardinality(String), firing UInt8,
         since DateTime64(3, 'UTC'), last_sent_at DateTime64(3, 'UTC'), updated_at DateTime64(3, 'UTC'),
         last_event LowCardinality(String), run_id String, version UInt64
-    ) ENGINE = ReplacingMergeTree(version) ORDER BY key""")
-    store.command(f"""CREATE TABLE IF NOT EXISTS {store.table(ALERT_LOG_TABLE)} (
+    ) ENGINE = {layout.engine(ALERTS_TABLE, "ReplacingMergeTree", "version")} ORDER BY key""",
+            f"""CREATE TABLE IF NOT EXISTS {store.table(ALERT_LOG_TABLE)}{layout.on_cluster} (
         sent_at DateTime64(3, 'UTC'), key String, pipeline LowCardinality(String), event LowCardinality(String),
         channel String, ok UInt8, error String
-    ) ENGINE = MergeTree PARTITION BY toYYYYMM(sent_at) ORDER BY (pipeline, sent_at)
-    TTL toDateTime(sent_at) + INTERVAL {ttl} DAY""")
-    store._dp_alert_tables = store.database  # type: ignore[attr-defined]
+    ) ENGINE = {layout.engine(ALERT_LOG_TABLE)} PARTITION BY toYYYYMM(sent_at) ORDER BY (pipeline, sent_at)
+    TTL toDateTime(sent_at) + INTERVAL {ttl} DAY"""]
 
 
 def read_state(store: Store, key: str) -> ConditionState | None:

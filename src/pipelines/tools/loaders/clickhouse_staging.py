@@ -99,6 +99,11 @@ class StagingTable:
 
     def _create_from(self, context: RunContext, schema: pa.Schema) -> None:
         spec, names = self.spec, list(schema.names)
+        settings = context.store.settings
+        if settings.clickhouse_cluster and not settings.is_embedded:  # issue 28: the shards' layout is the user's
+            raise LoadError(f"the target table {context.store.database}.{spec.table} does not exist: on a cluster "
+                            f"(CLICKHOUSE_CLUSTER={settings.clickhouse_cluster}) the loader does not create it; "
+                            f"create it in a migration in {settings.migrations_dir} (docs/migrations.md)")
         missing = [c for c in [*spec.order_by, *([spec.time_column] if spec.time_column else [])]
                    if re.fullmatch(r"\w+", c) and c not in names]
         if missing:
