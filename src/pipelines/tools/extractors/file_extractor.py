@@ -164,11 +164,9 @@ class FileExtractor(Extractor):
             return None  # nested columns are flattened in Python; mixed files are read one by one
         # The files' declared nullability (not whether these files happen to hold NULLs): a table
         # created from a first file without NULLs must still take the next file's NULLs.
-        if self.bucket:
-            structure = self.bucket.structure(context, files[0], "Parquet") if len(files) > 1 else None
-            expression, parameters = self.bucket.table_function(files, "Parquet", structure)
-        else:
-            expression, parameters = local_files(files, "Parquet")
+        structure = self.bucket.structure(context, files[0], "Parquet") if self.bucket and len(files) > 1 else None
+        expression, parameters = (self.bucket.table_function(files, "Parquet", structure) if self.bucket
+                                  else local_files(files, "Parquet"))
         return SqlSource(expression, first, files[0].name if len(files) == 1 else f"{len(files)} Parquet files",
                          parameters)
 
