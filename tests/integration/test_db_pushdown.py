@@ -126,6 +126,24 @@ def test_what_is_expressible() -> None:
             query_shape(sql, "postgresql")
 
 
+@pytest.mark.same_in_both_runs("URL parsing only, no database")
+def test_tls_files_go_by_contents_and_other_options_are_named(tmp_path: Path) -> None:
+    from pipelines.tools.extractors.db_pushdown import endpoint
+
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    where = endpoint(f"postgresql+psycopg2://u:p@db:5433/shop?sslmode=verify-full&sslrootcert={tmp_path}/ca.pem")
+    assert where.tls == {"sslmode": "verify-full",
+                         "sslrootcert_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}
+    for url, why in [("postgresql://u:p@db/shop?sslmode=strict", "sslmode=strict is not one of disable, allow"),
+                     ("postgresql://u:p@db/shop?sslmode=require&sslmode=disable", "gives sslmode more than once"),
+                     ("postgresql://u:p@db/shop?connect_timeout=5&sslmode=require",
+                      "option(s) connect_timeout are not carried over to ClickHouse's postgresql()"),
+                     ("mysql+pymysql://u:p@db/shop?ssl_ca=/ca.pem", "option(s) ssl_ca are not carried over to "
+                                                                    "ClickHouse's mysql()$")]:
+        with pytest.raises(NotExpressible, match=why.replace("(", r"\(").replace(")", r"\)")):
+            endpoint(url)
+
+
 def test_interval_query_same_on_both_paths(source, store: Store, make_context, caplog) -> None:
     caplog.set_level(logging.INFO)
     for table, pushdown in (("iv_sql", True), ("iv_py", False)):
