@@ -77,15 +77,17 @@ class IntervalStrategy(WriteStrategy):
             first = pc.filter(values, outside)[0]
             raise LoadError(self._outside_message(bad, context, first.as_py()), table=table, column=column)
 
-    def check_staged_rows(self, context: RunContext) -> None:
+    def check_staged_rows(self, context: RunContext) -> int:
         store, column = context.store, quote_identifier(self.column)
-        [(bad, nulls, first)] = store.query_rows(
-            f"SELECT count(), countIf({column} IS NULL), min({column}) FROM {store.table(self.staging.name)} "
-            f"WHERE {outside_slice_sql(column)}", slice_parameters(context.start, context.end))
+        outside = outside_slice_sql(column)
+        [(rows, bad, nulls, first)] = store.query_rows(
+            f"SELECT count(), countIf({outside}), countIf({column} IS NULL), minIf({column}, {outside}) "
+            f"FROM {store.table(self.staging.name)}", slice_parameters(context.start, context.end))
         if nulls:
             raise LoadError(self._null_time_message(nulls), table=self.spec.table, column=self.column)
         if bad:
             raise LoadError(self._outside_message(bad, context, first), table=self.spec.table, column=self.column)
+        return int(rows)
 
     def _null_time_message(self, nulls: int) -> str:
         return (f"Loader for '{self.spec.table}': {nulls} row(s) have a NULL time column '{self.column}', which "
