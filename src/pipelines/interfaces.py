@@ -12,14 +12,14 @@ for pandas (see :func:`to_arrow` / :func:`to_pandas`).
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, Union
+
+from core.environment import scoped_environment
 
 # Loaders name their run-private tables in the store with these (the framework drops them after a crash).
 from core.run_tables import STAGING_PREFIX, run_table_name
@@ -252,30 +252,7 @@ class SqlSource:
 
     def reading(self) -> AbstractContextManager[None]:
         """The block in which statements read the source (:attr:`environment` set, then restored)."""
-        return _environment(self.environment)
-
-
-_ENVIRONMENT = threading.Lock()
-
-
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    """``values`` in ``os.environ`` for the block, the earlier values (or their absence) restored
-    after; blocks of different threads take turns (the embedded engine runs one statement at a time)."""
-    if not values:
-        yield
-        return
-    with _ENVIRONMENT:
-        before = {name: os.environ.get(name) for name in values}
-        os.environ.update(values)
-        try:
-            yield
-        finally:
-            for name, value in before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        return scoped_environment(self.environment)
 
 
 class Component(ABC):  # noqa: B024 (not instantiated itself; its subclasses declare the abstract methods)
