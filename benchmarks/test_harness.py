@@ -21,20 +21,20 @@ Prints a report and writes ``benchmarks/results/test_harness.json``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from trees import unpack
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("file", "http", "db", "sql")
@@ -69,14 +69,6 @@ RUNS = textwrap.dedent('''
                     assert n == {"n": loaded}, n
     print(json.dumps(times))
 ''')
-
-
-def unpack(commit: str, target: Path) -> Path:
-    """The tree of ``commit`` in ``target`` (git archive: nothing is added to the repository)."""
-    data = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(target, filter="data")
-    return target
 
 
 def copy_checkout(target: Path) -> Path:

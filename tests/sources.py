@@ -71,8 +71,8 @@ class SourceServer:
         try:
             with connection.cursor() as cursor:
                 if self.kind == "postgresql":
-                    # The server's zone, stated: a push-down sets PGTZ=UTC in this process
-                    # (db_pushdown), which would make the tests' own literals UTC from then on.
+                    # The server's zone, stated: a test may set PGTZ in this process (a push-down
+                    # does while its statements run), which would change the tests' own literals.
                     cursor.execute("SET TIME ZONE 'America/New_York'")
                 cursor.execute(sql, params)
                 rows = cursor.fetchall() if cursor.description else []

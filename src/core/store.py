@@ -116,9 +116,8 @@ class Store:
     def session(self) -> Iterator[Client]:
         """A live client for the duration of the block (re-entrant, thread-safe)."""
         with self._mutex:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            # A pending idle timer is left running (it re-arms from the last release when it fires):
+            # a run's dozens of statements would otherwise start a thread each.
             if self._client is None:
                 self._client = self._open()
             self._users += 1
@@ -138,7 +137,8 @@ class Store:
             self._close_if_idle()
             return
         self._idle_since = time.monotonic()
-        self._arm(self.linger)
+        if self._timer is None:
+            self._arm(self.linger)
 
     def _arm(self, delay: float) -> None:
         self._timer = threading.Timer(delay, self._close_if_idle)
@@ -147,9 +147,13 @@ class Store:
 
     def _close_if_idle(self) -> None:
         with self._mutex:
+            self._timer = None
             if self._users != 0 or self._client is None:
-                return
+                return  # in use again: its next release arms a timer
             idle = time.monotonic() - self._idle_since
+            if idle < self.linger:  # used since this timer was armed: a linger from the last release
+                self._arm(self.linger - idle)
+                return
             if self.linger > 0 and idle < max(MAX_IDLE, self.linger) and not self.someone_waits():
                 self._arm(_WAIT_CHECK)
                 return

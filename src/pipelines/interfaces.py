@@ -14,9 +14,12 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, Union
+
+from core.environment import scoped_environment
 
 # Loaders name their run-private tables in the store with these (the framework drops them after a crash).
 from core.run_tables import STAGING_PREFIX, run_table_name
@@ -231,9 +234,11 @@ class SqlSource:
     ``fallback``: when ClickHouse refuses the source (a value it cannot read as the Python path
     would, a malformed line), the run streams the rows through :meth:`Extractor.extract`
     instead, whose messages and quarantine then decide. ``settings``: ClickHouse settings the
-    statement reading the source needs (e.g. ``session_timezone``). ``remote``: where the source
-    lives when ClickHouse connects to it (a database: ``host:port``); a failed read then ends the
-    run with one line naming it (on a server: the server must reach it).
+    statement reading the source needs (e.g. ``session_timezone``). ``remote``: where ClickHouse
+    connects to read it (a database's ``host:port``, a bucket's endpoint), for the one-line error
+    of a failed read. ``environment``: variables this process must hold while the embedded engine
+    reads the source, because ClickHouse's own client library reads them when it connects and
+    takes them from nowhere else (``PGTZ``); :meth:`reading` sets them for its block only.
     """
 
     expression: str
@@ -243,6 +248,11 @@ class SqlSource:
     fallback: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     remote: str | None = None
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def reading(self) -> AbstractContextManager[None]:
+        """The block in which statements read the source (:attr:`environment` set, then restored)."""
+        return scoped_environment(self.environment)
 
 
 class Component(ABC):  # noqa: B024 (not instantiated itself; its subclasses declare the abstract methods)

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.exceptions import ExtractError, LoadError, PipelineError, StoreError, StoreLockTimeout
+from core.exceptions import (
+    ExtractError,
+    LoadError,
+    PipelineError,
+    StoreConnectionLost,
+    StoreError,
+    StoreLockTimeout,
+)
 from pipelines.interfaces import Extractor, Loader, RunContext, SqlSource, Transformer, batch_rows
 from pipelines.run_counts import RunCounts
 
@@ -71,22 +78,22 @@ class Pipeline:
         if source is None:
             return False
         try:
-            rows = self.loader.write_sql(source, context)
+            with source.reading():
+                rows = self.loader.write_sql(source, context)
         except (StoreError, LoadError) as exc:
             # Only ClickHouse refusing the statement or the loader refusing its rows; a timeout,
-            # an interrupt or a busy store still ends the run.
-            if source.remote is not None and isinstance(exc, StoreError) and not isinstance(exc, StoreLockTimeout):
-                raise ExtractError(self._remote_failure(source, exc, context)) from None
-            if not source.fallback or isinstance(exc, StoreLockTimeout):
-                if type(exc) is StoreError and extractor.reads_remote and not context.settings.is_embedded:
-                    raise StoreError(f"{exc} (the ClickHouse server reads {source.description} itself: it must "
-                                     "reach the source too)") from exc
+            # an interrupt or a busy store still ends the run, and a lost connection is retried.
+            if isinstance(exc, StoreLockTimeout | StoreConnectionLost):
                 raise
-            context.logger.info("ClickHouse did not read %s as the Python path does (%s); streaming it instead",
-                                source.description, str(exc).splitlines()[0][:200])
-            self.loader.rollback(context)
-            self.loader.begin(context)
-            return False
+            if source.fallback:
+                context.logger.info("ClickHouse did not read %s as the Python path does (%s); streaming it instead",
+                                    source.description, str(exc).splitlines()[0][:200])
+                self.loader.rollback(context)
+                self.loader.begin(context)
+                return False
+            if extractor.reads_remote and isinstance(exc, StoreError):
+                raise ExtractError(self._remote_failure(source, exc, context)) from None
+            raise
         if rows is None:
             if extractor.reads_remote:
                 context.logger.info("%s: read through Python: the loader %s did not take the rows as SQL",
@@ -104,8 +111,9 @@ class Pipeline:
 
         reason = " ".join(short(exc.__cause__ or exc).split())
         where = "" if context.settings.is_embedded else (
-            f" (the ClickHouse server {context.settings.store_description} connects to {source.remote} "
-            "itself and must reach it; the extractor keyword pushdown=False reads it through Python here)")
+            f" (the ClickHouse server {context.settings.store_description} connects to "
+            f"{source.remote or 'the source'} itself and must reach it; the extractor keyword pushdown=False "
+            "reads it through Python here)")
         return f"{self.extractor.name}: ClickHouse could not read {source.description}: {reason}{where}"
 
     def _stream(self, context: RunContext, stats: RunCounts) -> None:

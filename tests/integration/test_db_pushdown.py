@@ -7,6 +7,7 @@ modes: on a server, the server connects to PostgreSQL itself."""
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -125,6 +126,24 @@ def test_what_is_expressible() -> None:
             query_shape(sql, "postgresql")
 
 
+@pytest.mark.same_in_both_runs("URL parsing only, no database")
+def test_tls_files_go_by_contents_and_other_options_are_named(tmp_path: Path) -> None:
+    from pipelines.tools.extractors.db_pushdown import endpoint
+
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    where = endpoint(f"postgresql+psycopg2://u:p@db:5433/shop?sslmode=verify-full&sslrootcert={tmp_path}/ca.pem")
+    assert where.tls == {"sslmode": "verify-full",
+                         "sslrootcert_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}
+    for url, why in [("postgresql://u:p@db/shop?sslmode=strict", "sslmode=strict is not one of disable, allow"),
+                     ("postgresql://u:p@db/shop?sslmode=require&sslmode=disable", "gives sslmode more than once"),
+                     ("postgresql://u:p@db/shop?connect_timeout=5&sslmode=require",
+                      "option(s) connect_timeout are not carried over to ClickHouse's postgresql()"),
+                     ("mysql+pymysql://u:p@db/shop?ssl_ca=/ca.pem", "option(s) ssl_ca are not carried over to "
+                                                                    "ClickHouse's mysql()$")]:
+        with pytest.raises(NotExpressible, match=why.replace("(", r"\(").replace(")", r"\)")):
+            endpoint(url)
+
+
 def test_interval_query_same_on_both_paths(source, store: Store, make_context, caplog) -> None:
     caplog.set_level(logging.INFO)
     for table, pushdown in (("iv_sql", True), ("iv_py", False)):
@@ -216,7 +235,7 @@ def test_python_path_when_not_expressible_and_why(source, store: Store, make_con
     cases = {
         "np_func": create_db_extractor(source.url, "SELECT id, lower(note) AS note FROM pd_orders WHERE id < :top",
                                        params={"top": 10}),
-        "np_ssl": create_db_extractor(source.url + "?sslmode=disable", table="pd_events"),
+        "np_opt": create_db_extractor(source.url + "?application_name=dp_test", table="pd_events"),
     }
     for table, extractor in cases.items():
         assert run(store, make_context, extractor, table, mode="append") is None
@@ -224,7 +243,8 @@ def test_python_path_when_not_expressible_and_why(source, store: Store, make_con
                transformers=[Passthrough()]) is None
     log = logged(caplog)
     assert "db: read through Python: 'LOWER(note)' is not a plain column" in log
-    assert "read through Python: the URL's connection option(s) sslmode are not carried over" in log
+    assert ("read through Python: the URL's connection option(s) application_name are not carried over to "
+            "ClickHouse's postgresql() (it takes sslmode, sslrootcert, sslcert and sslkey)") in log
     assert "db:pd_events: read through Python: the pipeline's transformers need the rows in Python" in log
     assert "no Python in the data path" not in log
     assert store.query_rows("SELECT count() FROM np_func") == [(10,)]
@@ -390,3 +410,62 @@ def test_extremes_and_text_same_on_both_paths(source, store: Store, make_context
             ("1969-12-31", "1969-12-31 23:59:59.999999", "", "x", "{}")]
     finally:
         source.execute("DROP TABLE pd_edges")
+
+
+def test_tls_options_carried_to_postgresql_or_python_path_says_why(source, store: Store, make_context,
+                                                                   caplog, tmp_path: Path) -> None:
+    """``sslmode`` goes to postgresql() as a parameter of its own (``require`` against this server
+    without TLS fails in ClickHouse's own connection: the argument is used, not dropped); an option
+    ClickHouse takes only from a server's configuration, or a certificate file that cannot be read,
+    takes the Python path with the reason in the log."""
+    from core.exceptions import StoreError
+
+    caplog.set_level(logging.INFO)
+    disabled = create_db_extractor(source.pushdown_url + "?sslmode=disable", table="pd_events")
+    assert run(store, make_context, disabled, "tls_off", mode="append") is None
+    assert "ClickHouse read pd_events on postgresql://" in logged(caplog)
+    assert store.query_rows("SELECT count() FROM tls_off") == [(100,)]
+    pushed = disabled.sql_source(make_context(pipeline="tls_off", start=DAY, run_id="r2"))
+    assert pushed is not None and ", sslmode = {dp_src_sslmode:String})" in pushed.expression
+    assert pushed.parameters["dp_src_sslmode"] == "disable"
+    with pytest.raises(StoreError, match="server does not support SSL, but SSL was required"):
+        store.query_rows(f"SELECT count() FROM {pushed.expression}", {**pushed.parameters, "dp_src_sslmode": "require"})
+    caplog.clear()
+    for option in ("sslmode=require&sslrootcert=system", f"sslmode=verify-full&sslrootcert={tmp_path}/none.pem"):
+        assert run(store, make_context, create_db_extractor(f"{source.url}?{option}", table="pd_events"),
+                   "tls_py", mode="append") is not None  # the Python path asks for TLS too: refused
+    log = logged(caplog)
+    assert ("read through Python: sslrootcert=system is taken by ClickHouse only from a named collection in "
+            "the server's configuration") in log
+    assert f"read through Python: the URL's sslrootcert file {tmp_path}/none.pem cannot be read here" in log
+
+
+def test_a_users_postgresql_sessions_keep_their_zone(source, store: Store, make_context,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded engine's own PostgreSQL sessions start in UTC only while its statements run:
+    a psycopg2 connection of the user's in the same process, opened after a push-down (with a
+    cursor: two statements), keeps the server's zone, or the user's own PGTZ."""
+    import psycopg2
+
+    def zone() -> str:
+        connection = psycopg2.connect(host=source.host, port=source.port, user=source.user,
+                                      password=source.password, dbname=source.database)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW TimeZone")
+                return str(cursor.fetchone()[0])
+        finally:
+            connection.close()
+
+    for user_zone, table in ((None, "zone_default"), ("Europe/Berlin", "zone_berlin")):
+        if user_zone is None:
+            monkeypatch.delenv("PGTZ", raising=False)
+        else:
+            monkeypatch.setenv("PGTZ", user_zone)
+        extractor = create_db_extractor(source.pushdown_url, table="pd_orders", cursor_column="created_at")
+        assert run(store, make_context, extractor, table, mode="append") is None
+        assert os.environ.get("PGTZ") == user_zone
+        assert zone() == (user_zone or "America/New_York")
+        # ClickHouse's sessions were UTC all the same: every instant is right
+        assert store.query_rows(f"SELECT count(), toUnixTimestamp(min(created_at)) FROM {table}") == [
+            (3 * 1440, int(datetime(2026, 1, 14, tzinfo=UTC).timestamp()))]

@@ -8,20 +8,27 @@ prints ``[HIDDEN]`` for it in its own errors, and the run masks it everywhere el
 
 Time zones: ClickHouse reads a ``timestamptz`` as the text PostgreSQL sends in its session's
 zone and ignores the offset (ClickHouse issue #89128), and it sends a time literal as zone-less
-text. Both are exact only when the source session's zone is UTC. On the embedded engine the
-framework makes it so (``PGTZ=UTC`` in the process: libpq sends it when it connects); on a
-server the server connects with its own environment, so the run checks the source's default zone
-and takes the Python path when a zoned column is read and the zone is not UTC. MySQL/MariaDB
-``TIMESTAMP`` columns are pushed down only when the server's zone is UTC.
+text. Both are exact only when the source session's zone is UTC. ClickHouse's ``postgresql()``
+takes no session option (only ``sslmode`` and certificates), so on the embedded engine, which runs
+in this process, the statements reading the source run with ``PGTZ=UTC`` set in this process's
+environment for their duration only (:meth:`SqlSource.reading`; libpq reads it when it connects),
+then the earlier value is restored. On a server the server connects with its own environment, so
+the run checks the source's default zone and takes the Python path when a zoned column is read and
+the zone is not UTC. MySQL/MariaDB ``TIMESTAMP`` columns are pushed down only when the server's
+zone is UTC.
+
+Connection options: a PostgreSQL URL's ``sslmode`` and its certificate files (``sslrootcert``,
+``sslcert``, ``sslkey``: read here, passed as their contents) are given to ``postgresql()``; any
+other option, and every MySQL option, takes the Python path, which the job log says.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +44,9 @@ _BACKENDS = {"postgresql": ("postgresql", 5432), "mysql": ("mysql", 3306), "mari
 _UTC_NAMES = {"utc", "etc/utc", "etc/uct", "uct", "gmt", "etc/gmt", "zulu", "etc/zulu", "universal",
               "etc/universal", "+00:00", "z"}
 _PARAM = "dp_src_"
+#: A PostgreSQL URL's TLS options that postgresql() takes, by the key it takes them as (files by contents).
+_PG_TLS = {"sslmode": "sslmode", "sslrootcert": "sslrootcert_pem", "sslcert": "sslcert_pem", "sslkey": "sslkey_pem"}
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,8 @@ class Endpoint:
     database: str
     user: str
     password: str
+    #: TLS options as postgresql() takes them (``sslmode``, ``sslrootcert_pem``, ...)
+    tls: dict[str, str] = field(default_factory=dict)
 
 
 def endpoint(url: str) -> Endpoint:
@@ -59,13 +71,38 @@ def endpoint(url: str) -> Endpoint:
     backend = _BACKENDS.get(parsed.get_backend_name())
     if backend is None:
         raise NotExpressible(f"ClickHouse does not read {parsed.get_backend_name()} sources itself")
-    if parsed.query:
-        raise NotExpressible(f"the URL's connection option(s) {', '.join(sorted(parsed.query))} are not "
-                             f"carried over to ClickHouse's {backend[0]}()")
+    other = sorted(k for k in parsed.query if backend[0] != "postgresql" or k not in _PG_TLS)
+    if other:
+        raise NotExpressible(f"the URL's connection option(s) {', '.join(other)} are not carried over to "
+                             f"ClickHouse's {backend[0]}()" + (" (it takes sslmode, sslrootcert, sslcert and "
+                                                               "sslkey)" if backend[0] == "postgresql" else ""))
     if not parsed.host or not parsed.database or not parsed.username:
         raise NotExpressible("the URL does not name a host, a database and a user")
     return Endpoint(backend[0], parsed.host, parsed.port or backend[1], parsed.database, parsed.username,
-                    parsed.password or "")
+                    parsed.password or "", _tls(parsed.query))
+
+
+def _tls(options: Any) -> dict[str, str]:
+    """A PostgreSQL URL's TLS options as postgresql() takes them: files by their contents, read here
+    (where the Python path's driver would read them; a ClickHouse server gets the contents too)."""
+    tls = {}
+    for key, value in options.items():
+        if not isinstance(value, str):
+            raise NotExpressible(f"the URL gives {key} more than once")
+        if key == "sslmode" and value not in _SSLMODES:
+            raise NotExpressible(f"sslmode={value} is not one of {', '.join(_SSLMODES)}")
+        if key == "sslrootcert" and value == "system":
+            raise NotExpressible("sslrootcert=system is taken by ClickHouse only from a named collection in the "
+                                 "server's configuration")
+        if key == "sslmode":
+            tls[key] = value
+            continue
+        try:
+            tls[_PG_TLS[key]] = Path(value).expanduser().read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NotExpressible(f"the URL's {key} file {value} cannot be read here "
+                                 f"({getattr(exc, 'strerror', None) or exc})") from None
+    return tls
 
 
 def _base(clickhouse_type: str) -> str:
@@ -133,11 +170,6 @@ def session_zone(url: str, backend: str, connect_timeout: float) -> tuple[str, s
     return str(system if str(zone).upper() == "SYSTEM" else zone), "server"
 
 
-def utc_sessions_here() -> None:
-    """Make every PostgreSQL session this process opens start in UTC (libpq reads ``PGTZ``)."""
-    os.environ["PGTZ"] = "UTC"
-
-
 @dataclass
 class PushdownPlan:
     """Everything the push-down statement needs, decided before any row moves."""
@@ -149,6 +181,8 @@ class PushdownPlan:
     #: The result's columns by name as the Python path types them (a query's, from its description):
     #: the casts and the schema follow them, so both paths create the same table.
     outputs: dict[str, Any] = field(default_factory=dict)
+    #: This process's environment while the embedded engine reads the source (:func:`check_zone`)
+    environment: dict[str, str] = field(default_factory=dict)
 
     def selected(self) -> list[tuple[Any, str]]:
         """(source column, output name) in the query's order."""
@@ -170,13 +204,14 @@ class PushdownPlan:
                   "user": e.user, "password": e.password}
         if self.shape.schema:
             values["schema"] = self.shape.schema
-        return {_PARAM + key: value for key, value in values.items()}
+        return {_PARAM + key: value for key, value in {**values, **e.tls}.items()}
 
     def function(self) -> str:
         args = ["host", "database", "table", "user", "password"] + (["schema"] if self.shape.schema else [])
         if self.where.backend == "mysql" and self.shape.schema:
             raise NotExpressible("a MySQL table is named by the URL's database, not a schema")
-        return f"{self.where.backend}({', '.join('{' + _PARAM + a + ':String}' for a in args)})"
+        options = [f"{key} = {{{_PARAM}{key}:String}}" for key in self.where.tls]  # key = value arguments
+        return f"{self.where.backend}({', '.join(['{' + _PARAM + a + ':String}' for a in args] + options)})"
 
     def conditions(self, extra: list[Comparison]) -> tuple[list[str], dict[str, str]]:
         """The ``WHERE`` terms in ClickHouse SQL and their parameters."""
@@ -211,7 +246,7 @@ class PushdownPlan:
         schema = pa.schema([t.arrow_field().with_name(out) for _, t, out in typed])
         return SqlSource(f"(SELECT {casts} FROM ({inner}))", schema, description,
                          {**self.parameters(), **parameters}, settings=dict(PUSHDOWN_SETTINGS),
-                         remote=f"{self.where.host}:{self.where.port}")
+                         remote=f"{self.where.host}:{self.where.port}", environment=dict(self.environment))
 
 
 def cursor_ceiling(plan: PushdownPlan, cursor_column: str, context: RunContext) -> Any:
@@ -221,8 +256,10 @@ def cursor_ceiling(plan: PushdownPlan, cursor_column: str, context: RunContext) 
     if cursor_column not in outputs:
         raise NotExpressible(f"cursor_column {cursor_column!r} is not among the query's columns")
     source = plan.source([], "the cursor's maximum")
-    [(ceiling,)] = context.store.query_rows(f"SELECT maxOrNull({quote_identifier(cursor_column)}) FROM "
-                                            f"{source.expression} SETTINGS session_timezone = 'UTC'", source.parameters)
+    with source.reading():
+        [(ceiling,)] = context.store.query_rows(f"SELECT maxOrNull({quote_identifier(cursor_column)}) FROM "
+                                                f"{source.expression} SETTINGS session_timezone = 'UTC'",
+                                                source.parameters)
     zoned = "," in _base(dict((out, c.clickhouse_type) for c, out in plan.selected())[cursor_column])
     if isinstance(ceiling, datetime) and ceiling.tzinfo is None and zoned:
         ceiling = ceiling.replace(tzinfo=UTC)  # the driver's UTC wall time of a zoned column: the instant
@@ -235,12 +272,13 @@ def safe_description(where: Endpoint, table: str) -> str:
 
 
 def check_zone(plan: PushdownPlan, url: str, context: RunContext, connect_timeout: float) -> None:
-    """Refuse (:class:`NotExpressible`) a push-down that would read zoned values in a non-UTC session."""
+    """Refuse (:class:`NotExpressible`) a push-down that would read zoned values in a non-UTC session,
+    or, on the embedded engine, have its PostgreSQL sessions start in UTC (``plan.environment``)."""
     zoned = zoned_columns(plan.used(), plan.where.backend)
     if not zoned:
         return
     if plan.where.backend == "postgresql" and context.settings.is_embedded:
-        utc_sessions_here()
+        plan.environment["PGTZ"] = "UTC"  # ClickHouse's sessions (libpq, in this process) start in UTC
         return
     zone, source = session_zone(url, plan.where.backend, connect_timeout)
     if source == "client":
@@ -284,7 +322,7 @@ def pushdown_source(extractor: Any, context: RunContext, url: str, cursor: Any) 
         return python_path("the extractor sets pushdown=False")
     try:
         where = endpoint(url)
-        context.add_secrets([where.password])
+        context.add_secrets([where.password, where.tls.get("sslkey_pem", "")])
         binds = {"start": context.start, "end": context.end, "start_date": context.start_date,
                  "end_date": context.end_date, "cursor": cursor, **extractor.params}
         shape = table_shape(extractor.table) if extractor.table else query_shape(extractor.query, where.backend)

@@ -11,6 +11,7 @@ in ``_dp_quarantine`` with the reason (``malformed="skip"``).
 
 from __future__ import annotations
 
+import dataclasses
 import glob as globmod
 import io
 import json
@@ -137,6 +138,8 @@ class FileExtractor(Extractor):
         """What ClickHouse reads itself (:meth:`_file_source`), reduced to the run's interval when
         ``keep_interval_rows`` is set."""
         source = self._file_source(context)
+        if source is not None and self.bucket is not None:
+            source = dataclasses.replace(source, remote=self.bucket.address)  # ClickHouse connects to it itself
         if source is None or not self.keep_interval_rows:
             return source
         return filter_sql_source(source, self.keep_interval_rows, context, self.name)

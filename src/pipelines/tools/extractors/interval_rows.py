@@ -9,6 +9,7 @@ counted, and the job log says how many.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -43,7 +44,7 @@ def filter_sql_source(source: SqlSource, column: str, context: RunContext, name:
         return None
     context.logger.info("%s", kept_message(name, int(kept), int(total)))
     expression = f"(SELECT * FROM {source.expression} WHERE {_keep_sql(column)})"
-    return SqlSource(expression, source.schema, source.description, parameters, source.fallback, source.settings)
+    return replace(source, expression=expression, parameters=parameters)
 
 
 def _naive_utc(moment: datetime) -> datetime:

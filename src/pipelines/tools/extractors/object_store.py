@@ -146,6 +146,11 @@ class S3Bucket:
     def where(self) -> str:
         return f"endpoint {self._endpoint}" if self._endpoint else f"AWS region {self._region}"
 
+    @property
+    def address(self) -> str:
+        """Where a reader connects (a ClickHouse server too, when it reads the bucket itself)."""
+        return self._endpoint or f"https://s3.{self._region}.amazonaws.com"
+
     @contextmanager
     def errors(self, what: str) -> Iterator[None]:
         """pyarrow's S3 errors as one line naming the object and the likely cause."""

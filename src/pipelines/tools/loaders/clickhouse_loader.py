@@ -166,8 +166,7 @@ class ClickHouseLoader(Loader):
         staging.prepare(context, schema)
         self.strategy.check_columns(schema.names)
         staging.insert_select(context, source, schema.names)
-        self.strategy.check_staged_rows(context)
-        staging.rows = staging.count(context)
+        staging.rows = self.strategy.check_staged_rows(context)
         return staging.rows
 
     def commit(self, context: RunContext) -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
 from core.run_tables import drop_tables
 from core.sql_literals import sql_literal
+from core.store_errors import setting_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource, run_table_name
 from pipelines.tools.loaders.clickhouse_schema import (
@@ -30,6 +32,9 @@ from pipelines.tools.loaders.clickhouse_schema import (
 )
 from pipelines.tools.loaders.clickhouse_sharded import ShardedStaging, topology_refusal
 
+if TYPE_CHECKING:
+    from core.store import Store
+
 # Insert settings we rely on, set explicitly: defaults changed across ClickHouse releases. A NULL
 # must never become a type's default: ``input_format_null_as_default`` covers format inserts
 # (the server path), ``insert_null_as_default`` every ``INSERT ... SELECT`` (chdb's Python(), the
@@ -40,6 +45,14 @@ from pipelines.tools.loaders.clickhouse_sharded import ShardedStaging, topology_
 # queue to lose rows in: ``insert_distributed_sync``, the name every release since 2016 knows).
 INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0,
                    "max_partitions_per_insert_block": 0, "insert_distributed_sync": 1}
+
+
+def insert_select(store: Store, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> None:
+    """Run the ``INSERT ... SELECT`` ``sql`` with ``settings`` as its own trailing ``SETTINGS`` clause
+    (ClickHouse applies it to the insert too). Given to the call instead, the embedded engine's client
+    reads system.settings, then sets and restores each one: a dozen statements around every insert."""
+    clause = ", ".join(f"{quote_identifier(name)} = {setting_literal(value)}" for name, value in settings.items())
+    store.command(f"{sql} SETTINGS {clause}" if clause else sql, parameters or None)
 
 
 @dataclass(frozen=True)
@@ -179,8 +192,9 @@ class StagingTable:
         self.like_target(context, again=old == self._table_name(context))
         columns = ", ".join(quote_identifier(n) for n in names)
         try:
-            store.command(f"INSERT INTO {store.table(self.name)} ({columns}) SELECT {columns} FROM {store.table(old)}",
-                          settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-restage"})
+            insert_select(store, f"INSERT INTO {store.table(self.name)} ({columns}) SELECT {columns} FROM "
+                          f"{store.table(old)}", None,
+                          {**INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-restage"})
         except StoreError as exc:
             column = self._null_column(exc)
             if column is None:
@@ -230,7 +244,7 @@ class StagingTable:
                     "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
         while True:
             try:
-                store.command(insert, source.parameters or None, settings=settings)
+                insert_select(store, insert, source.parameters, settings)
                 break
             except StoreError as exc:
                 column = self._null_column(exc)

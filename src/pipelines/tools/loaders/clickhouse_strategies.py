@@ -73,8 +73,10 @@ class WriteStrategy(ABC):
     def check_batch(self, data: pa.Table, context: RunContext) -> None:  # noqa: B027 (optional hook)
         """Refuse a batch this mode may not write (checked before it is staged)."""
 
-    def check_staged_rows(self, context: RunContext) -> None:  # noqa: B027 (optional hook)
-        """Refuse rows a single ``INSERT ... SELECT`` staged that this mode may not write."""
+    def check_staged_rows(self, context: RunContext) -> int:
+        """Refuse rows a single ``INSERT ... SELECT`` staged that this mode may not write; the staged
+        rows' count (a mode that checks counts them in the same statement)."""
+        return self.staging.count(context)
 
     # ---- commit -------------------------------------------------------------------------
 
