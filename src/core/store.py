@@ -260,19 +260,9 @@ class Store:
         return client
 
     def _use_database(self, client: Client) -> None:
-        # A missing database is normal before setup_db: queries then use qualified names.
-        from core.store_server import consistency_settings
+        from core.store_server import use_database
 
-        try:
-            rows = client.query("SELECT engine FROM system.databases WHERE name = {db:String}",
-                                parameters={"db": self.database}).result_rows
-            client.database = self.database if rows else client.database
-            engine = rows[0][0] if rows else ""
-            for key, value in consistency_settings(self.settings.clickhouse_cluster, engine).items():
-                client.set_client_setting(key, value)  # read-after-write, per topology
-        except Exception as exc:
-            client.close()
-            raise StoreError(f"ClickHouse at {self.description} does not answer: {_short(exc)}") from None
+        use_database(client, self.database, self.settings.clickhouse_cluster, self.description)
 
     # ---- helpers -----------------------------------------------------------------------
 

@@ -111,6 +111,21 @@ def consistency_settings(cluster: str | None, database_engine: str) -> dict[str,
     return {}
 
 
+def use_database(client: Client, database: str, cluster: str | None, description: str) -> None:
+    """Point ``client`` at ``database`` when it exists (before setup_db, queries use qualified
+    names) and give it the topology's read-after-write settings; a client that cannot even
+    answer that is closed, with a :class:`StoreError` in one line."""
+    try:
+        rows = client.query("SELECT engine FROM system.databases WHERE name = {db:String}",
+                            parameters={"db": database}).result_rows
+        client.database = database if rows else client.database
+        for key, value in consistency_settings(cluster, rows[0][0] if rows else "").items():
+            client.set_client_setting(key, value)
+    except Exception as exc:
+        client.close()
+        raise StoreError(f"ClickHouse at {description} does not answer: {short(exc)}") from None
+
+
 def _reachable(args: dict[str, Any], timeout: float) -> None:
     """One TCP connection attempt within ``timeout``: clickhouse-connect's own probe retries the
     connect (2 x the timeout) before failing, on every command when a host is down."""

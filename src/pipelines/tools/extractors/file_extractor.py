@@ -135,14 +135,12 @@ class FileExtractor(Extractor):
     # ---- ClickHouse reads it itself ------------------------------------------------------------
 
     def sql_source(self, context: RunContext) -> SqlSource | None:
-        """What ClickHouse reads itself (:meth:`_file_source`), reduced to the run's interval when
-        ``keep_interval_rows`` is set."""
+        """What ClickHouse reads itself (:meth:`_file_source`), cut to the interval by ``keep_interval_rows``."""
         source = self._file_source(context)
-        if source is not None and self.bucket is not None:
-            source = dataclasses.replace(source, remote=self.bucket.address)  # ClickHouse connects to it itself
-        if source is None or not self.keep_interval_rows:
-            return source
-        return filter_sql_source(source, self.keep_interval_rows, context, self.name)
+        if source is not None and self.bucket is not None:  # ClickHouse connects to the bucket itself
+            source = dataclasses.replace(source, remote=self.bucket.address)
+        keep = source is not None and self.keep_interval_rows
+        return filter_sql_source(source, self.keep_interval_rows, context, self.name) if keep else source
 
     def _file_source(self, context: RunContext) -> SqlSource | None:
         """Plain Parquet files (no column selection, types, flattening or exploding) as
