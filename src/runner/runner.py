@@ -200,7 +200,9 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
         with run_context(spec.name, run_id):
             try:
                 # On a server, the same exclusion across hosts (each has its own RUN_DIR); deciding
-                # whether the store is a server may wait for the embedded store, hence inside.
+                # whether the store is a server may wait for the embedded store, hence inside. The
+                # framework's tables first: a cluster refuses a layout it cannot share before any lock.
+                ensure_framework_tables(store)
                 with run_lock(store, lock.path.stem, f"Pipeline '{spec.name}' for {interval.label}", entry.timeout):
                     result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
             except StoreLockTimeout as exc:
