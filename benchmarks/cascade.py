@@ -30,7 +30,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from trees import ROOT, unpack
 
 MODULE = textwrap.dedent('''
     from datetime import timedelta
@@ -102,10 +102,7 @@ def main() -> int:
     args = parser.parse_args()
     report: dict[str, Any] = {"days": args.days, "old": args.old}
     with tempfile.TemporaryDirectory(prefix="dp-bench-old-") as old:
-        archive = subprocess.run(["git", "archive", args.old, "src", "migrations"], cwd=ROOT, capture_output=True,
-                                 check=True)
-        subprocess.run(["tar", "-x", "-C", old], input=archive.stdout, check=True)
-        report["old_tree"] = measure(Path(old) / "src", args.days)
+        report["old_tree"] = measure(unpack(args.old, Path(old), "src", "migrations") / "src", args.days)
     report["this_tree"] = measure(ROOT / "src", args.days)
     for label in ("old_tree", "this_tree"):
         r = report[label]

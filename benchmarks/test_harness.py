@@ -21,14 +21,12 @@ Prints a report and writes ``benchmarks/results/test_harness.json``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import textwrap
 import time
@@ -36,7 +34,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from trees import ROOT, copy_checkout, unpack
+
 SOURCES = ("file", "http", "db", "sql")
 
 # Runs in a new process with PYTHONPATH=<tree>/src: the harness of that tree, the example of that tree.
@@ -69,25 +68,6 @@ RUNS = textwrap.dedent('''
                     assert n == {"n": loaded}, n
     print(json.dumps(times))
 ''')
-
-
-def unpack(commit: str, target: Path) -> Path:
-    """The tree of ``commit`` in ``target`` (git archive: nothing is added to the repository)."""
-    data = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(target, filter="data")
-    return target
-
-
-def copy_checkout(target: Path) -> Path:
-    """This checkout as git sees it (tracked and new files, nothing ignored) in ``target``."""
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, text=True, check=True).stdout
-    for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
-    return target
 
 
 def env_for(tree: Path, runtime: Path) -> dict[str, str]:
