@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -62,21 +63,29 @@ MODULE = textwrap.dedent('''
 ''')
 
 FIRST = date(2024, 3, 1)
+KEYS = ("extractor_seconds", "sql_seconds", "extractor_cpu_seconds", "sql_cpu_seconds")
 
 
-def cli(src: Path, project: Path, *args: str) -> tuple[float, str]:
-    """Wall seconds and stdout of ``main.py args`` of tree ``src`` in ``project``; fails loudly."""
+def cli(src: Path, project: Path, *args: str) -> tuple[float, str, float]:
+    """Wall seconds, stdout and CPU seconds (user + system, all threads) of ``main.py args`` of tree
+    ``src`` in ``project``; fails loudly."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLICKHOUSE_", "STORE_", "DP_"))}
     env.update({"DATA_DIR": str(project / "data"), "LOG_DIR": str(project / "logs"), "RUN_DIR": str(project / "run"),
                 "PIPELINES_DIR": str(project / "pipelines"), "ENV_FILE": str(project / ".env"),
                 "PYTHONPATH": str(src), "COLUMNS": "200"})
+    cpu = _children_cpu()
     started = time.perf_counter()
     result = subprocess.run([sys.executable, str(src / "main.py"), *args], env=env, cwd=src.parent,
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{src}: {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return elapsed, result.stdout
+    return elapsed, result.stdout, _children_cpu() - cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure(src: Path, days: int) -> dict[str, Any]:
@@ -88,16 +97,17 @@ def measure(src: Path, days: int) -> dict[str, Any]:
         (project / ".env").write_text("")
         cli(src, project, "setup_db")
         span = ["--start", FIRST.isoformat(), "--end", (FIRST + timedelta(days=days - 1)).isoformat(), "--hourly"]
-        extractor, _ = cli(src, project, "backfill", "hext", *span)
-        sql, _ = cli(src, project, "backfill", "hsql", *span)
-        _, counted = cli(src, project, "sql", "SELECT (SELECT count() FROM hext_t), (SELECT sum(n) FROM hsql_t), "
+        extractor, _, extractor_cpu = cli(src, project, "backfill", "hext", *span)
+        sql, _, sql_cpu = cli(src, project, "backfill", "hsql", *span)
+        _, counted, _ = cli(src, project, "sql", "SELECT (SELECT count() FROM hext_t), (SELECT sum(n) FROM hsql_t), "
                                               "(SELECT count() FROM hsql_t), (SELECT count() FROM _dp_runs FINAL "
                                               "WHERE status = 'success')")
     hours = 24 * days
     want = f"{3 * hours}\t{3 * hours}\t{2 * hours}\t{2 * hours}"
     if counted.split("\n")[-2 if counted.endswith("\n") else -1].strip() != want:
         raise SystemExit(f"{src}: wrong rows after the backfills: {counted!r} (want {want!r})")
-    return {"extractor_seconds": extractor, "sql_seconds": sql, "intervals": hours}
+    return {"extractor_seconds": extractor, "sql_seconds": sql, "extractor_cpu_seconds": extractor_cpu,
+            "sql_cpu_seconds": sql_cpu, "intervals": hours}
 
 
 def main() -> int:
@@ -113,14 +123,15 @@ def main() -> int:
             for label, src in trees.items():
                 runs[label].append(measure(src, args.days))
                 r = runs[label][-1]
-                print(f"{label:<10} {r['intervals']} hourly intervals: extractor pipeline {r['extractor_seconds']:6.2f} s,"
-                      f" SQL pipeline {r['sql_seconds']:6.2f} s", flush=True)
-    best = {label: {key: min(r[key] for r in rs) for key in ("extractor_seconds", "sql_seconds")}
-            for label, rs in runs.items()}
-    for key in ("extractor_seconds", "sql_seconds"):
+                print(f"{label:<10} {r['intervals']} hourly intervals: extractor {r['extractor_seconds']:6.2f} s "
+                      f"({r['extractor_cpu_seconds']:.2f} s CPU), SQL {r['sql_seconds']:6.2f} s "
+                      f"({r['sql_cpu_seconds']:.2f} s CPU)", flush=True)
+    best = {label: {key: min(r[key] for r in rs) for key in KEYS} for label, rs in runs.items()}
+    print(f"load average: {os.getloadavg()[0]:.1f} (best of {args.repeat})")
+    for key in KEYS:
         old_s, new_s = best["old_tree"][key], best["this_tree"][key]
-        print(f"{key.removesuffix('_seconds'):<10} old {old_s:6.2f} s  this {new_s:6.2f} s  "
-              f"= {new_s / old_s:.2f} of the old wall time ({old_s / new_s:.1f}x faster)")
+        print(f"{key.removesuffix('_seconds'):<14} old {old_s:7.2f} s  this {new_s:7.2f} s  "
+              f"= {new_s / old_s:.2f} of the old ({old_s / new_s:.1f}x faster)")
     out = ROOT / "benchmarks" / "results" / "hourly_backfill.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"days": args.days, "old": args.old, "runs": runs, "best": best}, indent=2) + "\n")

@@ -7,8 +7,9 @@ table function, no serialisation); constant columns (the run id) are then filled
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -44,9 +45,8 @@ def worth_in_process(data: pa.Table) -> bool:
 def insert_in_process(client: Client, table: str, data: pa.Table, settings: dict[str, Any] | None,
                        constants: Mapping[str, str]) -> bool:
     """Insert through chdb's own connection; False when this client has none (then use the API)."""
-    handle = getattr(getattr(client, "_backend", None), "_handle", None)
-    conn = getattr(handle, "conn", None)
-    if conn is None or not hasattr(handle, "lock"):
+    handle, conn = _chdb_connection(client)
+    if conn is None:
         return False
     names = [name for name in data.column_names if name not in constants]
     columns = ", ".join(quote_identifier(name) for name in [*names, *constants])
@@ -82,6 +82,26 @@ def inline_settings(sql: str, settings: dict[str, Any]) -> tuple[str, dict[str, 
             or not all(isinstance(v, str | int | float) for v in settings.values())):
         return sql, settings
     return f"{sql}\nSETTINGS {settings_clause(settings)}", None
+
+
+def insert_json(client: Client, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+    """Insert Python ``rows`` as JSONEachRow; on chdb through its own connection, the rows inline in
+    the statement (clickhouse-connect would write them to a temporary file first)."""
+    body = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), default=json_value) for row in rows)
+    handle, conn = _chdb_connection(client)
+    if conn is None:
+        client.raw_insert(table, list(columns), insert_block=body.encode(), fmt="JSONEachRow")
+        return
+    with handle.lock:
+        conn.query(f"INSERT INTO {table} ({', '.join(map(quote_identifier, columns))}) FORMAT JSONEachRow\n{body}")
+
+
+def _chdb_connection(client: Client) -> tuple[Any, Any]:
+    """The chdb backend's handle (its ``lock`` serialises calls) and connection; ``(None, None)``
+    for a client that has none (a server, or another clickhouse-connect)."""
+    handle = getattr(getattr(client, "_backend", None), "_handle", None)
+    conn = getattr(handle, "conn", None)
+    return (handle, conn) if conn is not None and hasattr(handle, "lock") else (None, None)
 
 
 def with_constants(data: pa.Table, constants: Mapping[str, str]) -> pa.Table:

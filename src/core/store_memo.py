@@ -56,6 +56,10 @@ class CatalogueMemo:
         self._facts[key] = True
         return True
 
+    def forget(self, key: Hashable) -> None:
+        """Forget the answer for ``key`` (this process just changed what it says)."""
+        self._facts.pop(key, None)
+
     def note(self, sql: str) -> None:
         """Forget everything when ``sql`` may change a table's structure (any DDL but harmless ones)."""
         if self._facts and _DDL.match(sql) and not _HARMLESS.match(sql):
