@@ -137,12 +137,13 @@ class IntervalStrategy(WriteStrategy):
                 {**bounds, "p": partition},
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": f"{context.run_id}-keep-{partition}"},
             )
-        staged = set(adapter.partitions(staging))
+        rows_in = adapter.partition_counts(staging)  # (one query for the partitions staged and the rows kept)
+        staged = set(rows_in)
         # A partition left with no rows: the slice is empty on purpose (ClickHouse refuses
         # REPLACE PARTITION from an empty source, and an empty result must not be a no-op).
         adapter.replace_partitions(target, staging, [p for p in touched if p in staged],
                                    emptied=[p for p in touched if p not in staged])
-        kept = self.staging.count(context) - staged_rows
+        kept = sum(rows_in.values()) - staged_rows
         context.logger.info("Replaced interval %s..%s of %s: %d rows loaded, %d partition(s) swapped%s",
                             bounds["start"], bounds["end"], target, staged_rows, len(touched),
                             f", {kept} rows outside the interval kept" if kept else "")

@@ -119,7 +119,9 @@ class StagingTable:
         name = self._table_name(context, again)
         context.store.adapter.stage_like(name, self.spec.table)
         self._name = name
-        self.columns = context.store.adapter.columns(name)
+        # Made like the target: the same columns, known already while nothing else can change it.
+        known = context.store.memo.active
+        self.columns = context.store.adapter.columns(self.spec.table if known else name)
 
     def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
         """Add columns the data has and the staging table lacks; refuse incompatible types."""
