@@ -46,6 +46,7 @@ MODULE = textwrap.dedent('''
 ''')
 
 DAY = datetime(2026, 2, 3, tzinfo=UTC)
+COLUMNS = {"ts": "DateTime64(3, 'UTC')", "v": "Nullable(Int64)", "_dp_run_id": "String"}
 
 
 def hour(n: int) -> Interval:
@@ -82,7 +83,7 @@ def test_catalogue_answers_follow_ddl_of_this_process_and_of_others(run_hour, st
     run_hour(0)
     run_hour(1)
     assert store.memo.active is store.settings.is_embedded  # a server's catalogue may change at any time
-    assert store.adapter.columns("hours_t") == {"ts": "DateTime64(3, 'UTC')", "v": "Nullable(Int64)", "_dp_run_id": "String"}
+    assert store.adapter.columns("hours_t") == COLUMNS
     # This process drops the target mid-series: the next interval creates it again from its data.
     store.command("DROP TABLE hours_t")
     run_hour(2)
@@ -97,7 +98,7 @@ def test_catalogue_answers_follow_ddl_of_this_process_and_of_others(run_hour, st
     store.close()
     elsewhere("DROP TABLE hours_t")
     run_hour(4)
-    assert store.adapter.columns("hours_t") == {"ts": "DateTime64(3, 'UTC')", "v": "Nullable(Int64)", "_dp_run_id": "String"}
+    assert store.adapter.columns("hours_t") == COLUMNS
     assert store.query_rows("SELECT toHour(ts), count() FROM hours_t GROUP BY 1") == [(4, 3)]
     # ... or changes its structure: the next interval is staged in the new structure.
     store.close()
