@@ -66,9 +66,10 @@ def settings_clause(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{key} = {_setting_literal(value)}" for key, value in settings.items())
 
 
-# An INSERT ... SELECT that ends in its SELECT (no SETTINGS or FORMAT clause, no comment to end it).
+# An INSERT ... SELECT that ends in its one SELECT (no SETTINGS or FORMAT clause, no comment to end it,
+# no UNION whose last SELECT alone would take the clause).
 _INSERT_SELECT = re.compile(r"\s*INSERT\s+INTO\s.*\bSELECT\s", re.IGNORECASE | re.DOTALL)
-_ENDS_OTHERWISE = re.compile(r"\b(SETTINGS|FORMAT)\b|--|/\*|#|;", re.IGNORECASE)
+_ENDS_OTHERWISE = re.compile(r"\b(SETTINGS|FORMAT|UNION|INTERSECT|EXCEPT)\b|--|/\*|#|;", re.IGNORECASE)
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
