@@ -140,7 +140,8 @@ def test_statement_settings_apply_to_the_insert_and_leave_the_session_as_it_was(
     store.command("INSERT INTO src VALUES ('2026-01-01', 1), ('2026-01-02', 2), ('2026-01-03', 3)")
     one = {"max_partitions_per_insert_block": 1, "insert_deduplication_token": "it's a token"}
     for statement in ("INSERT INTO dst SELECT * FROM src WHERE v >= {n:UInt32}",
-                      "INSERT INTO dst SELECT * FROM src WHERE v >= {n:UInt32} -- a comment: settings go apart"):
+                      "INSERT INTO dst SELECT * FROM src WHERE v >= {n:UInt32} -- a comment: settings go apart",
+                      "INSERT INTO dst SELECT * FROM src WHERE v = {n:UInt32} UNION ALL SELECT * FROM src WHERE v > 1"):
         with pytest.raises(StoreError, match="TOO_MANY_PARTS|Too many partitions"):
             store.command(statement, {"n": 1}, settings=one)
     assert store.query_rows("SELECT count() FROM dst") == [(0,)]
