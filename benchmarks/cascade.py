@@ -30,9 +30,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from trees import unpack
-
-ROOT = Path(__file__).resolve().parents[1]
+from trees import ROOT, unpack
 
 MODULE = textwrap.dedent('''
     from datetime import timedelta

@@ -34,9 +34,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trees import unpack
+from trees import ROOT, copy_checkout, unpack
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("file", "http", "db", "sql")
 
 # Runs in a new process with PYTHONPATH=<tree>/src: the harness of that tree, the example of that tree.
@@ -69,17 +68,6 @@ RUNS = textwrap.dedent('''
                     assert n == {"n": loaded}, n
     print(json.dumps(times))
 ''')
-
-
-def copy_checkout(target: Path) -> Path:
-    """This checkout as git sees it (tracked and new files, nothing ignored) in ``target``."""
-    listed = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            capture_output=True, text=True, check=True).stdout
-    for name in filter(None, listed.split("\0")):
-        if (ROOT / name).is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, target / name)
-    return target
 
 
 def env_for(tree: Path, runtime: Path) -> dict[str, str]:

@@ -79,6 +79,8 @@ def write_results(store: Store, results: list[CheckResult]) -> None:
     if not results:
         return
     ensure_checks_table(store)
+    for pipeline in {r.pipeline for r in results if r.kept_table}:
+        store.memo.forget(("kept tables", pipeline))  # see kept_tables_of
     rows = [[json.dumps(r.sample, default=str) if key == "sample" else getattr(r, key) for key in _COLUMNS]
             for r in results]
     store.insert_rows(CHECKS_TABLE, rows, _COLUMNS)
@@ -135,7 +137,13 @@ def latest_by_pipeline(store: Store) -> dict[str, list[CheckResult]]:
 def kept_tables_of(store: Store, pipeline: str, interval_start: datetime) -> list[str]:
     """Staged tables kept by failed runs of this pipeline and interval (dropped by its next run)."""
     ensure_checks_table(store)
+    table = store.table(CHECKS_TABLE)
+    # Whether the pipeline has kept tables at all is asked once while the embedded engine stays open
+    # (``core.store_memo``; write_results forgets it), not per interval.
+    if not store.memo.get(("kept tables", pipeline), lambda: bool(store.command(
+            f"SELECT count() > 0 FROM {table} WHERE pipeline = {{p:String}} AND kept_table != ''", {"p": pipeline}))):
+        return []
     return [name for (name,) in store.query_rows(
-        f"SELECT DISTINCT kept_table FROM {store.table(CHECKS_TABLE)} WHERE pipeline = {{p:String}} "
+        f"SELECT DISTINCT kept_table FROM {table} WHERE pipeline = {{p:String}} "
         "AND interval_start = {s:DateTime64(3, 'UTC')} AND kept_table != ''",
         {"p": pipeline, "s": interval_start})]

@@ -47,6 +47,11 @@ class ClickHouseAdapter:
     def _system(self, sql: str, **parameters: Any) -> list[tuple[Any, ...]]:
         return self.store.query_rows(sql, {"db": self.store.database, **parameters})
 
+    def _structure(self, sql: str, table: str) -> list[tuple[Any, ...]]:
+        """``_system(sql, t=table)``, an answer about ``table``'s structure: kept while the embedded
+        engine stays open and no DDL changes it (``core.store_memo``; a backfill asks per interval)."""
+        return self.store.memo.get((sql, table), lambda: self._system(sql, t=table))
+
     # ---- tables -------------------------------------------------------------------------------
 
     def table_exists(self, table: str) -> bool:
@@ -67,8 +72,8 @@ class ClickHouseAdapter:
 
     def engine(self, table: str) -> str | None:
         """``table``'s engine (``MergeTree``, ``ReplacingMergeTree``...); ``None`` when it does not exist."""
-        rows = self._system("SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
-                            t=table)
+        rows = self._structure("SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                               table)
         return str(rows[0][0]) if rows else None
 
     def engine_full(self, table: str) -> str | None:
@@ -98,8 +103,8 @@ class ClickHouseAdapter:
 
     def partition_key(self, table: str) -> str:
         """``table``'s PARTITION BY expression (``""``: none, or no such table)."""
-        rows = self._system("SELECT partition_key FROM system.tables WHERE database = {db:String} "
-                            "AND name = {t:String}", t=table)
+        rows = self._structure("SELECT partition_key FROM system.tables WHERE database = {db:String} "
+                               "AND name = {t:String}", table)
         return str(rows[0][0]) if rows else ""
 
     def create_statements(self, tables: Iterable[str]) -> dict[str, str]:
@@ -118,14 +123,14 @@ class ClickHouseAdapter:
 
     def columns(self, table: str) -> dict[str, str]:
         """``table``'s columns and their types, in table order (empty when it does not exist)."""
-        return dict(self._system("SELECT name, type FROM system.columns WHERE database = {db:String} "
-                                 "AND table = {t:String} ORDER BY position", t=table))
+        return dict(self._structure("SELECT name, type FROM system.columns WHERE database = {db:String} "
+                                    "AND table = {t:String} ORDER BY position", table))
 
     def column_defaults(self, table: str) -> dict[str, tuple[str, str, str]]:
         """``table``'s columns: name -> (type, default kind, default expression), in table order."""
-        return {name: (type_, kind, expression) for name, type_, kind, expression in self._system(
+        return {name: (type_, kind, expression) for name, type_, kind, expression in self._structure(
             "SELECT name, type, default_kind, default_expression FROM system.columns WHERE database = {db:String} "
-            "AND table = {t:String} ORDER BY position", t=table)}
+            "AND table = {t:String} ORDER BY position", table)}
 
     def partitions(self, table: str, where: str | None = None, parameters: dict[str, Any] | None = None) -> list[str]:
         """Partition ids of ``table``, sorted: of its active parts, or of its rows matching the SQL

@@ -15,7 +15,6 @@ A process that has to wait logs for whom; after ``STORE_LOCK_TIMEOUT`` seconds i
 from __future__ import annotations
 
 import atexit
-import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +28,8 @@ from core.logging import get_logger
 from core.store_child import StoreChild, signal_waiting
 from core.store_errors import errors as _errors
 from core.store_errors import setting_literal as _setting_literal
-from core.store_inserts import insert_in_process, json_value, with_constants, worth_in_process
+from core.store_inserts import inline_settings, insert_in_process, insert_json, with_constants, worth_in_process
+from core.store_memo import CatalogueMemo
 from core.store_server import short as _short
 from core.validators import quote_identifier
 
@@ -52,8 +52,7 @@ MAX_IDLE = 5.0
 _WAIT_CHECK = 0.1  # seconds between looks at the marker while idle past the linger
 _WAITER_RECENT = 0.3  # a marker touched this recently means a process is waiting now
 
-# chdb's own words when another process has the directory open.
-_BUSY_MARKERS = ("Error initializing EmbeddedServer", "Cannot lock file")
+_BUSY_MARKERS = ("Error initializing EmbeddedServer", "Cannot lock file")  # chdb's: another process has it open
 
 
 class Store:
@@ -78,13 +77,13 @@ class Store:
         self._waiting_marker = settings.data_dir / "clickhouse.lock.waiting"
         self._idle_since = 0.0
         self.engine_opens = 0  # in this process: each costs threads chdb keeps (core/store_child.py)
-        # The project's own running clickhouse_server, when it serves this store (None: not looked
-        # for yet, False: none, so the store is opened in-process).
+        # The project's clickhouse_server when it serves this store (None: not looked for yet, False: none).
         self._local: ServerRecord | Literal[False] | None = None
         self._child = StoreChild(settings) if turns and settings.is_embedded else None
-        #: Catalogue look-ups and publishing DDL (``core.clickhouse_adapter``): what the framework asks
-        #: ClickHouse about its tables goes through it.
+        #: Catalogue look-ups and publishing DDL (``core.clickhouse_adapter``): every question about tables.
         self.adapter = ClickHouseAdapter(self)
+        #: Catalogue answers kept while this process holds the embedded engine (``core.store_memo``).
+        self.memo = CatalogueMemo()
         atexit.register(self.close)
         if self._child is not None:
             atexit.register(self._child.shutdown)  # runs first: no new child once exiting
@@ -98,8 +97,7 @@ class Store:
 
     @property
     def is_server(self) -> bool:
-        """True when the store is a ClickHouse server (configured, or this project's running
-        ``clickhouse_server``): processes on other hosts may write at the same time."""
+        """True for a ClickHouse server (configured, or the project's ``clickhouse_server``): other hosts may write."""
         if self._lock is not None and self._local is None:
             with self.session():
                 pass
@@ -116,8 +114,7 @@ class Store:
     def session(self) -> Iterator[Client]:
         """A live client for the duration of the block (re-entrant, thread-safe)."""
         with self._mutex:
-            # A pending idle timer is left running (it re-arms from the last release when it fires):
-            # a run's dozens of statements would otherwise start a thread each.
+            # A pending release timer stays armed (it waits on while the store is in use): no thread per statement.
             if self._client is None:
                 self._client = self._open()
             self._users += 1
@@ -147,17 +144,17 @@ class Store:
 
     def _close_if_idle(self) -> None:
         with self._mutex:
-            self._timer = None
+            if self._timer not in (None, threading.current_thread()):
+                return  # cancelled, or replaced by a newer timer
+            self._timer, idle = None, time.monotonic() - self._idle_since
             if self._users != 0 or self._client is None:
-                return  # in use again: its next release arms a timer
-            idle = time.monotonic() - self._idle_since
-            if idle < self.linger:  # used since this timer was armed: a linger from the last release
-                self._arm(self.linger - idle)
-                return
-            if self.linger > 0 and idle < max(MAX_IDLE, self.linger) and not self.someone_waits():
+                return  # the session's end arms a new timer
+            if self.linger > 0 and idle < self.linger:
+                self._arm(self.linger - idle)  # used since this timer was armed
+            elif self.linger > 0 and idle < max(MAX_IDLE, self.linger) and not self.someone_waits():
                 self._arm(_WAIT_CHECK)
-                return
-            self._disconnect()
+            else:
+                self._disconnect()
 
     def someone_waits(self) -> bool:
         """True when another process recently waited for the embedded store (touched its marker)."""
@@ -176,6 +173,7 @@ class Store:
 
     def _disconnect(self) -> None:
         client, self._client = self._client, None
+        self.memo.reset(active=False)
         try:
             if client is not None:
                 if self._child is not None:  # a turn's port is never seen again: drop its sockets
@@ -193,8 +191,7 @@ class Store:
             from core.local_server import find_running_server
             self._local = find_running_server(self.settings) or False
             if self._local:
-                # Decided once per process: a run never switches engine midway.
-                self._lock = None
+                self._lock = None  # decided once per process: a run never switches engine midway
         if self._lock is None:
             return self._open_server()
         if self._child is not None:
@@ -220,6 +217,7 @@ class Store:
             path.mkdir(parents=True, exist_ok=True)
             client = self._open_embedded(deadline)
             self.engine_opens += 1
+            self.memo.reset(active=True)
         except BaseException:
             self._lock.release()
             raise
@@ -277,6 +275,9 @@ class Store:
                 settings: dict[str, Any] | None = None) -> Any:
         """Run DDL or a statement returning at most a single value."""
         with self.session() as client, _errors(sql):
+            self.memo.note(sql)
+            if settings and self._lock is not None:  # chdb in this process
+                sql, settings = inline_settings(sql, settings)
             return client.command(sql, parameters=parameters, settings=settings)
 
     def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -292,11 +293,13 @@ class Store:
               settings: dict[str, Any] | None = None) -> Any:
         """Any statement, with query settings; the clickhouse-connect result (rows fetched)."""
         with self.session() as client, _errors(sql):
+            self.memo.note(sql)
             return client.query(sql, parameters=parameters, settings=settings)
 
     def raw_query(self, sql: str) -> bytes:
         """A statement's output as ClickHouse formats it (the statement names its own ``FORMAT``)."""
         with self.session() as client, _errors(sql):
+            self.memo.note(sql)
             return bytes(client.raw_query(sql))
 
     @contextmanager
@@ -322,11 +325,7 @@ class Store:
                         client.set_client_setting(key, value)
                 yield
         finally:
-            with self._mutex:
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
-                self._disconnect()
+            self.close()
 
     def query_df(self, sql: str, parameters: dict[str, Any] | None = None) -> pd.DataFrame:
         with self.session() as client, _errors(sql):
@@ -359,18 +358,18 @@ class Store:
         return len(data)
 
     def insert_rows(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> int:
-        """Insert a few Python rows (framework records). Sent as JSONEachRow: unlike the Arrow
-        and pandas paths, this does not import pandas, which would cost a CLI call ~0.4 s."""
-        body = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), default=json_value) for row in rows)
+        """Insert a few Python rows (framework records) as JSONEachRow: no pandas import (~0.4 s a CLI call)."""
         with self.session() as client, _errors(f"INSERT INTO {table}"):
-            client.raw_insert(self.table(table), list(columns), insert_block=body.encode(), fmt="JSONEachRow")
+            insert_json(client, self.table(table), rows, columns)
         return len(rows)
 
     def database_exists(self) -> bool:
-        return self.command(f"EXISTS DATABASE {quote_identifier(self.database)}") in (1, "1")
+        sql = f"EXISTS DATABASE {quote_identifier(self.database)}"
+        return self.memo.get(sql, lambda: self.command(sql) in (1, "1"))
 
     def table_exists(self, name: str) -> bool:
-        return self.command(f"EXISTS TABLE {self.table(name)}") in (1, "1")
+        sql = f"EXISTS TABLE {self.table(name)}"
+        return self.memo.get(sql, lambda: self.command(sql) in (1, "1"))
 
     def list_tables(self) -> list[dict[str, Any]]:
         """Tables of the configured database: name, engine, rows (``None`` for views)."""

@@ -7,7 +7,9 @@ table function, no serialisation); constant columns (the run id) are then filled
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,21 +45,64 @@ def worth_in_process(data: pa.Table) -> bool:
 def insert_in_process(client: Client, table: str, data: pa.Table, settings: dict[str, Any] | None,
                        constants: Mapping[str, str]) -> bool:
     """Insert through chdb's own connection; False when this client has none (then use the API)."""
-    handle = getattr(getattr(client, "_backend", None), "_handle", None)
-    conn = getattr(handle, "conn", None)
-    if conn is None or not hasattr(handle, "lock"):
+    handle, conn = _chdb_connection(client)
+    if conn is None:
         return False
     names = [name for name in data.column_names if name not in constants]
     columns = ", ".join(quote_identifier(name) for name in [*names, *constants])
     values = ", ".join([*(quote_identifier(name) for name in names),
                         *(_setting_literal(v) for v in constants.values())])
-    options = ", ".join(f"{key} = {_setting_literal(value)}" for key, value in (settings or {}).items())
+    options = settings_clause(settings or {})
     # chdb's Python() table function finds the Arrow table by its variable name in this frame.
     dp_arrow_batch = data  # noqa: F841
     sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM Python(dp_arrow_batch)"
     with handle.lock:
         conn.query(sql + (f" SETTINGS {options}" if options else ""))
     return True
+
+
+def settings_clause(settings: Mapping[str, Any]) -> str:
+    """``settings`` as the body of a statement's SETTINGS clause: ``a = 0, b = 'x'``."""
+    return ", ".join(f"{key} = {_setting_literal(value)}" for key, value in settings.items())
+
+
+# An INSERT ... SELECT that ends in its one SELECT (no SETTINGS or FORMAT clause, no comment to end it,
+# no UNION whose last SELECT alone would take the clause).
+_INSERT_SELECT = re.compile(r"\s*INSERT\s+INTO\s.*\bSELECT\s", re.IGNORECASE | re.DOTALL)
+_ENDS_OTHERWISE = re.compile(r"\b(SETTINGS|FORMAT|UNION|INTERSECT|EXCEPT)\b|--|/\*|#|;", re.IGNORECASE)
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def inline_settings(sql: str, settings: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """``sql`` and ``settings`` for chdb: an INSERT ... SELECT takes ``settings`` in its own SETTINGS
+    clause (which applies to the insert too), the statement and no settings returned; any other
+    statement is returned as it is. clickhouse-connect gives chdb a statement's settings with a SET
+    of each on the session and restores them afterwards: 2n + 1 more engine calls per statement."""
+    if (not _INSERT_SELECT.match(sql) or _ENDS_OTHERWISE.search(sql)
+            or not all(_SETTING_NAME.fullmatch(k) for k in settings)
+            or not all(isinstance(v, str | int | float) for v in settings.values())):
+        return sql, settings
+    return f"{sql}\nSETTINGS {settings_clause(settings)}", None
+
+
+def insert_json(client: Client, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+    """Insert Python ``rows`` as JSONEachRow; on chdb through its own connection, the rows inline in
+    the statement (clickhouse-connect would write them to a temporary file first)."""
+    body = "\n".join(json.dumps(dict(zip(columns, row, strict=True)), default=json_value) for row in rows)
+    handle, conn = _chdb_connection(client)
+    if conn is None:
+        client.raw_insert(table, list(columns), insert_block=body.encode(), fmt="JSONEachRow")
+        return
+    with handle.lock:
+        conn.query(f"INSERT INTO {table} ({', '.join(map(quote_identifier, columns))}) FORMAT JSONEachRow\n{body}")
+
+
+def _chdb_connection(client: Client) -> tuple[Any, Any]:
+    """The chdb backend's handle (its ``lock`` serialises calls) and connection; ``(None, None)``
+    for a client that has none (a server, or another clickhouse-connect)."""
+    handle = getattr(getattr(client, "_backend", None), "_handle", None)
+    conn = getattr(handle, "conn", None)
+    return (handle, conn) if conn is not None and hasattr(handle, "lock") else (None, None)
 
 
 def with_constants(data: pa.Table, constants: Mapping[str, str]) -> pa.Table:

@@ -54,11 +54,20 @@ class RunQuarantine:
         store, table = self.store, self.store.table(QUARANTINE_TABLE)
         where = "pipeline = {p:String} AND interval_start = {s:DateTime64(3)} AND interval_end = {e:DateTime64(3)}"
         bounds = {"p": self.pipeline, "s": _ms(self.start), "e": _ms(self.end)}
-        if self.replace_interval and store.command(f"SELECT count() FROM {table} WHERE {where}", bounds):
+        earlier = self.replace_interval and self._pipeline_has_rows()
+        if earlier and store.command(f"SELECT count() FROM {table} WHERE {where}", bounds):
             store.command(f"DELETE FROM {table} WHERE {where}", bounds)
         if self.rows:
+            store.memo.forget(("quarantined", self.pipeline))
             store.command(f"INSERT INTO {table} SELECT * FROM {store.table(self.staging)}")
         self.discard()
+
+    def _pipeline_has_rows(self) -> bool:
+        """Whether the pipeline has quarantined rows at all: asked once while the embedded engine stays
+        open (``core.store_memo``), not per interval, as most pipelines never quarantine a row."""
+        table = self.store.table(QUARANTINE_TABLE)
+        return self.store.memo.get(("quarantined", self.pipeline), lambda: bool(self.store.command(
+            f"SELECT count() > 0 FROM {table} WHERE pipeline = {{p:String}}", {"p": self.pipeline})))
 
     def discard(self) -> None:
         """Forget the staged rows (a failed attempt)."""

@@ -249,7 +249,9 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
                 run_id: str, lock: FileLock, log: Any) -> RunRecord:
     bootstrap_store(store, settings)
     ensure_framework_tables(store)
-    reap_dead_runs(store, spec.name, {spec.name: spec.pipeline.loader})
+    # Once while this process holds the embedded engine: no other process can start a run meanwhile.
+    if store.memo.first(("reaped", spec.name)):
+        reap_dead_runs(store, spec.name, {spec.name: spec.pipeline.loader})
     # The recorded duration is the run's own work: it starts once the store is open and set up
     # (opening the embedded store costs 0.2-0.3 s, more on a loaded machine), like started_at.
     started = time.monotonic()

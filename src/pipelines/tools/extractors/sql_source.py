@@ -147,9 +147,12 @@ class SqlExtractor(Extractor):
         return parameter_values(context, self.placeholders)
 
     def schema(self, context: RunContext) -> pa.Schema:
-        """The query's columns as ClickHouse reports them (no rows are read)."""
-        empty = context.store.query_arrow(f"SELECT * FROM ({self.query}) LIMIT 0", self.parameters(context))
-        return empty.schema
+        """The query's columns as ClickHouse reports them (no rows are read). Its placeholders are typed,
+        so the answer is the same for every interval: asked once while the catalogue stays the same
+        (``core.store_memo``), not per interval of a backfill."""
+        store = context.store
+        return store.memo.get(("query schema", self.query), lambda: store.query_arrow(
+            f"SELECT * FROM ({self.query}) LIMIT 0", self.parameters(context)).schema)
 
     def sql_source(self, context: RunContext) -> SqlSource | None:
         return SqlSource(f"({self.query})", self.schema(context), f"the query of {self.source}",

@@ -17,7 +17,6 @@ import pyarrow as pa
 from core.exceptions import LoadError, StoreError
 from core.run_tables import drop_tables
 from core.sql_literals import sql_literal
-from core.store_errors import setting_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource, run_table_name
 from pipelines.tools.loaders.clickhouse_schema import (
@@ -48,11 +47,9 @@ INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format
 
 
 def insert_select(store: Store, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> None:
-    """Run the ``INSERT ... SELECT`` ``sql`` with ``settings`` as its own trailing ``SETTINGS`` clause
-    (ClickHouse applies it to the insert too). Given to the call instead, the embedded engine's client
-    reads system.settings, then sets and restores each one: a dozen statements around every insert."""
-    clause = ", ".join(f"{quote_identifier(name)} = {setting_literal(value)}" for name, value in settings.items())
-    store.command(f"{sql} SETTINGS {clause}" if clause else sql, parameters or None)
+    """Run the ``INSERT ... SELECT`` ``sql`` with ``settings`` (the store puts them in the statement's
+    own SETTINGS clause on the embedded engine where that is safe: :func:`core.store_inserts.inline_settings`)."""
+    store.command(sql, parameters or None, settings=settings)
 
 
 @dataclass(frozen=True)
@@ -150,7 +147,9 @@ class StagingTable:
             self.sharded = ShardedStaging(context, name, self._table_name(context, again, "_shard"), sharding)
             self.sharded.create()
         self._name = name
-        self.columns = adapter.columns(name)
+        # Made like the target: the same columns, known already while nothing else can change it.
+        known = context.store.memo.active
+        self.columns = context.store.adapter.columns(self.spec.table if known else name)
 
     def _evolve(self, context: RunContext, schema: pa.Schema) -> None:
         """Add columns the data has and the staging table lacks; refuse incompatible types."""
