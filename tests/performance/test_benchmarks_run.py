@@ -85,6 +85,8 @@ def test_store_turns_benchmark_reports_usage_and_latency() -> None:
 
 
 def test_backfill_handovers_benchmark_reports_usage() -> None:
-    out = run_benchmark("benchmarks/backfill_handovers.py", "--handovers", "1", "--warmup", "1")
-    assert "0 hand-overs while nobody waited" in out and "1 hand-overs to a second process" in out
-    assert "after warmup  {'threads':" in out and "end           {'threads':" in out
+    out = run_benchmark("benchmarks/backfill_handovers.py", "--handovers", "2", "--warmup", "1")
+    for mode in ("backfill", "cascade"):
+        assert f"{mode}: alone " in out and "0 hand-overs while nobody waited; 2 hand-overs to a second process" in out
+    assert out.count("after warmup  {'threads':") == 2 and out.count("end           {'threads':") == 2
+    assert out.count("end / warm-up {'threads': ") == 2
