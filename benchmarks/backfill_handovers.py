@@ -6,7 +6,7 @@
 A fresh temporary project per mode (own DATA_DIR, embedded engine), everything through the real
 CLI in new processes:
 
-- ``backfill``: ``backfill api_seq`` (0.05 s of "API" wait per day);
+- ``backfill``: ``backfill api_seq --hourly`` (0.05 s of "API" wait per hour);
 - ``cascade``: ``cron_run raw`` of one interval of many days, then its downstream ``hourly`` (a SQL
   pipeline, ``depends_on`` raw, hourly intervals) runs each hour in the cascade that follows.
 
@@ -64,7 +64,8 @@ MODULE = textwrap.dedent('''
               "WHERE ts >= {start} AND ts < {end} GROUP BY hour")
     PIPELINE_REGISTRY = {
         "api_seq": {"pipeline": create_el_pipeline(Hours("api", 0.05),
-                                                   create_clickhouse_loader("api_t", time_column="ts"), "api_seq")},
+                                                   create_clickhouse_loader("api_t", time_column="ts"), "api_seq"),
+                    "granularity": "hour"},
         "raw": {"pipeline": create_el_pipeline(Hours("raw", 0.0), create_clickhouse_loader("raw_t", time_column="ts"),
                                                "raw")},
         "hourly": {"pipeline": create_sql_pipeline(HOURLY, create_clickhouse_loader("hourly_t", mode="interval",
@@ -133,14 +134,12 @@ def wait_until(predicate: Any, timeout: float, what: str) -> None:
 
 
 def command(mode: str, handovers: int) -> tuple[list[str], str]:
-    """The CLI command of ``mode`` (enough days never to run out before the last take) and the
+    """The CLI command of ``mode`` (enough hours never to run out before the last take) and the
     pipeline whose finished intervals are counted."""
-    intervals = 3 * handovers + 40
     last = datetime.now(UTC).date() - timedelta(days=2)
+    first = last - timedelta(days=(3 * handovers + 40) // 24 + 1)  # hourly intervals
     if mode == "backfill":
-        first = last - timedelta(days=intervals)
-        return ["backfill", "api_seq", "--start", first.isoformat(), "--end", last.isoformat()], "api_seq"
-    first = last - timedelta(days=intervals // 24 + 1)
+        return ["backfill", "api_seq", "--hourly", "--start", first.isoformat(), "--end", last.isoformat()], "api_seq"
     return ["cron_run", "raw", "--start", first.isoformat(), "--end", last.isoformat()], "hourly"
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/store_turns.py [--turns 2000] [--warmup 20] [--inprocess-turns 40]
                                                [--clients 8] [--seconds 60] [--page-turns 200]
-                                               [--server-turns 500]
+                                               [--server-turns 500] [--scheduler-fires 100]
 
 A fresh temporary project (own DATA_DIR, embedded engine, one MergeTree table with rows). Then:
 
@@ -28,8 +28,10 @@ A fresh temporary project (own DATA_DIR, embedded engine, one MergeTree table wi
    new turn). ``--server-turns``: a real ``./run.sh clickhouse_server`` holds the store; each turn
    a long-lived client process opens a :class:`core.store.Store` (which finds the server), reads,
    closes. Threads, descriptors and RSS of the page, the server and the client (``/proc``) after
-   ``--warmup`` turns and at the end. (The scheduler never opens the store: each fire is a child
-   process, see ``runner.child_protocol``; a backfill and a cascade: ``backfill_handovers.py``.)
+   ``--warmup`` turns and at the end. ``--scheduler-fires``: a real ``./run.sh scheduler`` (a
+   minute lasts 3 s) fires a pipeline every minute (each fire a child process); after each fire
+   the second process takes the store; the scheduler's figures and whether chdb is loaded in it.
+   (A backfill and a cascade: ``backfill_handovers.py``.)
 
 Writes ``benchmarks/results/store_turns.json``.
 """
@@ -222,6 +224,52 @@ def server_turns(env: dict[str, str], count: int, warmup: int) -> dict[str, obje
             "seconds_per_turn": round((time.monotonic() - started) / count, 3)}
 
 
+SCHEDULED = '''
+import pyarrow as pa
+from pipelines.interfaces import Extractor
+from pipelines.pipeline_factory import create_el_pipeline
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+class Tick(Extractor):
+    interval_aware = True
+    def extract(self, context):
+        yield pa.table({"ts": pa.array([context.start], pa.timestamp("ms", tz="UTC")), "v": [1]})
+
+PIPELINE_REGISTRY = {"tick": {"pipeline": create_el_pipeline(Tick("tick"), create_clickhouse_loader(
+    "tick_t", time_column="ts"), "tick"), "schedule": "* * * * *"}}
+'''
+
+
+def scheduler_fires(env: dict[str, str], data_dir: Path, count: int, warmup: int) -> dict[str, object]:
+    (Path(env["PIPELINES_DIR"]) / "tick_pipeline.py").write_text(SCHEDULED)
+    job_log = Path(env["LOG_DIR"]) / "jobs" / "tick.log"
+
+    def done() -> int:
+        return job_log.read_text().count(" succeeded in ") if job_log.exists() else 0
+
+    scheduler = subprocess.Popen([sys.executable, str(ROOT / "src" / "main.py"), "scheduler", "--tick", "3"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    taker = Taker(data_dir)
+    samples = []
+    try:
+        for fire in range(count):
+            then, deadline = done(), time.monotonic() + 300
+            while done() <= then:
+                if time.monotonic() > deadline or scheduler.poll() is not None:
+                    raise RuntimeError("the scheduler did not fire")
+                time.sleep(0.05)
+            taker.take()  # between two fires the second process has the store
+            samples.append(usage(scheduler.pid))
+            if (fire + 1) % 50 == 0:
+                print(f"  scheduler fire {fire + 1}: {samples[-1]}", flush=True)
+        chdb = "chdb" in Path(f"/proc/{scheduler.pid}/maps").read_text()
+    finally:
+        taker.stop()
+        scheduler.terminate()
+        scheduler.wait(120)
+    return flat(samples, warmup) | {"chdb_loaded": chdb}
+
+
 def clients(env: dict[str, str], data_dir: Path, count: int, seconds: float, busy: bool) -> dict[str, object]:
     import httpx
 
@@ -268,6 +316,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--page-turns", type=int, default=200)
     parser.add_argument("--server-turns", type=int, default=500)
+    parser.add_argument("--scheduler-fires", type=int, default=100)
     args = parser.parse_args()
 
     from core.config import Settings
@@ -301,6 +350,9 @@ def main() -> int:
         if args.server_turns:
             results["local server turns"] = server_turns(env, args.server_turns,
                                                          min(args.warmup, args.server_turns))
+        if args.scheduler_fires:
+            results["scheduler fires"] = scheduler_fires(env, data_dir, args.scheduler_fires,
+                                                         min(args.warmup, args.scheduler_fires))
 
     for name in ("child turns", "in-process"):
         r: Any = results[name]
@@ -319,6 +371,10 @@ def main() -> int:
         for side in ("server", "client"):
             print(f"local server, {side} {r[side]['turns']} turns: after {r[side]['warmup']} "
                   f"{r[side]['after_warmup']}  end {r[side]['end']}  end / warm-up {r[side]['end_vs_warmup']}")
+    if "scheduler fires" in results:
+        r = results["scheduler fires"]
+        print(f"scheduler {r['turns']} fires: after {r['warmup']} {r['after_warmup']}  end {r['end']}  "
+              f"end / warm-up {r['end_vs_warmup']}  chdb loaded: {r['chdb_loaded']}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "store_turns.json").write_text(json.dumps(results, indent=2))

@@ -78,12 +78,14 @@ def test_harness_benchmark_reports_ratios_against_the_old_commit() -> None:
 
 def test_store_turns_benchmark_reports_usage_and_latency() -> None:
     out = run_benchmark("benchmarks/store_turns.py", "--turns", "4", "--warmup", "1", "--inprocess-turns", "2",
-                        "--clients", "2", "--seconds", "2", "--page-turns", "2", "--server-turns", "2")
+                        "--clients", "2", "--seconds", "2", "--page-turns", "2", "--server-turns", "2",
+                        "--scheduler-fires", "2")
     assert "child turns      4 turns: after 1 {'threads':" in out and "s/turn" in out
     assert "in-process       2 turns" in out
     assert "2 clients, busy store:" in out and "p99" in out
     assert "page (./run.sh ui) 2 turns: after 1 {'threads':" in out and "end / warm-up {'threads': " in out
     assert "local server, server 2 turns: after 1" in out and "local server, client 2 turns: after 1" in out
+    assert "scheduler 2 fires: after 1 {'threads':" in out and "chdb loaded: False" in out
 
 
 def test_backfill_handovers_benchmark_reports_usage() -> None:
