@@ -1,7 +1,8 @@
 """A long-running process handing the embedded store over, turn after turn: does it stay flat?
 
     .venv/bin/python benchmarks/store_turns.py [--turns 2000] [--warmup 20] [--inprocess-turns 40]
-                                               [--clients 8] [--seconds 60]
+                                               [--clients 8] [--seconds 60] [--page-turns 200]
+                                               [--server-turns 500] [--scheduler-fires 100]
 
 A fresh temporary project (own DATA_DIR, embedded engine, one MergeTree table with rows). Then:
 
@@ -21,6 +22,16 @@ A fresh temporary project (own DATA_DIR, embedded engine, one MergeTree table wi
    store for 0.5 s every second; ``--clients`` threads request ``/`` back to back for
    ``--seconds``. Latency p50/p99/max and the share of answers that were the last snapshot
    (store busy); the same clients on an idle store are the baseline.
+
+3. **The real processes.** ``--page-turns``: a real ``./run.sh ui``; each turn one ``/metrics``
+   request, then the second process takes the store (the page's turn ends, its next request is a
+   new turn). ``--server-turns``: a real ``./run.sh clickhouse_server`` holds the store; each turn
+   a long-lived client process opens a :class:`core.store.Store` (which finds the server), reads,
+   closes. Threads, descriptors and RSS of the page, the server and the client (``/proc``) after
+   ``--warmup`` turns and at the end. ``--scheduler-fires``: a real ``./run.sh scheduler`` (a
+   minute lasts 3 s) fires a pipeline every minute (each fire a child process); after each fire
+   the second process takes the store; the scheduler's figures and whether chdb is loaded in it.
+   (A backfill and a cascade: ``backfill_handovers.py``.)
 
 Writes ``benchmarks/results/store_turns.json``.
 """
@@ -60,8 +71,8 @@ for line in sys.stdin:
 '''
 
 
-def usage() -> dict[str, float]:
-    pid = os.getpid()
+def usage(pid: int | None = None) -> dict[str, float]:
+    pid = pid or os.getpid()
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     rss = next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
     return {"threads": len(os.listdir(f"/proc/{pid}/task")), "fds": len(os.listdir(f"/proc/{pid}/fd")),
@@ -126,9 +137,8 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
 
 
-def clients(env: dict[str, str], data_dir: Path, count: int, seconds: float, busy: bool) -> dict[str, object]:
-    import httpx
-
+def start_page(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """A real ``./run.sh ui`` process and its URL."""
     ui = subprocess.Popen([sys.executable, str(ROOT / "src" / "main.py"), "ui", "--port", "0"], env=env,
                           stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, stdin=subprocess.DEVNULL)
     assert ui.stderr is not None
@@ -140,6 +150,131 @@ def clients(env: dict[str, str], data_dir: Path, count: int, seconds: float, bus
         found = re.search(r"http://\S+?:(\d+)/ ", line)
         url = f"http://127.0.0.1:{found.group(1)}/" if found else ""
     threading.Thread(target=ui.stderr.read, daemon=True).start()
+    return ui, url
+
+
+def flat(samples: list[dict[str, float]], warmup: int) -> dict[str, object]:
+    """The figures after ``warmup`` turns and at the end, and end / warm-up."""
+    warm, end = samples[min(warmup, len(samples)) - 1], samples[-1]
+    return {"turns": len(samples), "warmup": warmup, "after_warmup": warm, "end": end,
+            "end_vs_warmup": {k: round(end[k] / warm[k], 3) for k in warm}}
+
+
+def page_turns(env: dict[str, str], data_dir: Path, count: int, warmup: int) -> dict[str, object]:
+    import httpx
+
+    ui, url = start_page(env)
+    taker = Taker(data_dir)
+    samples = []
+    started = time.monotonic()
+    try:
+        for turn in range(count):
+            assert httpx.get(url + "metrics", timeout=120).status_code == 200
+            taker.take()  # the second process has the store: the page's next request is a new turn
+            samples.append(usage(ui.pid))
+            if (turn + 1) % 100 == 0:
+                print(f"  page turn {turn + 1}: {samples[-1]}", flush=True)
+    finally:
+        taker.stop()
+        ui.terminate()
+        ui.wait(30)
+    return flat(samples, warmup) | {"seconds_per_turn": round((time.monotonic() - started) / count, 3)}
+
+
+SERVER_CLIENT = '''
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from core.config import load_settings
+from core.store import Store
+settings = load_settings()
+for line in sys.stdin:
+    store = Store(settings, linger=0)
+    store.query_rows("SELECT count() FROM data_warehouse.turns_t")
+    store.close()
+    print("done", flush=True)
+'''
+
+
+def server_turns(env: dict[str, str], count: int, warmup: int) -> dict[str, object]:
+    server = subprocess.Popen([sys.executable, str(ROOT / "src" / "main.py"), "clickhouse_server", "--port", "0",
+                               "--tcp-port", "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, stdin=subprocess.DEVNULL)
+    assert server.stdout is not None
+    while not server.stdout.readline().startswith("ready "):
+        if server.poll() is not None:
+            raise RuntimeError("clickhouse_server did not start")
+    client = subprocess.Popen([sys.executable, "-c", SERVER_CLIENT, str(ROOT / "src")], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert client.stdin is not None and client.stdout is not None
+    on_server, on_client = [], []
+    started = time.monotonic()
+    try:
+        for _ in range(count):
+            client.stdin.write("turn\n")
+            client.stdin.flush()
+            assert client.stdout.readline().strip() == "done", "the client could not use the server"
+            on_server.append(usage(server.pid))
+            on_client.append(usage(client.pid))
+    finally:
+        client.stdin.close()
+        client.wait(60)
+        server.terminate()
+        server.wait(60)
+    return {"server": flat(on_server, warmup), "client": flat(on_client, warmup),
+            "seconds_per_turn": round((time.monotonic() - started) / count, 3)}
+
+
+SCHEDULED = '''
+import pyarrow as pa
+from pipelines.interfaces import Extractor
+from pipelines.pipeline_factory import create_el_pipeline
+from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
+
+class Tick(Extractor):
+    """Not interval-aware: every fire runs (reads "now")."""
+    interval_aware = False
+    def extract(self, context):
+        yield pa.table({"ts": pa.array([context.start], pa.timestamp("ms", tz="UTC")), "v": [1]})
+
+PIPELINE_REGISTRY = {"tick": {"pipeline": create_el_pipeline(Tick("tick"), create_clickhouse_loader(
+    "tick_t", time_column="ts"), "tick"), "schedule": "* * * * *"}}
+'''
+
+
+def scheduler_fires(env: dict[str, str], data_dir: Path, count: int, warmup: int) -> dict[str, object]:
+    (Path(env["PIPELINES_DIR"]) / "tick_pipeline.py").write_text(SCHEDULED)
+    job_log = Path(env["LOG_DIR"]) / "jobs" / "tick.log"
+
+    def done() -> int:
+        return job_log.read_text().count(" succeeded in ") if job_log.exists() else 0
+
+    scheduler = subprocess.Popen([sys.executable, str(ROOT / "src" / "main.py"), "scheduler", "--tick", "3"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    taker = Taker(data_dir)
+    samples = []
+    try:
+        for fire in range(count):
+            then, deadline = done(), time.monotonic() + 300
+            while done() <= then:
+                if time.monotonic() > deadline or scheduler.poll() is not None:
+                    raise RuntimeError("the scheduler did not fire")
+                time.sleep(0.05)
+            taker.take()  # between two fires the second process has the store
+            samples.append(usage(scheduler.pid))
+            if (fire + 1) % 50 == 0:
+                print(f"  scheduler fire {fire + 1}: {samples[-1]}", flush=True)
+        chdb = "chdb" in Path(f"/proc/{scheduler.pid}/maps").read_text()
+    finally:
+        taker.stop()
+        scheduler.terminate()
+        scheduler.wait(120)
+    return flat(samples, warmup) | {"chdb_loaded": chdb}
+
+
+def clients(env: dict[str, str], data_dir: Path, count: int, seconds: float, busy: bool) -> dict[str, object]:
+    import httpx
+
+    ui, url = start_page(env)
     httpx.get(url, timeout=60)  # the first snapshot
     stop = threading.Event()
     taker = Taker(data_dir)
@@ -180,6 +315,9 @@ def main() -> int:
     parser.add_argument("--inprocess-turns", type=int, default=40)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--page-turns", type=int, default=200)
+    parser.add_argument("--server-turns", type=int, default=500)
+    parser.add_argument("--scheduler-fires", type=int, default=100)
     args = parser.parse_args()
 
     from core.config import Settings
@@ -208,6 +346,14 @@ def main() -> int:
                    RUN_DIR=str(Path(tmp) / "run"), PIPELINES_DIR=str(Path(tmp) / "pipelines"), UI_PASSWORD="")
         results["clients, idle store"] = clients(env, data_dir, args.clients, args.seconds / 2, busy=False)
         results["clients, busy store"] = clients(env, data_dir, args.clients, args.seconds, busy=True)
+        if args.page_turns:
+            results["page turns"] = page_turns(env, data_dir, args.page_turns, min(args.warmup, args.page_turns))
+        if args.server_turns:
+            results["local server turns"] = server_turns(env, args.server_turns,
+                                                         min(args.warmup, args.server_turns))
+        if args.scheduler_fires:
+            results["scheduler fires"] = scheduler_fires(env, data_dir, args.scheduler_fires,
+                                                         min(args.warmup, args.scheduler_fires))
 
     for name in ("child turns", "in-process"):
         r: Any = results[name]
@@ -217,6 +363,19 @@ def main() -> int:
         r = results[name]
         print(f"{args.clients} {name}: {r['requests']} requests, p50 {r['p50']} s, p99 {r['p99']} s, "
               f"max {r['max']} s, {r['snapshots']} answered from the snapshot")
+    if "page turns" in results:
+        r = results["page turns"]
+        print(f"page (./run.sh ui) {r['turns']} turns: after {r['warmup']} {r['after_warmup']}  end {r['end']}  "
+              f"end / warm-up {r['end_vs_warmup']}  {r['seconds_per_turn']} s/turn")
+    if "local server turns" in results:
+        r = results["local server turns"]
+        for side in ("server", "client"):
+            print(f"local server, {side} {r[side]['turns']} turns: after {r[side]['warmup']} "
+                  f"{r[side]['after_warmup']}  end {r[side]['end']}  end / warm-up {r[side]['end_vs_warmup']}")
+    if "scheduler fires" in results:
+        r = results["scheduler fires"]
+        print(f"scheduler {r['turns']} fires: after {r['warmup']} {r['after_warmup']}  end {r['end']}  "
+              f"end / warm-up {r['end_vs_warmup']}  chdb loaded: {r['chdb_loaded']}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
     (out / "store_turns.json").write_text(json.dumps(results, indent=2))

@@ -41,6 +41,7 @@ _EXPECTED: dict[str, str] = {
     "clickhouse_connect_timeout": "a finite number of seconds greater than 0",
     "batch_size": "an integer between 1 and 10000000",
     "store_lock_timeout": "a finite number of seconds, 0 or more",
+    "store_share_every": "a finite number of seconds, 0 or more",
     "run_history_ttl_days": "an integer number of days between 1 and 36500",
     "alert_webhook_url": "an http(s) URL",
     "alert_webhook_format": "one of slack, teams, json",
@@ -94,6 +95,9 @@ class Settings(BaseSettings):
     timeout: float = Field(30.0, gt=0)
     batch_size: int = Field(100_000, ge=1, le=10_000_000)
     store_lock_timeout: float = Field(120.0, ge=0)
+    # Seconds a series of runs (a backfill, a cascade) keeps the embedded store before it hands it
+    # to a waiting process (runner/turns.py).
+    store_share_every: float = Field(5.0, ge=0)
     run_history_ttl_days: int = Field(180, ge=1, le=36500)
     # Password of the status page (./run.sh ui) when it listens on another address than 127.0.0.1.
     ui_password: SecretStr = SecretStr("")

@@ -3,7 +3,8 @@
 The request and how children are started: :mod:`runner.child_protocol`. Like ``src/main.py``
 this module sits on top of the layers: it wires settings, discovery with every layer's checks
 (:mod:`ops.discovery`), alerts and the spool replay (:mod:`ops`) and hands the request to the
-runner (:mod:`runner.fire`, :mod:`runner.backfill.worker`). A bad request is one ``error:``
+runner (:mod:`runner.fire`, :mod:`runner.backfill.worker`,
+:mod:`runner.cascade`). A bad request is one ``error:``
 line on stderr and exit 2; a framework error is one line and its exit code, as in the CLI.
 """
 
@@ -47,11 +48,14 @@ def serve(request: ChildRequest, settings: Settings, registry: Registry) -> int:
     from ops.cron import resync_after_fire
     from ops.spooled_runs import replay_spooled_runs
     from runner.backfill.worker import WORKER_STORE_LINGER, serve_worker
-    from runner.cascade import Outlet
+    from runner.cascade import Outlet, serve_cascade
     from runner.fire import run_intervals, run_scheduled_fire
 
     if request.kind == "worker":
         return serve_worker(settings, registry, Store(settings, linger=WORKER_STORE_LINGER))
+    if request.kind == "cascade":
+        assert request.cascade is not None  # (parse_request requires it)
+        return serve_cascade(request.cascade, settings, registry, Store(settings), notify_run)
     store = Store(settings)
     try:
         replay_spooled_runs(store, settings, registry)

@@ -11,6 +11,8 @@ the CLI's syntax. The request kinds:
   ``downstream`` is false.
 - ``worker``: a parallel backfill's worker; further lines on stdin are its intervals
   (:mod:`runner.backfill.worker`).
+- ``cascade``: what is left of a cascade (:class:`Cascade`), continued in a worker that exits
+  when the embedded store changes hands (:mod:`runner.cascade`).
 
 The child inherits the parent's environment, umask and working directory; only ``PYTHONPATH``
 gains the framework's ``src`` (:func:`child_env`).
@@ -22,17 +24,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TextIO, get_args
 
 from core.config import PROJECT_ROOT
 from core.exceptions import UsageError
 from core.intervals import Interval, parse_moment
 
 CHILD_MODULE = "runner.child"
-Kind = Literal["fire", "runs", "worker"]
+Kind = Literal["fire", "runs", "worker", "cascade"]
 Trigger = Literal["manual", "cron", "backfill", "scheduler", "upstream"]
 
 
@@ -42,6 +44,47 @@ class Work:
 
     pipeline: str
     intervals: tuple[Interval, ...]
+
+
+@dataclass
+class Cascade:
+    """Where a cascade stands (:mod:`runner.cascade`): what it may still run and what it did."""
+
+    order: tuple[str, ...]  # the downstream pipelines, in dependency order
+    now: datetime
+    touched: dict[str, list[Interval]] = field(default_factory=dict)  # succeeded, upstream runs included
+    decided: set[tuple[str, Interval]] = field(default_factory=set)   # ran, reported not ready, or excluded
+    failed: dict[str, list[Interval]] = field(default_factory=dict)
+    stopped: bool = False  # a run was stopped by a signal: nothing else starts
+
+    def to_dict(self) -> dict[str, Any]:
+        def spans(pairs: Iterable[tuple[str, Interval]]) -> list[list[str]]:
+            return sorted([name, i.start.isoformat(), i.end.isoformat()] for name, i in pairs)
+
+        def flat(by_name: dict[str, list[Interval]]) -> list[tuple[str, Interval]]:
+            return [(name, i) for name, intervals in by_name.items() for i in intervals]
+        return {"order": list(self.order), "now": self.now.isoformat(), "touched": spans(flat(self.touched)),
+                "decided": spans(self.decided), "failed": spans(flat(self.failed)), "stopped": self.stopped}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Cascade:
+        """The cascade in ``data`` (:meth:`to_dict`'s); a bad one raises :class:`UsageError`."""
+        if not isinstance(data, dict) or not isinstance(data.get("order"), list) or not all(
+                isinstance(n, str) and n for n in data["order"]):
+            raise UsageError("bad child request: a cascade needs its order, a list of pipeline names")
+        cascade = cls(tuple(data["order"]), _moment(data.get("now"), "cascade.now"),
+                      stopped=data.get("stopped") is True)
+        for key in ("touched", "decided", "failed"):
+            for name, interval in _triples(data.get(key, []), f"cascade.{key}"):
+                if key == "decided":
+                    cascade.decided.add((name, interval))
+                else:
+                    getattr(cascade, key).setdefault(name, []).append(interval)
+        return cascade
+
+    def failures(self) -> int:
+        """How many downstream runs failed so far."""
+        return sum(len(v) for v in self.failed.values())
 
 
 @dataclass(frozen=True)
@@ -54,6 +97,7 @@ class ChildRequest:
     fired_at: datetime | None = None    # fire: the minute its schedule fired (UTC)
     work: tuple[Work, ...] = field(default=())  # runs
     downstream: bool = True
+    cascade: Cascade | None = None      # cascade: where it stands
 
     def to_json(self) -> str:
         """The request as one JSON line (without the newline)."""
@@ -63,6 +107,7 @@ class ChildRequest:
             "work": [{"pipeline": w.pipeline, "intervals": [[i.start.isoformat(), i.end.isoformat()]
                                                             for i in w.intervals]} for w in self.work],
             "downstream": self.downstream,
+            **({"cascade": self.cascade.to_dict()} if self.cascade else {}),
         })
 
 
@@ -72,6 +117,26 @@ def _moment(value: Any, what: str) -> datetime:
     return parse_moment(value, f"bad child request: {what}")
 
 
+def _interval(span: Any, where: str) -> Interval:
+    if not isinstance(span, list) or len(span) != 2:
+        raise UsageError(f"bad child request: {where} must be [start, end], got {span!r}")
+    start, end = _moment(span[0], f"{where} start"), _moment(span[1], f"{where} end")
+    if end <= start:
+        raise UsageError(f"bad child request: {where} ends at or before its start ({span[0]} .. {span[1]})")
+    return Interval(start, end)
+
+
+def _triples(items: Any, where: str) -> list[tuple[str, Interval]]:
+    if not isinstance(items, list):
+        raise UsageError(f"bad child request: {where} must be a list of [pipeline, start, end]")
+    found = []
+    for n, item in enumerate(items):
+        if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str):
+            raise UsageError(f"bad child request: {where}[{n}] must be [pipeline, start, end], got {item!r}")
+        found.append((item[0], _interval(item[1:], f"{where}[{n}]")))
+    return found
+
+
 def _work(item: Any, index: int) -> Work:
     if not isinstance(item, dict) or not isinstance(item.get("pipeline"), str) or not item["pipeline"]:
         raise UsageError(f"bad child request: work[{index}] needs a pipeline name")
@@ -79,16 +144,8 @@ def _work(item: Any, index: int) -> Work:
     if not isinstance(spans, list) or not spans:
         raise UsageError(f"bad child request: work[{index}] ({item['pipeline']}) needs a list of [start, end] "
                          "intervals")
-    intervals = []
-    for n, span in enumerate(spans):
-        where = f"work[{index}].intervals[{n}]"
-        if not isinstance(span, list) or len(span) != 2:
-            raise UsageError(f"bad child request: {where} must be [start, end], got {span!r}")
-        start, end = _moment(span[0], f"{where} start"), _moment(span[1], f"{where} end")
-        if end <= start:
-            raise UsageError(f"bad child request: {where} ends at or before its start ({span[0]} .. {span[1]})")
-        intervals.append(Interval(start, end))
-    return Work(item["pipeline"], tuple(intervals))
+    intervals = tuple(_interval(span, f"work[{index}].intervals[{n}]") for n, span in enumerate(spans))
+    return Work(item["pipeline"], intervals)
 
 
 def parse_request(line: str) -> ChildRequest:
@@ -107,7 +164,7 @@ def parse_request(line: str) -> ChildRequest:
     downstream = data.get("downstream", True)
     if not isinstance(downstream, bool):
         raise UsageError(f"bad child request: downstream must be true or false, got {downstream!r}")
-    pipeline, fired_at, work = data.get("pipeline") or "", None, ()
+    pipeline, fired_at, work, cascade = data.get("pipeline") or "", None, (), None
     if kind == "fire":
         if not isinstance(pipeline, str) or not pipeline:
             raise UsageError("bad child request: a fire needs the pipeline's name")
@@ -117,7 +174,18 @@ def parse_request(line: str) -> ChildRequest:
         if not isinstance(items, list) or not items:
             raise UsageError("bad child request: runs need a non-empty work list of {pipeline, intervals}")
         work = tuple(_work(item, i) for i, item in enumerate(items))
-    return ChildRequest(kind, trigger, pipeline, fired_at, work, downstream)  # type: ignore[arg-type]
+    elif kind == "cascade":
+        cascade = Cascade.from_dict(data.get("cascade"))
+    return ChildRequest(kind, trigger, pipeline, fired_at, work, downstream, cascade)  # type: ignore[arg-type]
+
+
+def answer_stream() -> TextIO:
+    """A child's channel to its parent: the real stdout, while anything user code prints (to
+    ``sys.stdout``) goes to stderr instead, so it cannot break the protocol's lines."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return answers
 
 
 def child_env() -> dict[str, str]:

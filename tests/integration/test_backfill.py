@@ -388,7 +388,7 @@ def test_a_backfill_hands_the_store_over_when_someone_waits_and_stays_flat(modul
     taker = StoreTaker()
     seen: list[int] = []
     try:
-        # Past SHARE_STORE_EVERY (5 s) with nobody waiting: no hand-over, no worker.
+        # Past STORE_SHARE_EVERY (5 s) with nobody waiting: no hand-over, no worker.
         wait_for(lambda: done() >= 3 and time.monotonic() - started > 5.5, timeout=120, what="3 days and 5.5 s")
         assert "Handing the embedded store" not in system_log.read_text()
         for _ in range(3):  # the second process really takes the store in between

@@ -78,13 +78,19 @@ def test_harness_benchmark_reports_ratios_against_the_old_commit() -> None:
 
 def test_store_turns_benchmark_reports_usage_and_latency() -> None:
     out = run_benchmark("benchmarks/store_turns.py", "--turns", "4", "--warmup", "1", "--inprocess-turns", "2",
-                        "--clients", "2", "--seconds", "2")
+                        "--clients", "2", "--seconds", "2", "--page-turns", "2", "--server-turns", "2",
+                        "--scheduler-fires", "2")
     assert "child turns      4 turns: after 1 {'threads':" in out and "s/turn" in out
     assert "in-process       2 turns" in out
     assert "2 clients, busy store:" in out and "p99" in out
+    assert "page (./run.sh ui) 2 turns: after 1 {'threads':" in out and "end / warm-up {'threads': " in out
+    assert "local server, server 2 turns: after 1" in out and "local server, client 2 turns: after 1" in out
+    assert "scheduler 2 fires: after 1 {'threads':" in out and "chdb loaded: False" in out
 
 
 def test_backfill_handovers_benchmark_reports_usage() -> None:
-    out = run_benchmark("benchmarks/backfill_handovers.py", "--handovers", "1", "--warmup", "1")
-    assert "0 hand-overs while nobody waited" in out and "1 hand-overs to a second process" in out
-    assert "after warmup  {'threads':" in out and "end           {'threads':" in out
+    out = run_benchmark("benchmarks/backfill_handovers.py", "--handovers", "2", "--warmup", "1")
+    for mode in ("backfill", "cascade"):
+        assert f"{mode}: alone " in out and "0 hand-overs while nobody waited; 2 hand-overs to a second process" in out
+    assert out.count("after warmup  {'threads':") == 2 and out.count("end           {'threads':") == 2
+    assert out.count("end / warm-up {'threads': ") == 2

@@ -8,7 +8,7 @@ import pytest
 
 from core.exceptions import UsageError
 from core.intervals import Interval
-from runner.child_protocol import ChildRequest, Work, child_argv, is_child_command, parse_request
+from runner.child_protocol import Cascade, ChildRequest, Work, child_argv, is_child_command, parse_request
 
 D1, D2, D3 = (datetime(2025, 3, d, tzinfo=UTC) for d in (1, 2, 3))
 
@@ -17,7 +17,11 @@ def test_a_request_survives_its_json_line_and_labels_the_command_line() -> None:
     runs = ChildRequest("runs", "upstream", work=(Work("raw", (Interval(D1, D2), Interval(D2, D3))),
                                                   Work("daily", (Interval(D1, D2),))), downstream=False)
     fire = ChildRequest("fire", "scheduler", "raw", D2)
-    for request in (runs, fire, ChildRequest("worker", "backfill")):
+    cascade = ChildRequest("cascade", "upstream", cascade=Cascade(
+        ("daily", "total"), D3, {"raw": [Interval(D1, D2), Interval(D2, D3)], "daily": [Interval(D1, D2)]},
+        {("raw", Interval(D1, D2)), ("daily", Interval(D1, D2)), ("daily", Interval(D2, D3))},
+        {"daily": [Interval(D2, D3)]}, stopped=True))
+    for request in (runs, fire, cascade, ChildRequest("worker", "backfill")):
         line = request.to_json()
         assert "\n" not in line and parse_request(line) == request
     # a fire time without a zone is UTC; with one, it is converted
@@ -33,7 +37,15 @@ def test_a_request_survives_its_json_line_and_labels_the_command_line() -> None:
 @pytest.mark.parametrize(("line", "message"), [
     ("", "not JSON"),
     ("[1, 2]", "expected a JSON object, got list"),
-    ('{"kind": "dance"}', "kind must be one of fire, runs, worker, got 'dance'"),
+    ('{"kind": "dance"}', "kind must be one of fire, runs, worker, cascade, got 'dance'"),
+    ('{"kind": "cascade"}', "a cascade needs its order, a list of pipeline names"),
+    ('{"kind": "cascade", "cascade": {"order": ["daily"]}}', "cascade.now must be an ISO date-time string"),
+    ('{"kind": "cascade", "cascade": {"order": ["daily"], "now": "2025-03-02", "failed": {}}}',
+     "cascade.failed must be a list of [pipeline, start, end]"),
+    ('{"kind": "cascade", "cascade": {"order": ["daily"], "now": "2025-03-02", "decided": [["daily", "x"]]}}',
+     "cascade.decided[0] must be [pipeline, start, end], got ['daily', 'x']"),
+    ('{"kind": "cascade", "cascade": {"order": ["daily"], "now": "2025-03-02", '
+     '"touched": [["raw", "2025-03-02", "2025-03-01"]]}}', "cascade.touched[0] ends at or before its start"),
     ('{"kind": "runs", "trigger": "cosmic", "work": []}', "trigger must be one of"),
     ('{"kind": "fire", "fired_at": "2025-03-02T05:00"}', "a fire needs the pipeline's name"),
     ('{"kind": "fire", "pipeline": "raw"}', "fired_at must be an ISO date-time string, got None"),

@@ -6,7 +6,7 @@ on the embedded engine); with ``parallel > 1`` each interval runs in a worker pr
 (:mod:`runner.backfill.worker`).
 
 A sequential backfill on the embedded store hands the store to a waiting process (a scheduled
-``cron_run``, ``runs``, the status page) at most every ``SHARE_STORE_EVERY`` seconds. chdb keeps
+``cron_run``, ``runs``, the status page) at most every ``STORE_SHARE_EVERY`` seconds. chdb keeps
 the threads of every engine it opened in a process (5 a time, see :mod:`core.store_child`), so
 this process opens the engine itself only until the store first changes hands: from the first
 hand-over on (or the first reopen of its engine, e.g. a waiter took the store between a run's
@@ -26,7 +26,7 @@ from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
 from runner.backfill.worker import run_parallel
-from runner.turns import share_now
+from runner.turns import hand_over_now
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -77,8 +77,8 @@ def _run_sequential(todo: Sequence[Step], settings: Settings, store: Store, cont
         report.add(step, outcome, continue_on_error)
         listener.finished(step, outcome)
         rest = todo[index + 1:]
-        if settings.is_embedded and rest and not report.stopped and (
-                store.engine_opens > opens or share_now(held_since, store)):
+        if settings.is_embedded and rest and not report.stopped and hand_over_now(
+                held_since, store, store.engine_opens, opens):
             # From now on the store changes hands: the runs go to a worker process (module doc).
             return run_parallel(rest, settings, store, 1, continue_on_error, listener, report, stop)
     if stop.reason:

@@ -11,16 +11,15 @@ processes would pay each time.
 
 On the embedded store a worker is also how a sequential backfill hands the store over without
 growing (:mod:`runner.backfill.execution`): after an interval, a worker that has held the store
-for ``SHARE_STORE_EVERY`` seconds (:mod:`runner.turns`) while a process waits for it, or that
-reopened its engine, is ended (its exit gives back the store and every thread chdb kept) and a new
-one spawned.
+for ``STORE_SHARE_EVERY`` seconds (:mod:`runner.turns`) while a process waits for it, or that
+reopened its engine (:func:`runner.turns.hand_over_now`), is ended (its exit gives back the store
+and every thread chdb kept) and a new one spawned.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import selectors
 import signal
 import subprocess
@@ -36,7 +35,7 @@ from core.intervals import Interval
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
-from runner.turns import share_now
+from runner.turns import hand_over_now
 
 if TYPE_CHECKING:
     from core.config import Settings
@@ -191,7 +190,7 @@ def run_parallel(todo: Sequence[Step], settings: Settings, store: Store, paralle
 
 def _hand_over(worker: _Worker, store: Store) -> bool:
     """True when ``worker`` is to end so the embedded store changes hands (see the module doc)."""
-    return worker.engine_opens > 1 or share_now(worker.since or time.monotonic(), store)
+    return hand_over_now(worker.since or time.monotonic(), store, worker.engine_opens, allowed_opens=1)
 
 
 def _stop_workers(busy: Sequence[_Worker], reason: str, waited: float, grace: float = 2.0) -> None:
@@ -215,10 +214,9 @@ def _stop_workers(busy: Sequence[_Worker], reason: str, waited: float, grace: fl
 
 def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
     """A backfill worker's loop: run each interval read from stdin, answer on stdout."""
-    # Our answers go to the real stdout; anything user code prints goes to stderr instead.
-    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
-    sys.stdout.flush()
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    from runner.child_protocol import answer_stream
+
+    answers = answer_stream()
     # Idle, a Ctrl-C meant for the parent must not kill us (during a run the runner handles it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
