@@ -223,5 +223,5 @@ class ClickHouseAdapter:
 
     def drop(self, table: str, sync: bool = True) -> None:
         """Drop ``table`` if it exists (``SYNC``: wait until its data is gone); a run's table that
-        may be a Distributed staging is dropped with ``core.run_tables.drop_tables``."""
+        may be a Distributed staging is dropped with ``core.shards.drop_tables``."""
         self.store.command(f"DROP TABLE IF EXISTS {self.store.table(table)}{' SYNC' if sync else ''}")

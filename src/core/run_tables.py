@@ -9,10 +9,7 @@ drop those of a dead run, ``clean`` those of every run that is not running.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
-
-from core.shards import drop_table
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -41,17 +38,3 @@ def run_table_name(base: str, run_id: str) -> str:
 def run_tables(store: Store, run_id: str | None = None) -> list[str]:
     """Run-private tables in the store's database (of one run, or of every run)."""
     return store.adapter.tables(STAGING_PREFIX, run_suffix(run_id) if run_id else "")
-
-
-def drop_tables(store: Store, names: Iterable[str]) -> None:
-    """Drop these tables of the store's database (those already gone are no error); a run's
-    Distributed staging table with its local table on every node (``core.shards``)."""
-    for name in names:
-        drop_table(store, name, STAGING_PREFIX)
-
-
-def drop_run_tables(store: Store, run_id: str) -> list[str]:
-    """Drop the run-private tables of a dead run; returns their names."""
-    names = run_tables(store, run_id)
-    drop_tables(store, names)
-    return names

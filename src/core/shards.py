@@ -10,13 +10,14 @@ whole cluster from the node the run talked to.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.clickhouse_cluster import Sharding
 from core.exceptions import LoadError
+from core.run_tables import STAGING_PREFIX, run_tables
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -35,7 +36,6 @@ class ShardNode:
 def shard_nodes(store: Store, sharding: Sharding) -> Iterator[list[ShardNode]]:
     """A store on every node of ``sharding``'s cluster (one replica per shard: see :func:`replica_refusal`),
     closed afterwards."""
-    from core.store import Store
     from core.topology import Topology, cluster_nodes
 
     nodes = cluster_nodes(store, sharding.cluster)
@@ -47,7 +47,7 @@ def shard_nodes(store: Store, sharding: Sharding) -> Iterator[list[ShardNode]]:
         for node in nodes:
             settings = store.settings.model_copy(update={
                 "clickhouse_host": node.host, "clickhouse_port": node.http_port, "clickhouse_url": None})
-            opened.append(ShardNode(node.shard, node.address, Store(settings, linger=0)))
+            opened.append(ShardNode(node.shard, node.address, type(store)(settings, linger=0)))  # no import cycle
         yield opened
     finally:
         for node in opened:
@@ -77,3 +77,17 @@ def drop_table(store: Store, table: str, staging_prefix: str, sync: bool = True)
             for node in nodes:
                 node.store.adapter.drop(sharding.local, sync)
     store.adapter.drop(table, sync)
+
+
+def drop_tables(store: Store, names: Iterable[str]) -> None:
+    """Drop these tables of the store's database (those already gone are no error); a run's
+    Distributed staging table with its local table on every node (``core.shards``)."""
+    for name in names:
+        drop_table(store, name, STAGING_PREFIX)
+
+
+def drop_run_tables(store: Store, run_id: str) -> list[str]:
+    """Drop the run-private tables of a dead run; returns their names."""
+    names = run_tables(store, run_id)
+    drop_tables(store, names)
+    return names

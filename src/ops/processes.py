@@ -310,7 +310,8 @@ def clean(settings: Settings, days: float = 30.0, logs: bool = False, dry_run: b
 
 def _clean_staging(settings: Settings, report: CleanReport, dry_run: bool) -> None:
     from core.exceptions import DataProcessorError
-    from core.run_tables import drop_tables, run_suffix, run_tables
+    from core.run_tables import run_suffix, run_tables
+    from core.shards import drop_tables
     from core.store import Store
     from record.history import list_runs as history
     from record.tables import ensure_framework_tables

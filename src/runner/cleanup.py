@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from core.logging import get_logger
 from core.models import RunRecord
-from core.run_tables import drop_run_tables
+from core.shards import drop_run_tables
 from core.store import Store
 from pipelines.interfaces import Loader
 from record.history import mark_crashed

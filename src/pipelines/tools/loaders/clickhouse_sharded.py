@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from core.clickhouse_adapter import replace_partitions_sql
 from core.clickhouse_cluster import Sharding, distributed_statement
-from core.run_tables import drop_tables
-from core.shards import replica_refusal, shard_nodes
+from core.shards import drop_tables, replica_refusal, shard_nodes
 from core.validators import quote_identifier
 from pipelines.interfaces import RunContext
 from pipelines.tools.loaders.clickhouse_schema import referenced_columns
@@ -73,7 +72,7 @@ class ShardedStaging:
         self.context, self.name, self.local, self.sharding = context, name, local, sharding
 
     def create(self) -> None:
-        """The Distributed staging first (a crash then leaves what ``core.run_tables.drop_tables``
+        """The Distributed staging first (a crash then leaves what ``core.shards.drop_tables``
         follows to every node), then each node's local staging made like its local table."""
         store = self.context.store
         drop_tables(store, [self.name])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from core.exceptions import LoadError, StoreError
-from core.run_tables import drop_tables
+from core.shards import drop_tables
 from core.sql_literals import sql_literal
 from core.validators import is_identifier, quote_identifier
 from pipelines.interfaces import RunContext, SqlSource, run_table_name
