@@ -34,6 +34,7 @@ def framework_statements(store: Store) -> dict[str, str]:
     from audit.results import checks_ddl
     from core.migrations import framework_ddl
     from ops.alerts.state import alert_ddl
+    from pipelines.tools.loaders.clickhouse_attach import attached_ddl
     from record.coverage import coverage_ddl
     from record.tables import history_ddl
     from record.totals import totals_ddl
@@ -41,7 +42,7 @@ def framework_statements(store: Store) -> dict[str, str]:
 
     statements = [*history_ddl(store, store.settings.run_history_ttl_days), coverage_ddl(store), waivers_ddl(store),
                   totals_ddl(store), checks_ddl(store), *alert_ddl(store),
-                  *framework_ddl(store, framework_layout(store.settings).cluster)]
+                  *framework_ddl(store, framework_layout(store.settings).cluster), attached_ddl(store)]
     by_name = {}
     for statement in statements:
         match = _CREATE_NAME.match(statement.strip())

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.same_in_both_runs("parses generated SQL: the same Click
 TABLES = {"_dp_runs": "ReplacingMergeTree", "_dp_state": "ReplacingMergeTree", "_dp_quarantine": "MergeTree",
           "_dp_coverage": "ReplacingMergeTree", "_dp_waivers": "MergeTree", "_dp_run_totals": "ReplacingMergeTree",
           "_dp_checks": "MergeTree", "_dp_alerts": "ReplacingMergeTree", "_dp_alert_log": "MergeTree",
-          "_dp_migrations": "ReplacingMergeTree", "_dp_locks": "ReplacingMergeTree"}
+          "_dp_migrations": "ReplacingMergeTree", "_dp_locks": "ReplacingMergeTree", "_dp_attached": "MergeTree"}
 
 
 def _statements(settings, **update) -> dict[str, str]:

@@ -13,6 +13,7 @@ meanwhile, and the run fails rather than guess.
 from __future__ import annotations
 
 from core.exceptions import LoadError
+from core.framework_layout import create_tables, framework_layout
 from core.store import Store
 from core.validators import quote_identifier
 from pipelines.interfaces import RunContext
@@ -32,10 +33,17 @@ def partitions_of_run(context: RunContext, table: str, run_id_column: str | None
 
 def ensure_attached_table(store: Store) -> None:
     """``_dp_attached``, made on first use (only tables without a run id column need it)."""
-    store.command(f"CREATE TABLE IF NOT EXISTS {store.table(ATTACHED_TABLE)} (run_id String, "
-                  "table String, partition_id String, rows_before UInt64, rows_staged UInt64, "
-                  "recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree "
-                  f"ORDER BY (table, run_id) TTL toDateTime(recorded_at) + INTERVAL {ATTACHED_TTL_DAYS} DAY")
+    create_tables(store, [attached_ddl(store)])
+
+
+def attached_ddl(store: Store) -> str:
+    """``CREATE`` of ``_dp_attached`` in the store's layout (replicated on a cluster: a retried commit
+    may reach another node, which must see what this one attached)."""
+    layout = framework_layout(store.settings)
+    return (f"CREATE TABLE IF NOT EXISTS {store.table(ATTACHED_TABLE)}{layout.on_cluster} (run_id String, "
+            "table String, partition_id String, rows_before UInt64, rows_staged UInt64, "
+            f"recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = {layout.engine(ATTACHED_TABLE)} "
+            f"ORDER BY (table, run_id) TTL toDateTime(recorded_at) + INTERVAL {ATTACHED_TTL_DAYS} DAY")
 
 
 def attach_recorded(context: RunContext, table: str, staging: str, partition: str) -> bool:
