@@ -23,6 +23,7 @@ them re-running an interval replaces exactly that interval, so a backfill can ne
 """
 
 from core.intervals import Interval
+from runner.backfill.batches import batch_limit, group
 from runner.backfill.execution import execute
 from runner.backfill.planning import (
     DEFAULT_DAYS,
@@ -40,6 +41,7 @@ from runner.backfill.worker import serve_worker
 from runner.coverage import History
 
 __all__ = [
-    "DEFAULT_DAYS", "History", "Interval", "Listener", "Policy", "Report", "Step", "day_window", "decide", "execute",
+    "DEFAULT_DAYS", "History", "Interval", "Listener", "Policy", "Report", "Step", "batch_limit", "day_window",
+    "decide", "execute", "group",
     "intervals_for", "plan", "select_pipelines", "serve_worker", "why_not_backfillable",
 ]
