@@ -7,14 +7,17 @@ rule and re-runs stay per interval."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import textwrap
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import rows, run_cli
+from conftest import ROOT, SRC, cli_env, rows, run_cli, wait_for
 from core.store import Store
 
 MODULE = textwrap.dedent('''
@@ -179,3 +182,81 @@ def test_an_empty_day_or_a_failing_check_inside_a_batch_fails_that_batch_as_alon
         (day(9), 24)]
     entry = listed(0, 9)
     assert (entry["done"], entry["failed"], entry["missing"]) == (5, 4, 1)
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_a_batch_publishes_none_of_it_and_the_rerun_is_exact(module: Path, db: Store,
+                                                                                     tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    victim = subprocess.Popen([sys.executable, str(SRC / "main.py"), "backfill", "ranged", "--start", day(0),
+                               "--end", day(5)], env=cli_env({"SLOW_SECONDS": "2"}), cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # The user's extractor (reads_range = True) got each batch's whole range; kill during the second.
+    wait_for(lambda: marker.exists() and len(marker.read_text().splitlines()) >= 2, what="the second batch")
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.communicate(timeout=30)
+    assert marker.read_text().splitlines() == [f"{day(0)} {day(3)}", f"{day(3)} {day(6)}"]
+    assert rows(db, "SELECT toString(toDate(ts)), count() FROM ranged_t GROUP BY 1 ORDER BY 1") == [
+        (day(n), 4) for n in range(3)]  # the first batch, none of the second
+    assert [c[0] for c in coverage(db, "ranged")] == [day(n) for n in range(3)]
+
+    resumed = backfill("ranged", "--start", day(0), "--end", day(5))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 interval(s) to run in 1 run(s), 3 skipped" in resumed.stderr
+    assert marker.read_text().splitlines()[2:] == [f"{day(3)} {day(6)}"]
+    history = runs("ranged")
+    assert [(r["interval_start"][:10], r["interval_end"][:10], r["status"]) for r in history] == [
+        (day(0), day(3), "success"), (day(3), day(6), "crashed"), (day(3), day(6), "success")]
+    assert history[1]["reason"] == "process gone"
+    expected = [(datetime(2025, 3, 1, tzinfo=UTC) + timedelta(hours=6 * n)).replace(tzinfo=None) for n in range(24)]
+    assert [r[0] for r in rows(db, "SELECT ts FROM ranged_t ORDER BY ts")] == expected
+    assert rows(db, "SELECT sum(v) = sum(toUnixTimestamp(ts) DIV 3600) FROM ranged_t") == [(1,)]
+    assert rows(db, "SELECT name FROM system.tables WHERE name LIKE '\\_dp\\_stage\\_%'") == []
+
+
+@pytest.mark.same_in_both_runs("discovery only: no store is read")
+def test_batch_size_is_refused_where_a_batch_would_not_give_each_interval_its_own_rows(pipelines_dir: Path) -> None:
+    (pipelines_dir / "batch_pipeline.py").write_text(MODULE)
+    listing = run_cli("list")
+    assert "pipeline 'valued' in " in listing.stdout + listing.stderr
+    result = backfill("valued")
+    assert result.returncode != 0
+    assert ("batch_size 7 refused: {start} is used outside a WHERE range bound ({start} AS ts), so one run of several "
+            "intervals would not give each interval its own rows; remove batch_size") in result.stderr
+    result = backfill("appended")
+    assert result.returncode != 0
+    assert ("batch_size 7 needs interval-scoped writes (the ClickHouse loader with time_column, mode 'interval'), "
+            "but its loader writes in mode 'append'; remove batch_size") in result.stderr
+
+
+def test_a_store_with_day_records_of_an_hourly_pipeline_is_read_hour_by_hour(module: Path, db: Store) -> None:
+    """Before batches, ``backfill`` ran an hourly pipeline a day per run and recorded that day as one
+    interval (commit cf6f863 and earlier). Such records are read as they are, never rewritten: a
+    day record covers each of its hours, and a failed day fails each hour."""
+    old = run_cli("cron_run", "hourly", "--start", day(0), "--end", day(1), "--trigger", "backfill")
+    assert old.returncode == 0, old.stderr  # exactly the records the old backfill wrote for a day
+    assert [c[1] for c in coverage(db, "hourly")] == [86400]
+    now = backfill("hourly", "--start", day(0), "--end", day(1))
+    assert now.returncode == 0, now.stderr
+    assert "24 interval(s) to run in 1 run(s), 24 skipped" in now.stderr
+    covered = coverage(db, "hourly")
+    assert len(covered) == 25 and [c[1] for c in covered[1:]] == [3600] * 24
+    assert rows(db, "SELECT count() FROM hourly_t") == [(8,)]
+    entry = next(p for p in json.loads(run_cli("backfill_list", "--start", day(0), "--end", day(1), "--json").stdout)
+                 ["pipelines"] if p["name"] == "hourly")
+    assert (entry["intervals"], entry["done"], entry["missing"]) == (48, 48, 0)
+    counted = json.loads(run_cli("backfill_counts", "hourly", "--start", day(0), "--end", day(1), "--json").stdout)
+    assert [(d["rows"], d["reported"], d["status"]) for d in counted["pipelines"][0]["days"]] == [
+        (4, 4, "ok"), (4, 4, "ok")]
+    # One hour of the old day re-run: it replaces that hour; the rest of the day's count is unknown
+    # (the day record's rows cannot be split by hour), never a false mismatch.
+    assert run_cli("cron_run", "hourly", "--start", f"{day(0)}T06:00", "--end", f"{day(0)}T07:00").returncode == 0
+    counted = json.loads(run_cli("backfill_counts", "hourly", "--start", day(0), "--end", day(1), "--json").stdout)
+    assert [(d["rows"], d["reported"], d["status"]) for d in counted["pipelines"][0]["days"]] == [
+        (4, None, "n/a"), (4, 4, "ok")]
+    # A failed day record (an old failed day) is an open failure of each of its hours.
+    failed = run_cli("cron_run", "hourly", "--start", day(2), "--end", day(3), env={"SLOW_SECONDS": "x"})
+    assert failed.returncode == 1
+    health = run_cli("check", "--quiet")
+    assert "24 open failure(s): " in health.stdout and f"{day(2)}T23:00" not in health.stdout  # 10 listed
+    assert f"{day(2)}T00:00 (error, run " in health.stdout
