@@ -27,6 +27,7 @@ MODULE = textwrap.dedent('''
     from audit import row_count
     from pipelines.interfaces import Extractor
     from pipelines.pipeline_factory import create_el_pipeline
+    from pipelines.tools.extractors.file_extractor import create_file_extractor
     from pipelines.tools.extractors.sql_source import create_sql_pipeline
     from pipelines.tools.loaders.clickhouse_loader import create_clickhouse_loader
 
@@ -61,6 +62,12 @@ MODULE = textwrap.dedent('''
                      "batch_size": 7},
         "hourly": {"pipeline": create_el_pipeline(Range("hours"), monthly("hourly_t"), "hourly"),
                    "granularity": "hour"},
+        "files": {"pipeline": create_el_pipeline(create_file_extractor(os.environ["FILES_DIR"] + "/{start_date}.csv"),
+                                                 monthly("files_t"), "files"), "batch_size": 3},
+        "globbed": {"pipeline": create_el_pipeline(create_file_extractor(os.environ["FILES_DIR"] + "/*-0[12].csv"),
+                                                   create_clickhouse_loader("glob_t"), "globbed")},
+        "catchup": {"pipeline": create_el_pipeline(Range("catchup"), monthly("catchup_t"), "catchup"),
+                    "granularity": "hour", "schedule": "0 */6 * * *", "lookback": 2, "batch_size": 4},
     }
 ''')
 
@@ -75,6 +82,7 @@ def day(n: int) -> str:
 def module(pipelines_dir: Path, db: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (pipelines_dir / "batch_pipeline.py").write_text(MODULE)
     monkeypatch.setenv("TEST_MARKER", str(tmp_path / "marker"))
+    monkeypatch.setenv("FILES_DIR", str(tmp_path / "files"))
     db.create_database()
     src = db.table("src")
     db.command(f"CREATE TABLE {src} (ts DateTime64(3, 'UTC'), v Int64) ENGINE = MergeTree ORDER BY ts")
@@ -215,8 +223,10 @@ def test_kill_9_in_the_middle_of_a_batch_publishes_none_of_it_and_the_rerun_is_e
 
 
 @pytest.mark.same_in_both_runs("discovery only: no store is read")
-def test_batch_size_is_refused_where_a_batch_would_not_give_each_interval_its_own_rows(pipelines_dir: Path) -> None:
+def test_batch_size_is_refused_where_a_batch_would_not_give_each_interval_its_own_rows(
+        pipelines_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (pipelines_dir / "batch_pipeline.py").write_text(MODULE)
+    monkeypatch.setenv("FILES_DIR", "/nonexistent")
     listing = run_cli("list")
     assert "pipeline 'valued' in " in listing.stdout + listing.stderr
     result = backfill("valued")
@@ -260,3 +270,49 @@ def test_a_store_with_day_records_of_an_hourly_pipeline_is_read_hour_by_hour(mod
     health = run_cli("check", "--quiet")
     assert "24 open failure(s): " in health.stdout and f"{day(2)}T23:00" not in health.stdout  # 10 listed
     assert f"{day(2)}T00:00 (error, run " in health.stdout
+
+
+def test_a_scheduled_fire_that_owns_several_intervals_runs_them_in_batches(module: Path, db: Store) -> None:
+    # A fire at 06:00 owns the 6 hours since the 00:00 fire, plus 2 hours of lookback: 8 contiguous
+    # hours, batch_size 4: two runs, each hour covered.
+    fired = run_cli("cron_run", "catchup", "--trigger", "scheduler", "--fired-at", f"{day(1)}T06:00Z")
+    assert fired.returncode == 0, fired.stderr
+    history = runs("catchup")
+    assert [(r["interval_start"][:16], r["interval_end"][:16], r["status"]) for r in history] == [
+        (f"{day(0)}T22:00", f"{day(1)}T02:00", "success"), (f"{day(1)}T02:00", f"{day(1)}T06:00", "success")]
+    covered = rows(db, "SELECT interval_end - interval_start, run_id FROM _dp_coverage FINAL "
+                       "WHERE pipeline = 'catchup' ORDER BY interval_start")
+    assert [c[0] for c in covered] == [3600] * 8
+    assert [c[1] for c in covered] == [history[0]["run_id"]] * 4 + [history[1]["run_id"]] * 4
+    # each batch's extractor read its whole range: a row every 6 hours from its start
+    assert rows(db, "SELECT toString(ts) FROM catchup_t ORDER BY ts") == [
+        (f"{day(0)} 22:00:00.000",), (f"{day(1)} 02:00:00.000",)]
+
+
+def test_a_batch_of_a_file_pipeline_reads_its_days_files_as_one(module: Path, db: Store, tmp_path: Path) -> None:
+    files = tmp_path / "files"
+    files.mkdir()
+    for n in range(4):
+        if n != 2:  # day 2 has no file
+            lines = [f"{day(n)} {h:02}:00:00,{n * 100 + h}" for h in range(0, 24, 8)]
+            (files / f"{day(n)}.csv").write_text("ts,v\n" + "\n".join(lines) + "\n")
+    alone = run_cli("cron_run", "files", "--date", day(2))
+    assert alone.returncode == 1 and f"no file matches {files / day(2)}.csv" in alone.stdout + alone.stderr
+    batch = backfill("files", "--start", day(0), "--end", day(3), "--continue-on-error")
+    assert batch.returncode == 1  # the batch of days 0-2 fails as day 2 does alone; day 3 is loaded
+    assert "4 interval(s) to run in 2 run(s), 0 skipped" in batch.stderr
+    assert (f"failed files {day(0)} (error): ExtractError: file:{{start_date}}.csv: no file matches "
+            f"{files / day(2)}.csv") in batch.stdout
+    (files / f"{day(2)}.csv").write_text(f"ts,v\n{day(2)} 12:00:00,212\n")
+    again = backfill("files", "--start", day(0), "--end", day(3))
+    assert again.returncode == 0, again.stderr
+    assert "3 interval(s) to run in 1 run(s), 1 skipped" in again.stderr
+    assert rows(db, "SELECT toString(toDate(ts)), count(), sum(v) FROM files_t GROUP BY 1 ORDER BY 1") == [
+        (day(0), 3, 24), (day(1), 3, 324), (day(2), 1, 212), (day(3), 3, 924)]
+    assert [c[3] for c in coverage(db, "files")] == [3, 3, 1, 3]
+    log = (tmp_path / "logs" / "jobs" / "files.log").read_text()
+    if not os.environ.get("DP_TEST_SERVER"):  # the embedded engine reads the batch's files itself
+        assert "ClickHouse read 3 CSV files itself: 7 rows" in log
+    # (a defect found on the way: a push-down of several local files read none of them, silently)
+    assert run_cli("cron_run", "globbed").returncode == 0
+    assert rows(db, "SELECT count(), sum(v) FROM glob_t") == [(6, 348)]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from core.exceptions import AlreadyRunning
-from core.intervals import Interval
+from core.intervals import Interval, contiguous
 from runner.backfill.planning import Step, batch_limit
 from runner.backfill.reports import not_run
 
@@ -27,17 +27,26 @@ if TYPE_CHECKING:
 
 def group(todo: Sequence[Step]) -> list[list[Step]]:
     """The steps in runs, in order: contiguous intervals of one pipeline, at most ``step.batch``
-    each; an hourly pipeline's day batches (no ``batch_size`` of its own) stay within a day."""
+    each (``core.intervals.contiguous``); an hourly pipeline's day batches (no ``batch_size`` of
+    its own) stay within a day."""
     groups: list[list[Step]] = []
-    for step in todo:
-        last = groups[-1] if groups else None
-        if last and last[0].spec is step.spec and len(last) < step.batch \
-                and last[-1].interval.end == step.interval.start \
-                and (step.spec.entry.batch_size > 1 or last[0].interval.start.date() == step.interval.start.date()):
-            last.append(step)
-        else:
-            groups.append([step])
+    for same in _by_pipeline(todo):
+        spec = same[0].spec
+        at = {s.interval: s for s in same}
+        groups += [[at[i] for i in run] for run in contiguous([s.interval for s in same], same[0].batch,
+                                                                within_day=spec.entry.batch_size == 1)]
     return groups
+
+
+def _by_pipeline(todo: Sequence[Step]) -> list[list[Step]]:
+    """Consecutive steps of one pipeline together (the plan's order kept)."""
+    parts: list[list[Step]] = []
+    for step in todo:
+        if parts and parts[-1][0].spec is step.spec:
+            parts[-1].append(step)
+        else:
+            parts.append([step])
+    return parts
 
 
 def run_group(steps: Sequence[Step], settings: Settings, store: Store) -> list[RunRecord]:
