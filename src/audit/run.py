@@ -97,10 +97,11 @@ def start_checks(context: RunContext, loader: Loader) -> None:
                                            f"does not run on table '{table}': {exc}") from None
 
 
-def _run_one(context: RunContext, check: Check, staged: Staged, columns: dict[str, str]) -> CheckResult:
+def _run_one(context: RunContext, check: Check, staged: Staged, columns: dict[str, str],
+             piece: bool = False) -> CheckResult:
     started = time.monotonic()
     try:
-        outcome = check.evaluate(Audit(context, staged, columns))
+        outcome = check.evaluate(Audit(context, staged, columns, piece=piece))
         status = "pass" if outcome.passed else "fail"
     except Exception as exc:  # a broken check blocks publishing like a failing one
         text = str(exc) if isinstance(exc, DataProcessorError) else f"{type(exc).__name__}: {exc}"
@@ -120,7 +121,9 @@ def audit_staged(context: RunContext, staged: Staged) -> list[CheckResult]:
     columns = context.store.adapter.columns(staged.staging)
     for check in checks:
         _check_columns(context, check, columns, staged.target)
-    results = [_run_one(context, check, staged, columns) for check in checks]
+    pieces = _pieces(context)
+    results = [_run_one(piece, check, staged, columns, piece=piece is not context)
+               for piece in pieces for check in checks]
     failed = [r for r in results if r.status != "pass"]
     blocking = [r for r in failed if r.severity == "error" or r.status == "error"]
     kept = _keep(context, staged) if blocking else ""
@@ -132,11 +135,30 @@ def audit_staged(context: RunContext, staged: Staged) -> list[CheckResult]:
         level("Check %s (%s) %s: %s", r.check_name, r.severity, "failed" if r.status == "fail" else "errored", r.detail)
     context.logger.info("Data checks: %d passed, %d failed", len(results) - len(failed), len(failed))
     if blocking:
-        listed = "; ".join(f"{r.check_name}: {r.detail}" for r in blocking)
+        listed = "; ".join(f"{r.check_name}{_of(r, len(pieces) > 1)}: {r.detail}" for r in blocking)
         raise CheckFailed(f"data check failed, nothing published; staged rows kept in {kept} "
                           f"(./run.sh checks {context.pipeline}): {listed}",
                           check=blocking[0].check_name, table=staged.target)
     return results
+
+
+def _pieces(context: RunContext) -> list[RunContext]:
+    """The contexts the checks run in: the run's own, or one per interval of a batch (each sees
+    its interval's staged rows and bounds, as a run of that interval alone would)."""
+    if not context.intervals:
+        return [context]
+    from dataclasses import replace
+
+    return [replace(context, start=i.start, end=i.end, intervals=[]) for i in context.intervals]
+
+
+def _of(result: CheckResult, batch: bool) -> str:
+    """`` (2026-01-15)``: the interval of a failing check inside a batch."""
+    if not batch:
+        return ""
+    from core.intervals import Interval
+
+    return f" ({Interval(result.interval_start, result.interval_end).label})"
 
 
 def _keep(context: RunContext, staged: Staged) -> str:

@@ -47,15 +47,18 @@ class Audit:
     """Handed to every check: names to use in SQL and helpers that run it.
 
     ``audit.staging`` / ``audit.table`` are quoted, database-qualified names of the staged rows
-    and of the target; ``audit.params`` binds ``{start:DateTime64(6, 'UTC')}`` and the others in
+    and of the target (inside a batch, ``staging`` is a subquery of the interval's staged rows);
+    ``audit.params`` binds ``{start:DateTime64(6, 'UTC')}`` and the others in
     :data:`PARAMETER_TYPES`.
     """
 
-    def __init__(self, context: RunContext, staged: Staged, columns: dict[str, str]) -> None:
+    def __init__(self, context: RunContext, staged: Staged, columns: dict[str, str], piece: bool = False) -> None:
         self.context = context
         self.staged = staged
         self.store = context.store
         self.staging = self.store.table(staged.staging)
+        if piece and staged.time_column:  # one interval of a batch: its own staged rows only
+            self.staging = f"(SELECT * FROM {self.staging} WHERE {in_slice_sql(quote_identifier(staged.time_column))})"
         #: False on a pipeline's first run: the target is created only once the checks pass, so
         #: ``table`` is then an empty set of the staged structure.
         self.target_exists = self.store.table_exists(staged.target)

@@ -138,7 +138,14 @@ def _print_plan(app: App, steps: Sequence[bf.Step]) -> None:
         table.add_row(step.pipeline, step.interval.label, f"[{style}]{step.action}[/]", step.why)
     app.console.print(table)
     runs = sum(1 for s in steps if s.action == "run")
-    app.console.print(f"{runs} interval(s) would run, {len(steps) - runs} would be skipped")
+    app.console.print(f"{runs} interval(s) would run{_in_runs(steps)}, {len(steps) - runs} would be skipped")
+
+
+def _in_runs(steps: Sequence[bf.Step]) -> str:
+    """`` in 3 run(s)`` when contiguous intervals run as batches (``batch_size``, hourly pipelines by day)."""
+    todo = [s for s in steps if s.action == "run"]
+    runs = len(bf.group(todo))
+    return f" in {runs} run(s)" if runs != len(todo) else ""
 
 
 def _print_summary(app: App, report: bf.Report) -> None:
@@ -178,7 +185,8 @@ def _print_summary(app: App, report: bf.Report) -> None:
 @click.argument("days_and_jobs", nargs=-1, metavar="[DAYS] [JOBS]...")
 @click.option("--start", help="First day to backfill (YYYY-MM-DD, UTC).")
 @click.option("--end", help="Last day to backfill, INCLUSIVE (YYYY-MM-DD; default: yesterday).")
-@click.option("--hourly", is_flag=True, help="Run hourly pipelines hour by hour (others still by day).")
+@click.option("--hourly", is_flag=True, help="Run hourly pipelines hour by hour, not a day of hours per run "
+              "(a pipeline's batch_size still applies).")
 @click.option("--rerun", type=click.Choice(["failed", "all"]),
               help="Which intervals to run again: 'failed' only failed or crashed ones; 'all' every one. "
                    "Default: every interval without a successful run.")
@@ -225,8 +233,8 @@ def backfill(app: App, days_and_jobs: tuple[str, ...], start: str | None, end: s
         _print_plan(app, steps)
         return EXIT_OK
     to_run = sum(1 for s in steps if s.action == "run")
-    app.err.print(f"backfill {first}..{last} ({', '.join(s.name for s in specs)}): {to_run} interval(s) to run, "
-                  f"{len(steps) - to_run} skipped"
+    app.err.print(f"backfill {first}..{last} ({', '.join(s.name for s in specs)}): {to_run} interval(s) to run"
+                  f"{_in_runs(steps)}, {len(steps) - to_run} skipped"
                   + (f", up to {parallel} at a time" if parallel > 1 and not app.settings.is_embedded else ""))
     if parallel > 1 and app.settings.is_embedded:
         # Workers would only take turns on the store's lock: measured 1.6-1.75x slower than one process.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -106,6 +107,20 @@ def split(first: datetime, last: datetime, granularity: Granularity) -> list[Int
         intervals.append(Interval(cursor, cursor + step))
         cursor += step
     return intervals
+
+
+def contiguous(intervals: Sequence[Interval], size: int, within_day: bool = False) -> list[list[Interval]]:
+    """``intervals`` (oldest first) in runs of contiguous ones, at most ``size`` each (a batch,
+    the registry's ``batch_size``); ``within_day``: a run never crosses midnight (UTC)."""
+    runs: list[list[Interval]] = []
+    for interval in intervals:
+        last = runs[-1] if runs else None
+        if last and len(last) < size and last[-1].end == interval.start \
+                and (not within_day or last[0].start.date() == interval.start.date()):
+            last.append(interval)
+        else:
+            runs.append([interval])
+    return runs
 
 
 # ---- the slice of a table a run owns, in SQL ------------------------------------------------------

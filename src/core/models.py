@@ -25,7 +25,8 @@ class PipelineEntry(BaseModel):
     one reads: it runs after them, see docs/sql-pipelines.md), ``checks`` (data checks run on each
     run's staged rows before they are published, see ``audit``), ``alerts`` (per-pipeline alert
     settings overriding ``.env``, see ``ops.alerts``), and for interval-aware pipelines
-    ``lookback``, ``refresh_current``, ``allow_empty``, ``start_date`` (see docs/backfill.md).
+    ``lookback``, ``refresh_current``, ``allow_empty``, ``start_date``, ``batch_size`` (see
+    docs/backfill.md).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -48,6 +49,8 @@ class PipelineEntry(BaseModel):
     refresh_current: bool = False
     allow_empty: bool = False
     start_date: date | None = None
+    # Contiguous missing intervals one run may take (backfill, scheduled catch-up); 1: one each.
+    batch_size: int = Field(1, ge=1, le=10000)
     depends_on: list[str] = Field(default_factory=list)
     checks: Any = None
     alerts: dict[str, Any] | None = None
@@ -100,6 +103,7 @@ class PipelineEntryDict(TypedDict, total=False):
     refresh_current: bool
     allow_empty: bool
     start_date: date | str | None  # also "2013-01-01", which the model parses
+    batch_size: int
     depends_on: list[str] | str  # also one name
     checks: Any
     alerts: dict[str, Any] | None

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from core.config import Settings
+    from core.intervals import Interval
     from core.store import Store
     from record.quarantine import RunQuarantine
     from record.state import RunState
@@ -113,6 +114,13 @@ class RunContext:
     checks: list[Any] = field(default_factory=list)
     #: Set once ``loader.commit`` is called: from then on a retry may repeat a commit that happened.
     commit_started: bool = False
+    #: A batch's intervals (several contiguous intervals run as one, ``start``/``end`` spanning
+    #: them), oldest first; empty for a run of one interval. Coverage, the empty-result rule and
+    #: the data checks stay per interval.
+    intervals: list[Interval] = field(default_factory=list)
+    #: Rows a batch loaded per interval (by interval start), filled by a loader that can tell
+    #: (the ClickHouse loader in ``interval`` mode); each interval's coverage records its count.
+    rows_by_interval: dict[datetime, int] = field(default_factory=dict)
     #: Validates ``checks`` at run start and runs them on staged rows (``audit.run.AUDITOR``,
     #: injected by the runner): the pipeline calls :meth:`start_checks`, a loader :meth:`check_staged`.
     auditor: Auditor | None = None
@@ -281,6 +289,15 @@ class Extractor(Component):
     #: so re-running an interval reproduces it; with an ``interval_scoped`` loader the pipeline
     #: can be backfilled.
     interval_aware: bool = False
+
+    #: True when a run may be given several contiguous intervals at once (a batch, the registry's
+    #: ``batch_size``): the extractor reads exactly ``[context.start, context.end)`` whatever its
+    #: length, and every row's own time places it in its interval (no value is computed from
+    #: ``start``/``end``, nothing is read from outside the range, e.g. a rolling window).
+    reads_range: bool = False
+    #: Why this extractor cannot read a range although its kind can (shown when ``batch_size`` is
+    #: refused), or ``None``.
+    range_refusal: str | None = None
 
     #: True when :meth:`sql_source` reads only tables of the store itself (a SQL pipeline), so
     #: the push-down works on a server too; ``file(...)`` sources are the embedded engine's only.

@@ -197,7 +197,24 @@ def _validate(name: str, raw: Any, source: str, entry_checks: Sequence[EntryChec
             raise DiscoveryError(f"{where}: {key} needs an interval-aware pipeline (an extractor with "
                                  "interval_aware = True and the ClickHouse loader in mode 'interval'): its runs "
                                  "would not own an interval to re-load")
+    _batch_size(entry, where)
     return entry
+
+
+def _batch_size(entry: PipelineEntry, where: str) -> None:
+    """``batch_size`` > 1 only where one run of several intervals gives each its own rows: the
+    loader replaces exactly the run's range, and the extractor reads exactly that range."""
+    if entry.batch_size == 1:
+        return
+    loader, extractor = entry.pipeline.loader, entry.pipeline.extractor
+    if not loader.interval_scoped:
+        how = f"writes in mode '{loader.mode}'" if loader.mode else f"({type(loader).__name__}) is not interval-scoped"
+        raise DiscoveryError(f"{where}: batch_size {entry.batch_size} needs interval-scoped writes (the ClickHouse "
+                             f"loader with time_column, mode 'interval'), but its loader {how}; remove batch_size")
+    if not extractor.reads_range:
+        reason = extractor.range_refusal or (f"its extractor ({type(extractor).__name__}) does not declare "
+                                             "reads_range = True")
+        raise DiscoveryError(f"{where}: batch_size {entry.batch_size} refused: {reason}; remove batch_size")
 
 
 def _reserved_tables(entry: PipelineEntry, where: str) -> None:

@@ -15,11 +15,13 @@ derived coverage used to be.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from core.framework_layout import framework_layout
+from core.intervals import Interval
 from core.models import RunRecord, as_utc
 from core.store import Store
 
@@ -68,13 +70,17 @@ class Covered:
     when: float  # when its run finished (epoch seconds): the newest run of an interval wins
 
 
-def record_coverage(store: Store, run: RunRecord) -> None:
-    """Record that ``run`` (a complete success) loaded its interval."""
+def record_coverage(store: Store, run: RunRecord, batch: Sequence[Interval] = (),
+                    rows: Mapping[datetime, int] | None = None) -> None:
+    """Record that ``run`` (a complete success) loaded its interval, or each interval of its
+    ``batch`` (one row each, pointing at the batch's run; ``rows``: each one's rows by start)."""
     if run.status != "success" or run.incomplete:
         return
-    row = [run.pipeline, run.interval_start, run.interval_end, run.run_id, run.trigger, run.rows_loaded,
-           run.started_at, run.finished_at, time.time_ns()]
-    store.insert_rows(COVERAGE_TABLE, [row], _COLUMNS)
+    version = time.time_ns()
+    spans = [(i.start, i.end, (rows or {}).get(i.start, 0)) for i in batch] or [
+        (run.interval_start, run.interval_end, run.rows_loaded)]
+    store.insert_rows(COVERAGE_TABLE, [[run.pipeline, start, end, run.run_id, run.trigger, n, run.started_at,
+                                        run.finished_at, version] for start, end, n in spans], _COLUMNS)
 
 
 

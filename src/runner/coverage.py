@@ -224,8 +224,8 @@ def reported_rows_by_day(history: History, first: date, last: date) -> dict[date
 
     Covered intervals are replayed in the order their runs finished, each replacing the slices it
     overlaps (as the interval loader does), so a day re-run replaces its hours' counts. A day
-    with no successful run is absent; a day touched by a run spanning several days is ``None``
-    (its rows cannot be split by day).
+    with no successful run is absent; a day touched by a run spanning several days, or whose
+    earlier slice was partly replaced, is ``None`` (its rows cannot be split by day).
     """
     slices: dict[date, list[tuple[datetime, datetime, int]]] = {}
     spanning: set[date] = set()
@@ -241,7 +241,12 @@ def reported_rows_by_day(history: History, first: date, last: date) -> dict[date
                 spanning.add(cursor)
                 cursor += timedelta(days=1)
             continue
-        kept = [s for s in slices.get(day, []) if s[1] <= start or s[0] >= end]
+        earlier = slices.get(day, [])
+        kept = [s for s in earlier if s[1] <= start or s[0] >= end]
+        if any(s[0] < start or s[1] > end for s in earlier if s not in kept):
+            # it replaced part of an earlier run's slice (an hour of a day recorded whole by older
+            # code): how many of that run's rows are left cannot be told
+            spanning.add(day)
         slices[day] = [*kept, (start, end, run.rows_loaded)]
     result: dict[date, int | None] = {day: sum(s[2] for s in parts) for day, parts in slices.items()}
     for day in spanning:

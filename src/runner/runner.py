@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,11 +183,17 @@ def new_context(store: Store, run_id: str, pipeline: str, start: datetime, end: 
 
 
 def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval | None = None,
-                 trigger: str = "manual", on_finish: RunFinished | None = None) -> RunRecord:
+                 trigger: str = "manual", on_finish: RunFinished | None = None,
+                 batch: Sequence[Interval] = ()) -> RunRecord:
     """Run ``spec`` for ``interval`` (default: the last complete interval of its granularity) and
-    return its final run record; ``on_finish`` gets it after the locks are released."""
+    return its final run record; ``on_finish`` gets it after the locks are released.
+
+    ``batch``: several contiguous intervals run as this one run (``interval`` is then their span):
+    one run id and run record for the span, coverage per interval (``runner.batches``)."""
     entry = spec.entry
-    interval = interval or last_complete_interval(entry.granularity)
+    batch = list(batch) if len(batch) > 1 else []
+    interval = Interval(batch[0].start, batch[-1].end) if batch else interval or last_complete_interval(
+        entry.granularity)
     lock = FileLock(lock_path(settings, spec, interval))
     run_id = new_run_id()
     if not lock.try_acquire(f"run_id={run_id} pipeline={spec.name} interval={interval.label}"):
@@ -204,7 +210,7 @@ def run_pipeline(spec: PipelineSpec, settings: Settings, store: Store, interval:
                 # framework's tables first: a cluster refuses a layout it cannot share before any lock.
                 ensure_framework_tables(store)
                 with run_lock(store, lock.path.stem, f"Pipeline '{spec.name}' for {interval.label}", entry.timeout):
-                    result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log)
+                    result = _run_locked(spec, settings, store, interval, trigger, run_id, lock, log, batch)
             except StoreLockTimeout as exc:
                 result, recorded = _record_lock_timeout(spec, settings, store, interval, trigger, run_id, lock,
                                                         log, exc)
@@ -246,7 +252,7 @@ def _record_lock_timeout(spec: PipelineSpec, settings: Settings, store: Store, i
 
 
 def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: Interval, trigger: str,
-                run_id: str, lock: FileLock, log: Any) -> RunRecord:
+                run_id: str, lock: FileLock, log: Any, batch: list[Interval]) -> RunRecord:
     bootstrap_store(store, settings)
     ensure_framework_tables(store)
     # Once while this process holds the embedded engine: no other process can start a run meanwhile.
@@ -267,7 +273,7 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
     # Rejected rows replace the interval's earlier ones only when the pipeline owns its interval.
     owns_interval = spec.pipeline.extractor.interval_aware or spec.pipeline.loader.interval_scoped
     quarantined = RunQuarantine(store, spec.name, run_id, interval.start, interval.end, owns_interval)
-    attempts = _Attempts(spec, settings, store, record, state, quarantined, log)
+    attempts = _Attempts(spec, settings, store, record, state, quarantined, log, batch)
     try:
         outcome, failure = attempts.outcome()
     finally:
@@ -275,8 +281,8 @@ def _run_locked(spec: PipelineSpec, settings: Settings, store: Store, interval: 
         _discard_quietly(quarantined, log)
     final = _final_record(record, outcome, attempts, time.monotonic() - started)
     record_run(store, final)
-    if spec.pipeline.interval_aware:
-        record_coverage(store, final)  # a complete success: its interval is done, for good
+    if spec.pipeline.interval_aware:  # a complete success: its interval(s) done, for good
+        record_coverage(store, final, batch, attempts.context.rows_by_interval if attempts.context else {})
     _log_outcome(final, attempts.counts, failure, log)
     return final
 
@@ -286,8 +292,9 @@ class _Attempts:
     (the loader commits only at the end, so a retry starts from a clean slate)."""
 
     def __init__(self, spec: PipelineSpec, settings: Settings, store: Store, record: RunRecord, state: RunState,
-                 quarantined: RunQuarantine, log: Any) -> None:
+                 quarantined: RunQuarantine, log: Any, batch: list[Interval]) -> None:
         self.spec, self.settings, self.store, self.record, self.log = spec, settings, store, record, log
+        self.batch = batch
         self.state, self.quarantined = state, quarantined
         self.attempt = 0
         self.counts = RunCounts()  # the last attempt's
@@ -335,6 +342,7 @@ class _Attempts:
             attempt=self.attempt, table_name=self.spec.table_name, checks=entry.checks or [],
             allow_empty=entry.allow_empty,
         )
+        context.intervals = list(self.batch)
         self.counts = context.counters
         try:
             self.spec.pipeline.run(context)

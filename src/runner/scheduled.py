@@ -5,7 +5,9 @@
   pipeline's zone. Intervals are UTC (partitions are ``toDate`` in UTC): the zone moves only T.
   ``lookback`` N adds the N intervals before the owned ones (late data heals itself);
   ``refresh_current`` adds the interval in progress (recorded, and shown, as incomplete).
-  Each interval is a run of its own (own run id, lock and record), as in a backfill.
+  Each interval is a run of its own (own run id, lock and record), as in a backfill; with the
+  pipeline's ``batch_size``, contiguous complete intervals run as one batch (one run, each
+  interval covered).
 - A **person's** ``cron_run NAME`` takes the last complete interval (yesterday, the previous hour).
 - A pipeline that is **not interval-aware** runs "now" either way; its recorded interval
   (previous fire, this fire; for a person's run: previous fire, now, and it is told so) is for
@@ -21,7 +23,15 @@ from typing import Literal
 
 from core.config import Settings
 from core.exceptions import AlreadyRunning, UsageError
-from core.intervals import STEP, Interval, current_interval, ended_in, last_complete_interval, preceding
+from core.intervals import (
+    STEP,
+    Interval,
+    contiguous,
+    current_interval,
+    ended_in,
+    last_complete_interval,
+    preceding,
+)
 from core.logging import CONSOLE, get_logger
 from core.models import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_SUCCESS, RunRecord
 from core.store import Store
@@ -105,6 +115,15 @@ def manual_interval(spec: PipelineSpec, now: datetime | None = None) -> tuple[In
 Say = Callable[[str], None]
 
 
+def runs_of(spec: PipelineSpec, tasks: list[Task]) -> list[list[Task]]:
+    """A fire's tasks as runs: with ``batch_size``, contiguous complete intervals (lookback and
+    owned: a catch-up after missed fires) as one batch each; the interval in progress alone."""
+    complete = [t for t in tasks if t.role != "current"]
+    at = {t.interval: t for t in complete}
+    runs = [[at[i] for i in run] for run in contiguous([t.interval for t in complete], spec.entry.batch_size)]
+    return runs + [[t] for t in tasks if t.role == "current"]
+
+
 def worst(code: int, other: int) -> int:
     """The more serious of two exit codes (interrupted > failed > busy > success; others: failed)."""
     return max(code, other, key=lambda c: _SEVERITY.get(c, _SEVERITY[EXIT_FAILED]))
@@ -125,14 +144,16 @@ def run_fire(spec: PipelineSpec, settings: Settings, store: Store, plan: FirePla
         say(message)
         return EXIT_SUCCESS
     outcome = EXIT_SUCCESS
-    for task in plan.tasks:
+    for tasks in runs_of(spec, plan.tasks):
+        task, label = tasks[-1], Interval(tasks[0].interval.start, tasks[-1].interval.end).label
         try:
-            result = run_pipeline(spec, settings, store, task.interval, trigger=trigger, on_finish=on_finish)
+            result = run_pipeline(spec, settings, store, task.interval, trigger=trigger, on_finish=on_finish,
+                                  batch=[t.interval for t in tasks])
         except AlreadyRunning as exc:
             if task.role in ("lookback", "current"):
-                say(f"{spec.name}: {task.role} {task.interval.label} skipped: it is running elsewhere ({exc})")
+                say(f"{spec.name}: {task.role} {label} skipped: it is running elsewhere ({exc})")
                 continue
-            say(f"{spec.name}: {task.interval.label}: {exc}")
+            say(f"{spec.name}: {label}: {exc}")
             outcome = worst(outcome, EXIT_BUSY)
             continue
         report(result)

@@ -190,7 +190,8 @@ def pipeline_statuses(store: Store, specs: Iterable[PipelineSpec], now: datetime
         present = _present(store)
         data_until = _data_until(store) if COVERAGE_TABLE in present else {}
         successes = _last_successes(store) if RUNS_TABLE in present else {}
-        failures = _open_failures(store, aware, {s.name for s in specs} - aware, present) \
+        steps = {s.name: int(STEP[s.entry.granularity].total_seconds()) for s in specs if s.name in aware}
+        failures = _open_failures(store, steps, {s.name for s in specs} - aware, present) \
             if RUNS_TABLE in present else {}
         checks = _failing_checks(store, [f.run_id for found in failures.values() for f in found]) \
             if CHECKS_TABLE in present else {}
@@ -245,12 +246,23 @@ def _last_successes(store: Store) -> dict[str, datetime]:
 
 
 # Aliases differ from the columns: an alias named like a column would replace it in WHERE.
-_FAILED_RUNS = """SELECT pipeline, interval_start, interval_end, argMax(run_id, started_at) AS last_run,
-        max(started_at) AS failed_at, argMax(status, started_at) AS last_status,
+# A failed run of several intervals (a batch, or a day of an hourly pipeline recorded by older
+# code) fails each of its intervals: its span is cut into intervals of the pipeline's granularity.
+_FAILED_INTERVALS = """SELECT pipeline, run_id, started_at, status, reason, error, step,
+        dateDiff('second', interval_start, interval_end) AS span,
+        if(span > step AND span % step = 0, intDiv(span, step), 1) AS pieces,
+        arrayJoin(range(toUInt32(pieces))) AS piece,
+        if(pieces = 1, interval_start, interval_start + toIntervalSecond(piece * step)) AS piece_start,
+        if(pieces = 1, interval_end, interval_start + toIntervalSecond((piece + 1) * step)) AS piece_end
+    FROM (SELECT *, {seconds:Array(UInt32)}[indexOf({aware:Array(String)}, pipeline)] AS step FROM {runs} FINAL
+          WHERE status IN ('failed', 'crashed') AND pipeline IN {aware:Array(String)})"""
+
+_FAILED_RUNS = f"""SELECT pipeline, piece_start AS interval_start, piece_end AS interval_end,
+        argMax(run_id, started_at) AS last_run, max(started_at) AS failed_at, argMax(status, started_at) AS last_status,
         argMax(reason, started_at) AS last_reason, argMax(substring(error, 1, 2000), started_at) AS last_error,
         count() AS runs
-    FROM {runs} FINAL WHERE status IN ('failed', 'crashed') AND pipeline IN {aware:Array(String)}
-    GROUP BY pipeline, interval_start, interval_end"""
+    FROM ({_FAILED_INTERVALS})
+    GROUP BY pipeline, piece_start, piece_end"""
 
 # Interval-aware: a failed interval is open while no complete success of that interval started after it.
 _OPEN_INTERVALS = f"""SELECT f.pipeline, f.interval_start, f.interval_end, f.last_run, f.failed_at, f.last_status,
@@ -273,14 +285,17 @@ _OPEN_RUNS = """SELECT r.pipeline, min(r.interval_start), max(r.interval_end), a
     GROUP BY r.pipeline ORDER BY r.pipeline"""
 
 
-def _open_failures(store: Store, aware: set[str], others: set[str], present: set[str]
+def _open_failures(store: Store, aware: dict[str, int], others: set[str], present: set[str]
                    ) -> dict[str, list[OpenFailure]]:
+    """``aware``: the interval-aware pipelines with the seconds of their intervals."""
     def sql(text: str) -> str:
         return text.replace("{runs}", store.table(RUNS_TABLE)).replace("{coverage}", store.table(COVERAGE_TABLE))
 
     rows: list[tuple[bool, Any]] = []
     if aware:
-        rows += [(True, r) for r in store.query_rows(sql(_OPEN_INTERVALS), {"aware": sorted(aware)})]
+        names = sorted(aware)
+        rows += [(True, r) for r in store.query_rows(sql(_OPEN_INTERVALS),
+                                                     {"aware": names, "seconds": [aware[n] for n in names]})]
     if others:
         rows += [(False, r) for r in store.query_rows(sql(_OPEN_RUNS), {"others": sorted(others)})]
     waivers = read_waivers(store) if WAIVERS_TABLE in present else {}

@@ -269,10 +269,23 @@ def test_hourly_pipelines_run_hour_by_hour_with_hourly(module: Path, db: Store) 
     # Hours loaded one by one cover the day: a daily backfill then skips it.
     assert backfill("hourly", "--start", day(0), "--end", day(0), "--hourly").returncode == 0
     assert rows(db, "SELECT count() FROM hourly_t") == [(144,)]
+    # Without --hourly the hours of a day run as one batch: one run, each hour covered (issue 27).
     daily = backfill("hourly", "--start", day(0), "--end", day(1), "--dry-run")
-    [done, todo] = plan_rows(daily.stdout)
-    assert done[:3] == ("hourly", day(0), "skip") and done[3].startswith("done: covered by 24 successful run(s)")
-    assert todo == ("hourly", day(1), "run", "never run")
+    planned = plan_rows(daily.stdout)
+    assert len(planned) == 48 and "24 interval(s) would run in 1 run(s), 24 would be skipped" in daily.stdout
+    assert planned[0][:3] == ("hourly", f"{day(0)}T00:00", "skip") and planned[0][3].startswith("done: run ")
+    assert planned[24] == ("hourly", f"{day(1)}T00:00", "run", "never run")
+    ran = backfill("hourly", "--start", day(0), "--end", day(1))
+    assert ran.returncode == 0, ran.stderr
+    assert "24 interval(s) to run in 1 run(s), 24 skipped" in ran.stderr
+    [batch] = [r for r in runs("hourly") if r["interval_start"][:10] == day(1)]
+    assert (batch["interval_start"][11:16], batch["interval_end"][:10]) == ("00:00", day(2))
+    covered = rows(db, "SELECT interval_start, interval_end, run_id, rows_loaded FROM _dp_coverage FINAL "
+                       f"WHERE pipeline = 'hourly' AND toDate(interval_start) = '{day(1)}' ORDER BY interval_start")
+    assert len(covered) == 24 and {c[2] for c in covered} == {batch["run_id"]}
+    assert all(c[1] - c[0] == timedelta(hours=1) for c in covered)
+    # The batch's extractor saw the whole day: a row every 4 hours, each counted in its own hour.
+    assert [c[3] for c in covered] == [1, 0, 0, 0] * 6
 
 
 def test_bad_input_is_refused_with_a_clear_message(module: Path) -> None:
@@ -310,9 +323,11 @@ def test_default_set_is_every_backfillable_pipeline_and_days_end_yesterday(modul
     assert plan.returncode == 0, plan.stderr
     today = datetime.now(UTC).date()
     expected = [(name, (today - timedelta(days=n)).isoformat(), "run", "never run")
-                for name in ("days", "days_copy", "hourly", "slow") for n in (2, 1)]
+                for name in ("days", "days_copy", "slow") for n in (2, 1)]
+    expected += [("hourly", f"{today - timedelta(days=n)}T{h:02}:00", "run", "never run") for n in (2, 1)
+                 for h in range(24)]
     assert sorted(plan_rows(plan.stdout)) == sorted(expected)
-    assert "8 interval(s) would run, 0 would be skipped" in plan.stdout
+    assert "54 interval(s) would run in 8 run(s), 0 would be skipped" in plan.stdout
 
 
 def test_backfill_list_shows_coverage(module: Path) -> None:

@@ -34,6 +34,11 @@ def test_backfill_benchmark_reports_seconds_per_interval() -> None:
     assert "per interval" in out and "in-process, 3 intervals" in out
 
 
+def test_batched_backfill_benchmark_reports_ratios() -> None:
+    out = run_benchmark("benchmarks/batched_backfill.py", "--rows-per-day", "20", "--reference-days", "2")
+    assert "(count, sum, partitions) in both" in out and "(target <= 3x)" in out and "batch_size 1, 2 days" in out
+
+
 def test_load_benchmark_runs_the_framework_steps() -> None:
     # dlt is not a product dependency: only the framework and ClickHouse steps run here.
     out = run_benchmark("benchmarks/load_throughput.py", "--rows", "20000", "--batch-size", "5000",

@@ -8,7 +8,9 @@ A backfill is a plan and its execution:
   interval is *done* when complete successful runs cover it, so re-running the same command resumes
   where it stopped. Planning writes nothing (``--dry-run`` prints the plan and stops there).
 - **Executing** (:func:`execute`, :mod:`runner.backfill.execution`) runs each planned interval as
-  its own run (trigger ``backfill``) through :func:`runner.runner.run_pipeline`: locks, retries, run
+  its own run, or contiguous ones as one batch where the pipeline allows it (``batch_size``, an
+  hourly pipeline's day: :mod:`runner.backfill.batches`), with trigger ``backfill``, through
+  :func:`runner.runner.run_pipeline`: locks, retries, run
   history and job log exactly as ``cron_run``. Sequentially they run in this process on one open
   store (the cheap way on the embedded engine); with ``parallel > 1`` each interval runs in a new
   process (never a fork: chdb hangs in forked children), at most ``parallel`` at a time (the CLI
@@ -23,6 +25,7 @@ them re-running an interval replaces exactly that interval, so a backfill can ne
 """
 
 from core.intervals import Interval
+from runner.backfill.batches import batch_limit, group
 from runner.backfill.execution import execute
 from runner.backfill.planning import (
     DEFAULT_DAYS,
@@ -40,6 +43,7 @@ from runner.backfill.worker import serve_worker
 from runner.coverage import History
 
 __all__ = [
-    "DEFAULT_DAYS", "History", "Interval", "Listener", "Policy", "Report", "Step", "day_window", "decide", "execute",
+    "DEFAULT_DAYS", "History", "Interval", "Listener", "Policy", "Report", "Step", "batch_limit", "day_window",
+    "decide", "execute", "group",
     "intervals_for", "plan", "select_pipelines", "serve_worker", "why_not_backfillable",
 ]

@@ -1,4 +1,5 @@
-"""Backfill execution: each planned interval as its own run (trigger ``backfill``).
+"""Backfill execution: each planned interval as its own run (trigger ``backfill``), or contiguous
+intervals as one batch where the pipeline allows it (:mod:`runner.backfill.batches`).
 
 Runs go through :func:`runner.runner.run_pipeline`: locks, retries, run history and job log
 exactly as ``cron_run``. Sequentially they run in this process on one open store (the cheap way
@@ -21,9 +22,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from core.exceptions import AlreadyRunning
+from runner.backfill.batches import group, run_group
 from runner.backfill.planning import Step
-from runner.backfill.reports import Listener, Report, not_run
+from runner.backfill.reports import Listener, Report
 from runner.backfill.stopping import StopRequest
 from runner.backfill.worker import run_parallel
 from runner.turns import hand_over_now
@@ -60,23 +61,19 @@ def execute(steps: Sequence[Step], settings: Settings, store: Store, *, parallel
 
 def _run_sequential(todo: Sequence[Step], settings: Settings, store: Store, continue_on_error: bool,
                     listener: Listener, report: Report, stop: StopRequest) -> list[Step]:
-    from runner.runner import run_pipeline
-
     held_since = time.monotonic()
     opens = store.engine_opens + 1  # the first run may open the engine (closed since planning)
-    for index, step in enumerate(todo):
+    groups = group(todo)
+    for index, steps in enumerate(groups):
         if stop.reason:
             report.stopped = report.stopped or stop.reason
         if report.stopped:
-            return list(todo[index:])
-        listener.running([step])
-        try:
-            outcome = run_pipeline(step.spec, settings, store, step.interval, trigger="backfill")
-        except AlreadyRunning as exc:
-            outcome = not_run(step.pipeline, step.interval, "busy", "already running", str(exc))
-        report.add(step, outcome, continue_on_error)
-        listener.finished(step, outcome)
-        rest = todo[index + 1:]
+            return [s for g in groups[index:] for s in g]
+        listener.running(steps)
+        for step, outcome in zip(steps, run_group(steps, settings, store), strict=True):
+            report.add(step, outcome, continue_on_error)
+            listener.finished(step, outcome)
+        rest = [s for g in groups[index + 1:] for s in g]
         if settings.is_embedded and rest and not report.stopped and hand_over_now(
                 held_since, store, store.engine_opens, opens):
             # From now on the store changes hands: the runs go to a worker process (module doc).
@@ -84,4 +81,3 @@ def _run_sequential(todo: Sequence[Step], settings: Settings, store: Store, cont
     if stop.reason:
         report.stopped = report.stopped or stop.reason
     return []
-

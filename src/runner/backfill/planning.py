@@ -112,6 +112,21 @@ def intervals_for(spec: PipelineSpec, first: date, last: date, hourly: bool = Fa
     return [i for i in every if i.end <= now]
 
 
+#: The hours of one day: the batch of an hourly pipeline's backfill without ``--hourly``.
+DAY_OF_HOURS = 24
+
+
+def batch_limit(spec: PipelineSpec, hourly: bool) -> int:
+    """The most intervals one backfill run of ``spec`` takes: its ``batch_size``; for an hourly
+    pipeline without ``--hourly`` at least its hours of a day (unless its extractor cannot read a
+    range, e.g. a query that selects ``{start}``: then hour by hour)."""
+    size = spec.entry.batch_size
+    if size == 1 and spec.entry.granularity == "hour" and not hourly \
+            and spec.pipeline.extractor.range_refusal is None:
+        return DAY_OF_HOURS
+    return size
+
+
 @dataclass
 class Step:
     """One interval of one pipeline and what the backfill does about it."""
@@ -121,6 +136,8 @@ class Step:
     action: Literal["run", "skip"]
     why: str
     state: str = "missing"
+    #: The most intervals one run of this step's pipeline takes (``runner.backfill.batches``).
+    batch: int = 1
 
     @property
     def pipeline(self) -> str:
@@ -150,8 +167,10 @@ def plan(store: Store, specs: Sequence[PipelineSpec], first: date, last: date, *
          hourly: bool = False, dry_run: bool = False, now: datetime | None = None) -> list[Step]:
     """Every interval of every pipeline with its action, pipeline by pipeline, oldest first.
 
-    Without ``dry_run`` runs left ``running`` by dead processes are first marked ``crashed`` (and
-    their staging tables dropped), as any run does; with it nothing at all is written.
+    Hourly pipelines are planned hour by hour; without ``hourly`` their hours of a day run as one
+    batch (``runner.backfill.batches``). Without ``dry_run`` runs left ``running`` by dead
+    processes are first marked ``crashed`` (and their staging tables dropped), as any run does;
+    with it nothing at all is written.
     """
     from runner.cleanup import reap_dead_runs
 
@@ -160,8 +179,10 @@ def plan(store: Store, specs: Sequence[PipelineSpec], first: date, last: date, *
         history = read_history(store, spec.name, create=not dry_run, first=first, last=last)
         if not dry_run and reap_dead_runs(store, spec.name, {spec.name: spec.pipeline.loader}):
             history = read_history(store, spec.name, create=False, first=first, last=last)
-        for interval in intervals_for(spec, first, last, hourly, now):
+        # Intervals of the pipeline's own granularity; several of them may run as one batch.
+        limit = batch_limit(spec, hourly)
+        for interval in intervals_for(spec, first, last, hourly=True, now=now):
             coverage = history.coverage(interval)
             action, why = decide(coverage, policy)
-            steps.append(Step(spec, interval, action, why, coverage.state))
+            steps.append(Step(spec, interval, action, why, coverage.state, limit))
     return steps

@@ -3,9 +3,11 @@
 With ``parallel > 1`` each interval runs in a worker process (a ``worker`` child of
 :mod:`runner.child_protocol`; never a fork: chdb hangs in forked children), at most ``parallel``
 at a time (the CLI asks for that on a ClickHouse server only: on the embedded store workers would
-just take turns). After the child's request, the parent writes ``{"pipeline", "start", "end"}``
-lines to a worker's stdin; the worker answers each with a ``{"dp_backfill_result": <run record>,
-"engine_opens": n}`` line (``n``: how often it opened the embedded engine). EOF on stdin ends it.
+just take turns). After the child's request, the parent writes ``{"pipeline", "intervals":
+[[start, end], ...]}`` lines to a worker's stdin (one run: one interval, or a batch of contiguous
+ones, :mod:`runner.backfill.batches`); the worker answers each with a ``{"dp_backfill_results":
+[<run record per interval>], "engine_opens": n}`` line (``n``: how often it opened the embedded
+engine). EOF on stdin ends it.
 A worker keeps its Python and ClickHouse start-up (~1.5 s) across intervals, which per-interval
 processes would pay each time.
 
@@ -30,8 +32,8 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from core.exceptions import AlreadyRunning
 from core.intervals import Interval
+from runner.backfill.batches import group, run_group
 from runner.backfill.planning import Step
 from runner.backfill.reports import Listener, Report, not_run
 from runner.backfill.stopping import StopRequest
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from core.store import Store
     from pipelines.pipeline_registry import Registry
 
-RESULT_KEY = "dp_backfill_result"
+RESULT_KEY = "dp_backfill_results"
 
 # Sibling workers wait for the embedded store while one holds it: each hands it over 0.1 s after
 # a burst of statements (e.g. while extracting) instead of the default 0.5 s.
@@ -51,29 +53,29 @@ WORKER_STORE_LINGER = 0.1
 
 
 class _Worker:
-    """One worker process of a parallel backfill: one interval at a time (see the module doc)."""
+    """One worker process of a parallel backfill: one run (an interval or a batch) at a time (see the module doc)."""
 
     def __init__(self) -> None:
         from runner.child_protocol import ChildRequest, start_child
 
         self.stderr = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.process = start_child(ChildRequest("worker", "backfill"), stdout=subprocess.PIPE, stderr=self.stderr)
-        self.step: Step | None = None
+        self.steps: list[Step] | None = None
         self.started = 0.0
         self.signalled = False
         self.since: float | None = None  # when it was sent its first interval
         self.engine_opens = 0
 
-    def send(self, step: Step) -> None:
+    def send(self, steps: list[Step]) -> None:
         assert self.process.stdin is not None
-        self.step, self.started, self.signalled = step, time.monotonic(), False
+        self.steps, self.started, self.signalled = steps, time.monotonic(), False
         self.since = self.since or self.started
-        self.process.stdin.write(json.dumps({"pipeline": step.pipeline, "start": step.interval.start.isoformat(),
-                                             "end": step.interval.end.isoformat()}) + "\n")
+        intervals = [[s.interval.start.isoformat(), s.interval.end.isoformat()] for s in steps]
+        self.process.stdin.write(json.dumps({"pipeline": steps[0].pipeline, "intervals": intervals}) + "\n")
         self.process.stdin.flush()
 
-    def read(self) -> RunRecord | None:
-        """The outcome of the current step once its line arrived (call when stdout is readable)."""
+    def read(self) -> list[RunRecord] | None:
+        """The outcomes of the current steps once their line arrived (call when stdout is readable)."""
         from core.models import RunRecord
 
         assert self.process.stdout is not None
@@ -84,20 +86,21 @@ class _Worker:
         try:
             answer = json.loads(line)
             self.engine_opens = int(answer.get("engine_opens", 0))
-            return RunRecord.model_validate(answer[RESULT_KEY])
+            return [RunRecord.model_validate(r) for r in answer[RESULT_KEY]]
         except (ValueError, KeyError, TypeError):  # (pydantic's ValidationError is a ValueError)
             return None  # not ours (the worker sends user code's stdout to stderr; be safe anyway)
 
-    def _died(self) -> RunRecord | None:
-        if self.step is None:
+    def _died(self) -> list[RunRecord] | None:
+        if self.steps is None:
             return None
         self.stderr.seek(0)
         lines = self.stderr.read().strip().splitlines()
         message = next((x.removeprefix("error: ") for x in reversed(lines) if x.startswith("error: ")), "")
         tail = message or " | ".join(lines[-3:])
-        return not_run(self.step.pipeline, self.step.interval, "crashed", "process gone",
-                       f"the backfill worker (pid {self.process.pid}) exited with code {self.process.returncode}"
-                       + (f": {tail}" if tail else "")[:2000], duration_seconds=time.monotonic() - self.started)
+        error = (f"the backfill worker (pid {self.process.pid}) exited with code {self.process.returncode}"
+                 + (f": {tail}" if tail else "")[:2000])
+        return [not_run(s.pipeline, s.interval, "crashed", "process gone", error,
+                        duration_seconds=time.monotonic() - self.started) for s in self.steps]
 
     def close(self) -> None:
         if self.process.stdin and not self.process.stdin.closed:
@@ -120,24 +123,24 @@ class _Pool:
         self.workers.append(worker := _Worker())
         self.selector.register(worker.process.stdout, selectors.EVENT_READ, worker)  # type: ignore[arg-type]
 
-    def feed(self, pending: list[Step]) -> None:
-        """Give each idle live worker the next pending step."""
+    def feed(self, pending: list[list[Step]]) -> None:
+        """Give each idle live worker the next pending run."""
         for worker in self.workers:
-            if worker.step is None and pending and worker.process.poll() is None:
+            if worker.steps is None and pending and worker.process.poll() is None:
                 worker.send(pending.pop(0))
 
     def busy(self) -> list[_Worker]:
-        return [w for w in self.workers if w.step is not None]
+        return [w for w in self.workers if w.steps is not None]
 
-    def answers(self) -> Iterator[tuple[_Worker, Step, RunRecord]]:
-        """Each answer that arrived within 0.2 s: the worker (idle again), its step and the outcome."""
+    def answers(self) -> Iterator[tuple[_Worker, list[Step], list[RunRecord]]]:
+        """Each answer that arrived within 0.2 s: the worker (idle again), its steps and their outcomes."""
         for key, _ in self.selector.select(timeout=0.2):
             worker = key.data
-            outcome = worker.read()
-            if outcome is None or worker.step is None:
+            outcomes = worker.read()
+            if outcomes is None or worker.steps is None or len(outcomes) != len(worker.steps):
                 continue
-            step, worker.step = worker.step, None
-            yield worker, step, outcome
+            steps, worker.steps = worker.steps, None
+            yield worker, steps, outcomes
 
     def drop(self, worker: _Worker) -> None:
         self.selector.unregister(worker.process.stdout)  # type: ignore[arg-type]
@@ -154,8 +157,8 @@ def run_parallel(todo: Sequence[Step], settings: Settings, store: Store, paralle
                  listener: Listener, report: Report, stop: StopRequest) -> list[Step]:
     """Run ``todo`` on up to ``parallel`` workers; returns the steps that were not started."""
     store.close()  # release our hold on the embedded store: the workers need it
-    pending = list(todo)
-    pool = _Pool(min(parallel, len(todo)))
+    pending = group(todo)
+    pool = _Pool(min(parallel, len(pending)))
     stop_at: float | None = None
     try:
         while True:
@@ -166,14 +169,15 @@ def run_parallel(todo: Sequence[Step], settings: Settings, store: Store, paralle
             busy = pool.busy()
             if not busy:
                 break
-            listener.running([w.step for w in busy if w.step])
+            listener.running([s for w in busy for s in w.steps or []])
             if report.stopped:
                 stop_at = stop_at or time.monotonic()
                 _stop_workers(busy, report.stopped, time.monotonic() - stop_at)
-            for worker, step, outcome in pool.answers():
-                report.add(step, outcome, continue_on_error)
-                listener.finished(step, outcome)
-                if outcome.reason == "process gone":
+            for worker, steps, outcomes in pool.answers():
+                for step, outcome in zip(steps, outcomes, strict=True):
+                    report.add(step, outcome, continue_on_error)
+                    listener.finished(step, outcome)
+                if outcomes[0].reason == "process gone":
                     pool.drop(worker)
                     if pending and not report.stopped:  # replace it
                         pool.add()
@@ -185,7 +189,7 @@ def run_parallel(todo: Sequence[Step], settings: Settings, store: Store, paralle
         raise
     finally:
         pool.close()
-    return pending
+    return [s for g in pending for s in g]
 
 
 def _hand_over(worker: _Worker, store: Store) -> bool:
@@ -224,9 +228,9 @@ def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
             if not line.strip():
                 continue
             task = json.loads(line)
-            interval = Interval(datetime.fromisoformat(task["start"]), datetime.fromisoformat(task["end"]))
-            result = _run_task(settings, registry, store, task["pipeline"], interval)
-            answers.write(json.dumps({RESULT_KEY: result.model_dump(mode="json"),
+            intervals = [Interval(datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in task["intervals"]]
+            results = _run_task(settings, registry, store, task["pipeline"], intervals)
+            answers.write(json.dumps({RESULT_KEY: [r.model_dump(mode="json") for r in results],
                                       "engine_opens": store.engine_opens}) + "\n")
     finally:
         store.close()
@@ -234,12 +238,10 @@ def serve_worker(settings: Settings, registry: Registry, store: Store) -> int:
     return 0
 
 
-def _run_task(settings: Settings, registry: Registry, store: Store, pipeline: str, interval: Interval) -> RunRecord:
-    from runner.runner import run_pipeline
-
+def _run_task(settings: Settings, registry: Registry, store: Store, pipeline: str,
+              intervals: list[Interval]) -> list[RunRecord]:
     try:
-        return run_pipeline(registry.get(pipeline), settings, store, interval, trigger="backfill")
-    except AlreadyRunning as exc:
-        return not_run(pipeline, interval, "busy", "already running", str(exc))
+        spec = registry.get(pipeline)
+        return run_group([Step(spec, i, "run", "") for i in intervals], settings, store)
     except Exception as exc:  # the run could not even start: report it, stay available
-        return not_run(pipeline, interval, "failed", "error", f"{type(exc).__name__}: {exc}")
+        return [not_run(pipeline, i, "failed", "error", f"{type(exc).__name__}: {exc}") for i in intervals]

@@ -18,6 +18,7 @@ encoding other than UTF-8, chosen columns or names) are not pushed down at all.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -50,8 +51,15 @@ Reader = Callable[[list[Any], str, str | None], tuple[str, dict[str, Any]]]
 
 
 def local_files(files: list[Any], format: str, structure: str | None = None) -> tuple[str, dict[str, Any]]:
-    """``file(...)`` over local files (their paths hold no character that changes the meaning)."""
-    paths = str(files[0]) if len(files) == 1 else "{" + ",".join(str(f) for f in files) + "}"
+    """``file(...)`` over local files (their paths hold no character that changes the meaning).
+
+    Several files are one ``{a,b}`` alternation after their common directory: ClickHouse expands
+    braces only after a fixed prefix, and a list of whole paths matched no file (0 rows read)."""
+    if len(files) == 1:
+        paths = str(files[0])
+    else:
+        base = os.path.commonpath([str(f) for f in files])
+        paths = base.rstrip("/") + "/{" + ",".join(os.path.relpath(str(f), base) for f in files) + "}"
     return f"file('{paths}', '{format}'" + (f", '{structure}')" if structure else ")"), {}
 
 

@@ -28,6 +28,7 @@ from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
 from pipelines.tools.arrow_types import arrow_type, convert_column
 from pipelines.tools.extractors.csv_pushdown import csv_sql_source, local_files
+from pipelines.tools.extractors.file_batches import batch_files
 from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.interval_rows import filter_sql_source, filter_table, kept_message
@@ -128,7 +129,8 @@ class FileExtractor(Extractor):
                               f"got {null_values!r}")
         self.null_values = tuple(DEFAULT_NULL_VALUES if null_values is None else null_values)
         self.keep_interval_rows = keep_interval_rows
-        self.interval_aware = declared(interval_aware, bool(_INTERVAL.search(self.path) or keep_interval_rows))
+        placed = bool(_INTERVAL.search(self.path) or keep_interval_rows)  # a batch: file_batches
+        self.interval_aware = self.reads_range = declared(interval_aware, placed)
         self.bucket = S3Bucket(self.name, endpoint, region, key_env, secret_env) if is_s3(self.path) else None
         self.reads_remote = self.bucket is not None  # a ClickHouse server reads the bucket itself
 
@@ -180,8 +182,9 @@ class FileExtractor(Extractor):
     # ---- files ---------------------------------------------------------------------------------
 
     def files(self, context: RunContext) -> list[Any]:
-        r"""The files (local ``Path``\ s, or ``S3Object``\ s of a bucket) this run reads, sorted (an
-        empty match is an error unless allow_empty)."""
+        """The run's files (local Paths, or a bucket's S3Objects), sorted; none: an error unless allow_empty."""
+        if context.intervals:
+            return batch_files(self.files, context)
         pattern = render(self.path, context.template_values())
         if self.bucket:
             full: Any = pattern

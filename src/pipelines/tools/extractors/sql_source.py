@@ -142,6 +142,23 @@ class SqlExtractor(Extractor):
         self.query, self.placeholders = compile_query(sql, self.source)
         # A query bounded by the run's interval re-computes exactly that interval.
         self.interval_aware = declared(interval_aware, bool(self.placeholders & _TIME_PLACEHOLDERS))
+        self._range_checked = False
+
+    @property  # type: ignore[override]
+    def range_refusal(self) -> str | None:
+        """Why the query cannot read several intervals at once (``sql_range``), parsed on first
+        use only: discovery of a pipeline without ``batch_size`` never pays for sqlglot."""
+        if not self._range_checked:
+            from pipelines.tools.extractors.sql_range import range_refusal
+
+            self._refusal = range_refusal(self.query, _PREFIX) if self.interval_aware else None
+            self._range_checked = True
+        return self._refusal
+
+    @property  # type: ignore[override]
+    def reads_range(self) -> bool:
+        """A batch's ``{start}``/``{end}`` give each interval its own rows (see ``sql_range``)."""
+        return self.interval_aware and self.range_refusal is None
 
     def parameters(self, context: RunContext) -> dict[str, str]:
         return parameter_values(context, self.placeholders)

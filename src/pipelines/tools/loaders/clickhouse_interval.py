@@ -101,6 +101,16 @@ class IntervalStrategy(WriteStrategy):
 
     # ---- commit -----------------------------------------------------------------------------
 
+    def _refuse_empty_replacement(self, context: RunContext) -> None:
+        """A batch is judged per interval (``clickhouse_batch``); a run of one interval as every mode."""
+        if not context.intervals:
+            return super()._refuse_empty_replacement(context)
+        from pipelines.tools.loaders.clickhouse_batch import refuse_empty_intervals
+
+        refuse_empty_intervals(context, self.spec.table, self.staging.name, self.column,
+                               context.store.adapter.table_exists(self.spec.table))
+        return None
+
     def held(self, context: RunContext) -> tuple[int, str]:
         store = context.store
         rows = int(store.command(f"SELECT count() FROM {store.table(self.spec.table)} WHERE "
