@@ -12,7 +12,6 @@ in ``_dp_quarantine`` with the reason (``malformed="skip"``).
 from __future__ import annotations
 
 import dataclasses
-import glob as globmod
 import io
 import json
 import re
@@ -23,12 +22,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.config import PROJECT_ROOT
 from core.exceptions import ConfigError, ExtractError
 from pipelines.interfaces import Extractor, RunContext, SqlSource, declared
 from pipelines.tools.arrow_types import arrow_type, convert_column
 from pipelines.tools.extractors.csv_pushdown import csv_sql_source, local_files
-from pipelines.tools.extractors.file_batches import batch_files
+from pipelines.tools.extractors.file_batches import batch_files, local_matches
 from pipelines.tools.extractors.file_formats import DEFAULT_NULL_VALUES, CsvFormat, open_file, suffixes
 from pipelines.tools.extractors.http.placeholders import render
 from pipelines.tools.extractors.interval_rows import filter_sql_source, filter_table, kept_message
@@ -45,7 +43,6 @@ from pipelines.tools.extractors.object_store import S3Bucket, is_s3
 from pipelines.tools.factory import component_factory
 
 _INTERVAL = re.compile(r"\{(start|end|start_date|end_date)\}")
-_GLOB_CHARS = re.compile(r"[*?\[]")
 _JSONL_CHUNK_BYTES = 8 << 20
 _QUARANTINE_FLUSH = 10_000
 # Characters that would change the meaning of a path inside file('...'): globs, lists, quotes.
@@ -190,13 +187,7 @@ class FileExtractor(Extractor):
             full: Any = pattern
             found: list[Any] = self.bucket.connect(context).objects(pattern)
         else:
-            full = Path(pattern).expanduser()
-            if not full.is_absolute():
-                full = PROJECT_ROOT / full
-            if _GLOB_CHARS.search(pattern):
-                found = sorted(Path(p) for p in globmod.glob(str(full), recursive=True) if Path(p).is_file())
-            else:
-                found = [full] if full.is_file() else []
+            full, found = local_matches(pattern)
         if not found and not self.allow_empty:
             raise ExtractError(f"{self.name}: no file matches {full}" +
                                (f" (pattern {self.path!r})" if pattern != self.path else "") +
