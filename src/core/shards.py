@@ -102,8 +102,15 @@ class FoundTables:
 
     def except_runs(self, run_ids: Iterable[str]) -> FoundTables:
         """Without the tables of these runs (the running ones)."""
+        return self._where(run_ids, False)
+
+    def of_run(self, run_id: str) -> FoundTables:
+        """Only the tables of this run."""
+        return self._where([run_id], True)
+
+    def _where(self, run_ids: Iterable[str], of_them: bool) -> FoundTables:
         suffixes = tuple(run_suffix(run_id) for run_id in run_ids)
-        kept = {node: tuple(n for n in names if not (suffixes and n.endswith(suffixes)))
+        kept = {node: tuple(n for n in names if bool(suffixes and n.endswith(suffixes)) == of_them)
                 for node, names in self.by_node.items()}
         return FoundTables({node: names for node, names in kept.items() if names})
 
@@ -142,8 +149,9 @@ def find_run_tables(store: Store, run_id: str | None = None) -> FoundTables:
     return FoundTables({node: tuple(names) for node, names in by_node.items()})
 
 
-def drop_run_tables(store: Store, run_id: str) -> list[str]:
-    """Drop the run-private tables of a dead run wherever they are (:func:`find_run_tables`); their names."""
-    found = find_run_tables(store, run_id)
-    found.drop(store)
-    return found.names()
+def drop_run_tables(store: Store, run_id: str, found: FoundTables | None = None) -> list[str]:
+    """Drop the run-private tables of a dead run wherever they are; their names. ``found``: the
+    tables :func:`find_run_tables` listed already (one listing for several dead runs), else listed here."""
+    tables = found.of_run(run_id) if found is not None else find_run_tables(store, run_id)
+    tables.drop(store)
+    return tables.names()

@@ -285,7 +285,7 @@ def test_dead_runs_staging_is_swept_from_every_node_through_another_node(local_c
     from conftest import wait_for
     from core.config import Settings
     from core.run_tables import run_suffix
-    from core.shards import drop_run_tables
+    from core.shards import drop_run_tables, find_run_tables
     from core.store import Store
 
     env, db = project
@@ -303,21 +303,21 @@ def test_dead_runs_staging_is_swept_from_every_node_through_another_node(local_c
         assert [len(tables) for tables in left] == [4, 2], left  # per run: the Distributed staging and each shard's
         assert store.settings.clickhouse_cluster == c.name and store.settings.clickhouse_port == c.nodes[1].port
 
-        # the reaper and kill: one dead run's staging, found on both nodes; the live run's kept
+        # the reaper: a dead run's staging, from one listing of both nodes; the live run's kept
         dead, live = (run_suffix(ids[name]) for name in ("dead", "live"))
-        assert drop_run_tables(store, ids["dead"]) == [f"_dp_stage_events{dead}", f"_dp_stage_events_shard{dead}"]
+        assert drop_run_tables(store, ids["dead"], find_run_tables(store)) == [
+            f"_dp_stage_events{dead}", f"_dp_stage_events_shard{dead}"]
         kept = [[(name,) for (name,) in tables if name.endswith(live)] for tables in left]
         assert _staging_left(c, db) == kept and [len(tables) for tables in kept] == [2, 1]
 
         # clean: every run's staging but the running ones', found on both nodes in one listing
-        from core.shards import find_run_tables
-
         assert find_run_tables(store).except_runs({ids["live"]}).names() == []
         _kill_9(runs["live"])
         found = find_run_tables(store)
         assert found.names() == [f"_dp_stage_events{live}", f"_dp_stage_events_shard{live}"]
         found.drop(store)
         assert _staging_left(c, db) == [[], []]
+        # nothing left for either listing (kill lists one run's on its own)
         assert find_run_tables(store).names() == [] and drop_run_tables(store, ids["dead"]) == []
     finally:
         store.close()
