@@ -5,7 +5,9 @@ The nodes are reached as :func:`core.topology.cluster_nodes` lists them (host fr
 ``system.clusters``, the HTTP port each node reports), with the store's user and password. A run's
 Distributed staging table is dropped with its local table on every node (:func:`drop_table`), so
 every clean-up of run tables (the loader's, the crashed-run reaper's, ``kill``, ``clean``) covers the
-whole cluster from the node the run talked to.
+whole cluster from the node the run talked to. With ``CLICKHOUSE_CLUSTER`` set, the reaper, ``kill``
+and ``clean`` find dead runs' tables on every node (:func:`find_run_tables`, one query) and drop each
+on its node, whichever node they talk to (behind a load balancer, not the run's).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from core.clickhouse_cluster import Sharding
 from core.exceptions import LoadError
-from core.run_tables import STAGING_PREFIX, run_tables
+from core.run_tables import STAGING_PREFIX, run_suffix, run_tables
+from core.sql_literals import sql_literal
 
 if TYPE_CHECKING:
     from core.store import Store
@@ -86,8 +89,69 @@ def drop_tables(store: Store, names: Iterable[str]) -> None:
         drop_table(store, name, STAGING_PREFIX)
 
 
-def drop_run_tables(store: Store, run_id: str) -> list[str]:
-    """Drop the run-private tables of a dead run; returns their names."""
-    names = run_tables(store, run_id)
-    drop_tables(store, names)
-    return names
+@dataclass(frozen=True)
+class FoundTables:
+    """Run-private tables found by :func:`find_run_tables`, by node: key 0 is the store's own node (no
+    cluster), else the node's number in ``cluster_nodes`` order (``clusterAllReplicas``' ``_shard_num``)."""
+
+    by_node: dict[int, tuple[str, ...]]
+
+    def names(self) -> list[str]:
+        """Each table's name once, sorted (a run's local staging has one name on every node)."""
+        return sorted({name for names in self.by_node.values() for name in names})
+
+    def except_runs(self, run_ids: Iterable[str]) -> FoundTables:
+        """Without the tables of these runs (the running ones)."""
+        return self._where(run_ids, False)
+
+    def of_run(self, run_id: str) -> FoundTables:
+        """Only the tables of this run."""
+        return self._where([run_id], True)
+
+    def _where(self, run_ids: Iterable[str], of_them: bool) -> FoundTables:
+        suffixes = tuple(run_suffix(run_id) for run_id in run_ids)
+        kept = {node: tuple(n for n in names if bool(suffixes and n.endswith(suffixes)) == of_them)
+                for node, names in self.by_node.items()}
+        return FoundTables({node: names for node, names in kept.items() if names})
+
+    def drop(self, store: Store) -> None:
+        """Drop each table on the node it is on (:func:`drop_tables`: a Distributed staging with its
+        local tables on every node; those already gone are no error); nothing opened when none is found."""
+        if list(self.by_node) in ([], [0]):
+            drop_tables(store, self.by_node.get(0, ()))
+            return
+        from core.topology import cluster_nodes, node_store
+
+        nodes = cluster_nodes(store, store.settings.clickhouse_cluster or "")
+        for index, names in sorted(self.by_node.items()):
+            on_node = node_store(store, nodes[index - 1])
+            try:
+                drop_tables(on_node, names)
+            finally:
+                on_node.close()
+
+
+def find_run_tables(store: Store, run_id: str | None = None) -> FoundTables:
+    """Run-private tables (of one run, or of every run) in the store's database: on a self-managed
+    cluster (``CLICKHOUSE_CLUSTER``) on every node, in one query through the store's node (a node that
+    does not answer is skipped: its tables are found by a later sweep), else on the store's node."""
+    settings = store.settings
+    if settings.is_embedded or not settings.clickhouse_cluster:
+        return FoundTables({0: tuple(names)} if (names := run_tables(store, run_id)) else {})
+    rows = store.query_rows(
+        f"SELECT _shard_num, name FROM clusterAllReplicas({sql_literal(settings.clickhouse_cluster)}, system.tables) "
+        "WHERE database = {db:String} AND startsWith(name, {p:String}) AND endsWith(name, {s:String}) "
+        "ORDER BY _shard_num, name SETTINGS skip_unavailable_shards = 1",
+        {"db": store.database, "p": STAGING_PREFIX, "s": run_suffix(run_id) if run_id else ""})
+    by_node: dict[int, list[str]] = {}
+    for node, name in rows:
+        by_node.setdefault(int(node), []).append(str(name))
+    return FoundTables({node: tuple(names) for node, names in by_node.items()})
+
+
+def drop_run_tables(store: Store, run_id: str, found: FoundTables | None = None) -> list[str]:
+    """Drop the run-private tables of a dead run wherever they are; their names. ``found``: the
+    tables :func:`find_run_tables` listed already (one listing for several dead runs), else listed here."""
+    tables = found.of_run(run_id) if found is not None else find_run_tables(store, run_id)
+    tables.drop(store)
+    return tables.names()

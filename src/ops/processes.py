@@ -279,9 +279,9 @@ def clean(settings: Settings, days: float = 30.0, logs: bool = False, dry_run: b
     """Remove what runs leave behind; never data tables, never ``.env``.
 
     - pid files of runs that are not alive (verified as in ``ps``);
-    - ``_dp_stage_*`` tables of runs that are not running (runs left 'running' by a dead process
-      are marked crashed first); a staging table of a live run here, or of a 'running' run on
-      another host, is kept;
+    - ``_dp_stage_*`` tables of runs that are not running, on every node of ``CLICKHOUSE_CLUSTER``
+      (runs left 'running' by a dead process are marked crashed first); a staging table of a live
+      run here, or of a 'running' run on another host, is kept;
     - what each registered pipeline's loader finds left by runs that are not running
       (``Loader.clean_up_leftovers``);
     - temporary files of interrupted writes (``RUN_DIR/pids/*.tmp``, ``.write-test-*``);
@@ -310,8 +310,7 @@ def clean(settings: Settings, days: float = 30.0, logs: bool = False, dry_run: b
 
 def _clean_staging(settings: Settings, report: CleanReport, dry_run: bool) -> None:
     from core.exceptions import DataProcessorError
-    from core.run_tables import run_suffix, run_tables
-    from core.shards import drop_tables
+    from core.shards import find_run_tables
     from core.store import Store
     from record.history import list_runs as history
     from record.tables import ensure_framework_tables
@@ -324,16 +323,16 @@ def _clean_staging(settings: Settings, report: CleanReport, dry_run: bool) -> No
             return
         # Tables first, then who is running: the runner writes its pid file before it creates a
         # staging table, so a table listed here belongs to a run visible below (or one that ended).
-        tables = run_tables(store)
+        tables = find_run_tables(store)  # on every node of CLICKHOUSE_CLUSTER, whichever node this is
         ensure_framework_tables(store)
         if not dry_run:
             report.crashed_runs = [f"{r.pipeline} {r.run_id}" for r in reap_dead_runs(store)]
         running = {r.run_id for r in history(store, status="running", limit=100_000)}
         running |= {r.run_id for r in list_runs(settings) if r.alive}
-        suffixes = tuple(run_suffix(run_id) for run_id in running)
-        report.staging_tables = [name for name in tables if not (suffixes and name.endswith(suffixes))]
+        dead = tables.except_runs(running)
+        report.staging_tables = dead.names()
         if not dry_run:
-            drop_tables(store, report.staging_tables)
+            dead.drop(store)
             report.loader_leftovers = _clean_loaders(settings, store, running, report)
     except DataProcessorError as exc:
         report.notes.append(f"staging tables not checked: {exc}")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 from core.logging import get_logger
 from core.models import RunRecord
-from core.shards import drop_run_tables
+from core.shards import FoundTables, drop_run_tables, find_run_tables
 from core.store import Store
 from pipelines.interfaces import Loader
 from record.history import mark_crashed
@@ -40,9 +40,11 @@ def registered_loaders(store: Store) -> LoaderOf:
     return loader_of
 
 
-def clean_up_dead_run(store: Store, run: RunRecord, loader: Loader | None, why: str = "crashed") -> list[str]:
-    """Remove what the dead ``run`` left: its run-private tables, then its loader's leftovers; what was removed."""
-    removed = drop_run_tables(store, run.run_id)
+def clean_up_dead_run(store: Store, run: RunRecord, loader: Loader | None, why: str = "crashed",
+                      found: FoundTables | None = None) -> list[str]:
+    """Remove what the dead ``run`` left: its run-private tables (on every node of ``CLICKHOUSE_CLUSTER``;
+    ``found``: as listed already), then its loader's leftovers; what was removed."""
+    removed = drop_run_tables(store, run.run_id, found)
     for table in removed:
         log.warning("Dropped staging table %s left by %s run %s", table, why, run.run_id)
     if loader is None:
@@ -68,6 +70,7 @@ def reap_dead_runs(store: Store, pipeline: str | None = None,
     if not crashed:
         return crashed
     loader_of = loaders.get if isinstance(loaders, Mapping) else loaders or registered_loaders(store)
+    found = find_run_tables(store)  # one listing (of every node on a cluster) for all the dead runs
     for dead in crashed:
-        clean_up_dead_run(store, dead, loader_of(dead.pipeline))
+        clean_up_dead_run(store, dead, loader_of(dead.pipeline), found=found)
     return crashed

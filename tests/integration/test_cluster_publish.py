@@ -241,29 +241,89 @@ def test_a_shard_local_target_and_a_cluster_with_replicas_are_refused(local_clus
     assert _per_shard(c, db, "events") == [0, 0] and _staging_left(c, db) == [[], []]
 
 
+def _hang(env: dict[str, str], pipeline: str, day: str, marker, ids: int = 10) -> subprocess.Popen[str]:
+    """``pipeline`` run for ``day`` through node 1, hanging once its rows are staged (its run id in ``marker``)."""
+    from conftest import ROOT, SRC, cli_env
+
+    return subprocess.Popen([sys.executable, str(SRC / "main.py"), "cron_run", pipeline, "--date", day],
+                            env=cli_env({**env, "DP_IDS": str(list(range(ids))), "DP_HANG": str(marker)}),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _kill_9(process: subprocess.Popen[str]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=30)
+
+
 def test_a_kill_9_mid_load_leaves_no_staging_on_any_node(local_cluster, project, tmp_path) -> None:
-    from conftest import ROOT, SRC, cli_env, run_cli, wait_for
+    from conftest import run_cli, wait_for
 
     env, db = project
     c = local_cluster
     _sharded(c, db, "events")
     marker = tmp_path / "hang"
-    victim = subprocess.Popen([sys.executable, str(SRC / "main.py"), "cron_run", "ids", "--date", DAY],
-                              env=cli_env({**env, "DP_IDS": str(list(range(100))), "DP_HANG": str(marker)}),
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    victim = _hang(env, "ids", DAY, marker, 100)
     wait_for(marker.exists, what="the run to hang mid-load")
     left = _staging_left(c, db)
     assert [len(tables) for tables in left] == [2, 1], left  # the Distributed staging and each shard's
     assert _per_shard(c, db, "events", "1") == [0, 0]
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.communicate(timeout=30)
+    _kill_9(victim)
     cleaned = run_cli("clean", env=env)
     _ok(cleaned)
     assert _staging_left(c, db) == [[], []]
     _ok(_run(env, "ids", list(range(100))))
     assert _per_shard(c, db, "events") == [50, 50]
     assert _staging_left(c, db) == [[], []]
+
+
+def test_dead_runs_staging_is_swept_from_every_node_through_another_node(local_cluster, project, tmp_path) -> None:
+    """With ``CLICKHOUSE_CLUSTER`` set, the reaper (and ``kill``) and ``clean`` find a dead run's staging
+    on every node through whichever node they talk to. The local nodes refuse the framework's
+    ``ON CLUSTER`` DDL (Code 392), so the runs talk to node 1 without it and the sweep functions are
+    called here through node 2 with it set."""
+    from conftest import wait_for
+    from core.config import Settings
+    from core.run_tables import run_suffix
+    from core.shards import drop_run_tables, find_run_tables
+    from core.store import Store
+
+    env, db = project
+    c = local_cluster
+    _sharded(c, db, "events")
+    runs = {name: _hang(env, pipeline, day, tmp_path / name)
+            for name, pipeline, day in (("dead", "ids", DAY), ("live", "ids_capped", BEFORE))}
+    store = Store(Settings(_env_file=None, **{k.lower(): v for k, v in c.client_env(db, node=1).items()  # type: ignore[arg-type]
+                                              if k.startswith("CLICKHOUSE_")}), linger=0)
+    try:
+        ids = {name: wait_for(lambda n=name: (tmp_path / n).exists() and (tmp_path / n).read_text(),
+                              what=f"run {name} to hang mid-load") for name in runs}
+        _kill_9(runs["dead"])
+        left = _staging_left(c, db)
+        assert [len(tables) for tables in left] == [4, 2], left  # per run: the Distributed staging and each shard's
+        assert store.settings.clickhouse_cluster == c.name and store.settings.clickhouse_port == c.nodes[1].port
+
+        # the reaper: a dead run's staging, from one listing of both nodes; the live run's kept
+        dead, live = (run_suffix(ids[name]) for name in ("dead", "live"))
+        assert drop_run_tables(store, ids["dead"], find_run_tables(store)) == [
+            f"_dp_stage_events{dead}", f"_dp_stage_events_shard{dead}"]
+        kept = [[(name,) for (name,) in tables if name.endswith(live)] for tables in left]
+        assert _staging_left(c, db) == kept and [len(tables) for tables in kept] == [2, 1]
+
+        # clean: every run's staging but the running ones', found on both nodes in one listing
+        assert find_run_tables(store).except_runs({ids["live"]}).names() == []
+        _kill_9(runs["live"])
+        found = find_run_tables(store)
+        assert found.names() == [f"_dp_stage_events{live}", f"_dp_stage_events_shard{live}"]
+        found.drop(store)
+        assert _staging_left(c, db) == [[], []]
+        # nothing left for either listing (kill lists one run's on its own)
+        assert find_run_tables(store).names() == [] and drop_run_tables(store, ids["dead"]) == []
+    finally:
+        store.close()
+        for process in runs.values():
+            if process.poll() is None:
+                _kill_9(process)
 
 
 def test_a_replicated_target_gets_a_plain_mergetree_staging_and_a_swap_that_replicates(local_cluster, project) -> None:
