@@ -46,14 +46,15 @@ INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format
                    "max_partitions_per_insert_block": 0, "insert_distributed_sync": 1}
 # A source copied from outside the store (files, S3, PostgreSQL, MySQL: every push-down) is read and
 # written by one thread in insert blocks of 100,000 rows, its Parquet decoded and its objects
-# downloaded by one thread, and the staging table's merges are stopped during the copy (wasted work:
-# the staging table is attached or exchanged whole, then dropped). With ClickHouse's defaults its
+# downloaded by one thread, and the staging table's merges are stopped from the copy on (wasted work:
+# its parts are attached to the target as they are, or it becomes the target: StagingTable.stop_merges). With ClickHouse's defaults its
 # peak memory grows with the source: one thread and insert block per core and per file, blocks of up
 # to 1,048,449 rows / 256 MiB that a 1M-row source never fills, Parquet row groups decoded in
 # parallel, merges of the staged parts. Measured (benchmarks/source_memory.py, peak RSS of a fresh
-# process, 1M / 8M rows): S3 Parquet push-down 561 / 1012 MiB (1.84) with the defaults, 433 / 475-531
-# MiB (1.10-1.23) with these; PostgreSQL push-down 554 / 868 MiB (1.56) -> SEE_DOCS. Speed: see
-# docs/connectors.md (benchmarks/db_pushdown.py, benchmarks/s3_files.py).
+# process, 1M / 8M rows): S3 Parquet push-down 549-561 / 1012 MiB (1.84) with the defaults, 435 / 475
+# MiB with these (median of five runs, 1.09; 1.08-1.23 per run); PostgreSQL push-down 558 / 868 MiB
+# (1.56) -> 483 / 509 MiB (1.05). Two threads are not flat (1.22). No speed cost measurable on 2 cores
+# (docs/connectors.md, "Memory is flat").
 COPY_SETTINGS = {"max_threads": 1, "max_insert_threads": 1, "max_parsing_threads": 1, "max_download_threads": 1,
                  "min_insert_block_size_rows": 100_000, "min_insert_block_size_bytes": 0}
 
