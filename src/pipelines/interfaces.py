@@ -247,6 +247,10 @@ class SqlSource:
     of a failed read. ``environment``: variables this process must hold while the embedded engine
     reads the source, because ClickHouse's own client library reads them when it connects and
     takes them from nowhere else (``PGTZ``); :meth:`reading` sets them for its block only.
+    ``copied``: the rows come from outside the store (files, a bucket, a database) and are copied
+    as they are read, which the loader does in bounded memory whatever the source's size
+    (``clickhouse_staging.COPY_SETTINGS``); a query over the store's own tables (a SQL pipeline)
+    keeps ClickHouse's parallelism.
     """
 
     expression: str
@@ -257,6 +261,7 @@ class SqlSource:
     settings: dict[str, Any] = field(default_factory=dict)
     remote: str | None = None
     environment: dict[str, str] = field(default_factory=dict)
+    copied: bool = True
 
     def reading(self) -> AbstractContextManager[None]:
         """The block in which statements read the source (:attr:`environment` set, then restored)."""

@@ -173,7 +173,7 @@ class SqlExtractor(Extractor):
 
     def sql_source(self, context: RunContext) -> SqlSource | None:
         return SqlSource(f"({self.query})", self.schema(context), f"the query of {self.source}",
-                         parameters=self.parameters(context))
+                         parameters=self.parameters(context), copied=False)
 
     def extract(self, context: RunContext) -> Iterator[pa.Table]:
         """The result in Arrow batches (only when the loader cannot insert it with SQL itself)."""

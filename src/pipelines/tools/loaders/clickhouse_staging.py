@@ -44,6 +44,19 @@ if TYPE_CHECKING:
 # queue to lose rows in: ``insert_distributed_sync``, the name every release since 2016 knows).
 INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0,
                    "max_partitions_per_insert_block": 0, "insert_distributed_sync": 1}
+# A source copied from outside the store (files, S3, PostgreSQL, MySQL: every push-down) is read and
+# written by one thread in insert blocks of 100,000 rows, its Parquet decoded and its objects
+# downloaded by one thread, and the staging table's merges are stopped from the copy on (wasted work:
+# its parts are attached to the target as they are, or it becomes the target: StagingTable.stop_merges). With ClickHouse's defaults its
+# peak memory grows with the source: one thread and insert block per core and per file, blocks of up
+# to 1,048,449 rows / 256 MiB that a 1M-row source never fills, Parquet row groups decoded in
+# parallel, merges of the staged parts. Measured (benchmarks/source_memory.py, peak RSS of a fresh
+# process, 1M / 8M rows): S3 Parquet push-down 549-561 / 1012 MiB (1.84) with the defaults, 435 / 475
+# MiB with these (median of five runs, 1.09; 1.08-1.23 per run); PostgreSQL push-down 558 / 868 MiB
+# (1.56) -> 483 / 509 MiB (1.05). Two threads are not flat (1.22). No speed cost measurable on 2 cores
+# (docs/connectors.md, "Memory is flat").
+COPY_SETTINGS = {"max_threads": 1, "max_insert_threads": 1, "max_parsing_threads": 1, "max_download_threads": 1,
+                 "min_insert_block_size_rows": 100_000, "min_insert_block_size_bytes": 0}
 
 
 def insert_select(store: Store, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> None:
@@ -85,6 +98,7 @@ class StagingTable:
         self.supplied: set[str] = set()  # the columns the run's data carries (their DEFAULTs do not apply)
         #: The per-shard side of the staging table when the target is Distributed (None: one table).
         self.sharded: ShardedStaging | None = None
+        self.merges_stopped = False  # during a copy (:meth:`stop_merges`)
 
     @property
     def exists(self) -> bool:
@@ -127,7 +141,7 @@ class StagingTable:
         context.store.adapter.drop(name, sync=False)
         order = ", ".join(c if not is_identifier(c) else quote_identifier(c) for c in spec.order_by)
         context.store.adapter.create_table(name, columns, self.engine, order, spec.partition_by)
-        self._name = name
+        self._name, self.merges_stopped = name, False
         self.columns = context.store.adapter.columns(name)
 
     def like_target(self, context: RunContext, again: bool = False) -> None:
@@ -146,7 +160,7 @@ class StagingTable:
         else:
             self.sharded = ShardedStaging(context, name, self._table_name(context, again, "_shard"), sharding)
             self.sharded.create()
-        self._name = name
+        self._name, self.merges_stopped = name, False
         # Made like the target: the same columns, known already while nothing else can change it.
         known = context.store.memo.active
         self.columns = context.store.adapter.columns(self.spec.table if known else name)
@@ -239,10 +253,12 @@ class StagingTable:
         values = [quote_identifier(n) for n in names] + [sql_literal(v) for v in constants.values()]
         insert = (f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} "
                   f"FROM {source.expression}")
-        settings = {**INSERT_SETTINGS, **source.settings,
+        settings = {**INSERT_SETTINGS, **(COPY_SETTINGS if source.copied else {}), **source.settings,
                     "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
         while True:
             try:
+                if source.copied:
+                    self.stop_merges(context)
                 insert_select(store, insert, source.parameters, settings)
                 break
             except StoreError as exc:
@@ -252,6 +268,24 @@ class StagingTable:
                 where = self._first_null_in_source(context, source, column)
                 self._null_into(context, column, self.columns[column], where)  # widens or raises
                 store.command(f"TRUNCATE TABLE {staging}")
+
+    def stop_merges(self, context: RunContext) -> None:
+        """Stop the staging table's background merges until it is dropped or :meth:`start_merges`: a
+        copy makes many parts, and merging them is wasted work (the table is attached whole, then
+        dropped). A user without the SYSTEM MERGES grant copies with merges running."""
+        if self.sharded is not None or self.merges_stopped:
+            return
+        try:
+            context.store.command(f"SYSTEM STOP MERGES {context.store.table(self.name)}")
+            self.merges_stopped = True
+        except StoreError as exc:
+            context.logger.debug("Staging %s: merges not stopped during the copy: %s", self.name, exc)
+
+    def start_merges(self, context: RunContext) -> None:
+        """Before the staging table becomes the target itself (EXCHANGE keeps its stopped merges)."""
+        if self.merges_stopped:
+            context.store.command(f"SYSTEM START MERGES {context.store.table(self.name)}")
+            self.merges_stopped = False
 
     def partitions(self, context: RunContext) -> list[str]:
         """Partition ids of the staged rows (on any shard)."""
@@ -330,6 +364,7 @@ class StagingTable:
         if self.sharded is not None:
             self.sharded.keep(name)
         else:
+            self.start_merges(context)  # a table the user inspects, not a staging table any more
             context.store.adapter.rename(self.name, name)
         self._name = None
 

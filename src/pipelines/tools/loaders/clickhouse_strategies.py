@@ -214,6 +214,7 @@ class ReplaceStrategy(WriteStrategy):
             self.staging.sharded.replace_all()
             how = "every partition of every shard replaced"
         elif adapter.swappable(table):
+            self.staging.start_merges(context)
             adapter.exchange(table, staging)
             how = "EXCHANGE TABLES"
         else:
