@@ -44,19 +44,23 @@ if TYPE_CHECKING:
 # queue to lose rows in: ``insert_distributed_sync``, the name every release since 2016 knows).
 INSERT_SETTINGS = {"async_insert": 0, "insert_null_as_default": 0, "input_format_null_as_default": 0,
                    "max_partitions_per_insert_block": 0, "insert_distributed_sync": 1}
-# A source copied from outside the store (files, S3, PostgreSQL, MySQL: every push-down) is read and
-# written by one thread in insert blocks of 100,000 rows, its Parquet decoded and its objects
-# downloaded by one thread, and the staging table's merges are stopped from the copy on (wasted work:
-# its parts are attached to the target as they are, or it becomes the target: StagingTable.stop_merges). With ClickHouse's defaults its
-# peak memory grows with the source: one thread and insert block per core and per file, blocks of up
-# to 1,048,449 rows / 256 MiB that a 1M-row source never fills, Parquet row groups decoded in
-# parallel, merges of the staged parts. Measured (benchmarks/source_memory.py, peak RSS of a fresh
-# process, 1M / 8M rows): S3 Parquet push-down 549-561 / 1012 MiB (1.84) with the defaults, 435 / 475
-# MiB with these (median of five runs, 1.09; 1.08-1.23 per run); PostgreSQL push-down 558 / 868 MiB
-# (1.56) -> 483 / 509 MiB (1.05). Two threads are not flat (1.22). No speed cost measurable on 2 cores
-# (docs/connectors.md, "Memory is flat").
-COPY_SETTINGS = {"max_threads": 1, "max_insert_threads": 1, "max_parsing_threads": 1, "max_download_threads": 1,
-                 "min_insert_block_size_rows": 100_000, "min_insert_block_size_bytes": 0}
+# A source copied from outside the store (every push-down: files, S3, PostgreSQL, MySQL) is written
+# in insert blocks of 100,000 rows and the staging table's merges are stopped from the copy on
+# (wasted work: its parts are attached to the target as they are, or it becomes the target:
+# StagingTable.stop_merges); a remote one (S3, databases) is also read, decoded, downloaded and
+# written by one thread. With ClickHouse's defaults peak memory grows with the source: a thread and
+# insert block per core and per file, blocks of up to 1,048,449 rows / 256 MiB, Parquet row groups
+# decoded in parallel, merges of the staged parts. Measured (benchmarks/source_memory.py, peak RSS of
+# a fresh process, 1M / 8M rows): S3 Parquet push-down 549-561 / 1012 MiB (1.84) with the defaults,
+# 435 / 475 MiB with these (median of five runs, 1.09; 1.08-1.23 per run); PostgreSQL push-down
+# 558 / 868 MiB (1.56) -> 483 / 509 MiB (1.05); two threads are not flat (1.22); no speed cost
+# measurable on 2 cores (docs/connectors.md, "Memory is flat"). Local files keep ClickHouse's reading
+# threads: one thread cost local Parquet push-down about a quarter of its speed
+# (benchmarks/load_throughput.py, 2M rows: append 0.67 -> 0.48 of ClickHouse's own, which reads with
+# every core).
+COPY_SETTINGS = {"min_insert_block_size_rows": 100_000, "min_insert_block_size_bytes": 0}
+REMOTE_COPY_SETTINGS = {**COPY_SETTINGS, "max_threads": 1, "max_insert_threads": 1, "max_parsing_threads": 1,
+                        "max_download_threads": 1}
 
 
 def insert_select(store: Store, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> None:
@@ -253,7 +257,8 @@ class StagingTable:
         values = [quote_identifier(n) for n in names] + [sql_literal(v) for v in constants.values()]
         insert = (f"INSERT INTO {staging} ({', '.join(targets)}) SELECT {', '.join(values)} "
                   f"FROM {source.expression}")
-        settings = {**INSERT_SETTINGS, **(COPY_SETTINGS if source.copied else {}), **source.settings,
+        copy = (REMOTE_COPY_SETTINGS if source.remote else COPY_SETTINGS) if source.copied else {}
+        settings = {**INSERT_SETTINGS, **copy, **source.settings,
                     "insert_deduplication_token": f"{context.run_id}-{context.attempt}-sql"}
         while True:
             try:
