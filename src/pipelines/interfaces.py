@@ -247,10 +247,8 @@ class SqlSource:
     of a failed read. ``environment``: variables this process must hold while the embedded engine
     reads the source, because ClickHouse's own client library reads them when it connects and
     takes them from nowhere else (``PGTZ``); :meth:`reading` sets them for its block only.
-    ``copied``: the rows come from outside the store (files, a bucket, a database) and are copied
-    as they are read, which the loader does in bounded memory whatever the source's size
-    (``clickhouse_staging.COPY_SETTINGS``); a query over the store's own tables (a SQL pipeline)
-    keeps ClickHouse's parallelism.
+    ``copied``: rows from outside the store (files, a bucket, a database), copied in bounded memory
+    (``clickhouse_staging.COPY_SETTINGS``); False for a SQL pipeline over the store's own tables.
     """
 
     expression: str
