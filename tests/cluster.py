@@ -142,6 +142,14 @@ class LocalCluster:
     def client(self, node: int, database: str = "default"):
         return self.nodes[node].client(database)
 
+    def rows(self, node: int, sql: str) -> list[tuple]:
+        """The rows of ``sql`` on ``node``, as tuples."""
+        client = self.client(node)
+        try:
+            return [tuple(row) for row in client.query(sql).result_rows]
+        finally:
+            client.close()
+
     def on_every_node(self, sql: str) -> list[object]:
         """Run ``sql`` on each node (the nodes cannot run ``ON CLUSTER``); their results in node order."""
         results = []

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable
 
-from core.exceptions import MigrationLocked, StoreError
+from core.exceptions import StoreError
 from core.logging import get_logger
-from core.migrations.lock import LockRow
+from core.migrations.lock import LockRow, wait_for
 from core.migrations.tables import owner, utcnow
 from core.sql_literals import sql_literal
 from core.store import Store
@@ -171,22 +170,9 @@ class KeeperLock:
 
     def acquire(self, timeout: float, on_wait: Callable[[str], None] | None = None, poll: float = 1.0) -> None:
         """Wait up to ``timeout`` seconds; :class:`MigrationLocked` naming the holder when it stays busy."""
-        deadline = time.monotonic() + timeout
-        next_report = 0.0
-        while True:
-            holder = self.try_acquire()
-            if holder is None:
-                return
-            now = time.monotonic()
-            if now >= deadline:
-                raise MigrationLocked(
-                    f"{self.name} is locked by {holder.describe()} "
-                    f"(key in {self.store.database}.{KEEPER_LOCKS_TABLE}); "
-                    f"if that process is gone, its claim expires {self.lease:g} s after its last renewal")
-            if on_wait and now >= next_report:
-                on_wait(holder.describe())
-                next_report = now + 10
-            time.sleep(min(poll, max(deadline - now, 0.05)))
+        wait_for(self.try_acquire, timeout, on_wait, poll, lambda holder: (
+            f"{self.name} is locked by {holder.describe()} (key in {self.store.database}.{KEEPER_LOCKS_TABLE}); "
+            f"if that process is gone, its claim expires {self.lease:g} s after its last renewal"))
 
     def release(self) -> None:
         if not self.held:

@@ -37,16 +37,8 @@ PIPELINE_REGISTRY = {"ids": {"pipeline": create_el_pipeline(Ids("ids"), create_c
 '''
 
 
-def _rows(cluster, node: int, sql: str) -> list[tuple]:
-    client = cluster.client(node)
-    try:
-        return [tuple(row) for row in client.query(sql).result_rows]
-    finally:
-        client.close()
-
-
 def _framework_tables(cluster, node: int, database: str) -> list[tuple]:
-    return _rows(cluster, node, f"SELECT name, engine FROM system.tables WHERE database = '{database}' "
+    return cluster.rows(node, f"SELECT name, engine FROM system.tables WHERE database = '{database}' "
                                 "AND name LIKE '\\_dp\\_%' ORDER BY name")
 
 
@@ -82,7 +74,7 @@ def test_runner_hosts_on_a_cluster_never_keep_a_history_each(local_cluster, env)
     assert result.returncode == 1 and refusal in result.stdout + result.stderr, result.stdout + result.stderr
     for node in (0, 1):
         assert _framework_tables(local_cluster, node, database) == []
-        assert _rows(local_cluster, node, f"SELECT count() FROM system.tables WHERE database = '{database}'") == [
+        assert local_cluster.rows(node, f"SELECT count() FROM system.tables WHERE database = '{database}'") == [
             (0,)]
 
 
@@ -114,7 +106,7 @@ def test_single_server_tables_are_refused_on_a_cluster_until_db_to_cluster(local
     assert moved.returncode == 1, moved.stdout + moved.stderr
     assert "error: cluster 'dp_cluster': the server refuses ON CLUSTER DDL (Code 392" in moved.stderr, moved.stderr
     assert _framework_tables(local_cluster, 0, database) == tables
-    assert _rows(local_cluster, 0, f"SELECT pipeline, status, rows_loaded FROM {database}._dp_runs FINAL") == [
+    assert local_cluster.rows(0, f"SELECT pipeline, status, rows_loaded FROM {database}._dp_runs FINAL") == [
         ("ids", "success", 10)]
     # A second node with framework tables of its own (a second history) is named, and nothing is touched.
     local_cluster.client(1).command(f"CREATE TABLE {database}._dp_runs (run_id String) ENGINE = MergeTree "
@@ -190,7 +182,7 @@ def test_run_private_tables_of_a_replicated_table_are_plain_and_no_target_is_mad
         start = datetime(2026, 3, 10, tzinfo=UTC)
         quarantine = RunQuarantine(store, "ids", "run-1", start, start)
         quarantine.add([{"source": "s", "raw": "x", "error": "bad"}])
-        assert _rows(local_cluster, 0, f"SELECT engine, total_rows FROM system.tables WHERE database = "
+        assert local_cluster.rows(0, f"SELECT engine, total_rows FROM system.tables WHERE database = "
                                        f"'{database}' AND name = '{quarantine.staging}'") == [("MergeTree", 1)]
         quarantine.discard()
         loader = create_clickhouse_loader("events", time_column="ts")
@@ -223,5 +215,5 @@ def test_check_fails_for_a_node_that_does_not_answer(local_cluster, env) -> None
     finally:
         local_cluster.nodes[1] = start_server(node.data_dir, port=http_port, tcp_port=tcp_port,
                                               extra_env={"CLICKHOUSE_PASSWORD": local_cluster.password})
-    assert _rows(local_cluster, 0, f"SELECT count() FROM clusterAllReplicas('{local_cluster.name}', system.one)") == [
+    assert local_cluster.rows(0, f"SELECT count() FROM clusterAllReplicas('{local_cluster.name}', system.one)") == [
         (2,)]

@@ -78,14 +78,6 @@ PIPELINE_REGISTRY = {
 COLUMNS = "(ts DateTime64(3, 'UTC'), id UInt64, v UInt32, _dp_run_id String DEFAULT '')"
 
 
-def _query(cluster, node: int, sql: str) -> list[tuple]:
-    client = cluster.client(node)
-    try:
-        return [tuple(row) for row in client.query(sql).result_rows]
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def project(local_cluster, project_env: dict[str, str], pipelines_dir, request: pytest.FixtureRequest):
     """(env, database): the CLI pointed at node 1 in a database of this test's own, on both nodes.
@@ -111,12 +103,12 @@ def _sharded(cluster, database: str, table: str, engine: str = "MergeTree", key:
 
 def _per_shard(cluster, database: str, table: str, where: str = "1", final: bool = False) -> list[int]:
     """Rows of ``table_local`` on node 1 and on node 2 matching ``where``."""
-    return [_query(cluster, n, f"SELECT count() FROM {database}.{table}_local{' FINAL' if final else ''} "
+    return [cluster.rows(n, f"SELECT count() FROM {database}.{table}_local{' FINAL' if final else ''} "
                                f"WHERE {where}")[0][0] for n in (0, 1)]
 
 
 def _staging_left(cluster, database: str) -> list[list[tuple]]:
-    return [_query(cluster, n, f"SELECT name FROM system.tables WHERE database = '{database}' AND "
+    return [cluster.rows(n, f"SELECT name FROM system.tables WHERE database = '{database}' AND "
                                "startsWith(name, '_dp_stage_') AND NOT startsWith(name, '_dp_stage_kept') "
                                "ORDER BY name") for n in (0, 1)]
 
@@ -144,7 +136,7 @@ def test_an_interval_on_a_distributed_target_is_published_exactly_once_on_every_
         _ok(_run(env, "ids", list(range(100))))
         assert _per_shard(c, db, "events", day) == [50, 50]
         assert _per_shard(c, db, "events", f"toDate(ts) = '{BEFORE}'") == [5, 5]
-        assert _query(c, 0, f"SELECT count(), uniqExact(id) FROM {db}.events WHERE {day}") == [(100, 100)]
+        assert c.rows(0, f"SELECT count(), uniqExact(id) FROM {db}.events WHERE {day}") == [(100, 100)]
     assert _staging_left(c, db) == [[], []]
     # A re-run whose rows all land on shard 1: shard 2's partition of the interval is emptied.
     _ok(_run(env, "ids", list(range(0, 20, 2))))
@@ -189,7 +181,7 @@ def test_append_merge_and_replace_on_distributed_targets(local_cluster, project)
     for _ in range(2):
         _ok(_run(env, "merge_mrg", list(range(10))))
     assert _per_shard(c, db, "mrg", final=True) == [5, 5]
-    assert _query(c, 0, f"SELECT count() FROM {db}.mrg FINAL") == [(10,)]
+    assert c.rows(0, f"SELECT count() FROM {db}.mrg FINAL") == [(10,)]
     # merge sharded by rand(): a key's versions could land on two shards, never collapsed: refused.
     _sharded(c, db, "mrg_rand", engine="ReplacingMergeTree(v)", key="rand()")
     refused = _run(env, "merge_mrg_rand", list(range(10)))
@@ -204,8 +196,8 @@ def test_append_merge_and_replace_on_distributed_targets(local_cluster, project)
     assert _per_shard(c, db, "rep") == [4, 4]
     _ok(_run(env, "replace_rep", list(range(0, 12, 2))))
     assert _per_shard(c, db, "rep") == [6, 0]
-    assert _query(c, 0, f"SELECT count() FROM {db}.rep WHERE toDate(ts) = '{DAY}'") == [(6,)]
-    assert [_query(c, n, f"SELECT engine FROM system.tables WHERE database = '{db}' AND name = 'rep_local'")
+    assert c.rows(0, f"SELECT count() FROM {db}.rep WHERE toDate(ts) = '{DAY}'") == [(6,)]
+    assert [c.rows(n, f"SELECT engine FROM system.tables WHERE database = '{db}' AND name = 'rep_local'")
             for n in (0, 1)] == [[("MergeTree",)], [("MergeTree",)]]
     assert _staging_left(c, db) == [[], []]
 
@@ -351,7 +343,7 @@ def test_a_replicated_target_gets_a_plain_mergetree_staging_and_a_swap_that_repl
         whole = store.adapter.replace_all_sql("r", "_dp_stage_r_run1")
     finally:
         store.close()
-    assert _query(c, 0, f"SELECT engine, partition_key, sorting_key, primary_key FROM system.tables "
+    assert c.rows(0, f"SELECT engine, partition_key, sorting_key, primary_key FROM system.tables "
                         f"WHERE database = '{db}' AND name = '_dp_stage_r_run1'") == [
         ("ReplacingMergeTree", "toDate(ts)", "id, ts", "id")]
     assert swap == (f"ALTER TABLE `{db}`.`r` REPLACE PARTITION ID '20260310' FROM `{db}`.`_dp_stage_r_run1`, "

@@ -117,22 +117,10 @@ class ClickHouseLock:
         return winner or LockRow("", "another process", utcnow(), utcnow(), 0)
 
     def acquire(self, timeout: float, on_wait: Callable[[str], None] | None = None, poll: float = 1.0) -> None:
-        deadline = time.monotonic() + timeout
-        next_report = 0.0
-        while True:
-            holder = self.try_acquire()
-            if holder is None:
-                return
-            now = time.monotonic()
-            if now >= deadline:
-                raise MigrationLocked(
-                    f"migrations are locked by {holder.describe()} (lock row in {self.store.database}.{LOCKS_TABLE}); "
-                    "if that process is gone, run ./run.sh migrate --force-unlock"
-                )
-            if on_wait and now >= next_report:
-                on_wait(holder.describe())
-                next_report = now + 10
-            time.sleep(min(poll, max(deadline - now, 0.05)))
+        wait_for(self.try_acquire, timeout, on_wait, poll, lambda holder: (
+            f"migrations are locked by {holder.describe()} (lock row in {self.store.database}.{LOCKS_TABLE}); "
+            "if that process is gone, run ./run.sh migrate --force-unlock"))
+
 
     def refresh(self) -> None:
         """Push the expiry forward (called after every statement)."""
@@ -162,3 +150,22 @@ class ClickHouseLock:
             log.warning("Force-unlocking the migration lock held by %s", row.describe())
             self.break_claim(row)
         return broken
+
+
+def wait_for(try_acquire: Callable[[], LockRow | None], timeout: float, on_wait: Callable[[str], None] | None,
+             poll: float, locked: Callable[[LockRow], str]) -> None:
+    """Call ``try_acquire`` until it returns None (taken) or ``timeout`` seconds pass, then raise
+    :class:`MigrationLocked` with ``locked(holder)``; ``on_wait`` hears the holder every 10 s."""
+    deadline = time.monotonic() + timeout
+    next_report = 0.0
+    while True:
+        holder = try_acquire()
+        if holder is None:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise MigrationLocked(locked(holder))
+        if on_wait and now >= next_report:
+            on_wait(holder.describe())
+            next_report = now + 10
+        time.sleep(min(poll, max(deadline - now, 0.05)))
